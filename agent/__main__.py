@@ -1,0 +1,5 @@
+"""``python -m agent`` is ``ffc-agent``."""
+
+from agent.cli import main
+
+main()

@@ -1,0 +1,491 @@
+"""The ``ffc-agent`` command line: parse, call, render. No logic of its own lives here.
+
+People get rich tables on stdout and progress on stderr; scripts get ``--json``. Exit codes are
+a contract: ``check`` speaks the Nagios plugin language (0 OK, 1 warning, 2 critical,
+3 unknown), and any command given a bad configuration exits 78 (EX_CONFIG), which the systemd
+unit treats as "do not restart".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import EX_CONFIG, Config, ConfigError, example_config, load_config
+from diagnostics.model import Assessed, Status
+
+DEFAULT_CONFIG = "/etc/ffc-agent/ffc-agent.toml"
+CONFIG_ENV = "FFC_AGENT_CONFIG"
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    show_envvar=True,
+    help="The agent's TOML configuration.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _config_failed(exc: ConfigError) -> NoReturn:
+    for line in exc.lines:
+        click.echo(line, err=True)
+    sys.exit(EX_CONFIG)
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _config_failed(exc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.version_option(package_name="ffc-agent")
+def cli(verbose: int) -> None:
+    """ffc-agent: device health and RMA agent for FootfallCam people counters."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Check the configuration, or print an example to start from."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE: one line per bad field, exit 78 if any."""
+    cfg = _load(file)
+    click.echo(
+        f"{file}: OK ({len(cfg.sites)} sites, {len(cfg.counters)} counters, {len(cfg.sinks)} sinks)"
+    )
+
+
+@config.command("example")
+def config_example() -> None:
+    """Print a commented example configuration."""
+    click.echo(example_config(), nl=False)
+
+
+# -- check -------------------------------------------------------------------------------------
+
+NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+def nagios_code(assessed: Iterable[Assessed]) -> int:
+    items = list(assessed)
+    genuine = [a for a in items if a.genuine]
+    if any(a.finding.status is Status.FAIL for a in genuine):
+        return 2
+    if genuine:
+        return 1
+    if any(a.finding.status is Status.ERROR for a in items):
+        return 3
+    return 0
+
+
+@cli.command("check")
+@config_option
+@json_option
+def check(config_path: Path, as_json: bool) -> None:
+    """Run one cycle against the configured counters and print the findings.
+
+    Exits 0 OK, 1 warning, 2 critical, 3 unknown, as a Nagios or Icinga plugin does.
+    """
+    from agent.runner import Runner
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    try:
+        with Store.open(Path(cfg.agent.state_dir)) as store:
+            result = Runner(cfg, store).run_cycle()
+    except Exception as exc:  # process boundary: the plugin must answer UNKNOWN, not crash
+        logging.getLogger(__name__).exception("cycle failed")
+        click.echo(f"FFC-AGENT UNKNOWN - the cycle failed: {exc}")
+        sys.exit(3)
+    code = nagios_code(result.assessed)
+    if as_json:
+        _print_json([a.to_json() for a in result.assessed])
+    else:
+        problems = sorted(result.problems, key=lambda a: a.finding.status is not Status.FAIL)
+        head = (
+            "; ".join(f"{a.finding.subject or a.finding.site} {a.finding.code}" for a in problems)
+            or "all counters healthy"
+        )
+        click.echo(f"FFC-AGENT {NAGIOS[code]} - {head}")
+        _findings_table(result.assessed)
+    sys.exit(code)
+
+
+def _findings_table(assessed: list[Assessed], title: str = "Findings") -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("counter", "site", "check", "status", "verdict", "summary"):
+        table.add_column(col)
+    for a in assessed:
+        f = a.finding
+        verdict = str(a.verdict.decision) if a.verdict else ""
+        style = {"fail": "red", "warn": "yellow", "error": "magenta"}.get(str(f.status), "")
+        table.add_row(
+            f.subject or "-",
+            f.site or "-",
+            f.check_id,
+            f"[{style}]{f.status}[/]" if style else str(f.status),
+            verdict,
+            f.summary,
+        )
+    out.print(table)
+
+
+# -- tickets -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def tickets() -> None:
+    """The tickets the agent has filed."""
+
+
+def _local_sink(config_path: Path, state_dir: Path | None):
+    from agent.sinks import LocalSink, make_sinks
+
+    if state_dir is not None:
+        return LocalSink(state_dir / "tickets")
+    for sink in make_sinks(_load(config_path)):
+        if isinstance(sink, LocalSink):
+            return sink
+    raise click.UsageError("no local ticket store is configured")
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read the tickets of this state directory instead of the configured one.",
+)
+
+
+@tickets.command("list")
+@config_option
+@state_dir_option
+@json_option
+def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> None:
+    """List tickets, newest first."""
+    items = sorted(
+        _local_sink(config_path, state_dir).list(), key=lambda t: t.number or "", reverse=True
+    )
+    if as_json:
+        _print_json([t.to_json() for t in items])
+        return
+    table = Table(title="Tickets", title_justify="left")
+    for col in ("number", "status", "category", "SLA", "site", "counters", "subject"):
+        table.add_column(col)
+    for t in items:
+        table.add_row(
+            t.number or "-",
+            str(t.status),
+            str(t.category),
+            f"{t.sla_days} d" if t.sla_days else "-",
+            t.site,
+            ", ".join(t.counters),
+            t.subject,
+        )
+    out.print(table)
+
+
+@tickets.command("show")
+@click.argument("number")
+@config_option
+@state_dir_option
+@json_option
+def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json: bool) -> None:
+    """Show one ticket as support will read it."""
+    sink = _local_sink(config_path, state_dir)
+    ticket = sink.get(number)
+    if ticket is None:
+        raise click.ClickException(f"no ticket {number}")
+    if as_json:
+        _print_json(ticket.to_json())
+        return
+    from rich.markdown import Markdown
+
+    from agent.sinks.local import render_markdown
+
+    out.print(Markdown(render_markdown(ticket)))
+
+
+# -- analyze -------------------------------------------------------------------------------------
+
+EX_DATAERR = 65
+
+
+@cli.group()
+def analyze() -> None:
+    """Judge exported data (a count CSV, snapshots) without a running fleet."""
+
+
+@analyze.command("counts")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The sites and counters the CSV is about.",
+)
+@click.option("--site", help="Judge only this site.")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO-8601",
+    help="Judge as of this time (default: the end of the last slot in the file).",
+)
+@json_option
+def analyze_counts_cmd(
+    file: Path, config_path: Path, site: str | None, now_text: str | None, as_json: bool
+) -> None:
+    """Judge a count CSV (timestamp,counter,in,out): real data problems or false alarms."""
+    from agent.analyze import analyze_counts
+    from diagnostics.countcsv import CountCsvError
+
+    cfg = _load(config_path)
+    now = None
+    if now_text:
+        try:
+            now = datetime.fromisoformat(now_text)
+        except ValueError:
+            raise click.BadParameter(
+                f"not an ISO-8601 time: {now_text!r}", param_hint="--now"
+            ) from None
+        if now.tzinfo is None:
+            raise click.BadParameter("give the time with its UTC offset", param_hint="--now")
+    if site is not None and site not in {s.code for s in cfg.sites}:
+        raise click.BadParameter(f"no site {site!r} in {config_path}", param_hint="--site")
+    try:
+        result = analyze_counts(cfg, file.read_text(encoding="utf-8-sig"), site=site, now=now)
+    except CountCsvError as exc:
+        click.echo(f"{file}: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+    except UnicodeDecodeError:
+        click.echo(f"{file}: not a text file", err=True)
+        sys.exit(EX_DATAERR)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    table = Table(title=f"Count problems as of {result.now.isoformat()}", title_justify="left")
+    for col in ("counter", "kind", "when", "verdict", "expected", "observed", "why"):
+        table.add_column(col)
+    for p in result.findings:
+        table.add_row(
+            p.counter or f"site {p.site}",
+            p.kind,
+            _span(p.start, p.end),
+            p.verdict,
+            _num(p.expected),
+            _num(p.observed),
+            "; ".join(p.reasons),
+        )
+    out.print(table)
+    if not result.findings:
+        out.print("no count problems found")
+
+
+def _span(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    return f"{start:%d %b %H:%M} – {end:%d %b %H:%M}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+# -- remote access ---------------------------------------------------------------------------------
+
+
+@cli.command("enroll")
+@click.argument("serial")
+@config_option
+@json_option
+def enroll_cmd(serial: str, config_path: Path, as_json: bool) -> None:
+    """Pin COUNTER's SSH host key, deliberately (first contact, or a replaced unit)."""
+    from agent.probes.ssh import SshTarget, enroll, pinned_fingerprint
+    from agent.store import Store
+    from diagnostics.model import ProbeError
+
+    cfg = _load(config_path)
+    try:
+        counter = cfg.counter(serial)
+    except KeyError:
+        raise click.BadParameter(
+            f"no counter {serial!r} in {config_path}", param_hint="SERIAL"
+        ) from None
+    target = SshTarget.for_counter(counter)
+    if target is None:
+        raise click.ClickException(f"{serial} has no [counters.ssh] table: nothing to enroll")
+    state_dir = Path(cfg.agent.state_dir)
+    known_hosts = state_dir / "known_hosts"
+    old = pinned_fingerprint(target, known_hosts)
+    try:
+        new = enroll(target, known_hosts, timeout=cfg.agent.probe_timeout_seconds)
+    except ProbeError as exc:
+        click.echo(f"enroll {serial}: {exc.message}", err=True)
+        sys.exit(1)
+    with Store.open(state_dir) as store:
+        store.audit(
+            datetime.now(UTC),
+            _actor(),
+            "ssh.enroll",
+            serial,
+            {"host": str(target), "old": old, "new": new},
+        )
+    if as_json:
+        _print_json({"counter": serial, "host": str(target), "previous": old, "fingerprint": new})
+        return
+    if old and old != new:
+        out.print(f"[yellow]{serial}: host key replaced[/] (was {old})")
+    out.print(f"{serial} ({target}): pinned {new}")
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+# -- simulate and demo ---------------------------------------------------------------------------
+
+
+@cli.command("simulate")
+@click.option("--counters", "count", type=click.IntRange(1, 500), default=4, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="SERIAL:KIND[:PARAM]",
+    help="Script a fault, e.g. FFC0002:offline or FFC0003:under_count:0.6.",
+)
+@click.option(
+    "--port-base",
+    type=click.IntRange(1024, 65000),
+    default=None,
+    help="First port to listen on (default: any free ports).",
+)
+def simulate(count: int, seed: int, faults: tuple[str, ...], port_base: int | None) -> None:
+    """Run simulated counters on 127.0.0.1 and print the config to point the agent at them."""
+    from simulator import run_standalone
+
+    try:
+        run_standalone(counters=count, seed=seed, faults=list(faults), port_base=port_base)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@cli.command("demo")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the demo's state here (default: a new temporary directory).",
+)
+@json_option
+def demo(state_dir: Path | None, as_json: bool) -> None:
+    """Run the whole job on a simulated store and show what the agent found and filed."""
+    from agent.demo import run_demo
+
+    chosen = state_dir or Path(tempfile.mkdtemp(prefix="ffc-agent-demo-"))
+    result = run_demo(chosen, progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+    if as_json:
+        _print_json(result.to_json())
+        return
+    last = result.cycles[-1]
+    out.print(
+        f"[bold]ffc-agent demo[/] — simulated time "
+        f"{result.simulated_time.astimezone(_london()):%a %d %b %Y %H:%M %Z}, "
+        f"{len(result.cycles)} cycles"
+    )
+    problems = [a for a in last.assessed if a.finding.problem and not a.ruled_out]
+    _findings_table(problems, "What it found")
+    ruled = Table(title="What it ruled out, and why", title_justify="left")
+    for col in ("counter", "site", "check", "rule", "why"):
+        ruled.add_column(col)
+    for a in last.ruled_out:
+        assert a.verdict is not None
+        ruled.add_row(
+            a.finding.subject or "-",
+            a.finding.site or "-",
+            a.finding.check_id,
+            a.verdict.rule,
+            "; ".join(a.verdict.reasons),
+        )
+    out.print(ruled)
+    filed = Table(title="Tickets filed", title_justify="left")
+    for col in ("number", "category", "SLA", "subject", "page"):
+        filed.add_column(col)
+    for t in result.tickets:
+        filed.add_row(
+            t.number or "-",
+            str(t.category),
+            f"{t.sla_days} d" if t.sla_days else "-",
+            t.subject,
+            str(result.ticket_dir / f"{t.number}.md"),
+        )
+    out.print(filed)
+    healthy = sorted(
+        {a.finding.subject for a in last.assessed if a.finding.subject}
+        - {a.finding.subject for a in last.assessed if a.finding.problem}
+    )
+    out.print(f"healthy: {', '.join(healthy) or 'none'}")
+    out.print(f"state directory: {result.state_dir}  (config: {result.config_path})")
+    example = result.tickets[0].number if result.tickets else "NUMBER"
+    out.print(f"see a ticket: ffc-agent tickets show {example} --state-dir {result.state_dir}")
+
+
+def _london():
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Europe/London")
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    cli.main(args=argv, prog_name="ffc-agent")
+
+
+if __name__ == "__main__":
+    main()

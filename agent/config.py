@@ -1,0 +1,690 @@
+"""ffc-agent's configuration: one TOML file read into frozen pydantic models.
+
+The file is written by a site installer on a small gateway, usually once, often over a slow
+remote session. So a mistake must be found when the file is loaded, not at 3 a.m. when the
+first probe runs, and it must be reported in words that point at the line to fix: one line per
+bad field, ``counters[1].port: must be at most 65535, got 80800``. ``ffc-agent config check``
+prints ``ConfigError.lines`` and exits 78 (EX_CONFIG), which the systemd unit treats as "do not
+restart": restarting cannot fix a typo.
+
+Contract:
+
+- ``load_config(path)`` and ``parse_config(data)`` return a ``Config`` or raise ``ConfigError``;
+  nothing else escapes for a bad file (a missing, unreadable or non-TOML file included).
+- Every table rejects unknown keys, so a misspelt setting is an error, never silently ignored.
+- Relative paths (``password_file``, ``reference_image``, ``ssh.key_file``, ``state_dir``, a
+  local sink's ``directory``) are resolved against the config file's folder. A relative
+  ``password_file`` or ``key_file`` is looked up first in systemd's ``$CREDENTIALS_DIRECTORY``
+  (``LoadCredential=``), so secrets need not sit in ``/etc`` readable by the service user.
+- Passwords are ``SecretStr``: they never appear in ``repr``, ``str``, JSON dumps or error lines.
+  ``Config.secret_values()`` hands them to the redactor, which scrubs them from bundles.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from diagnostics.calendar import (
+    WEEKDAYS,
+    Closure,
+    Hours,
+    SiteCalendar,
+    check_holiday_region,
+    parse_hours,
+)
+
+EX_CONFIG = 78  # sysexits.h: configuration error; the unit's RestartPreventExitStatus
+
+DEFAULT_STATE_DIR = Path("/var/lib/ffc-agent")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_EMAIL_RE = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used. ``lines`` holds one readable line per problem."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# --- small validators ----------------------------------------------------------------------
+
+
+def _fail(title: str, problems: Iterable[tuple[tuple[str | int, ...], str, Any]]) -> None:
+    """Raise a ValidationError with an error at each (loc, message, input).
+
+    Raised inside a validator, pydantic prefixes each loc with the model's own position, so a
+    cross-field problem lands on the field the user must edit, not on the table around it.
+    """
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError("config", "{reason}", {"reason": message}),
+            loc=loc,
+            input=value,
+        )
+        for loc, message, value in problems
+    ]
+    if details:
+        raise ValidationError.from_exception_data(title, details)
+
+
+def _resolve(path: Path, info: ValidationInfo, *, credential: bool = False) -> Path:
+    """A relative path, resolved where an installer would expect it to be."""
+    if path.is_absolute():
+        return path
+    if credential and (cred_dir := os.environ.get("CREDENTIALS_DIRECTORY")):
+        candidate = Path(cred_dir) / path
+        if candidate.exists():
+            return candidate
+    base_dir = (info.context or {}).get("base_dir")
+    return Path(base_dir) / path if base_dir is not None else path
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError(f"may hold only letters, digits, '_', '.' and '-', got {value!r}")
+    return value
+
+
+def _email(value: str) -> str:
+    if not _EMAIL_RE.fullmatch(value):
+        raise ValueError(f"not an e-mail address: {value!r}")
+    return value
+
+
+def _toml_date(value: Any) -> date:
+    # TOML has a real date type, but people also quote dates; a datetime is a different thing.
+    if isinstance(value, datetime):
+        raise ValueError(f"expected a date like 2024-12-24, got a date and time {value}")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _DATE_RE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a real date: {value!r}") from None
+    raise ValueError(f"expected a date like 2024-12-24, got {_show(value)}")
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+Email = Annotated[str, AfterValidator(_email)]
+TomlDate = Annotated[date, BeforeValidator(_toml_date)]
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+# --- [agent] -----------------------------------------------------------------------------------
+
+
+class AgentConfig(_Model):
+    """How the agent itself runs. Every key has a default, so the table may be left out."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    role: Literal["customer", "footfallcam"] = "customer"
+    cycle_seconds: Annotated[StrictInt, Field(gt=0)] = 300
+    probe_timeout_seconds: Annotated[StrictFloat, Field(gt=0)] = 5.0
+    max_parallel: Annotated[StrictInt, Field(ge=1, le=64)] = 8
+    requester: str = ""
+    cc: tuple[Email, ...] = ()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("requester")
+    @classmethod
+    def _requester(cls, value: str) -> str:
+        return _email(value) if value else value
+
+
+# --- [[sites]] --------------------------------------------------------------------------------
+
+
+class OpeningHours(_Model):
+    """The weekly opening hours; a day left out is closed."""
+
+    mon: str = "closed"
+    tue: str = "closed"
+    wed: str = "closed"
+    thu: str = "closed"
+    fri: str = "closed"
+    sat: str = "closed"
+    sun: str = "closed"
+
+    @field_validator(*WEEKDAYS)
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
+    def weekly(self) -> tuple[Hours | None, ...]:
+        """Seven ``Hours`` or None (closed), Monday first, as ``SiteCalendar`` wants them."""
+        return tuple(parse_hours(getattr(self, day)) for day in WEEKDAYS)
+
+
+class ClosureConfig(_Model):
+    """A planned closure such as a refit, ``from`` and ``to`` both included."""
+
+    start: Annotated[TomlDate, Field(alias="from")]
+    end: Annotated[TomlDate, Field(alias="to")]
+    reason: NonBlank
+
+    @model_validator(mode="after")
+    def _order(self) -> ClosureConfig:
+        if self.start > self.end:
+            _fail(
+                type(self).__name__,
+                [(("from",), f"{self.start} is after 'to' {self.end}", str(self.start))],
+            )
+        return self
+
+
+class SiteConfig(_Model):
+    """One store: where it is, when it is open, and when it is closed on purpose."""
+
+    code: Identifier
+    name: NonBlank
+    timezone: str
+    holidays: str | None = None
+    opening_hours: OpeningHours
+    closed_on_public_holidays: StrictBool = False
+    closures: tuple[ClosureConfig, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_holiday_region(value)
+        return value
+
+    @model_validator(mode="after")
+    def _holiday_region_needed(self) -> SiteConfig:
+        if self.closed_on_public_holidays and not self.holidays:
+            _fail(
+                type(self).__name__,
+                [
+                    (
+                        ("closed_on_public_holidays",),
+                        "needs 'holidays' (a region such as \"GB-ENG\") to know the holidays",
+                        True,
+                    )
+                ],
+            )
+        return self
+
+    def calendar(self) -> SiteCalendar:
+        return SiteCalendar(
+            timezone=self.timezone,
+            weekly=self.opening_hours.weekly(),
+            holiday_region=self.holidays,
+            closed_on_public_holidays=self.closed_on_public_holidays,
+            closures=tuple(Closure(c.start, c.end, c.reason) for c in self.closures),
+        )
+
+
+# --- [[counters]] -----------------------------------------------------------------------------
+
+
+class SshConfig(_Model):
+    """SSH access for deep diagnostics; only where FootfallCam's remote-access staff allow it."""
+
+    user: NonBlank
+    key_file: Path
+    port: Port = 22
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_file(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info, credential=True)
+
+
+class CounterConfig(_Model):
+    """One people counter. Only ``serial``, ``name`` and ``site`` are needed to judge exported
+    counts; without ``host`` the agent cannot probe it and says so."""
+
+    serial: Identifier
+    name: NonBlank
+    site: str
+    host: str | None = None
+    port: Port = 80
+    group: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    api: Literal["cgi-bin", "pi-cgi"] = "cgi-bin"
+    snapshot_path: str = "/snapshot.jpg"
+    reference_image: Path | None = None
+    scheme: Literal["http", "https"] = "http"
+    verify_tls: StrictBool = True
+    ssh: SshConfig | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _secret_and_port(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
+        """Read ``password_file`` into ``password``; default the port from the scheme."""
+        if not isinstance(data, dict):
+            return handler(data)
+        data = dict(data)
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        if "port" not in data and data.get("scheme") == "https":
+            data["port"] = 443
+        raw_file = data.get("password_file")
+        if raw_file is not None and "password" in data:
+            problems.append(
+                (("password_file",), "give either 'password' or 'password_file', not both", None)
+            )
+        elif isinstance(raw_file, str | Path):
+            path = _resolve(Path(raw_file), info, credential=True)
+            data["password_file"] = path
+            try:
+                secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+                problems.append((("password_file",), f"cannot read {str(path)!r}: {reason}", None))
+            else:
+                if secret:
+                    data["password"] = secret
+                else:
+                    problems.append((("password_file",), f"{str(path)!r} is empty", None))
+        try:
+            counter = handler(data)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            problems.extend((*_located(e), None) for e in exc.errors())
+        _fail(cls.__name__, problems)
+        return counter
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() or c == "/" for c in value)):
+            raise ValueError(f"expected a host name or IP address (not a URL), got {value!r}")
+        return value
+
+    @field_validator("snapshot_path")
+    @classmethod
+    def _snapshot_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+    @field_validator("reference_image")
+    @classmethod
+    def _reference_image(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info) if value is not None else None
+
+    @model_validator(mode="after")
+    def _ssh_needs_host(self) -> CounterConfig:
+        if self.ssh is not None and self.host is None:
+            _fail(type(self).__name__, [(("ssh",), "needs the counter's 'host'", None)])
+        return self
+
+    @property
+    def base_url(self) -> str | None:
+        """``http://host:port`` for the counter's web API, or None if it has no host."""
+        if self.host is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def peers(self, config: Config) -> list[str]:
+        return config.peers(self.serial)
+
+
+# --- [[sinks]] --------------------------------------------------------------------------------
+
+
+class LocalSinkConfig(_Model):
+    """Tickets written as files under the state directory: the embedded default destination."""
+
+    type: Literal["local"]
+    directory: Path | None = None  # filled in with <state_dir>/tickets by Config
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info) if value is not None else None
+
+
+# A new destination (rt, smtp, webhook) is one more model with its own ``type`` literal here.
+SinkConfig = Annotated[Union[LocalSinkConfig], Field(discriminator="type")]  # noqa: UP007
+SINK_TYPES = ("local",)
+
+
+# --- the whole file -----------------------------------------------------------------------------
+
+
+class Config(_Model):
+    agent: AgentConfig = AgentConfig()
+    sites: tuple[SiteConfig, ...]
+    counters: tuple[CounterConfig, ...] = ()
+    sinks: tuple[SinkConfig, ...] = ()
+
+    @field_validator("sites")
+    @classmethod
+    def _some_sites(cls, value: tuple[SiteConfig, ...]) -> tuple[SiteConfig, ...]:
+        # Not ``min_length``: pydantic would also report it when a site merely has an error.
+        if not value:
+            raise ValueError("needs at least one [[sites]] table")
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_checks(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """Checks that span tables, run on the raw data so they report next to field errors."""
+        problems = _cross_field_problems(data)
+        try:
+            config = handler(data)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            problems.extend((*_located(e), None) for e in exc.errors())
+        _fail(cls.__name__, problems)
+        return config._with_default_sinks()
+
+    def _with_default_sinks(self) -> Self:
+        default_dir = self.agent.state_dir / "tickets"
+        sinks = self.sinks or (LocalSinkConfig(type="local"),)
+        sinks = tuple(
+            s.model_copy(update={"directory": default_dir})
+            if isinstance(s, LocalSinkConfig) and s.directory is None
+            else s
+            for s in sinks
+        )
+        return self if sinks == self.sinks else self.model_copy(update={"sinks": sinks})
+
+    def site(self, code: str) -> SiteConfig:
+        for site in self.sites:
+            if site.code == code:
+                return site
+        raise KeyError(f"unknown site {code!r}")
+
+    def counter(self, serial: str) -> CounterConfig:
+        for counter in self.counters:
+            if counter.serial == serial:
+                return counter
+        raise KeyError(f"unknown counter {serial!r}")
+
+    def counters_at(self, site_code: str) -> list[CounterConfig]:
+        return [c for c in self.counters if c.site == site_code]
+
+    def peers(self, serial: str) -> list[str]:
+        """Counters that see the same traffic: the same group at the same site if the counter
+        has a group (possibly none), else every other counter at its site."""
+        me = self.counter(serial)
+        return [
+            c.serial
+            for c in self.counters_at(me.site)
+            if c.serial != serial and (me.group is None or c.group == me.group)
+        ]
+
+    def secret_values(self) -> set[str]:
+        """Every secret in the configuration, for the redactor to scrub by value."""
+        found: set[str] = set()
+        _collect_secrets(self, found)
+        return found
+
+
+def _collect_secrets(value: Any, found: set[str]) -> None:
+    if isinstance(value, SecretStr):
+        if secret := value.get_secret_value():
+            found.add(secret)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect_secrets(getattr(value, name), found)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            _collect_secrets(item, found)
+
+
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+
+
+def _cross_field_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
+    """Duplicate site codes and serials, and counters naming a site that is not configured."""
+    if not isinstance(data, dict):
+        return []
+    problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+    sites = data.get("sites")
+    sites = sites if isinstance(sites, list | tuple) else []
+    seen: dict[str, int] = {}
+    for i, site in enumerate(sites):
+        code = _get(site, "code")
+        if isinstance(code, str):
+            if code in seen:
+                message = f"duplicate site code {code!r} (also sites[{seen[code]}])"
+                problems.append((("sites", i, "code"), message, code))
+            seen.setdefault(code, i)
+    counters = data.get("counters")
+    counters = counters if isinstance(counters, list | tuple) else []
+    serials: dict[str, int] = {}
+    for i, counter in enumerate(counters):
+        serial = _get(counter, "serial")
+        if isinstance(serial, str):
+            if serial in serials:
+                message = f"duplicate serial {serial!r} (also counters[{serials[serial]}])"
+                problems.append((("counters", i, "serial"), message, serial))
+            serials.setdefault(serial, i)
+        site = _get(counter, "site")
+        if isinstance(site, str) and site not in seen:
+            problems.append((("counters", i, "site"), f"unknown site {site!r}", site))
+    return problems
+
+
+# --- turning pydantic's errors into lines a person can act on -------------------------------
+
+_SECRET_KEYS = frozenset({"password", "token", "secret"})
+
+
+def _show(value: Any) -> str:
+    """A value as it was written in TOML, briefly."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, date):
+        return value.isoformat()
+    return repr(value)
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    loc = error["loc"]
+    # Never echo what was typed for a secret, even when it is the wrong type.
+    got = "" if loc and loc[-1] in _SECRET_KEYS else f", got {_show(error.get('input'))}"
+    if kind == "extra_forbidden":
+        if len(loc) >= 2 and loc[-2] == "opening_hours":
+            return "unknown key; the days are " + ", ".join(WEEKDAYS)
+        return "unknown key"
+    if kind == "missing":
+        return "missing required key"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "expected an integer" + got
+    if kind in ("float_type", "float_parsing"):
+        return "expected a number" + got
+    if kind in ("bool_type", "bool_parsing"):
+        return "expected true or false" + got
+    if kind in ("string_type", "path_type"):
+        return "expected a string" + got
+    if kind in ("list_type", "tuple_type"):
+        return "expected a list" + got
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "expected a table" + got
+    if kind == "literal_error":
+        return f"must be one of {str(ctx.get('expected', '')).replace(' or ', ', ')}" + got
+    if kind == "greater_than":
+        return f"must be greater than {ctx.get('gt')}" + got
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}" + got
+    if kind == "less_than":
+        return f"must be less than {ctx.get('lt')}" + got
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}" + got
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "union_tag_invalid":
+        return f"must be one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+    if kind == "union_tag_not_found":
+        return "missing required key"
+    msg = str(error.get("msg", ""))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
+def _located(error: Any) -> tuple[tuple[str | int, ...], str]:
+    """The path a person would write for an error, and its reason in words."""
+    loc = error["loc"]
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        # A discriminated union puts the tag into the path: sinks.0.local.directory.
+        if i >= 2 and loc[i - 2] == "sinks" and isinstance(loc[i - 1], int) and part in SINK_TYPES:
+            continue
+        out.append(part)
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        out.append("type")  # the discriminator is the key at fault
+    return tuple(out), _message(error)
+
+
+def _format_loc(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _document_order(data: Any, loc: Sequence[str | int]) -> tuple[int, ...]:
+    """Where ``loc`` sits in the file, so lines come out in the order a person reads them."""
+    key: list[int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict):
+            keys = list(node)
+            key.append(keys.index(part) if part in keys else len(keys))
+            node = node.get(part) if isinstance(part, str) else None
+        elif isinstance(node, list) and isinstance(part, int):
+            key.append(part)
+            node = node[part] if 0 <= part < len(node) else None
+        else:
+            key.append(0)
+            node = None
+    return tuple(key)
+
+
+def _error_lines(data: Any, exc: ValidationError) -> list[str]:
+    located: list[tuple[tuple[int, ...], str]] = []
+    for error in exc.errors():
+        loc, message = _located(error)
+        where = _format_loc(loc) or "(top level)"
+        located.append((_document_order(data, loc), f"{where}: {message}"))
+    located.sort(key=lambda pair: pair[0])
+    return list(dict.fromkeys(line for _, line in located))
+
+
+# --- public entry points --------------------------------------------------------------------------
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
+    """Validate already-parsed TOML. ``base_dir`` anchors relative paths (the file's folder)."""
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        # ``from None``: pydantic's own text echoes inputs, and inputs may hold a password.
+        raise ConfigError(_error_lines(data, exc)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file; every failure is a ``ConfigError``."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: {_toml_error(str(exc))}"]) from None
+    return parse_config(data, base_dir=path.absolute().parent)
+
+
+def _toml_error(message: str) -> str:
+    match = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message)
+    if match:
+        reason, line, column = match.groups()
+        return f"invalid TOML at line {line} column {column}: {reason[:1].lower()}{reason[1:]}"
+    match = re.fullmatch(r"(.*) \(at end of document\)", message)
+    if match:
+        reason = match.group(1)
+        return f"invalid TOML at the end of the file: {reason[:1].lower()}{reason[1:]}"
+    return f"invalid TOML: {message}"
+
+
+def example_config() -> str:
+    """The commented example shipped with the package, for ``ffc-agent config example``."""
+    return resources.files("agent").joinpath("config_example.toml").read_text(encoding="utf-8")

@@ -1,0 +1,147 @@
+"""`ffc-agent demo`: the whole job on a simulated store, with no config and no network.
+
+Six simulated counters on 127.0.0.1 — one healthy, one offline, one hung, one whose counting
+stopped, one whose live view is covered, and one at a second store closed for a refit — are
+watched by the real agent: the real config loader, probes, store, checks, gate and local ticket
+store, in a temporary state directory. Time is simulated: the demo sets its clock to the most
+recent 15:30 in London, so the stores are open whatever the hour at which it is run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.config import Config, load_config
+from agent.runner import CycleResult, Runner
+from agent.store import Store
+from rma.tickets import Ticket
+from simulator import FakeClock, Fleet, SimCounter, SimSite
+
+log = logging.getLogger(__name__)
+
+LONDON = ZoneInfo("Europe/London")
+CYCLES = 3
+CYCLE_STEP = timedelta(minutes=5)
+
+
+def demo_time(real_now: datetime) -> datetime:
+    """The most recent 15:30 London time at or before ``real_now``, minus the demo's cycles."""
+    local = real_now.astimezone(LONDON)
+    at = local.replace(hour=15, minute=30, second=0, microsecond=0)
+    if at > local:
+        at -= timedelta(days=1)
+    return at.astimezone(UTC) - CYCLE_STEP * (CYCLES - 1)
+
+
+WEEK = {
+    "mon": "09:00-20:00",
+    "tue": "09:00-20:00",
+    "wed": "09:00-20:00",
+    "thu": "09:00-20:00",
+    "fri": "09:00-20:00",
+    "sat": "09:00-19:00",
+    "sun": "10:00-18:00",
+}
+
+
+def build_fleet(clock: FakeClock, seed: int = 7) -> Fleet:
+    today = clock.now().astimezone(LONDON).date()
+    refit_from, refit_to = today - timedelta(days=2), today + timedelta(days=5)
+    refit = tuple(refit_from + timedelta(days=i) for i in range((refit_to - refit_from).days + 1))
+    sites = [
+        SimSite(
+            code="LDN01", name="London Oxford Street", timezone="Europe/London", opening_hours=WEEK
+        ),
+        SimSite(
+            code="MCR02",
+            name="Manchester Arndale",
+            timezone="Europe/London",
+            opening_hours=WEEK,
+            closed_dates=refit,
+            closure_reason="store refit",
+        ),
+    ]
+    counters = [
+        SimCounter(
+            serial="FFC1001", name="Main entrance", site="LDN01", base_rate=220.0, group="street"
+        ),
+        SimCounter(
+            serial="FFC1002", name="Side entrance", site="LDN01", base_rate=90.0, group="street"
+        ),
+        SimCounter(serial="FFC1003", name="Mall entrance", site="LDN01", base_rate=140.0),
+        SimCounter(serial="FFC1004", name="Car park lift", site="LDN01", base_rate=110.0),
+        SimCounter(serial="FFC1005", name="Back entrance", site="LDN01", base_rate=60.0),
+        SimCounter(serial="FFC2001", name="Main door", site="MCR02", base_rate=150.0),
+    ]
+    return Fleet(sites=sites, counters=counters, seed=seed, clock=clock)
+
+
+def apply_faults(fleet: Fleet, clock: FakeClock) -> None:
+    now = clock.now()
+    fleet.set_fault("FFC1002", "offline", since=now - timedelta(hours=2))
+    fleet.set_fault("FFC1003", "hung")
+    fleet.set_fault("FFC1004", "zeros", since=now - timedelta(hours=4))
+    fleet.set_fault("FFC1005", "covered", since=now - timedelta(hours=1))
+
+
+@dataclass
+class DemoResult:
+    simulated_time: datetime
+    state_dir: Path
+    config_path: Path
+    cycles: list[CycleResult]
+    tickets: list[Ticket]
+    ticket_dir: Path
+
+    def to_json(self) -> dict[str, Any]:
+        last = self.cycles[-1]
+        return {
+            "simulated_time": self.simulated_time.isoformat(),
+            "state_dir": str(self.state_dir),
+            "findings": [a.to_json() for a in last.assessed if a.finding.problem],
+            "ruled_out": [a.to_json() for a in last.ruled_out],
+            "tickets": [t.to_json() for t in self.tickets],
+        }
+
+
+def run_demo(state_dir: Path, *, real_now: datetime | None = None, progress=None) -> DemoResult:
+    """Start the simulated store, run the agent for a few cycles, stop everything."""
+    say = progress or (lambda _msg: None)
+    clock = FakeClock(demo_time(real_now or datetime.now(UTC)))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fleet = build_fleet(clock)
+    with fleet:
+        fleet.start()
+        apply_faults(fleet, clock)
+        config_path = state_dir / "ffc-agent.toml"
+        fleet.write_references(state_dir / "references")
+        text = fleet.agent_config_toml(state_dir, state_dir / "references", probe_timeout_seconds=2)
+        config_path.write_text(text, encoding="utf-8")
+        config: Config = load_config(config_path)
+        say(
+            f"simulated store: {len(config.counters)} counters on 127.0.0.1, "
+            f"time {clock.now().astimezone(LONDON):%a %d %b %Y %H:%M %Z}"
+        )
+        cycles: list[CycleResult] = []
+        with Store.open(Path(config.agent.state_dir)) as store:
+            runner = Runner(config, store, clock=clock)
+            for i in range(CYCLES):
+                if i:
+                    clock.set(clock.now() + CYCLE_STEP)
+                    fleet.refresh()
+                say(f"cycle {i + 1}/{CYCLES} at {clock.now().astimezone(LONDON):%H:%M}")
+                cycles.append(runner.run_cycle())
+            tickets = [t for c in cycles for t in c.tickets]
+    return DemoResult(
+        clock.now(),
+        state_dir,
+        config_path,
+        cycles,
+        tickets,
+        Path(config.agent.state_dir) / "tickets",
+    )

@@ -1,0 +1,193 @@
+"""A client for one counter's local REST API (DESIGN.md §3): token, counts, snapshot.
+
+The wire format lives in ``counter_format`` (one small tolerant parser); this module only moves
+bytes, under the caller's deadline, and turns every failure into a ``ProbeError``. Tokens are
+long-lived, so one is kept per counter for the life of the process and fetched again only when
+the device rejects it. Neither the password nor the token is ever logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import ClassVar
+from zoneinfo import ZoneInfo
+
+import requests
+
+from agent.probes import counter_format as fmt
+from agent.probes.http import Reply, get
+from diagnostics.model import ProbeError, ProbeErrorCode
+
+MAX_SPAN = timedelta(hours=24)  # the device refuses longer ranges
+SNAPSHOT_MAX_BYTES = 4 * 1024 * 1024
+
+
+class CounterClient:
+    """Talks to one counter. Thread-safe enough for one worker at a time per counter."""
+
+    # tokens are long-lived and shared by every client of the same device in this process
+    _tokens: ClassVar[dict[str, str]] = {}
+    _tokens_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        serial: str,
+        base_url: str,
+        username: str | None,
+        password: str | None,
+        api: str,
+        snapshot_path: str,
+        tz: ZoneInfo,
+        session: requests.Session,
+        timeout_s: float,
+        resolution_min: int = 15,
+    ) -> None:
+        self.serial = serial
+        self.base_url = base_url.rstrip("/")
+        self._username = username or ""
+        self._password = password or ""
+        self.api = api
+        self.snapshot_path = snapshot_path
+        self.tz = tz
+        self.session = session
+        self.timeout_s = timeout_s
+        self.resolution_min = resolution_min
+
+    def __repr__(self) -> str:
+        return f"CounterClient({self.serial!r}, {self.base_url!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _timeout(self, deadline: float) -> tuple[float, float]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProbeError(ProbeErrorCode.TIMEOUT, "cycle deadline passed before the request")
+        t = min(self.timeout_s, left)
+        return (t, t)
+
+    def _get(
+        self,
+        path: str,
+        deadline: float,
+        params: dict[str, str] | None = None,
+        max_bytes: int = fmt.MAX_BODY_BYTES,
+        auth: tuple[str, str] | None = None,
+    ) -> Reply:
+        return get(
+            self.session,
+            self.base_url + path,
+            params=params,
+            timeout=self._timeout(deadline),
+            max_bytes=max_bytes,
+            deadline=deadline,
+            auth=auth,
+        )
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def token(self, deadline: float, *, fresh: bool = False) -> str:
+        key = f"{self.base_url}|{self._username}"
+        with self._tokens_lock:
+            cached = None if fresh else self._tokens.get(key)
+        if cached:
+            return cached
+        reply = self._get(
+            "/cgi-bin/access_token.cgi",
+            deadline,
+            params={"username": self._username, "password": self._password},
+        )
+        if reply.status in (401, 403):
+            raise ProbeError(ProbeErrorCode.AUTH_FAILED, "the counter refused the credentials")
+        _raise_for_status(reply, "access token")
+        try:
+            token = fmt.parse_token(reply.body)
+        except fmt.FormatError as exc:
+            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"access token: {exc}") from None
+        with self._tokens_lock:
+            self._tokens[key] = token
+        return token
+
+    def counts(self, start: datetime, end: datetime, deadline: float) -> fmt.CountsReply:
+        """Counts for ``[start, end)``, in calls of at most 24 h, merged in time order."""
+        if self.api == "pi-cgi":
+            return self._legacy_counts(start, end, deadline)
+        replies: list[fmt.CountsReply] = []
+        chunk_start = start
+        while chunk_start < end:
+            chunk_end = min(end, chunk_start + MAX_SPAN)
+            replies.append(self._counts_chunk(chunk_start, chunk_end, deadline))
+            chunk_start = chunk_end
+        return fmt.merge_replies(replies)
+
+    def _counts_chunk(self, start: datetime, end: datetime, deadline: float) -> fmt.CountsReply:
+        for attempt in (0, 1):
+            token = self.token(deadline, fresh=attempt == 1)
+            params = fmt.counts_query(
+                start,
+                end,
+                resolution_min=self.resolution_min,
+                data_type="json",
+                token=token,
+                tz=self.tz,
+            )
+            reply = self._get("/cgi-bin/apiCount.cgi", deadline, params=params)
+            if reply.status in (401, 403) and attempt == 0:
+                continue  # the token expired or the device was reset: fetch a new one once
+            if reply.status in (401, 403):
+                raise ProbeError(ProbeErrorCode.AUTH_FAILED, "the counter refused the token")
+            _raise_for_status(reply, "counts")
+            try:
+                return fmt.parse_counts(
+                    reply.body,
+                    data_type="json",
+                    serial=self.serial,
+                    tz=self.tz,
+                    minutes=self.resolution_min,
+                )
+            except fmt.FormatError as exc:
+                raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"counts: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def _legacy_counts(self, start: datetime, end: datetime, deadline: float) -> fmt.CountsReply:
+        replies = []
+        day = start.astimezone(self.tz).date()
+        last = (end - timedelta(microseconds=1)).astimezone(self.tz).date()
+        while day <= last:
+            reply = self._get(
+                "/pi-cgi/data.json",
+                deadline,
+                params=fmt.legacy_query(day),
+                auth=(self._username, self._password),
+            )
+            if reply.status in (401, 403):
+                raise ProbeError(ProbeErrorCode.AUTH_FAILED, "the counter refused the credentials")
+            _raise_for_status(reply, "legacy counts")
+            try:
+                replies.append(
+                    fmt.parse_legacy(reply.body, data_type="json", serial=self.serial, tz=self.tz)
+                )
+            except fmt.FormatError as exc:
+                raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"legacy counts: {exc}") from None
+            day += timedelta(days=1)
+        merged = fmt.merge_replies(replies)
+        keep = tuple(s for s in merged.slots if start <= s.start < end)
+        return fmt.CountsReply(
+            merged.serial, merged.model, merged.firmware, merged.device_time, keep
+        )
+
+    def snapshot(self, deadline: float) -> bytes:
+        reply = self._get(self.snapshot_path, deadline, max_bytes=SNAPSHOT_MAX_BYTES)
+        if reply.status in (401, 403):
+            raise ProbeError(ProbeErrorCode.AUTH_FAILED, "the counter refused the snapshot")
+        _raise_for_status(reply, "snapshot")
+        if not reply.body.startswith(b"\xff\xd8"):
+            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, "snapshot is not a JPEG image")
+        return reply.body
+
+
+def _raise_for_status(reply: Reply, what: str) -> None:
+    if reply.status >= 400:
+        raise ProbeError(ProbeErrorCode.HTTP_ERROR, f"{what}: HTTP {reply.status}")

@@ -1,0 +1,476 @@
+"""One cycle of the agent: probe → record → detect → assess → incidents → tickets.
+
+Every counter is probed concurrently under one deadline, so a hung counter costs one timeout in
+parallel with the rest, never the whole cycle. Each check runs isolated: an exception or an
+overrun becomes an ``error`` finding about the agent (check id and traceback summary), never a
+ticket about a device. Tickets are raised only on the flip that opens an incident.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config, CounterConfig
+from agent.incidents import OPEN, Flip, apply
+from agent.probes.counter_api import CounterClient
+from agent.probes.device import probe_device_ssh
+from agent.probes.gateway import probe_gateway
+from agent.probes.http import make_session
+from agent.probes.ssh import SshTarget
+from agent.sinks import Sink, make_sinks
+from agent.store import Store
+from diagnostics.assess import assess
+from diagnostics.checks import (
+    COUNTER_CHECKS,
+    GATEWAY_CHECKS,
+    SITE_CHECKS,
+    Check,
+    CounterEvidence,
+    SiteEvidence,
+    fold_site_outages,
+)
+from diagnostics.checks.gateway import GatewayEvidence
+from diagnostics.model import (
+    Assessed,
+    CountSlot,
+    Finding,
+    Observation,
+    ProbeError,
+    ProbeErrorCode,
+    Status,
+    as_datetime,
+)
+from rma.tickets import CounterRef, ProblemContext, Role, Ticket, compose, idempotency_key
+
+log = logging.getLogger(__name__)
+
+SLOT_MINUTES = 15
+UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplink is down
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class ProbeResult:
+    serial: str
+    observations: list[Observation] = field(default_factory=list)
+    slots: list[CountSlot] = field(default_factory=list)
+    snapshot: bytes | None = None
+
+
+@dataclass
+class CycleResult:
+    started_at: datetime
+    assessed: list[Assessed]
+    flips: list[Flip]
+    tickets: list[Ticket]
+    duration_s: float
+
+    @property
+    def problems(self) -> list[Assessed]:
+        return [a for a in self.assessed if a.genuine]
+
+    @property
+    def ruled_out(self) -> list[Assessed]:
+        return [a for a in self.assessed if a.ruled_out]
+
+    @property
+    def errors(self) -> list[Assessed]:
+        return [a for a in self.assessed if a.finding.status is Status.ERROR]
+
+
+class Runner:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Any = None,
+        sinks: Sequence[Sink] | None = None,
+        history_days: int = 28,
+        checks: Sequence[Check] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.sinks = list(sinks) if sinks is not None else make_sinks(config)
+        self.history_days = history_days
+        self.checks = list(checks) if checks is not None else [c() for c in COUNTER_CHECKS]
+        self.site_checks = [c() for c in SITE_CHECKS]
+        self.gateway_checks = [c() for c in GATEWAY_CHECKS]
+        self.state_dir = Path(config.agent.state_dir)
+        self.known_hosts = self.state_dir / "known_hosts"
+        self._sessions: dict[str, Any] = {}
+
+    # -- probe ---------------------------------------------------------------------------------
+
+    def _client(self, counter: CounterConfig) -> CounterClient:
+        site = self.config.site(counter.site)
+        verify = counter.verify_tls
+        session = self._sessions.setdefault(counter.serial, make_session(verify=verify))
+        return CounterClient(
+            serial=counter.serial,
+            base_url=f"{counter.scheme}://{counter.host}:{counter.port}",
+            username=counter.username,
+            password=counter.password.get_secret_value() if counter.password else None,
+            api=counter.api,
+            snapshot_path=counter.snapshot_path,
+            tz=site.calendar().tz,
+            session=session,
+            timeout_s=self.config.agent.probe_timeout_seconds,
+            resolution_min=SLOT_MINUTES,
+        )
+
+    def _fetch_from(self, serial: str, now: datetime) -> datetime:
+        """Where to resume: the newest slot again (it may have been open), or the oldest gap
+        still inside the upload window, so late uploads are collected; history on first run."""
+        mark = self.store.watermark(serial)
+        if mark is None:
+            start = now - timedelta(days=self.history_days)
+            return start.replace(
+                minute=start.minute - start.minute % SLOT_MINUTES, second=0, microsecond=0
+            )
+        window_start = max(now - UPLOAD_WINDOW, mark - UPLOAD_WINDOW)
+        have = self.store.slot_starts(serial, window_start)
+        if have:
+            t = min(have)
+            step = timedelta(minutes=SLOT_MINUTES)
+            while t < mark:
+                if t not in have:
+                    return t
+                t += step
+        return mark
+
+    def probe_counter(self, counter: CounterConfig, now: datetime, deadline: float) -> ProbeResult:
+        """Every probe of one counter: the API (counts), its live view, and SSH if configured.
+
+        The snapshot needs a working API; SSH does not, and is most useful when the API fails.
+        """
+        result = ProbeResult(counter.serial)
+        if not counter.host:
+            return result
+        client = self._client(counter)
+        api = self._probe_api(client, counter, now, deadline, result)
+        result.observations.append(api)
+        if api.ok:
+            result.observations.append(self._probe_snapshot(client, now, deadline, result))
+        target = SshTarget.for_counter(counter)
+        if target is not None:
+            result.observations.append(
+                probe_device_ssh(
+                    target,
+                    self.known_hosts,
+                    counter=counter.serial,
+                    timeout_s=self.config.agent.probe_timeout_seconds,
+                    deadline=deadline,
+                    now=now,
+                )
+            )
+        return result
+
+    def _probe_api(
+        self,
+        client: CounterClient,
+        counter: CounterConfig,
+        now: datetime,
+        deadline: float,
+        result: ProbeResult,
+    ) -> Observation:
+        started = time.monotonic()
+        try:
+            reply = client.counts(self._fetch_from(counter.serial, now), now, deadline)
+        except ProbeError as exc:
+            return Observation.failed(counter.serial, "api", now, exc, time.monotonic() - started)
+        result.slots = [s for s in reply.slots if s.start < now]
+        data: dict[str, Any] = {"slots_received": len(result.slots)}
+        if reply.device_time is not None:
+            data["clock_offset_s"] = round((reply.device_time - now).total_seconds(), 1)
+        for key in ("model", "firmware"):
+            if getattr(reply, key, None):
+                data[key] = getattr(reply, key)
+        return Observation(
+            counter.serial, "api", now, True, data, elapsed_s=time.monotonic() - started
+        )
+
+    def _probe_snapshot(
+        self, client: CounterClient, now: datetime, deadline: float, result: ProbeResult
+    ) -> Observation:
+        started = time.monotonic()
+        try:
+            result.snapshot = client.snapshot(deadline)
+        except ProbeError as exc:
+            return Observation.failed(
+                client.serial, "snapshot", now, exc, time.monotonic() - started
+            )
+        return Observation(
+            client.serial,
+            "snapshot",
+            now,
+            True,
+            {"bytes": len(result.snapshot)},
+            elapsed_s=time.monotonic() - started,
+        )
+
+    def probe_all(self, now: datetime) -> dict[str, ProbeResult]:
+        agent = self.config.agent
+        budget = max(3 * agent.probe_timeout_seconds, 30.0)
+        deadline = time.monotonic() + min(budget, agent.cycle_seconds)
+        probed = [c for c in self.config.counters if c.host]
+        results: dict[str, ProbeResult] = {}
+        pool = cf.ThreadPoolExecutor(max_workers=agent.max_parallel, thread_name_prefix="probe")
+        try:
+            futures = {pool.submit(self.probe_counter, c, now, deadline): c for c in probed}
+            done, pending = cf.wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1)
+            for fut in done:
+                counter = futures[fut]
+                try:
+                    results[counter.serial] = fut.result()
+                except Exception:  # process boundary of a worker: never lose the cycle
+                    log.exception("probe of %s crashed", counter.serial)
+                    results[counter.serial] = ProbeResult(
+                        counter.serial,
+                        [
+                            Observation.failed(
+                                counter.serial,
+                                "api",
+                                now,
+                                ProbeError(ProbeErrorCode.BAD_RESPONSE, "the probe crashed"),
+                            )
+                        ],
+                    )
+            for fut in pending:
+                counter = futures[fut]
+                results[counter.serial] = ProbeResult(
+                    counter.serial,
+                    [
+                        Observation.failed(
+                            counter.serial,
+                            "api",
+                            now,
+                            ProbeError(
+                                ProbeErrorCode.TIMEOUT, "no answer before the cycle deadline"
+                            ),
+                        )
+                    ],
+                )
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return results
+
+    # -- record --------------------------------------------------------------------------------
+
+    def record(self, results: dict[str, ProbeResult], now: datetime) -> None:
+        for res in results.values():
+            for obs in res.observations:
+                self.store.add_observation(obs)
+                for command in obs.data.get("commands", ()):
+                    self.store.audit(now, "agent", "ssh.command", obs.counter, command)
+            if res.slots:
+                self.store.add_slots(res.slots, now)
+            if res.snapshot:
+                folder = self.state_dir / "snapshots"
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = folder / f".{res.serial}.jpg.tmp"
+                tmp.write_bytes(res.snapshot)
+                tmp.replace(folder / f"{res.serial}.jpg")
+
+    # -- detect --------------------------------------------------------------------------------
+
+    def history(self, now: datetime) -> dict[str, tuple[CountSlot, ...]]:
+        """Every counter's slots over the baseline window, read once per cycle."""
+        since = now - timedelta(days=self.history_days + 7)
+        return {c.serial: tuple(self.store.slots(c.serial, since)) for c in self.config.counters}
+
+    def evidence(
+        self,
+        counter: CounterConfig,
+        now: datetime,
+        history: dict[str, tuple[CountSlot, ...]] | None = None,
+    ) -> CounterEvidence:
+        site = self.config.site(counter.site)
+        history = history if history is not None else self.history(now)
+        observations: dict[str, Observation] = {}
+        extra: dict[str, Any] = {}
+        api_history = self.store.observations(counter.serial, "api", limit=500)
+        if api_history:
+            observations["api"] = api_history[0]
+            if not api_history[0].ok:
+                streak = 0
+                for obs in api_history:
+                    if obs.ok:
+                        break
+                    streak += 1
+                extra["api_failing_since"] = api_history[streak - 1].at
+                extra["api_consecutive_failures"] = streak
+            last_ok = self.store.last_success(counter.serial, "api")
+            extra["api_last_success"] = last_ok.isoformat() if last_ok else None
+        for probe in ("snapshot", "ssh"):
+            latest = self.store.observations(counter.serial, probe, limit=1)
+            if latest:
+                observations[probe] = latest[0]
+        extra["ssh_configured"] = counter.ssh is not None
+        mark = self.store.watermark(counter.serial)
+        extra["last_count_slot"] = mark.isoformat() if mark else None
+        if not counter.host:
+            extra["not_probed"] = "no host configured: the counter cannot be probed"
+        peers = {p: history.get(p, ()) for p in self.config.peers(counter.serial)}
+        return CounterEvidence(
+            serial=counter.serial,
+            name=counter.name,
+            site=counter.site,
+            calendar=site.calendar(),
+            now=now,
+            observations=observations,
+            slots=history.get(counter.serial, ()),
+            peers=peers,
+            extra=extra,
+        )
+
+    def run_checks(
+        self,
+        evidence: Any,
+        pool: cf.ThreadPoolExecutor,
+        checks: Sequence[Check] | None = None,
+    ) -> list[Finding]:
+        """Run each check on ``evidence`` under its own timeout; failures become ``error``."""
+        findings: list[Finding] = []
+        for check in self.checks if checks is None else checks:
+            fut = pool.submit(check.run, evidence)
+            try:
+                findings.extend(fut.result(timeout=check.timeout_s))
+            except cf.TimeoutError:
+                findings.append(_check_error(check, evidence, f"check overran {check.timeout_s}s"))
+            except Exception as exc:  # a broken check is an agent fault, not a device fault
+                log.exception("check %s failed on %s", check.id, evidence.serial)
+                findings.append(_check_error(check, evidence, f"{type(exc).__name__}: {exc}"))
+        return findings
+
+    # -- the cycle -----------------------------------------------------------------------------
+
+    def run_cycle(self) -> CycleResult:
+        started = time.monotonic()
+        now = self.clock.now()
+        cycle_id = self.store.begin_cycle(now)
+        results = self.probe_all(now)
+        self.record(results, now)
+        gateway = probe_gateway(self.state_dir, now=now)
+        self.store.add_observation(gateway)
+        findings: list[Finding] = []
+        with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="check") as pool:
+            findings.extend(
+                self.run_checks(
+                    GatewayEvidence(now=now, observation=gateway), pool, self.gateway_checks
+                )
+            )
+            history = self.history(now)
+            for counter in self.config.counters:
+                findings.extend(self.run_checks(self.evidence(counter, now, history), pool))
+            for site in self.config.sites:
+                members = self.config.counters_at(site.code)
+                evidence = SiteEvidence(
+                    site=site.code,
+                    calendar=site.calendar(),
+                    now=now,
+                    counters={c.serial: history.get(c.serial, ()) for c in members},
+                    groups={c.serial: c.group for c in members},
+                )
+                findings.extend(self.run_checks(evidence, pool, self.site_checks))
+        findings = fold_site_outages(findings)
+        calendars = {s.code: s.calendar() for s in self.config.sites}
+        assessed = assess(findings, calendars)
+        self.store.add_findings(cycle_id, assessed)
+        flips = apply(self.store, assessed, now)
+        tickets = [t for flip in flips if flip.to_state == OPEN for t in self._ticket(flip, now)]
+        duration = time.monotonic() - started
+        self.store.end_cycle(
+            cycle_id,
+            self.clock.now(),
+            {
+                "findings": len(assessed),
+                "problems": sum(a.genuine for a in assessed),
+                "ruled_out": sum(a.ruled_out for a in assessed),
+                "tickets": [t.number for t in tickets],
+                "duration_s": round(duration, 3),
+            },
+        )
+        return CycleResult(now, assessed, flips, tickets, duration)
+
+    # -- tickets -------------------------------------------------------------------------------
+
+    def _ticket(self, flip: Flip, now: datetime) -> list[Ticket]:
+        inc = flip.incident
+        if inc.check_id.startswith("gateway."):
+            # the gateway belongs to the store, not to FootfallCam: no portal ticket for it
+            log.warning("gateway problem, no support ticket: %s", inc.summary)
+            return []
+        site = self.config.site(inc.site)
+        finding = Finding.from_json(inc.last_finding)
+        counters = tuple(
+            CounterRef(c.serial, c.name, c.host)
+            for c in self.config.counters
+            if c.serial == inc.subject
+        )
+        started_at = next(
+            (
+                t
+                for t in (as_datetime(finding.evidence.get(k)) for k in _START_KEYS)
+                if t is not None
+            ),
+            inc.opened_at,
+        )
+        key = idempotency_key(inc.check_id, inc.subject or inc.site, started_at)
+        ctx = ProblemContext(
+            key=key,
+            site_code=site.code,
+            site_name=site.name,
+            timezone=site.timezone,
+            counters=counters,
+            findings=(finding,),
+            started_at=started_at,
+            requester=self.config.agent.requester,
+            cc=tuple(self.config.agent.cc),
+            role=Role(self.config.agent.role),
+            now=now,
+        )
+        ticket = compose(ctx)
+        filed: list[Ticket] = []
+        for sink in self.sinks:
+            done = sink.file(ticket)
+            filed.append(done)
+            self.store.set_incident_ticket(inc.id, key, done.number)
+            self.store.audit(
+                now,
+                "agent",
+                "ticket.filed",
+                done.number or key,
+                {"sink": sink.name, "incident": inc.id, "category": done.category},
+            )
+            log.warning("ticket %s filed in %s: %s", done.number, sink.name, done.subject)
+        return filed
+
+
+# where each kind of finding says when its problem began
+_START_KEYS = ("failing_since", "zero_since", "start", "since")
+
+
+def _check_error(check: Check, evidence: Any, message: str) -> Finding:
+    return Finding(
+        check_id=check.id,
+        status=Status.ERROR,
+        code="check_error",
+        summary=f"the check {check.id} itself failed: {message}",
+        at=evidence.now,
+        site=evidence.site,
+        subject=evidence.serial,
+        evidence={"error": message},
+    )

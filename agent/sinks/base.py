@@ -1,0 +1,72 @@
+"""The contract every ticket destination keeps: the local store, Request Tracker, e-mail, webhook.
+
+A sink files a composed ``Ticket`` and returns it with the destination's number. Filing is
+idempotent by the ticket's ``key`` (which comes from the incident, not the gateway), so a retry
+after a crash, or a second gateway of a redundant pair, finds the ticket already there instead
+of opening a duplicate. ``find_open`` lets the agent join a ticket a person already raised by
+hand for the same counter and category, rather than filing a second one beside it.
+
+Failures are ``SinkError``; ``permanent`` tells the outbox whether retrying can ever help
+(a rejected ticket, bad credentials) or only time can (a helpdesk that is down).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from rma.tickets import Category, Ticket
+
+
+class SinkError(Exception):
+    """A destination could not take or give a ticket.
+
+    ``permanent`` is True when retrying the same call cannot succeed (the destination refused
+    it as invalid, or there is no such ticket), False when it may later (unreachable, busy).
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@runtime_checkable
+class Sink(Protocol):
+    name: str
+
+    def file(self, ticket: Ticket, attachments: Mapping[str, bytes] | None = None) -> Ticket:
+        """File ``ticket`` and return it with its number. If a ticket with the same ``key``
+        exists, return that one unchanged (and ignore ``attachments``)."""
+        ...
+
+    def find_by_key(self, key: str) -> Ticket | None: ...
+
+    def find_open(
+        self, site: str, counters: Iterable[str], category: Category | str
+    ) -> Ticket | None:
+        """An open (not Closed) ticket about the same site, counter(s) and category."""
+        ...
+
+    def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket: ...
+
+    def get(self, number: str) -> Ticket | None: ...
+
+    def list(self) -> builtins.list[Ticket]: ...
+
+
+def same_problem(
+    ticket: Ticket, site: str, counters: Iterable[str], category: Category | str
+) -> bool:
+    """Is ``ticket`` an open ticket about this site, counter(s) and category?
+
+    Counter tickets match when they share a counter; a site-level question (no counters)
+    matches only site-level tickets, so one counter's ticket never swallows a site outage.
+    """
+    if not ticket.is_open or ticket.site != site or ticket.category != Category(category):
+        return False
+    wanted = set(counters)
+    if not wanted:
+        return not ticket.counters
+    return bool(wanted & set(ticket.counters))

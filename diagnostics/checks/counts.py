@@ -1,0 +1,226 @@
+"""Counting stopped: the counter answers, but counts nothing while the store is open.
+
+A counter whose counting service died, or whose view is covered, keeps answering its API with
+zeros, so an offline check never sees it. Zeros are judged only over the store's regular
+opening hours (a shut store counts nothing, truthfully), and a run of zeros is called a fault
+only when it is improbable under the counter's own expected traffic for those hours — scaled
+by how its peers are doing right now, so a storm that empties the street is not a fault.
+
+This module also holds what every count check shares: ``CountCheck`` (scope and look-back
+options, building the ``CountModel`` from the evidence) and ``peers_by_group``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
+from diagnostics.model import Finding, Status
+from diagnostics.series import CountArrays, CountModel, ZeroRun
+
+
+def peers_by_group(serials: Sequence[str], groups: Mapping[str, str | None]) -> list[list[int]]:
+    """Each counter's peers as row numbers: its group at the site, else every other counter
+    (the configuration's rule, so the service and ``analyze counts`` agree)."""
+    out = []
+    for i, serial in enumerate(serials):
+        group = groups.get(serial)
+        out.append(
+            [
+                j
+                for j, other in enumerate(serials)
+                if j != i and (group is None or groups.get(other) == group)
+            ]
+        )
+    return out
+
+
+def counter_model(evidence: CounterEvidence) -> CountModel:
+    """The model of one counter (row 0) and its peers, as the service gathers them."""
+    slots = {evidence.serial: evidence.slots, **evidence.peers}
+    arrays = CountArrays.from_slots(slots, evidence.calendar, now=evidence.now)
+    return CountModel(arrays, evidence.calendar, evidence.now)
+
+
+def site_model(evidence: SiteEvidence) -> CountModel:
+    arrays = CountArrays.from_slots(evidence.counters, evidence.calendar, now=evidence.now)
+    peers = peers_by_group(arrays.serials, evidence.groups)
+    return CountModel(arrays, evidence.calendar, evidence.now, peers)
+
+
+def local(when: datetime, tz: ZoneInfo) -> str:
+    return f"{when.astimezone(tz):%a %d %b %H:%M}"
+
+
+def span(model: CountModel, first: int, last: int) -> tuple[datetime, datetime]:
+    """The start of slot ``first`` and the end of slot ``last``."""
+    return model.grid.at(first), model.grid.at(last + 1)
+
+
+class CountCheck(Check):
+    """A count check: judges a ``CountModel``, built from the evidence or handed in whole.
+
+    ``scope="current"`` (the service) says how the counter is doing now — one finding, whose
+    ok resolves an open incident; ``scope="all"`` (``analyze counts``) reports every episode
+    in the data.
+    """
+
+    class Options(BaseModel):
+        model_config = ConfigDict(frozen=True, extra="forbid")
+        scope: Literal["current", "all"] = "current"
+        lookback_days: int = Field(7, ge=1)
+
+    options: Options
+
+    def run(self, evidence: Any) -> list[Finding]:
+        if not evidence.slots:
+            return [self.finding(evidence, Status.SKIP, "no_data", "no count data received yet")]
+        return self.judge(counter_model(evidence), evidence)
+
+    def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
+        raise NotImplementedError
+
+    def low(self, model: CountModel, evidence: Any) -> int:
+        """The first slot this check looks at."""
+        if self.options.scope == "all":
+            return 0
+        days = self.options.lookback_days
+        return model.grid.index(evidence.now - timedelta(days=days))
+
+    def settle(
+        self, problems: list[Finding], evidence: Any, ok: str, summary: str, **details: Any
+    ) -> list[Finding]:
+        """The problems, or one ok finding when there are none."""
+        return problems or [self.finding(evidence, Status.OK, ok, summary, **details)]
+
+
+class CountingStopped(CountCheck):
+    id: ClassVar[str] = "counter.counts.stopped"
+    title: ClassVar[str] = "Counter counts while the store is open"
+    applies_to = "counter"
+    remediation: ClassVar[str] = (
+        "Look at the counter's live view for a blockage; restart the counting service or "
+        "power-cycle the counter; if counts stay at zero, raise a data-accuracy ticket."
+    )
+
+    class Options(CountCheck.Options):
+        max_log10_probability: float = Field(-4.0, lt=0)  # chance of the run being genuine
+        min_open_minutes: int = Field(60, gt=0)  # never judge a shorter run
+        fallback_open_minutes: int = Field(180, gt=0)  # rule for a counter with no history
+        min_history_weeks: int = Field(2, ge=1)
+
+    options: Options
+
+    def run(self, evidence: CounterEvidence) -> list[Finding]:
+        api = evidence.observations.get("api")
+        if api is not None and not api.ok:
+            return [
+                self.finding(
+                    evidence,
+                    Status.SKIP,
+                    "offline",
+                    "counting not judged: the counter is not answering",
+                )
+            ]
+        return super().run(evidence)
+
+    def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
+        i = model.index(evidence.serial)
+        lo = self.low(model, evidence)
+        found = model.zero_runs(i, lo)
+        if self.options.scope == "all":
+            problems = [f for r in found if (f := self._judge_run(model, i, r, evidence)).problem]
+            return self.settle(problems, evidence, "counting", "no improbable run of zeros")
+        if not model.present[i, lo:].any():
+            return [self.finding(evidence, Status.SKIP, "no_data", "no recent count data")]
+        last_count = model.present[i] & (model.total[i] > 0)
+        if not found or (last_count[found[-1].last :].any()):
+            return [self.finding(evidence, Status.OK, "counting", "the counter is counting")]
+        return [self._judge_run(model, i, found[-1], evidence)]
+
+    def _judge_run(self, model: CountModel, i: int, run: ZeroRun, evidence: Any) -> Finding:
+        opts = self.options
+        tz = model.grid.tz
+        start, end = span(model, run.first, run.last)
+        minutes = round(run.open_minutes)
+        if minutes == 0:
+            return self.finding(
+                evidence, Status.OK, "closed_hours", "zeros only outside the regular opening hours"
+            )
+        details: dict[str, Any] = {
+            "zero_since": start.isoformat(),
+            "last_slot_end": end.isoformat(),
+            "open_minutes": minutes,
+            "observed": 0,
+            "baseline_weeks": run.history_weeks,
+        }
+        if model.peers[i].size:
+            details |= {
+                "peer_factor": round(run.peer_factor, 3),
+                "peers_observed": round(run.peers_observed),
+                "peers_expected": round(run.peers_expected, 1),
+            }
+        if run.history_weeks >= opts.min_history_weeks:
+            details |= {
+                "expected": round(run.expected, 1),
+                "log10_probability": round(run.log10_p, 2),
+                "dispersion_k": round(float(model.k[i]), 2),
+            }
+            if minutes >= opts.min_open_minutes and run.log10_p <= opts.max_log10_probability:
+                return self.finding(
+                    evidence,
+                    Status.FAIL,
+                    "zero_run",
+                    f"no counts for {_hours(minutes)} of opening time since {local(start, tz)}; "
+                    f"about {run.expected:.0f} visitors were expected (chance of this by luck "
+                    f"{_odds(run.log10_p)})",
+                    **details,
+                )
+            why = (
+                f"the peers are at {run.peer_factor:.0%} of their usual level, "
+                if model.peers[i].size and run.peer_factor < 0.8
+                else ""
+            )
+            return self.finding(
+                evidence,
+                Status.OK,
+                "quiet",
+                f"zeros for {_hours(minutes)} are plausible: {why}about "
+                f"{run.expected:.1f} visitors expected",
+                **details,
+            )
+        details |= {"expected": None, "rule": "fallback without history"}
+        peers_quiet = model.peers[i].size and run.peers_observed == 0
+        if minutes >= opts.fallback_open_minutes and not peers_quiet:
+            return self.finding(
+                evidence,
+                Status.WARN,
+                "zero_run",
+                f"no counts for {_hours(minutes)} of opening time since {local(start, tz)} "
+                "(too little history to say how unlikely that is)",
+                **details,
+            )
+        return self.finding(
+            evidence,
+            Status.OK,
+            "quiet",
+            f"zeros for {_hours(minutes)}; too little history to judge",
+            **details,
+        )
+
+
+def _odds(log10_p: float) -> str:
+    if log10_p > -9:
+        return f"1 in {10**-log10_p:,.0f}"
+    return f"less than 1 in 10^{int(-log10_p)}"
+
+
+def _hours(minutes: float) -> str:
+    if minutes < 120:
+        return f"{minutes:.0f} min"
+    return f"{minutes / 60:.1f} h"

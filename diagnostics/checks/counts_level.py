@@ -1,0 +1,75 @@
+"""Under- and over-counting: a counter whose level drifts away from its peers and its history.
+
+A partly blocked view, a moved camera or a mis-tuned counting line does not stop a counter: it
+keeps counting, 30 % too few or too many, and nobody notices until the figures are questioned
+at the end of the quarter. The counter's ratio to its peers (each against its own usual
+level) is followed with a CUSUM, which catches sudden shifts in hours and slow drifts in days;
+without peers, the counter is held against its own history. The finding names the estimated
+factor (``0.62×``) and when the shift began.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from diagnostics.checks.counts import CountCheck, local, span
+from diagnostics.model import Finding, Status
+from diagnostics.series import CountModel, Shift
+
+
+class CountLevel(CountCheck):
+    id: ClassVar[str] = "counter.counts.level"
+    title: ClassVar[str] = "Counter counts at its usual level against its peers"
+    applies_to = "counter"
+    remediation: ClassVar[str] = (
+        "Compare the live view with the reference image taken at tuning (a blocked or moved "
+        "view, a new display stand, changed lighting); if the view is clear, raise a "
+        "data-accuracy ticket asking for the counter to be re-tuned."
+    )
+
+    class Options(CountCheck.Options):
+        min_change: float = Field(0.05, ge=0)  # within the 5 % acceptance level: not reported
+        fail_change: float = Field(0.2, gt=0)  # this far off (0.8× or 1.25×) is critical
+
+    options: Options
+
+    def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
+        i = model.index(evidence.serial)
+        lo = self.low(model, evidence)
+        shifts = [s for s in model.shifts(i) if s.alarm >= lo and self._material(s)]
+        if self.options.scope != "all":
+            shifts = [s for s in shifts if s.ongoing][-1:]
+        found = [self._finding(model, evidence, s) for s in shifts]
+        return self.settle(found, evidence, "level", "the counter counts at its usual level")
+
+    def _material(self, shift: Shift) -> bool:
+        change = shift.factor - 1 if shift.factor >= 1 else 1 / shift.factor - 1
+        return change >= self.options.min_change
+
+    def _finding(self, model: CountModel, evidence: Any, shift: Shift) -> Finding:
+        start, end = span(model, shift.first, shift.last)
+        alarm = model.grid.at(shift.alarm + 1)
+        under = shift.direction < 0
+        change = 1 / shift.factor - 1 if under else shift.factor - 1
+        status = Status.FAIL if change >= self.options.fail_change else Status.WARN
+        yardstick = "its peers" if shift.against == "peers" else "its own history"
+        tz = model.grid.tz
+        return self.finding(
+            evidence,
+            status,
+            "under_count" if under else "over_count",
+            f"counting at {shift.factor:.2f}× its usual level against {yardstick} since about "
+            f"{local(start, tz)} ({shift.observed:.0f} counted where about "
+            f"{shift.expected:.0f} were expected)",
+            start=start.isoformat(),
+            end=end.isoformat(),
+            detected_at=alarm.isoformat(),
+            factor=round(shift.factor, 3),
+            expected=round(shift.expected, 1),
+            observed=round(shift.observed),
+            against=shift.against,
+            ongoing=shift.ongoing,
+            log_likelihood_ratio=round(shift.llr, 1),
+        )

@@ -1,0 +1,186 @@
+"""The count CSV: ``timestamp,counter,in,out``, one row per counter and interval start.
+
+Exported count files are what a store manager holds when asking "is this a real data problem?",
+and they are rarely clean: a header or none, Windows line ends, stray spaces, the same slot
+twice (an export that overlaps a re-upload), rows out of order, and the repeated hour of a
+daylight-saving night. This module reads them into ``CountSlot`` values and says in words what
+it tolerated. What it cannot trust it refuses, with the line number: a timestamp without a UTC
+offset (which of the two 01:30s of an October night?), a count that is not a whole number or
+is negative. A missing row is missing data, never zero, so nothing is filled in here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection
+from datetime import datetime
+
+import numpy as np
+
+from diagnostics.model import CountSlot
+from diagnostics.series import SLOT_LENGTHS
+
+COLUMNS = ("timestamp", "counter", "in", "out")
+MAX_LISTED = 10  # individual warnings of one kind before they are summarised
+
+
+class CountCsvError(ValueError):
+    """The file cannot be read as counts; the message names the line."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+
+
+def parse_counts_csv(
+    text: str, known_serials: Collection[str] | None = None
+) -> tuple[dict[str, list[CountSlot]], list[str]]:
+    """Count slots by counter serial, oldest first, and warnings in words.
+
+    ``known_serials``: rows for any other counter are left out with one warning per serial
+    (None accepts every counter). The slot length is inferred from the spacing of the
+    timestamps (15 minutes is typical, an hour is fine) and must divide an hour. Raises
+    ``CountCsvError`` for a row it cannot trust.
+    """
+    warnings: list[str] = []
+    rows: dict[tuple[str, datetime], tuple[int, int, int]] = {}
+    unknown: Counter[str] = Counter()
+    same = Counter[str]()
+    clashes = 0
+    out_of_order = 0
+    last: dict[str, datetime] = {}
+    order: tuple[str, ...] = COLUMNS
+    first = True
+    for number, raw in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip().strip('"') for f in line.split(",")]
+        if first:
+            first = False
+            names = tuple(f.lower() for f in fields)
+            if set(names) == set(COLUMNS) and len(names) == len(COLUMNS):
+                order = names
+                continue
+            if "timestamp" in names:
+                raise CountCsvError(
+                    number, f"expected the columns {','.join(COLUMNS)}, got {line!r}"
+                )
+        if len(fields) != len(COLUMNS):
+            raise CountCsvError(
+                number, f"expected 4 fields ({','.join(order)}), got {len(fields)}: {line!r}"
+            )
+        row = dict(zip(order, fields, strict=True))
+        at = _timestamp(number, row["timestamp"])
+        serial = row["counter"]
+        if not serial:
+            raise CountCsvError(number, "the counter serial is empty")
+        count_in = _count(number, "in", row["in"])
+        count_out = _count(number, "out", row["out"])
+        if known_serials is not None and serial not in known_serials:
+            unknown[serial] += 1
+            continue
+        if serial in last and at < last[serial]:
+            out_of_order += 1
+        last[serial] = max(at, last.get(serial, at))
+        key = (serial, at)
+        if key in rows:
+            before = rows[key]
+            if before[:2] == (count_in, count_out):
+                same[serial] += 1
+            else:
+                clashes += 1
+                if clashes <= MAX_LISTED:
+                    warnings.append(
+                        f"line {number}: counter {serial} at {at.isoformat()} was already given "
+                        f"on line {before[2]} with different counts (in {before[0]}, out "
+                        f"{before[1]}); kept the later line (in {count_in}, out {count_out})"
+                    )
+        rows[key] = (count_in, count_out, number)
+    for serial, n in sorted(unknown.items()):
+        warnings.append(
+            f"{n} row(s) for counter {serial}, which is not in the configuration, were ignored"
+        )
+    if clashes > MAX_LISTED:
+        warnings.append(
+            f"{clashes - MAX_LISTED} more duplicate row(s) with different counts; "
+            "the later line was kept each time"
+        )
+    for serial, n in sorted(same.items()):
+        warnings.append(
+            f"{n} duplicate row(s) for counter {serial} with the same counts were dropped"
+        )
+    if out_of_order:
+        warnings.append(f"{out_of_order} row(s) were out of time order; they were sorted")
+    minutes, note = _slot_length(rows)
+    if note:
+        warnings.append(note)
+    return _slots(rows, minutes, warnings), warnings
+
+
+def _timestamp(number: int, text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise CountCsvError(number, f"not an ISO-8601 timestamp: {text!r}") from None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise CountCsvError(
+            number,
+            f"timestamp {text!r} has no UTC offset (such as +01:00 or "
+            "Z): around a daylight-saving change it would be ambiguous",
+        )
+    return at
+
+
+def _count(number: int, name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise CountCsvError(
+            number, f"the {name!r} count must be a whole number, got {text!r}"
+        ) from None
+    if value < 0:
+        raise CountCsvError(number, f"the {name!r} count must not be negative, got {value}")
+    return value
+
+
+def _slot_length(rows: dict) -> tuple[int, str]:
+    """The most common step between a counter's consecutive slots, in minutes."""
+    by_serial: dict[str, list[float]] = {}
+    for serial, at in rows:
+        by_serial.setdefault(serial, []).append(at.timestamp())
+    steps: Counter[int] = Counter()
+    for stamps in by_serial.values():
+        gaps = np.round(np.diff(np.sort(np.asarray(stamps))) / 60).astype(int)
+        values, counts = np.unique(gaps, return_counts=True)
+        steps.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+    if not steps:
+        return 15, "too few rows to infer the slot length; assumed 15 minutes" if rows else ""
+    minutes = steps.most_common(1)[0][0]
+    if minutes not in SLOT_LENGTHS:
+        raise CountCsvError(
+            None,
+            f"cannot use a slot length of {minutes} min (inferred from "
+            "the timestamps): it must divide an hour, such as 15 or 60",
+        )
+    return minutes, ""
+
+
+def _slots(rows: dict, minutes: int, warnings: list[str]) -> dict[str, list[CountSlot]]:
+    out: dict[str, list[CountSlot]] = {}
+    off_grid: Counter[str] = Counter()
+    anchor: dict[str, float] = {}
+    for (serial, at), (count_in, count_out, _) in sorted(
+        rows.items(), key=lambda kv: (kv[0][0], kv[0][1].timestamp())
+    ):
+        base = anchor.setdefault(serial, at.timestamp())
+        if (at.timestamp() - base) % (minutes * 60):
+            off_grid[serial] += 1
+            continue
+        out.setdefault(serial, []).append(CountSlot(serial, at, minutes, count_in, count_out))
+    for serial, n in sorted(off_grid.items()):
+        warnings.append(
+            f"{n} row(s) for counter {serial} do not start on its {minutes}-minute "
+            "grid and were ignored"
+        )
+    return out

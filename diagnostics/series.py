@@ -1,0 +1,862 @@
+"""Count time series: expected traffic, zero runs, gaps, level shifts and in/out balance.
+
+Door counts are over-dispersed: the variance of an hour's count is several to tens of times its
+mean, so a Poisson model calls ordinary quiet hours impossible and cries wolf. Here the expected
+count of a slot comes from the same weekday and time of day in earlier weeks, and the chance of
+seeing nothing comes from a negative-binomial model whose dispersion is fitted to the counter's
+own history. A counter is also compared with its peers (the other doors of its group or site):
+when they all dip together the store is quiet, not broken.
+
+The work is done on numpy arrays over a regular UTC grid of slots (``Grid``), one row per
+counter (``CountArrays``), so a year of 15-minute slots for a hundred counters is judged in
+seconds. ``CountModel`` holds what every count check needs: the clean baselines (faulty days
+left out), the dispersion, and the detectors for each kind of problem. A missing slot is
+``NaN``, never zero: a slot that never arrived is missing data, not an empty shop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from diagnostics.calendar import SiteCalendar
+from diagnostics.model import CountSlot
+
+MIN_K, MAX_K = 0.3, 1000.0  # dispersion bounds: from very bursty to practically Poisson
+SLOT_LENGTHS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # minutes that tile an hour
+
+
+def cell(start: datetime, tz: ZoneInfo) -> tuple[int, int]:
+    """The hour-of-week cell of a slot: (weekday, minute of day), in local time."""
+    local = start.astimezone(tz)
+    return local.weekday(), local.hour * 60 + local.minute
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Expected counts per hour-of-week cell, with a fitted negative-binomial dispersion."""
+
+    means: dict[tuple[int, int], float]
+    samples: dict[tuple[int, int], int]
+    k: float  # NB dispersion: var = mu + mu**2 / k
+    weeks: int
+
+    def expected(self, start: datetime, tz: ZoneInfo) -> float | None:
+        return self.means.get(cell(start, tz))
+
+    def p_zero(self, mu: float) -> float:
+        """P(count == 0) for one slot of mean ``mu`` under NB(k)."""
+        if mu <= 0:
+            return 1.0
+        return math.exp(self.k * math.log(self.k / (self.k + mu)))
+
+    def log10_p_all_zero(self, mus: Iterable[float]) -> float:
+        """log10 of the chance that every slot of the given means counts zero."""
+        return float(log10_p_zero(np.asarray(list(mus), dtype=float), self.k).sum())
+
+
+def build_baseline(
+    slots: Sequence[CountSlot],
+    tz: ZoneInfo,
+    *,
+    before: datetime,
+    exclude_days: frozenset = frozenset(),
+) -> Baseline:
+    """Means per cell from slots starting before ``before``, skipping excluded local dates.
+
+    Days flagged as faulty are passed in ``exclude_days`` so a broken week never teaches the
+    baseline that zero is normal. (``CountModel`` does the same on arrays, for whole sites.)
+    """
+    by_cell: dict[tuple[int, int], list[int]] = defaultdict(list)
+    days: set = set()
+    for slot in slots:
+        if slot.start >= before:
+            continue
+        local = slot.start.astimezone(tz)
+        if local.date() in exclude_days:
+            continue
+        days.add(local.date())
+        by_cell[(local.weekday(), local.hour * 60 + local.minute)].append(slot.total)
+    means = {c: sum(v) / len(v) for c, v in by_cell.items()}
+    samples = {c: len(v) for c, v in by_cell.items()}
+    return Baseline(means, samples, fit_dispersion(by_cell.values()), len(days) // 7)
+
+
+def fit_dispersion(cells: Iterable[Sequence[int]]) -> float:
+    """Method-of-moments NB dispersion pooled across cells: k = Σμ² / Σ(var − μ).
+
+    Pooling across the week's cells gives a stable figure from a few weeks of data; where the
+    data show no excess variance the model falls back towards Poisson (large k).
+    """
+    num = 0.0
+    den = 0.0
+    for values in cells:
+        n = len(values)
+        if n < 2:
+            continue
+        mu = sum(values) / n
+        if mu <= 0:
+            continue
+        var = sum((v - mu) ** 2 for v in values) / (n - 1)
+        num += mu * mu
+        den += var - mu
+    return _k_from_moments(num, den)
+
+
+def _k_from_moments(num: float, den: float) -> float:
+    if num == 0:
+        return MIN_K  # no information: assume bursty, which is the cautious choice
+    if den <= 0:
+        return MAX_K
+    return min(MAX_K, max(MIN_K, num / den))
+
+
+def log10_p_zero(mu: np.ndarray, k: float) -> np.ndarray:
+    """log10 P(count == 0) per slot of mean ``mu`` under NB(k); 0 where ``mu`` <= 0."""
+    mu = np.where(np.isfinite(mu) & (mu > 0), mu, 0.0)
+    return k * np.log10(k / (k + mu))
+
+
+# --- the grid ----------------------------------------------------------------------------------
+
+
+def _utc_offsets(epoch: np.ndarray, tz: ZoneInfo) -> np.ndarray:
+    """UTC offset in seconds of each instant; zone rules looked up once per hour, and per
+    instant only in the hours where the offset changes (the daylight-saving nights)."""
+    hours = np.unique(np.concatenate([epoch // 3600, epoch // 3600 + 1]))
+
+    def off(seconds: int) -> int:
+        moment = datetime.fromtimestamp(int(seconds), UTC).astimezone(tz)
+        delta = moment.utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
+
+    by_hour = np.array([off(h * 3600) for h in hours], dtype=np.int64)
+    pos = np.searchsorted(hours, epoch // 3600)
+    out = by_hour[pos]
+    changing = by_hour[pos] != by_hour[np.minimum(pos + 1, len(hours) - 1)]
+    for i in np.flatnonzero(changing):
+        out[i] = off(int(epoch[i]))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A regular run of ``n`` slots of ``minutes`` from ``start`` (UTC), seen in local time.
+
+    The grid is regular in UTC, so the repeated hour of an autumn night is two slots and the
+    skipped hour of a spring night is none: nothing is doubled, nothing is invented.
+    """
+
+    start: datetime
+    minutes: int
+    n: int
+    tz: ZoneInfo
+    weekday: np.ndarray  # local weekday, Monday 0
+    minute: np.ndarray  # local minute of the day
+    day: np.ndarray  # local date as a proleptic ordinal
+    open_regular: np.ndarray  # share of the slot inside the regular weekly hours
+    open_actual: np.ndarray  # the same, with closures and closed public holidays
+
+    @classmethod
+    def build(cls, start: datetime, minutes: int, n: int, calendar: SiteCalendar) -> Grid:
+        if minutes not in SLOT_LENGTHS:
+            raise ValueError(f"slot length must divide an hour, got {minutes} min")
+        start = start.astimezone(UTC)
+        epoch = int(start.timestamp()) + np.arange(n, dtype=np.int64) * minutes * 60
+        local = epoch + _utc_offsets(epoch, calendar.tz) if n else epoch
+        day = local // 86400 + date(1970, 1, 1).toordinal()
+        weekday = (day - 1) % 7  # ordinal 1 (0001-01-01) is a Monday
+        minute = (local % 86400) // 60
+        opens = np.zeros(7)
+        closes = np.zeros(7)
+        for wd, hours in enumerate(calendar.weekly):
+            if hours is not None:
+                opens[wd] = hours.open.hour * 60 + hours.open.minute
+                closes[wd] = (
+                    1440 if hours.close == time.max else hours.close.hour * 60 + hours.close.minute
+                )
+        overlap = np.minimum(minute + minutes, closes[weekday]) - np.maximum(minute, opens[weekday])
+        regular = np.clip(overlap, 0, None) / minutes
+        open_day = {d: calendar.day(date.fromordinal(int(d))).open for d in np.unique(day)}
+        actual = regular * np.array([open_day[d] for d in day], dtype=float) if n else regular
+        return cls(start, minutes, n, calendar.tz, weekday, minute, day, regular, actual)
+
+    @property
+    def slots_per_day(self) -> int:
+        return 1440 // self.minutes
+
+    @property
+    def cell(self) -> np.ndarray:
+        return self.weekday * self.slots_per_day + self.minute // self.minutes
+
+    @property
+    def week(self) -> np.ndarray:
+        """Local Monday-to-Sunday week, counted from the grid's first week."""
+        monday = self.day - self.weekday
+        return (monday - monday.min()) // 7 if self.n else monday
+
+    def at(self, i: int) -> datetime:
+        return self.start + timedelta(minutes=self.minutes * int(i))
+
+    def index(self, when: datetime) -> int:
+        """The first slot starting at or after ``when`` (clipped to the grid)."""
+        seconds = (when - self.start).total_seconds()
+        return int(min(self.n, max(0, math.ceil(seconds / (self.minutes * 60)))))
+
+    def local_date(self, i: int) -> date:
+        return date.fromordinal(int(self.day[i]))
+
+
+@dataclass(frozen=True, eq=False)
+class CountArrays:
+    """IN and OUT counts of several counters on one grid; NaN where a slot never arrived."""
+
+    grid: Grid
+    serials: tuple[str, ...]
+    cin: np.ndarray  # (counters, slots)
+    cout: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.cin + self.cout
+
+    @property
+    def present(self) -> np.ndarray:
+        return ~np.isnan(self.cin)
+
+    @classmethod
+    def from_slots(
+        cls,
+        slots: Mapping[str, Sequence[CountSlot]],
+        calendar: SiteCalendar,
+        *,
+        now: datetime,
+        start: datetime | None = None,
+        minutes: int | None = None,
+    ) -> CountArrays:
+        """Lay counters' slots on one grid from ``start`` (default: the earliest slot) up to the
+        last slot that has ended by ``now``. Slots of another length or off the grid are left
+        out; the CSV reader warns about them, the store never holds them."""
+        everything = [s for seq in slots.values() for s in seq]
+        if minutes is None:
+            lengths = Counter(s.minutes for s in everything)
+            minutes = lengths.most_common(1)[0][0] if lengths else 15
+        if start is None:
+            start = min((s.start for s in everything), default=now)
+        step = minutes * 60
+        n = max(0, int((now - start).total_seconds() // step))
+        grid = Grid.build(start, minutes, n, calendar)
+        serials = tuple(slots)
+        cin = np.full((len(serials), n), np.nan)
+        cout = np.full((len(serials), n), np.nan)
+        t0 = start.timestamp()
+        for row, serial in enumerate(serials):
+            seq = [s for s in slots[serial] if s.minutes == minutes]
+            if not seq:
+                continue
+            offset = np.array([s.start.timestamp() for s in seq]) - t0
+            idx = np.floor_divide(offset, step).astype(np.int64)
+            keep = (offset % step == 0) & (idx >= 0) & (idx < n)
+            cin[row, idx[keep]] = np.array([s.count_in for s in seq], dtype=float)[keep]
+            cout[row, idx[keep]] = np.array([s.count_out for s in seq], dtype=float)[keep]
+        return cls(grid, serials, cin, cout)
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+def weekly_baseline(
+    values: np.ndarray, valid: np.ndarray, grid: Grid, *, memory: float = 0.85
+) -> np.ndarray:
+    """Expected count of every slot from the same local weekday and time in earlier weeks.
+
+    An exponentially weighted mean over past weeks (``memory`` per week: about six weeks'
+    worth), so the baseline follows the seasons but one odd week moves it little. Slots not
+    ``valid`` (missing, faulty days, closed days) teach it nothing; a week of them simply lets
+    older weeks speak. NaN where no earlier week has data for that time.
+    """
+    n_counters = values.shape[0]
+    if grid.n == 0:
+        return np.full(values.shape, np.nan)
+    week = grid.week
+    cells = 7 * grid.slots_per_day
+    weeks = int(week.max()) + 1
+    flat = week * cells + grid.cell
+    sums = np.zeros((n_counters, weeks, cells))
+    counts = np.zeros((n_counters, weeks, cells))
+    for row in range(n_counters):
+        ok = valid[row]
+        sums[row] = np.bincount(flat[ok], weights=values[row, ok], minlength=weeks * cells).reshape(
+            weeks, cells
+        )
+        counts[row] = np.bincount(flat[ok], minlength=weeks * cells).reshape(weeks, cells)
+    means = np.full((n_counters, weeks, cells), np.nan)
+    acc_sum = np.zeros((n_counters, cells))
+    acc_n = np.zeros((n_counters, cells))
+    for w in range(weeks):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[:, w] = np.where(acc_n > 0, acc_sum / np.where(acc_n > 0, acc_n, 1), np.nan)
+        acc_sum = memory * acc_sum + sums[:, w]
+        acc_n = memory * acc_n + counts[:, w]
+    return means[:, week, grid.cell]
+
+
+def history_weeks(valid: np.ndarray, grid: Grid) -> np.ndarray:
+    """Whole weeks of data each counter had before each slot's day: (counters, slots)."""
+    if grid.n == 0:
+        return np.zeros(valid.shape, dtype=int)
+    first = int(grid.day.min())
+    day = grid.day - first
+    days = int(day.max()) + 1
+    out = np.zeros(valid.shape, dtype=int)
+    for row in range(valid.shape[0]):
+        has = np.bincount(day[valid[row]], minlength=days) > 0
+        before = np.concatenate([[0], np.cumsum(has)[:-1]])
+        out[row] = before[day] // 7
+    return out
+
+
+def dispersion(values: np.ndarray, expected: np.ndarray, valid: np.ndarray) -> float:
+    """NB dispersion of one counter's slots around their expectation, by moments:
+    k = Σμ² / Σ((x − μ)² − μ), pooled over the slots the store is normally open."""
+    ok = valid & np.isfinite(expected) & (expected > 0)
+    mu = expected[ok]
+    x = values[ok]
+    return _k_from_moments(float(np.sum(mu * mu)), float(np.sum((x - mu) ** 2 - mu)))
+
+
+# --- episodes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZeroRun:
+    """Zeros from slot ``first`` to ``last`` (inclusive) with no count in between."""
+
+    first: int
+    last: int
+    open_minutes: float  # regular opening time covered by the zero slots
+    expected: float  # visitors expected over it, scaled by how the peers are doing
+    log10_p: float  # chance of so many zeros by luck under NB(k)
+    history_weeks: int
+    peer_factor: float  # the peers' level against their own expectation (1.0 without peers)
+    peers_observed: float
+    peers_expected: float
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Slots ``first`` to ``last`` (inclusive) that never arrived."""
+
+    first: int
+    last: int
+    open_minutes: float  # regular opening time inside the gap
+    expected: float  # visitors the lost slots would have counted
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A level shift of a counter against its peers (or its own history) found by CUSUM."""
+
+    direction: int  # -1 under-count, +1 over-count
+    first: int  # estimated first slot of the shift
+    last: int  # estimated last slot (the CUSUM's peak)
+    alarm: int  # the slot at whose end the evidence crossed the threshold
+    factor: float  # observed / expected level over the shift
+    expected: float
+    observed: float
+    llr: float  # the CUSUM's peak log-likelihood ratio
+    ongoing: bool  # still above the threshold at the last slot
+    against: str  # "peers" or "history"
+
+
+@dataclass(frozen=True)
+class Balance:
+    """IN against OUT over whole local days ``first_day``..``last_day``."""
+
+    first: int  # first slot
+    last: int  # last slot
+    count_in: float
+    count_out: float
+    days: int
+
+    @property
+    def imbalance(self) -> float:
+        total = self.count_in + self.count_out
+        return abs(self.count_in - self.count_out) / total if total else 0.0
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True as (first, last) inclusive index pairs."""
+    if not mask.any():
+        return []
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1) - 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def _cusum(increments: np.ndarray) -> np.ndarray:
+    """S_t = max(0, S_{t-1} + x_t) without a Python loop: the walk minus its running minimum."""
+    walk = np.concatenate([[0.0], np.cumsum(increments)])
+    return (walk - np.minimum.accumulate(walk))[1:]
+
+
+@dataclass(frozen=True)
+class Params:
+    """How the model flags faulty days before it builds the clean baselines.
+
+    The checks' own options decide what is reported; these decide only which days the
+    baselines must not learn from, so they are fixed and cautious.
+    """
+
+    memory: float = 0.85  # weekly weight of the exponentially weighted baseline
+    zero_log10_p: float = -4.0  # a zero run this improbable marks its days faulty
+    zero_min_open_minutes: float = 60.0
+    peer_prior: float = 4.0  # Gamma(a, a) prior on a site's daily level: shrinks small peers
+    block_expected: float = 25.0  # visitors per block of the level CUSUM
+    shift: float = 0.15  # log-ratio shift the CUSUM is tuned for (about 14 %)
+    # the CUSUM's threshold is ln(blocks between false alarms) (Wald's bound, conservative):
+    # one false alarm per counter and direction in this many days of blocks
+    false_alarm_days: float = 730.0
+    min_threshold: float = 6.0
+    min_history_weeks: int = 2
+
+
+class CountModel:
+    """Everything the count checks judge, built once for a site (or a counter and its peers).
+
+    Two passes: baselines from everything, then zero runs and level shifts flagged with them,
+    then baselines again without the flagged days. ``peers[i]`` lists the rows that are
+    counter ``i``'s peers (same group, else same site).
+    """
+
+    def __init__(
+        self,
+        arrays: CountArrays,
+        calendar: SiteCalendar,
+        now: datetime,
+        peers: Sequence[Sequence[int]] | None = None,
+        params: Params | None = None,
+    ) -> None:
+        self.arrays = arrays
+        self.grid = g = arrays.grid
+        self.calendar = calendar
+        self.now = now
+        self.params = params or Params()
+        size = len(arrays.serials)
+        if peers is None:
+            peers = [[j for j in range(size) if j != i] for i in range(size)]
+        self.peers = [np.asarray(sorted(set(p) - {i}), dtype=int) for i, p in enumerate(peers)]
+        self._matrix = np.zeros((size, size))
+        for i, row in enumerate(self.peers):
+            self._matrix[i, row] = 1.0
+        self.total = arrays.total
+        self.present = arrays.present
+        self.weeks = history_weeks(self.present, g)
+        # a day the store was shut on purpose (holiday, refit) is not "a normal week"
+        closed_day = (g.open_regular > 0) & (g.open_actual == 0)
+        usable = self.present & ~closed_day[None, :]
+        self.zero_mask = np.zeros_like(self.present)
+        self._bad = np.zeros_like(self.present)
+        self._fit(usable)
+        faulty = self.zero_mask.copy()
+        for i in range(size):
+            for s in self.shifts(i):
+                faulty[i, s.first : s.last + 1] = True
+        self.faulty_days = [set(np.unique(g.day[faulty[i]]).tolist()) for i in range(size)]
+        bad = np.zeros_like(self.present)
+        for i in range(size):
+            if self.faulty_days[i]:
+                bad[i] = np.isin(g.day, list(self.faulty_days[i]))
+        self._bad = bad
+        self._fit(usable & ~bad)
+
+    def _fit(self, usable: np.ndarray) -> None:
+        """Baselines and dispersion from the usable slots, then the zero runs they imply."""
+        g = self.grid
+        self.expected = weekly_baseline(self.total, usable, g, memory=self.params.memory)
+        # how often this slot of the week was empty in earlier weeks: a floor under the NB
+        # chance of a zero where the counts are zero-inflated (a late hour that is busy on a
+        # few days and empty on most)
+        self.zero_rate = weekly_baseline(
+            (self.total == 0).astype(float), usable, g, memory=self.params.memory
+        )
+        inside = usable & (g.open_regular > 0)
+        self.k = np.array(
+            [
+                dispersion(self.total[i], self.expected[i], inside[i])
+                for i in range(self.total.shape[0])
+            ]
+        )
+        self._peers_all = self._peer_totals(None)
+        self.share_k = np.array([self._share_k(i, usable[i]) for i in range(self.total.shape[0])])
+        mask = np.zeros_like(self.present)
+        p = self.params
+        for i in range(mask.shape[0]):
+            seg = self._zero_segments(i, 0, g.n)
+            if seg is None:
+                continue
+            firsts, lasts, open_min, _, log10p = seg[:5]
+            hit = (open_min >= p.zero_min_open_minutes) & (log10p <= p.zero_log10_p)
+            for a, b in zip(firsts[hit].tolist(), lasts[hit].tolist(), strict=True):
+                mask[i, a : b + 1] = True
+        self.zero_mask = mask
+        self._peers_clean = self._peer_totals(mask)
+
+    def _share_k(self, i: int, usable: np.ndarray) -> float:
+        """How steady the counter's share of its site's traffic is from day to day, as the
+        shape k of a gamma day factor (1/k is the variance of a day's log level against its
+        peers, or against its own baseline without peers, Poisson noise taken out)."""
+        g = self.grid
+        e = self.expected[i]
+        ok = usable & np.isfinite(e) & (e > 0) & (g.open_regular > 0)
+        if self.peers[i].size:
+            pobs, pexp = self._peers_all[0][i], self._peers_all[1][i]
+            ok &= pexp > 0
+        if not ok.any():
+            return 1.0 / 0.25
+        day = g.day[ok] - g.day.min()
+        x = np.bincount(day, weights=self.total[i][ok])
+        ex = np.bincount(day, weights=e[ok])
+        if self.peers[i].size:
+            y = np.bincount(day, weights=pobs[ok])
+            level = (y + 0.5) / np.maximum(np.bincount(day, weights=pexp[ok]), 1e-9)
+            v0 = 1 / np.maximum(ex * level, 1e-9) + 1 / (y + 0.5)
+        else:
+            level = np.ones_like(ex)
+            v0 = 1 / np.maximum(ex, 1e-9)
+        keep = ex >= 20
+        if keep.sum() < 5:
+            return 1.0 / 0.25  # too little to tell: a share that varies by ±50 %
+        z = np.log((x[keep] + 0.5) / (ex[keep] * level[keep]))
+        mad = 1.4826 * float(np.median(np.abs(z - np.median(z))))
+        tau2 = min(2.0, max(0.005, mad * mad - float(np.median(v0[keep]))))
+        return 1.0 / tau2
+
+    def _peer_totals(self, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per counter and slot: its peers' observed and expected counts, over the peers that
+        reported (and, with ``exclude``, were not in a zero run)."""
+        ok = self.present & np.isfinite(self.expected)
+        if exclude is not None:
+            ok &= ~exclude
+        obs = self._matrix @ np.where(ok, self.total, 0.0)
+        exp = self._matrix @ np.where(ok, self.expected, 0.0)
+        return obs, exp
+
+    # -- shared pieces ---------------------------------------------------------------------------
+
+    def index(self, serial: str) -> int:
+        return self.arrays.serials.index(serial)
+
+    def mu(self, i: int) -> np.ndarray:
+        """The counter's expected count per slot inside regular hours; 0 where unknown."""
+        e = np.where(np.isfinite(self.expected[i]), self.expected[i], 0.0)
+        return e * (self.grid.open_regular > 0)
+
+    def peer_factor(self, i: int, first: np.ndarray, last: np.ndarray):
+        """How busy the peers were over slots first..last against their own expectation: the
+        posterior mean of a Gamma(a, a) prior on the site's level, updated by their counts
+        (1.0 without peers). A storm that halves every door's traffic halves what this
+        counter is expected to see; a peer that also counts nothing is evidence too."""
+        first = np.asarray(first)
+        last = np.asarray(last)
+        if self.peers[i].size == 0:
+            zero = np.zeros(first.shape)
+            return np.ones(first.shape), zero, zero
+        obs, exp = self._peers_all[0][i], self._peers_all[1][i]
+        cobs = np.concatenate([[0.0], np.cumsum(obs)])
+        cexp = np.concatenate([[0.0], np.cumsum(exp)])
+        o = cobs[last + 1] - cobs[first]
+        e = cexp[last + 1] - cexp[first]
+        a = self.params.peer_prior
+        return (a + o) / (a + e), o, e
+
+    # -- detectors -----------------------------------------------------------------------------
+
+    def _zero_segments(self, i: int, lo: int, hi: int):
+        tot = self.total[i, lo:hi]
+        pres = self.present[i, lo:hi]
+        zero = pres & (tot == 0)
+        if not zero.any():
+            return None
+        zidx = np.flatnonzero(zero)
+        zseg = np.cumsum(pres & (tot > 0))[zidx]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(zseg)) + 1])
+        firsts = lo + zidx[starts]
+        lasts = lo + zidx[np.concatenate([starts[1:], [zidx.size]]) - 1]
+        # the run's span is its opening time: the night before a dead morning is not the fault
+        inside = self.grid.open_regular[lo + zidx] > 0
+        big = np.iinfo(np.int64).max
+        first_open = np.minimum.reduceat(np.where(inside, lo + zidx, big), starts)
+        last_open = np.maximum.reduceat(np.where(inside, lo + zidx, -1), starts)
+        has_open = last_open >= 0
+        firsts = np.where(has_open, first_open, firsts)
+        lasts = np.where(has_open, last_open, lasts)
+        factor, pobs, pexp = self.peer_factor(i, firsts, lasts)
+        seg_of = np.repeat(np.arange(starts.size), np.diff(np.concatenate([starts, [zidx.size]])))
+        mus = self.mu(i)[lo:hi][zidx] * factor[seg_of]
+        open_min = np.add.reduceat(self.grid.open_regular[lo:hi][zidx], starts) * self.grid.minutes
+        expected = np.add.reduceat(mus, starts)
+        floor = self.zero_rate[i, lo:hi][zidx]
+        floor = np.log10(np.where(np.isfinite(floor) & (floor > 0), floor, 1e-300))
+        log10p = np.add.reduceat(np.maximum(log10_p_zero(mus, float(self.k[i])), floor), starts)
+        # the counter's share of the site may itself be low today: over the whole run, the
+        # chance of nothing under a gamma day factor is NB(share_k) on the run's expectation
+        kr = float(self.share_k[i])
+        log10p = np.maximum(log10p, kr * np.log10(kr / (kr + expected)))
+        if self.peers[i].size:
+            # and the site's level is known only as well as the peers' counts tell it: the
+            # chance of nothing under the Gamma(a + observed, a + expected) posterior of that
+            # level, not under its mean alone (when every door is near zero, that matters)
+            a = self.params.peer_prior
+            unscaled = np.add.reduceat(self.mu(i)[lo:hi][zidx], starts)
+            post = (a + pobs) * np.log10((a + pexp) / (a + pexp + unscaled))
+            log10p = np.maximum(log10p, post)
+        return firsts, lasts, open_min, expected, log10p, factor, pobs, pexp
+
+    def zero_runs(self, i: int, lo: int = 0, hi: int | None = None) -> list[ZeroRun]:
+        """Every run of zeros among slots lo..hi; missing and closed slots neither break nor
+        lengthen a run. Judged under NB(k) on the counter's expectation, scaled by its peers,
+        and never as less likely than such a slot was empty in earlier weeks."""
+        seg = self._zero_segments(i, lo, self.grid.n if hi is None else hi)
+        if seg is None:
+            return []
+        return [
+            ZeroRun(
+                first=int(f),
+                last=int(la),
+                open_minutes=float(om),
+                expected=float(ex),
+                log10_p=float(lp),
+                history_weeks=int(self.weeks[i, f]),
+                peer_factor=float(pf),
+                peers_observed=float(po),
+                peers_expected=float(pe),
+            )
+            for f, la, om, ex, lp, pf, po, pe in zip(*seg, strict=True)
+        ]
+
+    def gaps(self, i: int, lo: int = 0, hi: int | None = None) -> list[Gap]:
+        """Runs of slots that never arrived among lo..hi, with the traffic they held."""
+        hi = self.grid.n if hi is None else hi
+        found = runs(~self.present[i, lo:hi])
+        if not found:
+            return []
+        firsts = np.array([lo + a for a, _ in found])
+        lasts = np.array([lo + b for _, b in found])
+        factor, _, _ = self.peer_factor(i, firsts, lasts)
+        cmu = np.concatenate([[0.0], np.cumsum(self.mu(i))])
+        copen = np.concatenate([[0.0], np.cumsum(self.grid.open_regular)])
+        return [
+            Gap(
+                first=int(f),
+                last=int(la),
+                open_minutes=float((copen[la + 1] - copen[f]) * self.grid.minutes),
+                expected=float((cmu[la + 1] - cmu[f]) * fac),
+            )
+            for f, la, fac in zip(firsts, lasts, factor, strict=True)
+        ]
+
+    def shifts(self, i: int) -> list[Shift]:
+        """Level shifts of counter ``i`` by a two-sided CUSUM on its log ratio to its peers.
+
+        Both the counter and its peers are measured against their own expectation, so the
+        historical ratio between doors is built in, and a store-wide dip cancels out. Slots
+        are pooled into blocks of about ``block_expected`` visitors within a local day; a
+        block's variance is Poisson on both sides plus an extra part fitted robustly (MAD)
+        from the counter's own record, inflated by how much blocks of one day or one week
+        move together. The CUSUM adds the log-likelihood ratio of "shifted by ``shift``"
+        against "no shift", so its threshold reads as a false-alarm rate: at least e^threshold
+        blocks between false alarms, set to ``false_alarm_days`` of the counter's blocks.
+        Without peers the counter is compared with its own baseline, a noisier yardstick that
+        the fitted variance makes correspondingly cautious.
+        """
+        p = self.params
+        g = self.grid
+        ok = self.present[i] & np.isfinite(self.expected[i]) & (self.expected[i] > 0)
+        ok &= (g.open_regular > 0) & ~self.zero_mask[i]
+        has_peers = self.peers[i].size > 0
+        if has_peers:
+            pobs, pexp = self._peers_clean[0][i], self._peers_clean[1][i]
+            ok &= pexp > 0
+        if ok.sum() < 2:
+            return []
+        e = np.where(ok, self.expected[i], 0.0)
+        # blocks of about block_expected visitors, never across local midnight
+        cum = np.cumsum(e)
+        day_start = np.concatenate([[True], g.day[1:] != g.day[:-1]])
+        base = np.maximum.accumulate(np.where(day_start, cum - e, 0.0))
+        block = np.floor((cum - base - e / 2) / p.block_expected)
+        idx = np.flatnonzero(ok)
+        keys = ((g.day - g.day.min()) * 100_000 + block)[idx]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(keys)) + 1])
+        ends = np.concatenate([starts[1:], [idx.size]])
+        first_slot, last_slot = idx[starts], idx[ends - 1]
+        xb = np.add.reduceat(self.total[i][idx], starts)
+        eb = np.add.reduceat(e[idx], starts)
+        if has_peers:
+            yb = np.add.reduceat(pobs[idx], starts)
+            level = (yb + 0.5) / np.add.reduceat(pexp[idx], starts)
+            v0 = 1.0 / (eb * level) + 1.0 / (yb + 0.5)
+        else:
+            level = np.ones_like(eb)
+            v0 = 1.0 / eb
+        z = np.log((xb + 0.5) / eb) - np.log(level)
+        keep = eb >= p.block_expected / 2
+        if keep.sum() < 8:
+            return []
+        first_slot, last_slot = first_slot[keep], last_slot[keep]
+        xb, z, v0, expected = xb[keep], z[keep], v0[keep], (eb * level)[keep]
+        # The reference level and spread come from the blocks of days not flagged faulty.
+        # The level is the median over days of each day's mean: a day's mean is near normal
+        # even when the log of a bursty count is skewed, and the median over days is not
+        # dragged by a minority of shifted days, as the first pass still has them.
+        clean = ~self._bad[i][first_slot]
+        if clean.sum() < 8:
+            clean = np.ones_like(clean)
+        days = g.day[first_slot]
+        _, inverse, sizes = np.unique(days[clean], return_inverse=True, return_counts=True)
+        z = z - float(np.median(np.bincount(inverse, weights=z[clean]) / sizes))
+        mad = 1.4826 * np.median(np.abs(z[clean] - np.median(z[clean])))
+        var = v0 + max(0.0, mad * mad - float(np.median(v0[clean])))
+        u = z / np.sqrt(var)
+        var *= _inflation(u[clean], days[clean], g.week[first_slot][clean])
+        d = p.shift
+        per_day = len(first_slot) / max(1, np.unique(days).size)
+        h = max(p.min_threshold, math.log(p.false_alarm_days * per_day))
+        found: list[Shift] = []
+        against = "peers" if has_peers else "history"
+        for direction in (-1, 1):
+            s = _cusum((d / var) * (direction * z - d / 2))
+            found.extend(
+                self._episodes(
+                    s, h, direction, z, var, xb, expected, first_slot, last_slot, against
+                )
+            )
+        found.sort(key=lambda sh: sh.first)
+        return [sh for sh in found if not has_peers or self._blame(i, sh)]
+
+    def _episodes(self, s, h, direction, z, var, xb, expected, first_slot, last_slot, against):
+        out: list[Shift] = []
+        above = np.flatnonzero(s >= h)
+        zeros = np.flatnonzero(s == 0)
+        done = -1
+        for alarm in above.tolist():
+            if alarm <= done:
+                continue
+            before = zeros[zeros < alarm]
+            start = int(before[-1]) + 1 if before.size else 0
+            after = zeros[zeros > alarm]
+            stop = int(after[0]) if after.size else s.size  # exclusive
+            peak = start + int(np.argmax(s[start:stop]))
+            done = stop
+            w = 1.0 / var[start : peak + 1]
+            factor = float(np.exp(np.sum(w * z[start : peak + 1]) / np.sum(w)))
+            out.append(
+                Shift(
+                    direction=direction,
+                    first=int(first_slot[start]),
+                    last=int(last_slot[peak]),
+                    alarm=int(last_slot[alarm]),
+                    factor=factor,
+                    expected=float(expected[start : peak + 1].sum()),
+                    observed=float(xb[start : peak + 1].sum()),
+                    llr=float(s[peak]),
+                    ongoing=bool(stop == s.size and s[-1] >= h),
+                    against=against,
+                )
+            )
+        return out
+
+    def _blame(self, i: int, sh: Shift) -> bool:
+        """Is it this counter that moved, or its peers? With two or more peers, the ratio to a
+        majority of them must have moved the same way; with one peer, the counter must have
+        moved further from its own history than the peer did from its own."""
+        sl = slice(sh.first, sh.last + 1)
+        mine = self.present[i, sl] & np.isfinite(self.expected[i, sl]) & ~self.zero_mask[i, sl]
+
+        def own(row: int, ok: np.ndarray) -> float | None:
+            e = float(np.where(ok, self.expected[row, sl], 0.0).sum())
+            if e <= 0:
+                return None
+            return math.log((float(np.where(ok, self.total[row, sl], 0.0).sum()) + 0.5) / e)
+
+        moves = []
+        for pr in self.peers[i].tolist():
+            ok = mine & self.present[pr, sl] & np.isfinite(self.expected[pr, sl])
+            ok &= ~self.zero_mask[pr, sl]
+            a, b = own(i, ok), own(pr, ok)
+            if a is not None and b is not None:
+                moves.append((a, b))
+        if not moves:
+            return True
+        if len(moves) == 1:
+            a, b = moves[0]
+            return sh.direction * (a + b) >= 0
+        agree = sum(sh.direction * (a - b) >= self.params.shift / 2 for a, b in moves)
+        return agree * 2 > len(moves)
+
+    def balances(
+        self, rows: Sequence[int], *, min_total: float, lo: int = 0, max_days: int = 7
+    ) -> list[Balance]:
+        """IN and OUT summed over the given counters per local day, days pooled until they hold
+        ``min_total`` crossings (at most ``max_days``). Only whole days on which every one of
+        the counters sent every slot and counted (no zero run) are used: a part day is not
+        balanced by nature."""
+        g = self.grid
+        rows = list(rows)
+        if g.n == 0 or not rows:
+            return []
+        full = self.present[rows].all(axis=0) & ~self.zero_mask[rows].any(axis=0)
+        cin = np.where(full, np.nansum(self.arrays.cin[rows], axis=0), 0.0)
+        cout = np.where(full, np.nansum(self.arrays.cout[rows], axis=0), 0.0)
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(g.day)) + 1, [g.n]]).tolist()
+        ccin = np.concatenate([[0.0], np.cumsum(cin)])
+        ccout = np.concatenate([[0.0], np.cumsum(cout)])
+        cfull = np.concatenate([[0], np.cumsum(full)])
+        out: list[Balance] = []
+        acc: list[tuple[int, int, float, float]] = []
+        for a, b in itertools.pairwise(bounds):
+            whole_day = (b - a) * g.minutes >= 23 * 60  # 23 h on the spring-forward day
+            if b <= lo or not whole_day or cfull[b] - cfull[a] < b - a:
+                acc = []
+                continue
+            acc.append((a, b, float(ccin[b] - ccin[a]), float(ccout[b] - ccout[a])))
+            total = sum(c + o for _, _, c, o in acc)
+            if total >= min_total:
+                out.append(
+                    Balance(
+                        acc[0][0],
+                        acc[-1][1] - 1,
+                        sum(c for *_, c, _ in acc),
+                        sum(o for *_, o in acc),
+                        len(acc),
+                    )
+                )
+                acc = []
+            elif len(acc) >= max_days:
+                acc = acc[1:]
+        return out
+
+
+def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
+    """How much blocks of one day, or of one week, move together: the robust variance
+    (MAD²) of their standardised sums, at least 1. This also calibrates a spread that the
+    MAD of single blocks understates when their tails are heavy."""
+    worst = 1.0
+    # weeks only with enough of them that a few shifted ones cannot set the spread
+    for group, least in ((day, 5), (week, 10)):
+        _, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
+        if sizes.size < least:
+            continue
+        sums = np.bincount(inverse, weights=u) / np.sqrt(sizes)
+        spread = 1.4826 * float(np.median(np.abs(sums - np.median(sums))))
+        worst = max(worst, spread * spread)
+    return worst

@@ -1,0 +1,253 @@
+"""The command line as a user meets it: exit codes, error lines, JSON shapes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import cli
+
+TICKET_KEYS = {
+    "key",
+    "number",
+    "issue_level",
+    "counter_unassigned",
+    "site",
+    "counters",
+    "subject",
+    "category",
+    "sla_days",
+    "occurred_on",
+    "comment",
+    "attachments",
+    "cc",
+    "requester",
+    "status",
+    "next_action",
+    "stage",
+    "messages",
+    "tasks",
+    "created_at",
+    "updated_at",
+}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_config_example_passes_config_check(tmp_path):
+    result = invoke("config", "example")
+    assert result.exit_code == 0
+    path = tmp_path / "ffc-agent.toml"
+    path.write_text(result.output)
+    checked = invoke("config", "check", str(path))
+    assert checked.exit_code == 0, checked.output
+    assert "OK" in checked.output
+
+
+def test_bad_config_prints_one_line_per_field_and_exits_78(tmp_path):
+    text = CliRunner().invoke(cli, ["config", "example"]).output
+    text = text.replace('timezone = "Europe/London"', 'timezone = "Europe/Lndon"', 1)
+    text = text.replace("[[counters]]\n", "[[counters]]\nprot = 80\n", 1)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    for args in (
+        ["config", "check", str(path)],
+        ["check", "--config", str(path)],
+        ["tickets", "list", "--config", str(path)],
+    ):
+        result = invoke(*args)
+        assert result.exit_code == 78, args
+        lines = result.output.strip().splitlines()
+        assert "sites[0].timezone: unknown time zone 'Europe/Lndon'" in lines
+        assert "counters[0].prot: unknown key" in lines
+        assert len(lines) == 2
+
+
+def test_missing_config_file_exits_78(tmp_path):
+    result = invoke("check", "--config", str(tmp_path / "nope.toml"))
+    assert result.exit_code == 78 and "nope.toml" in result.output
+
+
+@pytest.mark.integration
+def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
+    state = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "demo", "--json", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert set(data) >= {"findings", "ruled_out", "tickets"}
+    found = {
+        (f["counter"], f["check_id"], f["code"])
+        for f in data["findings"]
+        if f["verdict"] == "genuine"
+    }
+    assert ("FFC1002", "counter.offline", "refused") in found
+    assert ("FFC1003", "counter.offline", "timeout") in found
+    assert ("FFC1004", "counter.counts.stopped", "zero_run") in found
+    assert not any(c == "FFC1001" for c, _, _ in found)
+    ruled = {(f["counter"], f["rule"]) for f in data["ruled_out"]}
+    assert ("FFC2001", "store_closed") in ruled
+    assert all(
+        any("refit" in r for r in f["reasons"])
+        for f in data["ruled_out"]
+        if f["counter"] == "FFC2001"
+    )
+    tickets = data["tickets"]
+    assert {t["counters"][0] for t in tickets} >= {"FFC1002", "FFC1003", "FFC1004"}
+    assert all(set(t) == TICKET_KEYS for t in tickets)
+    assert not any("FFC2001" in t["counters"] for t in tickets)
+    for t in tickets:
+        assert (state / "tickets" / f"{t['number']}.json").exists()
+        assert (state / "tickets" / f"{t['number']}.md").exists()
+    # the secret of every simulated counter stays out of everything printed
+    assert "secret" not in proc.stdout and "secret" not in proc.stderr
+
+    listed = invoke("tickets", "list", "--state-dir", str(state), "--json")
+    assert listed.exit_code == 0
+    assert {t["number"] for t in json.loads(listed.output)} == {t["number"] for t in tickets}
+    shown = invoke("tickets", "show", tickets[0]["number"], "--state-dir", str(state), "--json")
+    assert json.loads(shown.output)["subject"] == tickets[0]["subject"]
+    missing = invoke("tickets", "show", "L-999999", "--state-dir", str(state))
+    assert missing.exit_code != 0 and "no ticket" in missing.output
+    human = invoke("tickets", "show", tickets[0]["number"], "--state-dir", str(state))
+    assert human.exit_code == 0 and tickets[0]["counters"][0] in human.output
+
+
+@pytest.mark.integration
+def test_simulate_then_check_as_a_nagios_plugin(tmp_path):
+    config = tmp_path / "sim.toml"
+    with config.open("w") as out:
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "simulate",
+                "--counters",
+                "3",
+                "--seed",
+                "5",
+                "--fault",
+                "FFC0002:offline",
+            ],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        try:
+            ready = sim.stderr.readline()  # the fleet says so once the config is written
+            assert "simulating 3 counters" in ready, ready
+            checked = subprocess.run(
+                [sys.executable, "-m", "agent", "check", "--config", str(config), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            human = subprocess.run(
+                [sys.executable, "-m", "agent", "check", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            sim.terminate()
+            sim.wait(timeout=30)
+    assert sim.returncode == 0
+    assert checked.returncode == 2, checked.stderr
+    findings = json.loads(checked.stdout)
+    refused = [f for f in findings if f["check_id"] == "counter.offline" and f["status"] == "fail"]
+    assert [(f["counter"], f["code"], f["verdict"]) for f in refused] == [
+        ("FFC0002", "refused", "genuine")
+    ]
+    # every counter, the site (None) and the gateway itself are judged
+    assert {f["counter"] for f in findings} == {"FFC0001", "FFC0002", "FFC0003", None, "gateway"}
+    assert human.returncode == 2
+    # the worst problem leads the one-line summary (the gateway's own clock may add a warning)
+    assert human.stdout.startswith("FFC-AGENT CRITICAL - FFC0002 refused")
+
+
+def test_simulate_rejects_a_bad_fault_before_starting():
+    result = invoke("simulate", "--counters", "2", "--fault", "FFC0009:offline")
+    assert result.exit_code == 2 and "FFC0009" in result.output
+    result = invoke("simulate", "--counters", "2", "--fault", "FFC0001:melted")
+    assert result.exit_code == 2 and "melted" in result.output
+
+
+ANALYZE_CONFIG = """
+[[sites]]
+code = "LDN01"
+name = "London"
+timezone = "Europe/London"
+holidays = "GB-ENG"
+opening_hours = { mon = "09:00-20:00", tue = "09:00-20:00", wed = "09:00-20:00", \
+thu = "09:00-20:00", fri = "09:00-20:00", sat = "09:00-20:00", sun = "10:00-18:00" }
+
+[[counters]]
+serial = "A"
+name = "Main door"
+site = "LDN01"
+group = "front"
+
+[[counters]]
+serial = "B"
+name = "Side door"
+site = "LDN01"
+group = "front"
+"""
+
+
+def test_analyze_counts_json_and_errors(tmp_path):
+    from datetime import timedelta
+
+    from tests.diagnostics.helpers import NOW, history
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(ANALYZE_CONFIG)
+    rows = ["timestamp,counter,in,out"]
+    for serial, seed, zero in (("A", 1, NOW - timedelta(hours=5)), ("B", 2, None)):
+        rows += [
+            f"{s.start.isoformat()},{s.counter},{s.count_in},{s.count_out}"
+            for s in history(serial, NOW, seed=seed, zero_from=zero)
+        ]
+    rows.append(f"{NOW.isoformat()},STRANGER,1,1")
+    data = tmp_path / "counts.csv"
+    data.write_text("\n".join(rows) + "\n")
+
+    result = CliRunner().invoke(
+        cli, ["analyze", "counts", str(data), "--config", str(cfg), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    problems = json.loads(result.stdout)
+    keys = {"site", "counter", "kind", "start", "end", "verdict", "reasons", "expected", "observed"}
+    assert problems and all(keys <= set(p) for p in problems)
+    zero = [p for p in problems if p["kind"] == "zero_run"]
+    assert [(p["counter"], p["verdict"]) for p in zero] == [("A", "genuine")]
+    assert zero[0]["observed"] == 0 and zero[0]["expected"] > 0
+    assert "STRANGER" in result.stderr  # an unknown counter is a warning, not a crash
+
+    human = invoke("analyze", "counts", str(data), "--config", str(cfg))
+    assert human.exit_code == 0 and "Count problems as of" in human.output
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,counter,in,out\n2026-11-25T10:00:00,A,1,1\n")
+    result = invoke("analyze", "counts", str(bad), "--config", str(cfg), "--json")
+    assert result.exit_code == 65 and "line 2" in result.output
+
+    result = invoke(
+        "analyze", "counts", str(data), "--config", str(cfg), "--now", "2026-11-25T10:00:00"
+    )
+    assert result.exit_code == 2 and "offset" in result.output
+    result = invoke("analyze", "counts", str(data), "--config", str(cfg), "--site", "XX")
+    assert result.exit_code == 2 and "XX" in result.output

@@ -1,0 +1,136 @@
+"""One agent cycle against simulated counters on 127.0.0.1: the vertical slice end to end."""
+
+import tomllib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent.config import parse_config
+from agent.runner import Runner
+from agent.sinks import LocalSink
+from agent.store import Store
+from diagnostics.model import Decision, Status
+from simulator import FakeClock, Fleet, SimCounter, SimSite
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)  # a Wednesday afternoon: London is open
+WEEK = {d: "09:00-20:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def make_fleet(clock):
+    today = NOW.date()
+    sites = [
+        SimSite("LDN01", "London", "Europe/London", WEEK),
+        SimSite(
+            "MCR02",
+            "Manchester",
+            "Europe/London",
+            WEEK,
+            closed_dates=(today - timedelta(days=1), today),
+            closure_reason="refit",
+        ),
+    ]
+    counters = [
+        SimCounter("HEALTHY", "Main door", "LDN01", base_rate=200.0, group="front"),
+        SimCounter("OFFLINE", "Side door", "LDN01", base_rate=150.0, group="front"),
+        SimCounter("HUNG", "Mall door", "LDN01", base_rate=150.0),
+        SimCounter("ZEROS", "Lift", "LDN01", base_rate=150.0),
+        SimCounter("BADPASS", "Back door", "LDN01", base_rate=150.0, password="right"),
+        SimCounter("GARBAGE", "Loading bay", "LDN01", base_rate=150.0),
+        SimCounter("LEGACY", "Old unit", "LDN01", base_rate=150.0, api="pi-cgi"),
+        SimCounter("CLOSED", "Main door", "MCR02", base_rate=150.0),
+    ]
+    return Fleet(sites, counters, seed=11, clock=clock)
+
+
+@pytest.fixture
+def world(tmp_path):
+    clock = FakeClock(NOW)
+    with make_fleet(clock) as fleet:
+        fleet.start()
+        fleet.set_fault("OFFLINE", "offline", since=NOW - timedelta(hours=1))
+        fleet.set_fault("HUNG", "hung")
+        fleet.set_fault("ZEROS", "zeros", since=NOW - timedelta(hours=4))
+        fleet.set_fault("GARBAGE", "garbage")
+        data = tomllib.loads(fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=1))
+        for counter in data["counters"]:
+            if counter["serial"] == "BADPASS":
+                counter["password"] = "wrong"
+        config = parse_config(data, base_dir=tmp_path)
+        with Store.open(tmp_path / "state") as store:
+            yield clock, fleet, config, store
+
+
+def by_counter(result, check_id):
+    return {a.finding.subject: a for a in result.assessed if a.finding.check_id == check_id}
+
+
+def test_one_cycle_finds_real_problems_and_rules_out_the_closed_store(world):
+    clock, _fleet, config, store = world
+    result = Runner(config, store, clock=clock).run_cycle()
+    offline = by_counter(result, "counter.offline")
+    assert {s: a.finding.code for s, a in offline.items() if a.finding.problem} == {
+        "OFFLINE": "refused",
+        "HUNG": "timeout",
+        "BADPASS": "auth_failed",
+        "GARBAGE": "bad_response",
+    }
+    assert all(
+        offline[s].finding.status is Status.OK for s in ("HEALTHY", "ZEROS", "LEGACY", "CLOSED")
+    )
+    counts = by_counter(result, "counter.counts.stopped")
+    assert counts["ZEROS"].finding.code == "zero_run"
+    assert counts["ZEROS"].verdict.decision is Decision.GENUINE
+    assert counts["HEALTHY"].finding.status is Status.OK
+    assert counts["LEGACY"].finding.status is Status.OK
+    closed = counts["CLOSED"]
+    assert closed.ruled_out and closed.verdict.rule == "store_closed"
+    assert any("refit" in r for r in closed.verdict.reasons)
+    # every counter that answered got its history, the hung one cost one timeout and no more
+    assert store.watermark("HEALTHY") is not None and store.watermark("HUNG") is None
+    assert {t.counters[0] for t in result.tickets} == {
+        "OFFLINE",
+        "HUNG",
+        "BADPASS",
+        "GARBAGE",
+        "ZEROS",
+    }
+
+
+def test_nothing_is_filed_twice_and_recovery_resolves(world):
+    clock, fleet, config, store = world
+    runner = Runner(config, store, clock=clock)
+    first = runner.run_cycle()
+    clock.set(NOW + timedelta(minutes=15))
+    fleet.clear_fault("OFFLINE")
+    fleet.refresh()
+    second = runner.run_cycle()
+    assert second.tickets == []
+    resolved = [f for f in second.flips if f.to_state == "resolved"]
+    assert [f.incident.subject for f in resolved] == ["OFFLINE"]
+    sink = LocalSink(config.agent.state_dir / "tickets")
+    assert len(sink.list()) == len(first.tickets) == 5
+    # the second cycle fetched only what was new since the watermark
+    healthy = store.observations("HEALTHY", "api", limit=1)[0]
+    assert healthy.ok and healthy.data["slots_received"] <= 2
+
+
+def test_late_upload_fills_the_gap_with_its_arrival_time(world):
+    clock, fleet, config, store = world
+    runner = Runner(config, store, clock=clock)
+    runner.run_cycle()
+    fleet.set_fault("HEALTHY", "held_back", since=NOW)
+    clock.set(NOW + timedelta(hours=2))
+    fleet.refresh()
+    runner.run_cycle()
+    held = store.slots("HEALTHY", NOW, NOW + timedelta(hours=2))
+    assert held == []
+    fleet.clear_fault("HEALTHY", "held_back")
+    later = NOW + timedelta(hours=2, minutes=15)
+    clock.set(later)
+    fleet.refresh()
+    runner.run_cycle()
+    held = store.slots("HEALTHY", NOW, NOW + timedelta(hours=2))
+    assert len(held) == 8
+    assert all(s.arrived_at == later for s in held)

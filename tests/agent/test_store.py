@@ -1,0 +1,76 @@
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent.incidents import apply
+from agent.store import MIGRATIONS, Store, StoreError
+from diagnostics.model import Assessed, CountSlot, Decision, Finding, Status, Verdict
+
+T0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path) as s:
+        yield s
+
+
+def test_wal_and_schema_version(store, tmp_path):
+    assert store.schema_version == len(MIGRATIONS)
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    store.close()
+    with Store.open(tmp_path) as again:  # reopening migrates nothing and loses nothing
+        assert again.schema_version == len(MIGRATIONS)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = sqlite3.connect(tmp_path / "ffc-agent.db")
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store.open(tmp_path)
+
+
+def test_slots_keep_their_first_arrival_time(store):
+    a = CountSlot("C1", T0, 15, 3, 2)
+    b = CountSlot("C1", T0 + timedelta(minutes=15), 15, 0, 0)
+    assert store.add_slots([a, b], T0 + timedelta(minutes=30)) == 2
+    later = T0 + timedelta(days=2)
+    revised = CountSlot("C1", T0, 15, 4, 2)
+    assert store.add_slots([revised], later) == 0  # not new: a revision
+    got = store.slots("C1", T0 - timedelta(hours=1))
+    assert [(s.count_in, s.arrived_at) for s in got] == [
+        (4, T0 + timedelta(minutes=30)),
+        (0, T0 + timedelta(minutes=30)),
+    ]
+    assert store.watermark("C1") == T0 + timedelta(minutes=15)
+    assert store.watermark("nobody") is None
+    late = CountSlot("C1", T0 - timedelta(hours=1), 15, 1, 1)
+    assert store.add_slots([late], later) == 1
+    assert store.slots("C1", T0 - timedelta(hours=2))[0].arrived_at == later
+
+
+def _assessed(status, decision=Decision.GENUINE, at=T0):
+    f = Finding("counter.offline", status, "refused", "refused", at, "S1", "C1")
+    return Assessed(f, Verdict(decision, ("because",)) if f.problem else None)
+
+
+def test_incident_opens_once_extends_and_resolves_with_transitions(store):
+    flips = apply(store, [_assessed(Status.FAIL)], T0)
+    assert [f.to_state for f in flips] == ["open"]
+    assert apply(store, [_assessed(Status.FAIL)], T0 + timedelta(minutes=5)) == []
+    assert apply(store, [_assessed(Status.SKIP)], T0 + timedelta(minutes=10)) == []
+    assert apply(store, [_assessed(Status.FAIL, Decision.FALSE_ALARM)], T0) == []
+    assert len(store.incidents(open_only=True)) == 1
+    flips = apply(store, [_assessed(Status.OK)], T0 + timedelta(minutes=15))
+    assert [(f.from_state, f.to_state) for f in flips] == [("open", "resolved")]
+    [inc] = store.incidents()
+    assert inc.resolved_at is not None
+    assert [t["to_state"] for t in store.transitions(inc.id)] == ["open", "resolved"]
+    # a comeback opens a new incident
+    assert [
+        f.to_state for f in apply(store, [_assessed(Status.FAIL)], T0 + timedelta(hours=1))
+    ] == ["open"]
+    assert len(store.incidents()) == 2

@@ -1,0 +1,136 @@
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from diagnostics.model import CountSlot
+from diagnostics.series import MAX_K, build_baseline, fit_dispersion
+
+TZ = ZoneInfo("Europe/London")
+
+
+def test_fit_dispersion_recovers_negative_binomial():
+    rng = np.random.default_rng(3)
+    k = 2.0
+    cells = []
+    for mu in (5, 20, 60, 120):
+        lam = rng.gamma(k, mu / k, size=400)
+        cells.append(list(rng.poisson(lam)))
+    assert fit_dispersion(cells) == pytest.approx(k, rel=0.25)
+
+
+def test_fit_dispersion_poisson_data_is_near_poisson():
+    rng = np.random.default_rng(4)
+    cells = [list(rng.poisson(mu, size=400)) for mu in (5, 20, 60)]
+    assert fit_dispersion(cells) > 50 or fit_dispersion(cells) == MAX_K
+
+
+def test_baseline_means_by_weekday_and_time_and_excluded_days():
+    start = datetime(2026, 11, 2, 12, tzinfo=UTC)  # a Monday
+    slots = [CountSlot("A", start + timedelta(weeks=w), 15, 10 + w, 10 + w) for w in range(3)]
+    slots.append(CountSlot("A", start + timedelta(weeks=3), 15, 0, 0))
+    base = build_baseline(slots, TZ, before=start + timedelta(weeks=4))
+    assert base.expected(start, TZ) == pytest.approx((20 + 22 + 24 + 0) / 4)
+    faulty = frozenset({(start + timedelta(weeks=3)).date()})
+    base = build_baseline(slots, TZ, before=start + timedelta(weeks=4), exclude_days=faulty)
+    assert base.expected(start, TZ) == pytest.approx(22)
+    assert base.expected(start + timedelta(hours=1), TZ) is None
+
+
+def test_zero_probability_is_overdispersed_not_poisson():
+    base = build_baseline([], TZ, before=datetime(2026, 1, 1, tzinfo=UTC))
+    nb = type(base)(base.means, base.samples, 1.0, 0)
+    # Poisson would give e^-10 ≈ 4.5e-5; NB with k=1 gives 1/11
+    assert nb.p_zero(10) == pytest.approx(1 / 11)
+    assert nb.log10_p_all_zero([10, 10]) == pytest.approx(2 * np.log10(1 / 11))
+
+
+# --- the grid, daylight saving and the array model --------------------------------------------
+
+from datetime import time  # noqa: E402
+
+from diagnostics.calendar import Hours, SiteCalendar  # noqa: E402
+from diagnostics.series import CountArrays, CountModel, Grid, runs  # noqa: E402
+
+LONDON = SiteCalendar("Europe/London", tuple([Hours(time(9), time(20))] * 7))
+
+
+def test_grid_in_local_time_across_the_autumn_change():
+    # UK clocks go back on the last Sunday of October: 2026-10-25, 02:00 BST -> 01:00 GMT
+    start = datetime(2026, 10, 24, 23, tzinfo=UTC)  # 00:00 BST on Sunday 25th
+    grid = Grid.build(start, 15, 25 * 4, LONDON)
+    minutes = grid.minute.tolist()
+    assert minutes[0] == 0 and grid.weekday[0] == 6
+    # the hour 01:00-02:00 local happens twice: eight slots, all real
+    assert minutes.count(60) == 2 and minutes.count(105) == 2
+    assert len(set(grid.day.tolist())) == 1  # a 25-hour day
+    opening = np.flatnonzero(grid.open_regular > 0)[0]
+    assert grid.at(opening) == datetime(2026, 10, 25, 9, tzinfo=UTC)  # 09:00 GMT
+
+
+def test_grid_in_local_time_across_the_spring_change():
+    # last Sunday of March: 2026-03-29, 01:00 GMT -> 02:00 BST; 01:00-02:00 never happens
+    start = datetime(2026, 3, 29, 0, tzinfo=UTC)
+    grid = Grid.build(start, 15, 23 * 4, LONDON)
+    minutes = grid.minute.tolist()
+    assert 60 not in minutes and minutes[4] == 120
+    assert len(set(grid.day.tolist())) == 1  # a 23-hour day
+    opening = np.flatnonzero(grid.open_regular > 0)[0]
+    assert grid.at(opening) == datetime(2026, 3, 29, 8, tzinfo=UTC)  # 09:00 BST
+
+
+def test_a_counter_judged_across_the_autumn_change_is_not_broken():
+    from tests.diagnostics.helpers import calendar, history
+
+    cal = calendar()
+    now = datetime(2026, 10, 27, 14, tzinfo=UTC)
+    slots = {s: history(s, now, days=35, seed=i, k=20.0) for i, s in enumerate("AB")}
+    model = CountModel(CountArrays.from_slots(slots, cal, now=now), cal, now)
+    for i in range(2):
+        assert not model.gaps(i)
+        bad = [r for r in model.zero_runs(i) if r.open_minutes >= 60 and r.log10_p <= -4]
+        assert not bad and not model.shifts(i)
+
+
+def test_arrays_keep_missing_apart_from_zero():
+    cal = LONDON
+    t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    slots = {
+        "A": [CountSlot("A", t0, 15, 0, 0), CountSlot("A", t0 + timedelta(minutes=30), 15, 3, 2)]
+    }
+    arrays = CountArrays.from_slots(slots, cal, now=t0 + timedelta(minutes=45))
+    assert arrays.present.tolist() == [[True, False, True]]
+    assert arrays.total[0, 0] == 0 and np.isnan(arrays.total[0, 1])
+    assert runs(~arrays.present[0]) == [(1, 1)]
+
+
+def test_weekly_baseline_learns_only_from_earlier_weeks_and_usable_days():
+    from diagnostics.series import weekly_baseline
+
+    start = datetime(2026, 11, 2, 12, tzinfo=UTC)  # a Monday
+    grid = Grid.build(start, 60, 4 * 7 * 24, LONDON)
+    values = np.zeros((1, grid.n))
+    same_hour = np.arange(0, grid.n, 7 * 24)
+    values[0, same_hour] = [10, 20, 0, 30]
+    valid = np.ones_like(values, dtype=bool)
+    valid[0, same_hour[2]] = False  # a faulty Monday teaches nothing
+    expected = weekly_baseline(values, valid, grid, memory=1.0)
+    assert np.isnan(expected[0, same_hour[0]])
+    assert expected[0, same_hour[1]] == pytest.approx(10)
+    assert expected[0, same_hour[3]] == pytest.approx(15)
+
+
+def test_a_whole_day_of_zeros_is_flagged_faulty_and_kept_out_of_the_baseline():
+    from tests.diagnostics.helpers import NOW, calendar, history
+
+    cal = calendar()
+    dead = (NOW - timedelta(days=8)).replace(hour=0, minute=0)
+    slots = tuple(
+        CountSlot(s.counter, s.start, 15, 0, 0) if dead <= s.start < dead + timedelta(days=1) else s
+        for s in history("A", NOW, days=35, k=20.0)
+    )
+    model = CountModel(CountArrays.from_slots({"A": slots}, cal, now=NOW), cal, NOW)
+    assert dead.date().toordinal() in model.faulty_days[0]
+    week_later = model.grid.index(dead + timedelta(days=7, hours=12))
+    assert model.expected[0, week_later] > 20  # the dead Tuesday did not drag it to zero
