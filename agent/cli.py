@@ -322,6 +322,56 @@ def analyze_counts_cmd(
         out.print("no count problems found")
 
 
+@analyze.command("image")
+@click.argument("snapshots", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--reference",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The reference view taken when the counter was tuned.",
+)
+@json_option
+def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: bool) -> None:
+    """Judge snapshots against the counter's reference view: clear or blocked, and how."""
+    from diagnostics import liveview as lv
+
+    def read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            click.echo(f"{path}: cannot read: {exc.strerror or exc}", err=True)
+            sys.exit(2)
+
+    try:
+        ref = lv.prepare_reference(read(reference))
+    except lv.ImageError as exc:
+        click.echo(f"{reference}: {exc}", err=True)
+        sys.exit(2)
+    results = []
+    for path in snapshots:
+        try:
+            results.append({"snapshot": str(path), **lv.analyze(read(path), ref).to_json()})
+        except lv.ImageError as exc:
+            click.echo(f"{path}: {exc}", err=True)
+            sys.exit(2)
+    if as_json:
+        _print_json(results)
+        return
+    table = Table(title=f"Live view against {reference}", title_justify="left")
+    for col in ("snapshot", "verdict", "kind", "hidden", "why"):
+        table.add_column(col)
+    for r in results:
+        style = "red" if r["verdict"] == "blocked" else "green"
+        table.add_row(
+            r["snapshot"],
+            f"[{style}]{r['verdict']}[/]",
+            r["kind"] or "-",
+            f"{r['blocked_fraction']:.0%}",
+            "; ".join(r["reasons"]),
+        )
+    out.print(table)
+
+
 def _span(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
         return "-"

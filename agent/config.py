@@ -113,6 +113,59 @@ def _resolve(path: Path, info: ValidationInfo, *, credential: bool = False) -> P
     return Path(base_dir) / path if base_dir is not None else path
 
 
+def _secret_from_file(
+    data: dict[str, Any], info: ValidationInfo, key: str, file_key: str
+) -> list[tuple[tuple[str | int, ...], str, Any]]:
+    """Read ``data[file_key]`` into ``data[key]`` (in place); the problems, located.
+
+    Secrets live in files (or systemd credentials) on a real gateway, never in the TOML
+    itself; the file's text, without its trailing newline, becomes the ``SecretStr``.
+    """
+    raw_file = data.get(file_key)
+    if raw_file is not None and key in data:
+        return [((file_key,), f"give either '{key}' or '{file_key}', not both", None)]
+    if not isinstance(raw_file, str | Path):
+        return []
+    path = _resolve(Path(raw_file), info, credential=True)
+    data[file_key] = path
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+        return [((file_key,), f"cannot read {str(path)!r}: {reason}", None)]
+    if not secret:
+        return [((file_key,), f"{str(path)!r} is empty", None)]
+    data[key] = secret
+    return []
+
+
+def _with_secret_files(
+    cls: Any,
+    data: Any,
+    handler: Any,
+    info: ValidationInfo,
+    pairs: Sequence[tuple[str, str]],
+    required: Sequence[str] = (),
+) -> Any:
+    """Validate ``data`` after reading each (key, file_key) secret file; report all problems."""
+    if not isinstance(data, dict):
+        return handler(data)
+    data = dict(data)
+    problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+    for key, file_key in pairs:
+        problems += _secret_from_file(data, info, key, file_key)
+        if key in required and key not in data and not any(p[0] == (file_key,) for p in problems):
+            problems.append(((key,), f"missing: give '{key}' or '{file_key}'", None))
+    try:
+        model = handler(data)
+    except ValidationError as exc:
+        if not problems:
+            raise
+        problems.extend((*_located(e), None) for e in exc.errors())
+    _fail(cls.__name__, problems)
+    return model
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -315,37 +368,11 @@ class CounterConfig(_Model):
         cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
     ) -> Self:
         """Read ``password_file`` into ``password``; default the port from the scheme."""
-        if not isinstance(data, dict):
-            return handler(data)
-        data = dict(data)
-        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
-        if "port" not in data and data.get("scheme") == "https":
-            data["port"] = 443
-        raw_file = data.get("password_file")
-        if raw_file is not None and "password" in data:
-            problems.append(
-                (("password_file",), "give either 'password' or 'password_file', not both", None)
-            )
-        elif isinstance(raw_file, str | Path):
-            path = _resolve(Path(raw_file), info, credential=True)
-            data["password_file"] = path
-            try:
-                secret = path.read_text(encoding="utf-8").rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
-                problems.append((("password_file",), f"cannot read {str(path)!r}: {reason}", None))
-            else:
-                if secret:
-                    data["password"] = secret
-                else:
-                    problems.append((("password_file",), f"{str(path)!r} is empty", None))
-        try:
-            counter = handler(data)
-        except ValidationError as exc:
-            if not problems:
-                raise
-            problems.extend((*_located(e), None) for e in exc.errors())
-        _fail(cls.__name__, problems)
+        if isinstance(data, dict) and "port" not in data and data.get("scheme") == "https":
+            data = {**data, "port": 443}
+        counter: Self = _with_secret_files(
+            cls, data, handler, info, [("password", "password_file")]
+        )
         return counter
 
     @field_validator("host")
@@ -388,7 +415,7 @@ class CounterConfig(_Model):
 # --- [[sinks]] --------------------------------------------------------------------------------
 
 
-class LocalSinkConfig(_Model):
+class LocalSinkConfig(_Model):  # defined before _SinkBase: it has no timeout or name
     """Tickets written as files under the state directory: the embedded default destination."""
 
     type: Literal["local"]
@@ -400,9 +427,89 @@ class LocalSinkConfig(_Model):
         return _resolve(value, info) if value is not None else None
 
 
-# A new destination (rt, smtp, webhook) is one more model with its own ``type`` literal here.
-SinkConfig = Annotated[Union[LocalSinkConfig], Field(discriminator="type")]  # noqa: UP007
-SINK_TYPES = ("local",)
+def _http_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if re.match(r"https?://[^/]*@", value):
+        raise ValueError("put credentials in their own setting, not in the URL")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Timeout = Annotated[float, Field(gt=0, le=300)]
+
+
+class _SinkBase(_Model):
+    name: Identifier | None = None  # tells two destinations of one type apart; default: type
+    timeout_seconds: Timeout = 15.0
+
+    @property
+    def label(self) -> str:
+        return self.name or getattr(self, "type", "sink")
+
+
+class RtSinkConfig(_SinkBase):
+    """Request Tracker 5 over REST 2: one queue per ticket category, token authentication."""
+
+    type: Literal["rt"]
+    url: HttpUrl  # RT's web root, e.g. https://rt.example.com
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    queue: NonBlank = "General"
+    queues: dict[str, NonBlank] = {}  # portal category -> RT queue, e.g. "Technical Issue"
+    key_field: str | None = None  # a ticket custom field for the idempotency key
+    verify_tls: StrictBool = True
+    ca_file: Path | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _token(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        return _with_secret_files(cls, data, handler, info, [("token", "token_file")], ["token"])
+
+
+class SmtpSinkConfig(_SinkBase):
+    """A MIME e-mail with the bundle attached, to a helpdesk's intake address."""
+
+    type: Literal["smtp"]
+    host: NonBlank
+    port: Port = 587
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sender: Email = Field(alias="from")
+    to: tuple[Email, ...]
+    verify_tls: StrictBool = True
+    ca_file: Path | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _password(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        return _with_secret_files(cls, data, handler, info, [("password", "password_file")])
+
+
+class WebhookSinkConfig(_SinkBase):
+    """JSON over HTTPS, signed with an HMAC of the body."""
+
+    type: Literal["webhook"]
+    url: HttpUrl
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    verify_tls: StrictBool = True
+    ca_file: Path | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _secret(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        return _with_secret_files(cls, data, handler, info, [("secret", "secret_file")], ["secret"])
+
+
+# A new destination is one more model with its own ``type`` literal here.
+SinkConfig = Annotated[
+    Union[LocalSinkConfig, RtSinkConfig, SmtpSinkConfig, WebhookSinkConfig],  # noqa: UP007
+    Field(discriminator="type"),
+]
+SINK_TYPES = ("local", "rt", "smtp", "webhook")
 
 
 # --- the whole file -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from agent.probes.http import make_session
 from agent.probes.ssh import SshTarget
 from agent.sinks import Sink, make_sinks
 from agent.store import Store
+from agent.views import LiveViews
 from diagnostics.assess import assess
 from diagnostics.checks import (
     COUNTER_CHECKS,
@@ -110,6 +111,7 @@ class Runner:
         self.gateway_checks = [c() for c in GATEWAY_CHECKS]
         self.state_dir = Path(config.agent.state_dir)
         self.known_hosts = self.state_dir / "known_hosts"
+        self.views = LiveViews(self.state_dir)
         self._sessions: dict[str, Any] = {}
 
     # -- probe ---------------------------------------------------------------------------------
@@ -278,11 +280,7 @@ class Runner:
             if res.slots:
                 self.store.add_slots(res.slots, now)
             if res.snapshot:
-                folder = self.state_dir / "snapshots"
-                folder.mkdir(parents=True, exist_ok=True)
-                tmp = folder / f".{res.serial}.jpg.tmp"
-                tmp.write_bytes(res.snapshot)
-                tmp.replace(folder / f"{res.serial}.jpg")
+                self.views.record(res.serial, now, res.snapshot)
 
     # -- detect --------------------------------------------------------------------------------
 
@@ -319,6 +317,7 @@ class Runner:
             if latest:
                 observations[probe] = latest[0]
         extra["ssh_configured"] = counter.ssh is not None
+        extra["liveview"] = self.views.evidence(counter)
         mark = self.store.watermark(counter.serial)
         extra["last_count_slot"] = mark.isoformat() if mark else None
         if not counter.host:

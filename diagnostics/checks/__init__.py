@@ -15,6 +15,7 @@ from diagnostics.checks.counts_level import CountLevel
 from diagnostics.checks.counts_missing import CountsMissing, SiteCountsOutage, fold_site_outages
 from diagnostics.checks.device import DeviceClock, DeviceHealth, SshHostKey
 from diagnostics.checks.gateway import GatewayHealth
+from diagnostics.checks.liveview import LiveViewBlocked
 from diagnostics.checks.offline import CounterOffline
 
 COUNTER_CHECKS: tuple[type[Check], ...] = (
@@ -26,6 +27,7 @@ COUNTER_CHECKS: tuple[type[Check], ...] = (
     DeviceClock,
     DeviceHealth,
     SshHostKey,
+    LiveViewBlocked,
 )
 
 SITE_CHECKS: tuple[type[Check], ...] = (SiteCountsOutage, SiteImbalance)

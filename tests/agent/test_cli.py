@@ -93,6 +93,7 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     assert ("FFC1002", "counter.offline", "refused") in found
     assert ("FFC1003", "counter.offline", "timeout") in found
     assert ("FFC1004", "counter.counts.stopped", "zero_run") in found
+    assert ("FFC1005", "counter.liveview.blocked", "covered") in found
     assert not any(c == "FFC1001" for c, _, _ in found)
     ruled = {(f["counter"], f["rule"]) for f in data["ruled_out"]}
     assert ("FFC2001", "store_closed") in ruled
@@ -251,3 +252,36 @@ def test_analyze_counts_json_and_errors(tmp_path):
     assert result.exit_code == 2 and "offset" in result.output
     result = invoke("analyze", "counts", str(data), "--config", str(cfg), "--site", "XX")
     assert result.exit_code == 2 and "XX" in result.output
+
+
+def test_analyze_image(tmp_path):
+    from simulator import FakeClock, Fleet, SimCounter, SimSite
+    from tests.agent.test_cycle import NOW, WEEK
+
+    fleet = Fleet(
+        [SimSite("S", "S", "Europe/London", WEEK)],
+        [SimCounter("C1", "d", "S"), SimCounter("C2", "d", "S")],
+        seed=2,
+        clock=FakeClock(NOW),
+    )
+    fleet.set_fault("C2", "dark")
+    ref = tmp_path / "ref.jpg"
+    ref.write_bytes(fleet.reference("C1"))
+    clear, dark = tmp_path / "clear.jpg", tmp_path / "dark.jpg"
+    clear.write_bytes(fleet.snapshot("C1"))
+    dark.write_bytes(fleet.snapshot("C2"))
+    result = invoke("analyze", "image", str(clear), str(dark), "--reference", str(ref), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [d["snapshot"] for d in data] == [str(clear), str(dark)]
+    assert [(d["verdict"], d["kind"]) for d in data] == [("clear", None), ("blocked", "dark")]
+    assert all(0 <= d["blocked_fraction"] <= 1 and isinstance(d["metrics"], dict) for d in data)
+    human = invoke("analyze", "image", str(clear), str(dark), "--reference", str(ref))
+    assert human.exit_code == 0 and "blocked" in human.output
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    result = invoke("analyze", "image", str(junk), "--reference", str(ref))
+    assert result.exit_code == 2 and "junk.jpg" in result.output
+    result = invoke("analyze", "image", str(tmp_path / "none.jpg"), "--reference", str(ref))
+    assert result.exit_code == 2 and "none.jpg" in result.output

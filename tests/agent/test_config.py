@@ -471,8 +471,8 @@ def test_local_sink_follows_state_dir(tmp_path: Path) -> None:
 
 
 def test_unknown_sink_type() -> None:
-    assert errors(with_("sinks", [{"type": "rt"}])) == [
-        "sinks[0].type: must be one of 'local', got 'rt'"
+    assert errors(with_("sinks", [{"type": "jira"}])) == [
+        "sinks[0].type: must be one of 'local', 'rt', 'smtp', 'webhook', got 'jira'"
     ]
     assert errors(with_("sinks", [{"directory": "/x"}])) == ["sinks[0].type: missing required key"]
 
@@ -555,3 +555,58 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert [s.type for s in config.sinks] == ["local"]
     assert config.secret_values()
     assert not any(v in config.model_dump_json() for v in config.secret_values())
+
+
+def test_helpdesk_sinks_take_their_secrets_from_files(tmp_path: Path) -> None:
+    token = tmp_path / "rt.token"
+    token.write_text("rt-token-value\n")
+    secret = tmp_path / "hook.secret"
+    secret.write_text("hmac-secret-value")
+    config = parse_config(
+        with_(
+            "sinks",
+            [
+                {
+                    "type": "rt",
+                    "url": "https://rt.example.com/",
+                    "token_file": "rt.token",
+                    "queues": {"Technical Issue": "Tech"},
+                },
+                {
+                    "type": "smtp",
+                    "host": "mail.example.com",
+                    "from": "agent@example.com",
+                    "to": ["help@example.com"],
+                    "username": "agent",
+                    "password": "smtp-pass",
+                },
+                {
+                    "type": "webhook",
+                    "url": "https://hooks.example.com/x",
+                    "secret_file": "hook.secret",
+                },
+            ],
+        ),
+        base_dir=tmp_path,
+    )
+    rt, smtp, hook = config.sinks
+    assert rt.url == "https://rt.example.com" and rt.token.get_secret_value() == "rt-token-value"
+    assert hook.secret.get_secret_value() == "hmac-secret-value"
+    assert smtp.sender == "agent@example.com" and smtp.security == "starttls"
+    assert {"rt-token-value", "smtp-pass", "hmac-secret-value"} <= config.secret_values()
+    assert "rt-token-value" not in repr(config) and "hmac-secret-value" not in repr(config)
+
+
+def test_helpdesk_sink_mistakes() -> None:
+    assert errors(with_("sinks", [{"type": "rt", "url": "https://rt"}])) == [
+        "sinks[0].token: missing: give 'token' or 'token_file'"
+    ]
+    assert errors(with_("sinks", [{"type": "rt", "url": "ftp://rt", "token": "t"}])) == [
+        "sinks[0].url: expected an http:// or https:// URL, got 'ftp://rt'"
+    ]
+    assert errors(
+        with_("sinks", [{"type": "webhook", "url": "https://u:p@h/x", "secret": "s"}])
+    ) == ["sinks[0].url: put credentials in their own setting, not in the URL"]
+    lines = errors(with_("sinks", [{"type": "smtp", "host": "m", "to": ["bad"]}]))
+    assert "sinks[0].from: missing required key" in lines
+    assert "sinks[0].to[0]: not an e-mail address: 'bad'" in lines

@@ -134,3 +134,30 @@ def test_late_upload_fills_the_gap_with_its_arrival_time(world):
     held = store.slots("HEALTHY", NOW, NOW + timedelta(hours=2))
     assert len(held) == 8
     assert all(s.arrived_at == later for s in held)
+
+
+def test_live_view_learned_reference_then_confirmed_blockage(world):
+    clock, fleet, config, store = world
+    runner = Runner(config, store, clock=clock)
+
+    def liveview():
+        result = runner.run_cycle()
+        clock.set(clock.now() + timedelta(minutes=5))
+        fleet.refresh()
+        return by_counter(result, "counter.liveview.blocked")["HEALTHY"].finding
+
+    # no reference image configured: the first good snapshots become the normal view
+    first = liveview()
+    assert first.status is Status.SKIP and first.code == "learning"
+    liveview()
+    learned = liveview()
+    assert learned.status is Status.OK and "learned" in learned.evidence["reference"]
+    assert (config.agent.state_dir / "references" / "HEALTHY.learned.png").exists()
+
+    fleet.set_fault("HEALTHY", "covered")
+    fleet.refresh()
+    seen = [liveview() for _ in range(3)]
+    # one odd snapshot raises nothing: the blockage must hold over three snapshots
+    assert [f.status for f in seen] == [Status.OK, Status.OK, Status.FAIL]
+    assert seen[0].code == "unconfirmed" and seen[2].code == "covered"
+    assert seen[2].evidence["blocked_fraction"] >= 0.4

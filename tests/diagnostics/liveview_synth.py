@@ -1,0 +1,391 @@
+"""Live-view snapshots synthesised on real photographs, for tests, the evaluation and the bench.
+
+A photograph from scikit-image's bundled data is the "world"; the camera sees a 4:3 window of
+it, rendered at the counter's 768x576 and JPEG-encoded like a real snapshot. Benign changes
+(passers-by, lighting, noise, JPEG, a shake) and blockages of each kind are drawn on top with a
+seeded generator, so every figure in docs/liveview.md can be rebuilt bit for bit. This module
+knows nothing of the detector: it only makes images and says what they are.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+SNAP = (768, 576)
+
+# Real photographs used as scenes. Development and test use different ones, so the figures
+# reported in docs/ come from images the method was never looked at against.
+DEV_SCENES = ("camera", "coffee", "coins", "moon", "immunohistochemistry", "retina")
+TEST_SCENES = ("astronaut", "rocket", "chelsea", "motorcycle_left", "page", "clock_motion")
+COVER_TEXTURES = ("brick", "gravel", "grass")
+
+_FILES = {
+    "astronaut": "astronaut.png",
+    "camera": "camera.png",
+    "coffee": "coffee.png",
+    "coins": "coins.png",
+    "moon": "moon.png",
+    "immunohistochemistry": "ihc.png",
+    "retina": "retina.jpg",
+    "rocket": "rocket.jpg",
+    "chelsea": "chelsea.png",
+    "motorcycle_left": "motorcycle_left.png",
+    "page": "page.png",
+    "clock_motion": "clock_motion.png",
+    "brick": "brick.png",
+    "gravel": "gravel.png",
+    "grass": "grass.png",
+}
+
+
+@cache
+def photo(name: str) -> Image.Image:
+    """A bundled scikit-image photograph as RGB (loaded from the installed package)."""
+    import skimage.data  # test-only dependency
+
+    path = os.path.join(os.path.dirname(skimage.data.__file__), _FILES[name])
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def encode(img: Image.Image, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class World:
+    """The scene around the counter; ``render`` is what the camera sees of it."""
+
+    name: str
+    image: Image.Image = field(repr=False)
+
+    @classmethod
+    def of(cls, name: str) -> World:
+        return cls(name, photo(name))
+
+    def render(self, shift: tuple[float, float] = (0.0, 0.0), angle: float = 0.0) -> Image.Image:
+        """The view after the camera moved by ``shift`` (fractions of the frame) and turned."""
+        w, h = self.image.size
+        # the largest 4:3 window that still fits when turned by 30 degrees and moved by 25 %
+        vw = min(w / (1.0 + 0.5 + 0.5 * 0.75), h / (0.75 + 0.5 * 0.75 + 0.5))
+        scale = vw / SNAP[0]
+        a = math.radians(angle)
+        cos, sin = math.cos(a), math.sin(a)
+        cx = w / 2 + shift[0] * vw
+        cy = h / 2 + shift[1] * vw * 0.75
+        u0, v0 = SNAP[0] / 2, SNAP[1] / 2
+        coeffs = (
+            scale * cos,
+            -scale * sin,
+            cx - scale * (cos * u0 - sin * v0),
+            scale * sin,
+            scale * cos,
+            cy - scale * (sin * u0 + cos * v0),
+        )
+        return self.image.transform(SNAP, Image.Transform.AFFINE, coeffs, Image.Resampling.BICUBIC)
+
+
+def _arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.float32)
+
+
+def _img(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+
+
+def add_noise(img: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
+    a = _arr(img)
+    return _img(a + rng.normal(0, sigma, a.shape[:2])[..., None])
+
+
+def lighting(img: Image.Image, factor: float, tilt: float = 0.0) -> Image.Image:
+    """Multiply brightness by ``factor``, with a left-to-right ramp of +-``tilt``."""
+    a = _arr(img)
+    ramp = 1.0 + tilt * np.linspace(-1, 1, a.shape[1], dtype=np.float32)
+    return _img(a * factor * ramp[None, :, None])
+
+
+def _soft(mask: Image.Image, radius: float) -> np.ndarray:
+    m = mask.filter(ImageFilter.GaussianBlur(radius)) if radius > 0 else mask
+    return _arr(m)[..., None] / 255.0
+
+
+def blend(base: Image.Image, top: Image.Image, mask: np.ndarray) -> Image.Image:
+    return _img(_arr(base) * (1 - mask) + _arr(top) * mask)
+
+
+def coverage(mask: np.ndarray) -> float:
+    return float((mask[..., 0] > 0.5).mean())
+
+
+def texture_patch(rng: np.random.Generator, name: str | None = None) -> Image.Image:
+    """A full-frame texture (brick, gravel, grass) at a random scale and brightness."""
+    tex = photo(name or COVER_TEXTURES[rng.integers(len(COVER_TEXTURES))])
+    s = rng.uniform(0.5, 1.0)
+    crop = tex.crop((0, 0, int(tex.size[0] * s), int(tex.size[1] * s * 0.75)))
+    return lighting(crop.resize(SNAP, Image.Resampling.BICUBIC), rng.uniform(0.6, 1.3))
+
+
+def panel(rng: np.random.Generator) -> Image.Image:
+    """A flat or gradient-coloured surface (a sign, a board, a box)."""
+    c0 = rng.uniform(20, 235, 3)
+    c1 = c0 + rng.uniform(-60, 60, 3) * (rng.random() < 0.5)
+    t = np.linspace(0, 1, SNAP[0], dtype=np.float32)[None, :, None]
+    return _img(np.broadcast_to(c0 + (c1 - c0) * t, (SNAP[1], SNAP[0], 3)).copy())
+
+
+# ---- passers-by -------------------------------------------------------------------------
+
+
+def people(
+    img: Image.Image, rng: np.random.Generator, n: int, size: tuple[float, float]
+) -> tuple[Image.Image, float]:
+    """Draw ``n`` people seen from above (shoulders, head, shadow). Returns image, coverage."""
+    out = img
+    total = np.zeros((SNAP[1], SNAP[0], 1), dtype=np.float32)
+    for _ in range(n):
+        w = rng.uniform(*size) * SNAP[0]
+        x, y = rng.uniform(0, SNAP[0]), rng.uniform(0, SNAP[1])
+        ang = rng.uniform(0, 180)
+        body = Image.new("L", (int(w * 1.6), int(w * 1.6)), 0)
+        d = ImageDraw.Draw(body)
+        c = w * 0.8
+        d.ellipse((c - w / 2, c - w * 0.28, c + w / 2, c + w * 0.28), fill=255)  # shoulders
+        d.ellipse((c - w * 0.17, c - w * 0.2, c + w * 0.17, c + w * 0.2), fill=255)  # head
+        body = body.rotate(ang, resample=Image.Resampling.BILINEAR)
+        mask_img = Image.new("L", SNAP, 0)
+        mask_img.paste(body, (int(x - c), int(y - c)))
+        shadow = _soft(mask_img, w * 0.08) * 0.35
+        shade = np.roll(shadow, (int(w * 0.1), int(w * 0.1)), axis=(0, 1))
+        out = _img(_arr(out) * (1 - shade))
+        cloth = rng.uniform(15, 230, 3)
+        if rng.random() < 0.5:
+            fill = _arr(texture_patch(rng)) * (cloth / 128.0)
+        else:
+            fill = np.broadcast_to(cloth, (SNAP[1], SNAP[0], 3)).astype(np.float32)
+            fill = fill + rng.normal(0, 6, (SNAP[1], SNAP[0], 1))
+        mask = _soft(mask_img, 1.5)
+        out = blend(out, _img(fill), mask)
+        total = np.maximum(total, mask)
+    return out, coverage(total)
+
+
+# ---- blockages --------------------------------------------------------------------------
+
+
+def _shape_mask(rng: np.random.Generator, target: float, edge: bool) -> Image.Image:
+    """A polygon covering about ``target`` of the frame, attached to an edge or free-standing."""
+    w, h = SNAP
+    best: Image.Image | None = None
+    best_err = 2.0
+    for _ in range(12):
+        m = Image.new("L", SNAP, 0)
+        d = ImageDraw.Draw(m)
+        if edge:
+            side = rng.integers(4)
+            depth = target * rng.uniform(0.9, 1.25)
+            jag = rng.uniform(-0.15, 0.15, 2)
+            if side == 0:
+                pts = [(0, 0), (w * (depth + jag[0]), 0), (w * (depth + jag[1]), h), (0, h)]
+            elif side == 1:
+                pts = [(w, 0), (w * (1 - depth - jag[0]), 0), (w * (1 - depth - jag[1]), h), (w, h)]
+            elif side == 2:
+                pts = [(0, 0), (w, 0), (w, h * (depth + jag[0])), (0, h * (depth + jag[1]))]
+            else:
+                pts = [(0, h), (w, h), (w, h * (1 - depth - jag[0])), (0, h * (1 - depth - jag[1]))]
+            d.polygon(pts, fill=255)
+        else:
+            r = math.sqrt(target * w * h / math.pi) * rng.uniform(0.95, 1.15)
+            cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.35, 0.65) * h
+            k = rng.integers(5, 9)
+            angs = np.sort(rng.uniform(0, 2 * math.pi, k))
+            rad = r * rng.uniform(0.8, 1.2, k)
+            d.polygon(
+                [
+                    (cx + q * math.cos(a), cy + q * math.sin(a))
+                    for a, q in zip(angs, rad, strict=True)
+                ],
+                fill=255,
+            )
+        err = abs(float((_arr(m) > 127).mean()) - target)
+        if err < best_err:
+            best, best_err = m, err
+    assert best is not None
+    return best
+
+
+def obstruct(
+    img: Image.Image, rng: np.random.Generator, target: float, textured: bool | None = None
+) -> tuple[Image.Image, float]:
+    """An object in focus, not in the reference, hiding about ``target`` of the view."""
+    textured = bool(rng.random() < 0.5) if textured is None else textured
+    top = texture_patch(rng) if textured else panel(rng)
+    mask = _soft(_shape_mask(rng, target, edge=bool(rng.random() < 0.6)), 1.0)
+    return blend(img, top, mask), coverage(mask)
+
+
+def cover(img: Image.Image, rng: np.random.Generator, target: float) -> tuple[Image.Image, float]:
+    """Something on the lens (a hand, tape, a bag): out of focus, smooth, soft-edged."""
+    tone = rng.uniform(5, 200) * rng.uniform(0.8, 1.2, 3)
+    t = np.linspace(0, 1, SNAP[1], dtype=np.float32)[:, None, None]
+    surf = np.broadcast_to(tone * (0.8 + 0.4 * t), (SNAP[1], SNAP[0], 3)).astype(np.float32)
+    top = _img(surf + rng.normal(0, 2, (SNAP[1], SNAP[0], 1)))
+    if target >= 0.97:
+        mask = np.ones((SNAP[1], SNAP[0], 1), dtype=np.float32)
+    else:
+        mask = _soft(_shape_mask(rng, target, edge=True), rng.uniform(10, 30))
+    return blend(img, top, mask), coverage(mask)
+
+
+def blur(img: Image.Image, sigma: float) -> Image.Image:
+    return img.filter(ImageFilter.GaussianBlur(sigma))
+
+
+def haze(img: Image.Image, alpha: float, level: float = 255.0) -> Image.Image:
+    return _img(_arr(img) * (1 - alpha) + level * alpha)
+
+
+# ---- the evaluation set -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    scene: str
+    group: str  # "benign", "blocked", "near-clear", "near-blocked", "stress" (benign, harsher)
+    kind: str  # benign: what changed; blocked: the expected kind
+    detail: str
+    data: bytes = field(repr=False)
+    fraction: float = 0.0  # true fraction hidden, where it is defined
+    sub: str = ""  # the way a blockage was made (e.g. moved: shifted, turned, another scene)
+
+
+def _snapshot(rng: np.random.Generator, img: Image.Image, quality: int | None = None) -> bytes:
+    """Every snapshot carries some sensor noise and JPEG compression, as a real one does."""
+    q = quality if quality is not None else int(rng.integers(60, 91))
+    return encode(add_noise(img, rng, rng.uniform(1.0, 3.0)), q)
+
+
+def at_least(share: float, make) -> tuple[Image.Image, float]:
+    """Draw again until the shape really hides ``share`` of the view, so labels are true."""
+    for _ in range(20):
+        img, c = make()
+        if c >= share:
+            break
+    return img, c
+
+
+def _direction(rng: np.random.Generator, r: float) -> tuple[float, float]:
+    a = rng.uniform(0, 2 * math.pi)
+    return r * math.cos(a), r * math.sin(a)
+
+
+def variants(scene: str, others: tuple[str, ...], seed: int, n: int) -> list[Variant]:
+    """``n`` of each benign change, blockage and near-threshold case for one scene."""
+    rng = np.random.default_rng(seed)
+    world = World.of(scene)
+    view = world.render()
+    out: list[Variant] = []
+
+    def add(group: str, kind: str, detail: str, img: Image.Image, frac: float = 0.0, q=None):
+        sub = detail.split(" ")[0] if group == "blocked" else ""
+        out.append(Variant(scene, group, kind, detail, _snapshot(rng, img, q), frac, sub))
+
+    for _ in range(n):
+        k = int(rng.integers(1, 5))
+        img, c = people(view, rng, k, (0.08, 0.18))
+        add("benign", "people", f"{k} people, {c:.0%} of view", img, c)
+        for _try in range(6):  # many and close, yet not hiding 40 %
+            k = int(rng.integers(5, 13))
+            img, c = people(view, rng, k, (0.10, 0.26))
+            if c <= 0.35:
+                break
+        add("benign", "crowd", f"{k} people, {c:.0%} of view", img, c)
+        f = rng.uniform(0.6, 0.9) if rng.random() < 0.5 else rng.uniform(1.1, 1.4)
+        add("benign", "lighting", f"x{f:.2f}", lighting(view, f, rng.uniform(0, 0.1)))
+        s = rng.uniform(3, 12)
+        add("benign", "noise", f"sigma {s:.0f}", add_noise(view, rng, s))
+        q = int(rng.integers(30, 91))
+        add("benign", "jpeg", f"quality {q}", view, q=q)
+        r = rng.uniform(0.01, 0.02)
+        add("benign", "shake", f"{r:.1%}", world.render(_direction(rng, r), rng.uniform(-1, 1)))
+        img, c = people(world.render(_direction(rng, rng.uniform(0, 0.02))), rng, 3, (0.08, 0.2))
+        f = rng.uniform(0.65, 1.35)
+        img = add_noise(lighting(img, f), rng, rng.uniform(2, 8))
+        add("benign", "combined", f"3 people, x{f:.2f}, shake", img, c)
+
+        t = rng.uniform(0.6, 1.0)
+        img, c = at_least(0.4, lambda t=t: cover(view, rng, t))
+        add("blocked", "covered", f"{'whole' if t >= 0.97 else 'partly'} {c:.0%}", img, c)
+        f = rng.uniform(0.03, 0.25)
+        add(
+            "blocked",
+            "dark",
+            f"dimmed x{f:.2f}",
+            add_noise(lighting(view, f), rng, rng.uniform(1, 4)),
+        )
+        if rng.random() < 0.5:
+            f = rng.uniform(2.5, 5.0)
+            add("blocked", "overexposed", f"gain x{f:.1f}", lighting(view, f), 1.0)
+        else:
+            a = rng.uniform(0.65, 0.9)
+            add("blocked", "overexposed", f"washout {a:.0%}", haze(view, a), 1.0)
+        s = rng.uniform(5, 12)
+        mode = rng.integers(3)
+        if mode == 0:
+            add("blocked", "blurred", f"defocus sigma {s:.0f}", blur(view, s), 1.0)
+        elif mode == 1:
+            a = rng.uniform(0.2, 0.45)
+            add("blocked", "blurred", f"condensation sigma {s:.0f}", haze(blur(view, s), a), 1.0)
+        else:
+            m = _soft(_shape_mask(rng, rng.uniform(0.8, 0.95), edge=True), 25)
+            add("blocked", "blurred", f"spray sigma {s:.0f}", blend(view, blur(view, s), m))
+        r = rng.uniform(0.10, 0.25)
+        add("blocked", "moved", f"shifted {r:.0%}", world.render(_direction(rng, r)), 1.0)
+        a = rng.uniform(10, 30) * rng.choice([-1, 1])
+        add("blocked", "moved", f"turned {a:+.0f} deg", world.render(angle=a), 1.0)
+        other = World.of(others[rng.integers(len(others))])
+        add("blocked", "moved", f"another-scene ({other.name})", other.render(), 1.0)
+        t = rng.uniform(0.4, 0.7)
+        img, c = at_least(0.4, lambda t=t: obstruct(view, rng, t, textured=True))
+        add("blocked", "obstructed", f"textured-object {c:.0%}", img, c)
+        img, c = at_least(0.4, lambda t=t: obstruct(view, rng, t, textured=False))
+        add("blocked", "obstructed", f"flat-object {c:.0%}", img, c)
+
+        s = rng.uniform(15, 25)
+        add("stress", "noise", f"sigma {s:.0f}", add_noise(view, rng, s))
+        q = int(rng.integers(8, 25))
+        add("stress", "jpeg", f"quality {q}", view, q=q)
+        gm = rng.uniform(0.6, 1.6)
+        add("stress", "gamma", f"gamma {gm:.2f}", _img(255 * (_arr(view) / 255) ** gm))
+        o = rng.uniform(-0.2, 0.2) * 255
+        add("stress", "offset", f"brightness {o:+.0f}", _img(_arr(view) + o))
+        f = rng.uniform(0.6, 1.4)
+        add("stress", "contrast", f"contrast x{f:.2f}", _img((_arr(view) - 128) * f + 128))
+        img, c = obstruct(view, rng, rng.uniform(0.2, 0.3))
+        add("near-clear", "obstructed", f"object {c:.0%}", img, c)
+        a = rng.uniform(4, 6) * rng.choice([-1, 1])
+        add("near-clear", "moved", f"turned {a:+.1f} deg", world.render(angle=a))
+        r = rng.uniform(0.04, 0.05)
+        add("near-clear", "moved", f"shifted {r:.1%}", world.render(_direction(rng, r)))
+        s = rng.uniform(1.0, 2.0)
+        add("near-clear", "blurred", f"sigma {s:.1f}", blur(view, s))
+        img, c = at_least(0.4, lambda: obstruct(view, rng, rng.uniform(0.45, 0.5)))
+        add("near-blocked", "obstructed", f"object {c:.0%}", img, c)
+        a = rng.uniform(11, 13) * rng.choice([-1, 1])
+        add("near-blocked", "moved", f"turned {a:+.1f} deg", world.render(angle=a), 1.0)
+        r = rng.uniform(0.11, 0.13)
+        add("near-blocked", "moved", f"shifted {r:.1%}", world.render(_direction(rng, r)), 1.0)
+    return out
+
+
+def reference(scene: str) -> bytes:
+    return encode(World.of(scene).render(), 90)

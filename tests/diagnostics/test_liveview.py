@@ -1,0 +1,312 @@
+"""Live-view detection on real photographs with synthesised blockages, and its check."""
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+from functools import cache
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from diagnostics import liveview as lv
+from diagnostics.checks.liveview import LiveViewBlocked, ViewSample
+from diagnostics.model import Status
+from tests.diagnostics import liveview_synth as synth
+from tests.diagnostics.helpers import NOW, evidence
+
+SCENE = "camera"
+
+
+@cache
+def world() -> synth.World:
+    return synth.World.of(SCENE)
+
+
+@cache
+def reference() -> lv.Reference:
+    return lv.prepare_reference(synth.reference(SCENE))
+
+
+def rng(seed: int = 7) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def snap(img, quality: int = 80) -> bytes:
+    return synth.encode(synth.add_noise(img, rng(1), 1.5), quality)
+
+
+def judge(img, quality: int = 80) -> lv.ViewResult:
+    return lv.analyze(snap(img, quality), reference())
+
+
+# ---- benign changes stay clear ------------------------------------------------------------
+
+
+def benign_cases():
+    view = world().render()
+    yield "unchanged", view
+    yield "people", synth.people(view, rng(1), 4, (0.08, 0.18))[0]
+    yield "crowd, many and close", synth.people(view, rng(2), 10, (0.12, 0.22))[0]
+    yield "40% darker", synth.lighting(view, 0.6)
+    yield "40% brighter", synth.lighting(view, 1.4)
+    yield "uneven light", synth.lighting(view, 0.8, tilt=0.1)
+    yield "sensor noise", synth.add_noise(view, rng(3), 10)
+    yield "shake 2%", world().render(shift=(0.014, 0.014))
+    yield "turned 5 degrees", world().render(angle=5)
+
+
+@pytest.mark.parametrize(("name", "img"), list(benign_cases()), ids=lambda x: str(x)[:24])
+def test_benign_changes_stay_clear(name, img):
+    result = judge(img)
+    assert result.verdict == "clear", (name, result.reasons, result.metrics)
+    assert result.kind is None
+    assert result.blocked_fraction < lv.HIDDEN_BLOCKED
+
+
+def test_heavy_jpeg_stays_clear():
+    result = lv.analyze(synth.encode(world().render(), 25), reference())
+    assert result.verdict == "clear", result.metrics
+
+
+def test_crowd_really_covers_a_lot_yet_stays_clear():
+    img, coverage = synth.people(world().render(), rng(2), 10, (0.12, 0.22))
+    assert coverage > 0.15  # the test means something: a large share of the view is people
+    assert judge(img).verdict == "clear"
+
+
+# ---- each kind of blockage is found -------------------------------------------------------
+
+
+def blocked_cases():
+    view = world().render()
+    yield "covered", synth.cover(view, rng(4), 0.9)[0]
+    yield "covered", synth.cover(view, rng(5), 1.0)[0]
+    yield "dark", synth.add_noise(synth.lighting(view, 0.1), rng(6), 2)
+    yield "overexposed", synth.lighting(view, 3.5)
+    yield "overexposed", synth.haze(view, 0.8)
+    yield "blurred", synth.blur(view, 8)
+    yield "blurred", synth.haze(synth.blur(view, 7), 0.3)  # condensation
+    yield "moved", world().render(shift=(0.15, 0.0))
+    yield "moved", world().render(shift=(0.0, -0.12))
+    yield "moved", world().render(angle=15)
+    yield "moved", world().render(angle=-20)
+    yield "moved", synth.World.of("coffee").render()  # another scene
+    yield "obstructed", synth.obstruct(view, rng(8), 0.55, textured=True)[0]
+    yield "obstructed", synth.obstruct(view, rng(9), 0.5, textured=False)[0]
+
+
+@pytest.mark.parametrize(("kind", "img"), list(blocked_cases()), ids=lambda x: str(x)[:24])
+def test_each_kind_is_detected(kind, img):
+    result = judge(img)
+    assert result.verdict == "blocked", (kind, result.metrics)
+    assert result.kind == kind, (result.reasons, result.metrics)
+    assert 0.0 < result.blocked_fraction <= 1.0
+
+
+def test_blocked_fraction_follows_the_obstruction():
+    img, coverage = synth.obstruct(world().render(), rng(11), 0.6, textured=True)
+    result = judge(img)
+    assert result.blocked
+    assert abs(result.blocked_fraction - coverage) < 0.15
+
+
+def test_small_obstruction_is_clear_but_reported():
+    img, _ = synth.obstruct(world().render(), rng(12), 0.22, textured=True)
+    result = judge(img)
+    assert result.verdict == "clear"
+    assert 0.1 < result.blocked_fraction < lv.HIDDEN_BLOCKED
+
+
+# ---- inputs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", None])
+def test_unreadable_image_raises_a_clear_error(data):
+    if data is None:
+        data = synth.reference(SCENE)[:2000]  # a truncated JPEG
+    with pytest.raises(lv.ImageError) as err:
+        lv.load_image(data)
+    assert "image" in str(err.value)
+    with pytest.raises(ValueError):  # ImageError is a ValueError for callers that expect one
+        lv.analyze(data, reference())
+
+
+def test_arrays_png_and_other_sizes_are_accepted():
+    view = world().render()
+    arr = np.asarray(view)
+    assert lv.analyze(arr, reference()).verdict == "clear"
+    small = synth.encode(view.resize((384, 288)))
+    assert lv.analyze(small, reference()).verdict == "clear"
+    assert lv.load_image(synth.encode(view)).shape == (144, 192)
+
+
+def test_result_json_has_the_documented_fields():
+    data = judge(world().render()).to_json()
+    json.dumps(data)  # plain JSON: no numpy types leak out
+    assert set(data) >= {"verdict", "kind", "blocked_fraction", "metrics", "reasons"}
+    assert data["verdict"] == "clear" and data["kind"] is None
+    assert all(isinstance(v, float) for v in data["metrics"].values())
+
+
+# ---- frozen -------------------------------------------------------------------------------
+
+
+def fingerprints(frozen: bool, n: int = 4) -> list[np.ndarray]:
+    view = world().render()
+    frame = snap(view)
+    datas = (
+        [frame] * n
+        if frozen
+        else [synth.encode(synth.add_noise(view, rng(i), 2)) for i in range(n)]
+    )
+    return [lv.analyze(d, reference()).fingerprint for d in datas]
+
+
+def test_frozen_needs_identical_frames_and_expected_traffic():
+    assert lv.frozen(fingerprints(True), expected_traffic=True)
+    assert not lv.frozen(fingerprints(True), expected_traffic=False)
+    assert not lv.frozen(fingerprints(False), expected_traffic=True)
+    assert not lv.frozen(fingerprints(True)[:1], expected_traffic=True)
+
+
+# ---- learned reference --------------------------------------------------------------------
+
+
+def test_learned_reference_never_folds_a_blocked_snapshot():
+    view = world().render()
+    covered = snap(synth.cover(view, rng(4), 0.9)[0])
+    obstructed = snap(synth.obstruct(view, rng(8), 0.55, textured=True)[0])
+    learner = lv.LearnedReference(needed=3)
+    assert learner.offer(snap(view)) is None
+    first = lv.prepare_reference(snap(view))
+    assert not learner.may_fold(lv.load_image(covered), first)
+    assert learner.offer(covered) is None  # a group of its own, never part of the view's
+    assert not learner.may_fold(lv.load_image(obstructed), first)
+    assert learner.offer(snap(synth.people(view, rng(1), 2, (0.08, 0.12))[0])) is None
+    assert learner.progress == (2, 3)
+    assert learner.offer(snap(synth.lighting(view, 0.9))) is None
+    assert learner.reference is not None
+    assert learner.offer(snap(view)).verdict == "clear"
+    assert learner.offer(obstructed).verdict == "blocked"
+    assert learner.offer(covered).kind == "covered"
+
+
+def test_unusable_snapshots_are_not_learned():
+    view = world().render()
+    assert lv.usable_as_reference(snap(view)) is None
+    assert "dark" in lv.usable_as_reference(snap(synth.lighting(view, 0.1)))
+    assert "washed" in lv.usable_as_reference(snap(synth.lighting(view, 4.0)))
+    assert "structure" in lv.usable_as_reference(snap(synth.cover(view, rng(5), 1.0)[0]))
+    learner = lv.LearnedReference(needed=1)
+    assert learner.offer(snap(synth.lighting(view, 0.1))) is None
+    assert learner.reference is None and learner.progress == (0, 1)
+
+
+def test_the_first_view_seen_often_enough_is_learned():
+    view = world().render()
+    other = synth.World.of("coffee").render()
+    learner = lv.LearnedReference(needed=2)
+    learner.offer(snap(view))
+    learner.offer(snap(other))  # disagrees: a group of its own
+    assert learner.progress == (1, 2) and learner.reference is None
+    learner.offer(snap(other))
+    assert learner.reference is not None
+    assert learner.offer(snap(other)).verdict == "clear"
+    assert learner.offer(snap(view)).verdict == "blocked"
+
+
+# ---- the check ----------------------------------------------------------------------------
+
+
+@cache
+def results():
+    view = world().render()
+    return {
+        "clear": judge(view),
+        "covered": judge(synth.cover(view, rng(4), 0.9)[0]),
+        "obstructed": judge(synth.obstruct(view, rng(8), 0.55, textured=True)[0]),
+        "dark": judge(synth.lighting(view, 0.05)),
+    }
+
+
+def run_check(kinds, *, source="configured", step=timedelta(minutes=10), options=None, **lv_extra):
+    n = len(kinds)
+    history = [ViewSample(NOW - step * (n - 1 - i), results()[k]) for i, k in enumerate(kinds)]
+    extra = {"liveview": {"history": history, "reference_source": source, **lv_extra}}
+    check = LiveViewBlocked(options)
+    [finding] = check.run(evidence((), NOW, extra=extra))
+    return finding
+
+
+def test_no_snapshot_yet_is_skipped():
+    assert run_check([]).status is Status.SKIP
+    f = run_check([], source="learning", learning=(1, 3))
+    assert f.status is Status.SKIP and "1 of 3" in f.summary
+
+
+def test_clear_view_is_ok():
+    f = run_check(["clear", "clear"])
+    assert f.status is Status.OK and f.code == "clear"
+
+
+def test_a_single_odd_snapshot_raises_no_finding():
+    f = run_check(["clear", "clear", "covered"])
+    assert f.status is Status.OK and not f.problem
+    assert f.code == "unconfirmed" and "awaiting confirmation" in f.summary
+
+
+def test_confirmed_blockage_fails_with_the_most_common_kind():
+    f = run_check(["clear", "obstructed", "covered", "covered"])
+    assert f.status is Status.FAIL and f.code == "covered"
+    assert f.evidence["snapshots"] == 3 and f.evidence["kind"] == "covered"
+    assert 0.4 <= f.evidence["blocked_fraction"] <= 1.0
+    assert f.remediation
+
+
+def test_a_clear_snapshot_resets_confirmation():
+    f = run_check(["covered", "covered", "clear", "covered"])
+    assert f.status is Status.OK and f.evidence["snapshots"] == 1
+
+
+def test_confirmation_count_is_configurable():
+    opts = LiveViewBlocked.Options(confirm_snapshots=1)
+    assert run_check(["clear", "covered"], options=opts).status is Status.FAIL
+    with pytest.raises(ValidationError):
+        LiveViewBlocked.Options(confirm_snapshots=0)
+
+
+def test_learned_reference_is_stated():
+    f = run_check(["covered"] * 3, source="learned")
+    assert f.status is Status.FAIL and "learned" in f.evidence["reference"]
+
+
+def test_frozen_while_open_fails_and_not_while_closed():
+    frame = results()["clear"]
+    same = [replace(frame) for _ in range(4)]  # the very same picture, again and again
+    history = [ViewSample(NOW - timedelta(minutes=10 * (3 - i)), r) for i, r in enumerate(same)]
+    check = LiveViewBlocked()
+    [f] = check.run(evidence((), NOW, extra={"liveview": {"history": history}}))
+    assert f.status is Status.FAIL and f.code == "frozen"
+    night = NOW.replace(hour=23)
+    history = [ViewSample(night - timedelta(minutes=10 * (3 - i)), r) for i, r in enumerate(same)]
+    [f] = check.run(evidence((), night, extra={"liveview": {"history": history}}))
+    assert f.status is Status.OK and f.code == "clear"
+
+
+def test_dark_while_closed_is_not_a_fault():
+    night = NOW.replace(hour=23)
+    history = [ViewSample(night - timedelta(minutes=10 * i), results()["dark"]) for i in range(3)]
+    [f] = LiveViewBlocked().run(evidence((), night, extra={"liveview": {"history": history}}))
+    assert f.status is Status.OK and f.code == "dark_closed"
+    [f] = LiveViewBlocked().run(
+        evidence((), NOW, extra={"liveview": {"history": [replace(h, at=NOW) for h in history]}})
+    )
+    assert f.status is Status.FAIL and f.code == "dark"
+
+
+def test_check_metadata():
+    assert LiveViewBlocked.id == "counter.liveview.blocked"
+    assert LiveViewBlocked.applies_to == "counter"
+    with pytest.raises(ValidationError):
+        LiveViewBlocked.Options(unknown=1)
