@@ -17,12 +17,13 @@ over the span), and ``status``, ``summary``, ``check_id``, ``rule``, ``until``, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from agent.config import Config
-from diagnostics.assess import assess
+from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
 from diagnostics.checks.counts import CountCheck, CountingStopped, local
 from diagnostics.checks.counts_imbalance import CountImbalance, SiteImbalance
@@ -124,8 +125,22 @@ def analyze_counts(
     ``diagnostics.countcsv.CountCsvError`` for a row it cannot trust and ``KeyError`` for an
     unknown site code.
     """
-    sites = [config.site(site)] if site is not None else list(config.sites)
     slots, warnings = parse_counts_csv(text, {c.serial for c in config.counters})
+    return analyze_slots(config, slots, warnings, site=site, now=now)
+
+
+def analyze_slots(
+    config: Config,
+    slots: dict[str, list[CountSlot]],
+    warnings: list[str],
+    *,
+    site: str | None = None,
+    now: datetime | None = None,
+    silences: Sequence[Silence] = (),
+) -> AnalysisResult:
+    """Judge count slots (from a CSV or the agent's own store) through the same gate as the
+    service: the calendar, the upload window, untuned counters, peers, luck and silences."""
+    sites = [config.site(site)] if site is not None else list(config.sites)
     if now is None:
         ends = [s.start + timedelta(minutes=s.minutes) for seq in slots.values() for s in seq]
         if not ends:
@@ -136,7 +151,13 @@ def analyze_counts(
     findings: list[Finding] = []
     for s in sites:
         findings.extend(_judge_site(config, s, slots, now, warnings))
-    assessed = assess(fold_site_outages(findings), {s.code: s.calendar() for s in sites})
+    gate = Gate(
+        calendars={s.code: s.calendar() for s in sites},
+        now=now,
+        silences=silences,
+        untuned=frozenset(c.serial for c in config.counters if not c.tuned),
+    )
+    assessed = assess(fold_site_outages(findings), gate=gate)
     problems = [CountProblem.from_assessed(a) for a in assessed if a.finding.problem]
     far = datetime.max.replace(tzinfo=now.tzinfo)
     problems.sort(key=lambda p: (p.site, p.start or far, p.counter or ""))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -279,16 +280,7 @@ def analyze_counts_cmd(
     from diagnostics.countcsv import CountCsvError
 
     cfg = _load(config_path)
-    now = None
-    if now_text:
-        try:
-            now = datetime.fromisoformat(now_text)
-        except ValueError:
-            raise click.BadParameter(
-                f"not an ISO-8601 time: {now_text!r}", param_hint="--now"
-            ) from None
-        if now.tzinfo is None:
-            raise click.BadParameter("give the time with its UTC offset", param_hint="--now")
+    now = _aware(now_text, "--now") if now_text else None
     if site is not None and site not in {s.code for s in cfg.sites}:
         raise click.BadParameter(f"no site {site!r} in {config_path}", param_hint="--site")
     try:
@@ -436,6 +428,320 @@ def _actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
+
+
+# -- assess --------------------------------------------------------------------------------------
+
+
+@cli.command("assess")
+@click.option("--site", help="Only this site.")
+@click.option("--counter", "serial", help="Only this counter (and its site's problems).")
+@click.option("--from", "start_text", metavar="DATE", help="Start (YYYY-MM-DD or ISO-8601).")
+@click.option("--to", "end_text", metavar="DATE", help="End, included (default: now).")
+@click.option(
+    "--counts",
+    "counts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Judge this exported count CSV instead of the stored data.",
+)
+@config_option
+@json_option
+def assess_cmd(
+    site: str | None,
+    serial: str | None,
+    start_text: str | None,
+    end_text: str | None,
+    counts_file: Path | None,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Is it a real problem or a false alarm? The assessment to make before raising a ticket."""
+    from agent.assess import Period, assess_period
+    from agent.store import Store
+    from diagnostics.countcsv import CountCsvError, parse_counts_csv
+
+    cfg = _load(config_path)
+    if site is not None and site not in {s.code for s in cfg.sites}:
+        raise click.BadParameter(f"no site {site!r} in {config_path}", param_hint="--site")
+    if serial is not None and serial not in {c.serial for c in cfg.counters}:
+        raise click.BadParameter(f"no counter {serial!r} in {config_path}", param_hint="--counter")
+    tz = cfg.site(site).calendar().tz if site else cfg.sites[0].calendar().tz
+    end = _day_or_time(end_text, "--to", tz, end_of_day=True) if end_text else None
+    slots = None
+    if counts_file is not None:
+        try:
+            slots, warnings = parse_counts_csv(
+                counts_file.read_text(encoding="utf-8-sig"), {c.serial for c in cfg.counters}
+            )
+        except CountCsvError as exc:
+            click.echo(f"{counts_file}: {exc}", err=True)
+            sys.exit(EX_DATAERR)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if end is None:
+            ends = [x.start + timedelta(minutes=x.minutes) for seq in slots.values() for x in seq]
+            end = max(ends) if ends else datetime.now(UTC)
+    end = end or datetime.now(UTC)
+    start = (
+        _day_or_time(start_text, "--from", tz, end_of_day=False)
+        if start_text
+        else end - timedelta(days=7)
+    )
+    if start >= end:
+        raise click.BadParameter("--from must be before --to", param_hint="--from")
+    period = Period(start, end)
+    if slots is not None:
+        found, warnings = assess_period(
+            cfg, period=period, csv_slots=slots, site=site, counter=serial
+        )
+    else:
+        with Store.open(Path(cfg.agent.state_dir)) as store:
+            found, warnings = assess_period(
+                cfg, period=period, store=store, site=site, counter=serial
+            )
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _print_json(
+            {
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "problems": [a.to_json() for a in found],
+            }
+        )
+        return
+    out.print(
+        f"[bold]Assessment {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M}[/]: "
+        f"{sum(a.real for a in found)} real, {sum(not a.real for a in found)} not"
+    )
+    if not found:
+        out.print("no problems in this period")
+    marks = {"real": "[red]●[/]", "false_alarm": "[green]○[/]", "unknown": "[dim]?[/]"}
+    for a in found:
+        head = "REAL" if a.real else a.verdict.replace("_", " ").upper()
+        style = "red" if a.real else "yellow" if a.verdict == "pending" else "green"
+        out.print(f"\n[{style}]{head}[/] {a.counter or 'site ' + a.site} {a.kind}: {a.summary}")
+        for reason in a.reasons:
+            out.print(f"  because {reason}")
+        for p in a.checklist:
+            out.print(f"  {marks[p.points_to]} {p.question} {p.answer}")
+
+
+def _day_or_time(text: str, what: str, tz: Any, *, end_of_day: bool) -> datetime:
+    """``2026-11-25`` (a whole local day) or an ISO-8601 time with its offset."""
+    if len(text) == 10:
+        try:
+            day = datetime.fromisoformat(text).replace(tzinfo=tz)
+        except ValueError:
+            raise click.BadParameter(f"not a date: {text!r}", param_hint=what) from None
+        return day + timedelta(days=1) if end_of_day else day
+    return _aware(text, what)
+
+
+# -- silences and shadow mode -------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+)([dhms])")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``2h``, ``90m``, ``1h30m``, ``3d`` → a timedelta; ValueError otherwise."""
+    text = text.strip().lower()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration like 2h, 45m or 1h30m: {text!r}")
+    unit = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    total = sum((timedelta(**{unit[u]: int(n)}) for n, u in parts), timedelta())
+    if total <= timedelta(0):
+        raise ValueError("a duration must be longer than zero")
+    return total
+
+
+def _aware(text: str, what: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO-8601 time: {text!r}", param_hint=what) from None
+    if when.tzinfo is None:
+        raise click.BadParameter("give the time with its UTC offset", param_hint=what)
+    return when
+
+
+@cli.group()
+def silence() -> None:
+    """Silences and maintenance windows: hold a counter's or site's findings for a while."""
+
+
+@silence.command("add")
+@click.argument("target")
+@click.option("--for", "duration", required=True, metavar="DURATION", help="e.g. 2h, 45m, 1d.")
+@click.option(
+    "--start",
+    "start_text",
+    metavar="ISO-8601",
+    help="Start later: a maintenance window (default: now).",
+)
+@click.option("--reason", required=True, help="Why: it shows on every held finding.")
+@config_option
+@json_option
+def silence_add(
+    target: str,
+    duration: str,
+    start_text: str | None,
+    reason: str,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Silence TARGET (a counter serial, a site code, or '*' for everything)."""
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    known = {c.serial for c in cfg.counters} | {s.code for s in cfg.sites} | {"*"}
+    if target not in known:
+        raise click.BadParameter(
+            f"{target!r} is no counter or site of {config_path}", param_hint="TARGET"
+        )
+    try:
+        length = parse_duration(duration)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--for") from None
+    now = datetime.now(UTC)
+    start = _aware(start_text, "--start") if start_text else now
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        silence_id = store.add_silence(
+            target=target, start=start, until=start + length, reason=reason, author=_actor(), at=now
+        )
+        store.audit(
+            now,
+            _actor(),
+            "silence.add",
+            target,
+            {"id": silence_id, "until": (start + length).isoformat(), "reason": reason},
+        )
+    data = {
+        "id": silence_id,
+        "target": target,
+        "start": start.isoformat(),
+        "until": (start + length).isoformat(),
+        "reason": reason,
+        "author": _actor(),
+    }
+    if as_json:
+        _print_json(data)
+        return
+    out.print(
+        f"silence {silence_id}: {target} held from {start:%Y-%m-%d %H:%M %Z} until "
+        f"{start + length:%Y-%m-%d %H:%M %Z} ({reason})"
+    )
+
+
+@silence.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include silences that are over.")
+@config_option
+@json_option
+def silence_list(show_all: bool, config_path: Path, as_json: bool) -> None:
+    """The silences in force (and coming)."""
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        items = store.silences(active_at=None if show_all else datetime.now(UTC))
+    rows = [
+        {
+            "id": s["id"],
+            "target": s["target"],
+            "start": s["start"].isoformat(),
+            "until": s["until"].isoformat(),
+            "reason": s["reason"],
+            "author": s["author"],
+        }
+        for s in items
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="Silences", title_justify="left")
+    for col in ("id", "target", "from", "until", "reason", "by"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["target"], r["start"], r["until"], r["reason"], r["author"])
+    out.print(table)
+
+
+@silence.command("remove")
+@click.argument("silence_id", type=int)
+@config_option
+def silence_remove(silence_id: int, config_path: Path) -> None:
+    """End silence ID now."""
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    now = datetime.now(UTC)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        if not store.remove_silence(silence_id, now):
+            raise click.ClickException(f"no silence {silence_id} in force")
+        store.audit(now, _actor(), "silence.remove", str(silence_id))
+    out.print(f"silence {silence_id} removed")
+
+
+@cli.group()
+def shadow() -> None:
+    """Shadow mode: what the agent would have filed, and what it ruled out."""
+
+
+@shadow.command("report")
+@click.option("--since", "since_text", metavar="ISO-8601", help="Default: 7 days ago.")
+@config_option
+@json_option
+def shadow_report(since_text: str | None, config_path: Path, as_json: bool) -> None:
+    """List the tickets kept back by shadow mode and the findings ruled out as false alarms."""
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    now = datetime.now(UTC)
+    since = _aware(since_text, "--since") if since_text else now - timedelta(days=7)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        held = store.shadow_tickets(since)
+        ruled = store.findings_between(since, now + timedelta(days=1), verdict="false_alarm")
+    data = {
+        "since": since.isoformat(),
+        "would_have_filed": [
+            {
+                "at": h["at"],
+                "incident": h["incident_id"],
+                "why_held": h["reason"],
+                "ticket": h["ticket"],
+            }
+            for h in held
+        ],
+        "ruled_out": [
+            {
+                "at": r["at"],
+                "check_id": r["check_id"],
+                "site": r["site"],
+                "counter": r["subject"],
+                "summary": r["summary"],
+                "reasons": json.loads(r["reasons"]),
+            }
+            for r in ruled
+        ],
+    }
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"Would have filed since {since:%Y-%m-%d %H:%M}", title_justify="left")
+    for col in ("at", "category", "subject", "held because"):
+        table.add_column(col)
+    for h in data["would_have_filed"]:
+        table.add_row(h["at"], h["ticket"]["category"], h["ticket"]["subject"], h["why_held"])
+    out.print(table)
+    ruled_table = Table(title="Ruled out as false alarms", title_justify="left")
+    for col in ("at", "counter", "check", "why"):
+        ruled_table.add_column(col)
+    for r in data["ruled_out"]:
+        ruled_table.add_row(
+            r["at"], r["counter"] or r["site"] or "-", r["check_id"], "; ".join(r["reasons"])
+        )
+    out.print(ruled_table)
 
 
 # -- simulate and demo ---------------------------------------------------------------------------

@@ -220,6 +220,25 @@ class AgentConfig(_Model):
     max_parallel: Annotated[StrictInt, Field(ge=1, le=64)] = 8
     requester: str = ""
     cc: tuple[Email, ...] = ()
+    # how sure before opening, and how sure before closing, an incident
+    confirm_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    confirm_minutes: Annotated[StrictInt, Field(ge=0)] = 0
+    recover_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    # decide as usual, file nothing: the whole agent, or only these checks (see also sites)
+    shadow: StrictBool = False
+    shadow_checks: tuple[str, ...] = ()
+
+    @field_validator("shadow_checks")
+    @classmethod
+    def _known_checks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from diagnostics.checks import REGISTRY
+
+        unknown = [c for c in value if c not in REGISTRY]
+        if unknown:
+            raise ValueError(
+                f"unknown check id {unknown[0]!r} (known: {', '.join(sorted(REGISTRY))})"
+            )
+        return value
 
     @field_validator("state_dir")
     @classmethod
@@ -274,6 +293,19 @@ class ClosureConfig(_Model):
         return self
 
 
+class SpecialHoursConfig(_Model):
+    """Different hours on one date (Christmas Eve, a late-night opening); "closed" is closed."""
+
+    day: Annotated[TomlDate, Field(alias="date")]
+    hours: str
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
+
 class SiteConfig(_Model):
     """One store: where it is, when it is open, and when it is closed on purpose."""
 
@@ -284,6 +316,8 @@ class SiteConfig(_Model):
     opening_hours: OpeningHours
     closed_on_public_holidays: StrictBool = False
     closures: tuple[ClosureConfig, ...] = ()
+    special_hours: tuple[SpecialHoursConfig, ...] = ()
+    shadow: StrictBool = False  # judge this site as usual but file nothing for it
 
     @field_validator("timezone")
     @classmethod
@@ -323,6 +357,7 @@ class SiteConfig(_Model):
             holiday_region=self.holidays,
             closed_on_public_holidays=self.closed_on_public_holidays,
             closures=tuple(Closure(c.start, c.end, c.reason) for c in self.closures),
+            special=tuple((h.day, parse_hours(h.hours)) for h in self.special_hours),
         )
 
 
@@ -361,6 +396,7 @@ class CounterConfig(_Model):
     scheme: Literal["http", "https"] = "http"
     verify_tls: StrictBool = True
     ssh: SshConfig | None = None
+    tuned: StrictBool = True  # false until FootfallCam's accuracy audit is finished
 
     @model_validator(mode="wrap")
     @classmethod

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config, CounterConfig
-from agent.incidents import OPEN, Flip, apply
+from agent.incidents import FILED_STATES, Flip, Policy, apply
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
@@ -27,7 +27,7 @@ from agent.probes.ssh import SshTarget
 from agent.sinks import Sink, make_sinks
 from agent.store import Store
 from agent.views import LiveViews
-from diagnostics.assess import assess
+from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
     COUNTER_CHECKS,
     GATEWAY_CHECKS,
@@ -386,10 +386,15 @@ class Runner:
                 findings.extend(self.run_checks(evidence, pool, self.site_checks))
         findings = fold_site_outages(findings)
         calendars = {s.code: s.calendar() for s in self.config.sites}
-        assessed = assess(findings, calendars)
+        assessed = assess(findings, gate=self.gate(now, calendars))
         self.store.add_findings(cycle_id, assessed)
-        flips = apply(self.store, assessed, now)
-        tickets = [t for flip in flips if flip.to_state == OPEN for t in self._ticket(flip, now)]
+        flips = apply(self.store, assessed, now, self.policy)
+        tickets = [
+            t
+            for flip in flips
+            if flip.to_state in FILED_STATES and flip.incident.ticket_key is None
+            for t in self._ticket(flip, now)
+        ]
         duration = time.monotonic() - started
         self.store.end_cycle(
             cycle_id,
@@ -404,6 +409,39 @@ class Runner:
         )
         return CycleResult(now, assessed, flips, tickets, duration)
 
+    def gate(self, now: datetime, calendars: dict[str, Any]) -> Gate:
+        """What the false-alarm gate knows this cycle beyond the findings themselves."""
+        silences = tuple(
+            Silence(s["id"], s["target"], s["start"], s["until"], s["reason"], s["author"])
+            for s in self.store.silences(active_at=now)
+        )
+        return Gate(
+            calendars=calendars,
+            now=now,
+            silences=silences,
+            untuned=frozenset(c.serial for c in self.config.counters if not c.tuned),
+            counters_by_site={
+                site.code: tuple(c.serial for c in self.config.counters_at(site.code) if c.host)
+                for site in self.config.sites
+            },
+        )
+
+    @property
+    def policy(self) -> Policy:
+        agent = self.config.agent
+        return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
+
+    def shadowed(self, check_id: str, site: str) -> str:
+        """Why tickets for this check and site are kept back (shadow mode), or ''."""
+        agent = self.config.agent
+        if agent.shadow:
+            return "the whole agent runs in shadow mode"
+        if check_id in agent.shadow_checks:
+            return f"the check {check_id} runs in shadow mode"
+        if site and any(s.code == site and s.shadow for s in self.config.sites):
+            return f"the site {site} runs in shadow mode"
+        return ""
+
     # -- tickets -------------------------------------------------------------------------------
 
     def _ticket(self, flip: Flip, now: datetime) -> list[Ticket]:
@@ -412,8 +450,8 @@ class Runner:
             # the gateway belongs to the store, not to FootfallCam: no portal ticket for it
             log.warning("gateway problem, no support ticket: %s", inc.summary)
             return []
-        site = self.config.site(inc.site)
         finding = Finding.from_json(inc.last_finding)
+        site = self.config.site(inc.site)
         counters = tuple(
             CounterRef(c.serial, c.name, c.host)
             for c in self.config.counters
@@ -442,6 +480,12 @@ class Runner:
             now=now,
         )
         ticket = compose(ctx)
+        shadow = self.shadowed(inc.check_id, inc.site)
+        if shadow:
+            self.store.add_shadow_ticket(now, inc.id, shadow, ticket.to_json())
+            self.store.set_incident_ticket(inc.id, key, None)
+            log.warning("shadow mode, not filed (%s): %s", shadow, ticket.subject)
+            return []
         filed: list[Ticket] = []
         for sink in self.sinks:
             done = sink.file(ticket)

@@ -104,6 +104,26 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 2: silences and maintenance windows set by people; tickets shadow mode kept back
+    """
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        start TEXT NOT NULL,
+        until TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        author TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        removed_at TEXT
+    );
+    CREATE TABLE shadow_tickets (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        reason TEXT NOT NULL,
+        ticket TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -345,6 +365,98 @@ class Store:
             "SELECT * FROM findings WHERE cycle_id = ? ORDER BY id", (row[0],)
         ).fetchall()
         return [dict(r) for r in rows]
+
+    def recent_states(
+        self, check_id: str, site: str | None, subject: str | None, limit: int
+    ) -> list[bool | None]:
+        """The last ``limit`` judgements of one check on one subject, oldest first: True for
+        a genuine problem, False for ok, None for anything that says neither (skip, error,
+        a false alarm, pending)."""
+        rows = self._db.execute(
+            "SELECT status, verdict FROM findings WHERE check_id = ? AND site IS ? AND "
+            "subject IS ? ORDER BY id DESC LIMIT ?",
+            (check_id, site, subject, limit),
+        ).fetchall()
+        out: list[bool | None] = []
+        for row in reversed(rows):
+            if row["verdict"] == "genuine":
+                out.append(True)
+            elif row["status"] == "ok":
+                out.append(False)
+            else:
+                out.append(None)
+        return out
+
+    def findings_between(
+        self, start: datetime, end: datetime, *, verdict: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = "SELECT * FROM findings WHERE at >= ? AND at < ?"
+        args: list[Any] = [_iso(start), _iso(end)]
+        if verdict is not None:
+            query += " AND verdict = ?"
+            args.append(verdict)
+        return [dict(r) for r in self._db.execute(query + " ORDER BY id", args).fetchall()]
+
+    # -- silences --------------------------------------------------------------------------------
+
+    def add_silence(
+        self,
+        *,
+        target: str,
+        start: datetime,
+        until: datetime,
+        reason: str,
+        author: str,
+        at: datetime,
+    ) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO silences (target, start, until, reason, author, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (target, _iso(start), _iso(until), reason, author, _iso(at)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def silences(self, *, active_at: datetime | None = None) -> list[dict[str, Any]]:
+        """Silences not removed; with ``active_at``, only those not yet over by then."""
+        query = "SELECT * FROM silences WHERE removed_at IS NULL"
+        args: list[Any] = []
+        if active_at is not None:
+            query += " AND until > ?"
+            args.append(_iso(active_at))
+        rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [
+            {**dict(r), "start": _from_iso(r["start"]), "until": _from_iso(r["until"])}
+            for r in rows
+        ]
+
+    def remove_silence(self, silence_id: int, at: datetime) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE silences SET removed_at = ? WHERE id = ? AND removed_at IS NULL",
+                (_iso(at), silence_id),
+            )
+            return cur.rowcount > 0
+
+    # -- shadow mode -----------------------------------------------------------------------------
+
+    def add_shadow_ticket(
+        self, at: datetime, incident_id: int, reason: str, ticket: dict[str, Any]
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO shadow_tickets (at, incident_id, reason, ticket) VALUES (?, ?, ?, ?)",
+                (_iso(at), incident_id, reason, json.dumps(ticket, default=str)),
+            )
+
+    def shadow_tickets(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM shadow_tickets"
+        args: list[Any] = []
+        if since is not None:
+            query += " WHERE at >= ?"
+            args.append(_iso(since))
+        rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [{**dict(r), "ticket": json.loads(r["ticket"])} for r in rows]
 
     # -- incidents -----------------------------------------------------------------------------
 

@@ -107,7 +107,10 @@ class LiveViews:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(buf.getvalue())
         tmp.replace(path)
-        log.warning("learned the normal view of %s from its first good snapshots", path.stem)
+        log.warning(
+            "learned the normal view of %s from its first good snapshots",
+            path.name.removesuffix(".learned.png"),
+        )
 
     def evidence(self, counter: CounterConfig) -> dict[str, Any]:
         """``extra["liveview"]`` for the live-view check."""

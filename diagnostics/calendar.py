@@ -95,6 +95,7 @@ class SiteCalendar:
     holiday_region: str | None = None
     closed_on_public_holidays: bool = False
     closures: tuple[Closure, ...] = ()
+    special: tuple[tuple[date, Hours | None], ...] = ()  # hours for one date (None: closed)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -110,6 +111,11 @@ class SiteCalendar:
         for closure in self.closures:
             if closure.covers(day):
                 return DayStatus(False, f"closed {closure.start}..{closure.end}: {closure.reason}")
+        for when, hours in self.special:
+            if when == day:
+                if hours is None:
+                    return DayStatus(False, f"closed on {day} (special hours)")
+                return DayStatus(True, f"open {hours} (special hours)", hours)
         name = self.holiday(day)
         if name and self.closed_on_public_holidays:
             return DayStatus(False, f"closed for the public holiday {name}")

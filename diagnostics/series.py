@@ -348,6 +348,8 @@ class ZeroRun:
     peer_factor: float  # the peers' level against their own expectation (1.0 without peers)
     peers_observed: float
     peers_expected: float
+    expected_alone: float = 0.0  # visitors expected on the counter's own history alone
+    log10_p_alone: float = 0.0  # the same chance, without scaling by the peers
 
 
 @dataclass(frozen=True)
@@ -601,16 +603,23 @@ class CountModel:
         lasts = np.where(has_open, last_open, lasts)
         factor, pobs, pexp = self.peer_factor(i, firsts, lasts)
         seg_of = np.repeat(np.arange(starts.size), np.diff(np.concatenate([starts, [zidx.size]])))
-        mus = self.mu(i)[lo:hi][zidx] * factor[seg_of]
+        alone = self.mu(i)[lo:hi][zidx]
         open_min = np.add.reduceat(self.grid.open_regular[lo:hi][zidx], starts) * self.grid.minutes
-        expected = np.add.reduceat(mus, starts)
         floor = self.zero_rate[i, lo:hi][zidx]
         floor = np.log10(np.where(np.isfinite(floor) & (floor > 0), floor, 1e-300))
-        log10p = np.add.reduceat(np.maximum(log10_p_zero(mus, float(self.k[i])), floor), starts)
-        # the counter's share of the site may itself be low today: over the whole run, the
-        # chance of nothing under a gamma day factor is NB(share_k) on the run's expectation
         kr = float(self.share_k[i])
-        log10p = np.maximum(log10p, kr * np.log10(kr / (kr + expected)))
+
+        def chance(mus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            expected = np.add.reduceat(mus, starts)
+            log10p = np.add.reduceat(np.maximum(log10_p_zero(mus, float(self.k[i])), floor), starts)
+            # the counter's share of the site may itself be low today: over the whole run, the
+            # chance of nothing under a gamma day factor is NB(share_k) on the run's expectation
+            return expected, np.maximum(log10p, kr * np.log10(kr / (kr + expected)))
+
+        # judged twice: on the counter's own expectation, and scaled by how its peers are doing
+        # now; the gate weighs the two (a dip the peers share is a real drop in traffic)
+        expected_alone, log10p_alone = chance(alone)
+        expected, log10p = chance(alone * factor[seg_of])
         if self.peers[i].size:
             # and the site's level is known only as well as the peers' counts tell it: the
             # chance of nothing under the Gamma(a + observed, a + expected) posterior of that
@@ -619,7 +628,18 @@ class CountModel:
             unscaled = np.add.reduceat(self.mu(i)[lo:hi][zidx], starts)
             post = (a + pobs) * np.log10((a + pexp) / (a + pexp + unscaled))
             log10p = np.maximum(log10p, post)
-        return firsts, lasts, open_min, expected, log10p, factor, pobs, pexp
+        return (
+            firsts,
+            lasts,
+            open_min,
+            expected,
+            log10p,
+            factor,
+            pobs,
+            pexp,
+            expected_alone,
+            log10p_alone,
+        )
 
     def zero_runs(self, i: int, lo: int = 0, hi: int | None = None) -> list[ZeroRun]:
         """Every run of zeros among slots lo..hi; missing and closed slots neither break nor
@@ -639,8 +659,10 @@ class CountModel:
                 peer_factor=float(pf),
                 peers_observed=float(po),
                 peers_expected=float(pe),
+                expected_alone=float(ea),
+                log10_p_alone=float(la_),
             )
-            for f, la, om, ex, lp, pf, po, pe in zip(*seg, strict=True)
+            for f, la, om, ex, lp, pf, po, pe, ea, la_ in zip(*seg, strict=True)
         ]
 
     def gaps(self, i: int, lo: int = 0, hi: int | None = None) -> list[Gap]:

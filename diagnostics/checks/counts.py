@@ -109,7 +109,9 @@ class CountingStopped(CountCheck):
     )
 
     class Options(CountCheck.Options):
-        max_log10_probability: float = Field(-4.0, lt=0)  # chance of the run being genuine
+        # a run at least this unusual (log10 chance on the counter's own history) goes to the
+        # gate, which rules on it with the site's peers and its own threshold
+        candidate_log10_probability: float = Field(-2.0, lt=0)
         min_open_minutes: int = Field(60, gt=0)  # never judge a shorter run
         fallback_open_minutes: int = Field(180, gt=0)  # rule for a counter with no history
         min_history_weeks: int = Field(2, ge=1)
@@ -168,10 +170,17 @@ class CountingStopped(CountCheck):
         if run.history_weeks >= opts.min_history_weeks:
             details |= {
                 "expected": round(run.expected, 1),
+                "expected_alone": round(run.expected_alone, 1),
                 "log10_probability": round(run.log10_p, 2),
+                "log10_probability_alone": round(run.log10_p_alone, 2),
                 "dispersion_k": round(float(model.k[i]), 2),
             }
-            if minutes >= opts.min_open_minutes and run.log10_p <= opts.max_log10_probability:
+            # a candidate when the run is unusual on the counter's own history; whether it is
+            # a fault, a shared drop in traffic or plain luck is the gate's to say, with reasons
+            if (
+                minutes >= opts.min_open_minutes
+                and run.log10_p_alone <= opts.candidate_log10_probability
+            ):
                 return self.finding(
                     evidence,
                     Status.FAIL,
@@ -181,17 +190,12 @@ class CountingStopped(CountCheck):
                     f"{_odds(run.log10_p)})",
                     **details,
                 )
-            why = (
-                f"the peers are at {run.peer_factor:.0%} of their usual level, "
-                if model.peers[i].size and run.peer_factor < 0.8
-                else ""
-            )
             return self.finding(
                 evidence,
                 Status.OK,
                 "quiet",
-                f"zeros for {_hours(minutes)} are plausible: {why}about "
-                f"{run.expected:.1f} visitors expected",
+                f"zeros for {_hours(minutes)} are usual here: about "
+                f"{run.expected_alone:.1f} visitors expected",
                 **details,
             )
         details |= {"expected": None, "rule": "fallback without history"}

@@ -285,3 +285,46 @@ def test_analyze_image(tmp_path):
     assert result.exit_code == 2 and "junk.jpg" in result.output
     result = invoke("analyze", "image", str(tmp_path / "none.jpg"), "--reference", str(ref))
     assert result.exit_code == 2 and "none.jpg" in result.output
+
+
+def test_assess_an_exported_csv(tmp_path):
+    from datetime import timedelta
+
+    from tests.diagnostics.helpers import NOW, history
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(ANALYZE_CONFIG.replace('serial = "B"', 'serial = "B"\ntuned = false'))
+    rows = ["timestamp,counter,in,out"]
+    for serial, seed, zero in (("A", 1, NOW - timedelta(hours=5)), ("B", 2, None)):
+        rows += [
+            f"{s.start.isoformat()},{s.counter},{s.count_in},{s.count_out}"
+            for s in history(serial, NOW, seed=seed, zero_from=zero)
+        ]
+    data = tmp_path / "counts.csv"
+    data.write_text("\n".join(rows) + "\n")
+    result = invoke(
+        "assess",
+        "--counts",
+        str(data),
+        "--config",
+        str(cfg),
+        "--from",
+        (NOW - timedelta(days=1)).date().isoformat(),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    [zero] = [p for p in report["problems"] if p["kind"] == "zero_run"]
+    assert zero["counter"] == "A" and zero["real"] and zero["verdict"] == "genuine"
+    questions = [p["question"] for p in zero["checklist"]]
+    assert questions[:3] == [
+        "Was the store open?",
+        "Was the rest of the site online?",
+        "Did its peers see the same?",
+    ]
+    live = [p for p in zero["checklist"] if p["question"] == "Is its live view clear?"]
+    assert live[0]["points_to"] == "unknown"  # a CSV has no snapshots
+    human = invoke("assess", "--counts", str(data), "--config", str(cfg))
+    assert human.exit_code == 0 and "REAL" in human.output and "Was the store open?" in human.output
+    bad = invoke("assess", "--counts", str(data), "--config", str(cfg), "--from", "2026-13-01")
+    assert bad.exit_code == 2

@@ -54,6 +54,7 @@ def world(tmp_path):
         fleet.set_fault("ZEROS", "zeros", since=NOW - timedelta(hours=4))
         fleet.set_fault("GARBAGE", "garbage")
         data = tomllib.loads(fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=1))
+        data["agent"]["confirm_checks"] = 1  # these tests are about one cycle; see test_incidents
         for counter in data["counters"]:
             if counter["serial"] == "BADPASS":
                 counter["password"] = "wrong"
@@ -107,8 +108,14 @@ def test_nothing_is_filed_twice_and_recovery_resolves(world):
     fleet.refresh()
     second = runner.run_cycle()
     assert second.tickets == []
-    resolved = [f for f in second.flips if f.to_state == "resolved"]
+    # healthy once is "recovering"; twice in a row (recover_checks = 2) resolves it
+    assert [(f.incident.subject, f.to_state) for f in second.flips] == [("OFFLINE", "recovering")]
+    clock.set(NOW + timedelta(minutes=30))
+    fleet.refresh()
+    third = runner.run_cycle()
+    resolved = [f for f in third.flips if f.to_state == "resolved"]
     assert [f.incident.subject for f in resolved] == ["OFFLINE"]
+    assert third.tickets == []
     sink = LocalSink(config.agent.state_dir / "tickets")
     assert len(sink.list()) == len(first.tickets) == 5
     # the second cycle fetched only what was new since the watermark
@@ -161,3 +168,32 @@ def test_live_view_learned_reference_then_confirmed_blockage(world):
     assert [f.status for f in seen] == [Status.OK, Status.OK, Status.FAIL]
     assert seen[0].code == "unconfirmed" and seen[2].code == "covered"
     assert seen[2].evidence["blocked_fraction"] >= 0.4
+
+
+def test_assess_over_the_stored_data_with_its_checklist(world):
+    from agent.assess import Period, assess_period
+
+    clock, _fleet, config, store = world
+    runner = Runner(config, store, clock=clock)
+    runner.run_cycle()
+    found, _ = assess_period(
+        config, period=Period(NOW - timedelta(days=1), NOW + timedelta(minutes=1)), store=store
+    )
+    by = {(a.counter, a.check_id): a for a in found}
+    zeros = by[("ZEROS", "counter.counts.stopped")]
+    assert zeros.real and zeros.source == "counts"
+    answers = {p.question: p for p in zeros.checklist}
+    assert answers["Was the store open?"].points_to == "real"
+    assert answers["Is the counter tuned?"].answer == "yes"
+    assert answers["Did someone silence it?"].answer == "no"
+    closed = by[("CLOSED", "counter.counts.stopped")]
+    assert not closed.real and closed.verdict == "false_alarm"
+    store_open = {p.question: p for p in closed.checklist}["Was the store open?"]
+    assert store_open.points_to == "false_alarm" and "refit" in store_open.answer
+    offline = by[("OFFLINE", "counter.offline")]
+    assert offline.real and offline.source == "stored" and offline.kind == "refused"
+    # one counter only
+    only, _ = assess_period(
+        config, period=Period(NOW - timedelta(days=1), NOW), store=store, counter="ZEROS"
+    )
+    assert {a.counter for a in only} <= {"ZEROS", None}

@@ -40,6 +40,8 @@ port = {sshd.port}
 
 [[sinks]]""",
         )
+        # one bad check opens an incident here: this test is about SSH, not confirmation
+        text = text.replace("max_parallel = 8", "max_parallel = 8\nconfirm_checks = 1")
         path = tmp_path / "agent.toml"
         path.write_text(text)
         yield clock, path, sshd

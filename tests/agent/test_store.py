@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.incidents import apply
+from agent.incidents import Policy, apply
 from agent.store import MIGRATIONS, Store, StoreError
 from diagnostics.model import Assessed, CountSlot, Decision, Finding, Status, Verdict
 
@@ -57,20 +57,27 @@ def _assessed(status, decision=Decision.GENUINE, at=T0):
     return Assessed(f, Verdict(decision, ("because",)) if f.problem else None)
 
 
+def _cycle(store, at, status, decision=Decision.GENUINE, policy=None):
+    """Store one cycle's finding (as the runner does), then update the incidents."""
+    item = _assessed(status, decision, at)
+    store.add_findings(store.begin_cycle(at), [item])
+    return apply(store, [item], at, policy)
+
+
 def test_incident_opens_once_extends_and_resolves_with_transitions(store):
-    flips = apply(store, [_assessed(Status.FAIL)], T0)
+    once = Policy(confirm_checks=1, recover_checks=1)
+    flips = _cycle(store, T0, Status.FAIL, policy=once)
     assert [f.to_state for f in flips] == ["open"]
-    assert apply(store, [_assessed(Status.FAIL)], T0 + timedelta(minutes=5)) == []
-    assert apply(store, [_assessed(Status.SKIP)], T0 + timedelta(minutes=10)) == []
-    assert apply(store, [_assessed(Status.FAIL, Decision.FALSE_ALARM)], T0) == []
+    assert _cycle(store, T0 + timedelta(minutes=5), Status.FAIL, policy=once) == []
+    assert _cycle(store, T0 + timedelta(minutes=10), Status.SKIP, policy=once) == []
+    assert _cycle(store, T0, Status.FAIL, Decision.FALSE_ALARM, policy=once) == []
     assert len(store.incidents(open_only=True)) == 1
-    flips = apply(store, [_assessed(Status.OK)], T0 + timedelta(minutes=15))
+    flips = _cycle(store, T0 + timedelta(minutes=15), Status.OK, policy=once)
     assert [(f.from_state, f.to_state) for f in flips] == [("open", "resolved")]
     [inc] = store.incidents()
     assert inc.resolved_at is not None
     assert [t["to_state"] for t in store.transitions(inc.id)] == ["open", "resolved"]
     # a comeback opens a new incident
-    assert [
-        f.to_state for f in apply(store, [_assessed(Status.FAIL)], T0 + timedelta(hours=1))
-    ] == ["open"]
+    flips = _cycle(store, T0 + timedelta(hours=1), Status.FAIL, policy=once)
+    assert [f.to_state for f in flips] == ["open"]
     assert len(store.incidents()) == 2

@@ -1,0 +1,280 @@
+"""The false-alarm gate: each rule fires when it should and not otherwise, and combinations."""
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+
+from diagnostics.assess import Gate, Silence, assess
+from diagnostics.calendar import Hours
+from diagnostics.model import Decision, Finding, Status
+from tests.diagnostics.helpers import calendar
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # a Wednesday afternoon, open 09:00-20:00
+SITES = {"LDN01": ("A1", "A2", "A3", "A4"), "MCR02": ("M1", "M2")}
+
+
+def offline(serial, site="LDN01", code="timeout"):
+    return Finding(
+        "counter.offline",
+        Status.FAIL,
+        code,
+        f"{serial} {code}",
+        NOW,
+        site,
+        serial,
+        {"failing_since": (NOW - timedelta(minutes=20)).isoformat()},
+    )
+
+
+def zero_run(
+    serial,
+    site="LDN01",
+    *,
+    since=NOW - timedelta(hours=3),
+    scaled=-12.0,
+    alone=-12.0,
+    peer_factor=1.0,
+):
+    return Finding(
+        "counter.counts.stopped",
+        Status.FAIL,
+        "zero_run",
+        "zeros",
+        NOW,
+        site,
+        serial,
+        {
+            "zero_since": since.isoformat(),
+            "last_slot_end": NOW.isoformat(),
+            "expected": 120.0,
+            "observed": 0,
+            "log10_probability": scaled,
+            "log10_probability_alone": alone,
+            "peer_factor": peer_factor,
+        },
+    )
+
+
+def level(serial, code="under_count"):
+    return Finding(
+        "counter.counts.level",
+        Status.WARN,
+        code,
+        "low",
+        NOW,
+        "LDN01",
+        serial,
+        {
+            "start": (NOW - timedelta(days=2)).isoformat(),
+            "end": NOW.isoformat(),
+            "factor": 0.7,
+            "expected": 1000.0,
+            "observed": 700,
+        },
+    )
+
+
+def gate(**kw):
+    cals = {"LDN01": calendar(), "MCR02": calendar()}
+    return Gate(
+        calendars=kw.pop("calendars", cals),
+        now=kw.pop("now", NOW),
+        counters_by_site=kw.pop("sites", SITES),
+        **kw,
+    )
+
+
+def verdicts(findings, **kw):
+    return {
+        (a.finding.check_id, a.finding.subject or a.finding.site): a.verdict
+        for a in assess(findings, gate=gate(**kw))
+        if a.verdict
+    }
+
+
+def test_a_problem_no_rule_explains_is_genuine_and_says_so():
+    [v] = verdicts([zero_run("A1")]).values()
+    assert v.decision is Decision.GENUINE and "no rule explains it" in v.reasons[0]
+
+
+# -- silences and maintenance windows ----
+
+
+def silence(target, start=NOW - timedelta(hours=1), until=NOW + timedelta(hours=1)):
+    return Silence(7, target, start, until, "new flooring", "alice")
+
+
+@pytest.mark.parametrize("target", ["A1", "LDN01", "*"])
+def test_a_silence_on_the_counter_its_site_or_everything_holds_the_finding(target):
+    v = verdicts([offline("A1")], silences=[silence(target)])[("counter.offline", "A1")]
+    assert v.decision is Decision.PENDING and v.rule == "silenced"
+    assert v.until == NOW + timedelta(hours=1) and "alice" in v.reasons[0]
+
+
+def test_a_silence_elsewhere_or_expired_or_not_yet_begun_does_not():
+    for s in (
+        silence("A2"),
+        silence("MCR02"),
+        silence("A1", NOW - timedelta(hours=3), NOW - timedelta(hours=1)),
+        silence("A1", NOW + timedelta(hours=1), NOW + timedelta(hours=3)),
+    ):
+        v = verdicts([offline("A1")], silences=[s])[("counter.offline", "A1")]
+        assert v.decision is Decision.GENUINE, s
+
+
+def test_a_silence_that_expires():
+    s = silence("A1", NOW - timedelta(hours=1), NOW + timedelta(minutes=30))
+    before = verdicts([offline("A1")], silences=[s])[("counter.offline", "A1")]
+    after = verdicts([offline("A1")], silences=[s], now=NOW + timedelta(minutes=31))
+    assert before.decision is Decision.PENDING
+    assert after[("counter.offline", "A1")].decision is Decision.GENUINE
+
+
+# -- the store's calendar ----
+
+
+def test_special_hours_close_or_open_the_store_for_one_date():
+    cal = calendar()
+    early = type(cal)(
+        cal.timezone,
+        cal.weekly,
+        cal.holiday_region,
+        special=((NOW.date(), Hours(time(9), time(12))),),
+    )
+    v = verdicts([zero_run("A1")], calendars={"LDN01": early})[("counter.counts.stopped", "A1")]
+    assert v.decision is Decision.FALSE_ALARM and "special hours" in v.reasons[0]
+    v = verdicts([zero_run("A1")])[("counter.counts.stopped", "A1")]
+    assert v.decision is Decision.GENUINE
+
+
+def test_a_holiday_and_a_real_fault_on_the_same_day():
+    # Christmas Day: the store shuts, so its zeros are the truth; the offline counter is not
+    christmas = datetime(2026, 12, 25, 15, 0, tzinfo=UTC)
+    cal = calendar()
+    shut = type(cal)(cal.timezone, cal.weekly, cal.holiday_region, True)
+    z = zero_run("A1", since=christmas.replace(hour=9))
+    z = Finding(
+        z.check_id,
+        z.status,
+        z.code,
+        z.summary,
+        christmas,
+        z.site,
+        z.subject,
+        {**z.evidence, "last_slot_end": christmas.isoformat()},
+    )
+    o = Finding("counter.offline", Status.FAIL, "refused", "refused", christmas, "LDN01", "A2")
+    v = verdicts([z, o], calendars={"LDN01": shut}, now=christmas)
+    assert v[("counter.counts.stopped", "A1")].rule == "store_closed"
+    assert "Christmas" in v[("counter.counts.stopped", "A1")].reasons[0]
+    assert v[("counter.offline", "A2")].decision is Decision.GENUINE
+    # the same day at a store that stays open on holidays: the zeros are a real fault
+    open_cal = type(cal)(cal.timezone, cal.weekly, cal.holiday_region, False)
+    v = verdicts([z], calendars={"LDN01": open_cal}, now=christmas)
+    assert v[("counter.counts.stopped", "A1")].decision is Decision.GENUINE
+
+
+# -- the gateway, storms and whole sites ----
+
+
+def gateway(*codes, status=Status.FAIL):
+    problems = [{"status": "fail", "code": c, "summary": c} for c in codes]
+    return Finding(
+        "gateway.health", status, codes[0], "gateway", NOW, None, "gateway", {"problems": problems}
+    )
+
+
+def test_the_gateways_own_fault_suppresses_counter_findings():
+    v = verdicts([gateway("uplink_down"), offline("A1"), zero_run("A2")])
+    assert v[("gateway.health", "gateway")].decision is Decision.GENUINE
+    for key in (("counter.offline", "A1"), ("counter.counts.stopped", "A2")):
+        assert v[key].decision is Decision.FALSE_ALARM and v[key].rule == "gateway_fault"
+        assert "no network uplink" in v[key].reasons[0]
+
+
+def test_a_gateway_warning_that_does_not_blind_it_suppresses_nothing():
+    clock = gateway("clock_unsynchronised", status=Status.WARN)
+    v = verdicts([clock, offline("A1")])
+    assert v[("counter.offline", "A1")].decision is Decision.GENUINE
+
+
+def test_storm_guard_stops_tickets_and_names_the_common_cause():
+    found = assess(
+        [offline("A1"), offline("A2"), offline("A3"), offline("M1", "MCR02")], gate=gate()
+    )
+    storm = [a for a in found if a.finding.check_id == "gateway.storm"]
+    assert len(storm) == 1 and storm[0].genuine
+    assert "switch" in storm[0].finding.evidence["likely_cause"]
+    assert all(
+        a.verdict.rule == "storm_guard" and a.ruled_out
+        for a in found
+        if a.finding.check_id == "counter.offline"
+    )
+
+
+def test_half_or_fewer_failing_is_no_storm():
+    found = assess([offline("A1"), offline("A2"), offline("A3")], gate=gate())  # 3 of 6
+    assert not any(a.finding.check_id == "gateway.storm" for a in found)
+    assert all(a.genuine for a in found)
+
+
+def test_a_site_outage_and_a_single_counters_fault_on_the_same_day():
+    found = assess(
+        [offline("M1", "MCR02", "refused"), offline("M2", "MCR02", "refused"), zero_run("A1")],
+        gate=gate(),
+    )
+    by = {(a.finding.check_id, a.finding.subject or a.finding.site): a for a in found}
+    site = by[("site.offline", "MCR02")]
+    assert site.genuine and site.finding.subject is None
+    assert site.finding.evidence["counters"] == ["M1", "M2"]
+    assert by[("counter.offline", "M1")].verdict.rule == "site_outage"
+    assert by[("counter.offline", "M2")].ruled_out
+    assert by[("counter.counts.stopped", "A1")].genuine  # the other site's fault stays real
+
+
+def test_one_counter_down_at_a_two_counter_site_is_not_a_site_outage():
+    found = assess([offline("M1", "MCR02")], gate=gate())
+    assert [a.finding.check_id for a in found] == ["counter.offline"] and found[0].genuine
+
+
+# -- accuracy, peers and luck ----
+
+
+def test_an_untuned_counter_is_not_judged_for_accuracy():
+    v = verdicts([level("A1"), zero_run("A1")], untuned=frozenset({"A1"}))
+    assert v[("counter.counts.level", "A1")].rule == "not_tuned"
+    assert v[("counter.counts.stopped", "A1")].decision is Decision.GENUINE  # data still gone
+    assert verdicts([level("A1")])[("counter.counts.level", "A1")].decision is Decision.GENUINE
+
+
+def test_peers_in_the_same_dip_are_a_real_drop_in_traffic():
+    dip = zero_run("A1", scaled=-1.5, alone=-9.0, peer_factor=0.3)
+    v = verdicts([dip])[("counter.counts.stopped", "A1")]
+    assert v.decision is Decision.FALSE_ALARM and v.rule == "peers_same_dip"
+    assert "30%" in v.reasons[0]
+    # peers down a little, but the zeros are improbable even at their level: a fault
+    v = verdicts([zero_run("A1", scaled=-6.0, peer_factor=0.7)])[("counter.counts.stopped", "A1")]
+    assert v.decision is Decision.GENUINE
+
+
+def test_statistically_plausible_low_traffic():
+    v = verdicts([zero_run("A1", scaled=-2.5, alone=-2.5)])[("counter.counts.stopped", "A1")]
+    assert v.decision is Decision.FALSE_ALARM and v.rule == "plausible"
+    assert "1 in 316" in v.reasons[0]
+
+
+def test_checks_errors_and_healthy_findings_get_no_verdict():
+    ok = Finding("counter.offline", Status.OK, "online", "fine", NOW, "LDN01", "A1")
+    err = Finding("counter.offline", Status.ERROR, "check_error", "boom", NOW, "LDN01", "A2")
+    assert [a.verdict for a in assess([ok, err], gate=gate())] == [None, None]
+
+
+def test_the_calendars_can_still_be_passed_alone():
+    [a] = assess([zero_run("A1")], {"LDN01": calendar()})
+    assert a.genuine
+    with pytest.raises(TypeError):
+        assess([], {"LDN01": calendar()}, gate=gate())
+
+
+def test_dates_in_the_helpers_are_what_the_tests_think():
+    assert NOW.date() == date(2026, 11, 25) and NOW.weekday() == 2
