@@ -17,62 +17,36 @@ import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from agent.config import EX_CONFIG, Config, ConfigError, example_config, load_config
-from diagnostics.model import Assessed, Status
-
-DEFAULT_CONFIG = "/etc/ffc-agent/ffc-agent.toml"
-CONFIG_ENV = "FFC_AGENT_CONFIG"
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar=CONFIG_ENV,
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    show_envvar=True,
-    help="The agent's TOML configuration.",
+from agent.cli_common import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    _actor,
+    _load,
+    _print_json,
+    config_option,
+    err,
+    json_option,
+    out,
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _config_failed(exc: ConfigError) -> NoReturn:
-    for line in exc.lines:
-        click.echo(line, err=True)
-    sys.exit(EX_CONFIG)
-
-
-def _load(path: Path) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        _config_failed(exc)
+from agent.config import Config, example_config
+from diagnostics.model import Assessed, Status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.version_option(package_name="ffc-agent")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """ffc-agent: device health and RMA agent for FootfallCam people counters."""
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG),
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from agent.logs import setup_logging
+
+    ctx.obj = {"verbose": verbose}
+    setup_logging(verbose)
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -116,10 +90,22 @@ def nagios_code(assessed: Iterable[Assessed]) -> int:
     return 0
 
 
+@cli.command("run")
+@config_option
+@click.pass_context
+def run_cmd(ctx: click.Context, config_path: Path) -> None:
+    """Run the service: a cycle every cycle_seconds until SIGTERM (systemd Type=notify)."""
+    from agent.daemon import Daemon
+
+    verbose = (ctx.obj or {}).get("verbose", 0)
+    sys.exit(Daemon(config_path, verbosity=max(verbose, 1)).run())
+
+
 @cli.command("check")
 @config_option
 @json_option
-def check(config_path: Path, as_json: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Decide as usual; queue and send no ticket.")
+def check(config_path: Path, as_json: bool, dry_run: bool) -> None:
     """Run one cycle against the configured counters and print the findings.
 
     Exits 0 OK, 1 warning, 2 critical, 3 unknown, as a Nagios or Icinga plugin does.
@@ -130,7 +116,7 @@ def check(config_path: Path, as_json: bool) -> None:
     cfg = _load(config_path)
     try:
         with Store.open(Path(cfg.agent.state_dir)) as store:
-            result = Runner(cfg, store).run_cycle()
+            result = Runner(cfg, store, dry_run=dry_run).run_cycle()
     except Exception as exc:  # process boundary: the plugin must answer UNKNOWN, not crash
         logging.getLogger(__name__).exception("cycle failed")
         click.echo(f"FFC-AGENT UNKNOWN - the cycle failed: {exc}")
@@ -144,9 +130,27 @@ def check(config_path: Path, as_json: bool) -> None:
             "; ".join(f"{a.finding.subject or a.finding.site} {a.finding.code}" for a in problems)
             or "all counters healthy"
         )
-        click.echo(f"FFC-AGENT {NAGIOS[code]} - {head}")
+        click.echo(f"FFC-AGENT {NAGIOS[code]} - {head} | {perfdata(result, cfg)}")
         _findings_table(result.assessed)
+        for t in result.composed if dry_run else ():
+            click.echo(f"would file: [{t.category}] {t.subject}")
     sys.exit(code)
+
+
+def perfdata(result: Any, cfg: Config) -> str:
+    """Nagios performance data: counters up, problems by severity, ruled out, cycle time."""
+    probed = sum(1 for c in cfg.counters if c.host)
+    up = sum(
+        1
+        for a in result.assessed
+        if a.finding.check_id == "counter.offline" and a.finding.status is Status.OK
+    )
+    crit = sum(1 for a in result.problems if a.finding.status is Status.FAIL)
+    warn = len(result.problems) - crit
+    return (
+        f"counters_up={up};;{probed};0;{probed} critical={crit};;;0 warning={warn};;;0 "
+        f"ruled_out={len(result.ruled_out)};;;0 cycle={result.duration_s:.2f}s;;;0"
+    )
 
 
 def _findings_table(assessed: list[Assessed], title: str = "Findings") -> None:
@@ -173,25 +177,38 @@ def _findings_table(assessed: list[Assessed], title: str = "Findings") -> None:
 
 @cli.group()
 def tickets() -> None:
-    """The tickets the agent has filed."""
-
-
-def _local_sink(config_path: Path, state_dir: Path | None):
-    from agent.sinks import LocalSink, make_sinks
-
-    if state_dir is not None:
-        return LocalSink(state_dir / "tickets")
-    for sink in make_sinks(_load(config_path)):
-        if isinstance(sink, LocalSink):
-            return sink
-    raise click.UsageError("no local ticket store is configured")
+    """The tickets the agent has filed, and their delivery."""
 
 
 state_dir_option = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Read the tickets of this state directory instead of the configured one.",
+    help="Read the local tickets of this state directory instead of the configured sinks.",
 )
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="Show what would be sent; send and change nothing."
+)
+
+
+def _readable_sinks(config_path: Path, state_dir: Path | None) -> list[Any]:
+    """The destinations tickets can be read back from (write-only ones read their sent-log)."""
+    from agent.sinks import LocalSink, make_sinks
+
+    if state_dir is not None:
+        return [LocalSink(state_dir / "tickets")]
+    return make_sinks(_load(config_path))
+
+
+def _ticket_row(sink: Any, t: Any, now: datetime) -> dict[str, Any]:
+    from rma.sla import is_overdue, sla_due
+
+    due = sla_due(t)
+    return {
+        **t.to_json(),
+        "sink": sink.name,
+        "sla_due": due.isoformat() if due else None,
+        "sla_overdue": is_overdue(t, now),
+    }
 
 
 @tickets.command("list")
@@ -199,25 +216,35 @@ state_dir_option = click.option(
 @state_dir_option
 @json_option
 def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> None:
-    """List tickets, newest first."""
-    items = sorted(
-        _local_sink(config_path, state_dir).list(), key=lambda t: t.number or "", reverse=True
-    )
+    """List tickets, newest first, with their SLA (overdue ones marked)."""
+    from agent.sinks import SinkError
+
+    now = datetime.now(UTC)
+    rows = []
+    for sink in _readable_sinks(config_path, state_dir):
+        try:
+            rows += [_ticket_row(sink, t, now) for t in sink.list()]
+        except SinkError as exc:
+            click.echo(f"warning: cannot list {sink.name}: {exc}", err=True)
+    rows.sort(key=lambda r: r["created_at"], reverse=True)
     if as_json:
-        _print_json([t.to_json() for t in items])
+        _print_json(rows)
         return
     table = Table(title="Tickets", title_justify="left")
-    for col in ("number", "status", "category", "SLA", "site", "counters", "subject"):
+    for col in ("number", "sink", "status", "category", "SLA", "counters", "subject"):
         table.add_column(col)
-    for t in items:
+    for r in rows:
+        sla = f"{r['sla_days']} d" if r["sla_days"] else "-"
+        if r["sla_overdue"]:
+            sla = f"[red]{sla} OVERDUE[/]"
         table.add_row(
-            t.number or "-",
-            str(t.status),
-            str(t.category),
-            f"{t.sla_days} d" if t.sla_days else "-",
-            t.site,
-            ", ".join(t.counters),
-            t.subject,
+            r["number"] or "-",
+            r["sink"],
+            r["status"],
+            r["category"],
+            sla,
+            ", ".join(r["counters"]) or f"site {r['site']}",
+            r["subject"],
         )
     out.print(table)
 
@@ -229,18 +256,172 @@ def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> No
 @json_option
 def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Show one ticket as support will read it."""
-    sink = _local_sink(config_path, state_dir)
-    ticket = sink.get(number)
-    if ticket is None:
+    from agent.sinks import SinkError
+    from agent.sinks.local import render_markdown
+
+    for sink in _readable_sinks(config_path, state_dir):
+        try:
+            ticket = sink.get(number)
+        except SinkError:
+            continue
+        if ticket is not None:
+            break
+    else:
         raise click.ClickException(f"no ticket {number}")
     if as_json:
-        _print_json(ticket.to_json())
+        _print_json(_ticket_row(sink, ticket, datetime.now(UTC)))
+        return
+    from rich.markdown import Markdown
+
+    out.print(Markdown(render_markdown(ticket)))
+
+
+def _runner(cfg: Config, store: Any, **kw: Any) -> Any:
+    from agent.runner import Runner
+
+    return Runner(cfg, store, **kw)
+
+
+@tickets.command("preview")
+@click.argument("incident", type=int)
+@config_option
+@json_option
+def tickets_preview(incident: int, config_path: Path, as_json: bool) -> None:
+    """Compose the ticket INCIDENT would file, with its attachments; file nothing."""
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    now = datetime.now(UTC)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        inc = store.incident(incident)
+        if inc is None:
+            raise click.ClickException(f"no incident {incident}")
+        runner = _runner(cfg, store, dry_run=True)
+        ticket = runner.tickets.compose(inc, now)
+        attachments = runner.tickets.evidence.for_ticket(inc, ticket, now, [])
+    files = [{"name": n, "size": len(d)} for n, d in attachments.items()]
+    if as_json:
+        _print_json({"ticket": ticket.to_json(), "attachments": files})
         return
     from rich.markdown import Markdown
 
     from agent.sinks.local import render_markdown
 
     out.print(Markdown(render_markdown(ticket)))
+    for f in files:
+        out.print(f"attachment: {f['name']} ({f['size']:,} bytes)")
+
+
+@tickets.command("sync")
+@config_option
+@dry_run_option
+@json_option
+def tickets_sync(config_path: Path, dry_run: bool, as_json: bool) -> None:
+    """Deliver what is due, read every ticket's status back, close stale local ones."""
+    from agent.outbox import DELIVERED, FAILED
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    now = datetime.now(UTC)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        runner = _runner(cfg, store, dry_run=dry_run)
+        outbox = runner.tickets.outbox
+        if dry_run:
+            due = [i for i in outbox.items() if i.state not in (DELIVERED, FAILED)]
+            data = {
+                "would_deliver": [
+                    {"id": i.id, "sink": i.sink, "kind": i.kind, "key": i.key, "state": i.state}
+                    for i in due
+                ]
+            }
+        else:
+            delivered = runner.tickets.deliver(now)
+            changes = runner.tickets.sync(now)
+            runner.tickets.close_suggested(now)
+            data = {
+                "delivered": [t.number for t in delivered],
+                "status_changes": [
+                    {"sink": c.sink, "number": c.number, "from": c.before, "to": c.after}
+                    for c in changes
+                ],
+                "outbox": {
+                    k: {"depth": n, "oldest_age_s": age}
+                    for k, (n, age) in outbox.depth(now).items()
+                },
+                "failed": [
+                    {"sink": i.sink, "key": i.key, "error": i.last_error}
+                    for i in outbox.items(states=(FAILED,))
+                ],
+            }
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        out.print(f"{key}: {json.dumps(value, default=str)}")
+
+
+@tickets.command("retry")
+@config_option
+def tickets_retry(config_path: Path) -> None:
+    """Queue again what a destination refused for good (after fixing its settings)."""
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        n = _runner(cfg, store).tickets.outbox.retry_failed(datetime.now(UTC))
+    out.print(f"{n} item(s) queued again")
+
+
+@cli.group()
+def bundle() -> None:
+    """Diagnostics bundles for support."""
+
+
+@bundle.command("create")
+@click.argument("serial")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the .tar.gz (default: its own name, here).",
+)
+@config_option
+@json_option
+def bundle_create(serial: str, output: Path | None, config_path: Path, as_json: bool) -> None:
+    """Build a redacted diagnostics bundle for COUNTER from what the agent holds."""
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    try:
+        counter = cfg.counter(serial)
+    except KeyError:
+        raise click.BadParameter(
+            f"no counter {serial!r} in {config_path}", param_hint="SERIAL"
+        ) from None
+    now = datetime.now(UTC)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        runner = _runner(cfg, store, dry_run=True)
+        findings = [r for r in store.latest_findings() if r["subject"] == serial]
+        made = runner.tickets.evidence.bundle(
+            key=f"manual-{serial}-{now:%Y%m%d%H%M%S}",
+            site=counter.site,
+            counters=(serial,),
+            findings=findings,
+            started_at=now - timedelta(days=1),
+            now=now,
+            subject=f"Diagnostics bundle for {serial}",
+        )
+        store.audit(
+            now, _actor(), "bundle.create", serial, {"sha256": made.sha256, "size": made.size}
+        )
+    path = output or Path(made.name)
+    path.write_bytes(made.data)
+    if as_json:
+        _print_json(
+            {"path": str(path), "size": made.size, "sha256": made.sha256, "manifest": made.manifest}
+        )
+        return
+    out.print(f"{path}: {made.size:,} bytes, sha256 {made.sha256}")
 
 
 # -- analyze -------------------------------------------------------------------------------------
@@ -419,15 +600,6 @@ def enroll_cmd(serial: str, config_path: Path, as_json: bool) -> None:
     if old and old != new:
         out.print(f"[yellow]{serial}: host key replaced[/] (was {old})")
     out.print(f"{serial} ({target}): pinned {new}")
-
-
-def _actor() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
 
 
 # -- assess --------------------------------------------------------------------------------------
@@ -836,6 +1008,15 @@ def _london():
     from zoneinfo import ZoneInfo
 
     return ZoneInfo("Europe/London")
+
+
+def _register() -> None:
+    from agent.cli_remote import remote
+
+    cli.add_command(remote)
+
+
+_register()
 
 
 def main(argv: list[str] | None = None) -> None:

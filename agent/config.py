@@ -26,7 +26,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, time
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, Union
@@ -220,6 +220,9 @@ class AgentConfig(_Model):
     max_parallel: Annotated[StrictInt, Field(ge=1, le=64)] = 8
     requester: str = ""
     cc: tuple[Email, ...] = ()
+    # live views and SSH health change slowly and cost more: their own, slower schedules
+    snapshot_seconds: Annotated[StrictInt, Field(ge=0)] = 900
+    ssh_seconds: Annotated[StrictInt, Field(ge=0)] = 3600
     # how sure before opening, and how sure before closing, an incident
     confirm_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
     confirm_minutes: Annotated[StrictInt, Field(ge=0)] = 0
@@ -318,6 +321,34 @@ class SiteConfig(_Model):
     closures: tuple[ClosureConfig, ...] = ()
     special_hours: tuple[SpecialHoursConfig, ...] = ()
     shadow: StrictBool = False  # judge this site as usual but file nothing for it
+    # [notifications]: hold chat and e-mail in these local hours ("22:00-07:00", may wrap
+    # midnight), and tell this site's own support chat group instead of the default one
+    quiet_hours: str | None = None
+    chat_webhook_url: SecretStr | None = None
+    chat_webhook_url_file: Path | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _chat_webhook_file(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        return _with_secret_files(
+            cls, data, handler, info, [("chat_webhook_url", "chat_webhook_url_file")]
+        )
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quiet_hours(value)
+        return value
+
+    @field_validator("chat_webhook_url")
+    @classmethod
+    def _chat_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        return _secret_http_url(value)
+
+    def quiet_window(self) -> tuple[time, time] | None:
+        """The quiet hours as (start, end) local times, or None; the window may wrap midnight."""
+        return parse_quiet_hours(self.quiet_hours) if self.quiet_hours is not None else None
 
     @field_validator("timezone")
     @classmethod
@@ -503,10 +534,9 @@ class RtSinkConfig(_SinkBase):
         return _with_secret_files(cls, data, handler, info, [("token", "token_file")], ["token"])
 
 
-class SmtpSinkConfig(_SinkBase):
-    """A MIME e-mail with the bundle attached, to a helpdesk's intake address."""
+class SmtpServerConfig(_Model):
+    """How to hand mail to an SMTP server: shared by the smtp sink and [notifications.smtp]."""
 
-    type: Literal["smtp"]
     host: NonBlank
     port: Port = 587
     security: Literal["starttls", "ssl", "none"] = "starttls"
@@ -514,14 +544,21 @@ class SmtpSinkConfig(_SinkBase):
     password: SecretStr | None = None
     password_file: Path | None = None
     sender: Email = Field(alias="from")
-    to: tuple[Email, ...]
     verify_tls: StrictBool = True
     ca_file: Path | None = None
+    timeout_seconds: Timeout = 15.0
 
     @model_validator(mode="wrap")
     @classmethod
     def _password(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
         return _with_secret_files(cls, data, handler, info, [("password", "password_file")])
+
+
+class SmtpSinkConfig(_SinkBase, SmtpServerConfig):
+    """A MIME e-mail with the bundle attached, to a helpdesk's intake address."""
+
+    type: Literal["smtp"]
+    to: tuple[Email, ...]
 
 
 class WebhookSinkConfig(_SinkBase):
@@ -548,6 +585,176 @@ SinkConfig = Annotated[
 SINK_TYPES = ("local", "rt", "smtp", "webhook")
 
 
+# --- [mqtt] ------------------------------------------------------------------------------------
+
+
+def _mqtt_topic(value: str) -> str:
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError(f"'#' may only be the whole last level, got {value!r}")
+        if "+" in level and level != "+":
+            raise ValueError(f"'+' must be a whole level, got {value!r}")
+    return value
+
+
+class MqttConfig(_Model):
+    """The broker carrying the counters' push (optional): liveness between polls, live counts.
+
+    ``topic`` is a subscription filter; ``{serial}`` in it means one subscription per
+    configured counter (``/status/{serial}``), which a chain-wide broker wants.
+    """
+
+    host: NonBlank
+    port: Port = 1883  # 8883 by default with tls = true
+    topic: Annotated[NonBlank, AfterValidator(_mqtt_topic)] = "/status/+"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: StrictBool = False
+    ca_file: Path | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _secret_and_port(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and "port" not in data and data.get("tls") is True:
+            data = {**data, "port": 8883}
+        return _with_secret_files(cls, data, handler, info, [("password", "password_file")])
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if any(c.isspace() or c == "/" for c in value):
+            raise ValueError(f"expected a host name or IP address (not a URL), got {value!r}")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info) if value is not None else None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        if self.ca_file is not None and not self.tls:
+            problems.append((("ca_file",), "needs tls = true", None))
+        if self.password is not None and not self.username:
+            problems.append((("username",), "missing: a password needs a username", None))
+        _fail(type(self).__name__, problems)
+        return self
+
+
+# --- [metrics] ---------------------------------------------------------------------------------
+
+
+class MetricsConfig(_Model):
+    """Prometheus metrics: a node-exporter textfile by default, a loopback HTTP port if asked.
+
+    ``textfile`` defaults to ``<state_dir>/metrics/ffc-agent.prom``; ``""`` turns it off.
+    """
+
+    textfile: Path | None = None  # after loading: the resolved path, or None when turned off
+    http_port: Port | None = None
+    http_host: str = "127.0.0.1"
+
+    @field_validator("textfile", mode="before")
+    @classmethod
+    def _textfile_off(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("textfile")
+    @classmethod
+    def _textfile(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and value.suffix != ".prom":
+            # node-exporter's textfile collector reads only *.prom: anything else is ignored
+            raise ValueError(f"must end in .prom, got {str(value)!r}")
+        return _resolve(value, info) if value is not None else None
+
+    @field_validator("http_host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        from agent.metrics import loopback_host
+
+        return loopback_host(value)
+
+    def with_default_textfile(self, state_dir: Path) -> MetricsConfig:
+        if "textfile" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"textfile": Path(state_dir) / "metrics" / "ffc-agent.prom"})
+
+
+# --- [notifications] ---------------------------------------------------------------------------
+
+NotifyEvent = Literal["filed", "message", "status", "sla_overdue"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("filed", "message", "status", "sla_overdue")
+
+
+def parse_quiet_hours(text: str) -> tuple[time, time]:
+    """``"22:00-07:00"`` -> (22:00, 07:00), local times: quiet from the start (included) to the
+    end (excluded); a start after the end wraps midnight. ValueError with a clear reason."""
+    match = re.fullmatch(r"\s*(\d{2}:\d{2})\s*-\s*(\d{2}:\d{2})\s*", text)
+    if not match:
+        raise ValueError(f"expected 'HH:MM-HH:MM' such as \"22:00-07:00\", got {text!r}")
+    start_s, end_s = match.groups()
+    try:
+        start = time.fromisoformat(start_s)
+        end = time(0) if end_s == "24:00" else time.fromisoformat(end_s)
+    except ValueError:
+        raise ValueError(f"not a time of day in {text!r}") from None
+    if start == end:
+        raise ValueError(f"start and end are the same in {text!r}; leave quiet_hours out instead")
+    return start, end
+
+
+def _secret_http_url(value: SecretStr | None) -> SecretStr | None:
+    # Never echo the value: a chat webhook URL carries its token in the path.
+    if value is not None and not re.fullmatch(
+        r"https?://[^\s/@]+(/\S*)?", value.get_secret_value()
+    ):
+        raise ValueError("expected an http:// or https:// URL (not shown: it holds a token)")
+    return value
+
+
+class NotificationsConfig(_Model):
+    """Who hears about a ticket: its requester and CC by e-mail, the support chat group by an
+    incoming webhook (Mattermost, Rocket.Chat, Slack). Leave the table out to send nothing."""
+
+    email: StrictBool = True
+    smtp: SmtpServerConfig | None = None
+    chat_webhook_url: SecretStr | None = None  # a site's own chat_webhook_url wins
+    chat_webhook_url_file: Path | None = None
+    chat_markup: Literal["markdown", "slack"] = "markdown"  # slack: *bold*, not **bold**
+    chat_username: NonBlank | None = None  # left out: the name the webhook was set up with
+    chat_icon_emoji: NonBlank | None = None
+    chat_ca_file: Path | None = None
+    chat_timeout_seconds: Timeout = 10.0
+    events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _chat_webhook_file(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        return _with_secret_files(
+            cls, data, handler, info, [("chat_webhook_url", "chat_webhook_url_file")]
+        )
+
+    @field_validator("chat_webhook_url")
+    @classmethod
+    def _chat_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        return _secret_http_url(value)
+
+    @field_validator("chat_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info) if value is not None else None
+
+    @model_validator(mode="after")
+    def _smtp_needed(self) -> NotificationsConfig:
+        if self.email and self.smtp is None:
+            reason = "missing: e-mail needs a [notifications.smtp] table, or email = false"
+            _fail(type(self).__name__, [(("smtp",), reason, None)])
+        return self
+
+
 # --- the whole file -----------------------------------------------------------------------------
 
 
@@ -556,6 +763,15 @@ class Config(_Model):
     sites: tuple[SiteConfig, ...]
     counters: tuple[CounterConfig, ...] = ()
     sinks: tuple[SinkConfig, ...] = ()
+    metrics: MetricsConfig = Field(default=MetricsConfig(), validate_default=True)
+    notifications: NotificationsConfig | None = None
+    mqtt: MqttConfig | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_textfile(cls, value: MetricsConfig, info: ValidationInfo) -> MetricsConfig:
+        agent = info.data.get("agent")
+        return value.with_default_textfile(agent.state_dir) if agent is not None else value
 
     @field_validator("sites")
     @classmethod
@@ -619,7 +835,20 @@ class Config(_Model):
         """Every secret in the configuration, for the redactor to scrub by value."""
         found: set[str] = set()
         _collect_secrets(self, found)
+        chat_urls = [self.notifications.chat_webhook_url] if self.notifications else []
+        for url in [*chat_urls, *(s.chat_webhook_url for s in self.sites)]:
+            if url is not None:
+                found |= _url_tokens(url.get_secret_value())
         return found
+
+
+def _url_tokens(url: str) -> set[str]:
+    """The parts of a webhook URL that carry its token (Mattermost ``/hooks/<key>``, Slack
+    ``/services/T../B../<token>``, Rocket.Chat ``/hooks/<id>/<token>``, ``?token=``)."""
+    path, _, query = url.partition("://")[2].partition("/")[2].partition("?")
+    parts = [*path.split("/"), *(p.partition("=")[2] for p in query.split("&"))]
+    # Short parts are words like "hooks" or "services": scrubbing them would maim every text.
+    return {p for p in parts if len(p) >= 16}
 
 
 def _collect_secrets(value: Any, found: set[str]) -> None:
@@ -671,7 +900,7 @@ def _cross_field_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, A
 
 # --- turning pydantic's errors into lines a person can act on -------------------------------
 
-_SECRET_KEYS = frozenset({"password", "token", "secret"})
+_SECRET_KEYS = frozenset({"password", "token", "secret", "chat_webhook_url"})
 
 
 def _show(value: Any) -> str:

@@ -120,7 +120,13 @@ def run_demo(state_dir: Path, *, real_now: datetime | None = None, progress=None
         apply_faults(fleet, clock)
         config_path = state_dir / "ffc-agent.toml"
         fleet.write_references(state_dir / "references")
-        text = fleet.agent_config_toml(state_dir, state_dir / "references", probe_timeout_seconds=2)
+        text = fleet.agent_config_toml(
+            state_dir,
+            state_dir / "references",
+            probe_timeout_seconds=2,
+            # the demo's cycles are 5 minutes apart: look at the live view every time
+            agent={"snapshot_seconds": 300, "ssh_seconds": 300},
+        )
         config_path.write_text(text, encoding="utf-8")
         config: Config = load_config(config_path)
         say(

@@ -1,5 +1,6 @@
 """One cycle of the agent: probe → record → detect → assess → incidents → tickets.
 
+The ticket side (compose, queue, deliver, follow up) lives in ``agent/ticketing.py``.
 Every counter is probed concurrently under one deadline, so a hung counter costs one timeout in
 parallel with the rest, never the whole cycle. Each check runs isolated: an exception or an
 overrun becomes an ``error`` finding about the agent (check id and traceback summary), never a
@@ -18,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config, CounterConfig
-from agent.incidents import FILED_STATES, Flip, Policy, apply
+from agent.evidence import Evidence
+from agent.incidents import Flip, Policy, apply
+from agent.outbox import crashpoint
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
 from agent.probes.http import make_session
+from agent.probes.mqtt import push_evidence
 from agent.probes.ssh import SshTarget
 from agent.sinks import Sink, make_sinks
 from agent.store import Store
+from agent.ticketing import Ticketing
 from agent.views import LiveViews
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
@@ -46,9 +51,9 @@ from diagnostics.model import (
     ProbeError,
     ProbeErrorCode,
     Status,
-    as_datetime,
 )
-from rma.tickets import CounterRef, ProblemContext, Role, Ticket, compose, idempotency_key
+from rma.redact import Redactor
+from rma.tickets import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,13 @@ UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplin
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Plan:
+    fetch_from: datetime
+    snapshot: bool = True
+    ssh: bool = True
 
 
 @dataclass
@@ -74,8 +86,10 @@ class CycleResult:
     started_at: datetime
     assessed: list[Assessed]
     flips: list[Flip]
-    tickets: list[Ticket]
+    tickets: list[Ticket]  # delivered this cycle (with their numbers)
     duration_s: float
+    composed: list[Ticket] = field(default_factory=list)  # queued, shadowed or dry-run
+    observations: list[Observation] = field(default_factory=list)  # this cycle's probes
 
     @property
     def problems(self) -> list[Assessed]:
@@ -100,6 +114,8 @@ class Runner:
         sinks: Sequence[Sink] | None = None,
         history_days: int = 28,
         checks: Sequence[Check] | None = None,
+        dry_run: bool = False,
+        log_excerpt: Any = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -113,6 +129,20 @@ class Runner:
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = LiveViews(self.state_dir)
         self._sessions: dict[str, Any] = {}
+        self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
+        self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
+        self._push_states: dict[str, Any] = {}
+        self.redactor = Redactor(
+            config.secret_values(),
+            hosts=[c.host for c in config.counters if c.host],
+        )
+        self.tickets = Ticketing(
+            config,
+            store,
+            self.sinks,
+            Evidence(config, store, self.views, self.redactor, log_excerpt or (lambda: "")),
+            self.redactor,
+        )
 
     # -- probe ---------------------------------------------------------------------------------
 
@@ -153,21 +183,40 @@ class Runner:
                 t += step
         return mark
 
-    def probe_counter(self, counter: CounterConfig, now: datetime, deadline: float) -> ProbeResult:
+    def plan(self, counter: CounterConfig, now: datetime) -> Plan:
+        """What to ask a counter this cycle: counts from where the store left off, and the
+        live view and SSH health when their own slower schedules say they are due."""
+        agent = self.config.agent
+
+        def due(probe: str, every: int) -> bool:
+            last = self.store.observations(counter.serial, probe, limit=1)
+            return not last or (now - last[0].at).total_seconds() >= every
+
+        return Plan(
+            fetch_from=self._fetch_from(counter.serial, now),
+            snapshot=due("snapshot", agent.snapshot_seconds),
+            ssh=counter.ssh is not None and due("ssh", agent.ssh_seconds),
+        )
+
+    def probe_counter(
+        self, counter: CounterConfig, now: datetime, deadline: float, plan: Plan | None = None
+    ) -> ProbeResult:
         """Every probe of one counter: the API (counts), its live view, and SSH if configured.
 
         The snapshot needs a working API; SSH does not, and is most useful when the API fails.
+        Runs in a worker thread: everything it needs from the store is in ``plan``.
         """
         result = ProbeResult(counter.serial)
         if not counter.host:
             return result
+        plan = plan or Plan(fetch_from=now - timedelta(days=self.history_days))
         client = self._client(counter)
-        api = self._probe_api(client, counter, now, deadline, result)
+        api = self._probe_api(client, counter, plan.fetch_from, now, deadline, result)
         result.observations.append(api)
-        if api.ok:
+        if api.ok and plan.snapshot:
             result.observations.append(self._probe_snapshot(client, now, deadline, result))
         target = SshTarget.for_counter(counter)
-        if target is not None:
+        if target is not None and plan.ssh:
             result.observations.append(
                 probe_device_ssh(
                     target,
@@ -184,13 +233,14 @@ class Runner:
         self,
         client: CounterClient,
         counter: CounterConfig,
+        fetch_from: datetime,
         now: datetime,
         deadline: float,
         result: ProbeResult,
     ) -> Observation:
         started = time.monotonic()
         try:
-            reply = client.counts(self._fetch_from(counter.serial, now), now, deadline)
+            reply = client.counts(fetch_from, now, deadline)
         except ProbeError as exc:
             return Observation.failed(counter.serial, "api", now, exc, time.monotonic() - started)
         result.slots = [s for s in reply.slots if s.start < now]
@@ -231,7 +281,11 @@ class Runner:
         results: dict[str, ProbeResult] = {}
         pool = cf.ThreadPoolExecutor(max_workers=agent.max_parallel, thread_name_prefix="probe")
         try:
-            futures = {pool.submit(self.probe_counter, c, now, deadline): c for c in probed}
+            plans = {c.serial: self.plan(c, now) for c in probed}  # the store, read here only
+            futures = {
+                pool.submit(self.probe_counter, c, now, deadline, plans[c.serial]): c
+                for c in probed
+            }
             done, pending = cf.wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1)
             for fut in done:
                 counter = futures[fut]
@@ -317,6 +371,10 @@ class Runner:
             if latest:
                 observations[probe] = latest[0]
         extra["ssh_configured"] = counter.ssh is not None
+        if counter.serial in self._push_states:
+            extra["push"] = push_evidence(self._push_states[counter.serial], now)
+        else:
+            extra["push_not_judged"] = "live push is judged by the running service only"
         extra["liveview"] = self.views.evidence(counter)
         mark = self.store.watermark(counter.serial)
         extra["last_count_slot"] = mark.isoformat() if mark else None
@@ -372,6 +430,8 @@ class Runner:
                 )
             )
             history = self.history(now)
+            if self.push is not None:
+                self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
             for counter in self.config.counters:
                 findings.extend(self.run_checks(self.evidence(counter, now, history), pool))
             for site in self.config.sites:
@@ -384,17 +444,21 @@ class Runner:
                     groups={c.serial: c.group for c in members},
                 )
                 findings.extend(self.run_checks(evidence, pool, self.site_checks))
-        findings = fold_site_outages(findings)
+        findings = fold_site_outages(findings) + self.tickets.outbox.health(now)
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
         self.store.add_findings(cycle_id, assessed)
-        flips = apply(self.store, assessed, now, self.policy)
-        tickets = [
-            t
-            for flip in flips
-            if flip.to_state in FILED_STATES and flip.incident.ticket_key is None
-            for t in self._ticket(flip, now)
-        ]
+        with self.store.transaction():  # incident changes and their tickets: both or neither
+            flips = apply(self.store, assessed, now, self.policy)
+            composed = self.tickets.queue(now, assessed, dry_run=self.dry_run)
+            if not self.dry_run:
+                self.tickets.follow_up(flips, now)
+        crashpoint("after_enqueue")
+        tickets = [] if self.dry_run else self.tickets.deliver(now)
+        if not self.dry_run:
+            self.tickets.close_suggested(now)
+            self.tickets.notify_overdue(now)
+            self.tickets.notifier.flush(now)
         duration = time.monotonic() - started
         self.store.end_cycle(
             cycle_id,
@@ -407,7 +471,8 @@ class Runner:
                 "duration_s": round(duration, 3),
             },
         )
-        return CycleResult(now, assessed, flips, tickets, duration)
+        observations = [o for r in results.values() for o in r.observations]
+        return CycleResult(now, assessed, flips, tickets, duration, composed, observations)
 
     def gate(self, now: datetime, calendars: dict[str, Any]) -> Gate:
         """What the false-alarm gate knows this cycle beyond the findings themselves."""
@@ -430,80 +495,6 @@ class Runner:
     def policy(self) -> Policy:
         agent = self.config.agent
         return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
-
-    def shadowed(self, check_id: str, site: str) -> str:
-        """Why tickets for this check and site are kept back (shadow mode), or ''."""
-        agent = self.config.agent
-        if agent.shadow:
-            return "the whole agent runs in shadow mode"
-        if check_id in agent.shadow_checks:
-            return f"the check {check_id} runs in shadow mode"
-        if site and any(s.code == site and s.shadow for s in self.config.sites):
-            return f"the site {site} runs in shadow mode"
-        return ""
-
-    # -- tickets -------------------------------------------------------------------------------
-
-    def _ticket(self, flip: Flip, now: datetime) -> list[Ticket]:
-        inc = flip.incident
-        if inc.check_id.startswith("gateway."):
-            # the gateway belongs to the store, not to FootfallCam: no portal ticket for it
-            log.warning("gateway problem, no support ticket: %s", inc.summary)
-            return []
-        finding = Finding.from_json(inc.last_finding)
-        site = self.config.site(inc.site)
-        counters = tuple(
-            CounterRef(c.serial, c.name, c.host)
-            for c in self.config.counters
-            if c.serial == inc.subject
-        )
-        started_at = next(
-            (
-                t
-                for t in (as_datetime(finding.evidence.get(k)) for k in _START_KEYS)
-                if t is not None
-            ),
-            inc.opened_at,
-        )
-        key = idempotency_key(inc.check_id, inc.subject or inc.site, started_at)
-        ctx = ProblemContext(
-            key=key,
-            site_code=site.code,
-            site_name=site.name,
-            timezone=site.timezone,
-            counters=counters,
-            findings=(finding,),
-            started_at=started_at,
-            requester=self.config.agent.requester,
-            cc=tuple(self.config.agent.cc),
-            role=Role(self.config.agent.role),
-            now=now,
-        )
-        ticket = compose(ctx)
-        shadow = self.shadowed(inc.check_id, inc.site)
-        if shadow:
-            self.store.add_shadow_ticket(now, inc.id, shadow, ticket.to_json())
-            self.store.set_incident_ticket(inc.id, key, None)
-            log.warning("shadow mode, not filed (%s): %s", shadow, ticket.subject)
-            return []
-        filed: list[Ticket] = []
-        for sink in self.sinks:
-            done = sink.file(ticket)
-            filed.append(done)
-            self.store.set_incident_ticket(inc.id, key, done.number)
-            self.store.audit(
-                now,
-                "agent",
-                "ticket.filed",
-                done.number or key,
-                {"sink": sink.name, "incident": inc.id, "category": done.category},
-            )
-            log.warning("ticket %s filed in %s: %s", done.number, sink.name, done.subject)
-        return filed
-
-
-# where each kind of finding says when its problem began
-_START_KEYS = ("failing_since", "zero_since", "start", "since")
 
 
 def _check_error(check: Check, evidence: Any, message: str) -> Finding:

@@ -124,6 +124,35 @@ MIGRATIONS: tuple[str, ...] = (
         ticket TEXT NOT NULL
     );
     """,
+    # 3: the durable outbox of tickets and follow-ups, one row per destination
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        sink TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        number TEXT,
+        incident_id INTEGER REFERENCES incidents (id),
+        created_at TEXT NOT NULL,
+        delivered_at TEXT
+    );
+    CREATE UNIQUE INDEX outbox_once ON outbox (sink, kind, key, digest);
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE TABLE ticket_states (
+        sink TEXT NOT NULL,
+        number TEXT NOT NULL,
+        key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        synced_at TEXT NOT NULL,
+        PRIMARY KEY (sink, number)
+    );
+    """,
 )
 
 
@@ -457,6 +486,25 @@ class Store:
             args.append(_iso(since))
         rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [{**dict(r), "ticket": json.loads(r["ticket"])} for r in rows]
+
+    # -- ticket status, as last read from each destination -----------------------------------------
+
+    def ticket_status(self, sink: str, number: str) -> str | None:
+        row = self._db.execute(
+            "SELECT status FROM ticket_states WHERE sink = ? AND number = ?", (sink, number)
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_ticket_status(
+        self, sink: str, number: str, key: str, status: str, at: datetime
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO ticket_states (sink, number, key, status, synced_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, number) DO UPDATE SET "
+                "status = excluded.status, synced_at = excluded.synced_at",
+                (sink, number, key, status, _iso(at)),
+            )
 
     # -- incidents -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -252,22 +252,27 @@ class Fleet:
         reference_dir: str | Path | None = None,
         *,
         probe_timeout_seconds: float = 5,
+        agent: Mapping[str, bool | int | float | str | Sequence[str]] | None = None,
     ) -> str:
         """A complete ffc-agent config for this fleet (ports must be known: start() first).
 
         ``reference_image`` points into ``reference_dir``; write the files there with
-        ``write_references``.
+        ``write_references``. ``agent`` adds or overrides keys of the ``[agent]`` table.
         """
+        settings: dict[str, Any] = {
+            "state_dir": str(state_dir),
+            "role": "customer",
+            "cycle_seconds": 300,
+            "probe_timeout_seconds": probe_timeout_seconds,
+            "max_parallel": 8,
+            "requester": "store-it@example.com",
+            "cc": [],
+            **(agent or {}),
+        }
         lines = [
             "# ffc-agent config for the simulated fleet (written by simulator.Fleet)",
             "[agent]",
-            f"state_dir = {_s(str(state_dir))}",
-            'role = "customer"',
-            "cycle_seconds = 300",
-            f"probe_timeout_seconds = {probe_timeout_seconds!r}",
-            "max_parallel = 8",
-            'requester = "store-it@example.com"',
-            "cc = []",
+            *(f"{k} = {_toml(v)}" for k, v in settings.items()),
         ]
         for site in self.sites.values():
             lines += ["", *_site_lines(site)]
@@ -295,6 +300,17 @@ class Fleet:
                 lines.append(f"reference_image = {_s(str(ref))}")
         lines += ["", "[[sinks]]", 'type = "local"', ""]
         return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    """A TOML value for the [agent] table: booleans, numbers, strings and lists of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _s(value)
+    return "[" + ", ".join(_toml(v) for v in value) + "]"
 
 
 def _s(text: str) -> str:

@@ -59,6 +59,12 @@ class CounterClient:
     def __repr__(self) -> str:
         return f"CounterClient({self.serial!r}, {self.base_url!r})"
 
+    @classmethod
+    def tokens(cls) -> list[str]:
+        """Every token handed out so far, for the redactor to scrub wherever it appears."""
+        with cls._tokens_lock:
+            return list(cls._tokens.values())
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _timeout(self, deadline: float) -> tuple[float, float]:

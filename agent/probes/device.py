@@ -32,6 +32,8 @@ CAMERA_DEVICE = "/dev/video0"
 MAX_KERNEL_LINES = 20
 
 # name -> command. The clock is read first: it corrects the device times read after it.
+OUTPUT_KEEP = 2048  # characters of each command's output kept for the bundle
+
 COMMANDS: dict[str, str] = {
     "clock": "date -u +%s",
     "uptime": "cat /proc/uptime",
@@ -107,6 +109,17 @@ def probe_device_ssh(
         host_key=session.host_key,
         notes=notes,
         commands=session.records,
+        # what each command printed, short, for the diagnostics bundle (redacted there)
+        outputs=[
+            {
+                "command": r.command,
+                "exit_status": r.exit_status,
+                "stdout": r.stdout[:OUTPUT_KEEP],
+                "stderr": r.stderr[:OUTPUT_KEEP],
+                "elapsed_s": round(r.elapsed_s, 3),
+            }
+            for r in results.values()
+        ],
     )
     return Observation(counter, PROBE, at, True, data, elapsed_s=time.monotonic() - started)
 

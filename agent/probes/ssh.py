@@ -16,6 +16,12 @@ things matter on site:
   when, exit status, sizes, time taken) for the audit log. Commands are fixed strings chosen by
   the agent, and no output is recorded, so no secret can reach the log this way.
 
+Remote-access sessions (``agent.remote``: ``ffc-agent remote shell`` and ``remote tunnel``) use
+two more doors of the same session: ``open_shell`` (an interactive shell, with a pty or in plain
+line mode) and ``open_forward`` (a ``direct-tcpip`` channel to a port on the device). Both hand
+back an ``SshStream``, a byte stream with paramiko's errors already mapped, so this module stays
+the only one that imports paramiko. What flows through those streams is recorded by the caller.
+
 Library exceptions leave as ``ProbeError`` (``HostKeyError`` for the two host-key cases, which
 also carries the fingerprints). A non-zero exit status is data for the caller to judge, except
 126 and 127 (not allowed / not found), which are ``UNSUPPORTED``.
@@ -246,6 +252,77 @@ class SshSession:
             )
         return result
 
+    @property
+    def active(self) -> bool:
+        """Whether the connection is still up (a long tunnel checks this between connections)."""
+        transport = self._client.get_transport() if self._client else None
+        return transport is not None and transport.is_active()
+
+    def open_shell(self, term: str | None = "vt100", cols: int = 80, rows: int = 24) -> SshStream:
+        """An interactive login shell; stderr is merged into the stream, as a terminal shows it.
+
+        With ``term`` a pseudo-terminal of ``cols`` x ``rows`` is requested (for a person at a
+        terminal: the device echoes and edits lines); ``term=None`` asks for none, so the shell
+        reads plain lines (a script, a test, a pipe). Raises ``ProbeError`` (BAD_RESPONSE) when
+        the session is gone or the device refuses the shell or the pty.
+        """
+        chan = self._open_session_channel()
+        try:
+            if term is not None:
+                chan.get_pty(term=term, width=cols, height=rows)
+            chan.set_combine_stderr(True)
+            chan.invoke_shell()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            _close_quietly(chan)
+            raise ProbeError(
+                ProbeErrorCode.BAD_RESPONSE,
+                f"{self.target}: the device refused an interactive shell",
+                detail=_short(exc),
+            ) from None
+        return SshStream(chan)
+
+    def open_forward(self, dest_host: str, dest_port: int, src: tuple[str, int]) -> SshStream:
+        """A ``direct-tcpip`` channel: a TCP connection the device makes to ``dest_host:port``.
+
+        ``src`` is the local peer the connection is for (sshd logs it). Raises ``ProbeError``:
+        REFUSED when the device will not forward or nothing listens there, BAD_RESPONSE when
+        the session is gone, TIMEOUT when the device does not answer in time.
+        """
+        transport = self._live_transport()
+        try:
+            chan = transport.open_channel(
+                "direct-tcpip", (dest_host, dest_port), src, timeout=self.timeout_s
+            )
+        except paramiko.ChannelException as exc:
+            # 1: administratively prohibited (forwarding off); 2: connect failed on the device
+            raise ProbeError(
+                ProbeErrorCode.REFUSED,
+                f"{self.target}: the device did not open {dest_host}:{dest_port} ({exc.text})",
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            code = ProbeErrorCode.TIMEOUT if "timeout" in str(exc).lower() else None
+            raise ProbeError(
+                code or ProbeErrorCode.BAD_RESPONSE,
+                f"{self.target}: could not open a forwarding channel",
+                detail=_short(exc),
+            ) from None
+        return SshStream(chan)
+
+    def _live_transport(self) -> paramiko.Transport:
+        transport = self._client.get_transport() if self._client else None
+        if transport is None or not transport.is_active():
+            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, "the SSH session is not open")
+        return transport
+
+    def _open_session_channel(self) -> paramiko.Channel:
+        transport = self._live_transport()
+        try:
+            return transport.open_session(timeout=self.timeout_s)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ProbeError(
+                ProbeErrorCode.BAD_RESPONSE, "could not open an SSH channel", detail=_short(exc)
+            ) from None
+
     def _exec(self, command: str, timeout_s: float, started: float) -> CommandResult:
         transport = self._client.get_transport() if self._client else None
         if transport is None or not transport.is_active():
@@ -343,6 +420,68 @@ class SshSession:
             record["error"] = error
         self.records.append(record)
         log.debug("ssh %s: %s -> %s", self.target, command, record.get("exit_status", error))
+
+
+class SshStream:
+    """One SSH channel as a plain byte stream: an interactive shell or a forwarded connection.
+
+    ``fileno`` makes it usable with ``select``. ``recv`` returns ``b""`` once the device is
+    done sending (end of file, or the channel closed); ``send`` raises ``ProbeError``
+    (BAD_RESPONSE) when the channel is gone. One reader and one writer may use it from two
+    threads, as with a socket. ``close`` is safe to call twice, from any thread.
+    """
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+
+    def __repr__(self) -> str:
+        return f"SshStream(channel {self._chan.get_id()}, closed={self._chan.closed})"
+
+    def fileno(self) -> int:
+        return int(self._chan.fileno())
+
+    def recv(self, nbytes: int = 32768) -> bytes:
+        try:
+            return bytes(self._chan.recv(nbytes))
+        except (paramiko.SSHException, OSError, EOFError):
+            return b""  # the connection died: for a reader, that is the end of the stream
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._chan.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ProbeError(
+                ProbeErrorCode.BAD_RESPONSE, "the SSH channel is closed", detail=_short(exc)
+            ) from None
+
+    def shutdown_write(self) -> None:
+        """Tell the device no more input comes (end of file on its side)."""
+        try:
+            self._chan.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass  # already closed: nothing to tell
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Follow the local terminal's new size (a shell opened with a pty)."""
+        try:
+            self._chan.resize_pty(width=cols, height=rows)
+        except (paramiko.SSHException, OSError, EOFError):
+            pass  # the session is ending; the next read says so
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._chan.closed)
+
+    def exit_status(self, wait_s: float = 0.0) -> int | None:
+        """The remote program's exit status, waiting up to ``wait_s`` for it; None if none came
+        (the channel closed without one, or it is still running)."""
+        if not self._chan.status_event.wait(max(wait_s, 0.0)):
+            return None
+        status = self._chan.exit_status
+        return None if status is None or status < 0 else int(status)
+
+    def close(self) -> None:
+        _close_quietly(self._chan)
 
 
 def enroll(target: SshTarget, known_hosts_path: Path, timeout: float = 10.0) -> str:

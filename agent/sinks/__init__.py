@@ -13,11 +13,26 @@ if TYPE_CHECKING:
 
 
 def make_sinks(config: Config) -> list[Sink]:
+    """Every configured destination, in the order of the file. Write-only destinations
+    (e-mail, webhook) keep what they sent under ``<state_dir>/sinks``."""
+    sent = Path(config.agent.state_dir) / "sinks"
     sinks: list[Sink] = []
     for sink in config.sinks:
         if sink.type == "local":
             directory = sink.directory or Path(config.agent.state_dir) / "tickets"
             sinks.append(LocalSink(Path(directory)))
+        elif sink.type == "rt":
+            from agent.sinks.rt import RtSink
+
+            sinks.append(RtSink(sink))
+        elif sink.type == "smtp":
+            from agent.sinks.smtp import SmtpSink
+
+            sinks.append(SmtpSink(sink, state_dir=sent))
+        elif sink.type == "webhook":
+            from agent.sinks.webhook import WebhookSink
+
+            sinks.append(WebhookSink(sink, state_dir=sent))
     return sinks
 
 

@@ -32,6 +32,15 @@ class SinkError(Exception):
         self.permanent = permanent
 
 
+class OutcomeUnknown(SinkError):
+    """A create was sent but its answer never came (a timeout or a dropped connection after
+    sending): the ticket may or may not exist. Transient, but never to be repeated blindly —
+    the outbox first asks ``find_by_key`` whether the destination has it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=False)
+
+
 @runtime_checkable
 class Sink(Protocol):
     name: str

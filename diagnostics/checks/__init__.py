@@ -17,6 +17,7 @@ from diagnostics.checks.device import DeviceClock, DeviceHealth, SshHostKey
 from diagnostics.checks.gateway import GatewayHealth
 from diagnostics.checks.liveview import LiveViewBlocked
 from diagnostics.checks.offline import CounterOffline
+from diagnostics.checks.push import PushSilent
 
 COUNTER_CHECKS: tuple[type[Check], ...] = (
     CounterOffline,
@@ -28,6 +29,7 @@ COUNTER_CHECKS: tuple[type[Check], ...] = (
     DeviceHealth,
     SshHostKey,
     LiveViewBlocked,
+    PushSilent,
 )
 
 SITE_CHECKS: tuple[type[Check], ...] = (SiteCountsOutage, SiteImbalance)

@@ -114,9 +114,9 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
 
     listed = invoke("tickets", "list", "--state-dir", str(state), "--json")
     assert listed.exit_code == 0
-    assert {t["number"] for t in json.loads(listed.output)} == {t["number"] for t in tickets}
+    assert {t["number"] for t in json.loads(listed.stdout)} == {t["number"] for t in tickets}
     shown = invoke("tickets", "show", tickets[0]["number"], "--state-dir", str(state), "--json")
-    assert json.loads(shown.output)["subject"] == tickets[0]["subject"]
+    assert json.loads(shown.stdout)["subject"] == tickets[0]["subject"]
     missing = invoke("tickets", "show", "L-999999", "--state-dir", str(state))
     assert missing.exit_code != 0 and "no ticket" in missing.output
     human = invoke("tickets", "show", tickets[0]["number"], "--state-dir", str(state))
@@ -272,7 +272,7 @@ def test_analyze_image(tmp_path):
     dark.write_bytes(fleet.snapshot("C2"))
     result = invoke("analyze", "image", str(clear), str(dark), "--reference", str(ref), "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert [d["snapshot"] for d in data] == [str(clear), str(dark)]
     assert [(d["verdict"], d["kind"]) for d in data] == [("clear", None), ("blocked", "dark")]
     assert all(0 <= d["blocked_fraction"] <= 1 and isinstance(d["metrics"], dict) for d in data)

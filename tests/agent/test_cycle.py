@@ -53,8 +53,10 @@ def world(tmp_path):
         fleet.set_fault("HUNG", "hung")
         fleet.set_fault("ZEROS", "zeros", since=NOW - timedelta(hours=4))
         fleet.set_fault("GARBAGE", "garbage")
-        data = tomllib.loads(fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=1))
-        data["agent"]["confirm_checks"] = 1  # these tests are about one cycle; see test_incidents
+        # these tests are about one cycle (see test_incidents); the live view every 5 minutes
+        settings = {"confirm_checks": 1, "snapshot_seconds": 300}
+        text = fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=1, agent=settings)
+        data = tomllib.loads(text)
         for counter in data["counters"]:
             if counter["serial"] == "BADPASS":
                 counter["password"] = "wrong"

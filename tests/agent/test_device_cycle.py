@@ -30,7 +30,11 @@ def device(tmp_path, sshd):
     )
     with fleet:
         fleet.start()
-        text = fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=3)
+        text = fleet.agent_config_toml(
+            tmp_path / "state",
+            probe_timeout_seconds=3,
+            agent={"confirm_checks": 1, "ssh_seconds": 0},  # about SSH, not confirmation
+        )
         text = text.replace(
             "[[sinks]]",
             f"""[counters.ssh]
@@ -40,8 +44,6 @@ port = {sshd.port}
 
 [[sinks]]""",
         )
-        # one bad check opens an incident here: this test is about SSH, not confirmation
-        text = text.replace("max_parallel = 8", "max_parallel = 8\nconfirm_checks = 1")
         path = tmp_path / "agent.toml"
         path.write_text(text)
         yield clock, path, sshd
@@ -69,7 +71,7 @@ def test_enroll_then_judge_then_refuse_a_swapped_key(device):
 
     enrolled = CliRunner().invoke(cli, ["enroll", "FFC1", "--config", str(path), "--json"])
     assert enrolled.exit_code == 0, enrolled.output
-    assert json.loads(enrolled.output)["fingerprint"] == sshd.host_key_fingerprint
+    assert json.loads(enrolled.stdout)["fingerprint"] == sshd.host_key_fingerprint
 
     found, _, audit = cycle(path, clock)
     assert found["counter.ssh.hostkey"].finding.status.value == "ok"

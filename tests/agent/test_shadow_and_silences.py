@@ -36,9 +36,11 @@ def site(tmp_path):
         fleet.start()
         fleet.set_fault("C2", "offline")
         fleet.set_fault("C3", "offline")
-        text = fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=2)
+        text = fleet.agent_config_toml(
+            tmp_path / "state", probe_timeout_seconds=2, agent={"confirm_checks": 1}
+        )
         path = tmp_path / "agent.toml"
-        path.write_text(text.replace("max_parallel = 8", "max_parallel = 8\nconfirm_checks = 1"))
+        path.write_text(text)
         yield clock, path
 
 
@@ -66,7 +68,7 @@ def test_a_silence_holds_findings_until_it_is_removed(site):
         "--json",
     )
     assert added.exit_code == 0, added.output
-    silence_id = json.loads(added.output)["id"]
+    silence_id = json.loads(added.stdout)["id"]
     listed = json.loads(invoke("silence", "list", "--config", str(path), "--json").output)
     assert [(s["id"], s["target"], s["reason"]) for s in listed] == [(silence_id, "C2", "rewiring")]
     clock.set(datetime.now(UTC))  # the silence began when the command ran
@@ -129,7 +131,7 @@ def test_shadow_mode_decides_as_usual_but_files_nothing(site):
     assert LocalSink(config.agent.state_dir / "tickets").list() == []
     report = invoke("shadow", "report", "--config", str(path), "--json")
     assert report.exit_code == 0, report.output
-    data = json.loads(report.output)
+    data = json.loads(report.stdout)
     held = sorted(h["ticket"]["counters"][0] for h in data["would_have_filed"])
     assert held == ["C2", "C3"]
     assert all(

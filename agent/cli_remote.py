@@ -1,0 +1,216 @@
+"""``ffc-agent remote shell|tunnel COUNTER``: the remote-access tools of second-line support.
+
+A support engineer in a remote-access session on the gateway opens a recorded shell on a
+counter, or a tunnel to its web interface to see its live view and settings (DESIGN.md §1).
+Thin like ``agent/cli.py``: parse, call ``agent.remote``, render. Both need the counter's
+``[counters.ssh]`` table and its host key pinned by ``ffc-agent enroll``; a refusal says which
+of the two is missing. Every session is in the audit log (``remote.shell``,
+``remote.tunnel.open``/``remote.tunnel.close``) with who ran it and, for the shell, the
+transcript's path and sha256 under ``<state_dir>/sessions/``.
+
+``agent/cli.py`` registers the group with ``cli.add_command(remote)``; the options and helpers
+both share live in ``agent/cli_common.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from agent.cli_common import _actor, _load, config_option, err, json_option, out
+from agent.config import Config, CounterConfig
+from agent.probes.ssh import HostKeyError, SshTarget
+from diagnostics.model import ProbeError, ProbeErrorCode
+
+EX_INTERRUPTED = 130  # as a shell reports a session ended by Ctrl-C
+SESSION_TIMEOUT_S = 10.0  # connecting by hand: at least this, however short the probe timeout
+
+
+@click.group()
+def remote() -> None:
+    """Remote-access sessions with a counter over SSH: recorded and audited."""
+
+
+def _ssh_target(cfg: Config, serial: str, config_path: Path) -> tuple[CounterConfig, SshTarget]:
+    try:
+        counter = cfg.counter(serial)
+    except KeyError:
+        raise click.BadParameter(
+            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
+        ) from None
+    target = SshTarget.for_counter(counter)
+    if target is None:
+        raise click.ClickException(
+            f"{serial} has no [counters.ssh] table in {config_path}: "
+            "remote access is not configured for it"
+        )
+    return counter, target
+
+
+def _refused(what: str, serial: str, exc: ProbeError) -> NoReturn:
+    click.echo(f"remote {what} {serial}: {exc.message}", err=True)
+    if isinstance(exc, HostKeyError):
+        if exc.code is ProbeErrorCode.HOST_KEY_UNKNOWN:
+            hint = (
+                f"its host key is not pinned yet: compare {exc.offered} with the device, "
+                f"then run: ffc-agent enroll {serial}"
+            )
+        else:
+            hint = (
+                "the counter's host key changed (a replaced unit, or someone in between): "
+                f"verify {exc.offered} on site, then run: ffc-agent enroll {serial}"
+            )
+        click.echo(hint, err=True)
+    sys.exit(1)
+
+
+def _timeout(cfg: Config) -> float:
+    return max(cfg.agent.probe_timeout_seconds, SESSION_TIMEOUT_S)
+
+
+@remote.command("shell")
+@click.argument("counter")
+@config_option
+def shell_cmd(counter: str, config_path: Path) -> None:
+    """Open a shell on COUNTER; the whole session is recorded in a transcript and audited.
+
+    With a terminal you get the device's own prompt, line editing and Ctrl-C (type ~. at the
+    start of a line to leave a stuck session); with a pipe on stdin each line is one command.
+    Exits with the device shell's exit status.
+    """
+    from agent.remote import run_shell, transcript_path_for
+    from agent.store import Store
+    from rma.redact import Redactor
+
+    cfg = _load(config_path)
+    _, target = _ssh_target(cfg, counter, config_path)
+    state_dir = Path(cfg.agent.state_dir)
+    stdin, stdout = click.get_binary_stream("stdin"), click.get_binary_stream("stdout")
+    try:
+        stdin.fileno()
+    except (OSError, ValueError):
+        raise click.UsageError("remote shell needs a terminal or a pipe on stdin") from None
+    path = transcript_path_for(state_dir, counter, datetime.now(UTC))
+    err.print(f"[dim]{counter} ({target}): this session is recorded in {path}[/]")
+    with Store.open(state_dir) as store:
+        try:
+            result = run_shell(
+                target,
+                state_dir / "known_hosts",
+                stdin=stdin,
+                stdout=stdout,
+                transcript_path=path,
+                actor=_actor(),
+                store=store,
+                counter=counter,
+                timeout_s=_timeout(cfg),
+                redactor=Redactor(cfg.secret_values()),
+            )
+        except ProbeError as exc:
+            _refused("shell", counter, exc)
+        except OSError as exc:
+            click.echo(f"remote shell {counter}: cannot write {path}: {exc.strerror}", err=True)
+            sys.exit(1)
+    err.print(
+        f"[dim]{counter}: session closed ({result.ended_by}); transcript {result.transcript} "
+        f"sha256 {result.transcript_sha256}[/]"
+    )
+    if result.ended_by == "interrupt":
+        sys.exit(EX_INTERRUPTED)
+    if result.ended_by not in ("device", "escape"):
+        sys.exit(1)
+    sys.exit(result.exit_status or 0)
+
+
+@remote.command("tunnel")
+@click.argument("counter")
+@click.option(
+    "--local-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port on this gateway's loopback (127.0.0.1); 0 picks a free one.",
+)
+@click.option(
+    "--remote-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="The counter's web port (default: its configured port, 80 unless set).",
+)
+@config_option
+@json_option
+def tunnel_cmd(
+    counter: str, local_port: int, remote_port: int | None, config_path: Path, as_json: bool
+) -> None:
+    """Forward a port on 127.0.0.1 to COUNTER's web interface, until Ctrl-C.
+
+    Open the printed address in a browser on the gateway (or forward it on with your own SSH
+    session to the gateway) to see the live view and settings. With --json, one JSON object
+    per line: when ready, then when closed.
+    """
+    from agent.remote import run_tunnel
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    device, target = _ssh_target(cfg, counter, config_path)
+    state_dir = Path(cfg.agent.state_dir)
+    port_on_device = remote_port or device.port
+
+    def ready(port: int) -> None:
+        url = f"{device.scheme}://127.0.0.1:{port}/"
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "event": "ready",
+                        "counter": counter,
+                        "local_port": port,
+                        "url": url,
+                        "remote": f"127.0.0.1:{port_on_device}",
+                    }
+                )
+            )
+            sys.stdout.flush()
+            return
+        out.print(f"{counter}: web interface at {url}")
+        out.print(f"live view: {url}{device.snapshot_path.lstrip('/')}")
+        err.print("[dim]Ctrl-C to close the tunnel[/]")
+
+    with Store.open(state_dir) as store:
+        try:
+            result = run_tunnel(
+                target,
+                state_dir / "known_hosts",
+                local_port=local_port,
+                remote_port=port_on_device,
+                actor=_actor(),
+                store=store,
+                counter=counter,
+                stop_event=threading.Event(),
+                on_ready=ready,
+                timeout_s=_timeout(cfg),
+            )
+        except ProbeError as exc:
+            _refused("tunnel", counter, exc)
+        except OSError as exc:
+            click.echo(
+                f"remote tunnel {counter}: cannot listen on 127.0.0.1:{local_port}: "
+                f"{exc.strerror or exc}",
+                err=True,
+            )
+            sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"event": "closed", **result.to_json()}))
+        return
+    err.print(
+        f"{counter}: tunnel closed ({result.ended_by}): {result.connections} connections, "
+        f"{result.bytes_from_device} bytes from the device, {result.bytes_to_device} to it"
+    )
+    if result.ended_by.startswith("error") or result.ended_by == "connection lost":
+        sys.exit(1)

@@ -1,0 +1,304 @@
+"""The ticket side of a cycle: compose, queue, deliver, follow up, close.
+
+Tickets go to FootfallCam only about counters and sites (never about the gateway or the agent
+itself, which belong to the store's IT). A ticket is composed for every incident in a filed
+state that has none yet, so a crash, a dry run or a full outbox never loses one; it enters the
+outbox in the caller's transaction with the incident change, and the outbox delivers it
+exactly once. When the problem heals, the ticket is told and closing is suggested; when it
+comes back, the new ticket names the old one. In the local store, a ticket left in Suggest To
+Close closes itself after 7 days.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent.config import Config
+from agent.evidence import Evidence, problem_start
+from agent.incidents import FILED_STATES, INTERMITTENT, OPEN, RECOVERING, RESOLVED, Flip
+from agent.notify import Event, Notifier
+from agent.outbox import DELIVERED, Outbox
+from agent.probes.counter_api import CounterClient
+from agent.sinks import LocalSink, Sink, SinkError
+from agent.store import Incident, Store
+from diagnostics.model import Assessed, Finding
+from rma.redact import Redactor
+from rma.sla import is_overdue
+from rma.tickets import (
+    CounterRef,
+    Message,
+    ProblemContext,
+    Role,
+    Ticket,
+    compose,
+    idempotency_key,
+)
+
+log = logging.getLogger(__name__)
+
+# tickets go to FootfallCam only for the counters and sites; not for the gateway or the agent
+TICKETED = ("counter.", "site.")
+SUGGEST_TO_CLOSE_DAYS = timedelta(days=7)
+
+
+class Ticketing:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        sinks: Sequence[Sink],
+        evidence: Evidence,
+        redactor: Redactor,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sinks = list(sinks)
+        self.evidence = evidence
+        self.redactor = redactor
+        self.outbox = Outbox(store, config.agent.state_dir)
+        self.notifier = notifier or Notifier(
+            config, state_dir=config.agent.state_dir, redactor=redactor
+        )
+        self.last_filed: Counter[str] = Counter()  # tickets filed per destination, last delivery
+
+    def shadowed(self, check_id: str, site: str) -> str:
+        """Why tickets for this check and site are kept back (shadow mode), or ''."""
+        agent = self.config.agent
+        if agent.shadow:
+            return "the whole agent runs in shadow mode"
+        if check_id in agent.shadow_checks:
+            return f"the check {check_id} runs in shadow mode"
+        if site and any(s.code == site and s.shadow for s in self.config.sites):
+            return f"the site {site} runs in shadow mode"
+        return ""
+
+    def queue(
+        self, now: datetime, assessed: list[Assessed], *, dry_run: bool = False
+    ) -> list[Ticket]:
+        """Compose and queue a ticket for every filed-state incident that has none yet (a
+        new flip, or one a crash or a dry run left without). Shadowed ones are kept back."""
+        out: list[Ticket] = []
+        for inc in self.store.incidents(open_only=True):
+            if inc.state not in FILED_STATES or inc.ticket_key is not None:
+                continue
+            if not inc.check_id.startswith(TICKETED):
+                continue  # the gateway and the agent belong to the store's IT, not FootfallCam
+            ticket = self.compose(inc, now)
+            out.append(ticket)
+            if dry_run:
+                continue
+            shadow = self.shadowed(inc.check_id, inc.site)
+            if shadow:
+                self.store.add_shadow_ticket(now, inc.id, shadow, ticket.to_json())
+                self.store.set_incident_ticket(inc.id, ticket.key, None)
+                log.warning("shadow mode, not filed (%s): %s", shadow, ticket.subject)
+                continue
+            attachments = self.evidence.for_ticket(inc, ticket, now, assessed)
+            self.outbox.enqueue_ticket(
+                self.sinks, ticket, incident_id=inc.id, attachments=attachments, now=now
+            )
+            self.store.set_incident_ticket(inc.id, ticket.key, None)
+        return out
+
+    def compose(self, inc: Incident, now: datetime) -> Ticket:
+        finding = Finding.from_json(inc.last_finding)
+        site = self.config.site(inc.site)
+        counters = tuple(
+            CounterRef(c.serial, c.name, c.host)
+            for c in self.config.counters
+            if c.serial == inc.subject
+        )
+        started_at = problem_start(finding, inc.opened_at)
+        ctx = ProblemContext(
+            key=idempotency_key(inc.check_id, inc.subject or inc.site, started_at),
+            site_code=site.code,
+            site_name=site.name,
+            timezone=site.timezone,
+            counters=counters,
+            findings=(finding,),
+            started_at=started_at,
+            requester=self.config.agent.requester,
+            cc=tuple(self.config.agent.cc),
+            role=Role(self.config.agent.role),
+            now=now,
+        )
+        ticket = compose(ctx)
+        earlier = self.earlier_ticket(inc)
+        if earlier:
+            ticket = ticket.with_message(
+                now,
+                "ffc-agent",
+                f"This problem was reported before in ticket {earlier} and has come back.",
+            )
+        # the composer knows no secrets, but evidence text may carry one: scrub before it leaves
+        return Ticket.from_json(self.redactor.data(ticket.to_json()))
+
+    def earlier_ticket(self, inc: Incident) -> str | None:
+        """The ticket of the last resolved incident of the same problem, if there was one."""
+        for old in reversed(self.store.incidents()):
+            if (
+                old.id != inc.id
+                and old.state == RESOLVED
+                and (old.check_id, old.site, old.subject) == (inc.check_id, inc.site, inc.subject)
+                and old.ticket_number
+            ):
+                return old.ticket_number
+        return None
+
+    def follow_up(self, flips: list[Flip], now: datetime) -> None:
+        """Tell the ticket when its problem heals (and suggest closing), or comes back."""
+        for flip in flips:
+            inc = flip.incident
+            if inc.ticket_key is None or not inc.check_id.startswith(TICKETED):
+                continue
+            if flip.to_state == RESOLVED:
+                self.outbox.enqueue_message(
+                    self.sinks,
+                    inc.ticket_key,
+                    author="ffc-agent",
+                    at=now,
+                    body=f"Recovered: {flip.reason}. The agent suggests closing this ticket; "
+                    "a ticket left in Suggest To Close closes itself after 7 days.",
+                    status="Suggest To Close",
+                    incident_id=inc.id,
+                    now=now,
+                )
+            elif flip.from_state == RECOVERING and flip.to_state == OPEN:
+                self.outbox.enqueue_message(
+                    self.sinks,
+                    inc.ticket_key,
+                    author="ffc-agent",
+                    at=now,
+                    body=f"The problem is back: {inc.summary}",
+                    incident_id=inc.id,
+                    now=now,
+                )
+            elif flip.to_state == INTERMITTENT and flip.from_state is not None:
+                self.outbox.enqueue_message(
+                    self.sinks,
+                    inc.ticket_key,
+                    author="ffc-agent",
+                    at=now,
+                    body=f"The problem is intermittent: {flip.reason}",
+                    incident_id=inc.id,
+                    now=now,
+                )
+
+    def deliver(self, now: datetime) -> list[Ticket]:
+        """Run the outbox once; the tickets it created (or joined) this time."""
+        self.redactor.add(*CounterClient.tokens())
+        out = []
+        self.last_filed = Counter()
+        for d in self.outbox.deliver(self.sinks, now):
+            if d.item.kind == "create" and d.outcome in ("delivered", "joined", "found"):
+                self.last_filed[d.item.sink] += 1
+                data = {**d.item.payload["ticket"], "number": d.number}
+                out.append(Ticket.from_json(data))
+                self.store.audit(
+                    now,
+                    "agent",
+                    "ticket.filed",
+                    d.number or d.item.key,
+                    {"sink": d.item.sink, "outcome": d.outcome, "incident": d.item.incident_id},
+                )
+                log.warning("ticket %s %s in %s", d.number, d.outcome, d.item.sink)
+                self.notifier.notify(Event.filed(out[-1], now))
+            elif d.item.kind in ("message", "status") and d.outcome == "delivered":
+                self._notify_follow_up(d.item.sink, d.number, d.item.payload, now)
+        return out
+
+    def _notify_follow_up(
+        self, sink_name: str, number: str | None, payload: dict[str, Any], now: datetime
+    ) -> None:
+        sink = next((s for s in self.sinks if s.name == sink_name), None)
+        if sink is None or not number:
+            return
+        try:
+            ticket = sink.get(number)
+        except SinkError as exc:
+            log.warning("cannot read ticket %s back for its notification: %s", number, exc)
+            return
+        if ticket is None:
+            return
+        if payload.get("status"):
+            self.notifier.notify(Event.status_changed(ticket, now))
+        else:
+            message = Message(at=now, author=payload["author"], body=payload["body"])
+            self.notifier.notify(Event.new_message(ticket, message))
+
+    def notify_overdue(self, now: datetime) -> None:
+        """Tell people once when an open ticket runs past its category's SLA."""
+        for sink in self.sinks:
+            if not isinstance(sink, LocalSink):
+                continue  # the helpdesks track their own SLAs and tell their own people
+            for ticket in sink.list():
+                if is_overdue(ticket, now):
+                    self.notifier.notify(Event.sla_overdue(ticket, now))
+
+    def close_suggested(self, now: datetime) -> None:
+        """In the local ticket store, Suggest To Close becomes Closed after 7 days."""
+        for sink in self.sinks:
+            if not isinstance(sink, LocalSink):
+                continue
+            for ticket in sink.list():
+                if (
+                    ticket.status == "Suggest To Close"
+                    and ticket.number
+                    and now - ticket.updated_at >= SUGGEST_TO_CLOSE_DAYS
+                ):
+                    closed = sink.set_status(ticket.number, "Closed", now)
+                    self.notifier.notify(Event.status_changed(closed, now))
+                    self.store.audit(
+                        now,
+                        "agent",
+                        "ticket.closed",
+                        ticket.number,
+                        {"why": "7 days in Suggest To Close"},
+                    )
+
+    def sync(self, now: datetime) -> list[StatusChange]:
+        """Read every delivered ticket's status back where the destination can be read, and
+        record the changes (the destinations' own status names mapped to the portal's)."""
+        changes: list[StatusChange] = []
+        by_name = {s.name: s for s in self.sinks}
+        for item in self.outbox.items(states=(DELIVERED,)):
+            sink = by_name.get(item.sink)
+            if item.kind != "create" or sink is None or not item.number:
+                continue
+            try:
+                ticket = sink.get(item.number)
+            except SinkError as exc:
+                log.warning("cannot read ticket %s from %s: %s", item.number, sink.name, exc)
+                continue
+            if ticket is None:
+                continue
+            before = self.store.ticket_status(sink.name, item.number)
+            status = str(ticket.status)
+            if before != status:
+                self.store.set_ticket_status(sink.name, item.number, item.key, status, now)
+                if before is not None:
+                    changes.append(StatusChange(sink.name, item.number, before, status, ticket))
+                    self.notifier.notify(Event.status_changed(ticket, now))
+                    self.store.audit(
+                        now,
+                        "agent",
+                        "ticket.status",
+                        item.number,
+                        {"sink": sink.name, "from": before, "to": status},
+                    )
+        return changes
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    sink: str
+    number: str
+    before: str
+    after: str
+    ticket: Ticket

@@ -1,0 +1,91 @@
+"""rma.sla: when a ticket's SLA falls due, and when it is overdue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rma.sla import is_overdue, sla_due
+from rma.tickets import Category, NextAction, Ticket, TicketStatus
+
+NOW = datetime(2025, 6, 26, 14, 30, tzinfo=UTC)
+
+
+def ticket(
+    category: Category,
+    created_at: datetime,
+    status: TicketStatus = TicketStatus.OPEN,
+    next_action: NextAction = NextAction.WAITING_ON_FOOTFALLCAM,
+) -> Ticket:
+    return Ticket.from_json(
+        {
+            "key": "ffc-0123456789abcdef",
+            "issue_level": "counter",
+            "counter_unassigned": False,
+            "site": "LDN01",
+            "counters": ["FFC0001"],
+            "subject": "Counter FFC0001 is offline",
+            "category": category.value,
+            "occurred_on": created_at.date().isoformat(),
+            "comment": {
+                "what": "offline",
+                "where": "LDN01",
+                "when": "today",
+                "which_device": "FFC0001",
+                "how": "probe refused",
+            },
+            "requester": "it@example.com",
+            "status": status.value,
+            "next_action": next_action.value,
+            "created_at": created_at.isoformat(),
+            "updated_at": created_at.isoformat(),
+        }
+    )
+
+
+def test_due_is_created_plus_the_category_sla_in_days() -> None:
+    created = NOW - timedelta(hours=5)
+    assert sla_due(ticket(Category.TECHNICAL_ISSUE, created)) == created + timedelta(days=1)
+    assert sla_due(ticket(Category.DATA_ACCURACY_ISSUE, created)) == created + timedelta(days=3)
+
+
+def test_a_day_and_an_hour_is_late_for_a_technical_issue_not_for_data_accuracy() -> None:
+    created = NOW - timedelta(days=1, hours=1)
+    assert is_overdue(ticket(Category.TECHNICAL_ISSUE, created), NOW)
+    assert not is_overdue(ticket(Category.DATA_ACCURACY_ISSUE, created), NOW)
+    assert is_overdue(ticket(Category.DATA_ACCURACY_ISSUE, NOW - timedelta(days=3, hours=1)), NOW)
+
+
+def test_overdue_only_after_the_due_moment() -> None:
+    t = ticket(Category.TECHNICAL_ISSUE, NOW - timedelta(days=1))
+    assert not is_overdue(t, NOW)
+    assert is_overdue(t, NOW + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize(
+    ("status", "next_action"),
+    [
+        (TicketStatus.SUGGEST_TO_CLOSE, NextAction.WAITING_ON_FOOTFALLCAM),
+        (TicketStatus.CLOSED, NextAction.WAITING_ON_FOOTFALLCAM),
+        (TicketStatus.OPEN, NextAction.WAITING_ON_CUSTOMER),
+    ],
+)
+def test_the_sla_stops_once_the_ball_is_not_with_support(
+    status: TicketStatus, next_action: NextAction
+) -> None:
+    old = NOW - timedelta(days=10)
+    assert not is_overdue(ticket(Category.TECHNICAL_ISSUE, old, status, next_action), NOW)
+    # the same ticket waiting on FootfallCam in an open status is late
+    assert is_overdue(ticket(Category.TECHNICAL_ISSUE, old, TicketStatus.DIFFICULT_TO_TUNE), NOW)
+
+
+def test_a_category_without_an_sla_is_never_overdue() -> None:
+    t = ticket(Category.ACCURACY_AUDIT_OBSTACLE, NOW - timedelta(days=30))
+    assert sla_due(t) is None
+    assert not is_overdue(t, NOW)
+
+
+def test_a_naive_now_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        is_overdue(ticket(Category.TECHNICAL_ISSUE, NOW), NOW.replace(tzinfo=None))
