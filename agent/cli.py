@@ -101,6 +101,94 @@ def run_cmd(ctx: click.Context, config_path: Path) -> None:
     sys.exit(Daemon(config_path, verbosity=max(verbose, 1)).run())
 
 
+@cli.command("status")
+@config_option
+@json_option
+def status_cmd(config_path: Path, as_json: bool) -> None:
+    """The fleet at a glance, from what the agent already knows (probes nothing)."""
+    from agent.status import fleet_status
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    now = datetime.now(UTC)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        data = fleet_status(cfg, store, _runner(cfg, store, dry_run=True).tickets.evidence, now)
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"Counters at {now:%Y-%m-%d %H:%M %Z}", title_justify="left")
+    for col in ("counter", "site", "reachable", "last slot", "live view", "today", "incident"):
+        table.add_column(col)
+    for c in data["counters"]:
+        up = {True: "[green]yes[/]", False: f"[red]no[/] {c['last_error']}", None: "?"}
+        today = c["today"]
+        counted = (
+            f"{today['counted']:,} / {today['expected']:,} expected"
+            if today and today["expected"] is not None
+            else (f"{today['counted']:,}" if today else "-")
+        )
+        view = c["live_view"]
+        incident = "; ".join(
+            f"{i['check_id']} {i['state']}" + (f" ({i['ticket']})" if i["ticket"] else "")
+            for i in c["incidents"]
+        )
+        table.add_row(
+            c["serial"],
+            c["site"],
+            up[c["reachable"]],
+            (c["last_slot"] or "-")[:16],
+            f"{view['status']}: {view['summary']}" if view else "-",
+            counted,
+            incident or "-",
+        )
+    out.print(table)
+    gw = data["gateway"]
+    out.print(f"gateway: {gw['status']} — {gw['summary']}" if gw else "gateway: not checked yet")
+    pending = ", ".join(
+        f"{s}: {v['depth']} waiting (oldest {v['oldest_age_s']}s)"
+        for s, v in data["outbox"]["pending"].items()
+    )
+    out.print(f"outbox: {pending or 'empty'}; {data['outbox']['failed']} refused for good")
+
+
+@cli.command("diagnose")
+@click.argument("serial")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the bundle (default: <state_dir>/bundles).",
+)
+@config_option
+@json_option
+def diagnose_cmd(serial: str, output_dir: Path | None, config_path: Path, as_json: bool) -> None:
+    """The full diagnostic checklist on COUNTER now, with a verdict and a bundle."""
+    from agent.diagnose import diagnose
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    if serial not in {c.serial for c in cfg.counters}:
+        raise click.BadParameter(f"no counter {serial!r} in {config_path}", param_hint="SERIAL")
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        runner = _runner(cfg, store, dry_run=True)
+        with err.status(f"diagnosing {serial}") as spinner:
+            result = diagnose(
+                runner,
+                serial,
+                actor=_actor(),
+                bundle_dir=output_dir or Path(cfg.agent.state_dir) / "bundles",
+                progress=lambda text: spinner.update(f"{serial}: {text}"),
+            )
+    if as_json:
+        _print_json(result.to_json())
+        return
+    for step in result.steps:
+        mark = "[green]✓[/]" if step["ok"] else "[red]✗[/]"
+        out.print(f"{mark} {step['step']}: {step['detail']}")
+    colour = {"healthy": "green", "degraded": "yellow", "faulty": "red"}.get(result.verdict, "")
+    out.print(f"\n[bold {colour}]{serial}: {result.verdict}[/]  bundle: {result.bundle_path}")
+
+
 @cli.command("check")
 @config_option
 @json_option

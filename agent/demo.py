@@ -25,7 +25,7 @@ from simulator import FakeClock, Fleet, SimCounter, SimSite
 log = logging.getLogger(__name__)
 
 LONDON = ZoneInfo("Europe/London")
-CYCLES = 3
+CYCLES = 4  # the live view is confirmed over 3 snapshots, then the incident over 2 checks
 CYCLE_STEP = timedelta(minutes=5)
 
 

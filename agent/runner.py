@@ -129,6 +129,7 @@ class Runner:
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = LiveViews(self.state_dir)
         self._sessions: dict[str, Any] = {}
+        self._check_pool = _new_check_pool()
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
@@ -396,16 +397,21 @@ class Runner:
     def run_checks(
         self,
         evidence: Any,
-        pool: cf.ThreadPoolExecutor,
         checks: Sequence[Check] | None = None,
     ) -> list[Finding]:
-        """Run each check on ``evidence`` under its own timeout; failures become ``error``."""
+        """Run each check on ``evidence`` under its own timeout; failures become ``error``.
+
+        A check that overruns keeps its worker thread busy, perhaps for ever: that worker is
+        abandoned with its pool and the next check gets a fresh one, so one hung check costs
+        one thread and one timeout, never the checks queued behind it."""
         findings: list[Finding] = []
         for check in self.checks if checks is None else checks:
-            fut = pool.submit(check.run, evidence)
+            fut = self._check_pool.submit(check.run, evidence)
             try:
                 findings.extend(fut.result(timeout=check.timeout_s))
             except cf.TimeoutError:
+                self._check_pool.shutdown(wait=False, cancel_futures=True)
+                self._check_pool = _new_check_pool()
                 findings.append(_check_error(check, evidence, f"check overran {check.timeout_s}s"))
             except Exception as exc:  # a broken check is an agent fault, not a device fault
                 log.exception("check %s failed on %s", check.id, evidence.serial)
@@ -422,28 +428,24 @@ class Runner:
         self.record(results, now)
         gateway = probe_gateway(self.state_dir, now=now)
         self.store.add_observation(gateway)
-        findings: list[Finding] = []
-        with cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="check") as pool:
-            findings.extend(
-                self.run_checks(
-                    GatewayEvidence(now=now, observation=gateway), pool, self.gateway_checks
-                )
+        findings = self.run_checks(
+            GatewayEvidence(now=now, observation=gateway), checks=self.gateway_checks
+        )
+        history = self.history(now)
+        if self.push is not None:
+            self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
+        for counter in self.config.counters:
+            findings.extend(self.run_checks(self.evidence(counter, now, history)))
+        for site in self.config.sites:
+            members = self.config.counters_at(site.code)
+            evidence = SiteEvidence(
+                site=site.code,
+                calendar=site.calendar(),
+                now=now,
+                counters={c.serial: history.get(c.serial, ()) for c in members},
+                groups={c.serial: c.group for c in members},
             )
-            history = self.history(now)
-            if self.push is not None:
-                self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
-            for counter in self.config.counters:
-                findings.extend(self.run_checks(self.evidence(counter, now, history), pool))
-            for site in self.config.sites:
-                members = self.config.counters_at(site.code)
-                evidence = SiteEvidence(
-                    site=site.code,
-                    calendar=site.calendar(),
-                    now=now,
-                    counters={c.serial: history.get(c.serial, ()) for c in members},
-                    groups={c.serial: c.group for c in members},
-                )
-                findings.extend(self.run_checks(evidence, pool, self.site_checks))
+            findings.extend(self.run_checks(evidence, checks=self.site_checks))
         findings = fold_site_outages(findings) + self.tickets.outbox.health(now)
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
@@ -495,6 +497,10 @@ class Runner:
     def policy(self) -> Policy:
         agent = self.config.agent
         return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
+
+
+def _new_check_pool() -> cf.ThreadPoolExecutor:
+    return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="check")
 
 
 def _check_error(check: Check, evidence: Any, message: str) -> Finding:

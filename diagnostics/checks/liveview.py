@@ -77,7 +77,7 @@ class LiveViewBlocked(Check):
         if len(prints) == opts.frozen_snapshots and frozen(prints, expected_traffic=open_all):
             summary = (
                 f"live view frozen: {len(last)} identical snapshots since "
-                f"{last[0].at.isoformat()} while the store was open"
+                f"{last[0].at.astimezone(cal.tz):%a %d %b %H:%M} while the store was open"
             )
             return [
                 self.finding(
@@ -126,6 +126,6 @@ class LiveViewBlocked(Check):
             return [self.finding(evidence, Status.OK, "unconfirmed", summary, **details)]
         summary = (
             f"live view blocked ({kind}, {fraction:.0%} of the view) in the last {len(run)} "
-            f"snapshots since {run[0].at.isoformat()}"
+            f"snapshots since {run[0].at.astimezone(cal.tz):%a %d %b %H:%M}"
         )
         return [self.finding(evidence, Status.FAIL, kind, summary, **details)]

@@ -328,3 +328,21 @@ def test_assess_an_exported_csv(tmp_path):
     assert human.exit_code == 0 and "REAL" in human.output and "Was the store open?" in human.output
     bad = invoke("assess", "--counts", str(data), "--config", str(cfg), "--from", "2026-13-01")
     assert bad.exit_code == 2
+
+
+def test_every_commented_example_in_the_example_config_is_valid(tmp_path):
+    import re
+
+    text = invoke("config", "example").output
+    # uncomment the optional tables and keys (lines like "# [mqtt]" or "# host = ...")
+    active = re.sub(r"(?m)^# (\[\[?[a-z.]+\]\]?|[a-z_]+ = .*)$", r"\1", text)
+    assert active.count("[[sinks]]") == 4 and "\n[mqtt]" in active
+    for name, value in (("rt-token", "tok"), ("smtp-password", "pw"),
+                        ("webhook-secret", "hmac"), ("chat-webhook-url",
+                                                     "https://chat.example.com/hooks/abc")):
+        (tmp_path / name).write_text(value)
+    path = tmp_path / "full.toml"
+    path.write_text(active)
+    result = invoke("config", "check", str(path))
+    assert result.exit_code == 0, result.output
+    assert "4 sinks" in result.output

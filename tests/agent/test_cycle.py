@@ -199,3 +199,40 @@ def test_assess_over_the_stored_data_with_its_checklist(world):
         config, period=Period(NOW - timedelta(days=1), NOW), store=store, counter="ZEROS"
     )
     assert {a.counter for a in only} <= {"ZEROS", None}
+
+
+def test_a_check_that_crashes_or_hangs_is_an_agent_error_not_a_device_ticket(world):
+    import threading
+
+    from diagnostics.checks.base import Check
+
+    release = threading.Event()
+
+    class Crashes(Check):
+        id = "counter.test.crashes"
+        title = "crashes"
+
+        def run(self, evidence):
+            raise RuntimeError("boom")
+
+    class Hangs(Check):
+        id = "counter.test.hangs"
+        title = "hangs"
+        timeout_s = 0.5
+
+        def run(self, evidence):
+            release.wait(30)
+            return []
+
+    clock, _fleet, config, store = world
+    try:
+        result = Runner(config, store, clock=clock, checks=[Crashes(), Hangs()]).run_cycle()
+    finally:
+        release.set()
+    errors = [a for a in result.assessed if a.finding.status is Status.ERROR]
+    assert {a.finding.check_id for a in errors} == {"counter.test.crashes", "counter.test.hangs"}
+    assert all(a.verdict is None for a in errors)
+    assert any("boom" in a.finding.summary for a in errors)
+    assert any("overran" in a.finding.summary for a in errors)
+    assert not any(t.counters and "test" in t.subject for t in result.tickets)
+    assert not [i for i in store.incidents() if i.check_id.startswith("counter.test.")]

@@ -1,0 +1,95 @@
+"""`ffc-agent status` (reads the state, probes nothing) and `ffc-agent diagnose COUNTER`."""
+
+import json
+import tarfile
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import cli
+from agent.config import load_config
+from agent.runner import Runner
+from agent.store import Store
+from simulator import FakeClock, Fleet, SimCounter, SimSite
+
+pytestmark = pytest.mark.integration
+
+WEEK = {d: "00:00-24:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture
+def site(tmp_path, sshd):
+    # the real clock: status and diagnose are run by people, now
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    fleet = Fleet([SimSite("LDN01", "London", "Europe/London", WEEK)],
+                  [SimCounter("C1", "Main door", "LDN01", base_rate=200.0),
+                   SimCounter("C2", "Side door", "LDN01", base_rate=150.0),
+                   SimCounter("C3", "Back door", "LDN01", base_rate=150.0)],
+                  seed=4, clock=clock)
+    with fleet:
+        fleet.start()
+        fleet.set_fault("C2", "offline")
+        text = fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=2,
+                                       agent={"confirm_checks": 1})
+        text = text.replace("[[sinks]]", f"""[counters.ssh]
+user = "{sshd.user}"
+key_file = "{sshd.client_key}"
+port = {sshd.port}
+
+[[sinks]]""")  # the last counter, C3, is reachable over SSH
+        path = tmp_path / "agent.toml"
+        path.write_text(text)
+        yield clock, path, sshd
+
+
+def test_status_shows_the_fleet_from_the_state_alone(site):
+    clock, path, _ = site
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        Runner(config, store, clock=clock).run_cycle()
+    result = invoke("status", "--config", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    by = {c["serial"]: c for c in data["counters"]}
+    assert by["C1"]["reachable"] is True and by["C1"]["last_slot"]
+    assert by["C1"]["today"]["counted"] > 0 and by["C1"]["today"]["expected"] is not None
+    assert by["C2"]["reachable"] is False and "refused" in by["C2"]["last_error"]
+    [incident] = by["C2"]["incidents"]
+    assert incident["check_id"] == "counter.offline" and incident["ticket"]
+    assert data["gateway"]["status"] in ("ok", "warn", "fail")
+    assert data["outbox"] == {"pending": {}, "failed": 0}
+    human = invoke("status", "--config", str(path))
+    assert human.exit_code == 0 and "C2" in human.output and "outbox" in human.output
+
+
+def test_diagnose_runs_the_checklist_with_a_verdict_and_a_bundle(site, tmp_path):
+    clock, path, sshd = site
+    assert invoke("enroll", "C3", "--config", str(path)).exit_code == 0
+    sshd.write_state(camera=False)
+    result = invoke("diagnose", "C3", "--config", str(path), "--json", "-o", str(tmp_path / "b"))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "faulty"
+    steps = {s["step"]: s for s in data["steps"]}
+    assert steps["probe api"]["ok"] and steps["probe ssh"]["ok"] and steps["probe snapshot"]["ok"]
+    assert not steps["counter.device.health"]["ok"]
+    assert "camera" in steps["counter.device.health"]["detail"]
+    with tarfile.open(data["bundle"]) as tar:
+        names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]  # under one folder
+    assert "manifest.json" in names and "report.html" in names
+    assert any(n.startswith("device/") for n in names)
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        [row] = store._db.execute("SELECT actor, target FROM audit WHERE action = 'diagnose'")
+    assert row["target"] == "C3" and row["actor"]
+
+    healthy = invoke("diagnose", "C1", "--config", str(path), "-o", str(tmp_path / "b"))
+    assert healthy.exit_code == 0 and "C1: healthy" in healthy.output
+    unknown = invoke("diagnose", "NOPE", "--config", str(path))
+    assert unknown.exit_code == 2
+
