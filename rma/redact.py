@@ -180,6 +180,9 @@ _IPV6_RE = re.compile(
 )
 
 
+MIN_SECRET_LENGTH = 4
+
+
 class Redactor:
     """Scrubs secrets from text and JSON-like data; see the module docstring for the layers.
 
@@ -213,7 +216,13 @@ class Redactor:
     def add(self, *secrets: str) -> None:
         """Scrub these values too, from now on: a token the agent obtained at run time."""
         with self._lock:
-            new = {s for s in secrets if isinstance(s, str) and s and s != REDACTED}
+            # a secret of a character or three would be "found" inside every other word and
+            # mangle everything: such values are left to the by-key and pattern layers
+            new = {
+                s
+                for s in secrets
+                if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH and s != REDACTED
+            }
             if new - self._secrets:
                 self._secrets |= new
                 forms = set()
@@ -266,6 +275,16 @@ class Redactor:
                 s = self._alias(s)
             return s
 
+    def _key(self, k: str) -> str:
+        """A mapping's key: a whole secret goes, an address is aliased (when asked), but no
+        scrubbing inside it, which would change the data's shape (``updated_at`` must stay
+        ``updated_at`` whatever a short secret looks like)."""
+        with self._lock:
+            if k in self._secrets:
+                self._count("by_value")
+                return REDACTED
+            return self._alias(k) if self._alias_hosts else k
+
     def data(self, obj: Any) -> Any:
         """A copy of JSON-like ``obj`` (dicts, lists, tuples, strings, numbers) with secrets
         scrubbed: values under secret keys wholesale, strings by value, pattern and alias.
@@ -281,7 +300,7 @@ class Redactor:
         if isinstance(obj, Mapping):
             out: dict[Any, Any] = {}
             for k, v in obj.items():
-                key = self.text(k) if isinstance(k, str) else k
+                key = self._key(k) if isinstance(k, str) else k
                 if isinstance(k, str) and is_secret_key(k) and not _empty(v):
                     if isinstance(v, bool):
                         out[key] = v  # "password_ok: true" carries no secret

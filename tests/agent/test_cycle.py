@@ -236,3 +236,38 @@ def test_a_check_that_crashes_or_hangs_is_an_agent_error_not_a_device_ticket(wor
     assert any("overran" in a.finding.summary for a in errors)
     assert not any(t.counters and "test" in t.subject for t in result.tickets)
     assert not [i for i in store.incidents() if i.check_id.startswith("counter.test.")]
+
+
+def test_an_unreachable_ticket_destination_is_a_gateway_finding(world, tmp_path):
+    import socket
+
+    from agent.config import parse_config
+
+    clock, _fleet, config, store = world
+    with socket.socket() as s:  # a port with nobody behind it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for counter in data["counters"]:
+        counter["password"] = (
+            config.counter(counter["serial"]).password.get_secret_value()
+            if config.counter(counter["serial"]).password
+            else None
+        )
+    data["sinks"] = [
+        {"type": "local"},
+        {"type": "rt", "url": f"http://127.0.0.1:{port}", "token": "t"},
+    ]
+    with_rt = parse_config({k: v for k, v in data.items() if v is not None}, base_dir=tmp_path)
+    result = Runner(with_rt, store, clock=clock).run_cycle()
+    [gw] = [a for a in result.assessed if a.finding.check_id == "gateway.health"]
+    codes = [p["code"] for p in gw.finding.evidence["problems"]]
+    assert "destination_unreachable" in codes
+    assert f"127.0.0.1:{port}" in gw.finding.summary
+    # the counters' own findings are still trusted: a dead helpdesk does not blind the agent
+    offline = [
+        a
+        for a in result.assessed
+        if a.finding.check_id == "counter.offline" and a.finding.subject == "OFFLINE"
+    ]
+    assert offline[0].genuine

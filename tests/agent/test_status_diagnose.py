@@ -26,22 +26,31 @@ def invoke(*args):
 def site(tmp_path, sshd):
     # the real clock: status and diagnose are run by people, now
     clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-    fleet = Fleet([SimSite("LDN01", "London", "Europe/London", WEEK)],
-                  [SimCounter("C1", "Main door", "LDN01", base_rate=200.0),
-                   SimCounter("C2", "Side door", "LDN01", base_rate=150.0),
-                   SimCounter("C3", "Back door", "LDN01", base_rate=150.0)],
-                  seed=4, clock=clock)
+    fleet = Fleet(
+        [SimSite("LDN01", "London", "Europe/London", WEEK)],
+        [
+            SimCounter("C1", "Main door", "LDN01", base_rate=200.0),
+            SimCounter("C2", "Side door", "LDN01", base_rate=150.0),
+            SimCounter("C3", "Back door", "LDN01", base_rate=150.0),
+        ],
+        seed=4,
+        clock=clock,
+    )
     with fleet:
         fleet.start()
         fleet.set_fault("C2", "offline")
-        text = fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=2,
-                                       agent={"confirm_checks": 1})
-        text = text.replace("[[sinks]]", f"""[counters.ssh]
+        text = fleet.agent_config_toml(
+            tmp_path / "state", probe_timeout_seconds=2, agent={"confirm_checks": 1}
+        )
+        text = text.replace(
+            "[[sinks]]",
+            f"""[counters.ssh]
 user = "{sshd.user}"
 key_file = "{sshd.client_key}"
 port = {sshd.port}
 
-[[sinks]]""")  # the last counter, C3, is reachable over SSH
+[[sinks]]""",
+        )  # the last counter, C3, is reachable over SSH
         path = tmp_path / "agent.toml"
         path.write_text(text)
         yield clock, path, sshd
@@ -68,7 +77,7 @@ def test_status_shows_the_fleet_from_the_state_alone(site):
 
 
 def test_diagnose_runs_the_checklist_with_a_verdict_and_a_bundle(site, tmp_path):
-    clock, path, sshd = site
+    _clock, path, sshd = site
     assert invoke("enroll", "C3", "--config", str(path)).exit_code == 0
     sshd.write_state(camera=False)
     result = invoke("diagnose", "C3", "--config", str(path), "--json", "-o", str(tmp_path / "b"))
@@ -92,4 +101,3 @@ def test_diagnose_runs_the_checklist_with_a_verdict_and_a_bundle(site, tmp_path)
     assert healthy.exit_code == 0 and "C1: healthy" in healthy.output
     unknown = invoke("diagnose", "NOPE", "--config", str(path))
     assert unknown.exit_code == 2
-

@@ -373,3 +373,12 @@ def test_a_secret_pair_inside_a_harmless_pair_is_found():
     assert scrub("last error: password=hunter2") == "last error: password=[REDACTED]"
     assert "abc123XYZ" not in scrub("probe failed: token=abc123XYZ")
     assert scrub("at: 12:30 state: ok") == "at: 12:30 state: ok"
+
+
+def test_short_secrets_and_keys_keep_the_data_whole() -> None:
+    r = Redactor(["t", "ab", "hunter2"])
+    data = r.data({"updated_at": "at tea time", "note": "pw hunter2", "hunter2": 1})
+    # a one- or two-character secret would be found inside every word: not scrubbed by value
+    assert data["updated_at"] == "at tea time"
+    assert data["note"] == "pw [REDACTED]"
+    assert set(data) == {"updated_at", "note", "[REDACTED]"}  # a key that IS a secret goes
