@@ -204,14 +204,15 @@ def check(config_path: Path, as_json: bool, dry_run: bool) -> None:
     cfg = _load(config_path)
     try:
         with Store.open(Path(cfg.agent.state_dir)) as store:
-            result = Runner(cfg, store, dry_run=dry_run).run_cycle()
+            runner = Runner(cfg, store, dry_run=dry_run)
+            result = runner.run_cycle()
     except Exception as exc:  # process boundary: the plugin must answer UNKNOWN, not crash
         logging.getLogger(__name__).exception("cycle failed")
         click.echo(f"FFC-AGENT UNKNOWN - the cycle failed: {exc}")
         sys.exit(3)
     code = nagios_code(result.assessed)
-    if as_json:
-        _print_json([a.to_json() for a in result.assessed])
+    if as_json:  # the evidence was scrubbed at the probe; scrubbed again on the way out
+        _print_json(runner.redactor.data([a.to_json() for a in result.assessed]))
     else:
         problems = sorted(result.problems, key=lambda a: a.finding.status is not Status.FAIL)
         head = (

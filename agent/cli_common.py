@@ -45,10 +45,19 @@ def _config_failed(exc: ConfigError) -> NoReturn:
 
 
 def _load(path: Path) -> Config:
+    """The configuration, or its error lines and exit 78. From here on, every log line of the
+    command is also scrubbed of the configuration's secrets by value."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         _config_failed(exc)
+    from agent.logs import setup_logging
+    from rma.redact import Redactor
+
+    ctx = click.get_current_context(silent=True)
+    verbose = ((ctx.find_root().obj or {}) if ctx else {}).get("verbose", 0)
+    setup_logging(verbose, redactor=Redactor(config.secret_values()))
+    return config
 
 
 def _actor() -> str:

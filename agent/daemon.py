@@ -9,18 +9,22 @@ Contract with systemd (``systemd/ffc-agent.service``, ``Type=notify``):
 - SIGTERM or SIGINT finishes the current step and exits 0; every state change is in SQLite
   transactions and the outbox, so nothing is lost or sent twice across a stop;
 - cycles start every ``cycle_seconds`` with ±10 % jitter, so the gateways of a chain do not
-  poll and file in step; a cycle that fails unexpectedly is logged with its traceback and the
-  next one runs as usual.
+  poll and file in step; a cycle that overruns skips to the next start, never runs back to
+  back; a cycle that fails unexpectedly is logged with its traceback and the next one runs as
+  usual;
+- a start that cannot open the state directory or the destinations logs why and exits 1
+  (systemd retries: a full disk or a permission fixed by hand heals).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
+import select
 import signal
-import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -28,19 +32,57 @@ from typing import Any
 
 from agent import sdnotify
 from agent.config import EX_CONFIG, Config, ConfigError, load_config
-from agent.logs import LogRing, setup_logging
+from agent.logs import LogRing, config_errors, setup_logging
 from agent.runner import CycleResult, Runner, SystemClock
-from agent.store import Store
+from agent.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 JITTER = 0.1
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-@dataclass
+def pause(cycle_seconds: float, elapsed: float, jitter: float) -> float:
+    """Seconds to wait after a cycle that took ``elapsed``, so that cycles start every
+    ``cycle_seconds * (1 + jitter)`` counted from the start of the last one; one that overran
+    waits for the next boundary of the period instead of starting the next one at once."""
+    period = cycle_seconds * (1 + jitter)
+    return period - elapsed if elapsed < period else -elapsed % period
+
+
 class _Signals:
-    stop: threading.Event
-    reload: threading.Event
+    """Which signals arrived, and a way to sleep until the next one.
+
+    A Python signal handler runs in the main thread between two bytecodes, possibly while that
+    thread is inside ``threading.Event.wait`` holding the event's lock: an ``Event.set`` in the
+    handler then waits for that lock forever (the trap of python/cpython#126434). So the handler
+    only sets these flags, and ``wait`` sleeps on a pipe the interpreter writes a byte to when
+    a signal arrives (``signal.set_wakeup_fd``), which no lock guards.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    @property
+    def wakeup_fd(self) -> int:
+        return self._write
+
+    def wait(self, timeout: float) -> None:
+        """Up to ``timeout`` seconds, less if a signal arrives (or arrived since the last)."""
+        readable, _, _ = select.select([self._read], [], [], max(timeout, 0.0))
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._read, 512):
+                    pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def summary(result: CycleResult, config: Config) -> str:
@@ -71,7 +113,9 @@ class Daemon:
         self.verbosity = verbosity
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self.signals = _Signals(threading.Event(), threading.Event())
+        self.signals = _Signals()
+        self._previous: dict[int, Any] = {}
+        self._previous_wakeup_fd: int | None = None
         self.ring = LogRing()
         self.push: Any = None
         self.metrics: Any = None
@@ -79,27 +123,58 @@ class Daemon:
     # -- signals ------
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Flags only: see _Signals for why nothing here may take a lock.
         if signum == signal.SIGHUP:
-            self.signals.reload.set()
+            self.signals.reload = True
         else:
-            self.signals.stop.set()
+            self.signals.stop = True
 
     def install_signals(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
+        """Handle SIGTERM, SIGINT and SIGHUP (main thread only); ``close`` undoes it."""
+        for sig in SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        self._previous_wakeup_fd = signal.set_wakeup_fd(
+            self.signals.wakeup_fd, warn_on_full_buffer=False
+        )
+
+    def close(self) -> None:
+        """Put the previous signal handlers back and release the wake-up pipe."""
+        if self._previous_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            self._previous_wakeup_fd = None
+        while self._previous:
+            sig, handler = self._previous.popitem()
+            signal.signal(sig, handler)
+        self.signals.close()
 
     # -- the life of the service ------
 
     def run(self) -> int:
         try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> int:
+        try:
             config = load_config(self.config_path)
         except ConfigError as exc:
-            for line in exc.lines:
-                log.error("%s", line)
+            config_errors(exc.lines)
             return EX_CONFIG
+        # The tools the agent runs (timedatectl) must not report to systemd in its name.
+        sdnotify.take_environment()
         self.install_signals()
-        with Store.open(Path(config.agent.state_dir)) as store:
-            runner = self._runner(config, store)
+        try:
+            store = Store.open(Path(config.agent.state_dir))
+        except (StoreError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        with store:
+            try:
+                runner = self._runner(config, store)
+            except OSError as exc:
+                log.error("cannot start: %s", exc)
+                return 1
             self._start_extras(config, runner)
             sdnotify.ready(f"watching {len(config.counters)} counters")
             log.warning(
@@ -109,11 +184,12 @@ class Daemon:
                 config.agent.cycle_seconds,
             )
             try:
-                while not self.signals.stop.is_set():
-                    if self.signals.reload.is_set():
+                while not self.signals.stop:
+                    if self.signals.reload:
                         config, runner = self._reload(config, runner, store)
+                    started = time.monotonic()
                     self._cycle(runner, config)
-                    self._sleep(config.agent.cycle_seconds)
+                    self.idle(self.pause(config.agent.cycle_seconds, time.monotonic() - started))
             finally:
                 sdnotify.stopping()
                 self._stop_extras()
@@ -124,6 +200,7 @@ class Daemon:
     def _runner(self, config: Config, store: Store) -> Runner:
         """A runner for ``config``; logging and the log ring scrub with its redactor."""
         runner = Runner(config, store, clock=self.clock, log_excerpt=lambda: self.ring.text())
+        runner.heartbeat = runner.tickets.heartbeat = sdnotify.watchdog
         setup_logging(max(self.verbosity, 1), redactor=runner.redactor)
         root = logging.getLogger()
         root.removeHandler(self.ring)
@@ -143,30 +220,37 @@ class Daemon:
             return
         sdnotify.watchdog()
         sdnotify.status(summary(result, config), runner.redactor)
-        self._metrics(runner, result)
+        try:
+            self._metrics(runner, result)
+        except Exception:  # process boundary: metrics must never stop the service
+            log.exception("updating the metrics failed")
 
-    def _sleep(self, seconds: float) -> None:
-        """Until the next cycle (with jitter), pinging the watchdog, waking for signals."""
-        wait = seconds * (1 + self.rng.uniform(-JITTER, JITTER))
+    def pause(self, cycle_seconds: float, elapsed: float) -> float:
+        """The wait before the next cycle, with this cycle's jitter drawn."""
+        return pause(cycle_seconds, elapsed, self.rng.uniform(-JITTER, JITTER))
+
+    def idle(self, seconds: float) -> None:
+        """Wait ``seconds``, pinging the watchdog; return early on a stop or reload signal."""
         interval = sdnotify.watchdog_interval()
-        step = min(wait, interval / 2) if interval else wait
-        end = time.monotonic() + wait
-        while not self.signals.stop.is_set() and not self.signals.reload.is_set():
+        step = min(seconds, interval / 2) if interval else seconds
+        end = time.monotonic() + seconds
+        while not self.signals.stop and not self.signals.reload:
             left = end - time.monotonic()
             if left <= 0:
                 return
-            self.signals.stop.wait(min(step, left))
+            self.signals.wait(min(step, left))
             sdnotify.watchdog()
 
     def _reload(self, config: Config, runner: Runner, store: Store) -> tuple[Config, Runner]:
-        self.signals.reload.clear()
+        self.signals.reload = False
         sdnotify.reloading()
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("the new configuration is not valid; keeping the running one:")
-            for line in exc.lines:
-                log.error("  %s", line)
+            config_errors(
+                [f"  {line}" for line in exc.lines],
+                "the new configuration is not valid; keeping the running one:",
+            )
             sdnotify.ready("configuration reload refused: see the journal")
             return config, runner
         if Path(new.agent.state_dir) != Path(config.agent.state_dir):
@@ -176,8 +260,14 @@ class Daemon:
             )
             sdnotify.ready()
             return config, runner
+        try:
+            new_runner = self._runner(new, store)
+        except OSError as exc:  # valid, but unusable here (a ticket directory it cannot make)
+            log.error("cannot use the new configuration (%s); keeping the running one", exc)
+            sdnotify.ready("configuration reload refused: see the journal")
+            return config, runner
         self._stop_extras()
-        runner = self._runner(new, store)
+        runner = new_runner
         self._start_extras(new, runner)
         log.warning(
             "configuration reloaded: %d counters, %d sites", len(new.counters), len(new.sites)
@@ -231,8 +321,8 @@ class Daemon:
             observations=result.observations,
             counter_sites={c.serial: c.site for c in config.counters},
         )
-        for sink, n in runner.tickets.last_filed.items():
-            self.metrics.record_filed(sink, n)
+        for sink_name, n in runner.tickets.last_filed.items():
+            self.metrics.record_filed(sink_name, n)
         if config.metrics.textfile:
             try:
                 self.metrics.write_textfile(config.metrics.textfile)

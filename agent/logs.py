@@ -154,3 +154,15 @@ class LogRing(logging.Handler):
 
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+def config_errors(lines: list[str], heading: str = "") -> None:
+    """Print configuration error lines as they are, bypassing the redactor.
+
+    They are built never to repeat a secret's value (agent/config.py), and the pattern layer
+    would take ``counters[0].password: expected a string`` for a password and eat the reason.
+    """
+    prefix = f"<{syslog_priority(logging.ERROR)}>" if under_journald() else ""
+    for line in ([heading] if heading else []) + lines:
+        sys.stderr.write(f"{prefix}{line}\n")
+    sys.stderr.flush()

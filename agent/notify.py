@@ -69,13 +69,12 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-import requests
-
 from agent.config import NOTIFY_EVENTS, NotifyEvent
 from agent.mailer import POLICY, send_message
-from agent.probes.http import make_session
+from agent.probes.http import make_session, request
 from agent.sinks.base import SinkError
 from agent.sinks.smtp import message_id
+from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.redact import Redactor
 from rma.tickets import Message, Ticket
 
@@ -591,38 +590,20 @@ class Notifier:
         verify: bool | str = str(cfg.chat_ca_file) if cfg.chat_ca_file else True
         timeout = (min(cfg.chat_timeout_seconds, CONNECT_TIMEOUT_S), cfg.chat_timeout_seconds)
         try:
-            with (
-                make_session(verify=verify) as session,
-                session.post(
+            with make_session(verify=verify) as session:
+                reply = request(
+                    session,
+                    "POST",
                     url,
                     data=body,
                     headers={"Content-Type": "application/json"},
                     timeout=timeout,
-                    stream=True,
-                    allow_redirects=False,
-                ) as resp,
-            ):
-                status = resp.status_code
-                answer = _read_some(resp)
-        # Never str(exc) below: urllib3 puts the URL, and so the token, into its messages.
-        except requests.exceptions.SSLError:
-            raise SinkError(
-                f"{where}: TLS failed: the certificate does not verify; set chat_ca_file to "
-                "the CA that signed it",
-                permanent=True,
-            ) from None
-        except requests.exceptions.ConnectTimeout:
-            raise SinkError(f"{where}: connect timed out") from None
-        except requests.exceptions.ReadTimeout:
-            raise SinkError(f"{where}: no answer in {cfg.chat_timeout_seconds:g} s") from None
-        except requests.exceptions.ConnectionError as exc:
-            refused = "refused" in repr(exc.args).lower()
-            reason = "connection refused" if refused else "cannot connect"
-            raise SinkError(f"{where}: {reason}") from None
-        except requests.exceptions.RequestException as exc:
-            raise SinkError(
-                f"{where}: invalid request ({type(exc).__name__})", permanent=True
-            ) from None
+                    max_bytes=MAX_REPLY_BYTES,
+                    truncate=True,
+                )
+        except ProbeError as exc:
+            raise _chat_failed(exc, where, cfg.chat_timeout_seconds) from None
+        status, answer = reply.status, reply.body
         if 200 <= status < 300:
             return
         said = " ".join(answer.decode("utf-8", "replace").split())[:200]
@@ -751,18 +732,26 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _read_some(resp: requests.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in resp.iter_content(chunk_size=1024):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_REPLY_BYTES:
-                break
-    except requests.exceptions.RequestException:
-        pass  # the status line already said what happened
-    return b"".join(chunks)[:MAX_REPLY_BYTES]
+def _chat_failed(exc: ProbeError, where: str, timeout_s: float) -> SinkError:
+    """A chat POST that got no HTTP answer: transient, unless a setting must change. An answer
+    lost after sending is retried too (a chat message may then show twice: see above)."""
+    if exc.code is ProbeErrorCode.TLS_ERROR:
+        return SinkError(
+            f"{where}: TLS failed: the certificate does not verify; set chat_ca_file to the CA "
+            "that signed it",
+            permanent=True,
+        )
+    if not exc.sent:
+        if exc.code is ProbeErrorCode.BAD_RESPONSE:  # a URL or header that cannot be sent
+            return SinkError(f"{where}: invalid request ({exc.detail})", permanent=True)
+        reason = {
+            ProbeErrorCode.REFUSED: "connection refused",
+            ProbeErrorCode.TIMEOUT: "connect timed out",
+        }.get(exc.code, "cannot connect")
+        return SinkError(f"{where}: {reason}")
+    if exc.code is ProbeErrorCode.TIMEOUT:
+        return SinkError(f"{where}: no answer in {timeout_s:g} s")
+    return SinkError(f"{where}: the connection dropped ({exc.detail})")
 
 
 def _parse_time(text: str) -> datetime:

@@ -11,6 +11,10 @@ make delivery exactly-once across crashes, kills and network outages:
 - before a new ticket is filed, the destination is searched for an open ticket about the same
   counter and problem (one a person may have raised by hand); the agent then adds a message to
   that one instead of opening another;
+- a message has no key to search by, so one tried before (the message that joins a ticket
+  raised by hand, a follow-up) is looked for on the ticket first and sent only if it is not
+  there: the joining message carries ``[ffc-key:<key>]``, and a follow-up is there when the
+  ticket holds more copies of its text than this outbox delivered before;
 - errors are transient (timeouts, 5xx, 429: retried with exponential backoff and jitter) or
   permanent (other 4xx, refused credentials: the item fails and stays failed). A destination
   that keeps failing permanently is reported as an agent-health finding, not retried forever.
@@ -25,7 +29,7 @@ import os
 import random
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -209,7 +213,14 @@ class Outbox:
 
     # -- delivery ----------------------------------------------------------------------------------
 
-    def deliver(self, sinks: Sequence[Sink], now: datetime, *, limit: int = 100) -> list[Delivery]:
+    def deliver(
+        self,
+        sinks: Sequence[Sink],
+        now: datetime,
+        *,
+        limit: int = 100,
+        heartbeat: Callable[[], object] = lambda: None,
+    ) -> list[Delivery]:
         """Deliver every due item once; never raises for a destination's failure."""
         by_name = {s.name: s for s in sinks}
         rows = self.store._db.execute(
@@ -225,9 +236,15 @@ class Outbox:
                 done.append(Delivery(item, "skipped", error="destination no longer configured"))
                 continue
             if item.kind != "create" and not self._parent_number(item):
-                done.append(Delivery(item, "skipped", error="waiting for the ticket itself"))
+                if self._parent_failed(item):
+                    # its ticket was refused for good: the follow-up can never be delivered
+                    self._mark(item.id, FAILED, error="its ticket was refused by the destination")
+                    done.append(Delivery(item, "failed", error="its ticket was refused"))
+                else:
+                    done.append(Delivery(item, "skipped", error="waiting for the ticket itself"))
                 continue
             done.append(self._deliver_one(sink, item, now))
+            heartbeat()  # a slow helpdesk must not look like a hung agent
         return done
 
     def _deliver_one(self, sink: Sink, item: Item, now: datetime) -> Delivery:
@@ -238,7 +255,7 @@ class Outbox:
             if item.kind == "create":
                 number, outcome = self._create(sink, item, uncertain)
             else:
-                number, outcome = self._follow_up(sink, item)
+                number, outcome = self._follow_up(sink, item, uncertain or item.attempts > 0)
             crashpoint("after_send")
         except OutcomeUnknown as exc:
             self._retry(item, UNKNOWN, str(exc), now)
@@ -254,7 +271,7 @@ class Outbox:
                 self._mark(item.id, FAILED, error=str(exc))
                 log.error("%s refused %s for good: %s", sink.name, item.key, exc)
                 return Delivery(item, "failed", error=str(exc))
-            self._retry(item, PENDING, str(exc), now, getattr(exc, "retry_after", None))
+            self._retry(item, PENDING, str(exc), now, exc.retry_after)
             return Delivery(item, "retry", error=str(exc))
         with self.store.transaction():
             self._mark(item.id, DELIVERED, number=number, delivered_at=now)
@@ -271,24 +288,61 @@ class Outbox:
                 return found.number, "found"
         existing = sink.find_open(ticket.site, ticket.counters, ticket.category)
         if existing is not None and existing.key != ticket.key and existing.number:
+            # The joined ticket keeps its own key, so find_by_key cannot tell whether an earlier
+            # try got there (a kill after sending, a lost answer): the message carries ours.
+            marker = f"[ffc-key:{ticket.key}]"
+            tried = uncertain or item.attempts > 0
+            if tried and any(marker in m.body for m in existing.messages):
+                return existing.number, "found"
             body = (
                 f"The agent found this problem again and adds its evidence here rather than "
-                f"open a second ticket.\n\n{ticket.subject}\n\n" + ticket.comment.as_text()
+                f"open a second ticket.\n\n{ticket.subject}\n\n"
+                + ticket.comment.as_text()
+                + f"\n\n{marker}"
             )
             sink.add_message(existing.number, "ffc-agent", body, ticket.updated_at)
             return existing.number, "joined"
         filed = sink.file(ticket, self.attachments(item.id))
         return filed.number, "delivered"
 
-    def _follow_up(self, sink: Sink, item: Item) -> tuple[str | None, str]:
+    def _follow_up(self, sink: Sink, item: Item, tried: bool) -> tuple[str | None, str]:
         number = self._parent_number(item)
         assert number is not None
         p = item.payload
         at = datetime.fromisoformat(p["at"])
-        sink.add_message(number, p["author"], p["body"], at)
+        # Tried before, it may have got there (a kill after sending, a lost answer, the status
+        # change failing after the message went), and a message cannot be searched by key:
+        # the ticket is read first, and only what is missing is sent.
+        current = sink.get(number) if tried else None
+        if current is None or not self._on_ticket(item, current):
+            sink.add_message(number, p["author"], p["body"], at)
         if p.get("status") and hasattr(sink, "set_status"):
-            sink.set_status(number, p["status"], at)
+            if current is None or str(current.status) != p["status"]:
+                sink.set_status(number, p["status"], at)
         return number, "delivered"
+
+    def _on_ticket(self, item: Item, ticket: Ticket) -> bool:
+        """Did an earlier try of this follow-up reach ``ticket``? It did when the ticket holds
+        more copies of its text than this outbox delivered before (a text may recur: a
+        problem that heals twice)."""
+        body = str(item.payload["body"]).strip()
+        there = sum(m.body.strip() == body for m in ticket.messages)
+        sent = sum(
+            other.sink == item.sink
+            and other.key == item.key
+            and other.kind != "create"
+            and str(other.payload.get("body", "")).strip() == body
+            for other in self.items(states=(DELIVERED,))
+        )
+        return there > sent
+
+    def _parent_failed(self, item: Item) -> bool:
+        row = self.store._db.execute(
+            "SELECT state FROM outbox WHERE sink = ? AND key = ? AND kind = 'create' "
+            "ORDER BY id DESC LIMIT 1",
+            (item.sink, item.key),
+        ).fetchone()
+        return row is not None and row[0] == FAILED
 
     def _parent_number(self, item: Item) -> str | None:
         row = self.store._db.execute(

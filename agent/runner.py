@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,6 +130,8 @@ class Runner:
         self.views = LiveViews(self.state_dir)
         self._sessions: dict[str, Any] = {}
         self._check_pool = _new_check_pool()
+        # called between the stages of a cycle: the daemon pings systemd's watchdog with it
+        self.heartbeat: Callable[[], object] = lambda: None
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
@@ -189,9 +191,13 @@ class Runner:
         live view and SSH health when their own slower schedules say they are due."""
         agent = self.config.agent
 
+        # cycles start with ±10 % jitter: a fifth of a cycle's slack keeps a 900 s schedule
+        # on 300 s cycles at every third cycle instead of drifting to every fourth
+        slack = 0.2 * agent.cycle_seconds
+
         def due(probe: str, every: int) -> bool:
             last = self.store.observations(counter.serial, probe, limit=1)
-            return not last or (now - last[0].at).total_seconds() >= every
+            return not last or (now - last[0].at).total_seconds() >= every - slack
 
         return Plan(
             fetch_from=self._fetch_from(counter.serial, now),
@@ -231,7 +237,7 @@ class Runner:
         # What a device prints is the outside world's text: a key a script dumped, a password
         # in a service's log line. Scrubbed here, before the store, the checks' evidence, the
         # command line's output or a diagnose report can carry it anywhere.
-        pass  # TEMP
+        result.observations = [self._scrubbed(o) for o in result.observations]
         return result
 
     def _scrubbed(self, obs: Observation) -> Observation:
@@ -445,6 +451,7 @@ class Runner:
         cycle_id = self.store.begin_cycle(now)
         results = self.probe_all(now)
         self.record(results, now)
+        self.heartbeat()
         gateway = probe_gateway(self.state_dir, sink_urls=self.destinations(), now=now)
         self.store.add_observation(gateway)
         findings = self.run_checks(
@@ -466,6 +473,7 @@ class Runner:
             )
             findings.extend(self.run_checks(evidence, checks=self.site_checks))
         findings = fold_site_outages(findings) + self.tickets.outbox.health(now)
+        self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
         self.store.add_findings(cycle_id, assessed)
@@ -475,6 +483,7 @@ class Runner:
             if not self.dry_run:
                 self.tickets.follow_up(flips, now)
         crashpoint("after_enqueue")
+        self.heartbeat()
         tickets = [] if self.dry_run else self.tickets.deliver(now)
         if not self.dry_run:
             self.tickets.close_suggested(now)

@@ -16,6 +16,10 @@ Contract:
   job is watching counters, and it must not fall over because the service manager is busy.
 - ``STATUS=`` is readable by every local user (``systemctl status``): ``status()`` puts the
   text on one line and scrubs it (the redactor's pattern layer, or the one given).
+- The service calls ``take_environment()`` once at start: the variables then live on here
+  and leave ``os.environ``, so the programs the agent runs do not inherit them. systemd's own
+  tools (timedatectl) report a failure to ``$NOTIFY_SOCKET`` as ``ERRNO=``; under
+  ``NotifyAccess=main`` systemd drops each such message with a warning in the journal.
 """
 
 from __future__ import annotations
@@ -34,15 +38,33 @@ SEND_TIMEOUT_S = 2.0  # a full notify queue must not stall the cycle; systemd dr
 STATUS_MAX = 200  # one line in `systemctl status`, not an essay
 
 _send_failed_logged = False
+_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_taken: dict[str, str] = {}  # the variables take_environment() moved out of os.environ
 
 
 class _TextRedactor(Protocol):
     def text(self, s: str) -> str: ...
 
 
+def _env(name: str) -> str:
+    """A variable of the service manager's: the environment's, else the one taken from it."""
+    value = os.environ.get(name)
+    return value if value is not None else _taken.get(name, "")
+
+
+def take_environment() -> None:
+    """Keep ``$NOTIFY_SOCKET`` and the watchdog variables for this process alone: remove them
+    from the environment child processes inherit (what ``sd_notify(unset_environment=1)``
+    does), while every function here goes on using them."""
+    for name in _VARIABLES:
+        value = os.environ.pop(name, None)
+        if value is not None:
+            _taken[name] = value
+
+
 def _address() -> str | None:
     """The notify socket's address for ``socket.sendto``, or None when there is none."""
-    name = os.environ.get("NOTIFY_SOCKET", "")
+    name = _env("NOTIFY_SOCKET")
     if name.startswith("@"):
         return "\0" + name[1:]  # Linux abstract namespace
     if name.startswith("/"):
@@ -74,7 +96,7 @@ def notify(message: str) -> bool:
     except OSError as exc:
         if not _send_failed_logged:
             _send_failed_logged = True
-            log.debug("sd_notify to %s failed: %s", os.environ.get("NOTIFY_SOCKET"), exc)
+            log.debug("sd_notify to %s failed: %s", _env("NOTIFY_SOCKET"), exc)
         return False
     return True
 
@@ -125,8 +147,8 @@ def watchdog_interval() -> float | None:
     """The watchdog timeout in seconds (``WatchdogSec=``), or None when there is no watchdog
     for this process: ``$WATCHDOG_USEC`` unset, not a positive number, or ``$WATCHDOG_PID``
     naming another process (the variables leaked into a child)."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    pid = os.environ.get("WATCHDOG_PID", "")
+    usec = _env("WATCHDOG_USEC")
+    pid = _env("WATCHDOG_PID")
     try:
         timeout = int(usec)
         if pid and int(pid) != os.getpid():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +66,7 @@ class Ticketing:
             config, state_dir=config.agent.state_dir, redactor=redactor
         )
         self.last_filed: Counter[str] = Counter()  # tickets filed per destination, last delivery
+        self.heartbeat: Callable[[], object] = lambda: None  # between deliveries (watchdog)
 
     def shadowed(self, check_id: str, site: str) -> str:
         """Why tickets for this check and site are kept back (shadow mode), or ''."""
@@ -195,7 +196,7 @@ class Ticketing:
         self.redactor.add(*CounterClient.tokens())
         out = []
         self.last_filed = Counter()
-        for d in self.outbox.deliver(self.sinks, now):
+        for d in self.outbox.deliver(self.sinks, now, heartbeat=self.heartbeat):
             if d.item.kind == "create" and d.outcome in ("delivered", "joined", "found"):
                 self.last_filed[d.item.sink] += 1
                 data = {**d.item.payload["ticket"], "number": d.number}

@@ -37,6 +37,7 @@ class ProbeErrorCode(enum.StrEnum):
     HTTP_ERROR = "http_error"  # the device answered with an HTTP error status
     AUTH_FAILED = "auth_failed"  # credentials refused
     BAD_RESPONSE = "bad_response"  # an answer we cannot parse, or one too large
+    TLS_ERROR = "tls_error"  # TLS failed: a certificate not trusted, or no TLS on that port
     HOST_KEY_MISMATCH = "host_key_mismatch"  # SSH host key differs from the pinned one
     HOST_KEY_UNKNOWN = "host_key_unknown"  # SSH host key never enrolled
     COMMAND_FAILED = "command_failed"  # a remote command exited non-zero
@@ -44,13 +45,22 @@ class ProbeErrorCode(enum.StrEnum):
 
 
 class ProbeError(Exception):
-    """A probe could not get its evidence. ``code`` is from ``ProbeErrorCode``."""
+    """A probe could not get its evidence. ``code`` is from ``ProbeErrorCode``.
 
-    def __init__(self, code: ProbeErrorCode, message: str, *, detail: str = "") -> None:
+    ``sent`` is True when the request may have reached the other side before the failure (a
+    read timeout, a connection dropped after sending, an answer cut off), so whatever it asked
+    for may have happened; False when nothing left (refused, connect timeout, no route, a
+    failed TLS handshake). Retrying a create is safe only when ``sent`` is False.
+    """
+
+    def __init__(
+        self, code: ProbeErrorCode, message: str, *, detail: str = "", sent: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = ProbeErrorCode(code)
         self.message = message
         self.detail = detail
+        self.sent = sent
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -469,6 +469,7 @@ _REASONS = {
     ProbeErrorCode.HTTP_ERROR: "HTTP error from the device",
     ProbeErrorCode.AUTH_FAILED: "login refused",
     ProbeErrorCode.BAD_RESPONSE: "unreadable answer",
+    ProbeErrorCode.TLS_ERROR: "TLS handshake failed",
     ProbeErrorCode.HOST_KEY_MISMATCH: "SSH host key changed",
     ProbeErrorCode.HOST_KEY_UNKNOWN: "SSH host key not enrolled",
     ProbeErrorCode.COMMAND_FAILED: "a command on the device failed",

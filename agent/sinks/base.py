@@ -25,11 +25,22 @@ class SinkError(Exception):
 
     ``permanent`` is True when retrying the same call cannot succeed (the destination refused
     it as invalid, or there is no such ticket), False when it may later (unreachable, busy).
+    ``status`` is the destination's HTTP status when it answered one; ``retry_after`` the
+    seconds its ``Retry-After`` asked for, when it sent one (the outbox honours it).
     """
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.status = status
+        self.retry_after = retry_after
 
 
 class OutcomeUnknown(SinkError):

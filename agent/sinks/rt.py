@@ -67,11 +67,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-import requests
-
-from agent.probes.http import make_session
+from agent.probes.http import Session, make_session, request
 from agent.sinks.base import OutcomeUnknown, SinkError, same_problem
 from agent.sinks.local import render_markdown
+from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.tickets import (
     Attachment,
     Category,
@@ -111,20 +110,7 @@ _HERE = "this-ticket"  # the number placeholder while rendering a page RT will n
 
 
 class RtError(SinkError):
-    """RT refused or failed a call. ``status`` is its HTTP status (None if it never answered);
-    ``retry_after`` the seconds its ``Retry-After`` asked for, when it sent one."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        permanent: bool = False,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, permanent=permanent)
-        self.status = status
-        self.retry_after = retry_after
+    """RT refused or failed a call. ``status`` and ``retry_after`` as in ``SinkError``."""
 
 
 def _group(rt_status: str) -> str:
@@ -151,7 +137,7 @@ def rt_status(status: TicketStatus | str) -> str:
 class RtSink:
     """Request Tracker 5 over REST 2; see the module docstring for the contract."""
 
-    def __init__(self, config: RtSinkConfig, session: requests.Session | None = None) -> None:
+    def __init__(self, config: RtSinkConfig, session: Session | None = None) -> None:
         if config.token is None or not config.token.get_secret_value():
             raise SinkError(f"{config.label}: no RT token configured", permanent=True)
         self.config = config
@@ -740,48 +726,23 @@ class RtSink:
             "Accept": "application/json",
         }
         try:
-            with self._session.request(
+            answer = request(
+                self._session,
                 method,
                 self._api + path,
                 params=params,
                 json=body,
                 headers=headers,
                 timeout=self._timeout,
-                stream=True,
-                allow_redirects=False,
-            ) as resp:
-                status, retry_after = resp.status_code, resp.headers.get("Retry-After")
-                reply = _read(resp, max_bytes, where)
-        except requests.exceptions.SSLError:
-            raise RtError(
-                f"{where}: TLS failed: RT's certificate does not verify or the handshake was "
-                "refused; set ca_file to the CA that signed it",
-                permanent=True,
-            ) from None
-        except requests.exceptions.ConnectTimeout:
-            raise RtError(f"{where}: connect timed out") from None
-        except requests.exceptions.ReadTimeout:
-            if create:
-                raise OutcomeUnknown(
-                    f"{where}: no answer within {self._timeout[1]:g} s after the request was "
-                    "sent; the ticket may exist: search its key before filing again"
-                ) from None
-            raise RtError(f"{where}: no answer within {self._timeout[1]:g} s") from None
-        except requests.exceptions.ConnectionError as exc:
-            # Only class names, never str(exc): urllib3 puts the whole URL in it.
-            chain = repr(exc.args)
-            if "NewConnectionError" in chain or "NameResolutionError" in chain:
-                refused = "refused" in chain.lower()
-                raise RtError(
-                    f"{where}: {'connection refused' if refused else 'cannot connect'}"
-                ) from None
-            raise _dropped(where, exc, create) from None
-        except requests.exceptions.ChunkedEncodingError as exc:  # the answer broke off
-            raise _dropped(where, exc, create) from None
-        except requests.exceptions.RequestException as exc:
-            raise RtError(
-                f"{where}: invalid request ({type(exc).__name__})", permanent=True
-            ) from None
+                max_bytes=max_bytes,
+                truncate=True,
+            )
+        except ProbeError as exc:
+            raise self._failed(exc, where, create) from None
+        if answer.truncated:
+            raise RtError(f"{where}: RT's answer is larger than {max_bytes} bytes", permanent=True)
+        status, reply = answer.status, answer.body
+        retry_after = answer.headers.get("Retry-After")
 
         if 200 <= status < 300:
             return reply
@@ -809,28 +770,38 @@ class RtSink:
             said = f": the token's user lacks the rights for this{said}"
         raise RtError(f"{where}: HTTP {status}{said}", permanent=True, status=status)
 
+    def _failed(self, exc: ProbeError, where: str, create: bool) -> SinkError:
+        """What a request that got no HTTP answer means for RT's caller (see the docstring)."""
+        if exc.code is ProbeErrorCode.TLS_ERROR:
+            return RtError(
+                f"{where}: TLS failed: RT's certificate does not verify or the handshake was "
+                "refused; set ca_file to the CA that signed it",
+                permanent=True,
+            )
+        timed_out = exc.code is ProbeErrorCode.TIMEOUT
+        if not exc.sent:
+            if exc.code is ProbeErrorCode.BAD_RESPONSE:  # a URL or header that cannot be sent
+                return RtError(f"{where}: invalid request ({exc.detail})", permanent=True)
+            reason = {
+                ProbeErrorCode.REFUSED: "connection refused",
+                ProbeErrorCode.TIMEOUT: "connect timed out",
+            }.get(exc.code, "cannot connect")
+            return RtError(f"{where}: {reason}")
+        if create:
+            lost = (
+                f"no answer within {self._timeout[1]:g} s after the request was sent"
+                if timed_out
+                else "the connection dropped after the request was sent"
+            )
+            return OutcomeUnknown(
+                f"{where}: {lost}; the ticket may exist: search its key before filing again"
+            )
+        if timed_out:
+            return RtError(f"{where}: no answer within {self._timeout[1]:g} s")
+        return RtError(f"{where}: the connection dropped ({exc.detail})")
+
 
 # --- helpers
-
-
-def _dropped(where: str, exc: Exception, create: bool) -> SinkError:
-    if create:
-        return OutcomeUnknown(
-            f"{where}: the connection dropped after the request was sent; the ticket may "
-            "exist: search its key before filing again"
-        )
-    return RtError(f"{where}: the connection dropped ({type(exc).__name__})")
-
-
-def _read(resp: requests.Response, max_bytes: int, where: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in resp.iter_content(chunk_size=65536):
-        size += len(chunk)
-        if size > max_bytes:
-            raise RtError(f"{where}: RT's answer is larger than {max_bytes} bytes", permanent=True)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _json(reply: bytes) -> Any:

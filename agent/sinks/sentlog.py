@@ -33,7 +33,7 @@ import json
 import logging
 import mimetypes
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,8 +41,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.sinks.base import SinkError
-from rma.tickets import Attachment, NextAction, Ticket
+from agent.sinks.base import SinkError, same_problem
+from rma.tickets import Attachment, Category, NextAction, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,31 @@ class SentLog:
                 yield lineno, record
             else:
                 log.warning("%s:%d: skipping a record of unknown version", self.path, lineno)
+
+
+class ReadFromSentLog:
+    """The reading half of the Sink contract for a destination that cannot be read back
+    (e-mail, a webhook): every answer comes from what it accepted, as the sent-log holds it."""
+
+    _sent: SentLog
+
+    def find_by_key(self, key: str) -> Ticket | None:
+        entry = self._sent.find_by_key(key)
+        return entry.ticket if entry else None
+
+    def find_open(
+        self, site: str, counters: Iterable[str], category: Category | str
+    ) -> Ticket | None:
+        counters = builtins.list(counters)
+        matches = [t for t in self.list() if same_problem(t, site, counters, category)]
+        return matches[-1] if matches else None
+
+    def get(self, number: str) -> Ticket | None:
+        entry = self._sent.entries().get(number)
+        return entry.ticket if entry else None
+
+    def list(self) -> builtins.list[Ticket]:
+        return self._sent.tickets()
 
 
 def _apply(entries: dict[str, Entry], record: dict[str, Any]) -> None:

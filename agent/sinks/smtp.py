@@ -31,22 +31,21 @@ sent only over TLS and never appears in an error or a log line.
 
 from __future__ import annotations
 
-import builtins
 import email.utils
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.mailer import POLICY, send_message
-from agent.sinks.base import OutcomeUnknown, SinkError, same_problem
+from agent.sinks.base import OutcomeUnknown, SinkError
 from agent.sinks.local import render_markdown
-from agent.sinks.sentlog import SentLog, describe, number_for
-from rma.tickets import Attachment, Category, Ticket
+from agent.sinks.sentlog import ReadFromSentLog, SentLog, describe, number_for
+from rma.tickets import Attachment, Ticket
 
 if TYPE_CHECKING:
     from agent.config import SmtpSinkConfig
@@ -74,7 +73,7 @@ def subject_tag(key: str) -> str:
     return f"[ffc-key:{key}]"
 
 
-class SmtpSink:
+class SmtpSink(ReadFromSentLog):
     """E-mail tickets through ``config``'s SMTP server; see the module docstring."""
 
     def __init__(
@@ -121,17 +120,6 @@ class SmtpSink:
         )
         return filed
 
-    def find_by_key(self, key: str) -> Ticket | None:
-        entry = self._sent.find_by_key(key)
-        return entry.ticket if entry else None
-
-    def find_open(
-        self, site: str, counters: Iterable[str], category: Category | str
-    ) -> Ticket | None:
-        counters = builtins.list(counters)
-        matches = [t for t in self.list() if same_problem(t, site, counters, category)]
-        return matches[-1] if matches else None
-
     def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket:
         with self._sent.locked():
             entry = self._sent.entries().get(number)
@@ -163,13 +151,6 @@ class SmtpSink:
                 }
             )
         return ticket.with_message(at, author, body)
-
-    def get(self, number: str) -> Ticket | None:
-        entry = self._sent.entries().get(number)
-        return entry.ticket if entry else None
-
-    def list(self) -> builtins.list[Ticket]:
-        return self._sent.tickets()
 
     # --- the message
 

@@ -40,25 +40,23 @@ Error texts name the receiver by scheme, host and port only: webhook URLs often 
 from __future__ import annotations
 
 import base64
-import builtins
 import email.utils
 import hashlib
 import hmac
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-
-from agent.probes.http import make_session
-from agent.sinks.base import OutcomeUnknown, SinkError, same_problem
-from agent.sinks.sentlog import SentLog, describe, number_for
-from rma.tickets import Category, NextAction, Ticket, TicketStatus
+from agent.probes.http import make_session, request
+from agent.sinks.base import OutcomeUnknown, SinkError
+from agent.sinks.sentlog import ReadFromSentLog, SentLog, describe, number_for
+from diagnostics.model import ProbeError, ProbeErrorCode
+from rma.tickets import NextAction, Ticket, TicketStatus
 
 if TYPE_CHECKING:
     from agent.config import WebhookSinkConfig
@@ -79,20 +77,7 @@ _NUMBER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:#-]{0,63}")
 
 
 class WebhookError(SinkError):
-    """A receiver's refusal. ``status`` is its HTTP status (None if it never answered);
-    ``retry_after`` the seconds its ``Retry-After`` asked for, when it sent one."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        permanent: bool = False,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, permanent=permanent)
-        self.status = status
-        self.retry_after = retry_after
+    """A receiver's refusal. ``status`` and ``retry_after`` as in ``SinkError``."""
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -123,7 +108,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class WebhookSink:
+class WebhookSink(ReadFromSentLog):
     """Tickets POSTed to ``config.url``; see the module docstring for the protocol."""
 
     def __init__(
@@ -184,17 +169,6 @@ class WebhookSink:
         log.info("posted ticket %s to %s: %s", number, self._origin, filed.subject)
         return filed
 
-    def find_by_key(self, key: str) -> Ticket | None:
-        entry = self._sent.find_by_key(key)
-        return entry.ticket if entry else None
-
-    def find_open(
-        self, site: str, counters: Iterable[str], category: Category | str
-    ) -> Ticket | None:
-        counters = builtins.list(counters)
-        matches = [t for t in self.list() if same_problem(t, site, counters, category)]
-        return matches[-1] if matches else None
-
     def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket:
         def payload(ticket: Ticket) -> dict[str, Any]:
             message = {"at": at.isoformat(), "author": author, "body": body}
@@ -208,13 +182,6 @@ class WebhookSink:
         record = {"at": at.isoformat(), "author": author, "body": body}
         ticket = self._follow_up(number, "message", payload, record)
         return ticket.with_message(at, author, body)
-
-    def get(self, number: str) -> Ticket | None:
-        entry = self._sent.entries().get(number)
-        return entry.ticket if entry else None
-
-    def list(self) -> builtins.list[Ticket]:
-        return self._sent.tickets()
 
     # --- beyond the contract: the follow-up moves the ticket along
 
@@ -305,38 +272,21 @@ class WebhookSink:
             verify = str(cfg.ca_file)
         timeout = (min(cfg.timeout_seconds, CONNECT_TIMEOUT_S), cfg.timeout_seconds)
         try:
-            with (
-                make_session(verify=verify) as session,
-                session.post(
+            with make_session(verify=verify) as session:
+                answer = request(
+                    session,
+                    "POST",
                     cfg.url,
                     data=body,
                     headers=headers,
                     timeout=timeout,
-                    stream=True,
-                    allow_redirects=False,
-                ) as resp,
-            ):
-                status, retry_after = resp.status_code, resp.headers.get("Retry-After")
-                reply = _read(resp)
-        except requests.exceptions.SSLError:
-            raise WebhookError(
-                f"{where}: TLS failed: the receiver's certificate does not verify or the "
-                "handshake was refused; set ca_file to the CA that signed it",
-                permanent=True,
-            ) from None
-        except requests.exceptions.ConnectTimeout:
-            raise WebhookError(f"{where}: connect timed out") from None
-        except requests.exceptions.ReadTimeout:
-            raise OutcomeUnknown(
-                f"{where}: no answer within {cfg.timeout_seconds:g} s after the request was "
-                f"sent; it may have arrived. A retry re-sends it as {idempotency_key}."
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise self._connection_error(exc, idempotency_key) from None
-        except requests.exceptions.RequestException as exc:
-            raise WebhookError(
-                f"{where}: invalid request ({type(exc).__name__})", permanent=True
-            ) from None
+                    max_bytes=MAX_REPLY_BYTES,
+                    truncate=True,
+                )
+        except ProbeError as exc:
+            raise self._failed(exc, idempotency_key) from None
+        status, reply = answer.status, answer.body
+        retry_after = answer.headers.get("Retry-After")
 
         if 200 <= status < 300:
             return reply
@@ -361,19 +311,30 @@ class WebhookSink:
             raise WebhookError(f"{where}: HTTP {status}{said}", permanent=True, status=status)
         raise WebhookError(f"{where}: unexpected HTTP {status}", status=status)
 
-    def _connection_error(
-        self, exc: requests.exceptions.ConnectionError, idempotency_key: str
-    ) -> SinkError:
-        where = f"{self.name} ({self._origin})"
-        # Only the class names, never str(exc): urllib3 puts the URL, and its token, in it.
-        chain = repr(exc.args)
-        if "NewConnectionError" in chain or "NameResolutionError" in chain:
-            if "refused" in chain.lower():
-                return WebhookError(f"{where}: connection refused")
-            return WebhookError(f"{where}: cannot connect")
+    def _failed(self, exc: ProbeError, idempotency_key: str) -> SinkError:
+        """What a POST that got no HTTP answer means (see the module docstring)."""
+        cfg, where = self.config, f"{self.name} ({self._origin})"
+        if exc.code is ProbeErrorCode.TLS_ERROR:
+            return WebhookError(
+                f"{where}: TLS failed: the receiver's certificate does not verify or the "
+                "handshake was refused; set ca_file to the CA that signed it",
+                permanent=True,
+            )
+        if not exc.sent:
+            if exc.code is ProbeErrorCode.BAD_RESPONSE:  # a URL or header that cannot be sent
+                return WebhookError(f"{where}: invalid request ({exc.detail})", permanent=True)
+            reason = {
+                ProbeErrorCode.REFUSED: "connection refused",
+                ProbeErrorCode.TIMEOUT: "connect timed out",
+            }.get(exc.code, "cannot connect")
+            return WebhookError(f"{where}: {reason}")
+        lost = (
+            f"no answer within {cfg.timeout_seconds:g} s after the request was sent"
+            if exc.code is ProbeErrorCode.TIMEOUT
+            else "the connection dropped after the request was sent"
+        )
         return OutcomeUnknown(
-            f"{where}: the connection dropped after the request was sent; it may have "
-            f"arrived. A retry re-sends it as {idempotency_key}."
+            f"{where}: {lost}; it may have arrived. A retry re-sends it as {idempotency_key}."
         )
 
     def _number_from(self, reply: bytes) -> str | None:
@@ -397,22 +358,6 @@ class WebhookSink:
             "%s: ignoring the receiver's ticket number %.40r: not a plain number", self.name, number
         )
         return None
-
-
-def _read(resp: requests.Response) -> bytes:
-    """At most MAX_REPLY_BYTES of the answer; a broken body keeps what arrived, since the
-    status line already said what happened to the request."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in resp.iter_content(chunk_size=8192):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_REPLY_BYTES:
-                break
-    except requests.exceptions.RequestException as exc:
-        log.debug("the webhook's answer broke off: %s", type(exc).__name__)
-    return b"".join(chunks)[:MAX_REPLY_BYTES]
 
 
 def _retry_after(value: str | None, now: datetime) -> float | None:

@@ -3,7 +3,7 @@
 How it failed tells support where to look: *refused* means the device is up on the network
 but its service is down (or it is rebooting); *timeout* means it hangs or the path drops
 packets; *auth_failed* means it answers but someone changed its credentials; *http_error* and
-*bad_response* point at its firmware.
+*bad_response* point at its firmware; *tls_error* at its certificate or the configured CA.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ _WORDS = {
     "http_error": "answers with HTTP errors",
     "auth_failed": "refuses the agent's credentials",
     "bad_response": "answers with data the agent cannot read",
+    "tls_error": "fails the TLS handshake (certificate not trusted, or no TLS)",
 }
 
 

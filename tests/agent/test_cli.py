@@ -337,9 +337,12 @@ def test_every_commented_example_in_the_example_config_is_valid(tmp_path):
     # uncomment the optional tables and keys (lines like "# [mqtt]" or "# host = ...")
     active = re.sub(r"(?m)^# (\[\[?[a-z.]+\]\]?|[a-z_]+ = .*)$", r"\1", text)
     assert active.count("[[sinks]]") == 4 and "\n[mqtt]" in active
-    for name, value in (("rt-token", "tok"), ("smtp-password", "pw"),
-                        ("webhook-secret", "hmac"), ("chat-webhook-url",
-                                                     "https://chat.example.com/hooks/abc")):
+    for name, value in (
+        ("rt-token", "tok"),
+        ("smtp-password", "pw"),
+        ("webhook-secret", "hmac"),
+        ("chat-webhook-url", "https://chat.example.com/hooks/abc"),
+    ):
         (tmp_path / name).write_text(value)
     path = tmp_path / "full.toml"
     path.write_text(active)

@@ -174,3 +174,14 @@ def test_depth_and_age_per_destination(world):
     outbox.enqueue_ticket([sink], ticket("C1"), incident_id=None, now=NOW)
     outbox.enqueue_ticket([sink], ticket("C2"), incident_id=None, now=NOW + timedelta(minutes=5))
     assert outbox.depth(NOW + timedelta(minutes=10)) == {"local": (2, 600.0)}
+
+
+def test_follow_ups_of_a_refused_ticket_fail_with_it(world):
+    _store, sink, outbox = world
+    t = ticket()
+    outbox.enqueue_ticket([sink], t, incident_id=None, now=NOW)
+    outbox.enqueue_message([sink], t.key, author="ffc-agent", body="Recovered.", at=NOW, now=NOW)
+    sink.fail_next = [SinkError("HTTP 403", permanent=True)]
+    outcomes = [d.outcome for d in outbox.deliver([sink], NOW)]
+    assert outcomes == ["failed", "failed"]
+    assert outbox.depth(NOW) == {}  # nothing left waiting for ever
