@@ -449,6 +449,46 @@ def tickets_sync(config_path: Path, dry_run: bool, as_json: bool) -> None:
         out.print(f"{key}: {json.dumps(value, default=str)}")
 
 
+@tickets.command("attach")
+@click.argument("number")
+@click.argument(
+    "files",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option("--message", "-m", default="", help="The text that goes with the files.")
+@config_option
+@json_option
+def tickets_attach(
+    number: str, files: tuple[Path, ...], message: str, config_path: Path, as_json: bool
+) -> None:
+    """Attach FILE(s) to ticket NUMBER in every destination that has it, then deliver.
+
+    Text files are scrubbed of secrets first; of binary files only .tar.gz, .gz, .jpg, .png
+    and .pdf are taken, each at most 8 MiB. The attachment is audited (ticket.attach).
+    """
+    from agent.attach import AttachError, attach_files
+    from agent.store import Store
+
+    cfg = _load(config_path)
+    now = datetime.now(UTC)
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        runner = _runner(cfg, store)
+        try:
+            done = attach_files(runner, number, files, actor=_actor(), now=now, message=message)
+        except AttachError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        _print_json(done.to_json())
+        return
+    for f in done.files:
+        out.print(f"{f['name']}: {f['size']:,} bytes, sha256 {f['sha256']}")
+    for i in done.items:
+        error = f" ({i['error']})" if i["error"] else ""
+        out.print(f"{i['sink']} ticket {i['number']}: {i['state']}{error}")
+
+
 @tickets.command("retry")
 @config_option
 def tickets_retry(config_path: Path) -> None:
@@ -1041,10 +1081,14 @@ def simulate(count: int, seed: int, faults: tuple[str, ...], port_base: int | No
     help="Keep the demo's state here (default: a new temporary directory).",
 )
 @json_option
-def demo(state_dir: Path | None, as_json: bool) -> None:
+@click.pass_context
+def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
     """Run the whole job on a simulated store and show what the agent found and filed."""
     from agent.demo import run_demo
 
+    if not (ctx.find_root().obj or {}).get("verbose"):
+        # the service's log lines would drown the summary: errors only (-v shows them)
+        logging.getLogger().setLevel(logging.ERROR)
     chosen = state_dir or Path(tempfile.mkdtemp(prefix="ffc-agent-demo-"))
     result = run_demo(chosen, progress=lambda msg: err.print(f"[dim]{msg}[/]"))
     if as_json:
@@ -1054,40 +1098,40 @@ def demo(state_dir: Path | None, as_json: bool) -> None:
     out.print(
         f"[bold]ffc-agent demo[/] — simulated time "
         f"{result.simulated_time.astimezone(_london()):%a %d %b %Y %H:%M %Z}, "
-        f"{len(result.cycles)} cycles"
+        f"{len(result.cycles)} cycles\n"
     )
-    problems = [a for a in last.assessed if a.finding.problem and not a.ruled_out]
-    _findings_table(problems, "What it found")
+    found = Table(title="What it found (genuine problems)", title_justify="left")
+    found.add_column("counter", no_wrap=True)
+    found.add_column("what", ratio=1)
+    for a in last.assessed:
+        if a.genuine:
+            f = a.finding
+            found.add_row(f.subject or f.site or "-", f"[red]{f.check_id}[/] {f.summary}")
+    out.print(found)
     ruled = Table(title="What it ruled out, and why", title_justify="left")
-    for col in ("counter", "site", "check", "rule", "why"):
-        ruled.add_column(col)
+    ruled.add_column("counter", no_wrap=True)
+    ruled.add_column("why not a fault", ratio=1)
     for a in last.ruled_out:
         assert a.verdict is not None
         ruled.add_row(
-            a.finding.subject or "-",
-            a.finding.site or "-",
-            a.finding.check_id,
-            a.verdict.rule,
-            "; ".join(a.verdict.reasons),
+            a.finding.subject or a.finding.site or "-",
+            f"[green]{a.verdict.rule}[/] {a.finding.check_id}: {'; '.join(a.verdict.reasons)}",
         )
     out.print(ruled)
     filed = Table(title="Tickets filed", title_justify="left")
-    for col in ("number", "category", "SLA", "subject", "page"):
-        filed.add_column(col)
+    filed.add_column("number", no_wrap=True)
+    filed.add_column("category, SLA", no_wrap=True)
+    filed.add_column("subject", ratio=1)
     for t in result.tickets:
-        filed.add_row(
-            t.number or "-",
-            str(t.category),
-            f"{t.sla_days} d" if t.sla_days else "-",
-            t.subject,
-            str(result.ticket_dir / f"{t.number}.md"),
-        )
+        sla = f", {t.sla_days} d" if t.sla_days else ""
+        filed.add_row(t.number or "-", f"{t.category}{sla}", t.subject)
     out.print(filed)
     healthy = sorted(
         {a.finding.subject for a in last.assessed if a.finding.subject}
         - {a.finding.subject for a in last.assessed if a.finding.problem}
     )
     out.print(f"healthy: {', '.join(healthy) or 'none'}")
+    out.print(f"tickets (JSON, page and bundle each): {result.ticket_dir}")
     out.print(f"state directory: {result.state_dir}  (config: {result.config_path})")
     example = result.tickets[0].number if result.tickets else "NUMBER"
     out.print(f"see a ticket: ffc-agent tickets show {example} --state-dir {result.state_dir}")

@@ -76,12 +76,19 @@ def _timeout(cfg: Config) -> float:
 
 @remote.command("shell")
 @click.argument("counter")
+@click.option(
+    "--ticket",
+    "ticket_number",
+    metavar="NUMBER",
+    help="Attach the session's transcript to this ticket when the session ends.",
+)
 @config_option
-def shell_cmd(counter: str, config_path: Path) -> None:
+def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> None:
     """Open a shell on COUNTER; the whole session is recorded in a transcript and audited.
 
     With a terminal you get the device's own prompt, line editing and Ctrl-C (type ~. at the
     start of a line to leave a stuck session); with a pipe on stdin each line is one command.
+    With --ticket, the transcript goes onto that ticket afterwards (as `tickets attach`).
     Exits with the device shell's exit status.
     """
     from agent.remote import run_shell, transcript_path_for
@@ -91,6 +98,8 @@ def shell_cmd(counter: str, config_path: Path) -> None:
     cfg = _load(config_path)
     _, target = _ssh_target(cfg, counter, config_path)
     state_dir = Path(cfg.agent.state_dir)
+    if ticket_number is not None:
+        _ticket_exists(cfg, ticket_number)  # before the session: not after an hour's work
     stdin, stdout = click.get_binary_stream("stdin"), click.get_binary_stream("stdout")
     try:
         stdin.fileno()
@@ -121,11 +130,48 @@ def shell_cmd(counter: str, config_path: Path) -> None:
         f"[dim]{counter}: session closed ({result.ended_by}); transcript {result.transcript} "
         f"sha256 {result.transcript_sha256}[/]"
     )
+    if ticket_number is not None and not _attach_transcript(cfg, ticket_number, path):
+        sys.exit(1)
     if result.ended_by == "interrupt":
         sys.exit(EX_INTERRUPTED)
     if result.ended_by not in ("device", "escape"):
         sys.exit(1)
     sys.exit(result.exit_status or 0)
+
+
+def _ticket_exists(cfg: Config, number: str) -> None:
+    from agent.attach import find_tickets
+    from agent.sinks import make_sinks
+
+    if not find_tickets(make_sinks(cfg), number):
+        raise click.ClickException(f"no ticket {number} in any configured destination")
+
+
+def _attach_transcript(cfg: Config, number: str, transcript: Path) -> bool:
+    """Put the transcript on ticket ``number``; False (and why, on stderr) if it could not."""
+    from agent.attach import AttachError, attach_files
+    from agent.runner import Runner
+    from agent.store import Store
+
+    with Store.open(Path(cfg.agent.state_dir)) as store:
+        try:
+            done = attach_files(
+                Runner(cfg, store),
+                number,
+                [transcript],
+                actor=_actor(),
+                now=datetime.now(UTC),
+                message=f"Transcript of a remote shell session ({transcript.name}).",
+            )
+        except AttachError as exc:
+            click.echo(f"transcript not attached to ticket {number}: {exc}", err=True)
+            return False
+    for item in done.items:
+        error = f" ({item['error']})" if item["error"] else ""
+        err.print(
+            f"[dim]transcript for {item['sink']} ticket {item['number']}: {item['state']}{error}[/]"
+        )
+    return True
 
 
 @remote.command("tunnel")

@@ -14,7 +14,9 @@ make delivery exactly-once across crashes, kills and network outages:
 - a message has no key to search by, so one tried before (the message that joins a ticket
   raised by hand, a follow-up) is looked for on the ticket first and sent only if it is not
   there: the joining message carries ``[ffc-key:<key>]``, and a follow-up is there when the
-  ticket holds more copies of its text than this outbox delivered before;
+  ticket holds more copies of its text than this outbox delivered before. A follow-up's files
+  (a session transcript) go with its message, so they are sent exactly when it is; the same
+  files on the same ticket with the same text are one follow-up, whenever they were queued;
 - errors are transient (timeouts, 5xx, 429: retried with exponential backoff and jitter) or
   permanent (other 4xx, refused credentials: the item fails and stays failed). A destination
   that keeps failing permanently is reported as an agent-health finding, not retried forever.
@@ -134,12 +136,25 @@ class Outbox:
         at: datetime,
         status: str | None = None,
         incident_id: int | None = None,
+        attachments: Mapping[str, bytes] | None = None,
+        number: str | None = None,
         now: datetime,
     ) -> list[int]:
-        """A follow-up on the ticket ``key``: a message, and optionally a status change."""
-        payload = {"author": author, "body": body, "at": _iso(at), "status": status}
+        """A follow-up on the ticket ``key``: a message, optionally with files and a status
+        change. ``number`` names the ticket in a destination this outbox did not file it in
+        (a ticket raised by hand, or by another gateway); give it for one sink at a time."""
+        payload: dict[str, Any] = {"author": author, "body": body, "at": _iso(at), "status": status}
+        if attachments:
+            # the files' hashes make another file another follow-up (their bytes stay on disk)
+            payload["attachments"] = {
+                name: hashlib.sha256(data).hexdigest() for name, data in attachments.items()
+            }
+        if number is not None:
+            payload["number"] = number
         kind = "status" if status else "message"
-        return [self._enqueue(s.name, kind, key, payload, incident_id, None, now) for s in sinks]
+        return [
+            self._enqueue(s.name, kind, key, payload, incident_id, attachments, now) for s in sinks
+        ]
 
     def _enqueue(
         self,
@@ -151,7 +166,11 @@ class Outbox:
         attachments: Mapping[str, bytes] | None,
         now: datetime,
     ) -> int:
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        identity = payload
+        if kind != "create" and payload.get("attachments"):
+            # a file attached to a ticket is attached once, however often (and when) it is asked
+            identity = {k: v for k, v in payload.items() if k != "at"}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         with self.store.transaction() as db:
             row = db.execute(
                 "SELECT id FROM outbox WHERE sink = ? AND kind = ? AND key = ? AND digest = ?",
@@ -315,7 +334,16 @@ class Outbox:
         # the ticket is read first, and only what is missing is sent.
         current = sink.get(number) if tried else None
         if current is None or not self._on_ticket(item, current):
-            sink.add_message(number, p["author"], p["body"], at)
+            if p.get("attachments"):
+                files = self.attachments(item.id)
+                if set(files) != set(p["attachments"]):
+                    raise SinkError(
+                        f"the files of outbox item {item.id} are gone from {self.files}",
+                        permanent=True,
+                    )
+                sink.add_message(number, p["author"], p["body"], at, files)
+            else:
+                sink.add_message(number, p["author"], p["body"], at)
         if p.get("status") and hasattr(sink, "set_status"):
             if current is None or str(current.status) != p["status"]:
                 sink.set_status(number, p["status"], at)
@@ -350,6 +378,8 @@ class Outbox:
             "state = ? ORDER BY id DESC LIMIT 1",
             (item.sink, item.key, DELIVERED),
         ).fetchone()
+        if row is None and item.kind != "create":
+            return item.payload.get("number")  # a ticket this outbox did not file
         return row[0] if row else None
 
     def _retry(

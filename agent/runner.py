@@ -487,6 +487,7 @@ class Runner:
         tickets = [] if self.dry_run else self.tickets.deliver(now)
         if not self.dry_run:
             self.tickets.close_suggested(now)
+            self.tickets.sync(now)  # statuses read back where the destination can be read
             self.tickets.notify_overdue(now)
             self.tickets.notifier.flush(now)
         duration = time.monotonic() - started

@@ -272,6 +272,8 @@ class Ticketing:
             sink = by_name.get(item.sink)
             if item.kind != "create" or sink is None or not item.number:
                 continue
+            if self.store.ticket_status(sink.name, item.number) == "Closed":
+                continue  # a closed ticket stays closed: a comeback gets a new one
             try:
                 ticket = sink.get(item.number)
             except SinkError as exc:

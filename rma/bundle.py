@@ -382,6 +382,11 @@ class _Builder:
     def _trim_log(self, reason: str) -> None:
         assert self.log is not None
         text, original = self.log, len(self.log.encode())
+        # the excerpt limit may have cut it already: one note per file, sized from the start
+        earlier = next((n for n in self.dropped if n["file"] == "log-excerpt.txt"), None)
+        if earlier is not None:
+            self.dropped.remove(earlier)
+            original = earlier["original_bytes"]
         self.log = None
         note = self._note("log-excerpt.txt", "dropped", reason, original, 0)
         if len(self.assemble()) > self.cap:

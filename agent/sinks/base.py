@@ -69,11 +69,35 @@ class Sink(Protocol):
         """An open (not Closed) ticket about the same site, counter(s) and category."""
         ...
 
-    def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket: ...
+    def add_message(
+        self,
+        number: str,
+        author: str,
+        body: str,
+        at: datetime,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> Ticket:
+        """Add a message to ticket ``number``, with ``attachments`` (a session transcript, a
+        bundle) sent with it in the same call. A name the ticket already has gets a suffix
+        (``free_name``) where the destination keeps files by name: a file is never replaced."""
+        ...
 
     def get(self, number: str) -> Ticket | None: ...
 
     def list(self) -> builtins.list[Ticket]: ...
+
+
+def free_name(name: str, taken: Iterable[str]) -> str:
+    """``name``, or ``name`` with ``-2``, ``-3`` … before its extension(s) when it is taken:
+    ``shell.txt`` -> ``shell-2.txt``, ``bundle.tar.gz`` -> ``bundle-2.tar.gz``."""
+    used = set(taken)
+    if name not in used:
+        return name
+    stem, dot, ext = name.partition(".")
+    n = 2
+    while f"{stem}-{n}{dot}{ext}" in used:
+        n += 1
+    return f"{stem}-{n}{dot}{ext}"
 
 
 def same_problem(

@@ -9,9 +9,10 @@ Failure behaviour: numbers (``L-000001`` …) are taken under an exclusive ``flo
 ``.lock``, so two agents or processes sharing the directory never take the same one, and every
 file is written to a temporary name and renamed into place, so a crash leaves either the whole
 ticket or none of it. The JSON file is written last and is the commit point: attachments or a
-page without it are leftovers of a crash and are overwritten. Filing is idempotent by key,
-checked under the same lock. I/O errors become ``SinkError`` (transient); an unknown ticket
-number or an unsafe attachment name is permanent.
+page without it are leftovers of a crash and are overwritten. A message can bring files too
+(a remote-session transcript): they join the ticket's folder under a name it does not have
+yet. Filing is idempotent by key, checked under the same lock. I/O errors become
+``SinkError`` (transient); an unknown ticket number or an unsafe attachment name is permanent.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent.sinks.base import SinkError, same_problem
+from agent.sinks.base import SinkError, free_name, same_problem
 from rma.tickets import Attachment, Category, Comment, NextAction, Ticket, TicketStatus
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,26 @@ class LocalSink:
         matches = [t for t in self.list() if same_problem(t, site, counters, category)]
         return matches[-1] if matches else None
 
-    def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket:
-        return self._update(number, lambda t: t.with_message(at, author, body))
+    def add_message(
+        self,
+        number: str,
+        author: str,
+        body: str,
+        at: datetime,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> Ticket:
+        files = {_safe_name(name): data for name, data in (attachments or {}).items()}
+
+        def change(ticket: Ticket) -> Ticket:
+            # the files first, the JSON (the commit point) last: a crash between leaves files
+            # no ticket names, never a ticket naming a missing file
+            added = self._add_attachments(ticket, files)
+            ticket = ticket.with_message(at, author, body)
+            if added:
+                ticket = ticket.model_copy(update={"attachments": [*ticket.attachments, *added]})
+            return ticket
+
+        return self._update(number, change)
 
     def get(self, number: str) -> Ticket | None:
         if not _NUMBER_RE.match(number):
@@ -147,14 +166,25 @@ class LocalSink:
         stored = []
         for name, data in files.items():
             _atomic_write(folder / name, data)
-            stored.append(
-                Attachment(
-                    name=name,
-                    content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
-                    size=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                )
-            )
+            stored.append(_describe(name, data))
+        return stored
+
+    def _add_attachments(
+        self, ticket: Ticket, files: Mapping[str, bytes]
+    ) -> builtins.list[Attachment]:
+        """Store ``files`` beside the filed ``ticket``; a name it already has gets a suffix."""
+        if not files or ticket.number is None:
+            return []
+        folder = self.directory / ticket.number
+        folder.mkdir(exist_ok=True)
+        taken = {a.name for a in ticket.attachments}
+        stored = []
+        for name, data in files.items():
+            # a file in the folder that the ticket does not name is a crash's leftover
+            name = free_name(name, taken)
+            taken.add(name)
+            _atomic_write(folder / name, data)
+            stored.append(_describe(name, data))
         return stored
 
     def _write(self, ticket: Ticket) -> None:
@@ -199,6 +229,15 @@ def _safe_name(name: str) -> str:
     if not base or base.startswith(".") or "\0" in base or base != name:
         raise SinkError(f"unsafe attachment name {name!r}: use a plain file name", permanent=True)
     return base
+
+
+def _describe(name: str, data: bytes) -> Attachment:
+    return Attachment(
+        name=name,
+        content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

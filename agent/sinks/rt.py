@@ -269,18 +269,40 @@ class RtSink:
                     return ticket
         return None
 
-    def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket:
-        """Correspondence on the ticket: the conversation the requester and CC see. RT
-        records the token's user as its author and its own time; ``author``/``at`` are the
-        portal's and are not sent."""
+    def add_message(
+        self,
+        number: str,
+        author: str,
+        body: str,
+        at: datetime,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> Ticket:
+        """Correspondence on the ticket: the conversation the requester and CC see, with
+        ``attachments`` in the same request (RT keeps them on that transaction, under their
+        own names). RT records the token's user as its author and its own time;
+        ``author``/``at`` are the portal's and are not sent."""
+        files = {_safe_name(name): bytes(data) for name, data in (attachments or {}).items()}
         tid = self._ticket_id(number)
-        self._call(
-            "POST",
-            f"ticket/{tid}/correspond",
-            body={"Content": body, "ContentType": "text/plain"},
-            what=f"reply on ticket {tid}",
+        payload: dict[str, Any] = {"Content": body, "ContentType": "text/plain"}
+        if files:
+            payload["Attachments"] = [
+                {
+                    "FileName": name,
+                    "FileType": _describe(name, data).content_type,
+                    "FileContent": base64.b64encode(data).decode("ascii"),
+                }
+                for name, data in files.items()
+            ]
+        self._call("POST", f"ticket/{tid}/correspond", body=payload, what=f"reply on ticket {tid}")
+        ticket = self._must_get(tid)
+        if not files:
+            return ticket
+        # ``get`` lists the files filed with the ticket; these came later, with the reply
+        return ticket.model_copy(
+            update={
+                "attachments": [*ticket.attachments, *(_describe(n, d) for n, d in files.items())]
+            }
         )
-        return self._must_get(tid)
 
     def get(
         self,
@@ -365,7 +387,8 @@ class RtSink:
         return self._must_get(tid)
 
     def fetch_attachment(self, number: str, name: str) -> bytes:
-        """The bytes of the attachment ``name`` filed with ticket ``number``."""
+        """The bytes of the attachment ``name`` on ticket ``number`` (the first of that name:
+        filed with the ticket, or else sent with a reply)."""
         tid = self._ticket_id(number)
         items = self._pages(
             f"ticket/{tid}/attachments", {"fields": "Filename"}, what=f"list attachments {tid}"

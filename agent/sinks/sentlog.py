@@ -10,7 +10,8 @@ agent sent, never the helpdesk's: nothing can be read back.
 Format (``<state_dir>/<sink name>.sent.jsonl``, UTF-8, one JSON object a line, ``"v": 1``):
 
 - ``{"v": 1, "event": "filed", "key", "number", "ref", "sent_at", "ticket": {...}}``
-- ``{"v": 1, "event": "message", "key", "number", "ref", "sent_at", "at", "author", "body"}``
+- ``{"v": 1, "event": "message", "key", "number", "ref", "sent_at", "at", "author", "body"}``,
+  with ``"attachments": [{"name", "content_type", "size", "sha256"}]`` when files went with it
 - ``{"v": 1, "event": "status", "key", "number", "ref", "sent_at", "at", "status",
   "next_action"}``
 
@@ -41,7 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.sinks.base import SinkError, same_problem
+from agent.sinks.base import SinkError, free_name, same_problem
 from rma.tickets import Attachment, Category, NextAction, Ticket
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,11 @@ def _apply(entries: dict[str, Entry], record: dict[str, Any]) -> None:
         raise ValueError(f"{event} for unknown ticket")
     at = datetime.fromisoformat(record["at"])
     if event == "message":
-        entry.ticket = entry.ticket.with_message(at, record["author"], record["body"])
+        ticket = entry.ticket.with_message(at, record["author"], record["body"])
+        files = [Attachment.model_validate(a) for a in record.get("attachments") or []]
+        if files:
+            ticket = ticket.model_copy(update={"attachments": [*ticket.attachments, *files]})
+        entry.ticket = ticket
     elif event == "status":
         action = record.get("next_action")
         entry.ticket = entry.ticket.with_status(
@@ -216,3 +221,24 @@ def describe(attachments: Mapping[str, bytes] | None) -> builtins.list[tuple[Att
         )
         described.append((meta, bytes(data)))
     return described
+
+
+def renamed(
+    files: builtins.list[tuple[Attachment, bytes]], ticket: Ticket
+) -> builtins.list[tuple[Attachment, bytes]]:
+    """``files`` under names ``ticket`` does not have yet: a later file never shadows one."""
+    taken = {a.name for a in ticket.attachments}
+    out = []
+    for meta, data in files:
+        name = free_name(meta.name, taken)
+        taken.add(name)
+        out.append((meta.model_copy(update={"name": name}), data))
+    return out
+
+
+def with_attachments(ticket: Ticket, files: builtins.list[tuple[Attachment, bytes]]) -> Ticket:
+    if not files:
+        return ticket
+    return ticket.model_copy(
+        update={"attachments": [*ticket.attachments, *(meta for meta, _ in files)]}
+    )

@@ -20,7 +20,8 @@ What e-mail cannot do, and what this sink does instead:
   second gateway of a redundant pair, names the ticket the same.
 
 ``add_message`` sends a follow-up that threads under the ticket (``In-Reply-To`` and
-``References`` are its Message-ID), with its own stable Message-ID.
+``References`` are its Message-ID), with its own stable Message-ID, and any files it brings
+(a remote-session transcript) as attachments of that mail.
 
 Errors: refused connections, timeouts and 4xx replies (421, 450, 451, 452, 454) are transient;
 5xx replies (535 bad login, 550, 552, 553, 554), a server without STARTTLS, a TLS certificate
@@ -44,7 +45,14 @@ from typing import TYPE_CHECKING
 from agent.mailer import POLICY, send_message
 from agent.sinks.base import OutcomeUnknown, SinkError
 from agent.sinks.local import render_markdown
-from agent.sinks.sentlog import ReadFromSentLog, SentLog, describe, number_for
+from agent.sinks.sentlog import (
+    ReadFromSentLog,
+    SentLog,
+    describe,
+    number_for,
+    renamed,
+    with_attachments,
+)
 from rma.tickets import Attachment, Ticket
 
 if TYPE_CHECKING:
@@ -120,16 +128,28 @@ class SmtpSink(ReadFromSentLog):
         )
         return filed
 
-    def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket:
+    def add_message(
+        self,
+        number: str,
+        author: str,
+        body: str,
+        at: datetime,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> Ticket:
+        files = describe(attachments)
         with self._sent.locked():
             entry = self._sent.entries().get(number)
             if entry is None:
                 raise SinkError(f"no ticket {number!r} was e-mailed by {self.name}", permanent=True)
             ticket = entry.ticket
-            digest = hashlib.sha256(f"{at.isoformat()}\n{author}\n{body}".encode()).hexdigest()
+            # the files' hashes are part of the follow-up: another file is another message
+            hashes = "".join(f"\n{meta.name}:{meta.sha256}" for meta, _ in files)
+            text_id = f"{at.isoformat()}\n{author}\n{body}{hashes}"
+            digest = hashlib.sha256(text_id.encode()).hexdigest()
             mid = message_id(ticket.key, "m" + digest[:16])
             if mid in entry.refs:  # sent before; the caller is retrying after a crash
                 return ticket
+            files = renamed(files, ticket)
             message = self._message(ticket, f"Re: {ticket.subject} {subject_tag(ticket.key)}", mid)
             message["In-Reply-To"] = entry.ref
             message["References"] = entry.ref
@@ -138,19 +158,22 @@ class SmtpSink(ReadFromSentLog):
                 f"{body.rstrip()}\n"
             )
             message.set_content(text, cte="quoted-printable")
+            for meta, data in files:
+                _attach(message, meta, data)
             self._deliver(message, ticket.cc)
-            self._record(
-                {
-                    "event": "message",
-                    "key": ticket.key,
-                    "number": number,
-                    "ref": mid,
-                    "at": at.isoformat(),
-                    "author": author,
-                    "body": body,
-                }
-            )
-        return ticket.with_message(at, author, body)
+            record: dict[str, object] = {
+                "event": "message",
+                "key": ticket.key,
+                "number": number,
+                "ref": mid,
+                "at": at.isoformat(),
+                "author": author,
+                "body": body,
+            }
+            if files:
+                record["attachments"] = [meta.model_dump() for meta, _ in files]
+            self._record(record)
+        return with_attachments(ticket.with_message(at, author, body), files)
 
     # --- the message
 

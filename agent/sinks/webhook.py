@@ -15,7 +15,8 @@ The request (``Content-Type: application/json``, UTF-8)::
 
     {"event": "ticket.created", "ticket": {...Ticket JSON...},
      "attachments": [{"name", "content_type", "size", "sha256", "content_base64"}]}
-    {"event": "ticket.message", "key", "number", "message": {"at", "author", "body"}}
+    {"event": "ticket.message", "key", "number", "message": {"at", "author", "body"},
+     "attachments": [...as above; only when files go with the message]}
     {"event": "ticket.status", "key", "number", "status", "next_action", "at"}
 
 A receiver verifies with ``verify_signature`` (or its own ten lines): recompute the HMAC over
@@ -54,9 +55,16 @@ from urllib.parse import urlsplit
 
 from agent.probes.http import make_session, request
 from agent.sinks.base import OutcomeUnknown, SinkError
-from agent.sinks.sentlog import ReadFromSentLog, SentLog, describe, number_for
+from agent.sinks.sentlog import (
+    ReadFromSentLog,
+    SentLog,
+    describe,
+    number_for,
+    renamed,
+    with_attachments,
+)
 from diagnostics.model import ProbeError, ProbeErrorCode
-from rma.tickets import NextAction, Ticket, TicketStatus
+from rma.tickets import Attachment, NextAction, Ticket, TicketStatus
 
 if TYPE_CHECKING:
     from agent.config import WebhookSinkConfig
@@ -169,7 +177,14 @@ class WebhookSink(ReadFromSentLog):
         log.info("posted ticket %s to %s: %s", number, self._origin, filed.subject)
         return filed
 
-    def add_message(self, number: str, author: str, body: str, at: datetime) -> Ticket:
+    def add_message(
+        self,
+        number: str,
+        author: str,
+        body: str,
+        at: datetime,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> Ticket:
         def payload(ticket: Ticket) -> dict[str, Any]:
             message = {"at": at.isoformat(), "author": author, "body": body}
             return {
@@ -180,8 +195,8 @@ class WebhookSink(ReadFromSentLog):
             }
 
         record = {"at": at.isoformat(), "author": author, "body": body}
-        ticket = self._follow_up(number, "message", payload, record)
-        return ticket.with_message(at, author, body)
+        ticket, files = self._follow_up(number, "message", payload, record, describe(attachments))
+        return with_attachments(ticket.with_message(at, author, body), files)
 
     # --- beyond the contract: the follow-up moves the ticket along
 
@@ -210,7 +225,7 @@ class WebhookSink(ReadFromSentLog):
             "status": status.value,
             "next_action": action.value if action else None,
         }
-        ticket = self._follow_up(number, "status", payload, record)
+        ticket, _ = self._follow_up(number, "status", payload, record)
         return ticket.with_status(status, at, action)
 
     # --- inside
@@ -221,23 +236,37 @@ class WebhookSink(ReadFromSentLog):
         event: str,
         payload: Callable[[Ticket], dict[str, Any]],
         record: dict[str, Any],
-    ) -> Ticket:
-        """POST one follow-up event once; returns the ticket as it was before it."""
+        files: list[tuple[Attachment, bytes]] | None = None,
+    ) -> tuple[Ticket, list[tuple[Attachment, bytes]]]:
+        """POST one follow-up event once, with ``files`` in its ``attachments``; returns the
+        ticket as it was before it, and the files under the names they were sent as."""
         with self._sent.locked():
             entry = self._sent.entries().get(number)
             if entry is None:
                 raise SinkError(f"no ticket {number!r} was posted by {self.name}", permanent=True)
             ticket = entry.ticket
             data = payload(ticket)
-            digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+            # the files' hashes by their given names are part of the follow-up's identity
+            # (another file is another event), stable however they are renamed below
+            identity = {**data, "files": [(m.name, m.sha256) for m, _ in files or []]}
+            if not files:
+                identity = data
+            digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
             ref = f"{ticket.key}.{event}.{digest[:16]}"
             if ref in entry.refs:  # sent before; the caller is retrying after a crash
-                return ticket
+                return ticket, []
+            sent = renamed(files or [], ticket)
+            if sent:
+                data["attachments"] = [
+                    {**meta.model_dump(), "content_base64": base64.b64encode(raw).decode()}
+                    for meta, raw in sent
+                ]
+                record = {**record, "attachments": [meta.model_dump() for meta, _ in sent]}
             self._post(f"ticket.{event}", ref, data)
             self._record(
                 {"event": event, "key": ticket.key, "number": number, "ref": ref, **record}
             )
-        return ticket
+        return ticket, sent
 
     def _record(self, record: dict[str, Any]) -> None:
         try:

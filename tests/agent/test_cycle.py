@@ -271,3 +271,36 @@ def test_an_unreachable_ticket_destination_is_a_gateway_finding(world, tmp_path)
         if a.finding.check_id == "counter.offline" and a.finding.subject == "OFFLINE"
     ]
     assert offline[0].genuine
+
+
+def test_follow_up_recovered_suggest_close_auto_close_and_a_comeback(world):
+    clock, fleet, config, store = world
+    runner = Runner(config, store, clock=clock)
+    sink = LocalSink(config.agent.state_dir / "tickets")
+
+    def cycle(at):
+        clock.set(at)
+        fleet.refresh()
+        return runner.run_cycle()
+
+    first = cycle(NOW)
+    [old] = [t for t in first.tickets if t.counters == ["OFFLINE"]]
+    # support works on it in the destination: the next sync reads the change back
+    sink.set_status(old.number, "Revalidation In Progress", NOW)
+    [change] = [c for c in runner.tickets.sync(NOW) if c.number == old.number]
+    assert (change.before, change.after) == ("Open", "Revalidation In Progress")
+
+    fleet.clear_fault("OFFLINE")
+    cycle(NOW + timedelta(minutes=15))
+    cycle(NOW + timedelta(minutes=30))  # healthy twice: resolved, the ticket is told
+    healed = sink.get(old.number)
+    assert healed.status == "Suggest To Close"
+    assert "Recovered" in healed.messages[-1].body
+    cycle(NOW + timedelta(days=7, minutes=31))  # a week in Suggest To Close closes it
+    assert sink.get(old.number).status == "Closed"
+
+    fleet.set_fault("OFFLINE", "offline")
+    comeback = cycle(NOW + timedelta(days=8))
+    [new] = [t for t in comeback.tickets if t.counters == ["OFFLINE"]]
+    assert new.number != old.number
+    assert any(old.number in m.body for m in sink.get(new.number).messages)
