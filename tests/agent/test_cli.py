@@ -8,30 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from agent.cli import cli
+from tests.rma.test_tickets import JSON_KEYS
 
-TICKET_KEYS = {
-    "key",
-    "number",
-    "issue_level",
-    "counter_unassigned",
-    "site",
-    "counters",
-    "subject",
-    "category",
-    "sla_days",
-    "occurred_on",
-    "comment",
-    "attachments",
-    "cc",
-    "requester",
-    "status",
-    "next_action",
-    "stage",
-    "messages",
-    "tasks",
-    "created_at",
-    "updated_at",
-}
+# the portal form's keys, as issue 2 fixes them (one list, kept with the ticket's own tests)
+TICKET_KEYS = JSON_KEYS
 
 
 def invoke(*args):
