@@ -4,7 +4,7 @@ The ticket side (compose, queue, deliver, follow up) lives in ``agent/ticketing.
 Every counter is probed concurrently under one deadline, so a hung counter costs one timeout in
 parallel with the rest, never the whole cycle. Each check runs isolated: an exception or an
 overrun becomes an ``error`` finding about the agent (check id and traceback summary), never a
-ticket about a device. Tickets are raised only on the flip that opens an incident.
+ticket about a device. A ticket is raised once per incident, when it is confirmed.
 """
 
 from __future__ import annotations
