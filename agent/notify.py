@@ -72,7 +72,7 @@ from zoneinfo import ZoneInfo
 from agent.config import NOTIFY_EVENTS, NotifyEvent
 from agent.mailer import POLICY, send_message
 from agent.probes.http import make_session, request
-from agent.sinks.base import SinkError
+from agent.sinks.base import SinkError, unanswered
 from agent.sinks.smtp import message_id
 from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.redact import Redactor
@@ -735,20 +735,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _chat_failed(exc: ProbeError, where: str, timeout_s: float) -> SinkError:
     """A chat POST that got no HTTP answer: transient, unless a setting must change. An answer
     lost after sending is retried too (a chat message may then show twice: see above)."""
-    if exc.code is ProbeErrorCode.TLS_ERROR:
-        return SinkError(
-            f"{where}: TLS failed: the certificate does not verify; set chat_ca_file to the CA "
-            "that signed it",
-            permanent=True,
-        )
-    if not exc.sent:
-        if exc.code is ProbeErrorCode.BAD_RESPONSE:  # a URL or header that cannot be sent
-            return SinkError(f"{where}: invalid request ({exc.detail})", permanent=True)
-        reason = {
-            ProbeErrorCode.REFUSED: "connection refused",
-            ProbeErrorCode.TIMEOUT: "connect timed out",
-        }.get(exc.code, "cannot connect")
-        return SinkError(f"{where}: {reason}")
+    early = unanswered(exc, where, ca_setting="chat_ca_file")
+    if early is not None:
+        return early
     if exc.code is ProbeErrorCode.TIMEOUT:
         return SinkError(f"{where}: no answer in {timeout_s:g} s")
     return SinkError(f"{where}: the connection dropped ({exc.detail})")

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.tickets import Category, Ticket
 
 
@@ -50,6 +51,30 @@ class OutcomeUnknown(SinkError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=False)
+
+
+def unanswered(
+    exc: ProbeError, where: str, *, error: type[SinkError] = SinkError, ca_setting: str = "ca_file"
+) -> SinkError | None:
+    """What an HTTP request that got no answer means when nothing reached the server: a TLS
+    certificate not trusted or a request that cannot be sent (permanent: a setting must
+    change), or no connection (transient). None when it may have arrived (``exc.sent``): the
+    caller knows whether that is an unknown outcome or a plain retry."""
+    if exc.code is ProbeErrorCode.TLS_ERROR:
+        return error(
+            f"{where}: TLS failed: the certificate does not verify or the handshake was "
+            f"refused; set {ca_setting} to the CA that signed it",
+            permanent=True,
+        )
+    if exc.sent:
+        return None
+    if exc.code is ProbeErrorCode.BAD_RESPONSE:  # a URL or header that cannot be sent
+        return error(f"{where}: invalid request ({exc.detail})", permanent=True)
+    reason = {
+        ProbeErrorCode.REFUSED: "connection refused",
+        ProbeErrorCode.TIMEOUT: "connect timed out",
+    }.get(exc.code, "cannot connect")
+    return error(f"{where}: {reason}")
 
 
 @runtime_checkable

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from agent.probes.http import Session, make_session, request
-from agent.sinks.base import OutcomeUnknown, SinkError, same_problem
+from agent.sinks.base import OutcomeUnknown, SinkError, same_problem, unanswered
 from agent.sinks.local import render_markdown
 from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.tickets import (
@@ -795,21 +795,10 @@ class RtSink:
 
     def _failed(self, exc: ProbeError, where: str, create: bool) -> SinkError:
         """What a request that got no HTTP answer means for RT's caller (see the docstring)."""
-        if exc.code is ProbeErrorCode.TLS_ERROR:
-            return RtError(
-                f"{where}: TLS failed: RT's certificate does not verify or the handshake was "
-                "refused; set ca_file to the CA that signed it",
-                permanent=True,
-            )
+        early = unanswered(exc, where, error=RtError)
+        if early is not None:
+            return early
         timed_out = exc.code is ProbeErrorCode.TIMEOUT
-        if not exc.sent:
-            if exc.code is ProbeErrorCode.BAD_RESPONSE:  # a URL or header that cannot be sent
-                return RtError(f"{where}: invalid request ({exc.detail})", permanent=True)
-            reason = {
-                ProbeErrorCode.REFUSED: "connection refused",
-                ProbeErrorCode.TIMEOUT: "connect timed out",
-            }.get(exc.code, "cannot connect")
-            return RtError(f"{where}: {reason}")
         if create:
             lost = (
                 f"no answer within {self._timeout[1]:g} s after the request was sent"

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agent.probes.http import make_session, request
-from agent.sinks.base import OutcomeUnknown, SinkError
+from agent.sinks.base import OutcomeUnknown, SinkError, unanswered
 from agent.sinks.sentlog import (
     ReadFromSentLog,
     SentLog,
@@ -343,20 +343,9 @@ class WebhookSink(ReadFromSentLog):
     def _failed(self, exc: ProbeError, idempotency_key: str) -> SinkError:
         """What a POST that got no HTTP answer means (see the module docstring)."""
         cfg, where = self.config, f"{self.name} ({self._origin})"
-        if exc.code is ProbeErrorCode.TLS_ERROR:
-            return WebhookError(
-                f"{where}: TLS failed: the receiver's certificate does not verify or the "
-                "handshake was refused; set ca_file to the CA that signed it",
-                permanent=True,
-            )
-        if not exc.sent:
-            if exc.code is ProbeErrorCode.BAD_RESPONSE:  # a URL or header that cannot be sent
-                return WebhookError(f"{where}: invalid request ({exc.detail})", permanent=True)
-            reason = {
-                ProbeErrorCode.REFUSED: "connection refused",
-                ProbeErrorCode.TIMEOUT: "connect timed out",
-            }.get(exc.code, "cannot connect")
-            return WebhookError(f"{where}: {reason}")
+        early = unanswered(exc, where, error=WebhookError)
+        if early is not None:
+            return early
         lost = (
             f"no answer within {cfg.timeout_seconds:g} s after the request was sent"
             if exc.code is ProbeErrorCode.TIMEOUT
