@@ -22,7 +22,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from agent.cli_common import (
+from agent.commands.common import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
     _actor,
@@ -43,7 +43,7 @@ from diagnostics.model import Assessed, Status
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
     """ffc-agent: device health and RMA agent for FootfallCam people counters."""
-    from agent.logs import setup_logging
+    from agent.service.logs import setup_logging
 
     ctx.obj = {"verbose": verbose}
     setup_logging(verbose)
@@ -95,7 +95,7 @@ def nagios_code(assessed: Iterable[Assessed]) -> int:
 @click.pass_context
 def run_cmd(ctx: click.Context, config_path: Path) -> None:
     """Run the service: a cycle every cycle_seconds until SIGTERM (systemd Type=notify)."""
-    from agent.daemon import Daemon
+    from agent.service.daemon import Daemon
 
     verbose = (ctx.obj or {}).get("verbose", 0)
     sys.exit(Daemon(config_path, verbosity=max(verbose, 1)).run())
@@ -106,7 +106,7 @@ def run_cmd(ctx: click.Context, config_path: Path) -> None:
 @json_option
 def status_cmd(config_path: Path, as_json: bool) -> None:
     """The fleet at a glance, from what the agent already knows (probes nothing)."""
-    from agent.status import fleet_status
+    from agent.commands.status import fleet_status
     from agent.store import Store
 
     cfg = _load(config_path)
@@ -163,7 +163,7 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
 @json_option
 def diagnose_cmd(serial: str, output_dir: Path | None, config_path: Path, as_json: bool) -> None:
     """The full diagnostic checklist on COUNTER now, with a verdict and a bundle."""
-    from agent.diagnose import diagnose
+    from agent.commands.diagnose import diagnose
     from agent.store import Store
 
     cfg = _load(config_path)
@@ -281,7 +281,7 @@ dry_run_option = click.option(
 
 def _readable_sinks(config_path: Path, state_dir: Path | None) -> list[Any]:
     """The destinations tickets can be read back from (write-only ones read their sent-log)."""
-    from agent.sinks import LocalSink, make_sinks
+    from agent.delivery.sinks import LocalSink, make_sinks
 
     if state_dir is not None:
         return [LocalSink(state_dir / "tickets")]
@@ -306,7 +306,7 @@ def _ticket_row(sink: Any, t: Any, now: datetime) -> dict[str, Any]:
 @json_option
 def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """List tickets, newest first, with their SLA (overdue ones marked)."""
-    from agent.sinks import SinkError
+    from agent.delivery.sinks import SinkError
 
     now = datetime.now(UTC)
     rows = []
@@ -345,8 +345,8 @@ def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> No
 @json_option
 def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json: bool) -> None:
     """Show one ticket as support will read it."""
-    from agent.sinks import SinkError
-    from agent.sinks.local import render_markdown
+    from agent.delivery.sinks import SinkError
+    from agent.delivery.sinks.local import render_markdown
 
     for sink in _readable_sinks(config_path, state_dir):
         try:
@@ -394,7 +394,7 @@ def tickets_preview(incident: int, config_path: Path, as_json: bool) -> None:
         return
     from rich.markdown import Markdown
 
-    from agent.sinks.local import render_markdown
+    from agent.delivery.sinks.local import render_markdown
 
     out.print(Markdown(render_markdown(ticket)))
     for f in files:
@@ -407,7 +407,7 @@ def tickets_preview(incident: int, config_path: Path, as_json: bool) -> None:
 @json_option
 def tickets_sync(config_path: Path, dry_run: bool, as_json: bool) -> None:
     """Deliver what is due, read every ticket's status back, close stale local ones."""
-    from agent.outbox import DELIVERED, FAILED
+    from agent.delivery.outbox import DELIVERED, FAILED
     from agent.store import Store
 
     cfg = _load(config_path)
@@ -468,7 +468,7 @@ def tickets_attach(
     Text files are scrubbed of secrets first; of binary files only .tar.gz, .gz, .jpg, .png
     and .pdf are taken, each at most 8 MiB. The attachment is audited (ticket.attach).
     """
-    from agent.attach import AttachError, attach_files
+    from agent.delivery.attach import AttachError, attach_files
     from agent.store import Store
 
     cfg = _load(config_path)
@@ -586,7 +586,7 @@ def analyze_counts_cmd(
     file: Path, config_path: Path, site: str | None, now_text: str | None, as_json: bool
 ) -> None:
     """Judge a count CSV (timestamp,counter,in,out): real data problems or false alarms."""
-    from agent.analyze import analyze_counts
+    from agent.commands.analyze import analyze_counts
     from diagnostics.countcsv import CountCsvError
 
     cfg = _load(config_path)
@@ -757,7 +757,7 @@ def assess_cmd(
     as_json: bool,
 ) -> None:
     """Is it a real problem or a false alarm? The assessment to make before raising a ticket."""
-    from agent.assess import Period, assess_period
+    from agent.commands.assess import Period, assess_period
     from agent.store import Store
     from diagnostics.countcsv import CountCsvError, parse_counts_csv
 
@@ -1084,7 +1084,7 @@ def simulate(count: int, seed: int, faults: tuple[str, ...], port_base: int | No
 @click.pass_context
 def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
     """Run the whole job on a simulated store and show what the agent found and filed."""
-    from agent.demo import run_demo
+    from agent.commands.demo import run_demo
 
     if not (ctx.find_root().obj or {}).get("verbose"):
         # the service's log lines would drown the summary: errors only (-v shows them)
@@ -1144,7 +1144,7 @@ def _london():
 
 
 def _register() -> None:
-    from agent.cli_remote import remote
+    from agent.commands.remote import remote
 
     cli.add_command(remote)
 

@@ -673,7 +673,7 @@ class MetricsConfig(_Model):
     @field_validator("http_host")
     @classmethod
     def _loopback(cls, value: str) -> str:
-        from agent.metrics import loopback_host
+        from agent.service.metrics import loopback_host
 
         return loopback_host(value)
 

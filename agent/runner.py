@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config, CounterConfig
-from agent.evidence import Evidence
+from agent.delivery.bundling import Evidence
+from agent.delivery.outbox import crashpoint
+from agent.delivery.sinks import Sink, make_sinks
+from agent.delivery.ticketing import Ticketing
 from agent.incidents import Flip, Policy, apply
-from agent.outbox import crashpoint
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
-from agent.probes.http import make_session
 from agent.probes.mqtt import push_evidence
 from agent.probes.ssh import SshTarget
-from agent.sinks import Sink, make_sinks
 from agent.store import Store
-from agent.ticketing import Ticketing
+from agent.transport.http import make_session
 from agent.views import LiveViews
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.analyze import judge_model
+from agent.commands.analyze import judge_model
 from diagnostics.assess import assess
 from diagnostics.calendar import Hours, SiteCalendar
 from diagnostics.checks.counts_missing import fold_site_outages

@@ -187,7 +187,7 @@ class RtServer:
             "Set($MailCommand, 'mbox');",
             # RT checks the token's bcrypt hash on every request: at the default cost of 12
             # that is ~0.2 s a call. The minimum cost keeps the suite fast; RT's own behaviour
-            # is otherwise unchanged (production pays the 0.2 s, see agent/sinks/rt.py).
+            # is otherwise unchanged (production pays the 0.2 s, see agent/delivery/sinks/rt.py).
             "Set($BcryptCost, 4);",
             "1;",
         ]

@@ -1,8 +1,9 @@
 """The rooms of the house (DESIGN.md §4, STYLE.md "Rooms"), checked on the source itself.
 
-- ``agent/probes/`` is the only agent-side code that imports ``requests`` (and its
-  ``urllib3``), ``paramiko``, ``psutil`` or ``paho``: library exceptions become ``ProbeError``
-  there and nowhere else. The simulator and the tests are the outside world and may use them.
+- ``agent/probes/`` and ``agent/transport/`` (the one HTTP client that probes and sinks share)
+  are the only agent-side code that imports ``requests`` (and its ``urllib3``), ``paramiko``,
+  ``psutil`` or ``paho``: library exceptions become ``ProbeError`` there and nowhere else.
+  The simulator and the tests are the outside world and may use them.
 - Imports run one way: ``diagnostics`` imports none of agent, rma, simulator; ``rma`` imports
   neither agent nor simulator; ``simulator`` imports none of agent, diagnostics, rma.
 
@@ -23,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agent", "diagnostics", "rma", "simulator")
 IO_LIBRARIES = frozenset({"requests", "urllib3", "paramiko", "psutil", "paho"})
-IO_ROOM = "agent.probes"
+IO_ROOMS = ("agent.probes", "agent.transport")
 AGENT_SIDE = ("agent", "diagnostics", "rma")
 FORBIDDEN = {
     "diagnostics": frozenset({"agent", "rma", "simulator"}),
@@ -93,7 +94,9 @@ def io_violations() -> list[str]:
     return sorted(
         f"{module}:{line} imports {name}"
         for module, line, name in all_imports()
-        if top(module) in AGENT_SIDE and not inside(module, IO_ROOM) and top(name) in IO_LIBRARIES
+        if top(module) in AGENT_SIDE
+        and not any(inside(module, room) for room in IO_ROOMS)
+        and top(name) in IO_LIBRARIES
     )
 
 
@@ -136,16 +139,16 @@ text = "import simulator"
         "paramiko",
     } <= found
     assert not {n for n in found if top(n) in ("urllib3", "simulator")}
-    pkg = {name for _, name in imports("from . import http", "agent.probes", is_package=True)}
-    assert "agent.probes.http" in pkg
+    pkg = {name for _, name in imports("from . import ssh", "agent.probes", is_package=True)}
+    assert "agent.probes.ssh" in pkg
 
 
 def test_the_walker_reads_the_real_tree() -> None:
     found = {(module, top(name)) for module, _, name in all_imports()}
     # the sanctioned uses, so an empty walk cannot pass the tests below
-    assert ("agent.probes.http", "requests") in found
+    assert ("agent.transport.http", "requests") in found
     assert ("agent.probes.ssh", "paramiko") in found
-    assert ("agent.sinks.rt", "agent") in found
+    assert ("agent.delivery.sinks.rt", "agent") in found
     assert ("rma.tickets", "diagnostics") in found
     assert len({module for module, _ in found}) > 40
 

@@ -238,8 +238,8 @@ MDWE_CHILD = textwrap.dedent(
     from PIL import Image
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-    import agent.cli, agent.runner, agent.logs, agent.sdnotify
-    import agent.sinks, rma.bundle
+    import agent.cli, agent.runner, agent.service.logs, agent.service.sdnotify
+    import agent.delivery.sinks, rma.bundle
     from agent.probes.gateway import probe_gateway
     from agent.store import Store
     from diagnostics import liveview

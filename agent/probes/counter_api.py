@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import requests
 
 from agent.probes import counter_format as fmt
-from agent.probes.http import Reply, get
+from agent.transport.http import Reply, get
 from diagnostics.model import ProbeError, ProbeErrorCode
 
 MAX_SPAN = timedelta(hours=24)  # the device refuses longer ranges

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from agent.analyze import analyze_counts
+from agent.commands.analyze import analyze_counts
 from agent.config import parse_config
 from diagnostics.countcsv import CountCsvError
 from diagnostics.model import CountSlot

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agent.attach import AttachError, attach_files
 from agent.cli import cli
 from agent.config import load_config
+from agent.delivery.attach import AttachError, attach_files
+from agent.delivery.sinks.local import LocalSink
 from agent.runner import Runner
-from agent.sinks.local import LocalSink
 from agent.store import Store
 from tests.agent.sink_helpers import NOW, make_ticket
 from tests.agent.test_webhook_sink import Receiver, receiver
@@ -146,7 +146,7 @@ def test_a_ticket_no_destination_has_and_a_file_too_large_are_refused(
     note.write_text("hello")
     with pytest.raises(AttachError, match="no ticket L-000042"):
         attach_files(runner, "L-000042", [note], actor="jo", now=NOW)
-    monkeypatch.setattr("agent.attach.MAX_FILE_BYTES", 4)
+    monkeypatch.setattr("agent.delivery.attach.MAX_FILE_BYTES", 4)
     filed = runner.sinks[0].file(make_ticket())
     with pytest.raises(AttachError, match="more than the 4"):
         attach_files(runner, str(filed.number), [note], actor="jo", now=NOW)

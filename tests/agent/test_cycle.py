@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.config import parse_config
+from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
-from agent.sinks import LocalSink
 from agent.store import Store
 from diagnostics.model import Decision, Status
 from simulator import FakeClock, Fleet, SimCounter, SimSite
@@ -173,7 +173,7 @@ def test_live_view_learned_reference_then_confirmed_blockage(world):
 
 
 def test_assess_over_the_stored_data_with_its_checklist(world):
-    from agent.assess import Period, assess_period
+    from agent.commands.assess import Period, assess_period
 
     clock, _fleet, config, store = world
     runner = Runner(config, store, clock=clock)

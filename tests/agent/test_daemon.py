@@ -36,8 +36,8 @@ from typing import Any
 import pytest
 
 from agent.config import parse_config
-from agent.daemon import Daemon, pause
 from agent.runner import Runner
+from agent.service.daemon import Daemon, pause
 from agent.store import DB_NAME, Store
 from diagnostics.model import Observation
 from simulator import Fleet, SimCounter, SimSite

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from agent.config import Config, load_config
-from agent.outbox import (
+from agent.delivery.outbox import (
     CRASH_ENV,
     DELIVERED,
     FAILED,
@@ -41,8 +41,8 @@ from agent.outbox import (
     Item,
     Outbox,
 )
+from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
-from agent.sinks import LocalSink
 from agent.store import Incident, Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 from tests.rt import KEY_FIELD, FaultyProxy, RtServer

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.probes.http import Reply, get, make_session, request
+from agent.transport.http import Reply, get, make_session, request
 from diagnostics.model import ProbeError, ProbeErrorCode
 from tests.agent.sink_helpers import make_cert, wait_for
 

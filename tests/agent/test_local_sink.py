@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sinks.base import Sink, SinkError
-from agent.sinks.local import LocalSink
+from agent.delivery.sinks.base import Sink, SinkError
+from agent.delivery.sinks.local import LocalSink
 from diagnostics.model import Finding, Status
 from rma.tickets import (
     Category,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import logs
+from agent.service import logs
 from rma.redact import Redactor
 
 STAMP = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"

@@ -1,4 +1,4 @@
-"""agent.metrics: what Prometheus reads from the textfile and the loopback endpoint."""
+"""agent.service.metrics: what Prometheus reads from the textfile and the loopback endpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import ConfigError, parse_config
-from agent.metrics import CYCLE_BUCKETS, Metrics, loopback_host
+from agent.service.metrics import CYCLE_BUCKETS, Metrics, loopback_host
 from agent.store import Incident
 from diagnostics.model import (
     Assessed,

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent import notify
 from agent.config import ConfigError, parse_config
-from agent.notify import Event, Notifier, quiet_until, sla_due
+from agent.delivery import notify
+from agent.delivery.notify import Event, Notifier, quiet_until, sla_due
 from diagnostics.model import Finding, Status
 from rma.redact import Redactor
 from rma.tickets import (
@@ -470,7 +470,7 @@ def test_a_failing_chat_server_is_retried_on_the_next_call_and_then_sent_once(
     assert n.notify(Event.filed(ticket))[1].status == "duplicate"
     assert n.flush() == []
     assert len(chat.posts) == 4 and len(smtp.mailbox.received) == 2
-    warnings = [r for r in caplog.records if r.name == "agent.notify" and r.levelno >= 30]
+    warnings = [r for r in caplog.records if r.name == "agent.delivery.notify" and r.levelno >= 30]
     assert len(warnings) == 1  # when it first failed; not again on each retry
     assert any("sent after an earlier failure" in r.getMessage() for r in caplog.records)
 

@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.outbox import DELIVERED, FAILED, PENDING, UNKNOWN, Outbox
-from agent.sinks.base import OutcomeUnknown, SinkError
-from agent.sinks.local import LocalSink
+from agent.delivery.outbox import DELIVERED, FAILED, PENDING, UNKNOWN, Outbox
+from agent.delivery.sinks.base import OutcomeUnknown, SinkError
+from agent.delivery.sinks.local import LocalSink
 from agent.store import Store
 from diagnostics.model import Finding, Status
 from rma.tickets import CounterRef, ProblemContext, Role, compose, idempotency_key

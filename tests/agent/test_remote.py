@@ -28,8 +28,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-import agent.cli  # noqa: F401  (first: agent.cli_remote imports from it)
-from agent.cli_remote import remote
+import agent.cli  # noqa: F401  (first: agent.commands.remote imports from it)
+from agent.commands.remote import remote
 from agent.probes.ssh import HostKeyError, SshTarget, enroll
 from agent.remote import Transcript, run_shell, run_tunnel, transcript_path_for
 from agent.store import Store
@@ -493,7 +493,10 @@ def config(tmp_path, sshd, fleet) -> Path:
     return path
 
 
-CLI = "import sys; from agent.cli import cli; import agent.cli_remote as r; r.remote(sys.argv[1:])"
+CLI = (
+    "import sys; from agent.cli import cli; import agent.commands.remote as r; "
+    "r.remote(sys.argv[1:])"
+)
 
 
 def cli_process(*args, **kw) -> subprocess.Popen[str]:

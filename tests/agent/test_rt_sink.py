@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from agent.config import RtSinkConfig
-from agent.sinks.base import OutcomeUnknown, Sink, SinkError
-from agent.sinks.rt import RtError, RtSink, portal_status, rt_status
+from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
+from agent.delivery.sinks.rt import RtError, RtSink, portal_status, rt_status
 from diagnostics.model import Finding, Status
 from rma.tickets import (
     Category,
@@ -442,7 +442,7 @@ def test_an_answer_lost_after_sending_is_outcome_unknown_and_not_filed_twice(
 _FILE_ONE = """
 import json, sys
 from agent.config import RtSinkConfig
-from agent.sinks.rt import RtSink
+from agent.delivery.sinks.rt import RtSink
 from rma.tickets import Ticket
 given = json.load(sys.stdin)
 sink = RtSink(RtSinkConfig.model_validate(given["config"]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import sdnotify
+from agent.service import sdnotify
 
 RECEIVE_DEADLINE_S = 10.0
 
@@ -138,7 +138,7 @@ def test_a_send_error_returns_false_and_is_logged_once(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens"))
     monkeypatch.setattr(sdnotify, "_send_failed_logged", False)
-    with caplog.at_level(logging.DEBUG, logger="agent.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="agent.service.sdnotify"):
         assert sdnotify.watchdog() is False
         assert sdnotify.watchdog() is False
     failures = [r for r in caplog.records if "sd_notify" in r.getMessage()]

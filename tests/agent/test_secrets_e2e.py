@@ -31,10 +31,10 @@ from click.testing import CliRunner
 
 from agent.cli import cli
 from agent.config import load_config
-from agent.logs import LogRing, setup_logging
-from agent.outbox import DELIVERED
+from agent.delivery.outbox import DELIVERED
+from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
-from agent.sinks import LocalSink
+from agent.service.logs import LogRing, setup_logging
 from agent.store import Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 from tests.agent.test_webhook_sink import SECRET as WEBHOOK_SECRET

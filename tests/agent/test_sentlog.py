@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sinks.base import SinkError
-from agent.sinks.sentlog import SentLog, content_type, describe, number_for
+from agent.delivery.sinks.base import SinkError
+from agent.delivery.sinks.sentlog import SentLog, content_type, describe, number_for
 from tests.agent.sink_helpers import NOW, make_ticket
 
 

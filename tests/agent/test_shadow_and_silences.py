@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from agent.cli import cli, parse_duration
 from agent.config import load_config
+from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
-from agent.sinks import LocalSink
 from agent.store import Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from agent.config import SmtpSinkConfig
-from agent.sinks.base import OutcomeUnknown, Sink, SinkError
-from agent.sinks.smtp import SmtpSink
+from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
+from agent.delivery.sinks.smtp import SmtpSink
 from tests.agent.sink_helpers import NOW, Cert, make_cert, make_ticket, wait_for
 
 if os.environ.get("CI") != "true":  # in CI a missing server must fail, not skip

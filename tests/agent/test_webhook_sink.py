@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from agent.config import WebhookSinkConfig
-from agent.sinks.base import OutcomeUnknown, Sink, SinkError
-from agent.sinks.webhook import (
+from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
+from agent.delivery.sinks.webhook import (
     WebhookError,
     WebhookSink,
     _retry_after,

@@ -224,9 +224,9 @@ def commands() -> list[CommandOutput]:
 def log_excerpt() -> str:
     return (
         "2025-06-26T08:30:04Z INFO agent.runner cycle 412 started\n"
-        "2025-06-26T08:30:05Z DEBUG agent.probes.http GET http://10.20.0.12/cgi-bin/"
+        "2025-06-26T08:30:05Z DEBUG agent.transport.http GET http://10.20.0.12/cgi-bin/"
         f"access_token.cgi?username=admin&password={CONFIG_PASSWORD} -> 200\n"
-        "2025-06-26T08:30:05Z DEBUG agent.probes.http headers: "
+        "2025-06-26T08:30:05Z DEBUG agent.transport.http headers: "
         f"{{'Authorization': 'Bearer {BEARER}'}}\n"
         "2025-06-26T08:31:10Z WARNING agent.probes.ssh loaded key:\n"
         "-----BEGIN OPENSSH PRIVATE KEY-----\n"

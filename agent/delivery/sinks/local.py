@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent.sinks.base import SinkError, free_name, same_problem
+from agent.delivery.sinks.base import SinkError, free_name, same_problem
 from rma.tickets import Attachment, Category, Comment, NextAction, Ticket, TicketStatus
 
 log = logging.getLogger(__name__)

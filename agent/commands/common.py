@@ -51,7 +51,7 @@ def _load(path: Path) -> Config:
         config = load_config(path)
     except ConfigError as exc:
         _config_failed(exc)
-    from agent.logs import setup_logging
+    from agent.service.logs import setup_logging
     from rma.redact import Redactor
 
     ctx = click.get_current_context(silent=True)

@@ -70,10 +70,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from agent.config import NOTIFY_EVENTS, NotifyEvent
-from agent.mailer import POLICY, send_message
-from agent.probes.http import make_session, request
-from agent.sinks.base import SinkError, unanswered
-from agent.sinks.smtp import message_id
+from agent.delivery.sinks.base import SinkError, unanswered
+from agent.delivery.sinks.mailer import POLICY, send_message
+from agent.delivery.sinks.smtp import message_id
+from agent.transport.http import make_session, request
 from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.redact import Redactor
 from rma.tickets import Message, Ticket

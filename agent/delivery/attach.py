@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.sinks.base import Sink, SinkError
+from agent.delivery.sinks.base import Sink, SinkError
 from rma.tickets import Ticket
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from agent.sinks.base import OutcomeUnknown, SinkError
+from agent.delivery.sinks.base import OutcomeUnknown, SinkError
 
 log = logging.getLogger(__name__)
 

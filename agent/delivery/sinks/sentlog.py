@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.sinks.base import SinkError, free_name, same_problem
+from agent.delivery.sinks.base import SinkError, free_name, same_problem
 from rma.tickets import Attachment, Category, NextAction, Ticket
 
 log = logging.getLogger(__name__)

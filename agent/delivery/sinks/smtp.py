@@ -8,8 +8,8 @@ helpdesk answers a person, ``Cc`` the ticket's CC list, and a subject tagged
 
 What e-mail cannot do, and what this sink does instead:
 
-- It cannot be searched. A sent-log in the state directory (``agent.sinks.sentlog``) records
-  each message after the server accepted it, and answers ``find_by_key``, ``find_open``,
+- It cannot be searched. A sent-log in the state directory (``agent.delivery.sinks.sentlog``)
+  records each message after the server accepted it, and answers ``find_by_key``, ``find_open``,
   ``get`` and ``list``. A ticket's status there stays as the agent last sent it.
 - It cannot say whether a message whose answer was lost got through. A timeout or disconnect
   after DATA is ``OutcomeUnknown``; the log then has no line for it, so a retry sends it again
@@ -42,10 +42,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.mailer import POLICY, send_message
-from agent.sinks.base import OutcomeUnknown, SinkError
-from agent.sinks.local import render_markdown
-from agent.sinks.sentlog import (
+from agent.delivery.sinks.base import OutcomeUnknown, SinkError
+from agent.delivery.sinks.local import render_markdown
+from agent.delivery.sinks.mailer import POLICY, send_message
+from agent.delivery.sinks.sentlog import (
     ReadFromSentLog,
     SentLog,
     describe,
@@ -203,7 +203,7 @@ class SmtpSink(ReadFromSentLog):
                 f"recorded in {self._sent.path}: {exc.strerror or type(exc).__name__}"
             ) from None
 
-    # --- the SMTP exchange (shared with notifications: agent.mailer)
+    # --- the SMTP exchange (shared with notifications: agent.delivery.sinks.mailer)
 
     def _deliver(self, message: EmailMessage, cc: Sequence[str]) -> None:
         send_message(

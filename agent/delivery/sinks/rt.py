@@ -67,9 +67,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from agent.probes.http import Session, make_session, request
-from agent.sinks.base import OutcomeUnknown, SinkError, same_problem, unanswered
-from agent.sinks.local import render_markdown
+from agent.delivery.sinks.base import OutcomeUnknown, SinkError, same_problem, unanswered
+from agent.delivery.sinks.local import render_markdown
+from agent.transport.http import Session, make_session, request
 from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.tickets import (
     Attachment,

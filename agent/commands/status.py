@@ -13,8 +13,8 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from agent.config import Config
-from agent.evidence import Evidence
-from agent.outbox import FAILED, Outbox
+from agent.delivery.bundling import Evidence
+from agent.delivery.outbox import FAILED, Outbox
 from agent.store import Store
 
 

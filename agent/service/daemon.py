@@ -30,10 +30,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from agent import sdnotify
 from agent.config import EX_CONFIG, Config, ConfigError, load_config
-from agent.logs import LogRing, config_errors, setup_logging
 from agent.runner import CycleResult, Runner, SystemClock
+from agent.service import sdnotify
+from agent.service.logs import LogRing, config_errors, setup_logging
 from agent.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ class Daemon:
     # -- push and metrics ------
 
     def _start_extras(self, config: Config, runner: Runner) -> None:
-        from agent.metrics import Metrics
+        from agent.service.metrics import Metrics
 
         self.metrics = Metrics(sinks=[s.name for s in runner.sinks])
         if config.metrics.http_port:

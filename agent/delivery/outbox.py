@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.sinks.base import OutcomeUnknown, Sink, SinkError
+from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import Store
 from diagnostics.model import Finding, Status
 from rma.tickets import Ticket

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent.analyze import CountProblem, analyze_slots
+from agent.commands.analyze import CountProblem, analyze_slots
 from agent.config import Config
 from agent.store import Store
 from diagnostics.assess import Silence

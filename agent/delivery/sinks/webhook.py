@@ -26,7 +26,7 @@ replayed later. Within that window it de-duplicates on ``Idempotency-Key``. A 2x
 carry ``{"number": "..."}``, the receiver's ticket number; without one the number is ``W-``
 and 12 hex digits of the key's SHA-256.
 
-A webhook cannot be read back: a sent-log in the state directory (``agent.sinks.sentlog``),
+A webhook cannot be read back: a sent-log in the state directory (``agent.delivery.sinks.sentlog``),
 written only after a 2xx, answers ``find_by_key``, ``find_open``, ``get`` and ``list``.
 
 Errors: a read timeout or a dropped connection after the request went out is
@@ -53,9 +53,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from agent.probes.http import make_session, request
-from agent.sinks.base import OutcomeUnknown, SinkError, unanswered
-from agent.sinks.sentlog import (
+from agent.delivery.sinks.base import OutcomeUnknown, SinkError, unanswered
+from agent.delivery.sinks.sentlog import (
     ReadFromSentLog,
     SentLog,
     describe,
@@ -63,6 +62,7 @@ from agent.sinks.sentlog import (
     renamed,
     with_attachments,
 )
+from agent.transport.http import make_session, request
 from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.tickets import Attachment, NextAction, Ticket, TicketStatus
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.sinks.base import Sink, SinkError
-from agent.sinks.local import LocalSink
+from agent.delivery.sinks.base import Sink, SinkError
+from agent.delivery.sinks.local import LocalSink
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -22,15 +22,15 @@ def make_sinks(config: Config) -> list[Sink]:
             directory = sink.directory or Path(config.agent.state_dir) / "tickets"
             sinks.append(LocalSink(Path(directory)))
         elif sink.type == "rt":
-            from agent.sinks.rt import RtSink
+            from agent.delivery.sinks.rt import RtSink
 
             sinks.append(RtSink(sink))
         elif sink.type == "smtp":
-            from agent.sinks.smtp import SmtpSink
+            from agent.delivery.sinks.smtp import SmtpSink
 
             sinks.append(SmtpSink(sink, state_dir=sent))
         elif sink.type == "webhook":
-            from agent.sinks.webhook import WebhookSink
+            from agent.delivery.sinks.webhook import WebhookSink
 
             sinks.append(WebhookSink(sink, state_dir=sent))
     return sinks

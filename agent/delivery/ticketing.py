@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent.config import Config
-from agent.evidence import Evidence, problem_start
+from agent.delivery.bundling import Evidence, problem_start
+from agent.delivery.notify import Event, Notifier
+from agent.delivery.outbox import DELIVERED, Outbox
+from agent.delivery.sinks import LocalSink, Sink, SinkError
 from agent.incidents import FILED_STATES, INTERMITTENT, OPEN, RECOVERING, RESOLVED, Flip
-from agent.notify import Event, Notifier
-from agent.outbox import DELIVERED, Outbox
 from agent.probes.counter_api import CounterClient
-from agent.sinks import LocalSink, Sink, SinkError
 from agent.store import Incident, Store
 from diagnostics.model import Assessed, Finding
 from rma.redact import Redactor

@@ -9,7 +9,7 @@ of the two is missing. Every session is in the audit log (``remote.shell``,
 transcript's path and sha256 under ``<state_dir>/sessions/``.
 
 ``agent/cli.py`` registers the group with ``cli.add_command(remote)``; the options and helpers
-both share live in ``agent/cli_common.py``.
+both share live in ``agent/commands/common.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import NoReturn
 
 import click
 
-from agent.cli_common import _actor, _load, config_option, err, json_option, out
+from agent.commands.common import _actor, _load, config_option, err, json_option, out
 from agent.config import Config, CounterConfig
 from agent.probes.ssh import HostKeyError, SshTarget
 from diagnostics.model import ProbeError, ProbeErrorCode
@@ -140,8 +140,8 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
 
 
 def _ticket_exists(cfg: Config, number: str) -> None:
-    from agent.attach import find_tickets
-    from agent.sinks import make_sinks
+    from agent.delivery.attach import find_tickets
+    from agent.delivery.sinks import make_sinks
 
     if not find_tickets(make_sinks(cfg), number):
         raise click.ClickException(f"no ticket {number} in any configured destination")
@@ -149,7 +149,7 @@ def _ticket_exists(cfg: Config, number: str) -> None:
 
 def _attach_transcript(cfg: Config, number: str, transcript: Path) -> bool:
     """Put the transcript on ticket ``number``; False (and why, on stderr) if it could not."""
-    from agent.attach import AttachError, attach_files
+    from agent.delivery.attach import AttachError, attach_files
     from agent.runner import Runner
     from agent.store import Store
 
