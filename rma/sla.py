@@ -6,9 +6,13 @@ for four days on a 1-day ticket should chase support, not wait: the agent export
 overdue tickets so that Prometheus can raise that alarm, and the CLI can show the due date.
 
 The rule, in calendar days from ``created_at`` (the support guide speaks of days, not working
-days):
+days, so weekends count):
 
-- a ticket without an SLA (a category with none) is never overdue;
+- a day is 24 hours of elapsed time: the due moment is the same whether ``created_at`` carries
+  a zone with daylight saving (as built in memory) or a fixed offset (as read back from JSON),
+  so a ticket's due time does not move by an hour across a clock change or a round trip;
+- a ticket without an SLA (a category with none, ``sla_days`` None) has no due time and is
+  never overdue; an SLA of 0 days is due at once;
 - the SLA is support's promise to act, so it stops counting once the ball is no longer with
   FootfallCam: in "Suggest To Close" and "Closed", and while the ticket waits on the customer;
 - otherwise it is overdue once ``now`` is past ``created_at + sla_days``.
@@ -16,7 +20,7 @@ days):
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from rma.tickets import NextAction, Ticket, TicketStatus
 
@@ -26,10 +30,15 @@ _ANSWERED = frozenset({TicketStatus.SUGGEST_TO_CLOSE, TicketStatus.CLOSED})
 
 
 def sla_due(ticket: Ticket) -> datetime | None:
-    """When support's answer falls due: ``created_at`` plus the ticket's SLA days, or None."""
+    """When support's answer falls due: ``created_at`` plus the ticket's SLA days, or None.
+
+    The one rule for every caller (the CLI, the metrics, the notifier). Days are added in UTC,
+    then shown in ``created_at``'s own zone: Python adds a timedelta to a zoned datetime on the
+    wall clock, which would make a 1-day SLA 23 or 25 hours long across a clock change."""
     if ticket.sla_days is None:
         return None
-    return ticket.created_at + timedelta(days=ticket.sla_days)
+    created = ticket.created_at
+    return (created.astimezone(UTC) + timedelta(days=ticket.sla_days)).astimezone(created.tzinfo)
 
 
 def is_overdue(ticket: Ticket, now: datetime) -> bool:

@@ -76,6 +76,7 @@ from agent.delivery.sinks.smtp import message_id
 from agent.transport.http import make_session, request
 from diagnostics.model import ProbeError, ProbeErrorCode
 from rma.redact import Redactor
+from rma.sla import sla_due
 from rma.tickets import Message, Ticket
 
 if TYPE_CHECKING:
@@ -196,13 +197,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status != "failed"
-
-
-def sla_due(ticket: Ticket) -> datetime | None:
-    """When the ticket's SLA runs out (filed + the category's SLA days), or None."""
-    if not ticket.sla_days:
-        return None
-    return ticket.created_at + timedelta(days=ticket.sla_days)
 
 
 def quiet_until(window: tuple[time, time] | None, tz: tzinfo, now: datetime) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -89,3 +90,29 @@ def test_a_category_without_an_sla_is_never_overdue() -> None:
 def test_a_naive_now_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         is_overdue(ticket(Category.TECHNICAL_ISSUE, NOW), NOW.replace(tzinfo=None))
+
+
+def test_a_day_is_24_hours_across_a_clock_change_and_a_json_round_trip() -> None:
+    # Filed at noon the day before the UK clocks go forward. The notifier used to add the day
+    # on the wall clock (due 23 h later) while a ticket read back from JSON, with a fixed offset,
+    # came due 24 h later: the due time moved by an hour depending on where it was computed.
+    london = ZoneInfo("Europe/London")
+    created = datetime(2025, 3, 29, 12, 0, tzinfo=london)
+    t = ticket(Category.TECHNICAL_ISSUE, created)
+    t = t.model_copy(update={"created_at": created})  # the zone as built in memory
+    due = sla_due(t)
+    assert due is not None
+    # (Python subtracts two datetimes of one zone on the wall clock too: compare in UTC)
+    assert due.astimezone(UTC) - created.astimezone(UTC) == timedelta(hours=24)
+    assert due == sla_due(Ticket.from_json(t.to_json()))
+    assert due.utcoffset() == timedelta(hours=1)  # shown in the ticket's own zone (BST)
+    assert not is_overdue(t, datetime(2025, 3, 30, 11, 30, tzinfo=UTC))
+
+
+def test_an_sla_of_zero_days_is_due_at_once_and_none_means_no_sla() -> None:
+    # The notifier's copy read 0 as "no SLA"; only None means a category without one.
+    created = NOW - timedelta(minutes=1)
+    t = ticket(Category.TECHNICAL_ISSUE, created).model_copy(update={"sla_days": 0})
+    assert sla_due(t) == created
+    assert is_overdue(t, NOW)
+    assert sla_due(t.model_copy(update={"sla_days": None})) is None
