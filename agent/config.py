@@ -57,6 +57,7 @@ from diagnostics.calendar import (
     SiteCalendar,
     check_holiday_region,
     parse_hours,
+    parse_span,
 )
 
 EX_CONFIG = 78  # sysexits.h: configuration error; the unit's RestartPreventExitStatus
@@ -200,10 +201,16 @@ def _toml_date(value: Any) -> date:
     raise ValueError(f"expected a date like 2024-12-24, got {_show(value)}")
 
 
+def _hours(value: str) -> str:
+    parse_hours(value)  # diagnostics' own reader: what validates here is what the calendar reads
+    return value
+
+
 Identifier = Annotated[str, AfterValidator(_identifier)]
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
 Email = Annotated[str, AfterValidator(_email)]
 TomlDate = Annotated[date, BeforeValidator(_toml_date)]
+HoursText = Annotated[str, AfterValidator(_hours)]  # "09:00-17:30" or "closed"
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 
 
@@ -260,19 +267,13 @@ class AgentConfig(_Model):
 class OpeningHours(_Model):
     """The weekly opening hours; a day left out is closed."""
 
-    mon: str = "closed"
-    tue: str = "closed"
-    wed: str = "closed"
-    thu: str = "closed"
-    fri: str = "closed"
-    sat: str = "closed"
-    sun: str = "closed"
-
-    @field_validator(*WEEKDAYS)
-    @classmethod
-    def _hours(cls, value: str) -> str:
-        parse_hours(value)
-        return value
+    mon: HoursText = "closed"
+    tue: HoursText = "closed"
+    wed: HoursText = "closed"
+    thu: HoursText = "closed"
+    fri: HoursText = "closed"
+    sat: HoursText = "closed"
+    sun: HoursText = "closed"
 
     def weekly(self) -> tuple[Hours | None, ...]:
         """Seven ``Hours`` or None (closed), Monday first, as ``SiteCalendar`` wants them."""
@@ -300,13 +301,7 @@ class SpecialHoursConfig(_Model):
     """Different hours on one date (Christmas Eve, a late-night opening); "closed" is closed."""
 
     day: Annotated[TomlDate, Field(alias="date")]
-    hours: str
-
-    @field_validator("hours")
-    @classmethod
-    def _hours(cls, value: str) -> str:
-        parse_hours(value)
-        return value
+    hours: HoursText
 
 
 class SiteConfig(_Model):
@@ -692,15 +687,10 @@ NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("filed", "message", "status", "sla_ove
 def parse_quiet_hours(text: str) -> tuple[time, time]:
     """``"22:00-07:00"`` -> (22:00, 07:00), local times: quiet from the start (included) to the
     end (excluded); a start after the end wraps midnight. ValueError with a clear reason."""
-    match = re.fullmatch(r"\s*(\d{2}:\d{2})\s*-\s*(\d{2}:\d{2})\s*", text)
-    if not match:
-        raise ValueError(f"expected 'HH:MM-HH:MM' such as \"22:00-07:00\", got {text!r}")
-    start_s, end_s = match.groups()
-    try:
-        start = time.fromisoformat(start_s)
-        end = time(0) if end_s == "24:00" else time.fromisoformat(end_s)
-    except ValueError:
-        raise ValueError(f"not a time of day in {text!r}") from None
+    # the opening hours' own reader, so the two formats can never drift apart
+    start, end = parse_span(text, expected="'HH:MM-HH:MM' such as \"22:00-07:00\"")
+    if end == time.max:  # "-24:00": until midnight, which wraps to 00:00
+        end = time(0)
     if start == end:
         raise ValueError(f"start and end are the same in {text!r}; leave quiet_hours out instead")
     return start, end

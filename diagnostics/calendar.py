@@ -7,6 +7,7 @@ is stated in the store's own words ("closed for refit", "Christmas Day").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -49,21 +50,35 @@ class DayStatus:
     hours: Hours | None = None
 
 
-def parse_hours(text: str) -> Hours | None:
-    """``"09:00-17:30"`` → Hours; ``"closed"`` → None. Raises ValueError with a clear reason."""
-    text = text.strip().lower()
-    if text == "closed":
-        return None
+# Two digits, a colon, two digits, on each side: ``time.fromisoformat`` alone would also take
+# "09.30" (nine o'clock and 0.3 seconds), "0930", "T09:30" or "09:30Z".
+_SPAN = re.compile(r"([0-9]{2}:[0-9]{2})\s*-\s*([0-9]{2}:[0-9]{2})")
+
+
+def parse_span(text: str, expected: str = "'HH:MM-HH:MM'") -> tuple[time, time]:
+    """``"HH:MM-HH:MM"`` -> (start, end): the one reader of a span of local clock times, for
+    opening hours here and the notifier's quiet hours in the agent's config alike. An end of
+    24:00 is ``time.max``, the end of the day. Whether the end must follow the start is the
+    caller's rule. Raises ValueError with a clear reason (``expected`` says what was wanted)."""
+    match = _SPAN.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"expected {expected}, got {text!r}")
+    start_s, end_s = match.groups()
     try:
-        start_s, end_s = (part.strip() for part in text.split("-"))
         start = time.fromisoformat(start_s)
         end = time.max if end_s == "24:00" else time.fromisoformat(end_s)
     except ValueError:
-        raise ValueError(f"expected 'HH:MM-HH:MM' or 'closed', got {text!r}") from None
-    if len(start_s) != 5 or (len(end_s) != 5):
-        raise ValueError(f"expected 'HH:MM-HH:MM' or 'closed', got {text!r}")
+        raise ValueError(f"not a time of day in {text!r}") from None
+    return start, end
+
+
+def parse_hours(text: str) -> Hours | None:
+    """``"09:00-17:30"`` → Hours; ``"closed"`` → None. Raises ValueError with a clear reason."""
+    if text.strip().lower() == "closed":
+        return None
+    start, end = parse_span(text, expected="'HH:MM-HH:MM' or 'closed'")
     if end <= start:
-        raise ValueError(f"closing time must be after opening time in {text!r}")
+        raise ValueError(f"closing time must be after opening time in {text.strip()!r}")
     return Hours(start, end)
 
 

@@ -19,8 +19,9 @@ from agent.config import (
     example_config,
     load_config,
     parse_config,
+    parse_quiet_hours,
 )
-from diagnostics.calendar import Hours
+from diagnostics.calendar import Hours, parse_hours
 
 SECRET = "s3cr3t-Pa55word-planted"
 
@@ -184,6 +185,8 @@ def test_closed_on_public_holidays_needs_a_region() -> None:
     [
         ({"mon": "9-17"}, "sites[0].opening_hours.mon: expected 'HH:MM-HH:MM' or 'closed'"),
         ({"tue": "17:00-09:00"}, "sites[0].opening_hours.tue: closing time must be after"),
+        # once read as 09:00:00.3-17:00:00.3 and accepted; quiet_hours refused it
+        ({"wed": "09.30-17.30"}, "sites[0].opening_hours.wed: expected 'HH:MM-HH:MM' or 'closed'"),
         ({"mond": "09:00-17:00"}, "sites[0].opening_hours.mond: unknown key; the days are mon"),
         ({"sun": 9}, "sites[0].opening_hours.sun: expected a string, got 9"),
     ],
@@ -192,6 +195,27 @@ def test_bad_opening_hours(hours: dict[str, Any], line: str) -> None:
     lines = errors(with_("sites.0.opening_hours", hours))
     assert len(lines) == 1
     assert lines[0].startswith(line)
+
+
+@pytest.mark.parametrize(
+    "span",
+    ["09:30-17:30", " 09:30 - 17:30 ", "09.30-17.30", "0930-1730", "T09:30-17:30", "09:30Z-17:30",
+     "9:30-17:30", "09:30-17:30+01:00", "09:30-24:00", "24:00-07:00", "09:60-17:00"],
+)  # fmt: skip
+def test_opening_hours_and_quiet_hours_read_a_span_alike(span: str) -> None:
+    # one reader in diagnostics.calendar serves the calendar, the config and the quiet hours
+    def reads(parse: Any) -> bool:
+        try:
+            parse(span)
+        except (ValueError, ConfigError):
+            return False
+        return True
+
+    accepted = reads(parse_hours)
+    assert reads(parse_quiet_hours) == accepted
+    assert reads(lambda _: parse_config(with_("sites.0.opening_hours", {"mon": span}))) == accepted
+    special = [{"date": "2025-12-24", "hours": span}]
+    assert reads(lambda _: parse_config(with_("sites.0.special_hours", special))) == accepted
 
 
 def test_closure_from_after_to() -> None:
