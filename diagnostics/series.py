@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -31,83 +31,6 @@ from diagnostics.model import CountSlot
 
 MIN_K, MAX_K = 0.3, 1000.0  # dispersion bounds: from very bursty to practically Poisson
 SLOT_LENGTHS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # minutes that tile an hour
-
-
-def cell(start: datetime, tz: ZoneInfo) -> tuple[int, int]:
-    """The hour-of-week cell of a slot: (weekday, minute of day), in local time."""
-    local = start.astimezone(tz)
-    return local.weekday(), local.hour * 60 + local.minute
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """Expected counts per hour-of-week cell, with a fitted negative-binomial dispersion."""
-
-    means: dict[tuple[int, int], float]
-    samples: dict[tuple[int, int], int]
-    k: float  # NB dispersion: var = mu + mu**2 / k
-    weeks: int
-
-    def expected(self, start: datetime, tz: ZoneInfo) -> float | None:
-        return self.means.get(cell(start, tz))
-
-    def p_zero(self, mu: float) -> float:
-        """P(count == 0) for one slot of mean ``mu`` under NB(k)."""
-        if mu <= 0:
-            return 1.0
-        return math.exp(self.k * math.log(self.k / (self.k + mu)))
-
-    def log10_p_all_zero(self, mus: Iterable[float]) -> float:
-        """log10 of the chance that every slot of the given means counts zero."""
-        return float(log10_p_zero(np.asarray(list(mus), dtype=float), self.k).sum())
-
-
-def build_baseline(
-    slots: Sequence[CountSlot],
-    tz: ZoneInfo,
-    *,
-    before: datetime,
-    exclude_days: frozenset = frozenset(),
-) -> Baseline:
-    """Means per cell from slots starting before ``before``, skipping excluded local dates.
-
-    Days flagged as faulty are passed in ``exclude_days`` so a broken week never teaches the
-    baseline that zero is normal. (``CountModel`` does the same on arrays, for whole sites.)
-    """
-    by_cell: dict[tuple[int, int], list[int]] = defaultdict(list)
-    days: set = set()
-    for slot in slots:
-        if slot.start >= before:
-            continue
-        local = slot.start.astimezone(tz)
-        if local.date() in exclude_days:
-            continue
-        days.add(local.date())
-        by_cell[(local.weekday(), local.hour * 60 + local.minute)].append(slot.total)
-    means = {c: sum(v) / len(v) for c, v in by_cell.items()}
-    samples = {c: len(v) for c, v in by_cell.items()}
-    return Baseline(means, samples, fit_dispersion(by_cell.values()), len(days) // 7)
-
-
-def fit_dispersion(cells: Iterable[Sequence[int]]) -> float:
-    """Method-of-moments NB dispersion pooled across cells: k = Σμ² / Σ(var − μ).
-
-    Pooling across the week's cells gives a stable figure from a few weeks of data; where the
-    data show no excess variance the model falls back towards Poisson (large k).
-    """
-    num = 0.0
-    den = 0.0
-    for values in cells:
-        n = len(values)
-        if n < 2:
-            continue
-        mu = sum(values) / n
-        if mu <= 0:
-            continue
-        var = sum((v - mu) ** 2 for v in values) / (n - 1)
-        num += mu * mu
-        den += var - mu
-    return _k_from_moments(num, den)
 
 
 def _k_from_moments(num: float, den: float) -> float:
@@ -209,9 +132,6 @@ class Grid:
         """The first slot starting at or after ``when`` (clipped to the grid)."""
         seconds = (when - self.start).total_seconds()
         return int(min(self.n, max(0, math.ceil(seconds / (self.minutes * 60)))))
-
-    def local_date(self, i: int) -> date:
-        return date.fromordinal(int(self.day[i]))
 
 
 @dataclass(frozen=True, eq=False)

@@ -58,7 +58,3 @@ def corrections_csv(rows: Sequence[SlotEstimate], tz: ZoneInfo) -> bytes:
             )
         )
     return buf.getvalue().encode()
-
-
-def total_correction(rows: Sequence[SlotEstimate]) -> float:
-    return sum(r.correction or 0.0 for r in rows)

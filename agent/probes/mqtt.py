@@ -8,8 +8,8 @@ export stays the record and fills every gap.
 
 ``PushListener`` owns one paho-mqtt client with its own network thread. It connects in the
 background, reconnects with backoff on its own, and never raises into the caller: a broker that
-is down, refuses the credentials or drops the link is *state* (``link()``), turned into a
-``ProbeError`` only when asked (``connection_error()``). Each message is parsed tolerantly;
+is down, refuses the credentials or drops the link is *state* (``link()``: a ProbeErrorCode and
+the reason), which ``push_evidence`` carries to the push check. Each message is parsed tolerantly;
 garbage is counted and skipped, and the same event delivered twice (a device or broker
 re-sending after a reconnect) is counted once. The runner reads a frozen copy per cycle with
 ``snapshot()`` and puts ``push_evidence(...)`` into ``CounterEvidence.extra["push"]``.
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from diagnostics.model import Clock, ProbeError, ProbeErrorCode
+from diagnostics.model import Clock, ProbeErrorCode
 
 if TYPE_CHECKING:
     from agent.config import MqttConfig
@@ -383,7 +383,6 @@ class PushListener:
         self._lock = threading.Lock()
         self._counters: dict[str, _Counter] = {}
         self._seen: OrderedDict[tuple[Any, ...], datetime] = OrderedDict()
-        self._unattributed_garbage = 0
         self._warned_garbage = False
         self._started = self._stopped = False
         now = self._clock.now()
@@ -471,20 +470,6 @@ class PushListener:
         with self._lock:
             return self._link
 
-    def connection_error(self) -> ProbeError | None:
-        """Why the listener is not connected, as a ProbeError; None when connected (or still
-        making its first attempt)."""
-        link = self.link()
-        if link.connected or link.error_code is None:
-            return None
-        return ProbeError(link.error_code, f"MQTT broker {self.broker}: {link.error}")
-
-    @property
-    def unattributed_garbage(self) -> int:
-        """Unreadable messages that named no counter at all."""
-        with self._lock:
-            return self._unattributed_garbage
-
     def snapshot(self, serials: Iterable[str] = ()) -> dict[str, PushState]:
         """A frozen copy per counter heard from, plus an empty state for each of ``serials``."""
         now = self._clock.now()
@@ -571,10 +556,8 @@ class PushListener:
         serial = next((p for p in reversed(topic.split("/")) if p), None)
         with self._lock:
             counter = self._counter(serial) if serial else None
-            if counter is not None:
+            if counter is not None:  # a message naming no counter is only logged
                 counter.garbage += 1
-            else:
-                self._unattributed_garbage += 1
             first, self._warned_garbage = not self._warned_garbage, True
         if first:
             log.warning("MQTT push: skipping unreadable messages (first on %r: %s)", topic, reason)

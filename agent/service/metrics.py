@@ -53,8 +53,6 @@ if TYPE_CHECKING:
     from diagnostics.model import Observation
     from rma.tickets import Ticket
 
-DEFAULT_TEXTFILE = Path("metrics") / "ffc-agent.prom"  # under the state directory
-
 # A cycle normally takes seconds; past the default cycle of 300 s it has overrun.
 CYCLE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
 

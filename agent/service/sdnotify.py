@@ -74,11 +74,6 @@ def _address() -> str | None:
     return None
 
 
-def enabled() -> bool:
-    """Whether a service manager is listening for notifications."""
-    return _address() is not None
-
-
 def notify(message: str) -> bool:
     """Send ``message`` (newline-separated ``KEY=VALUE`` assignments) to the service manager.
 
@@ -136,11 +131,6 @@ def reloading() -> bool:
     """
     usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     return notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-
-
-def extend_timeout(seconds: float) -> bool:
-    """Ask for ``seconds`` more to start or stop (a long store migration, a slow delivery)."""
-    return notify(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
 
 
 def watchdog_interval() -> float | None:

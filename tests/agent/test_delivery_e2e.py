@@ -555,7 +555,7 @@ def test_an_oversized_bundle_is_cut_to_the_cap_and_says_what_it_left_out(
     filed = sink.get(ticket.number)
     assert filed is not None
     [attachment] = filed.attachments
-    bundle = sink.attachment_path(ticket.number, attachment.name).read_bytes()
+    bundle = (sink.directory / ticket.number / attachment.name).read_bytes()
     assert len(bundle) <= cap and attachment.size == len(bundle)
 
     files = read_bundle(bundle)

@@ -149,22 +149,21 @@ def test_broker_down_at_start_then_up_connects_by_itself(tmp_path, fleet, clock)
     broker = Mosquitto(tmp_path / "mosquitto")  # port chosen, nothing listening yet
     push = PushListener(broker.host, broker.port, clock=clock, reconnect_max_s=1).start()
     try:
-        wait_for(lambda: push.connection_error() is not None, "the first failed attempt")
-        error = push.connection_error()
-        assert error is not None and error.code is ProbeErrorCode.REFUSED
+        wait_for(lambda: push.link().error_code is not None, "the first failed attempt")
+        assert push.link().error_code is ProbeErrorCode.REFUSED
         assert push.link().connected is False
         evidence = push_evidence(push.snapshot(["FC1"])["FC1"], NOW)
         assert evidence["connected"] is False and evidence["silent_since"] is None
         broker.start()
         wait_for(lambda: push.link().connected, "the listener to reconnect by itself")
-        assert push.connection_error() is None
+        assert push.link().error_code is None
         with Publisher(fleet, broker.host, broker.port) as publisher:
             published = publisher.publish_window("FC2", START, START + timedelta(minutes=30))
         wait_for(lambda: heard(push, "FC2") >= published.messages, "messages after reconnect")
         assert sum(s.visitors_in for s in push.snapshot()["FC2"].slots) == published.visitors_in
         broker.stop()  # and a broker that goes away mid-run is state, not an exception
         wait_for(lambda: not push.link().connected, "the listener to notice")
-        assert push.connection_error() is not None
+        assert push.link().error_code is not None
     finally:
         push.stop()
         broker.stop()
@@ -177,11 +176,11 @@ def test_wrong_password_is_auth_failed(tmp_path, clock, fleet) -> None:
             broker.host, broker.port, username="agent", password="not-it", reconnect_max_s=1
         ).start()
         try:
-            wait_for(lambda: wrong.connection_error() is not None, "the refusal")
-            error = wrong.connection_error()
-            assert error is not None and error.code is ProbeErrorCode.AUTH_FAILED
-            assert not wrong.link().connected
-            text = f"{error} {error.detail} {wrong!r} {wrong.link()!r}"
+            wait_for(lambda: wrong.link().error_code is not None, "the refusal")
+            link = wrong.link()
+            assert link.error_code is ProbeErrorCode.AUTH_FAILED
+            assert not link.connected
+            text = f"{link.error} {wrong!r} {link!r}"
             assert "not-it" not in text
         finally:
             wrong.stop()
@@ -342,9 +341,9 @@ def test_evidence_counts_silence_from_the_link_when_it_came_up_later() -> None:
 
 def test_an_unreadable_ca_file_is_state_not_an_exception(tmp_path: Path) -> None:
     push = PushListener("127.0.0.1", 1, tls=True, ca_file=tmp_path / "missing.pem").start()
-    error = push.connection_error()
-    assert error is not None and error.code is ProbeErrorCode.BAD_RESPONSE
-    assert "CA file" in error.message and not push.link().connected
+    link = push.link()
+    assert link.error_code is ProbeErrorCode.BAD_RESPONSE
+    assert "CA file" in link.error and not link.connected
     push.stop()
 
 

@@ -76,7 +76,7 @@ def test_delivers_once_with_its_attachments(world):
     outbox.enqueue_ticket([sink], t, incident_id=None, attachments={"a.txt": b"hi"}, now=NOW)
     [d] = outbox.deliver([sink], NOW)
     assert d.outcome == "delivered" and d.number == "L-000001"
-    assert sink.attachment_path(d.number, "a.txt").read_bytes() == b"hi"
+    assert (sink.directory / d.number / "a.txt").read_bytes() == b"hi"
     assert outbox.deliver([sink], NOW + timedelta(hours=1)) == []
     assert [i.state for i in outbox.items()] == [DELIVERED]
 

@@ -255,7 +255,7 @@ def test_planted_secrets_leave_in_no_bundle_ticket_or_log_line(
     [ticket] = [t for t in local.list() if t.counters == [SERIAL] and "RMA" in t.subject]
     assert ticket.number is not None
     [bundle_name] = [a.name for a in ticket.attachments if a.name.endswith(".tar.gz")]
-    bundle = untar(local.attachment_path(ticket.number, bundle_name).read_bytes())
+    bundle = untar((local.directory / ticket.number / bundle_name).read_bytes())
     names = {name.split("/", 1)[1] for name in bundle}
     assert {"manifest.json", "findings.json", "report.html", "log-excerpt.txt"} <= names
     assert any(name.startswith("device/") for name in names)

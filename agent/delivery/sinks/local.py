@@ -134,9 +134,6 @@ class LocalSink:
         action = NextAction(next_action) if next_action is not None else None
         return self._update(number, lambda t: t.with_status(status, at, action))
 
-    def attachment_path(self, number: str, name: str) -> Path:
-        return self.directory / number / _safe_name(name)
-
     # --- inside
 
     @contextlib.contextmanager

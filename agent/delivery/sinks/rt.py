@@ -386,18 +386,6 @@ class RtSink:
         )
         return self._must_get(tid)
 
-    def fetch_attachment(self, number: str, name: str) -> bytes:
-        """The bytes of the attachment ``name`` on ticket ``number`` (the first of that name:
-        filed with the ticket, or else sent with a reply)."""
-        tid = self._ticket_id(number)
-        items = self._pages(
-            f"ticket/{tid}/attachments", {"fields": "Filename"}, what=f"list attachments {tid}"
-        )
-        for item in items:
-            if item.get("Filename") == name:
-                return self._attachment_bytes(str(item["id"]))
-        raise RtError(f"{self.name}: ticket {tid} has no attachment {name!r}", permanent=True)
-
     def queue_for(self, category: Category | str) -> str:
         return self.config.queues.get(Category(category).value, self.config.queue)
 
