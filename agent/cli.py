@@ -417,7 +417,7 @@ def tickets_sync(config_path: Path, dry_run: bool, as_json: bool) -> None:
         outbox = runner.tickets.outbox
         if dry_run:
             due = [i for i in outbox.items() if i.state not in (DELIVERED, FAILED)]
-            data = {
+            data: dict[str, Any] = {
                 "would_deliver": [
                     {"id": i.id, "sink": i.sink, "kind": i.kind, "key": i.key, "state": i.state}
                     for i in due
@@ -606,7 +606,8 @@ def analyze_counts_cmd(
     if as_json:
         _print_json(result.to_json())
         return
-    table = Table(title=f"Count problems as of {result.now.isoformat()}", title_justify="left")
+    as_of = result.now.isoformat() if result.now else "no data"  # None: no row was ours
+    table = Table(title=f"Count problems as of {as_of}", title_justify="left")
     for col in ("counter", "kind", "when", "verdict", "expected", "observed", "why"):
         table.add_column(col)
     for p in result.findings:
@@ -649,7 +650,7 @@ def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: boo
     except lv.ImageError as exc:
         click.echo(f"{reference}: {exc}", err=True)
         sys.exit(2)
-    results = []
+    results: list[dict[str, Any]] = []
     for path in snapshots:
         try:
             results.append({"snapshot": str(path), **lv.analyze(read(path), ref).to_json()})
@@ -1003,7 +1004,7 @@ def shadow_report(since_text: str | None, config_path: Path, as_json: bool) -> N
     with Store.open(Path(cfg.agent.state_dir)) as store:
         held = store.shadow_tickets(since)
         ruled = store.findings_between(since, now + timedelta(days=1), verdict="false_alarm")
-    data = {
+    data: dict[str, Any] = {
         "since": since.isoformat(),
         "would_have_filed": [
             {

@@ -507,7 +507,7 @@ class _SinkBase(_Model):
 
     @property
     def label(self) -> str:
-        return self.name or getattr(self, "type", "sink")
+        return self.name or str(getattr(self, "type", "sink"))
 
 
 class RtSinkConfig(_SinkBase):

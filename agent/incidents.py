@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from agent.store import Incident, Store
 from diagnostics.flapping import WINDOW, is_flapping, state_change_percent
@@ -98,7 +99,9 @@ def apply(
             flips.append(Flip(incident, None, target, reason))
             log.warning("incident %s %s: %s", incident.id, target, f.summary)
             continue
-        changes = {"code": f.code, "summary": f.summary, "finding": f.to_json()} if bad else {}
+        changes: dict[str, Any] = (
+            {"code": f.code, "summary": f.summary, "finding": f.to_json()} if bad else {}
+        )
         if target is None or target == current.state:
             if changes:
                 store.update_incident(current.id, at=now, **changes)

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from diagnostics.calendar import SiteCalendar
 from diagnostics.model import CountSlot
@@ -482,21 +483,22 @@ class CountModel:
         e = np.where(np.isfinite(self.expected[i]), self.expected[i], 0.0)
         return e * (self.grid.open_regular > 0)
 
-    def peer_factor(self, i: int, first: np.ndarray, last: np.ndarray):
+    def peer_factor(
+        self, i: int, first: npt.ArrayLike, last: npt.ArrayLike
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """How busy the peers were over slots first..last against their own expectation: the
         posterior mean of a Gamma(a, a) prior on the site's level, updated by their counts
         (1.0 without peers). A storm that halves every door's traffic halves what this
         counter is expected to see; a peer that also counts nothing is evidence too."""
-        first = np.asarray(first)
-        last = np.asarray(last)
+        lo, hi = np.asarray(first), np.asarray(last)
         if self.peers[i].size == 0:
-            zero = np.zeros(first.shape)
-            return np.ones(first.shape), zero, zero
+            zero = np.zeros(lo.shape)
+            return np.ones(lo.shape), zero, zero
         obs, exp = self._peers_all[0][i], self._peers_all[1][i]
         cobs = np.concatenate([[0.0], np.cumsum(obs)])
         cexp = np.concatenate([[0.0], np.cumsum(exp)])
-        o = cobs[last + 1] - cobs[first]
-        e = cexp[last + 1] - cexp[first]
+        o = cobs[hi + 1] - cobs[lo]
+        e = cexp[hi + 1] - cexp[lo]
         a = self.params.peer_prior
         return (a + o) / (a + e), o, e
 

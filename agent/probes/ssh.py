@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import paramiko  # type: ignore[import-untyped]
+import paramiko
 
 from diagnostics.model import ProbeError, ProbeErrorCode
 
@@ -119,7 +119,7 @@ class _UnknownHostKey(paramiko.SSHException):
 class _PinnedOnly(paramiko.RejectPolicy):
     """``RejectPolicy`` that keeps the key it rejected, so the finding can show it."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> NoReturn:
         raise _UnknownHostKey(hostname, key)
 
 
@@ -569,7 +569,8 @@ def _map_error(exc: BaseException, target: SshTarget, known_hosts: Path) -> Prob
             return ProbeError(ProbeErrorCode.TIMEOUT, f"{where}: authentication timed out")
         return ProbeError(ProbeErrorCode.AUTH_FAILED, f"{where}: the key was refused")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-        codes = {e.errno for e in exc.errors.values()}
+        # socket errors, per paramiko's docs; its stubs only promise Exception
+        codes = {e.errno for e in exc.errors.values() if isinstance(e, OSError)}
         if codes == {errno.EHOSTUNREACH}:
             return ProbeError(ProbeErrorCode.UNREACHABLE, f"{where}: no route to host")
         return ProbeError(ProbeErrorCode.REFUSED, f"{where}: connection refused")

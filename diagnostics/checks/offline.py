@@ -27,7 +27,7 @@ _WORDS = {
 class CounterOffline(Check):
     id: ClassVar[str] = "counter.offline"
     title: ClassVar[str] = "Counter reachable and answering its API"
-    applies_to: ClassVar[str] = "counter"  # type: ignore[misc]
+    applies_to = "counter"
     remediation: ClassVar[str] = (
         "Check the counter's power and network cable (LED: none/yellow means power or cabling, "
         "red means hardware); power-cycle it; if it still does not answer, raise a ticket."

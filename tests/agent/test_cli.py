@@ -234,6 +234,17 @@ def test_analyze_counts_json_and_errors(tmp_path):
     assert result.exit_code == 2 and "XX" in result.output
 
 
+def test_analyze_counts_of_a_file_without_rows_for_our_counters(tmp_path):
+    # the table's title read the as-of time, which is None when no row is ours: a traceback
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(ANALYZE_CONFIG)
+    data = tmp_path / "counts.csv"
+    data.write_text("timestamp,counter,in,out\n2026-11-25T10:00:00+00:00,STRANGER,1,1\n")
+    human = invoke("analyze", "counts", str(data), "--config", str(cfg))
+    assert human.exit_code == 0, human.output
+    assert "no count rows for the configured counters" in human.output
+
+
 def test_analyze_image(tmp_path):
     from simulator import FakeClock, Fleet, SimCounter, SimSite
     from tests.agent.test_cycle import NOW, WEEK
