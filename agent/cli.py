@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 from rich.table import Table
@@ -1138,9 +1139,7 @@ def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
     out.print(f"see a ticket: ffc-agent tickets show {example} --state-dir {result.state_dir}")
 
 
-def _london():
-    from zoneinfo import ZoneInfo
-
+def _london() -> ZoneInfo:
     return ZoneInfo("Europe/London")
 
 

@@ -59,7 +59,7 @@ class LiveViews:
             (p for p in folder.glob("*.jpg") if p.stem.isdigit()), key=lambda p: int(p.stem)
         )
 
-    def reference(self, counter: CounterConfig) -> tuple[lv.Reference | None, str, dict]:
+    def reference(self, counter: CounterConfig) -> tuple[lv.Reference | None, str, dict[str, Any]]:
         """The counter's reference, where it came from, and notes for the finding."""
         notes: dict[str, Any] = {}
         if counter.reference_image is not None:

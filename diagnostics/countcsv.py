@@ -23,6 +23,9 @@ from diagnostics.series import SLOT_LENGTHS
 COLUMNS = ("timestamp", "counter", "in", "out")
 MAX_LISTED = 10  # individual warnings of one kind before they are summarised
 
+# (counter, slot start) -> (in, out, the line it came from)
+_Rows = dict[tuple[str, datetime], tuple[int, int, int]]
+
 
 class CountCsvError(ValueError):
     """The file cannot be read as counts; the message names the line."""
@@ -43,7 +46,7 @@ def parse_counts_csv(
     ``CountCsvError`` for a row it cannot trust.
     """
     warnings: list[str] = []
-    rows: dict[tuple[str, datetime], tuple[int, int, int]] = {}
+    rows: _Rows = {}
     unknown: Counter[str] = Counter()
     same = Counter[str]()
     clashes = 0
@@ -144,7 +147,7 @@ def _count(number: int, name: str, text: str) -> int:
     return value
 
 
-def _slot_length(rows: dict) -> tuple[int, str]:
+def _slot_length(rows: _Rows) -> tuple[int, str]:
     """The most common step between a counter's consecutive slots, in minutes."""
     by_serial: dict[str, list[float]] = {}
     for serial, at in rows:
@@ -166,7 +169,7 @@ def _slot_length(rows: dict) -> tuple[int, str]:
     return minutes, ""
 
 
-def _slots(rows: dict, minutes: int, warnings: list[str]) -> dict[str, list[CountSlot]]:
+def _slots(rows: _Rows, minutes: int, warnings: list[str]) -> dict[str, list[CountSlot]]:
     out: dict[str, list[CountSlot]] = {}
     off_grid: Counter[str] = Counter()
     anchor: dict[str, float] = {}

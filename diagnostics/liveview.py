@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 WORK_WIDTH = 192  # working width: a quarter of a 768x576 snapshot
 TILE = 8  # tile side at working resolution (32 px of a 768-wide snapshot)
@@ -152,7 +152,7 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
             return np.asarray(grey, dtype=np.float32)
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large to decode safely: {exc}") from None
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise ImageError("not an image format that can be read (JPEG, PNG ...)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"damaged or unsupported image: {exc}") from None

@@ -504,7 +504,9 @@ class CountModel:
 
     # -- detectors -----------------------------------------------------------------------------
 
-    def _zero_segments(self, i: int, lo: int, hi: int):
+    def _zero_segments(self, i: int, lo: int, hi: int) -> tuple[np.ndarray, ...] | None:
+        """Runs of zeros in slots lo..hi: first, last, open minutes, expected, log10 chance,
+        peer factor, peer observed and expected, and the last two without the peers."""
         tot = self.total[i, lo:hi]
         pres = self.present[i, lo:hi]
         zero = pres & (tot == 0)
@@ -687,7 +689,19 @@ class CountModel:
         found.sort(key=lambda sh: sh.first)
         return [sh for sh in found if not has_peers or self._blame(i, sh)]
 
-    def _episodes(self, s, h, direction, z, var, xb, expected, first_slot, last_slot, against):
+    def _episodes(
+        self,
+        s: np.ndarray,
+        h: float,
+        direction: int,
+        z: np.ndarray,
+        var: np.ndarray,
+        xb: np.ndarray,
+        expected: np.ndarray,
+        first_slot: np.ndarray,
+        last_slot: np.ndarray,
+        against: str,
+    ) -> list[Shift]:
         out: list[Shift] = []
         above = np.flatnonzero(s >= h)
         zeros = np.flatnonzero(s == 0)

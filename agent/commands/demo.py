@@ -10,6 +10,7 @@ recent 15:30 in London, so the stores are open whatever the hour at which it is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,7 +110,12 @@ class DemoResult:
         }
 
 
-def run_demo(state_dir: Path, *, real_now: datetime | None = None, progress=None) -> DemoResult:
+def run_demo(
+    state_dir: Path,
+    *,
+    real_now: datetime | None = None,
+    progress: Callable[[str], object] | None = None,
+) -> DemoResult:
     """Start the simulated store, run the agent for a few cycles, stop everything."""
     say = progress or (lambda _msg: None)
     clock = FakeClock(demo_time(real_now or datetime.now(UTC)))

@@ -13,6 +13,7 @@ doors, not a fault; a change in a door's imbalance is raised even when its group
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,7 +49,13 @@ class _Balance(CountCheck):
             return Status.FAIL
         return Status.WARN if b.imbalance > self.options.warn_ratio else Status.OK
 
-    def report(self, model, evidence, balances, judge) -> list[Finding]:
+    def report(
+        self,
+        model: CountModel,
+        evidence: Any,
+        balances: Sequence[Balance],
+        judge: Callable[[Balance], Finding],
+    ) -> list[Finding]:
         if not balances:
             return [
                 self.finding(
@@ -63,7 +70,7 @@ class _Balance(CountCheck):
         problems = [f for b in balances if (f := judge(b)).problem]
         return self.settle(problems, evidence, "balanced", "IN and OUT balance")
 
-    def words(self, model, b: Balance) -> tuple[dict[str, Any], str]:
+    def words(self, model: CountModel, b: Balance) -> tuple[dict[str, Any], str]:
         start, end = span(model, b.first, b.last)
         days = f"{b.days} days from " if b.days > 1 else ""
         details = {

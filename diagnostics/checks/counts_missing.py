@@ -11,9 +11,10 @@ is one site finding, not one per counter: ``fold_site_outages`` removes the coun
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from pydantic import Field
@@ -21,7 +22,7 @@ from pydantic import Field
 from diagnostics.checks.base import SiteEvidence
 from diagnostics.checks.counts import CountCheck, local, site_model, span
 from diagnostics.model import Finding, Status, as_datetime
-from diagnostics.series import CountModel, runs
+from diagnostics.series import CountModel, Gap, runs
 
 
 class _Window(CountCheck.Options):
@@ -42,7 +43,9 @@ class _Gaps(CountCheck):
         done = now - timedelta(minutes=self.options.grace_minutes) - model.grid.start
         return int(min(model.grid.n, max(0, done.total_seconds() // step)))
 
-    def pieces(self, model: CountModel, first: int, last: int, now: datetime):
+    def pieces(
+        self, model: CountModel, first: int, last: int, now: datetime
+    ) -> list[tuple[int, int]]:
         """Split a gap where the upload window ends: the older part is lost, the rest pending."""
         if self.options.scope != "all":
             return [(first, last)]
@@ -53,7 +56,9 @@ class _Gaps(CountCheck):
             return [(first, cut - 1), (cut, last)]
         return [(first, last)]
 
-    def timing(self, start: datetime, now: datetime, tz) -> tuple[Status, dict[str, Any], str]:
+    def timing(
+        self, start: datetime, now: datetime, tz: ZoneInfo
+    ) -> tuple[Status, dict[str, Any], str]:
         opts = self.options
         lost_at = start + timedelta(days=opts.upload_window_days)
         warn_at = start + timedelta(days=opts.warn_after_days)
@@ -111,7 +116,9 @@ class CountsMissing(_Gaps):
             return out
         return [self._finding(model, evidence, gaps, tz)]
 
-    def _finding(self, model, evidence, gaps, tz) -> Finding:
+    def _finding(
+        self, model: CountModel, evidence: Any, gaps: Sequence[Gap], tz: ZoneInfo
+    ) -> Finding:
         start, _ = span(model, gaps[0].first, gaps[0].last)
         _, end = span(model, gaps[-1].first, gaps[-1].last)
         slots = sum(g.last - g.first + 1 for g in gaps)
@@ -186,7 +193,15 @@ class SiteCountsOutage(_Gaps):
             out = [out[-1]]
         return self.settle(out, evidence, "reporting", "the site's counters are reporting")
 
-    def _outage(self, model, evidence, rows, core, first, last) -> Finding:
+    def _outage(
+        self,
+        model: CountModel,
+        evidence: Any,
+        rows: list[int],
+        core: tuple[int, int],
+        first: int,
+        last: int,
+    ) -> Finding:
         """One outage: the time every counter was silent, widened to each counter's own gap
         around it, so the counters' findings it replaces fall inside it."""
         members: dict[str, list[str]] = {}
