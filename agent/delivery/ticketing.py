@@ -281,7 +281,9 @@ class Ticketing:
                 if before is None:
                     continue
                 changes.append(StatusChange(sink.name, item.number, before, status, ticket))
-                self.notifier.notify(Event.status_changed(ticket, now), now)
+                if status not in self._statuses_sent(sink.name, item.key):
+                    # the agent's own change was announced when it was queued
+                    self.notifier.notify(Event.status_changed(ticket, now), now)
                 self.store.audit(
                     now,
                     "agent",
@@ -290,6 +292,13 @@ class Ticketing:
                     {"sink": sink.name, "from": before, "to": status},
                 )
         return changes
+
+    def _statuses_sent(self, sink: str, key: str) -> set[str]:
+        return {
+            str(i.payload["status"])
+            for i in self.outbox.items(states=(DELIVERED,))
+            if i.sink == sink and i.key == key and i.kind == "status"
+        }
 
 
 @dataclass(frozen=True)
