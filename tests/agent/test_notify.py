@@ -12,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ import pytest
 from agent.config import ConfigError, parse_config
 from agent.delivery import notify
 from agent.delivery.notify import Event, Notifier, quiet_until, sla_due
-from agent.delivery.outbox import DELIVERED, GIVE_UP_AFTER, NOTICE_KINDS, Outbox
+from agent.delivery.outbox import CRASH_ENV, DELIVERED, GIVE_UP_AFTER, NOTICE_KINDS, Outbox
 from agent.store import Store
 from diagnostics.model import Finding, Status
 from rma.redact import Redactor
@@ -41,9 +45,10 @@ from rma.tickets import (
     compose,
     idempotency_key,
 )
-from tests.agent.sink_helpers import NOW, START, make_ticket
+from tests.agent.sink_helpers import NOW, START, make_ticket, wait_for
 from tests.agent.test_smtp_sink import PASSWORD, USER, SmtpServer, smtp_server
 
+ROOT = Path(__file__).resolve().parents[2]
 LONDON = ZoneInfo("Europe/London")
 SENDER = "agent.ldn01@store.example.com"
 REQUESTER = "store-it@example.com"
@@ -690,3 +695,47 @@ def test_no_secret_reaches_a_mailbox_a_chat_channel_the_state_or_the_logs(
     # redacting log filter, which can only do it if the token is among the secret values.
     scrub = Redactor(n.config.secret_values())
     assert all(HOOK_TOKEN not in scrub.text(r.getMessage()) for r in caplog.records)
+
+
+CRASHING_FLUSH = """
+import json, sys
+from datetime import datetime
+from pathlib import Path
+from agent.config import parse_config
+from agent.delivery.notify import Notifier
+from agent.delivery.outbox import Outbox
+from agent.store import Store
+
+data, state, now = json.loads(sys.argv[1]), Path(sys.argv[2]), datetime.fromisoformat(sys.argv[3])
+with Store.open(state) as store:
+    Notifier(parse_config(data), Outbox(store, state)).flush(now)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("step", "copies"), [("before_send", 1), ("after_send", 2)])
+def test_a_notice_survives_a_kill_and_its_copies_share_a_message_id(
+    tmp_path: Path, smtp: SmtpServer, step: str, copies: int
+) -> None:
+    """SIGKILL before the send loses nothing; after it, before the delivery is recorded, the
+    mail goes again (at least once) with the same Message-ID, so the copy can be dropped."""
+    n = notifier(tmp_path, smtp, None)
+    n.notify(Event.filed(filed_ticket()))
+    data = json.dumps(config_data(smtp, None))
+    killed = subprocess.run(
+        [sys.executable, "-c", CRASHING_FLUSH, data, str(tmp_path / "state"), NOW.isoformat()],
+        cwd=ROOT,
+        env={**os.environ, CRASH_ENV: step, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(smtp.mailbox.received) == copies - 1
+
+    assert statuses(n.flush(NOW + timedelta(minutes=5))) == [("email", "sent")]
+    assert n.flush(NOW + timedelta(hours=1)) == []
+    wait_for(lambda: len(smtp.mailbox.received) >= copies)
+    assert len({r.message["Message-ID"] for r in smtp.mailbox.received}) == 1
+    assert len(smtp.mailbox.received) == copies

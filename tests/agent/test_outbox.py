@@ -185,3 +185,44 @@ def test_follow_ups_of_a_refused_ticket_fail_with_it(world):
     outcomes = [d.outcome for d in outbox.deliver([sink], NOW)]
     assert outcomes == ["failed", "failed"]
     assert outbox.depth(NOW) == {}  # nothing left waiting for ever
+
+
+def test_a_schema_3_outbox_is_migrated_with_its_items(tmp_path):
+    import sqlite3
+
+    from agent.store import DB_NAME, MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    for script in MIGRATIONS[:3]:
+        db.executescript(script)
+    db.execute(
+        "INSERT INTO outbox (sink, kind, key, digest, payload, state, next_attempt_at, "
+        "created_at) VALUES ('local', 'create', 'ffc-1', 'd', '{}', 'pending', ?, ?)",
+        (NOW.isoformat(), NOW.isoformat()),
+    )
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    with Store.open(tmp_path) as store:
+        assert store.schema_version == len(MIGRATIONS) >= 4
+        [item] = Outbox(store, tmp_path).items()
+        assert (item.key, item.state) == ("ffc-1", PENDING)
+        row = store._db.execute("SELECT result FROM outbox").fetchone()
+        assert row[0] is None  # nothing delivered yet: nothing on record
+
+
+def test_a_delivered_item_keeps_the_destinations_answer_and_announces_in_its_transaction(world):
+    store, sink, outbox = world
+    t = ticket()
+    outbox.enqueue_ticket([sink], t, incident_id=None, now=NOW)
+    seen = []
+
+    def announce(d):
+        assert store._db.in_transaction  # kept exactly when the delivery is
+        seen.append((d.item.kind, d.number))
+
+    outbox.deliver([sink], NOW, announce=announce)
+    assert seen == [("create", "L-000001")]
+    row = store._db.execute("SELECT result FROM outbox").fetchone()
+    assert '"number": "L-000001"' in row[0]
+    assert outbox.ticket(t.key).number == "L-000001"
