@@ -136,12 +136,21 @@ def follow_up_via_outbox(
     at: dt.datetime,
     *,
     status: str | None = None,
+    attachments: dict[str, bytes] | None = None,
+    author: str = "ffc-agent",
     now: dt.datetime = NOW,
 ) -> list[Delivery]:
     """Queue a follow-up on ticket ``key`` for ``sink`` and run one delivery."""
     with Store.open(state) as store:
         outbox = Outbox(store, state)
         outbox.enqueue_message(
-            [sink], key, author="ffc-agent", body=body, at=at, status=status, now=now
+            [sink],
+            key,
+            author=author,
+            body=body,
+            at=at,
+            status=status,
+            attachments=attachments,
+            now=now,
         )
         return outbox.deliver([sink], now)
