@@ -96,7 +96,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ChannelKind = Literal["email", "chat"]
 Status = Literal["queued", "sent", "held", "duplicate", "failed", "skipped"]
 
 MAX_REPLY_BYTES = 4096
@@ -196,7 +195,7 @@ class Outcome:
     to, e.g. a ticket without a requester address). ``ok`` is False only for ``failed``.
     """
 
-    channel: ChannelKind
+    channel: str  # "email" or "chat"
     event: str
     status: Status
     error: str | None = None

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from agent.config import Config
 from agent.delivery.bundling import Evidence, problem_start
 from agent.delivery.notify import Event, Notifier
-from agent.delivery.outbox import DELIVERED, Delivery, Outbox
+from agent.delivery.outbox import DELIVERED, Channel, Delivery, Outbox
 from agent.delivery.sinks import LocalSink, Sink, SinkError
 from agent.incidents import FILED_STATES, INTERMITTENT, OPEN, RECOVERING, RESOLVED, Flip
 from agent.probes.counter_api import CounterClient
@@ -206,7 +206,7 @@ class Ticketing:
             out.append(Ticket.from_json(data))
             self.notifier.notify(Event.filed(out[-1], now), now)
 
-        destinations = [*self.sinks, *self.notifier.channels]
+        destinations: list[Sink | Channel] = [*self.sinks, *self.notifier.channels]
         for d in self.outbox.deliver(
             destinations, now, heartbeat=self.heartbeat, announce=announce
         ):
