@@ -158,6 +158,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN result TEXT;
     CREATE INDEX outbox_record ON outbox (sink, state, key);
+    UPDATE outbox SET result = json_set(json_extract(payload, '$.ticket'), '$.number', number)
+        WHERE kind = 'create' AND state = 'delivered' AND number IS NOT NULL;
     """,
 )
 

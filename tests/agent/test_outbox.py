@@ -1,11 +1,12 @@
 """The outbox: retries with backoff, unknown outcomes searched first, permanent failures,
 joining a ticket raised by hand, follow-ups after their ticket — with a real local store."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.delivery.outbox import DELIVERED, FAILED, PENDING, UNKNOWN, Outbox
+from agent.delivery.outbox import DELIVERED, FAILED, PENDING, UNKNOWN, Outbox, Record
 from agent.delivery.sinks.base import OutcomeUnknown, SinkError
 from agent.delivery.sinks.local import LocalSink
 from agent.store import Store
@@ -200,15 +201,25 @@ def test_a_schema_3_outbox_is_migrated_with_its_items(tmp_path):
         "created_at) VALUES ('local', 'create', 'ffc-1', 'd', '{}', 'pending', ?, ?)",
         (NOW.isoformat(), NOW.isoformat()),
     )
+    t = ticket()
+    db.execute(
+        "INSERT INTO outbox (sink, kind, key, digest, payload, state, next_attempt_at, "
+        "created_at, number) VALUES ('helpdesk', 'create', ?, 'd', ?, 'delivered', ?, ?, 'M-1')",
+        (t.key, json.dumps({"ticket": t.to_json()}), NOW.isoformat(), NOW.isoformat()),
+    )
     db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()
     with Store.open(tmp_path) as store:
         assert store.schema_version == len(MIGRATIONS) >= 4
-        [item] = Outbox(store, tmp_path).items()
-        assert (item.key, item.state) == ("ffc-1", PENDING)
-        row = store._db.execute("SELECT result FROM outbox").fetchone()
+        pending, delivered = Outbox(store, tmp_path).items()
+        assert (pending.key, pending.state) == ("ffc-1", PENDING)
+        row = store._db.execute("SELECT result FROM outbox WHERE id = ?", (pending.id,)).fetchone()
         assert row[0] is None  # nothing delivered yet: nothing on record
+    # what was e-mailed before the upgrade is still on record, so its follow-ups can go
+    [filed] = Record(tmp_path, "helpdesk").tickets().values()
+    assert (filed.key, filed.number, filed.subject) == (t.key, "M-1", t.subject)
+    assert delivered.state == DELIVERED
 
 
 def test_a_delivered_item_keeps_the_destinations_answer_and_announces_in_its_transaction(world):
