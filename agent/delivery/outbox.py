@@ -32,6 +32,13 @@ hours); one still undelivered ``GIVE_UP_AFTER`` after it was queued fails (the n
 A notice cannot be searched for, so an uncertain one is sent again: at least once, and an
 e-mail's copies share their Message-ID. Within one ``deliver`` call a channel destination that
 failed transiently is not tried again, so a hung chat server costs one timeout per pass.
+
+Each delivered ticket item keeps the destination's answer (the ticket as it took it) in its
+``result``: that is the record (``Record``) an e-mail intake or a webhook, which cannot be read
+back, answers ``find_by_key``, ``get`` and ``list`` from. Searching such a destination is
+reading that record, so for them "exactly once" weakens to at least once: a kill between the
+server's yes and the record of it sends the ticket again, with the same Message-ID or
+Idempotency-Key for the receiver to drop.
 """
 
 from __future__ import annotations
