@@ -385,7 +385,8 @@ class Outbox:
         destination = channel.destination(item.payload)
         if destination in down:
             return Delivery(item, "skipped", error=f"not tried: {down[destination]}")
-        self._mark(item.id, SENDING, attempts=item.attempts + 1)  # committed before any send
+        if not self._claim(item):  # committed before any send
+            return Delivery(item, "skipped", error="another process took it first")
         crashpoint("before_send")
         try:
             channel.send(item.payload, now)
@@ -414,7 +415,8 @@ class Outbox:
         announce: Callable[[Delivery], object] | None = None,
     ) -> Delivery:
         uncertain = item.state in (SENDING, UNKNOWN)
-        self._mark(item.id, SENDING, attempts=item.attempts + 1)  # committed before any send
+        if not self._claim(item):  # committed before any send
+            return Delivery(item, "skipped", error="another process took it first")
         crashpoint("before_send")
         try:
             if item.kind == "create":
@@ -543,6 +545,17 @@ class Outbox:
         if row is None and item.kind != "create":
             return item.payload.get("number")  # a ticket this outbox did not file
         return row[0] if row else None
+
+    def _claim(self, item: Item) -> bool:
+        """Mark ``item`` sending, if it is still as this pass read it: two processes (the
+        service and ``tickets sync``, say) never both send an item they both found pending."""
+        with self.store.transaction() as db:
+            cur = db.execute(
+                "UPDATE outbox SET state = ?, attempts = ? WHERE id = ? AND state = ? "
+                "AND attempts = ?",
+                (SENDING, item.attempts + 1, item.id, item.state, item.attempts),
+            )
+            return cur.rowcount == 1
 
     def _retry(
         self, item: Item, state: str, error: str, now: datetime, retry_after: float | None = None

@@ -237,3 +237,41 @@ def test_a_delivered_item_keeps_the_destinations_answer_and_announces_in_its_tra
     row = store._db.execute("SELECT result FROM outbox").fetchone()
     assert '"number": "L-000001"' in row[0]
     assert outbox.ticket(t.key).number == "L-000001"
+
+
+class Recording:
+    """A notification channel that records what it is asked to send (a stand-in for the
+    e-mail and chat channels, whose servers test_notify runs for real)."""
+
+    def __init__(self, name, during_send=None):
+        self.name = name
+        self.sent = []
+        self.during_send = during_send
+
+    def destination(self, payload):
+        return self.name
+
+    def hold_until(self, payload, now):
+        return None
+
+    def send(self, payload, now):
+        if self.during_send is not None:
+            self.during_send()
+        self.sent.append(payload["text"])
+
+
+def test_two_processes_never_both_send_an_item_they_both_found_pending(tmp_path):
+    with Store.open(tmp_path) as mine, Store.open(tmp_path) as theirs:
+        outbox, other = Outbox(mine, tmp_path), Outbox(theirs, tmp_path)
+        fast = Recording("fast")
+        # while this pass sends its first item, another process delivers the second
+        slow = Recording("slow", during_send=lambda: other.deliver([fast], NOW))
+        for channel, text in ((slow, "one"), (fast, "two")):
+            outbox.enqueue_notice(
+                channel.name, "chat", "ffc-1", f"e-{text}", {"text": text}, not_before=NOW, now=NOW
+            )
+        done = outbox.deliver([slow, fast], NOW)
+        assert [d.outcome for d in done] == ["delivered", "skipped"]
+        assert done[1].error == "another process took it first"
+        assert (slow.sent, fast.sent) == (["one"], ["two"])
+        assert [i.state for i in outbox.items()] == [DELIVERED, DELIVERED]
