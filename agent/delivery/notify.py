@@ -77,6 +77,7 @@ from agent.delivery.outbox import (
     NOTICE_KINDS,
     PENDING,
     SENDING,
+    TAKEN,
     UNKNOWN,
     Channel,
     Delivery,
@@ -311,7 +312,7 @@ class Notifier:
             return []
         now = now or self._clock()
         done = self.outbox.deliver(self.channels, now, kinds=NOTICE_KINDS)
-        return [_outcome(d) for d in done if d.outcome != "held"]
+        return [_outcome(d) for d in done if d.outcome != "held" and d.error != TAKEN]
 
     def pending(self) -> list[dict[str, Any]]:
         """What waits (for ``status``): channel, ticket key, event, site, due, attempts, error."""

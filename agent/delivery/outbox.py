@@ -76,6 +76,7 @@ BACKOFF_CAP = timedelta(hours=1)
 PERMANENT_FAILURES_FOR_FINDING = 1
 EMAIL, CHAT = "email", "chat"
 NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status") go to ticket sinks
+TAKEN = "another process took it first"  # a skipped item's error: none of this pass's business
 GIVE_UP_AFTER = timedelta(days=3)  # the longest SLA: a notice older than that is stale news
 CRASH_ENV = "FFC_AGENT_TEST_CRASH_AT"
 
@@ -386,7 +387,7 @@ class Outbox:
         if destination in down:
             return Delivery(item, "skipped", error=f"not tried: {down[destination]}")
         if not self._claim(item):  # committed before any send
-            return Delivery(item, "skipped", error="another process took it first")
+            return Delivery(item, "skipped", error=TAKEN)
         crashpoint("before_send")
         try:
             channel.send(item.payload, now)
@@ -416,7 +417,7 @@ class Outbox:
     ) -> Delivery:
         uncertain = item.state in (SENDING, UNKNOWN)
         if not self._claim(item):  # committed before any send
-            return Delivery(item, "skipped", error="another process took it first")
+            return Delivery(item, "skipped", error=TAKEN)
         crashpoint("before_send")
         try:
             if item.kind == "create":
