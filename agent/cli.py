@@ -281,7 +281,7 @@ dry_run_option = click.option(
 
 
 def _readable_sinks(config_path: Path, state_dir: Path | None) -> list[Any]:
-    """The destinations tickets can be read back from (write-only ones read their sent-log)."""
+    """The destinations tickets can be read back from (write-only ones: the outbox's record)."""
     from agent.delivery.sinks import LocalSink, make_sinks
 
     if state_dir is not None:

@@ -153,6 +153,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, number)
     );
     """,
+    # 4: one delivery engine: notices (e-mail, chat) are outbox items too, and each delivered
+    # item keeps the destination's answer, the record write-only destinations are read from
+    """
+    ALTER TABLE outbox ADD COLUMN result TEXT;
+    CREATE INDEX outbox_record ON outbox (sink, state, key);
+    UPDATE outbox SET result = json_set(json_extract(payload, '$.ticket'), '$.number', number)
+        WHERE kind = 'create' AND state = 'delivered' AND number IS NOT NULL;
+    """,
 )
 
 

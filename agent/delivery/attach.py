@@ -24,8 +24,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.delivery.notify import Event
 from agent.delivery.sinks.base import Sink, SinkError
-from rma.tickets import Ticket
+from rma.tickets import Message, Ticket
 
 if TYPE_CHECKING:
     from agent.runner import Runner
@@ -147,6 +148,9 @@ def attach_files(
                 now=now,
             )
             queued.append((sink, ticket, item_id))
+        # one notice for the change, however many destinations carry it
+        note = Message(at=now, author=actor, body=body)
+        runner.tickets.notifier.notify(Event.new_message(where[0][1], note), now)
         runner.store.audit(
             now,
             actor,

@@ -16,12 +16,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from agent.config import Config
 from agent.delivery.bundling import Evidence, problem_start
 from agent.delivery.notify import Event, Notifier
-from agent.delivery.outbox import DELIVERED, Outbox
+from agent.delivery.outbox import DELIVERED, Channel, Delivery, Outbox
 from agent.delivery.sinks import LocalSink, Sink, SinkError
 from agent.incidents import FILED_STATES, INTERMITTENT, OPEN, RECOVERING, RESOLVED, Flip
 from agent.probes.counter_api import CounterClient
@@ -62,9 +61,7 @@ class Ticketing:
         self.evidence = evidence
         self.redactor = redactor
         self.outbox = Outbox(store, config.agent.state_dir)
-        self.notifier = notifier or Notifier(
-            config, state_dir=config.agent.state_dir, redactor=redactor
-        )
+        self.notifier = notifier or Notifier(config, self.outbox, redactor=redactor)
         self.last_filed: Counter[str] = Counter()  # tickets filed per destination, last delivery
         self.heartbeat: Callable[[], object] = lambda: None  # between deliveries (watchdog)
 
@@ -153,54 +150,68 @@ class Ticketing:
         return None
 
     def follow_up(self, flips: list[Flip], now: datetime) -> None:
-        """Tell the ticket when its problem heals (and suggest closing), or comes back."""
+        """Tell the ticket when its problem heals (and suggest closing), or comes back; and
+        queue the notice of each change with it (call inside the incident's transaction)."""
         for flip in flips:
             inc = flip.incident
             if inc.ticket_key is None or not inc.check_id.startswith(TICKETED):
                 continue
+            status: str | None = None
             if flip.to_state == RESOLVED:
-                self.outbox.enqueue_message(
-                    self.sinks,
-                    inc.ticket_key,
-                    author="ffc-agent",
-                    at=now,
-                    body=f"Recovered: {flip.reason}. The agent suggests closing this ticket; "
-                    "a ticket left in Suggest To Close closes itself after 7 days.",
-                    status="Suggest To Close",
-                    incident_id=inc.id,
-                    now=now,
+                body = (
+                    f"Recovered: {flip.reason}. The agent suggests closing this ticket; "
+                    "a ticket left in Suggest To Close closes itself after 7 days."
                 )
+                status = "Suggest To Close"
             elif flip.from_state == RECOVERING and flip.to_state == OPEN:
-                self.outbox.enqueue_message(
-                    self.sinks,
-                    inc.ticket_key,
-                    author="ffc-agent",
-                    at=now,
-                    body=f"The problem is back: {inc.summary}",
-                    incident_id=inc.id,
-                    now=now,
-                )
+                body = f"The problem is back: {inc.summary}"
             elif flip.to_state == INTERMITTENT and flip.from_state is not None:
-                self.outbox.enqueue_message(
-                    self.sinks,
-                    inc.ticket_key,
-                    author="ffc-agent",
-                    at=now,
-                    body=f"The problem is intermittent: {flip.reason}",
-                    incident_id=inc.id,
-                    now=now,
-                )
+                body = f"The problem is intermittent: {flip.reason}"
+            else:
+                continue
+            self.outbox.enqueue_message(
+                self.sinks,
+                inc.ticket_key,
+                author="ffc-agent",
+                at=now,
+                body=body,
+                status=status,
+                incident_id=inc.id,
+                now=now,
+            )
+            ticket = self.outbox.ticket(inc.ticket_key)
+            if ticket is None:
+                continue
+            if inc.ticket_number:
+                ticket = ticket.model_copy(update={"number": inc.ticket_number})
+            # one notice per change, whichever destinations carry it
+            if status is not None:
+                self.notifier.notify(Event.status_changed(ticket.with_status(status, now)), now)
+            else:
+                message = Message(at=now, author="ffc-agent", body=body)
+                self.notifier.notify(Event.new_message(ticket, message), now)
 
     def deliver(self, now: datetime) -> list[Ticket]:
-        """Run the outbox once; the tickets it created (or joined) this time."""
+        """Run the outbox once (tickets, follow-ups and notices); the tickets it created (or
+        joined) this time. A ticket's "filed" notice is queued in the transaction that
+        records its delivery, and sent by the next ``notifier.flush``."""
         self.redactor.add(*CounterClient.tokens())
-        out = []
+        out: list[Ticket] = []
         self.last_filed = Counter()
-        for d in self.outbox.deliver(self.sinks, now, heartbeat=self.heartbeat):
+
+        def announce(d: Delivery) -> None:
+            if d.item.kind != "create":
+                return
+            data = {**d.item.payload["ticket"], "number": d.number}
+            out.append(Ticket.from_json(data))
+            self.notifier.notify(Event.filed(out[-1], now), now)
+
+        destinations: list[Sink | Channel] = [*self.sinks, *self.notifier.channels]
+        for d in self.outbox.deliver(
+            destinations, now, heartbeat=self.heartbeat, announce=announce
+        ):
             if d.item.kind == "create" and d.outcome in ("delivered", "joined", "found"):
                 self.last_filed[d.item.sink] += 1
-                data = {**d.item.payload["ticket"], "number": d.number}
-                out.append(Ticket.from_json(data))
                 self.store.audit(
                     now,
                     "agent",
@@ -209,29 +220,7 @@ class Ticketing:
                     {"sink": d.item.sink, "outcome": d.outcome, "incident": d.item.incident_id},
                 )
                 log.warning("ticket %s %s in %s", d.number, d.outcome, d.item.sink)
-                self.notifier.notify(Event.filed(out[-1], now))
-            elif d.item.kind in ("message", "status") and d.outcome == "delivered":
-                self._notify_follow_up(d.item.sink, d.number, d.item.payload, now)
         return out
-
-    def _notify_follow_up(
-        self, sink_name: str, number: str | None, payload: dict[str, Any], now: datetime
-    ) -> None:
-        sink = next((s for s in self.sinks if s.name == sink_name), None)
-        if sink is None or not number:
-            return
-        try:
-            ticket = sink.get(number)
-        except SinkError as exc:
-            log.warning("cannot read ticket %s back for its notification: %s", number, exc)
-            return
-        if ticket is None:
-            return
-        if payload.get("status"):
-            self.notifier.notify(Event.status_changed(ticket, now))
-        else:
-            message = Message(at=now, author=payload["author"], body=payload["body"])
-            self.notifier.notify(Event.new_message(ticket, message))
 
     def notify_overdue(self, now: datetime) -> None:
         """Tell people once when an open ticket runs past its category's SLA."""
@@ -240,7 +229,7 @@ class Ticketing:
                 continue  # the helpdesks track their own SLAs and tell their own people
             for ticket in sink.list():
                 if is_overdue(ticket, now):
-                    self.notifier.notify(Event.sla_overdue(ticket, now))
+                    self.notifier.notify(Event.sla_overdue(ticket, now), now)
 
     def close_suggested(self, now: datetime) -> None:
         """In the local ticket store, Suggest To Close becomes Closed after 7 days."""
@@ -254,7 +243,7 @@ class Ticketing:
                     and now - ticket.updated_at >= SUGGEST_TO_CLOSE_DAYS
                 ):
                     closed = sink.set_status(ticket.number, "Closed", now)
-                    self.notifier.notify(Event.status_changed(closed, now))
+                    self.notifier.notify(Event.status_changed(closed, now), now)
                     self.store.audit(
                         now,
                         "agent",
@@ -272,6 +261,8 @@ class Ticketing:
             sink = by_name.get(item.sink)
             if item.kind != "create" or sink is None or not item.number:
                 continue
+            if not getattr(sink, "readable", True):
+                continue  # e-mail and webhooks cannot be read back: no status of theirs is news
             if self.store.ticket_status(sink.name, item.number) == "Closed":
                 continue  # a closed ticket stays closed: a comeback gets a new one
             try:
@@ -283,19 +274,31 @@ class Ticketing:
                 continue
             before = self.store.ticket_status(sink.name, item.number)
             status = str(ticket.status)
-            if before != status:
+            if before == status:
+                continue
+            with self.store.transaction():  # the change and its notice: both or neither
                 self.store.set_ticket_status(sink.name, item.number, item.key, status, now)
-                if before is not None:
-                    changes.append(StatusChange(sink.name, item.number, before, status, ticket))
-                    self.notifier.notify(Event.status_changed(ticket, now))
-                    self.store.audit(
-                        now,
-                        "agent",
-                        "ticket.status",
-                        item.number,
-                        {"sink": sink.name, "from": before, "to": status},
-                    )
+                if before is None:
+                    continue
+                changes.append(StatusChange(sink.name, item.number, before, status, ticket))
+                if status not in self._statuses_sent(sink.name, item.key):
+                    # the agent's own change was announced when it was queued
+                    self.notifier.notify(Event.status_changed(ticket, now), now)
+                self.store.audit(
+                    now,
+                    "agent",
+                    "ticket.status",
+                    item.number,
+                    {"sink": sink.name, "from": before, "to": status},
+                )
         return changes
+
+    def _statuses_sent(self, sink: str, key: str) -> set[str]:
+        return {
+            str(i.payload["status"])
+            for i in self.outbox.items(states=(DELIVERED,))
+            if i.sink == sink and i.key == key and i.kind == "status"
+        }
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 def make_sinks(config: Config) -> list[Sink]:
     """Every configured destination, in the order of the file. Write-only destinations
-    (e-mail, webhook) keep what they sent under ``<state_dir>/sinks``."""
-    sent = Path(config.agent.state_dir) / "sinks"
+    (e-mail, webhook) answer from the outbox's record of what it delivered to them."""
+    sent = Path(config.agent.state_dir)
     sinks: list[Sink] = []
     for sink in config.sinks:
         if sink.type == "local":
