@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent.config import Config
-from agent.delivery.bundling import Evidence, problem_start
+from agent.delivery.bundling import Bundler, problem_start
 from agent.delivery.notify import Event, Notifier
 from agent.delivery.outbox import DELIVERED, Outbox
 from agent.delivery.sinks import LocalSink, Sink, SinkError
@@ -52,16 +52,17 @@ class Ticketing:
         config: Config,
         store: Store,
         sinks: Sequence[Sink],
-        evidence: Evidence,
+        evidence: Bundler,
         redactor: Redactor,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.sinks = list(sinks)
-        self.evidence = evidence
+        self.evidence = evidence  # the bundler (``App.bundler``)
         self.redactor = redactor
-        self.outbox = Outbox(store, config.agent.state_dir)
+        self.outbox = outbox if outbox is not None else Outbox(store, config.agent.state_dir)
         self.notifier = notifier or Notifier(
             config, state_dir=config.agent.state_dir, redactor=redactor
         )
