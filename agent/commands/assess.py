@@ -393,7 +393,7 @@ def assess_cmd(
     as_json: bool,
 ) -> None:
     """Is it a real problem or a false alarm? The assessment to make before raising a ticket."""
-    from agent.store import Store
+    from agent.app import App
     from diagnostics.countcsv import CountCsvError, parse_counts_csv
 
     cfg = _load(config_path)
@@ -431,7 +431,8 @@ def assess_cmd(
             cfg, period=period, csv_slots=slots, site=site, counter=serial
         )
     else:
-        with Store.open(Path(cfg.agent.state_dir)) as store:
+        with App.open(cfg, clock()) as app:
+            store = app.store
             found, warnings = assess_period(
                 cfg, period=period, store=store, site=site, counter=serial
             )

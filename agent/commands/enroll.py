@@ -20,8 +20,8 @@ from agent.commands.common import _actor, _load, _print_json, clock, config_opti
 @json_option
 def enroll_cmd(serial: str, config_path: Path, as_json: bool) -> None:
     """Pin COUNTER's SSH host key, deliberately (first contact, or a replaced unit)."""
+    from agent.app import App
     from agent.probes.ssh import SshTarget, enroll, pinned_fingerprint
-    from agent.store import Store
     from diagnostics.model import ProbeError
 
     cfg = _load(config_path)
@@ -42,7 +42,8 @@ def enroll_cmd(serial: str, config_path: Path, as_json: bool) -> None:
     except ProbeError as exc:
         click.echo(f"enroll {serial}: {exc.message}", err=True)
         sys.exit(1)
-    with Store.open(state_dir) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         store.audit(
             clock().now(),
             _actor(),

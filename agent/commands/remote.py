@@ -96,8 +96,8 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
     With --ticket, the transcript goes onto that ticket afterwards (as `tickets attach`).
     Exits with the device shell's exit status.
     """
+    from agent.app import App
     from agent.remote import run_shell, transcript_path_for
-    from agent.store import Store
     from rma.redact import Redactor
 
     cfg = _load(config_path)
@@ -112,7 +112,8 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
         raise click.UsageError("remote shell needs a terminal or a pipe on stdin") from None
     path = transcript_path_for(state_dir, counter, clock().now())
     err.print(f"[dim]{counter} ({target}): this session is recorded in {path}[/]")
-    with Store.open(state_dir) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         try:
             result = run_shell(
                 target,
@@ -204,8 +205,8 @@ def tunnel_cmd(
     session to the gateway) to see the live view and settings. With --json, one JSON object
     per line: when ready, then when closed.
     """
+    from agent.app import App
     from agent.remote import run_tunnel
-    from agent.store import Store
 
     cfg = _load(config_path)
     device, target = _ssh_target(cfg, counter, config_path)
@@ -232,7 +233,8 @@ def tunnel_cmd(
         out.print(f"live view: {url}{device.snapshot_path.lstrip('/')}")
         err.print("[dim]Ctrl-C to close the tunnel[/]")
 
-    with Store.open(state_dir) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         try:
             result = run_tunnel(
                 target,

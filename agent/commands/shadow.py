@@ -26,12 +26,13 @@ def shadow() -> None:
 @json_option
 def shadow_report(since_text: str | None, config_path: Path, as_json: bool) -> None:
     """List the tickets kept back by shadow mode and the findings ruled out as false alarms."""
-    from agent.store import Store
+    from agent.app import App
 
     cfg = _load(config_path)
     now = clock().now()
     since = _aware(since_text, "--since") if since_text else now - timedelta(days=7)
-    with Store.open(Path(cfg.agent.state_dir)) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         held = store.shadow_tickets(since)
         ruled = store.findings_between(since, now + timedelta(days=1), verdict="false_alarm")
     data = {

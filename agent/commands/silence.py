@@ -65,7 +65,7 @@ def silence_add(
     as_json: bool,
 ) -> None:
     """Silence TARGET (a counter serial, a site code, or '*' for everything)."""
-    from agent.store import Store
+    from agent.app import App
 
     cfg = _load(config_path)
     known = {c.serial for c in cfg.counters} | {s.code for s in cfg.sites} | {"*"}
@@ -79,7 +79,8 @@ def silence_add(
         raise click.BadParameter(str(exc), param_hint="--for") from None
     now = clock().now()
     start = _aware(start_text, "--start") if start_text else now
-    with Store.open(Path(cfg.agent.state_dir)) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         silence_id = store.add_silence(
             target=target, start=start, until=start + length, reason=reason, author=_actor(), at=now
         )
@@ -113,10 +114,11 @@ def silence_add(
 @json_option
 def silence_list(show_all: bool, config_path: Path, as_json: bool) -> None:
     """The silences in force (and coming)."""
-    from agent.store import Store
+    from agent.app import App
 
     cfg = _load(config_path)
-    with Store.open(Path(cfg.agent.state_dir)) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         items = store.silences(active_at=None if show_all else clock().now())
     rows = [
         {
@@ -147,11 +149,12 @@ def silence_list(show_all: bool, config_path: Path, as_json: bool) -> None:
 @config_option
 def silence_remove(silence_id: int, config_path: Path) -> None:
     """End silence ID now."""
-    from agent.store import Store
+    from agent.app import App
 
     cfg = _load(config_path)
     now = clock().now()
-    with Store.open(Path(cfg.agent.state_dir)) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         if not store.remove_silence(silence_id, now):
             raise click.ClickException(f"no silence {silence_id} in force")
         store.audit(now, _actor(), "silence.remove", str(silence_id))
