@@ -14,18 +14,20 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
 
 from agent.app import App
 from agent.commands.common import _print_json, err, json_option, out
-from agent.config import Config, load_config
-from agent.runner import CycleResult
 from diagnostics.model import SYSTEM_CLOCK
-from rma.tickets import Ticket
-from simulator import FakeClock, Fleet, SimCounter, SimSite
+
+if TYPE_CHECKING:  # the simulator and the runner load when the demo runs, not for --help
+    from agent.config import Config
+    from agent.runner import CycleResult
+    from rma.tickets import Ticket
+    from simulator import FakeClock, Fleet
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ WEEK = {
 
 
 def build_fleet(clock: FakeClock, seed: int = 7) -> Fleet:
+    from simulator import Fleet, SimCounter, SimSite
+
     today = clock.now().astimezone(LONDON).date()
     refit_from, refit_to = today - timedelta(days=2), today + timedelta(days=5)
     refit = tuple(refit_from + timedelta(days=i) for i in range((refit_to - refit_from).days + 1))
@@ -116,6 +120,9 @@ class DemoResult:
 
 def run_demo(state_dir: Path, *, real_now: datetime | None = None, progress=None) -> DemoResult:
     """Start the simulated store, run the agent for a few cycles, stop everything."""
+    from agent.config import load_config
+    from simulator import FakeClock
+
     say = progress or (lambda _msg: None)
     clock = FakeClock(demo_time(real_now or SYSTEM_CLOCK.now()))
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,9 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     assert result.exit_code == 2 and "No such command 'stauts'" in result.output
 
 
-@pytest.mark.parametrize("args", [["--help"], ["status", "--help"], ["remote", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["status", "--help"], ["remote", "--help"], ["demo", "--help"]]
+)
 def test_help_loads_nothing_heavy(args: list[str]) -> None:
     script = (
         "import sys\n"
