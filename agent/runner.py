@@ -1,6 +1,7 @@
 """One cycle of the agent: probe → record → detect → assess → incidents → tickets.
 
-The ticket side (compose, queue, deliver, follow up) lives in ``agent/ticketing.py``.
+The ticket side (compose, queue, deliver, follow up) lives in ``agent/delivery/ticketing.py``;
+the runner takes it and its other parts from the one assembly point, ``agent/app.py``.
 Every counter is probed concurrently under one deadline, so a hung counter costs one timeout in
 parallel with the rest, never the whole cycle. Each check runs isolated: an exception or an
 overrun becomes an ``error`` finding about the agent (check id and traceback summary), never a
@@ -14,15 +15,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
+from agent.app import App
 from agent.config import Config, CounterConfig
-from agent.delivery.bundling import Evidence
 from agent.delivery.outbox import crashpoint
-from agent.delivery.sinks import Sink, make_sinks
-from agent.delivery.ticketing import Ticketing
+from agent.delivery.sinks import Sink
 from agent.incidents import Flip, Policy, apply
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
@@ -31,7 +30,6 @@ from agent.probes.mqtt import push_evidence
 from agent.probes.ssh import SshTarget
 from agent.store import Store
 from agent.transport.http import make_session
-from agent.views import LiveViews
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
     COUNTER_CHECKS,
@@ -44,6 +42,7 @@ from diagnostics.checks import (
 )
 from diagnostics.checks.gateway import GatewayEvidence
 from diagnostics.model import (
+    SYSTEM_CLOCK,
     Assessed,
     CountSlot,
     Finding,
@@ -52,18 +51,12 @@ from diagnostics.model import (
     ProbeErrorCode,
     Status,
 )
-from rma.redact import Redactor
 from rma.tickets import Ticket
 
 log = logging.getLogger(__name__)
 
 SLOT_MINUTES = 15
 UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplink is down
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -116,18 +109,27 @@ class Runner:
         checks: Sequence[Check] | None = None,
         dry_run: bool = False,
         log_excerpt: Any = None,
+        app: App | None = None,
     ) -> None:
-        self.config = config
-        self.store = store
-        self.clock = clock or SystemClock()
-        self.sinks = list(sinks) if sinks is not None else make_sinks(config)
+        """The runner takes its parts (clock, sinks, redactor, live views, ticketing) from
+        ``app``; without one (tests, one-off callers) it assembles a private ``App`` from
+        ``config``, ``store``, ``clock``, ``sinks`` and ``log_excerpt``."""
+        if app is None:
+            app = App(
+                config, store, clock=clock or SYSTEM_CLOCK, sinks=sinks, log_excerpt=log_excerpt
+            )
+        self.app = app
+        self.config = app.config
+        self.store = app.store
+        self.clock = app.clock
+        self.sinks = app.sinks
         self.history_days = history_days
         self.checks = list(checks) if checks is not None else [c() for c in COUNTER_CHECKS]
         self.site_checks = [c() for c in SITE_CHECKS]
         self.gateway_checks = [c() for c in GATEWAY_CHECKS]
-        self.state_dir = Path(config.agent.state_dir)
+        self.state_dir = app.state_dir
         self.known_hosts = self.state_dir / "known_hosts"
-        self.views = LiveViews(self.state_dir)
+        self.views = app.views
         self._sessions: dict[str, Any] = {}
         self._check_pool = _new_check_pool()
         # called between the stages of a cycle: the daemon pings systemd's watchdog with it
@@ -135,17 +137,15 @@ class Runner:
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
-        self.redactor = Redactor(
-            config.secret_values(),
-            hosts=[c.host for c in config.counters if c.host],
-        )
-        self.tickets = Ticketing(
-            config,
-            store,
-            self.sinks,
-            Evidence(config, store, self.views, self.redactor, log_excerpt or (lambda: "")),
-            self.redactor,
-        )
+        self.redactor = app.redactor
+        self.tickets = app.tickets
+
+    def close(self) -> None:
+        """Let go of the check worker and the counters' HTTP sessions."""
+        self._check_pool.shutdown(wait=False, cancel_futures=True)
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
 
     # -- probe ---------------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ from agent.delivery.sinks.base import SinkError, unanswered
 from agent.delivery.sinks.mailer import POLICY, send_message
 from agent.delivery.sinks.smtp import message_id
 from agent.transport.http import make_session, request
-from diagnostics.model import ProbeError, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, ProbeError, ProbeErrorCode
 from rma.redact import Redactor
 from rma.sla import sla_due
 from rma.tickets import Message, Ticket
@@ -115,10 +115,6 @@ _HEADLINES: dict[str, str] = {
     "status": "Status changed",
     "sla_overdue": "SLA overdue",
 }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +239,7 @@ class Notifier:
         outbox: Outbox,
         *,
         redactor: Redactor | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self.config = config
         self.settings = config.notifications

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from agent.config import Config
-from agent.delivery.bundling import Evidence, problem_start
+from agent.delivery.bundling import Bundler, problem_start
 from agent.delivery.notify import Event, Notifier
 from agent.delivery.outbox import DELIVERED, Channel, Delivery, Outbox
 from agent.delivery.sinks import LocalSink, Sink, SinkError
@@ -51,16 +51,17 @@ class Ticketing:
         config: Config,
         store: Store,
         sinks: Sequence[Sink],
-        evidence: Evidence,
+        evidence: Bundler,
         redactor: Redactor,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.sinks = list(sinks)
-        self.evidence = evidence
+        self.evidence = evidence  # the bundler (``App.bundler``)
         self.redactor = redactor
-        self.outbox = Outbox(store, config.agent.state_dir)
+        self.outbox = outbox if outbox is not None else Outbox(store, config.agent.state_dir)
         self.notifier = notifier or Notifier(config, self.outbox, redactor=redactor)
         self.last_filed: Counter[str] = Counter()  # tickets filed per destination, last delivery
         self.heartbeat: Callable[[], object] = lambda: None  # between deliveries (watchdog)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from diagnostics.model import Clock, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, Clock, ProbeErrorCode
 
 if TYPE_CHECKING:
     from agent.config import MqttConfig
@@ -65,11 +65,6 @@ METRIC_IN, METRIC_OUT = 1, 2
 VISITOR, STAFF = 11, 21
 
 _DOTNET_DATE = re.compile(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/")
-
-
-class _UtcClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 # --- the state the runner reads ------------------------------------------------------------
@@ -376,7 +371,7 @@ class PushListener:
     ) -> None:
         self.broker = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._host, self._port, self._keepalive = host, port, keepalive_s
-        self._clock: Clock = clock or _UtcClock()
+        self._clock: Clock = clock or SYSTEM_CLOCK
         self._serials = frozenset(serials) if serials is not None else None
         self._topics = _topics(topic, self._serials)
         self._dedup_window, self._keep = dedup_window, keep

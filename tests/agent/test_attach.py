@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from agent.app import App
 from agent.cli import cli
 from agent.config import load_config
 from agent.delivery.attach import AttachError, attach_files
 from agent.delivery.sinks.local import LocalSink
-from agent.runner import Runner
 from agent.store import Store
 from tests.agent.sink_helpers import NOW, file_via_outbox, follow_up_via_outbox, make_ticket
 from tests.agent.test_webhook_sink import Receiver, receiver
@@ -64,10 +64,9 @@ def config_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def runner(config_path: Path) -> Iterator[Runner]:
-    cfg = load_config(config_path)
-    with Store.open(Path(cfg.agent.state_dir)) as store:
-        yield Runner(cfg, store)
+def runner(config_path: Path) -> Iterator[App]:
+    with App.open(load_config(config_path)) as app:
+        yield app
 
 
 def audits(store: Store) -> list[dict[str, Any]]:
@@ -81,7 +80,7 @@ def audits(store: Store) -> list[dict[str, Any]]:
 
 
 def test_a_transcript_is_attached_redacted_once_and_a_new_file_is_a_new_message(
-    runner: Runner, tmp_path: Path
+    runner: App, tmp_path: Path
 ) -> None:
     [sink] = runner.sinks
     assert isinstance(sink, LocalSink)
@@ -140,7 +139,7 @@ def test_a_transcript_is_attached_redacted_once_and_a_new_file_is_a_new_message(
 
 
 def test_a_ticket_no_destination_has_and_a_file_too_large_are_refused(
-    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     note = tmp_path / "note.txt"
     note.write_text("hello")

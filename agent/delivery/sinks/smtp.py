@@ -38,7 +38,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +53,7 @@ from agent.delivery.sinks.writeonly import (
     renamed,
     with_attachments,
 )
+from diagnostics.model import SYSTEM_CLOCK
 from rma.tickets import Attachment, Ticket
 
 if TYPE_CHECKING:
@@ -65,10 +66,6 @@ MESSAGE_ID_DOMAIN = "ffc-agent"
 
 _DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def message_id(key: str, part: str = "") -> str:
@@ -89,7 +86,7 @@ class SmtpSink(ReadFromOutbox):
         config: SmtpSinkConfig,
         *,
         state_dir: Path,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self.config = config
         self.name = config.label

@@ -62,7 +62,7 @@ from agent.delivery.sinks.writeonly import (
     with_attachments,
 )
 from agent.transport.http import make_session, request
-from diagnostics.model import ProbeError, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, ProbeError, ProbeErrorCode
 from rma.tickets import Attachment, NextAction, Ticket, TicketStatus
 
 if TYPE_CHECKING:
@@ -111,10 +111,6 @@ def verify_signature(
     return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class WebhookSink(ReadFromOutbox):
     """Tickets POSTed to ``config.url``; see the module docstring for the protocol."""
 
@@ -123,7 +119,7 @@ class WebhookSink(ReadFromOutbox):
         config: WebhookSinkConfig,
         *,
         state_dir: Path,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         if config.secret is None:
             raise ValueError("a webhook sink needs its secret")
