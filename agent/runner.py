@@ -34,6 +34,7 @@ from agent.transport.http import make_session
 from agent.views import LiveViews
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
+    AGENT_CHECKS,
     COUNTER_CHECKS,
     GATEWAY_CHECKS,
     SITE_CHECKS,
@@ -125,6 +126,7 @@ class Runner:
         self.checks = list(checks) if checks is not None else [c() for c in COUNTER_CHECKS]
         self.site_checks = [c() for c in SITE_CHECKS]
         self.gateway_checks = [c() for c in GATEWAY_CHECKS]
+        self.agent_checks = [c() for c in AGENT_CHECKS]
         self.state_dir = Path(config.agent.state_dir)
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = LiveViews(self.state_dir)
@@ -472,7 +474,9 @@ class Runner:
                 groups={c.serial: c.group for c in members},
             )
             findings.extend(self.run_checks(evidence, checks=self.site_checks))
-        findings = fold_site_outages(findings) + self.tickets.outbox.health(now)
+        findings = fold_site_outages(findings)
+        outbox = self.tickets.outbox.state(now)
+        findings += self.run_checks(outbox, checks=self.agent_checks)
         self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))

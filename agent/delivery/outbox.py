@@ -19,7 +19,8 @@ make delivery exactly-once across crashes, kills and network outages:
   files on the same ticket with the same text are one follow-up, whenever they were queued;
 - errors are transient (timeouts, 5xx, 429: retried with exponential backoff and jitter) or
   permanent (other 4xx, refused credentials: the item fails and stays failed). A destination
-  that keeps failing permanently is reported as an agent-health finding, not retried forever.
+  that keeps failing permanently is reported by the ``agent.outbox`` check (fed by
+  ``Outbox.state``), not retried forever.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from typing import Any
 
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import Store
-from diagnostics.model import Finding, Status
+from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
+from diagnostics.model import Finding
 from rma.tickets import Ticket
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,6 @@ PENDING, SENDING, UNKNOWN, DELIVERED, FAILED = (
 )
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
-PERMANENT_FAILURES_FOR_FINDING = 1
 CRASH_ENV = "FFC_AGENT_TEST_CRASH_AT"
 
 
@@ -403,37 +404,30 @@ class Outbox:
 
     # -- health ----------------------------------------------------------------------------------
 
+    def state(self, now: datetime) -> OutboxState:
+        """What the ``agent.outbox`` check judges: per destination, items by state, the oldest
+        undelivered one's age, and the items refused for good."""
+        sinks: dict[str, dict[str, Any]] = {}
+        for item in self.items():
+            s = sinks.setdefault(item.sink, {"counts": {}, "oldest": 0.0, "failed": [], "err": ""})
+            s["counts"][item.state] = s["counts"].get(item.state, 0) + 1
+            if item.state in (PENDING, SENDING, UNKNOWN):
+                s["oldest"] = max(s["oldest"], (now - item.created_at).total_seconds())
+            elif item.state == FAILED:
+                s["failed"].append(item.key)
+                s["err"] = item.last_error
+        return OutboxState(
+            now=now,
+            sinks={
+                name: SinkState(s["counts"], s["oldest"], tuple(s["failed"]), s["err"])
+                for name, s in sinks.items()
+            },
+        )
+
     def health(self, now: datetime) -> list[Finding]:
-        """One agent-health finding per destination whose items fail for good."""
-        out = []
-        failed: dict[str, list[Item]] = {}
-        for item in self.items(states=(FAILED,)):
-            failed.setdefault(item.sink, []).append(item)
-        for sink, items in failed.items():
-            if len(items) < PERMANENT_FAILURES_FOR_FINDING:
-                continue
-            last = items[-1]
-            out.append(
-                Finding(
-                    check_id="agent.outbox",
-                    status=Status.FAIL,
-                    code="destination_refuses",
-                    summary=f"the ticket destination {sink} refused {len(items)} item(s) for good; "
-                    f"last: {last.last_error}",
-                    at=now,
-                    site=None,
-                    subject=f"sink:{sink}",
-                    evidence={
-                        "sink": sink,
-                        "failed": len(items),
-                        "last_error": last.last_error,
-                        "keys": [i.key for i in items][-10:],
-                    },
-                    remediation="Check the destination's settings and credentials in the config, "
-                    "then retry with `ffc-agent tickets retry`.",
-                )
-            )
-        return out
+        """The ``agent.outbox`` check on this outbox, for callers outside a cycle (the runner
+        runs the check itself, isolated like every other)."""
+        return OutboxHealth().run(self.state(now))
 
     def retry_failed(self, now: datetime) -> int:
         with self.store.transaction() as db:

@@ -1,0 +1,94 @@
+"""Judgement inside the checks' isolation: the outbox's health is a registered agent check, the
+live view is judged inside its check under the check's timeout, and a ticket's bundle is built
+before the incident transaction opens (only the enqueue is inside it).
+
+Real components throughout: the simulator on 127.0.0.1, the store, the local ticket store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.delivery.outbox import FAILED
+from agent.runner import Runner
+from agent.store import Store
+from diagnostics.checks import REGISTRY
+from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
+from diagnostics.model import Status
+from tests.agent.test_delivery_e2e import LOCAL_SINK, NOW, World, offline_counter
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.contextmanager
+def agent(tmp_path: Path, serial: str) -> Iterator[tuple[World, Runner]]:
+    with (
+        offline_counter(tmp_path, serial, LOCAL_SINK) as world,
+        Store.open(world.state) as store,
+    ):
+        yield world, Runner(world.config(), store, clock=world.clock)
+
+
+# --- the outbox's health: the agent.outbox check ------------------------------------------------
+
+
+def test_the_outbox_check_is_registered_for_the_agent() -> None:
+    assert REGISTRY["agent.outbox"] is OutboxHealth
+    assert OutboxHealth.applies_to == "agent"
+
+
+def test_the_outbox_check_judges_the_state_it_is_given() -> None:
+    refused = SinkState({FAILED: 2}, 0.0, ("k1", "k2"), "HTTP 403 forbidden")
+    state = OutboxState(now=NOW, sinks={"rt": refused, "mail": SinkState({"pending": 1}, 60.0)})
+    [f] = OutboxHealth().run(state)
+    assert (f.check_id, f.status, f.code, f.subject) == (
+        "agent.outbox",
+        Status.FAIL,
+        "destination_refuses",
+        "sink:rt",
+    )
+    assert f.summary == (
+        "the ticket destination rt refused 2 item(s) for good; last: HTTP 403 forbidden"
+    )
+    assert f.evidence == {
+        "sink": "rt",
+        "failed": 2,
+        "last_error": "HTTP 403 forbidden",
+        "keys": ["k1", "k2"],
+    }
+    assert f.remediation and f.site is None
+    lenient = OutboxHealth(OutboxHealth.Options(failures_for_finding=3))
+    assert lenient.run(state) == []
+
+
+def test_the_outbox_state_is_read_from_the_store(tmp_path: Path) -> None:
+    with agent(tmp_path, "OBX0001") as (_world, runner):
+        runner.run_cycle()
+        outbox = runner.tickets.outbox
+        [item] = outbox.items()
+        outbox._mark(item.id, FAILED, error="HTTP 403 forbidden")
+        state = outbox.state(NOW + timedelta(minutes=5))
+        assert state.sinks["local"].counts == {FAILED: 1}
+        assert state.sinks["local"].failed_keys == (item.key,)
+        [f] = outbox.health(NOW)
+        assert f.evidence["keys"] == [item.key] and "403" in f.summary
+
+
+class BrokenOutboxCheck(OutboxHealth):
+    def run(self, evidence: OutboxState) -> list[Any]:
+        raise RuntimeError("the outbox check fell over")
+
+
+def test_the_outbox_check_runs_isolated_in_the_cycle(tmp_path: Path) -> None:
+    with agent(tmp_path, "OBX0002") as (world, runner):
+        runner.agent_checks = [BrokenOutboxCheck()]
+        result = runner.run_cycle()
+        [error] = [a.finding for a in result.errors if a.finding.check_id == "agent.outbox"]
+        assert error.code == "check_error" and "fell over" in error.summary
+        # the crash cost that one check: the counter's ticket was filed all the same
+        assert [list(t.counters) for t in result.tickets] == [[world.serial]]
