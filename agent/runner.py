@@ -464,6 +464,7 @@ class Runner:
             self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
         for counter in self.config.counters:
             findings.extend(self.run_checks(self.evidence(counter, now, history)))
+        self.views.keep_learned(findings)  # the live-view check judged, the agent saves
         for site in self.config.sites:
             members = self.config.counters_at(site.code)
             evidence = SiteEvidence(

@@ -7,18 +7,23 @@ Real components throughout: the simulator on 127.0.0.1, the store, the local tic
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from agent.delivery.outbox import FAILED
 from agent.runner import Runner
 from agent.store import Store
 from diagnostics.checks import REGISTRY
 from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
+from diagnostics.checks.liveview import LiveViewBlocked
 from diagnostics.model import Status
 from tests.agent.test_delivery_e2e import LOCAL_SINK, NOW, World, offline_counter
 
@@ -92,3 +97,53 @@ def test_the_outbox_check_runs_isolated_in_the_cycle(tmp_path: Path) -> None:
         assert error.code == "check_error" and "fell over" in error.summary
         # the crash cost that one check: the counter's ticket was filed all the same
         assert [list(t.counters) for t in result.tickets] == [[world.serial]]
+
+
+# --- the live view: judged inside its check, under the check's timeout --------------------------
+
+
+class HurriedLiveView(LiveViewBlocked):
+    timeout_s = 0.001  # far less than decoding and judging any picture takes
+
+
+def large_picture() -> bytes:
+    """12 megapixels of noise as a PNG (no reduced-scale decoding): slow to judge, not a bomb."""
+    pixels = np.random.default_rng(1).integers(0, 256, (3000, 4000), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
+def test_a_live_view_check_that_overruns_its_timeout_is_an_error_not_a_ticket(
+    tmp_path: Path,
+) -> None:
+    with agent(tmp_path, "LVT0001") as (world, runner):
+        world.fleet.clear_fault(world.serial)  # answering, with a live view
+        runner.views.record(world.serial, NOW - timedelta(minutes=5), large_picture())
+        runner.checks = [HurriedLiveView()]
+        for minutes in (0, 15):  # with confirm_checks = 1, one cycle would be enough to file
+            world.clock.set(NOW + timedelta(minutes=minutes))
+            result = runner.run_cycle()
+            [a] = [a for a in result.assessed if a.finding.check_id == LiveViewBlocked.id]
+            assert a.finding.status is Status.ERROR and a.finding.code == "check_error"
+            assert "overran" in a.finding.summary and not a.genuine
+            assert result.tickets == [] and result.composed == []
+        assert not [i for i in runner.store.incidents() if i.check_id == LiveViewBlocked.id]
+
+
+def test_the_agent_gathers_bytes_and_a_reference_prepared_once(tmp_path: Path) -> None:
+    with agent(tmp_path, "LVT0002") as (world, runner):
+        world.fleet.clear_fault(world.serial)
+        runner.run_cycle()
+        ref = tmp_path / "tuned.jpg"
+        ref.write_bytes(world.fleet.reference(world.serial))
+        counter = world.config().counter(world.serial).model_copy(update={"reference_image": ref})
+        first, again = runner.views.evidence(counter), runner.views.evidence(counter)
+        assert first.source == "configured" and first.reference is not None
+        assert again.reference is first.reference  # prepared once, kept
+        [shot] = first.snapshots
+        assert isinstance(shot.data, bytes) and shot.data[:2] == b"\xff\xd8"  # the JPEG sent
+        stat = ref.stat()
+        os.utime(ref, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        changed = runner.views.evidence(counter)
+        assert changed.reference is not first.reference  # the file changed: prepared again
