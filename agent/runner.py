@@ -482,9 +482,11 @@ class Runner:
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
         self.store.add_findings(cycle_id, assessed)
+        # the bundles are built first, with no transaction open (slow: images, tar.gz) ...
+        prepared = self.tickets.prepare(now, assessed, self.policy, dry_run=self.dry_run)
         with self.store.transaction():  # incident changes and their tickets: both or neither
             flips = apply(self.store, assessed, now, self.policy)
-            composed = self.tickets.queue(now, assessed, dry_run=self.dry_run)
+            composed = self.tickets.queue(now, assessed, dry_run=self.dry_run, prepared=prepared)
             if not self.dry_run:
                 self.tickets.follow_up(flips, now)
         crashpoint("after_enqueue")

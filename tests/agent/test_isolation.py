@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.delivery.bundling import Evidence
 from agent.delivery.outbox import FAILED
+from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
-from agent.store import Store
+from agent.store import Store, StoreError
 from diagnostics.checks import REGISTRY
 from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
 from diagnostics.checks.liveview import LiveViewBlocked
@@ -147,3 +149,69 @@ def test_the_agent_gathers_bytes_and_a_reference_prepared_once(tmp_path: Path) -
         os.utime(ref, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
         changed = runner.views.evidence(counter)
         assert changed.reference is not first.reference  # the file changed: prepared again
+
+
+# --- the bundle is built before the incident transaction; only the enqueue is inside ------------
+
+
+class RecordingEvidence(Evidence):
+    """The real bundle builder, noting whether a transaction was open each time it built one."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.in_transaction: list[bool] = []
+
+    def bundle(self, **kw: Any) -> Any:
+        self.in_transaction.append(self.store.in_transaction)
+        return super().bundle(**kw)
+
+
+def recording(runner: Runner) -> RecordingEvidence:
+    old = runner.tickets.evidence
+    rec = RecordingEvidence(old.config, old.store, old.views, old.redactor, old.log_excerpt)
+    runner.tickets.evidence = rec
+    return rec
+
+
+def test_the_bundle_is_built_before_the_incident_transaction(tmp_path: Path) -> None:
+    with agent(tmp_path, "BTX0001") as (world, runner):
+        rec = recording(runner)
+        result = runner.run_cycle()
+        [ticket] = result.tickets
+        assert rec.in_transaction == [False]  # built once, with no transaction open
+        [item] = runner.tickets.outbox.items()
+        [inc] = [i for i in runner.store.incidents() if i.check_id == "counter.offline"]
+        assert (item.incident_id, inc.ticket_key) == (inc.id, ticket.key)  # enqueued with it
+        filed = LocalSink(world.state / "tickets").get(ticket.number)
+        assert filed is not None  # with the bundle that was built before the transaction
+        assert any(a.name.endswith(".tar.gz") for a in filed.attachments)
+        # the next cycles extend the incident: nothing more is built, nothing filed twice
+        world.clock.set(NOW + timedelta(minutes=15))
+        assert runner.run_cycle().tickets == [] and rec.in_transaction == [False]
+
+
+def test_the_trial_leaves_no_trace_and_a_suspected_problem_builds_nothing(tmp_path: Path) -> None:
+    with agent(tmp_path, "BTX0002") as (world, runner):
+        runner.config = runner.config.model_copy(
+            update={"agent": runner.config.agent.model_copy(update={"confirm_checks": 2})}
+        )
+        rec = recording(runner)
+        first = runner.run_cycle()  # seen once: suspected, no ticket due, no bundle built
+        assert rec.in_transaction == [] and first.tickets == []
+        [inc] = [i for i in runner.store.incidents() if i.check_id == "counter.offline"]
+        assert inc.state == "suspected"
+        world.clock.set(NOW + timedelta(minutes=15))
+        [ticket] = runner.run_cycle().tickets  # confirmed: one bundle, built outside
+        assert rec.in_transaction == [False]
+        # the trial was rolled back: one incident, one transition into open, one outbox item
+        assert [i.state for i in runner.store.incidents() if i.check_id == "counter.offline"] == [
+            "open"
+        ]
+        assert len(runner.tickets.outbox.items()) == 1 and ticket.number
+
+
+def test_a_trial_refuses_to_run_inside_a_transaction(tmp_path: Path) -> None:
+    with Store.open(tmp_path) as store, store.transaction():
+        with pytest.raises(StoreError):
+            with store.rolled_back():
+                pass
