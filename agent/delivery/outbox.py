@@ -406,21 +406,33 @@ class Outbox:
 
     def state(self, now: datetime) -> OutboxState:
         """What the ``agent.outbox`` check judges: per destination, items by state, the oldest
-        undelivered one's age, and the items refused for good."""
-        sinks: dict[str, dict[str, Any]] = {}
-        for item in self.items():
-            s = sinks.setdefault(item.sink, {"counts": {}, "oldest": 0.0, "failed": [], "err": ""})
-            s["counts"][item.state] = s["counts"].get(item.state, 0) + 1
-            if item.state in (PENDING, SENDING, UNKNOWN):
-                s["oldest"] = max(s["oldest"], (now - item.created_at).total_seconds())
-            elif item.state == FAILED:
-                s["failed"].append(item.key)
-                s["err"] = item.last_error
+        undelivered one's age, and the items refused for good (read without their payloads:
+        delivered items pile up over the months)."""
+        db = self.store._db
+        counts: dict[str, dict[str, int]] = {}
+        for sink, state, n in db.execute("SELECT sink, state, COUNT(*) FROM outbox GROUP BY 1, 2"):
+            counts.setdefault(sink, {})[state] = n
+        oldest: dict[str, float] = {}
+        for sink, created in db.execute(
+            "SELECT sink, MIN(created_at) FROM outbox WHERE state IN (?, ?, ?) GROUP BY 1",
+            (PENDING, SENDING, UNKNOWN),
+        ):
+            oldest[sink] = max(0.0, (now - datetime.fromisoformat(created)).total_seconds())
+        failed: dict[str, list[tuple[str, str]]] = {}
+        for sink, key, error in db.execute(
+            "SELECT sink, key, last_error FROM outbox WHERE state = ? ORDER BY id", (FAILED,)
+        ):
+            failed.setdefault(sink, []).append((key, error or ""))
         return OutboxState(
             now=now,
             sinks={
-                name: SinkState(s["counts"], s["oldest"], tuple(s["failed"]), s["err"])
-                for name, s in sinks.items()
+                sink: SinkState(
+                    by_state,
+                    oldest.get(sink, 0.0),
+                    tuple(k for k, _ in failed.get(sink, ())),
+                    failed[sink][-1][1] if sink in failed else "",
+                )
+                for sink, by_state in counts.items()
             },
         )
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from agent.delivery.bundling import Evidence
-from agent.delivery.outbox import FAILED
+from agent.delivery.outbox import FAILED, PENDING
 from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
 from agent.store import Store, StoreError
@@ -78,6 +78,13 @@ def test_the_outbox_state_is_read_from_the_store(tmp_path: Path) -> None:
         runner.run_cycle()
         outbox = runner.tickets.outbox
         [item] = outbox.items()
+        outbox._mark(item.id, PENDING)
+        waiting = outbox.state(item.created_at + timedelta(minutes=5)).sinks["local"]
+        assert (waiting.counts, waiting.oldest_pending_s, waiting.failed_keys) == (
+            {PENDING: 1},
+            300.0,
+            (),
+        )
         outbox._mark(item.id, FAILED, error="HTTP 403 forbidden")
         state = outbox.state(NOW + timedelta(minutes=5))
         assert state.sinks["local"].counts == {FAILED: 1}
