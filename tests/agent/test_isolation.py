@@ -222,3 +222,14 @@ def test_a_trial_refuses_to_run_inside_a_transaction(tmp_path: Path) -> None:
         with pytest.raises(StoreError):
             with store.rolled_back():
                 pass
+
+
+def test_a_ticket_not_prepared_is_still_filed_with_its_bundle(tmp_path: Path) -> None:
+    with agent(tmp_path, "BTX0003") as (world, runner):
+        rec = recording(runner)
+        runner.tickets.prepare = lambda *args, **kw: {}  # as if the trial had foreseen nothing
+        [ticket] = runner.run_cycle().tickets
+        assert rec.in_transaction == [True]  # the fallback: built in place, never left out
+        filed = LocalSink(world.state / "tickets").get(ticket.number)
+        assert filed is not None
+        assert any(a.name.endswith(".tar.gz") for a in filed.attachments)
