@@ -185,7 +185,7 @@ def test_the_bundle_is_built_before_the_incident_transaction(tmp_path: Path) -> 
         rec = recording(runner)
         result = runner.run_cycle()
         [ticket] = result.tickets
-        assert rec.in_transaction == [False]  # built once, with no transaction open
+        assert rec.in_transaction == [False] and ticket.number  # built once, outside
         [item] = runner.tickets.outbox.items()
         [inc] = [i for i in runner.store.incidents() if i.check_id == "counter.offline"]
         assert (item.incident_id, inc.ticket_key) == (inc.id, ticket.key)  # enqueued with it
@@ -227,9 +227,10 @@ def test_a_trial_refuses_to_run_inside_a_transaction(tmp_path: Path) -> None:
 def test_a_ticket_not_prepared_is_still_filed_with_its_bundle(tmp_path: Path) -> None:
     with agent(tmp_path, "BTX0003") as (world, runner):
         rec = recording(runner)
-        runner.tickets.prepare = lambda *args, **kw: {}  # as if the trial had foreseen nothing
+        runner.tickets.prepare = lambda *args, **kw: {}  # type: ignore[method-assign]
         [ticket] = runner.run_cycle().tickets
-        assert rec.in_transaction == [True]  # the fallback: built in place, never left out
+        # as if the trial had foreseen nothing: built in place, never left out
+        assert rec.in_transaction == [True] and ticket.number
         filed = LocalSink(world.state / "tickets").get(ticket.number)
         assert filed is not None
         assert any(a.name.endswith(".tar.gz") for a in filed.attachments)
