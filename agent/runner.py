@@ -32,6 +32,7 @@ from agent.store import Store
 from agent.transport.http import make_session
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
+    AGENT_CHECKS,
     COUNTER_CHECKS,
     GATEWAY_CHECKS,
     SITE_CHECKS,
@@ -127,6 +128,7 @@ class Runner:
         self.checks = list(checks) if checks is not None else [c() for c in COUNTER_CHECKS]
         self.site_checks = [c() for c in SITE_CHECKS]
         self.gateway_checks = [c() for c in GATEWAY_CHECKS]
+        self.agent_checks = [c() for c in AGENT_CHECKS]
         self.state_dir = app.state_dir
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = app.views
@@ -462,6 +464,7 @@ class Runner:
             self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
         for counter in self.config.counters:
             findings.extend(self.run_checks(self.evidence(counter, now, history)))
+        self.views.keep_learned(findings)  # the live-view check judged, the agent saves
         for site in self.config.sites:
             members = self.config.counters_at(site.code)
             evidence = SiteEvidence(
@@ -472,14 +475,18 @@ class Runner:
                 groups={c.serial: c.group for c in members},
             )
             findings.extend(self.run_checks(evidence, checks=self.site_checks))
-        findings = fold_site_outages(findings) + self.tickets.outbox.health(now)
+        findings = fold_site_outages(findings)
+        outbox = self.tickets.outbox.state(now)
+        findings += self.run_checks(outbox, checks=self.agent_checks)
         self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
         self.store.add_findings(cycle_id, assessed)
+        # the bundles are built first, with no transaction open (slow: images, tar.gz) ...
+        prepared = self.tickets.prepare(now, assessed, self.policy, dry_run=self.dry_run)
         with self.store.transaction():  # incident changes and their tickets: both or neither
             flips = apply(self.store, assessed, now, self.policy)
-            composed = self.tickets.queue(now, assessed, dry_run=self.dry_run)
+            composed = self.tickets.queue(now, assessed, dry_run=self.dry_run, prepared=prepared)
             if not self.dry_run:
                 self.tickets.follow_up(flips, now)
         crashpoint("after_enqueue")

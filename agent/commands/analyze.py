@@ -33,6 +33,7 @@ from agent.commands.common import (
     _aware,
     _load,
     _print_json,
+    clock,
     json_option,
     out,
 )
@@ -321,6 +322,7 @@ def analyze_counts_cmd(
 def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: bool) -> None:
     """Judge snapshots against the counter's reference view: clear or blocked, and how."""
     from diagnostics import liveview as lv
+    from diagnostics.checks.liveview import LiveView, Snapshot, judge
 
     def read(path: Path) -> bytes:
         try:
@@ -334,13 +336,15 @@ def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: boo
     except lv.ImageError as exc:
         click.echo(f"{reference}: {exc}", err=True)
         sys.exit(2)
-    results: list[dict[str, Any]] = []
-    for path in snapshots:
-        try:
-            results.append({"snapshot": str(path), **lv.analyze(read(path), ref).to_json()})
-        except lv.ImageError as exc:
-            click.echo(f"{path}: {exc}", err=True)
-            sys.exit(2)
+    # the live-view check's own judgement (one way to judge a view), on the files given
+    at = clock().now()
+    judged = judge(LiveView(tuple(Snapshot(at, read(p), str(p)) for p in snapshots), ref))
+    for name, why in judged.unreadable:
+        click.echo(f"{name}: {why}", err=True)
+        sys.exit(2)
+    results: list[dict[str, Any]] = [
+        {"snapshot": s.name, **s.result.to_json()} for s in judged.samples
+    ]
     if as_json:
         _print_json(results)
         return

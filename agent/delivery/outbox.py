@@ -21,7 +21,8 @@ ticket delivery exactly-once across crashes, kills and network outages:
   files on the same ticket with the same text are one follow-up, whenever they were queued;
 - errors are transient (timeouts, 5xx, 429: retried with exponential backoff and jitter) or
   permanent (other 4xx, refused credentials: the item fails and stays failed). A destination
-  that keeps failing permanently is reported as an agent-health finding, not retried forever.
+  that keeps failing permanently is reported by the ``agent.outbox`` check (fed by
+  ``Outbox.state``), not retried forever.
 
 Notices (kinds ``email`` and ``chat``) go through the same claim, retry and failure rules to a
 notification channel (``Channel``) instead of a ticket sink. They are rendered and redacted
@@ -59,7 +60,8 @@ from typing import Any, Protocol
 
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import DB_NAME, Store
-from diagnostics.model import Finding, Status
+from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
+from diagnostics.model import Finding
 from rma.tickets import Ticket
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,6 @@ PENDING, SENDING, UNKNOWN, DELIVERED, FAILED = (
 )
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
-PERMANENT_FAILURES_FOR_FINDING = 1
 EMAIL, CHAT = "email", "chat"
 NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status") go to ticket sinks
 TAKEN = "another process took it first"  # a skipped item's error: none of this pass's business
@@ -579,38 +580,42 @@ class Outbox:
 
     # -- health ----------------------------------------------------------------------------------
 
-    def health(self, now: datetime) -> list[Finding]:
-        """One agent-health finding per destination (a ticket sink or a notification channel)
-        whose items fail for good."""
-        out = []
-        failed: dict[str, list[Item]] = {}
-        for item in self.items(states=(FAILED,)):
-            failed.setdefault(item.sink, []).append(item)
-        for sink, items in failed.items():
-            if len(items) < PERMANENT_FAILURES_FOR_FINDING:
-                continue
-            last = items[-1]
-            out.append(
-                Finding(
-                    check_id="agent.outbox",
-                    status=Status.FAIL,
-                    code="destination_refuses",
-                    summary=f"the destination {sink} refused {len(items)} item(s) for good; "
-                    f"last: {last.last_error}",
-                    at=now,
-                    site=None,
-                    subject=f"sink:{sink}",
-                    evidence={
-                        "sink": sink,
-                        "failed": len(items),
-                        "last_error": last.last_error,
-                        "keys": [i.key for i in items][-10:],
-                    },
-                    remediation="Check the destination's settings and credentials in the config, "
-                    "then retry with `ffc-agent tickets retry`.",
+    def state(self, now: datetime) -> OutboxState:
+        """What the ``agent.outbox`` check judges: per destination, items by state, the oldest
+        undelivered one's age, and the items refused for good (read without their payloads:
+        delivered items pile up over the months)."""
+        db = self.store._db
+        counts: dict[str, dict[str, int]] = {}
+        for sink, state, n in db.execute("SELECT sink, state, COUNT(*) FROM outbox GROUP BY 1, 2"):
+            counts.setdefault(sink, {})[state] = n
+        oldest: dict[str, float] = {}
+        for sink, created in db.execute(
+            "SELECT sink, MIN(created_at) FROM outbox WHERE state IN (?, ?, ?) GROUP BY 1",
+            (PENDING, SENDING, UNKNOWN),
+        ):
+            oldest[sink] = max(0.0, (now - datetime.fromisoformat(created)).total_seconds())
+        failed: dict[str, list[tuple[str, str]]] = {}
+        for sink, key, error in db.execute(
+            "SELECT sink, key, last_error FROM outbox WHERE state = ? ORDER BY id", (FAILED,)
+        ):
+            failed.setdefault(sink, []).append((key, error or ""))
+        return OutboxState(
+            now=now,
+            sinks={
+                sink: SinkState(
+                    by_state,
+                    oldest.get(sink, 0.0),
+                    tuple(k for k, _ in failed.get(sink, ())),
+                    failed[sink][-1][1] if sink in failed else "",
                 )
-            )
-        return out
+                for sink, by_state in counts.items()
+            },
+        )
+
+    def health(self, now: datetime) -> list[Finding]:
+        """The ``agent.outbox`` check on this outbox, for callers outside a cycle (the runner
+        runs the check itself, isolated like every other)."""
+        return OutboxHealth().run(self.state(now))
 
     def retry_failed(self, now: datetime) -> int:
         with self.store.transaction() as db:

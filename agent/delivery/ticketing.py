@@ -2,9 +2,10 @@
 
 Tickets go to FootfallCam only about counters and sites (never about the gateway or the agent
 itself, which belong to the store's IT). A ticket is composed for every incident in a filed
-state that has none yet, so a crash, a dry run or a full outbox never loses one; it enters the
-outbox in the caller's transaction with the incident change, and the outbox delivers it
-exactly once. When the problem heals, the ticket is told and closing is suggested; when it
+state that has none yet, so a crash, a dry run or a full outbox never loses one; its bundle is
+built before the incident transaction opens (``prepare``), and the ticket enters the outbox in
+that transaction with the incident change (``queue``), and the outbox delivers it exactly
+once. When the problem heals, the ticket is told and closing is suggested; when it
 comes back, the new ticket names the old one. In the local store, a ticket left in Suggest To
 Close closes itself after 7 days.
 """
@@ -13,16 +14,27 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from agent.config import Config
 from agent.delivery.bundling import Bundler, problem_start
 from agent.delivery.notify import Event, Notifier
 from agent.delivery.outbox import DELIVERED, Channel, Delivery, Outbox
 from agent.delivery.sinks import LocalSink, Sink, SinkError
-from agent.incidents import FILED_STATES, INTERMITTENT, OPEN, RECOVERING, RESOLVED, Flip
+from agent.incidents import (
+    FILED_STATES,
+    INTERMITTENT,
+    OPEN,
+    RECOVERING,
+    RESOLVED,
+    Flip,
+    Policy,
+    apply,
+)
 from agent.probes.counter_api import CounterClient
 from agent.store import Incident, Store
 from diagnostics.model import Assessed, Finding
@@ -77,17 +89,58 @@ class Ticketing:
             return f"the site {site} runs in shadow mode"
         return ""
 
-    def queue(
-        self, now: datetime, assessed: list[Assessed], *, dry_run: bool = False
-    ) -> list[Ticket]:
-        """Compose and queue a ticket for every filed-state incident that has none yet (a
-        new flip, or one a crash or a dry run left without). Shadowed ones are kept back."""
-        out: list[Ticket] = []
+    def _due(self) -> Iterator[Incident]:
+        """Filed-state incidents with no ticket yet (a new flip, or one a crash or a dry run
+        left without), about the counters and sites."""
         for inc in self.store.incidents(open_only=True):
             if inc.state not in FILED_STATES or inc.ticket_key is not None:
                 continue
             if not inc.check_id.startswith(TICKETED):
                 continue  # the gateway and the agent belong to the store's IT, not FootfallCam
+            yield inc
+
+    def prepare(
+        self, now: datetime, assessed: list[Assessed], policy: Policy, *, dry_run: bool = False
+    ) -> dict[str, Prepared]:
+        """Build, with no transaction open, the attachments of the tickets ``queue`` will file.
+
+        Which incidents need a ticket is decided by ``apply`` in the incident transaction. It is
+        asked here first, by running it in a transaction that is always rolled back (and is not
+        logged: flips are logged once, when they happen); then the slow part — the bundle's
+        image downscale, redaction and tar.gz — runs outside any transaction, so the incident
+        transaction holds the write lock only to apply and enqueue. Keyed by ticket key."""
+        if dry_run:
+            return {}
+        with self.store.rolled_back(), _unlogged(logging.getLogger(apply.__module__)):
+            apply(self.store, assessed, now, policy)
+            due = [
+                (inc, self.compose(inc, now))
+                for inc in self._due()
+                if not self.shadowed(inc.check_id, inc.site)
+            ]
+        return {
+            ticket.key: Prepared(
+                ticket.to_json(), self.evidence.for_ticket(inc, ticket, now, assessed)
+            )
+            for inc, ticket in due
+        }
+
+    def queue(
+        self,
+        now: datetime,
+        assessed: list[Assessed],
+        *,
+        dry_run: bool = False,
+        prepared: Mapping[str, Prepared] | None = None,
+    ) -> list[Ticket]:
+        """Compose and queue a ticket for every filed-state incident that has none yet (a
+        new flip, or one a crash or a dry run left without). Shadowed ones are kept back.
+
+        Runs inside the incident transaction: the attachments come from ``prepared`` when it
+        holds this very ticket, else they are built here (a ticket never leaves without its
+        bundle; the runner prepares every one, so this is a fallback, not the way)."""
+        out: list[Ticket] = []
+        for inc in self._due():
             ticket = self.compose(inc, now)
             out.append(ticket)
             if dry_run:
@@ -98,7 +151,12 @@ class Ticketing:
                 self.store.set_incident_ticket(inc.id, ticket.key, None)
                 log.warning("shadow mode, not filed (%s): %s", shadow, ticket.subject)
                 continue
-            attachments = self.evidence.for_ticket(inc, ticket, now, assessed)
+            ready = (prepared or {}).get(ticket.key)
+            if ready is not None and ready.ticket == ticket.to_json():
+                attachments = ready.attachments
+            else:
+                log.info("bundle of %s built in the incident transaction: not prepared", ticket.key)
+                attachments = self.evidence.for_ticket(inc, ticket, now, assessed)
             self.outbox.enqueue_ticket(
                 self.sinks, ticket, incident_id=inc.id, attachments=attachments, now=now
             )
@@ -300,6 +358,26 @@ class Ticketing:
             for i in self.outbox.items(states=(DELIVERED,))
             if i.sink == sink and i.key == key and i.kind == "status"
         }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A ticket as composed before the incident transaction, and its attachments."""
+
+    ticket: dict[str, Any]
+    attachments: dict[str, bytes]
+
+
+@contextmanager
+def _unlogged(logger: logging.Logger) -> Iterator[None]:
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 @dataclass(frozen=True)
