@@ -34,6 +34,7 @@ from agent.commands.common import (
     out,
 )
 from agent.config import Config, example_config
+from diagnostics.checks import counter_up
 from diagnostics.model import Assessed, Status
 
 
@@ -232,7 +233,7 @@ def perfdata(result: Any, cfg: Config) -> str:
     up = sum(
         1
         for a in result.assessed
-        if a.finding.check_id == "counter.offline" and a.finding.status is Status.OK
+        if counter_up(a.finding)
     )
     crit = sum(1 for a in result.problems if a.finding.status is Status.FAIL)
     warn = len(result.problems) - crit

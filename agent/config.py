@@ -45,6 +45,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -755,6 +756,24 @@ class NotificationsConfig(_Model):
         return self
 
 
+# --- [checks."ID"] --------------------------------------------------------------------------------
+
+
+def _checks_model() -> type[BaseModel]:
+    """``[checks."counter.counts.imbalance"]``: one optional table per registered check, parsed
+    into that check's frozen ``Options`` model; an id no check declares is an unknown key."""
+    from diagnostics.checks import REGISTRY
+
+    fields: dict[str, Any] = {
+        f"check_{n}": (cls.Options | None, Field(None, alias=check_id))
+        for n, (check_id, cls) in enumerate(REGISTRY.items())
+    }
+    return create_model("ChecksConfig", __base__=_Model, **fields)
+
+
+ChecksConfig = _checks_model()
+
+
 # --- the whole file -----------------------------------------------------------------------------
 
 
@@ -766,6 +785,7 @@ class Config(_Model):
     metrics: MetricsConfig = Field(default=MetricsConfig(), validate_default=True)
     notifications: NotificationsConfig | None = None
     mqtt: MqttConfig | None = None
+    checks: ChecksConfig = ChecksConfig()  # type: ignore[valid-type]
 
     @field_validator("metrics")
     @classmethod
@@ -830,6 +850,14 @@ class Config(_Model):
             for c in self.counters_at(me.site)
             if c.serial != serial and (me.group is None or c.group == me.group)
         ]
+
+    def check_options(self) -> dict[str, BaseModel]:
+        """The ``Options`` of every check given a ``[checks."ID"]`` table, by check id."""
+        return {
+            field.alias or name: value
+            for name, field in type(self.checks).model_fields.items()
+            if (value := getattr(self.checks, name)) is not None
+        }
 
     def secret_values(self) -> set[str]:
         """Every secret in the configuration, for the redactor to scrub by value."""
@@ -927,6 +955,9 @@ def _message(error: Any) -> str:
     if kind == "extra_forbidden":
         if len(loc) >= 2 and loc[-2] == "opening_hours":
             return "unknown key; the days are " + ", ".join(WEEKDAYS)
+        if len(loc) == 2 and loc[0] == "checks":
+            known = ", ".join(sorted(f.alias or n for n, f in ChecksConfig.model_fields.items()))
+            return f"unknown check id {loc[1]!r} (known: {known})"
         return "unknown key"
     if kind == "missing":
         return "missing required key"
@@ -981,8 +1012,13 @@ def _located(error: Any) -> tuple[tuple[str | int, ...], str]:
 def _format_loc(loc: Sequence[str | int]) -> str:
     text = ""
     for part in loc:
+        if isinstance(part, str) and not _BARE_KEY_RE.fullmatch(part):
+            part = f'"{part}"'  # as TOML spells it: checks."counter.counts.level"
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _document_order(data: Any, loc: Sequence[str | int]) -> tuple[int, ...]:

@@ -34,12 +34,10 @@ from agent.transport.http import make_session
 from agent.views import LiveViews
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
-    COUNTER_CHECKS,
-    GATEWAY_CHECKS,
-    SITE_CHECKS,
     Check,
     CounterEvidence,
     SiteEvidence,
+    checks_for,
     fold_site_outages,
 )
 from diagnostics.checks.gateway import GatewayEvidence
@@ -122,9 +120,11 @@ class Runner:
         self.clock = clock or SystemClock()
         self.sinks = list(sinks) if sinks is not None else make_sinks(config)
         self.history_days = history_days
-        self.checks = list(checks) if checks is not None else [c() for c in COUNTER_CHECKS]
-        self.site_checks = [c() for c in SITE_CHECKS]
-        self.gateway_checks = [c() for c in GATEWAY_CHECKS]
+        # the registry says which checks run on which evidence; each with its [checks."ID"]
+        options = config.check_options()
+        self.checks = list(checks) if checks is not None else checks_for("counter", options)
+        self.site_checks = checks_for("site", options)
+        self.gateway_checks = checks_for("gateway", options)
         self.state_dir = Path(config.agent.state_dir)
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = LiveViews(self.state_dir)

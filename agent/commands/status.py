@@ -16,16 +16,19 @@ from agent.config import Config
 from agent.delivery.bundling import Evidence
 from agent.delivery.outbox import FAILED, Outbox
 from agent.store import Store
+from diagnostics.checks import Family, ids
+from diagnostics.checks.gateway import GATEWAY, GatewayHealth
 
 
 def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime) -> dict[str, Any]:
     incidents = {(i.check_id, i.subject): i for i in store.incidents(open_only=True)}
     latest = {(r["check_id"], r["subject"]): r for r in store.latest_findings()}
+    views = ids(family=Family.LIVEVIEW, applies_to="counter")
     counters = []
     for c in config.counters:
         api = store.observations(c.serial, "api", limit=1)
         mark = store.watermark(c.serial)
-        view = latest.get(("counter.liveview.blocked", c.serial))
+        view = next((latest[(i, c.serial)] for i in views if (i, c.serial) in latest), None)
         today = _today(config, evidence, c.serial, c.site, now)
         open_here = [i for (check, subject), i in incidents.items() if subject == c.serial]
         counters.append(
@@ -54,7 +57,7 @@ def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime
                 ],
             }
         )
-    gateway = latest.get(("gateway.health", "gateway"))
+    gateway = latest.get((GatewayHealth.id, GATEWAY))
     outbox = Outbox(store, config.agent.state_dir)
     return {
         "at": now.isoformat(),
@@ -82,7 +85,7 @@ def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime
                 "ticket": i.ticket_number,
             }
             for (check, subject), i in incidents.items()
-            if not subject or subject == "gateway"
+            if not subject or subject == GATEWAY
         ],
     }
 

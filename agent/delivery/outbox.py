@@ -39,6 +39,7 @@ from typing import Any
 
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import Store
+from diagnostics.checks.outbox import OutboxHealth
 from diagnostics.model import Finding, Status
 from rma.tickets import Ticket
 
@@ -415,7 +416,7 @@ class Outbox:
             last = items[-1]
             out.append(
                 Finding(
-                    check_id="agent.outbox",
+                    check_id=OutboxHealth.id,
                     status=Status.FAIL,
                     code="destination_refuses",
                     summary=f"the ticket destination {sink} refused {len(items)} item(s) for good; "

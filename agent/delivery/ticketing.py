@@ -26,6 +26,7 @@ from agent.delivery.sinks import LocalSink, Sink, SinkError
 from agent.incidents import FILED_STATES, INTERMITTENT, OPEN, RECOVERING, RESOLVED, Flip
 from agent.probes.counter_api import CounterClient
 from agent.store import Incident, Store
+from diagnostics.checks import meta
 from diagnostics.model import Assessed, Finding
 from rma.redact import Redactor
 from rma.sla import is_overdue
@@ -41,8 +42,6 @@ from rma.tickets import (
 
 log = logging.getLogger(__name__)
 
-# tickets go to FootfallCam only for the counters and sites; not for the gateway or the agent
-TICKETED = ("counter.", "site.")
 SUGGEST_TO_CLOSE_DAYS = timedelta(days=7)
 
 
@@ -88,7 +87,7 @@ class Ticketing:
         for inc in self.store.incidents(open_only=True):
             if inc.state not in FILED_STATES or inc.ticket_key is not None:
                 continue
-            if not inc.check_id.startswith(TICKETED):
+            if not meta(inc.check_id).ticketed:
                 continue  # the gateway and the agent belong to the store's IT, not FootfallCam
             ticket = self.compose(inc, now)
             out.append(ticket)
@@ -156,8 +155,8 @@ class Ticketing:
         """Tell the ticket when its problem heals (and suggest closing), or comes back."""
         for flip in flips:
             inc = flip.incident
-            if inc.ticket_key is None or not inc.check_id.startswith(TICKETED):
-                continue
+            if inc.ticket_key is None:
+                continue  # a ticket filed is followed up, whatever its check is called now
             if flip.to_state == RESOLVED:
                 self.outbox.enqueue_message(
                     self.sinks,

@@ -35,6 +35,7 @@ from agent.runner import CycleResult, Runner, SystemClock
 from agent.service import sdnotify
 from agent.service.logs import LogRing, config_errors, setup_logging
 from agent.store import Store, StoreError
+from diagnostics.checks import counter_up
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def summary(result: CycleResult, config: Config) -> str:
     up = sum(
         1
         for a in result.assessed
-        if a.finding.check_id == "counter.offline" and a.finding.status.value == "ok"
+        if counter_up(a.finding)
     )
     probed = sum(1 for c in config.counters if c.host)
     head = f"{up}/{probed} counters up, {len(problems)} problem(s)"
