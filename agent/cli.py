@@ -230,11 +230,7 @@ def check(config_path: Path, as_json: bool, dry_run: bool) -> None:
 def perfdata(result: Any, cfg: Config) -> str:
     """Nagios performance data: counters up, problems by severity, ruled out, cycle time."""
     probed = sum(1 for c in cfg.counters if c.host)
-    up = sum(
-        1
-        for a in result.assessed
-        if counter_up(a.finding)
-    )
+    up = sum(1 for a in result.assessed if counter_up(a.finding))
     crit = sum(1 for a in result.problems if a.finding.status is Status.FAIL)
     warn = len(result.problems) - crit
     return (

@@ -89,11 +89,7 @@ class _Signals:
 def summary(result: CycleResult, config: Config) -> str:
     """The one line systemd shows as the unit's status."""
     problems = result.problems
-    up = sum(
-        1
-        for a in result.assessed
-        if counter_up(a.finding)
-    )
+    up = sum(1 for a in result.assessed if counter_up(a.finding))
     probed = sum(1 for c in config.counters if c.host)
     head = f"{up}/{probed} counters up, {len(problems)} problem(s)"
     if result.tickets:

@@ -89,9 +89,7 @@ def meta(item: Finding | str, code: str | None = None) -> CheckMeta:
     )
 
 
-def ids(
-    *, family: Family | None = None, applies_to: AppliesTo | None = None
-) -> tuple[str, ...]:
+def ids(*, family: Family | None = None, applies_to: AppliesTo | None = None) -> tuple[str, ...]:
     """The registered ids, in registry order, of one family and/or one kind of evidence."""
     return tuple(
         i

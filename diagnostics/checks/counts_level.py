@@ -10,6 +10,7 @@ factor (``0.62×``) and when the shift began.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -28,7 +29,7 @@ class CountLevel(CountCheck):
     accuracy = True
     subject = "{who} inaccurate counts ({code}) {since}"
     what = "The counts from {low} look inaccurate. {said}"
-    codes = {
+    codes: ClassVar[Mapping[str, Wording]] = {
         "under_count": Wording(
             subject="{who} under-counting{by} {since}",
             what="{who} appears to count fewer visitors than expected. {said}",

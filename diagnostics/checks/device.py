@@ -23,6 +23,7 @@ through ``extra["ssh_configured"]`` and the latest "ssh" observation.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -125,7 +126,7 @@ class DeviceHealth(_Device):
     id: ClassVar[str] = "counter.device.health"
     title: ClassVar[str] = "Counter hardware and software healthy (over SSH)"
     # a missing camera is the one fault no remote fix can help: a replacement unit, first
-    codes = {
+    codes: ClassVar[Mapping[str, Wording]] = {
         "hardware_fault": Wording(
             ticket=TicketKind.HARDWARE,
             priority=0,
@@ -228,8 +229,7 @@ class SshHostKey(_Device):
     title: ClassVar[str] = "Counter's SSH host key matches the pinned key"
     subject = "{who} SSH host key {code} {since}"
     what = (
-        "{who} shows an SSH host key the agent does not trust: a swapped device, or worse. "
-        "{said}"
+        "{who} shows an SSH host key the agent does not trust: a swapped device, or worse. {said}"
     )
     remediation: ClassVar[str] = (
         "If the counter was replaced on purpose, run `ffc-agent enroll SERIAL` and compare the "

@@ -48,9 +48,7 @@ class _Options(Check.Options):
     )
     free_fail_mb: float = Field(200.0, ge=0, description="free MB below which it fails")
     free_warn_pct: float = Field(10.0, ge=0, le=100, description="free space (%) that warns")
-    memory_warn_pct: float = Field(
-        5.0, ge=0, le=100, description="available memory (%) that warns"
-    )
+    memory_warn_pct: float = Field(5.0, ge=0, le=100, description="available memory (%) that warns")
 
 
 class GatewayHealth(Check):

@@ -42,9 +42,7 @@ class LiveViewBlocked(Check):
     ticket = TicketKind.TECHNICAL
     priority = 50
     subject = "{who} live view {code} {since}"
-    what = (
-        "The live view of {low} is {code}, so it cannot see and count visitors reliably. {said}"
-    )
+    what = "The live view of {low} is {code}, so it cannot see and count visitors reliably. {said}"
     remediation: ClassVar[str] = (
         "Look at the snapshot beside the reference image: remove what covers or stands in "
         "front of the counter, clean or dry the lens, restore the lighting, or re-aim the "

@@ -54,9 +54,7 @@ def test_no_checks_table_means_every_check_keeps_its_defaults() -> None:
 
 
 def test_a_bad_option_is_one_line_at_its_toml_path() -> None:
-    lines = errors(
-        minimal(**{"counter.counts.imbalance": {"warn_ratio": 2, "min_share": 0.3}})
-    )
+    lines = errors(minimal(**{"counter.counts.imbalance": {"warn_ratio": 2, "min_share": 0.3}}))
     assert lines == [
         'checks."counter.counts.imbalance".warn_ratio: must be less than 1.0, got 2',
         'checks."counter.counts.imbalance".min_share: unknown key',

@@ -94,7 +94,7 @@ def test_metadata_is_present_and_valid(cls: type[Check]) -> None:
     assert isinstance(cls.ticket, TicketKind)
     assert isinstance(cls.priority, int) and cls.priority >= 0
     assert cls.remediation.strip(), "a problem must say what to do about it"
-    for code, wording in {None: None, **cls.codes}.items():
+    for code in (None, *cls.codes):
         m = cls.meta(code)
         assert isinstance(m.ticket, TicketKind) and isinstance(m.priority, int)
         for template in (m.subject, m.what):
