@@ -771,7 +771,7 @@ def _checks_model() -> type[BaseModel]:
     return create_model("ChecksConfig", __base__=_Model, **fields)
 
 
-ChecksConfig = _checks_model()
+ChecksConfig: type[BaseModel] = _checks_model()
 
 
 # --- the whole file -----------------------------------------------------------------------------
@@ -855,7 +855,7 @@ class Config(_Model):
         """The ``Options`` of every check given a ``[checks."ID"]`` table, by check id."""
         return {
             field.alias or name: value
-            for name, field in type(self.checks).model_fields.items()
+            for name, field in ChecksConfig.model_fields.items()
             if (value := getattr(self.checks, name)) is not None
         }
 
@@ -956,7 +956,9 @@ def _message(error: Any) -> str:
         if len(loc) >= 2 and loc[-2] == "opening_hours":
             return "unknown key; the days are " + ", ".join(WEEKDAYS)
         if len(loc) == 2 and loc[0] == "checks":
-            known = ", ".join(sorted(f.alias or n for n, f in ChecksConfig.model_fields.items()))
+            from diagnostics.checks import REGISTRY
+
+            known = ", ".join(sorted(REGISTRY))
             return f"unknown check id {loc[1]!r} (known: {known})"
         return "unknown key"
     if kind == "missing":
