@@ -165,3 +165,13 @@ def test_a_per_code_override_changes_only_that_code() -> None:
     assert health.meta("hardware_fault").ticket is TicketKind.HARDWARE
     assert health.meta("disk_full").ticket is TicketKind.TECHNICAL
     assert health.meta("hardware_fault").family is health.family
+
+
+def test_counters_up_are_the_ok_findings_of_the_one_liveness_check() -> None:
+    [live] = [c for c in CHECKS if c.liveness]
+    assert live.applies_to == "counter"
+    ok = Finding(live.id, Status.OK, "online", "answers", NOW, subject="X")
+    assert registry.counter_up(ok)
+    assert not registry.counter_up(Finding(live.id, Status.FAIL, "refused", "no", NOW))
+    other = next(c for c in CHECKS if not c.liveness and c.applies_to == "counter")
+    assert not registry.counter_up(Finding(other.id, Status.OK, "ok", "fine", NOW))
