@@ -598,13 +598,13 @@ class _Writer:
         return template.format_map(_Words(self.words(f)))
 
     def subject(self, kind: CheckMeta, f: Finding) -> str:
-        return _clip(_squash(self.fill(kind.subject, f)), 150)
+        return _clip(_squash(self.fill(kind.ticket_subject, f)), 150)
 
     # --- the five answers
 
     def what(self, kind: CheckMeta, f: Finding, others: Sequence[Finding]) -> str:
         said = _sentence(f.summary) or _sentence(_words(f.code)) or ""
-        text = self.fill(kind.what, f)
+        text = self.fill(kind.ticket_what, f)
         also = [s for s in (_sentence(o.summary) for o in others[:3]) if s and s != said]
         if also:
             text += " Also observed: " + " ".join(also)

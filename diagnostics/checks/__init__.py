@@ -83,8 +83,8 @@ def meta(item: Finding | str, code: str | None = None) -> CheckMeta:
         applies_to="agent",
         ticket=TicketKind.NONE,
         priority=1000,
-        subject="{who} {code} {since}",
-        what="{who} has a problem. {said}",
+        ticket_subject="{who} {code} {since}",
+        ticket_what="{who} has a problem. {said}",
         known=False,
     )
 

@@ -91,7 +91,8 @@ class TicketKind(enum.StrEnum):
     NONE = "none"
 
 
-# The words a subject or ``what`` template may use; ``rma.tickets`` fills them in:
+# The words a ``ticket_subject`` or ``ticket_what`` template may use; ``rma.tickets`` fills
+# them in:
 # who ("Counter FFC0002 'Main door'"), low (the same, lower case), since ("since 26 Jun 09:15"),
 # code (the finding's code in words), reason (how a probe failed), by (" by 38%" or ""),
 # said (the finding's summary as a sentence), site ("Oxford Street (LDN01)").
@@ -104,8 +105,8 @@ class Wording:
 
     ticket: TicketKind | None = None
     priority: int | None = None
-    subject: str | None = None
-    what: str | None = None
+    ticket_subject: str | None = None
+    ticket_what: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ class CheckMeta:
     applies_to: AppliesTo
     ticket: TicketKind
     priority: int
-    subject: str
-    what: str
+    ticket_subject: str
+    ticket_what: str
     liveness: bool = False
     accuracy: bool = False
     derived: bool = False
@@ -151,7 +152,8 @@ class Check:
     ``id`` (never renamed: incidents, silences and tickets key on it), ``title``, ``family``,
     ``applies_to`` (which evidence the runner gives it), ``ticket`` (the kind of ticket it
     raises), ``priority`` (lower leads when one incident holds several findings),
-    ``subject``/``what`` (templates of the ticket's subject and first answer, from
+    ``ticket_subject``/``ticket_what`` (templates of the ticket's subject and its first
+    answer, "what is the problem?", from
     ``TEMPLATE_FIELDS``), ``codes`` (per-code overrides of those), ``liveness`` (its ok means
     the counter answers), ``accuracy`` (it judges count accuracy, which an untuned counter
     does not have yet), ``derived`` (its findings are made by the gate or the agent, not by
@@ -166,8 +168,8 @@ class Check:
     applies_to: ClassVar[AppliesTo] = "counter"
     ticket: ClassVar[TicketKind] = TicketKind.TECHNICAL
     priority: ClassVar[int] = 100
-    subject: ClassVar[str] = "{who} {code} {since}"
-    what: ClassVar[str] = "{who} has a problem. {said}"
+    ticket_subject: ClassVar[str] = "{who} {code} {since}"
+    ticket_what: ClassVar[str] = "{who} has a problem. {said}"
     codes: ClassVar[Mapping[str, Wording]] = {}
     liveness: ClassVar[bool] = False
     accuracy: ClassVar[bool] = False
@@ -186,8 +188,8 @@ class Check:
             applies_to=cls.applies_to,
             ticket=cls.ticket,
             priority=cls.priority,
-            subject=cls.subject,
-            what=cls.what,
+            ticket_subject=cls.ticket_subject,
+            ticket_what=cls.ticket_what,
             liveness=cls.liveness,
             accuracy=cls.accuracy,
             derived=cls.derived,

@@ -111,8 +111,8 @@ class CountingStopped(CountCheck):
     title: ClassVar[str] = "Counter counts while the store is open"
     applies_to = "counter"
     priority = 60
-    subject = "{who} stopped counting {since}"
-    what = (
+    ticket_subject = "{who} stopped counting {since}"
+    ticket_what = (
         "{who} has stopped counting: it records no visitors while the store is open, so "
         "footfall data for this period is missing. {said}"
     )

@@ -98,8 +98,8 @@ class CountImbalance(_Balance):
     applies_to = "counter"
     priority = 90
     accuracy = True
-    subject = "{who} IN/OUT imbalance {since}"
-    what = (
+    ticket_subject = "{who} IN/OUT imbalance {since}"
+    ticket_what = (
         "{who} counts more people in one direction than the other, so its IN and OUT do not "
         "balance. {said}"
     )
@@ -150,8 +150,8 @@ class SiteImbalance(_Balance):
     # gate's ``explained_by_counter``)
     priority = 95
     explained_by = (CountImbalance.id, CountLevel.id)
-    subject = "{who} IN/OUT imbalance {since}"
-    what = (
+    ticket_subject = "{who} IN/OUT imbalance {since}"
+    ticket_what = (
         "The counts of {low} as a whole do not balance: more people are counted in one "
         "direction than the other, and no single counter's own fault explains it. {said}"
     )

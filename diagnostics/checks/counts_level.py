@@ -27,16 +27,16 @@ class CountLevel(CountCheck):
     applies_to = "counter"
     priority = 80
     accuracy = True
-    subject = "{who} inaccurate counts ({code}) {since}"
-    what = "The counts from {low} look inaccurate. {said}"
+    ticket_subject = "{who} inaccurate counts ({code}) {since}"
+    ticket_what = "The counts from {low} look inaccurate. {said}"
     codes: ClassVar[Mapping[str, Wording]] = {
         "under_count": Wording(
-            subject="{who} under-counting{by} {since}",
-            what="{who} appears to count fewer visitors than expected. {said}",
+            ticket_subject="{who} under-counting{by} {since}",
+            ticket_what="{who} appears to count fewer visitors than expected. {said}",
         ),
         "over_count": Wording(
-            subject="{who} over-counting{by} {since}",
-            what="{who} appears to count more visitors than there are. {said}",
+            ticket_subject="{who} over-counting{by} {since}",
+            ticket_what="{who} appears to count more visitors than there are. {said}",
         ),
     }
     remediation: ClassVar[str] = (

@@ -89,8 +89,8 @@ class CountsMissing(_Gaps):
     title: ClassVar[str] = "Every count slot arrives"
     applies_to = "counter"
     priority = 70
-    subject = "{who} missing count data {since}"
-    what = "Count data from {low} is missing for part of the period. {said}"
+    ticket_subject = "{who} missing count data {since}"
+    ticket_what = "Count data from {low} is missing for part of the period. {said}"
     remediation: ClassVar[str] = (
         "Bring the counter back online (power, network, the gateway's link) within the upload "
         "window so it can send the counts it kept; if the data is lost, raise a data-accuracy "
@@ -153,8 +153,8 @@ class SiteCountsOutage(_Gaps):
     applies_to = "site"
     ticket = TicketKind.TECHNICAL  # the store's power or network, not the counts' accuracy
     priority = 10
-    subject = "{who} outage {since} ({code})"
-    what = "The whole of {low} is down at once, not just one counter. {said}"
+    ticket_subject = "{who} outage {since} ({code})"
+    ticket_what = "The whole of {low} is down at once, not just one counter. {said}"
     remediation: ClassVar[str] = (
         "Every counter stopped sending at the same time: look at what they share — the "
         "store's power, network switch or internet link — before touching any counter."

@@ -69,8 +69,8 @@ class _Device(Check):
     family = Family.DEVICE
     ticket = TicketKind.TECHNICAL
     priority = 40
-    subject = "{who} device fault ({code}) {since}"
-    what = "{who} reports a device fault. {said}"
+    ticket_subject = "{who} device fault ({code}) {since}"
+    ticket_what = "{who} reports a device fault. {said}"
 
 
 class DeviceClock(_Device):
@@ -130,8 +130,8 @@ class DeviceHealth(_Device):
         "hardware_fault": Wording(
             ticket=TicketKind.HARDWARE,
             priority=0,
-            subject="RMA request: {who} hardware fault {since}",
-            what="{who} has a hardware fault and needs replacing: this is an RMA request. "
+            ticket_subject="RMA request: {who} hardware fault {since}",
+            ticket_what="{who} has a hardware fault and needs replacing: this is an RMA request. "
             "{said} We will back up the device's data before it is returned.",
         )
     }
@@ -227,8 +227,8 @@ def _open_hours(ev: CounterEvidence, since: datetime) -> float:
 class SshHostKey(_Device):
     id: ClassVar[str] = "counter.ssh.hostkey"
     title: ClassVar[str] = "Counter's SSH host key matches the pinned key"
-    subject = "{who} SSH host key {code} {since}"
-    what = (
+    ticket_subject = "{who} SSH host key {code} {since}"
+    ticket_what = (
         "{who} shows an SSH host key the agent does not trust: a swapped device, or worse. {said}"
     )
     remediation: ClassVar[str] = (

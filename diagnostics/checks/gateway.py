@@ -58,8 +58,8 @@ class GatewayHealth(Check):
     family = Family.GATEWAY
     ticket = TicketKind.NONE  # the store's own box: its IT hears of it, not FootfallCam
     priority = 30
-    subject = "{who} gateway problem ({code}) {since}"
-    what = "The site gateway at {site}, which watches the counters, has a problem. {said}"
+    ticket_subject = "{who} gateway problem ({code}) {since}"
+    ticket_what = "The site gateway at {site}, which watches the counters, has a problem. {said}"
     remediation: ClassVar[str] = (
         "Fix the gateway first: free space in the agent's state directory, check its network "
         "cable and router, its NTP service, and that the helpdesk is reachable from the store."

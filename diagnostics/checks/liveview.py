@@ -41,8 +41,10 @@ class LiveViewBlocked(Check):
     family = Family.LIVEVIEW
     ticket = TicketKind.TECHNICAL
     priority = 50
-    subject = "{who} live view {code} {since}"
-    what = "The live view of {low} is {code}, so it cannot see and count visitors reliably. {said}"
+    ticket_subject = "{who} live view {code} {since}"
+    ticket_what = (
+        "The live view of {low} is {code}, so it cannot see and count visitors reliably. {said}"
+    )
     remediation: ClassVar[str] = (
         "Look at the snapshot beside the reference image: remove what covers or stands in "
         "front of the counter, clean or dry the lens, restore the lighting, or re-aim the "

@@ -32,8 +32,8 @@ class CounterOffline(Check):
     ticket = TicketKind.TECHNICAL
     priority = 20
     liveness = True
-    subject = "{who} offline {since} ({reason})"
-    what = (
+    ticket_subject = "{who} offline {since} ({reason})"
+    ticket_what = (
         "{who} is offline: the agent cannot reach it ({reason}), so its counts are not "
         "reaching the portal. {said}"
     )

@@ -19,8 +19,8 @@ class SiteOffline(DerivedCheck):
     family = Family.CONNECTIVITY
     ticket = TicketKind.TECHNICAL
     priority = 10  # the site's power or network explains each counter being offline
-    subject = "{who} outage {since} ({code})"
-    what = "The whole of {low} is down at once, not just one counter. {said}"
+    ticket_subject = "{who} outage {since} ({code})"
+    ticket_what = "The whole of {low} is down at once, not just one counter. {said}"
     remediation: ClassVar[str] = (
         "Check the store's power and its network link to the counters first; the counters "
         "themselves are probably fine."
@@ -34,8 +34,8 @@ class GatewayStorm(DerivedCheck):
     family = Family.GATEWAY
     ticket = TicketKind.NONE  # automatic tickets stop: a person looks at the common cause
     priority = 30
-    subject = "{who} gateway problem ({code}) {since}"
-    what = "The site gateway at {site}, which watches the counters, has a problem. {said}"
+    ticket_subject = "{who} gateway problem ({code}) {since}"
+    ticket_what = "The site gateway at {site}, which watches the counters, has a problem. {said}"
     remediation: ClassVar[str] = (
         "Check what the counters share before anything else: the store's power, the network "
         "switch or PoE injector they hang off, and the gateway's own network port."

@@ -18,8 +18,8 @@ class OutboxHealth(DerivedCheck):
     family = Family.AGENT
     ticket = TicketKind.NONE
     priority = 110
-    subject = "{who} ticket destination refuses ({code}) {since}"
-    what = "The agent cannot deliver to one of its ticket destinations. {said}"
+    ticket_subject = "{who} ticket destination refuses ({code}) {since}"
+    ticket_what = "The agent cannot deliver to one of its ticket destinations. {said}"
     remediation: ClassVar[str] = (
         "Check the destination's settings and credentials in the config, then retry with "
         "`ffc-agent tickets retry`."

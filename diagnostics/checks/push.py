@@ -31,8 +31,8 @@ class PushSilent(Check):
     family = Family.CONNECTIVITY
     ticket = TicketKind.TECHNICAL
     priority = 100  # the REST export still fills the counts: every other problem leads
-    subject = "{who} live push silent {since}"
-    what = (
+    ticket_subject = "{who} live push silent {since}"
+    ticket_what = (
         "{who} has stopped sending its live MQTT push, though its counts still arrive by the "
         "REST export. {said}"
     )

@@ -97,10 +97,11 @@ def test_metadata_is_present_and_valid(cls: type[Check]) -> None:
     for code in (None, *cls.codes):
         m = cls.meta(code)
         assert isinstance(m.ticket, TicketKind) and isinstance(m.priority, int)
-        for template in (m.subject, m.what):
+        for template in (m.ticket_subject, m.ticket_what):
             fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
             assert fields <= TEMPLATE_FIELDS, f"{cls.id} {code}: unknown {fields - TEMPLATE_FIELDS}"
-            assert "{who}" in m.subject or "{site}" in m.subject or "{low}" in m.subject
+        named = {f for _, f, _, _ in string.Formatter().parse(m.ticket_subject) if f}
+        assert named & {"who", "low", "site"}, "a subject names what it is about"
     for other in cls.explained_by:
         assert other in REGISTRY and REGISTRY[other].applies_to == "counter"
     if cls.applies_to in ("gateway", "agent"):
