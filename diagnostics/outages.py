@@ -93,6 +93,8 @@ def explained_by_counter(findings: Sequence[Finding]) -> dict[int, Verdict]:
     when). That counter's finding leads to one ticket, about the counter, with the right
     category; the site's imbalance is its symptom, not a second ticket. The counter's
     finding still faces the gate's other rules (a silence, an unfinished tuning) on its own.
+    Once the counter balances again, a site imbalance that remains (an entrance without a
+    counter) stands on its own and raises its own data-accuracy ticket.
     """
     decided: dict[int, Verdict] = {}
     for i, f in enumerate(findings):
