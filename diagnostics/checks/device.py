@@ -227,7 +227,7 @@ def _open_hours(ev: CounterEvidence, since: datetime) -> float:
 class SshHostKey(_Device):
     id: ClassVar[str] = "counter.ssh.hostkey"
     title: ClassVar[str] = "Counter's SSH host key matches the pinned key"
-    ticket_subject = "{who} SSH host key {code} {since}"
+    ticket_subject = "{who} SSH {code} {since}"  # "SSH host key changed"
     ticket_what = (
         "{who} shows an SSH host key the agent does not trust: a swapped device, or worse. {said}"
     )

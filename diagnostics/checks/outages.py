@@ -34,8 +34,8 @@ class GatewayStorm(DerivedCheck):
     family = Family.GATEWAY
     ticket = TicketKind.NONE  # automatic tickets stop: a person looks at the common cause
     priority = 30
-    ticket_subject = "{who} gateway problem ({code}) {since}"
-    ticket_what = "The site gateway at {site}, which watches the counters, has a problem. {said}"
+    ticket_subject = "{who}: many counters failing at once {since}"
+    ticket_what = "Many counters watched by the gateway at {site} failed at once. {said}"
     remediation: ClassVar[str] = (
         "Check what the counters share before anything else: the store's power, the network "
         "switch or PoE injector they hang off, and the gateway's own network port."

@@ -18,7 +18,7 @@ class OutboxHealth(DerivedCheck):
     family = Family.AGENT
     ticket = TicketKind.NONE
     priority = 110
-    ticket_subject = "{who} ticket destination refuses ({code}) {since}"
+    ticket_subject = "The agent at {site}: {code} {since}"
     ticket_what = "The agent cannot deliver to one of its ticket destinations. {said}"
     remediation: ClassVar[str] = (
         "Check the destination's settings and credentials in the config, then retry with "
