@@ -45,6 +45,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -745,6 +746,24 @@ class NotificationsConfig(_Model):
         return self
 
 
+# --- [checks."ID"] --------------------------------------------------------------------------------
+
+
+def _checks_model() -> type[BaseModel]:
+    """``[checks."counter.counts.imbalance"]``: one optional table per registered check, parsed
+    into that check's frozen ``Options`` model; an id no check declares is an unknown key."""
+    from diagnostics.checks import REGISTRY
+
+    fields: dict[str, Any] = {
+        f"check_{n}": (cls.Options | None, Field(None, alias=check_id))
+        for n, (check_id, cls) in enumerate(REGISTRY.items())
+    }
+    return create_model("ChecksConfig", __base__=_Model, **fields)
+
+
+ChecksConfig: type[BaseModel] = _checks_model()
+
+
 # --- the whole file -----------------------------------------------------------------------------
 
 
@@ -756,6 +775,7 @@ class Config(_Model):
     metrics: MetricsConfig = Field(default=MetricsConfig(), validate_default=True)
     notifications: NotificationsConfig | None = None
     mqtt: MqttConfig | None = None
+    checks: ChecksConfig = ChecksConfig()  # type: ignore[valid-type]
 
     @field_validator("metrics")
     @classmethod
@@ -820,6 +840,14 @@ class Config(_Model):
             for c in self.counters_at(me.site)
             if c.serial != serial and (me.group is None or c.group == me.group)
         ]
+
+    def check_options(self) -> dict[str, BaseModel]:
+        """The ``Options`` of every check given a ``[checks."ID"]`` table, by check id."""
+        return {
+            field.alias or name: value
+            for name, field in ChecksConfig.model_fields.items()
+            if (value := getattr(self.checks, name)) is not None
+        }
 
     def secret_values(self) -> set[str]:
         """Every secret in the configuration, for the redactor to scrub by value."""
@@ -917,6 +945,11 @@ def _message(error: Any) -> str:
     if kind == "extra_forbidden":
         if len(loc) >= 2 and loc[-2] == "opening_hours":
             return "unknown key; the days are " + ", ".join(WEEKDAYS)
+        if len(loc) == 2 and loc[0] == "checks":
+            from diagnostics.checks import REGISTRY
+
+            known = ", ".join(sorted(REGISTRY))
+            return f"unknown check id {loc[1]!r} (known: {known})"
         return "unknown key"
     if kind == "missing":
         return "missing required key"
@@ -971,8 +1004,13 @@ def _located(error: Any) -> tuple[tuple[str | int, ...], str]:
 def _format_loc(loc: Sequence[str | int]) -> str:
     text = ""
     for part in loc:
+        if isinstance(part, str) and not _BARE_KEY_RE.fullmatch(part):
+            part = f'"{part}"'  # as TOML spells it: checks."counter.counts.level"
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _document_order(data: Any, loc: Sequence[str | int]) -> tuple[int, ...]:

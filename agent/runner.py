@@ -32,13 +32,10 @@ from agent.store import Store
 from agent.transport.http import make_session
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
-    AGENT_CHECKS,
-    COUNTER_CHECKS,
-    GATEWAY_CHECKS,
-    SITE_CHECKS,
     Check,
     CounterEvidence,
     SiteEvidence,
+    checks_for,
     fold_site_outages,
 )
 from diagnostics.checks.gateway import GatewayEvidence
@@ -125,10 +122,12 @@ class Runner:
         self.clock = app.clock
         self.sinks = app.sinks
         self.history_days = history_days
-        self.checks = list(checks) if checks is not None else [c() for c in COUNTER_CHECKS]
-        self.site_checks = [c() for c in SITE_CHECKS]
-        self.gateway_checks = [c() for c in GATEWAY_CHECKS]
-        self.agent_checks = [c() for c in AGENT_CHECKS]
+        # the registry says which checks run on which evidence; each with its [checks."ID"]
+        options = config.check_options()
+        self.checks = list(checks) if checks is not None else checks_for("counter", options)
+        self.site_checks = checks_for("site", options)
+        self.gateway_checks = checks_for("gateway", options)
+        self.agent_checks = checks_for("agent", options)
         self.state_dir = app.state_dir
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = app.views

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from diagnostics.calendar import SiteCalendar
+from diagnostics.checks import Family, meta
 from diagnostics.model import Assessed, Decision, Finding, Verdict, as_datetime
 from diagnostics.outages import group_pass
 
@@ -79,7 +80,7 @@ def _span(finding: Finding) -> tuple[datetime | None, datetime | None]:
 
 
 def _counts(finding: Finding) -> bool:
-    return finding.check_id.startswith(("counter.counts.", "site.counts."))
+    return meta(finding).family is Family.COUNTS
 
 
 def _odds(log10_p: float) -> str:
@@ -150,12 +151,10 @@ def upload_window(finding: Finding, gate: Gate) -> Verdict | None:
     return Verdict(Decision.PENDING, (why,), rule="upload_window", until=lost_at)
 
 
-ACCURACY_CHECKS = ("counter.counts.level", "counter.counts.imbalance")
-
-
 def not_tuned(finding: Finding, gate: Gate) -> Verdict | None:
-    """A counter whose accuracy audit is not finished is not yet judged for accuracy."""
-    if finding.subject not in gate.untuned or finding.check_id not in ACCURACY_CHECKS:
+    """A counter whose accuracy audit is not finished is not yet judged for accuracy (the
+    checks that declare ``accuracy``)."""
+    if finding.subject not in gate.untuned or not meta(finding).accuracy:
         return None
     why = "the counter's accuracy audit (tuning) is not finished: its accuracy is not judged yet"
     return Verdict(Decision.FALSE_ALARM, (why,), rule="not_tuned")

@@ -7,7 +7,8 @@ cycle's findings and folds them:
 - the gateway itself at fault (no uplink, a full disk): counter findings are not trusted;
 - a storm, more than half of the gateway's counters failing at once: automatic tickets stop,
   and one finding names the likely common cause for a person to look at;
-- a whole site down at once: one site-level finding (one site ticket), not one per counter.
+- a whole site down at once: one site-level finding (one site ticket), not one per counter;
+- a site finding a counter's own problem already explains (``explained_by_counter``).
 
 It returns the findings (with any new ones appended) and the verdicts it decided, by index.
 """
@@ -17,7 +18,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
-from diagnostics.model import Decision, Finding, Status, Verdict
+from diagnostics.checks import meta
+from diagnostics.checks.gateway import GATEWAY, GatewayHealth
+from diagnostics.checks.outages import GatewayStorm, SiteOffline
+from diagnostics.model import Decision, Finding, Status, Verdict, as_datetime
 
 GATEWAY_BLOCKING = {"uplink_down": "it has no network uplink", "disk_full": "its disk is full"}
 STORM_SHARE = 0.5
@@ -32,13 +36,14 @@ _CAUSES = {
 
 
 def _offline(f: Finding) -> bool:
-    return f.check_id == "counter.offline" and f.problem
+    """A counter not answering: a problem of the check whose ok means the counter is up."""
+    return f.problem and meta(f).liveness
 
 
 def group_pass(
     findings: list[Finding], counters_by_site: Mapping[str, Sequence[str]]
 ) -> tuple[list[Finding], dict[int, Verdict]]:
-    decided: dict[int, Verdict] = {}
+    decided: dict[int, Verdict] = explained_by_counter(findings)
     blocking = _gateway_blocking(findings)
     if blocking:
         why = (
@@ -46,7 +51,7 @@ def group_pass(
             "until it recovers"
         )
         for i, f in enumerate(findings):
-            if f.problem and f.subject != "gateway" and not f.check_id.startswith("gateway."):
+            if f.problem and f.subject != GATEWAY and meta(f).applies_to != "gateway":
                 decided[i] = Verdict(Decision.FALSE_ALARM, (why,), rule="gateway_fault")
         return findings, decided
     total = sum(len(v) for v in counters_by_site.values())
@@ -78,9 +83,54 @@ def group_pass(
     return [*findings, *extra], decided
 
 
+def explained_by_counter(findings: Sequence[Finding]) -> dict[int, Verdict]:
+    """Rule out a site-level problem that a counter's own problem already explains.
+
+    The rule: a site finding whose check declares ``explained_by`` (the site's IN/OUT
+    imbalance) is a false alarm, rule ``explained_by_counter``, when in the same cycle a
+    counter of the same site has a problem (warn or fail) from one of those checks (its own
+    IN/OUT imbalance, or an under- or over-count) over an overlapping time (when both say
+    when). That counter's finding leads to one ticket, about the counter, with the right
+    category; the site's imbalance is its symptom, not a second ticket. The counter's
+    finding still faces the gate's other rules (a silence, an unfinished tuning) on its own.
+    Once the counter balances again, a site imbalance that remains (an entrance without a
+    counter) stands on its own and raises its own data-accuracy ticket.
+    """
+    decided: dict[int, Verdict] = {}
+    for i, f in enumerate(findings):
+        by = meta(f).explained_by
+        if not (f.problem and f.subject is None and by):
+            continue
+        causes = [
+            c
+            for c in findings
+            if c.check_id in by
+            and c.problem
+            and c.site == f.site
+            and c.subject is not None
+            and _overlap(c, f)
+        ]
+        if causes:
+            said = "; ".join(f"{c.subject}: {c.summary}" for c in causes[:3])
+            why = (
+                f"explained by the counter's own finding ({said}): one ticket, about the "
+                "counter, not a second one about the site"
+            )
+            decided[i] = Verdict(Decision.FALSE_ALARM, (why,), rule="explained_by_counter")
+    return decided
+
+
+def _overlap(a: Finding, b: Finding) -> bool:
+    a_start, a_end = as_datetime(a.evidence.get("start")), as_datetime(a.evidence.get("end"))
+    b_start, b_end = as_datetime(b.evidence.get("start")), as_datetime(b.evidence.get("end"))
+    if a_start is None or a_end is None or b_start is None or b_end is None:
+        return True  # the same cycle is overlap enough
+    return a_start < b_end and b_start < a_end
+
+
 def _gateway_blocking(findings: Sequence[Finding]) -> str:
     for f in findings:
-        if f.check_id == "gateway.health" and f.problem:
+        if f.check_id == GatewayHealth.id and f.problem:
             codes = [p.get("code") for p in f.evidence.get("problems", [])] or [f.code]
             found = [GATEWAY_BLOCKING[c] for c in codes if c in GATEWAY_BLOCKING]
             if found:
@@ -106,21 +156,20 @@ def _storm(
         cause = "a cause the counters share (the local network or power)"
     how = ", ".join(f"{n} {code}" for code, n in codes.most_common())
     return Finding(
-        check_id="gateway.storm",
+        check_id=GatewayStorm.id,
         status=Status.FAIL,
         code="storm",
         summary=f"{len(failing)} of {total} counters failed at once ({how}); likely cause: {cause}",
         at=failing[0].at,
         site=None,
-        subject="gateway",
+        subject=GATEWAY,
         evidence={
             "failing": sorted(f.subject or "" for f in failing),
             "total": total,
             "codes": dict(codes),
             "likely_cause": cause,
         },
-        remediation="Check what the counters share before anything else: the store's power, "
-        "the network switch or PoE injector they hang off, and the gateway's own network port.",
+        remediation=GatewayStorm.remediation,
     )
 
 
@@ -132,7 +181,7 @@ def _site_down(findings: Sequence[Finding], down: Sequence[int], site: str) -> F
         default=failing[0].at.isoformat(),
     )
     return Finding(
-        check_id="site.offline",
+        check_id=SiteOffline.id,
         status=Status.FAIL,
         code="site_offline",
         summary=f"every counter of site {site} is offline at once "
@@ -146,6 +195,5 @@ def _site_down(findings: Sequence[Finding], down: Sequence[int], site: str) -> F
             "codes": dict(codes),
             "failing_since": since,
         },
-        remediation="Check the store's power and its network link to the counters first; "
-        "the counters themselves are probably fine.",
+        remediation=SiteOffline.remediation,
     )

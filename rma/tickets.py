@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from diagnostics.checks import CheckMeta, Family, TicketKind, meta
 from diagnostics.model import Finding, ProbeErrorCode, Status
 
 # ---------------------------------------------------------------------------------------------
@@ -370,13 +371,13 @@ def compose(ctx: ProblemContext) -> Ticket:
     """Fill in the portal form for one incident. Raises ValueError if there is nothing to report
     (no findings, or only ``error`` findings, which are about the agent and never a device)."""
     findings = _relevant(ctx.findings)
-    primary = min(findings, key=lambda f: (_PRIORITY[_kind(f)], f.status is not Status.FAIL))
-    kind = _kind(primary)
+    primary = min(findings, key=lambda f: (meta(f).priority, f.status is not Status.FAIL))
+    kind = meta(primary)
     others = [f for f in findings if f is not primary]
     tz = _zone(ctx.timezone)
     role = Role(ctx.role)
-    site_level = not ctx.counters or kind in ("site", "gateway")
-    category = check_category(_category(kind, role), role)
+    site_level = not ctx.counters or kind.applies_to in ("site", "gateway")
+    category = check_category(category_for(kind.ticket, role), role)
     w = _Writer(ctx, tz, site_level)
 
     return Ticket(
@@ -411,43 +412,18 @@ def _relevant(findings: Iterable[Finding]) -> list[Finding]:
     return problems or usable
 
 
-# Which finding leads when one incident holds several: the root cause, not its symptoms
-# (an offline counter also has missing counts; the ticket is about it being offline).
-_PRIORITY = {
-    "hardware": 0,
-    "site": 1,
-    "offline": 2,
-    "gateway": 3,
-    "device": 4,
-    "liveview": 5,
-    "stopped": 6,
-    "missing": 7,
-    "under_count": 8,
-    "counts": 9,
-    "other": 10,
-}
-_DATA_KINDS = frozenset({"stopped", "missing", "under_count", "counts"})
+# Which finding leads when one incident holds several is the check's declared ``priority``:
+# the root cause, not its symptoms (an offline counter also has missing counts; the ticket is
+# about it being offline). What the ticket is about, and its wording, are the check's too.
 
 
-def _kind(finding: Finding) -> str:
-    if finding.code == "hardware_fault":
-        return "hardware"
-    parts = finding.check_id.split(".")
-    family = parts[1] if len(parts) > 1 else ""
-    if parts[0] in ("site", "gateway"):
-        return parts[0]
-    if parts[0] != "counter":
-        return "other"
-    if family == "counts":
-        tail = parts[2] if len(parts) > 2 else ""
-        return tail if tail in ("stopped", "missing", "under_count") else "counts"
-    return {"offline": "offline", "device": "device", "liveview": "liveview"}.get(family, "other")
-
-
-def _category(kind: str, role: Role) -> Category:
-    if kind == "hardware":
-        return Category.DEVICE_BUG if role is Role.FOOTFALLCAM else Category.TECHNICAL_ISSUE
-    if kind in _DATA_KINDS:
+def category_for(kind: TicketKind, role: Role | str) -> Category:
+    """The portal category for a check's ticket kind, by the role rule: a hardware fault is a
+    Device Bug only when FootfallCam files it; a customer raises it as a Technical Issue whose
+    subject says "RMA request"."""
+    if kind is TicketKind.HARDWARE:
+        return Category.DEVICE_BUG if Role(role) is Role.FOOTFALLCAM else Category.TECHNICAL_ISSUE
+    if kind is TicketKind.DATA:
         return Category.DATA_ACCURACY_ISSUE
     # Offline, blocked view, device and gateway faults: Accuracy Audit Obstacle is for
     # FootfallCam's tuning experts during an audit, not for a monitoring agent.
@@ -500,7 +476,14 @@ _LAST_OK_KEYS = (
 _ERROR_KEYS = ("error", "message", "detail", "reason")
 _ERROR_CODE_KEYS = ("error_code", "probe_error")
 _DEVICE_KEYS = ("model", "hardware", "firmware", "firmware_version", "version", "mac")
-_PERCENT_KEYS = ("deficit_pct", "drop_pct", "under_pct", "shortfall_pct", "discrepancy_pct")
+_PERCENT_KEYS = (
+    "deficit_pct",
+    "drop_pct",
+    "under_pct",
+    "over_pct",
+    "shortfall_pct",
+    "discrepancy_pct",
+)
 _MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
@@ -592,48 +575,36 @@ class _Writer:
 
     # --- the subject
 
-    def subject(self, kind: str, f: Finding) -> str:
-        who, since = self.who(), f"since {self.short(self.ctx.started_at)}"
-        code = _words(f.code) if f.code else ""
+    def words(self, f: Finding) -> dict[str, str]:
+        """The values a check's subject and ``what`` templates may use (``TEMPLATE_FIELDS``)."""
         pct = _first(f.evidence, _PERCENT_KEYS)
-        text = {
-            "hardware": f"RMA request: {who} hardware fault {since}",
-            "site": f"{who} outage {since}" + (f" ({code})" if code and code != "outage" else ""),
-            "gateway": f"{who} gateway problem ({code or 'unhealthy'}) {since}",
-            "offline": f"{who} offline {since} ({_reason(f)})",
-            "device": f"{who} device fault ({code or 'unhealthy'}) {since}",
-            "liveview": f"{who} live view {code or 'blocked'} {since}",
-            "stopped": f"{who} stopped counting {since}",
-            "missing": f"{who} missing count data {since}",
-            "under_count": f"{who} under-counting"
-            + (f" by {self.value(pct)}%" if isinstance(pct, (int, float)) else "")
-            + f" {since}",
-            "counts": f"{who} inaccurate counts ({code or 'unusual counts'}) {since}",
-        }.get(kind, f"{who} {code or 'problem'} {since}")
-        return _clip(text, 150)
+        by = ""
+        if isinstance(pct, (int, float)) and not isinstance(pct, bool):
+            by = f" by {self.value(pct)}%"
+        return {
+            "who": self.who(),
+            "low": self.who(capital=False),
+            "since": f"since {self.short(self.ctx.started_at)}",
+            "code": _words(f.code) or "problem",
+            "reason": _reason(f),
+            "by": by,
+            "said": _sentence(f.summary) or _sentence(_words(f.code)) or "",
+            "site": self.site,
+        }
+
+    def fill(self, template: str, f: Finding) -> str:
+        """A check's template with this finding's words; a field it does not know stays as
+        its name in words, never a crash (metadata from another version of a check)."""
+        return template.format_map(_Words(self.words(f)))
+
+    def subject(self, kind: CheckMeta, f: Finding) -> str:
+        return _clip(_squash(self.fill(kind.ticket_subject, f)), 150)
 
     # --- the five answers
 
-    def what(self, kind: str, f: Finding, others: Sequence[Finding]) -> str:
-        who, low = self.who(), self.who(capital=False)
+    def what(self, kind: CheckMeta, f: Finding, others: Sequence[Finding]) -> str:
         said = _sentence(f.summary) or _sentence(_words(f.code)) or ""
-        text = {
-            "hardware": f"{who} has a hardware fault and needs replacing: this is an RMA "
-            f"request. {said} We will back up the device's data before it is returned.",
-            "site": f"The whole of {low} is down at once, not just one counter. {said}",
-            "gateway": f"The site gateway at {self.site}, which watches the counters, has a "
-            f"problem. {said}",
-            "offline": f"{who} is offline: the agent cannot reach it ({_reason(f)}), so its "
-            f"counts are not reaching the portal. {said}",
-            "device": f"{who} reports a device fault. {said}",
-            "liveview": f"The live view of {low} is {_words(f.code) or 'blocked'}, so it "
-            f"cannot see and count visitors reliably. {said}",
-            "stopped": f"{who} has stopped counting: it records no visitors while the store is "
-            f"open, so footfall data for this period is missing. {said}",
-            "missing": f"Count data from {low} is missing for part of the period. {said}",
-            "under_count": f"{who} appears to count fewer visitors than expected. {said}",
-            "counts": f"The counts from {low} look inaccurate. {said}",
-        }.get(kind, f"{who} has a problem. {said}")
+        text = self.fill(kind.ticket_what, f)
         also = [s for s in (_sentence(o.summary) for o in others[:3]) if s and s != said]
         if also:
             text += " Also observed: " + " ".join(also)
@@ -660,14 +631,14 @@ class _Writer:
             f"as of {self.clock(now)}."
         )
 
-    def which_device(self, kind: str, findings: Sequence[Finding]) -> str:
+    def which_device(self, kind: CheckMeta, findings: Sequence[Finding]) -> str:
         facts = []
         for key in _DEVICE_KEYS:
             found = next((x[key] for x in (f.evidence for f in findings) if x.get(key)), None)
             if found is not None:
                 facts.append(f"{_words(key)} {self.value(found)}")
         extra = f" Reported {', '.join(facts)}." if facts else ""
-        if kind == "gateway":
+        if kind.family is Family.GATEWAY:
             return f"The site gateway at {self.site} that runs the monitoring agent.{extra}"
         if self.site_level:
             if self.ctx.counters:
@@ -679,7 +650,7 @@ class _Writer:
         devices = [_device(c) for c in self.ctx.counters]
         return _squash(" ".join(devices) + extra)
 
-    def how(self, kind: str, f: Finding, others: Sequence[Finding]) -> str:
+    def how(self, kind: CheckMeta, f: Finding, others: Sequence[Finding]) -> str:
         ev = {k: v for k, v in f.evidence.items() if v is not None and not _SECRET_RE.search(k)}
         used: set[str] = set()
         at = self.clock(f.at)
@@ -693,7 +664,7 @@ class _Writer:
         used.update(k for k in (failures_key, last_ok_key, error_key) if k)
         used.update(_ERROR_CODE_KEYS)
 
-        if kind == "offline":
+        if kind.liveness:
             first = f"The agent's probe at {at} got '{_reason(f)}'"
         else:
             summary = _lower_first(_sentence(f.summary).rstrip(".")) or _words(f.code)
@@ -706,11 +677,11 @@ class _Writer:
         if last_ok is not None:
             normal = (
                 "the counter answered normally"
-                if kind in ("offline", "device")
+                if kind.liveness or kind.family is Family.DEVICE
                 else ("everything was normal")
             )
             first += f"; {normal} until {self.clock(last_ok)}"
-        elif kind == "offline":
+        elif kind.liveness:
             first += f"; it was first seen failing at {self.clock(self.ctx.started_at)}"
         parts = [first + "."]
 
@@ -723,6 +694,11 @@ class _Writer:
                 f"The {other.check_id} check also reported at {self.clock(other.at)}: {said}."
             )
         return _squash(" ".join(parts))
+
+
+class _Words(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return _words(key)
 
 
 def _ref(c: CounterRef, host: bool = False) -> str:

@@ -39,17 +39,22 @@ from agent.commands.common import (
 )
 from agent.config import Config
 from diagnostics.assess import Gate, Silence, assess
+from diagnostics.checks import REGISTRY, Family
 from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
-from diagnostics.checks.counts import CountCheck, CountingStopped, local
-from diagnostics.checks.counts_imbalance import CountImbalance, SiteImbalance
-from diagnostics.checks.counts_level import CountLevel
-from diagnostics.checks.counts_missing import CountsMissing, SiteCountsOutage, fold_site_outages
+from diagnostics.checks.counts import CountCheck, local
+from diagnostics.checks.counts_missing import SiteCountsOutage, fold_site_outages
 from diagnostics.countcsv import parse_counts_csv
 from diagnostics.model import Assessed, CountSlot, Finding, as_datetime
 from diagnostics.series import CountArrays, CountModel
 
-COUNTER_KINDS = (CountingStopped, CountsMissing, CountLevel, CountImbalance)
-SITE_KINDS = (SiteCountsOutage, SiteImbalance)
+# every count check the registry knows, judged over the whole file
+_COUNT_CHECKS = [
+    c
+    for c in REGISTRY.values()
+    if c.family is Family.COUNTS and issubclass(c, CountCheck) and not c.derived
+]
+COUNTER_KINDS = tuple(c for c in _COUNT_CHECKS if c.applies_to == "counter")
+SITE_KINDS = tuple(c for c in _COUNT_CHECKS if c.applies_to == "site")
 
 
 @dataclass(frozen=True)

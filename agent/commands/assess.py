@@ -37,6 +37,7 @@ from agent.commands.common import (
 from agent.config import Config
 from agent.store import Store
 from diagnostics.assess import Silence
+from diagnostics.checks import Family, meta
 from diagnostics.model import CountSlot, as_datetime
 
 
@@ -314,7 +315,7 @@ def _live_view(store: Store | None, serial: str, before: datetime) -> Point:
     rows = [
         r
         for r in store.findings_between(before - timedelta(days=7), before + timedelta(hours=1))
-        if r["check_id"] == "counter.liveview.blocked" and r["subject"] == serial
+        if meta(r["check_id"]).family is Family.LIVEVIEW and r["subject"] == serial
     ]
     if not rows:
         return Point(question, "unknown: no snapshot judged in the week before", "unknown")
@@ -326,13 +327,9 @@ def _live_view(store: Store | None, serial: str, before: datetime) -> Point:
     return Point(question, f"yes, at {last['at'][:16]}: {last['summary']}", "unknown")
 
 
-STORED_CHECKS = (
-    "counter.offline",
-    "counter.liveview.blocked",
-    "counter.device.",
-    "site.offline",
-    "counter.ssh.",
-)
+# the device problems, as the service judged them: reachability, live view, the device itself
+# (count problems are judged afresh from the data; the gateway and the agent are not the store's)
+STORED_FAMILIES = frozenset({Family.CONNECTIVITY, Family.LIVEVIEW, Family.DEVICE})
 
 
 def _stored(
@@ -341,7 +338,8 @@ def _stored(
     """The device problems the service judged in the period: the latest of each."""
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in store.findings_between(period.start, period.end):
-        if not row["check_id"].startswith(STORED_CHECKS) or row["status"] not in ("warn", "fail"):
+        stored = meta(row["check_id"]).family in STORED_FAMILIES
+        if not stored or row["status"] not in ("warn", "fail"):
             continue
         if not _wanted(row["subject"], row["site"] or "", None, None, site, counter, period):
             continue

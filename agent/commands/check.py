@@ -73,11 +73,9 @@ def check(config_path: Path, as_json: bool, dry_run: bool) -> None:
 def perfdata(result: Any, cfg: Config) -> str:
     """Nagios performance data: counters up, problems by severity, ruled out, cycle time."""
     probed = sum(1 for c in cfg.counters if c.host)
-    up = sum(
-        1
-        for a in result.assessed
-        if a.finding.check_id == "counter.offline" and a.finding.status is Status.OK
-    )
+    from diagnostics.checks import counter_up
+
+    up = sum(1 for a in result.assessed if counter_up(a.finding))
     crit = sum(1 for a in result.problems if a.finding.status is Status.FAIL)
     warn = len(result.problems) - crit
     return (

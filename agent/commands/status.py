@@ -76,15 +76,18 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
 
 def fleet_status(app: App, now: datetime) -> dict[str, Any]:
     from agent.delivery.outbox import FAILED
+    from diagnostics.checks import Family, ids
+    from diagnostics.checks.gateway import GATEWAY, GatewayHealth
 
     config, store, evidence = app.config, app.store, app.bundler
     incidents = {(i.check_id, i.subject): i for i in store.incidents(open_only=True)}
     latest = {(r["check_id"], r["subject"]): r for r in store.latest_findings()}
+    views = ids(family=Family.LIVEVIEW, applies_to="counter")
     counters = []
     for c in config.counters:
         api = store.observations(c.serial, "api", limit=1)
         mark = store.watermark(c.serial)
-        view = latest.get(("counter.liveview.blocked", c.serial))
+        view = next((latest[(i, c.serial)] for i in views if (i, c.serial) in latest), None)
         today = _today(config, evidence, c.serial, c.site, now)
         open_here = [i for (check, subject), i in incidents.items() if subject == c.serial]
         counters.append(
@@ -113,7 +116,7 @@ def fleet_status(app: App, now: datetime) -> dict[str, Any]:
                 ],
             }
         )
-    gateway = latest.get(("gateway.health", "gateway"))
+    gateway = latest.get((GatewayHealth.id, GATEWAY))
     outbox = app.outbox
     return {
         "at": now.isoformat(),
@@ -141,7 +144,7 @@ def fleet_status(app: App, now: datetime) -> dict[str, Any]:
                 "ticket": i.ticket_number,
             }
             for (check, subject), i in incidents.items()
-            if not subject or subject == "gateway"
+            if not subject or subject == GATEWAY
         ],
     }
 

@@ -17,6 +17,8 @@ from typing import Any
 from agent.config import Config
 from agent.store import Incident, Store
 from agent.views import LiveViews
+from diagnostics.checks.device import DeviceHealth
+from diagnostics.checks.liveview import LiveViewBlocked
 from diagnostics.estimate import SlotEstimate, estimate
 from diagnostics.model import Assessed, Finding, as_datetime
 from rma.bundle import Bundle, BundleInput, Collected, CommandOutput, SeriesRow, build_bundle
@@ -130,7 +132,7 @@ class Bundler:
                 collected.append(
                     Collected(
                         "device commands",
-                        "counter.device.health",
+                        DeviceHealth.id,
                         obs.elapsed_s,
                         obs.ok,
                         error=obs.error,
@@ -145,7 +147,7 @@ class Bundler:
                 collected.append(
                     Collected(
                         "live-view snapshot",
-                        "counter.liveview.blocked",
+                        LiveViewBlocked.id,
                         size=len(snapshot),
                         at=snapshot_at,
                     )

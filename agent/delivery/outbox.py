@@ -613,9 +613,9 @@ class Outbox:
         )
 
     def health(self, now: datetime) -> list[Finding]:
-        """The ``agent.outbox`` check on this outbox, for callers outside a cycle (the runner
-        runs the check itself, isolated like every other)."""
-        return OutboxHealth().run(self.state(now))
+        """The ``agent.outbox`` check's problems on this outbox, for callers outside a cycle (the
+        runner runs the check itself, isolated like every other)."""
+        return [f for f in OutboxHealth().run(self.state(now)) if f.problem]
 
     def retry_failed(self, now: datetime) -> int:
         with self.store.transaction() as db:

@@ -37,6 +37,7 @@ from agent.incidents import (
 )
 from agent.probes.counter_api import CounterClient
 from agent.store import Incident, Store
+from diagnostics.checks import meta
 from diagnostics.model import Assessed, Finding
 from rma.redact import Redactor
 from rma.sla import is_overdue
@@ -52,8 +53,6 @@ from rma.tickets import (
 
 log = logging.getLogger(__name__)
 
-# tickets go to FootfallCam only for the counters and sites; not for the gateway or the agent
-TICKETED = ("counter.", "site.")
 SUGGEST_TO_CLOSE_DAYS = timedelta(days=7)
 
 
@@ -95,7 +94,7 @@ class Ticketing:
         for inc in self.store.incidents(open_only=True):
             if inc.state not in FILED_STATES or inc.ticket_key is not None:
                 continue
-            if not inc.check_id.startswith(TICKETED):
+            if not meta(inc.check_id).ticketed:
                 continue  # the gateway and the agent belong to the store's IT, not FootfallCam
             yield inc
 
@@ -213,9 +212,8 @@ class Ticketing:
         queue the notice of each change with it (call inside the incident's transaction)."""
         for flip in flips:
             inc = flip.incident
-            if inc.ticket_key is None or not inc.check_id.startswith(TICKETED):
-                continue
-            status: str | None = None
+            if inc.ticket_key is None:
+                continue  # a ticket filed is followed up, whatever its check is called now
             if flip.to_state == RESOLVED:
                 body = (
                     f"Recovered: {flip.reason}. The agent suggests closing this ticket; "

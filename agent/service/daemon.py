@@ -35,6 +35,7 @@ from agent.runner import CycleResult, Runner
 from agent.service import sdnotify
 from agent.service.logs import LogRing, config_errors, setup_logging
 from agent.store import Store, StoreError
+from diagnostics.checks import counter_up
 from diagnostics.model import SYSTEM_CLOCK
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,7 @@ class _Signals:
 def summary(result: CycleResult, config: Config) -> str:
     """The one line systemd shows as the unit's status."""
     problems = result.problems
-    up = sum(
-        1
-        for a in result.assessed
-        if a.finding.check_id == "counter.offline" and a.finding.status.value == "ok"
-    )
+    up = sum(1 for a in result.assessed if counter_up(a.finding))
     probed = sum(1 for c in config.counters if c.host)
     head = f"{up}/{probed} counters up, {len(problems)} problem(s)"
     if result.tickets:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from diagnostics.checks.base import Check
+from diagnostics.checks.base import Check, Family, TicketKind
 from diagnostics.model import Finding, Status
 
 
@@ -48,21 +48,33 @@ class OutboxHealth(Check):
     id: ClassVar[str] = "agent.outbox"
     title: ClassVar[str] = "Destinations accept what the agent sends"
     applies_to = "agent"
+    family = Family.AGENT
+    ticket = TicketKind.NONE
+    priority = 110
+    ticket_subject = "The agent at {site}: {code} {since}"
+    ticket_what = "The agent cannot deliver to one of its destinations. {said}"
     remediation: ClassVar[str] = (
         "Check the destination's settings and credentials in the config, "
         "then retry with `ffc-agent tickets retry`."
     )
 
     class Options(Check.Options):
-        failures_for_finding: int = Field(1, ge=1)  # items refused for good before a finding
+        failures_for_finding: int = Field(
+            1, ge=1, description="Items a destination refused for good before it is a finding."
+        )
 
     options: Options
 
     def run(self, evidence: OutboxState) -> list[Finding]:
         out = []
+        if not evidence.sinks:
+            return [self._plain(evidence, Status.SKIP, "nothing_sent", "nothing queued yet")]
         for sink, state in evidence.sinks.items():
             failed = len(state.failed_keys)
             if failed < self.options.failures_for_finding:
+                # an ok per destination ends an incident about it once it accepts again
+                said = f"the destination {sink} accepts what the agent sends"
+                out.append(self._plain(evidence, Status.OK, "accepting", said, sink))
                 continue
             out.append(
                 Finding(
@@ -84,3 +96,17 @@ class OutboxHealth(Check):
                 )
             )
         return out
+
+    def _plain(
+        self, evidence: OutboxState, status: Status, code: str, summary: str, sink: str = ""
+    ) -> Finding:
+        return Finding(
+            check_id=self.id,
+            status=status,
+            code=code,
+            summary=summary,
+            at=evidence.now,
+            site=None,
+            subject=f"sink:{sink}" if sink else evidence.serial,
+            evidence={"sink": sink} if sink else {},
+        )

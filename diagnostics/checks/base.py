@@ -8,7 +8,9 @@ so a broken check can never file a ticket about a device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -59,14 +61,141 @@ class SiteEvidence:
         return None
 
 
+AppliesTo = Literal["counter", "site", "gateway", "agent"]
+APPLIES_TO: tuple[AppliesTo, ...] = ("counter", "site", "gateway", "agent")
+
+
+class Family(enum.StrEnum):
+    """What part of the installation a check is about."""
+
+    CONNECTIVITY = "connectivity"  # does the counter (or the whole site) answer at all
+    COUNTS = "counts"  # are the counts complete and right
+    LIVEVIEW = "liveview"  # does the camera see what it was tuned on
+    DEVICE = "device"  # the counter's own body: clock, disk, camera, service, host key
+    GATEWAY = "gateway"  # the box the agent runs on
+    AGENT = "agent"  # the agent's own machinery (its outbox, its checks)
+
+
+class TicketKind(enum.StrEnum):
+    """What a genuine finding asks of FootfallCam support, in the checks' own words.
+
+    ``rma.tickets`` maps it onto the portal's category and its role rule: ``data`` is a Data
+    Accuracy Issue, ``technical`` a Technical Issue, ``hardware`` an RMA request (a Device Bug
+    when FootfallCam files it, a Technical Issue when a customer does); ``none`` is never a
+    ticket to FootfallCam (the gateway and the agent belong to the store's IT).
+    """
+
+    DATA = "data"
+    TECHNICAL = "technical"
+    HARDWARE = "hardware"
+    NONE = "none"
+
+
+# The words a ``ticket_subject`` or ``ticket_what`` template may use; ``rma.tickets`` fills
+# them in:
+# who ("Counter FFC0002 'Main door'"), low (the same, lower case), since ("since 26 Jun 09:15"),
+# code (the finding's code in words), reason (how a probe failed), by (" by 38%" or ""),
+# said (the finding's summary as a sentence), site ("Oxford Street (LDN01)").
+TEMPLATE_FIELDS = frozenset({"who", "low", "since", "code", "reason", "by", "said", "site"})
+
+
+@dataclass(frozen=True)
+class Wording:
+    """A per-code override of a check's ticket metadata: only the fields given change."""
+
+    ticket: TicketKind | None = None
+    priority: int | None = None
+    ticket_subject: str | None = None
+    ticket_what: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckMeta:
+    """What the rest of the house needs to know about one check (or one code of it).
+
+    ``priority`` orders the findings of one incident: the lowest leads the ticket (root cause
+    before symptoms). ``known`` is False for the fallback of an id no check declares (an old
+    id in the database): such findings are shown but never ticketed.
+    """
+
+    id: str
+    title: str
+    family: Family
+    applies_to: AppliesTo
+    ticket: TicketKind
+    priority: int
+    ticket_subject: str
+    ticket_what: str
+    liveness: bool = False
+    accuracy: bool = False
+    derived: bool = False
+    explained_by: tuple[str, ...] = ()
+    known: bool = True
+
+    @property
+    def ticketed(self) -> bool:
+        """Does a genuine, confirmed finding of this check raise a FootfallCam ticket?"""
+        return self.known and self.ticket is not TicketKind.NONE
+
+    def for_code(self, overrides: Mapping[str, Wording], code: str | None) -> CheckMeta:
+        w = overrides.get(code or "")
+        if w is None:
+            return self
+        changed = {k: v for k, v in vars(w).items() if v is not None}
+        return replace(self, **changed)
+
+
 class Check:
-    """Base class: subclasses set the ClassVars, an ``Options`` model and ``run``."""
+    """Base class: subclasses set the ClassVars, an ``Options`` model and ``run``.
+
+    Metadata, read by the registry (``diagnostics.checks``) for the rest of the house:
+    ``id`` (never renamed: incidents, silences and tickets key on it), ``title``, ``family``,
+    ``applies_to`` (which evidence the runner gives it), ``ticket`` (the kind of ticket it
+    raises), ``priority`` (lower leads when one incident holds several findings),
+    ``ticket_subject``/``ticket_what`` (templates of the ticket's subject and its first
+    answer, "what is the problem?", from
+    ``TEMPLATE_FIELDS``), ``codes`` (per-code overrides of those), ``liveness`` (its ok means
+    the counter answers), ``accuracy`` (it judges count accuracy, which an untuned counter
+    does not have yet), ``derived`` (its findings are made by the gate or the agent, not by
+    ``run``: the runner does not run it), ``explained_by`` (ids of counter checks whose
+    problem at the same site, over the same time, already explains a site-level finding of
+    this check: the gate rules it out, so one ticket is raised, about the counter).
+    """
 
     id: ClassVar[str]
     title: ClassVar[str]
-    applies_to: ClassVar[Literal["counter", "site", "gateway", "agent"]] = "counter"
+    family: ClassVar[Family]
+    applies_to: ClassVar[AppliesTo] = "counter"
+    ticket: ClassVar[TicketKind] = TicketKind.TECHNICAL
+    priority: ClassVar[int] = 100
+    ticket_subject: ClassVar[str] = "{who} {code} {since}"
+    ticket_what: ClassVar[str] = "{who} has a problem. {said}"
+    codes: ClassVar[Mapping[str, Wording]] = {}
+    liveness: ClassVar[bool] = False
+    accuracy: ClassVar[bool] = False
+    derived: ClassVar[bool] = False
+    explained_by: ClassVar[tuple[str, ...]] = ()
     timeout_s: ClassVar[float] = 5.0
     remediation: ClassVar[str] = ""
+
+    @classmethod
+    def meta(cls, code: str | None = None) -> CheckMeta:
+        """This check's metadata, with the overrides of ``code`` applied."""
+        base = CheckMeta(
+            id=cls.id,
+            title=cls.title,
+            family=cls.family,
+            applies_to=cls.applies_to,
+            ticket=cls.ticket,
+            priority=cls.priority,
+            ticket_subject=cls.ticket_subject,
+            ticket_what=cls.ticket_what,
+            liveness=cls.liveness,
+            accuracy=cls.accuracy,
+            derived=cls.derived,
+            explained_by=cls.explained_by,
+        )
+        return base.for_code(cls.codes, code)
 
     class Options(BaseModel):
         model_config = ConfigDict(frozen=True, extra="forbid")
@@ -97,3 +226,13 @@ class Check:
             evidence=details,
             remediation=self.remediation if status in (Status.WARN, Status.FAIL) else "",
         )
+
+
+class DerivedCheck(Check):
+    """A check whose findings another part makes (the gate's first pass, the agent's outbox):
+    it is declared here so its id has metadata like any other, and the runner never runs it."""
+
+    derived: ClassVar[bool] = True
+
+    def run(self, evidence: Any) -> list[Finding]:
+        return []

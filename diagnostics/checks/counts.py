@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
+from diagnostics.checks.base import Check, CounterEvidence, Family, SiteEvidence, TicketKind
 from diagnostics.model import Finding, Status
 from diagnostics.series import CountArrays, CountModel, ZeroRun
 
@@ -70,10 +70,17 @@ class CountCheck(Check):
     in the data.
     """
 
+    family = Family.COUNTS
+    ticket = TicketKind.DATA
+
     class Options(BaseModel):
         model_config = ConfigDict(frozen=True, extra="forbid")
-        scope: Literal["current", "all"] = "current"
-        lookback_days: int = Field(7, ge=1)
+        scope: Literal["current", "all"] = Field(
+            "current",
+            description="current: how the counter is doing now (the service); all: every "
+            "episode in the data (analyze counts)",
+        )
+        lookback_days: int = Field(7, ge=1, description="days of history the check looks at")
 
     options: Options
 
@@ -103,18 +110,34 @@ class CountingStopped(CountCheck):
     id: ClassVar[str] = "counter.counts.stopped"
     title: ClassVar[str] = "Counter counts while the store is open"
     applies_to = "counter"
+    priority = 60
+    ticket_subject = "{who} stopped counting {since}"
+    ticket_what = (
+        "{who} has stopped counting: it records no visitors while the store is open, so "
+        "footfall data for this period is missing. {said}"
+    )
     remediation: ClassVar[str] = (
         "Look at the counter's live view for a blockage; restart the counting service or "
         "power-cycle the counter; if counts stay at zero, raise a data-accuracy ticket."
     )
 
     class Options(CountCheck.Options):
-        # a run at least this unusual (log10 chance on the counter's own history) goes to the
-        # gate, which rules on it with the site's peers and its own threshold
-        candidate_log10_probability: float = Field(-2.0, lt=0)
-        min_open_minutes: int = Field(60, gt=0)  # never judge a shorter run
-        fallback_open_minutes: int = Field(180, gt=0)  # rule for a counter with no history
-        min_history_weeks: int = Field(2, ge=1)
+        # the gate rules on a candidate with the site's peers and its own threshold
+        candidate_log10_probability: float = Field(
+            -2.0,
+            lt=0,
+            description="a zero run at least this unusual (log10 chance on the counter's own "
+            "history) goes to the gate",
+        )
+        min_open_minutes: int = Field(
+            60, gt=0, description="never judge a shorter run (minutes of opening time)"
+        )
+        fallback_open_minutes: int = Field(
+            180, gt=0, description="zeros this long warn on a counter with too little history"
+        )
+        min_history_weeks: int = Field(
+            2, ge=1, description="weeks of history before the run's chance is computed"
+        )
 
     options: Options
 

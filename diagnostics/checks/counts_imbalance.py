@@ -21,16 +21,25 @@ from pydantic import Field
 
 from diagnostics.checks.base import SiteEvidence
 from diagnostics.checks.counts import CountCheck, local, site_model, span
+from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import Finding, Status
 from diagnostics.series import Balance, CountModel
 
 
 class _Options(CountCheck.Options):
-    lookback_days: int = Field(8, ge=1)
-    warn_ratio: float = Field(0.05, gt=0, lt=1)
-    fail_ratio: float = Field(0.10, gt=0, lt=1)
-    noise_sigmas: float = Field(3.0, gt=0)  # the warn level is this many binomial σ
-    max_days: int = Field(7, ge=1)  # pool at most this many days to reach enough traffic
+    lookback_days: int = Field(8, ge=1, description="days of history the check looks at")
+    warn_ratio: float = Field(
+        0.05, gt=0, lt=1, description="|in − out| / (in + out) above this warns"
+    )
+    fail_ratio: float = Field(
+        0.10, gt=0, lt=1, description="|in − out| / (in + out) above this is critical"
+    )
+    noise_sigmas: float = Field(
+        3.0, gt=0, description="the warn level must be this many binomial σ: the traffic needed"
+    )
+    max_days: int = Field(
+        7, ge=1, description="pool at most this many days to reach enough traffic"
+    )
 
     @property
     def min_total(self) -> float:
@@ -94,6 +103,13 @@ class CountImbalance(_Balance):
     id: ClassVar[str] = "counter.counts.imbalance"
     title: ClassVar[str] = "Counter's IN and OUT balance over a day"
     applies_to = "counter"
+    priority = 90
+    accuracy = True
+    ticket_subject = "{who} IN/OUT imbalance {since}"
+    ticket_what = (
+        "{who} counts more people in one direction than the other, so its IN and OUT do not "
+        "balance. {said}"
+    )
     remediation: ClassVar[str] = (
         "Check the counter's direction settings and counting line in its configuration; if "
         "IN and OUT stay apart, raise a data-accuracy ticket for re-tuning."
@@ -137,6 +153,15 @@ class SiteImbalance(_Balance):
     id: ClassVar[str] = "site.counts.imbalance"
     title: ClassVar[str] = "The site's IN and OUT balance over a day"
     applies_to = "site"
+    # a symptom: a counter's own imbalance or level finding explains it, and leads (see the
+    # gate's ``explained_by_counter``)
+    priority = 95
+    explained_by = (CountImbalance.id, CountLevel.id)
+    ticket_subject = "{who} IN/OUT imbalance {since}"
+    ticket_what = (
+        "The counts of {low} as a whole do not balance: more people are counted in one "
+        "direction than the other, and no single counter's own fault explains it. {said}"
+    )
     remediation: ClassVar[str] = (
         "The site as a whole counts more in one direction: look for an entrance without a "
         "counter, or a counter counting the wrong way, then raise a data-accuracy ticket."

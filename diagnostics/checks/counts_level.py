@@ -10,10 +10,12 @@ factor (``0.62×``) and when the shift began.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
+from diagnostics.checks.base import Wording
 from diagnostics.checks.counts import CountCheck, local, span
 from diagnostics.model import Finding, Status
 from diagnostics.series import CountModel, Shift
@@ -23,6 +25,20 @@ class CountLevel(CountCheck):
     id: ClassVar[str] = "counter.counts.level"
     title: ClassVar[str] = "Counter counts at its usual level against its peers"
     applies_to = "counter"
+    priority = 80
+    accuracy = True
+    ticket_subject = "{who} inaccurate counts ({code}) {since}"
+    ticket_what = "The counts from {low} look inaccurate. {said}"
+    codes: ClassVar[Mapping[str, Wording]] = {
+        "under_count": Wording(
+            ticket_subject="{who} under-counting{by} {since}",
+            ticket_what="{who} appears to count fewer visitors than expected. {said}",
+        ),
+        "over_count": Wording(
+            ticket_subject="{who} over-counting{by} {since}",
+            ticket_what="{who} appears to count more visitors than there are. {said}",
+        ),
+    }
     remediation: ClassVar[str] = (
         "Compare the live view with the reference image taken at tuning (a blocked or moved "
         "view, a new display stand, changed lighting); if the view is clear, raise a "
@@ -30,8 +46,12 @@ class CountLevel(CountCheck):
     )
 
     class Options(CountCheck.Options):
-        min_change: float = Field(0.05, ge=0)  # within the 5 % acceptance level: not reported
-        fail_change: float = Field(0.2, gt=0)  # this far off (0.8× or 1.25×) is critical
+        min_change: float = Field(
+            0.05, ge=0, description="a smaller change is within the 5 % acceptance level"
+        )
+        fail_change: float = Field(
+            0.2, gt=0, description="this far off (0.8× or 1.25×) is critical, not a warning"
+        )
 
     options: Options
 
@@ -67,6 +87,8 @@ class CountLevel(CountCheck):
             end=end.isoformat(),
             detected_at=alarm.isoformat(),
             factor=round(shift.factor, 3),
+            # the share of visitors missed, or counted in excess: the ticket's "by 38%"
+            **{"under_pct" if under else "over_pct": round(abs(1 - shift.factor) * 100, 1)},
             expected=round(shift.expected, 1),
             observed=round(shift.observed),
             against=shift.against,

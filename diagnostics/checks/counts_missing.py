@@ -19,17 +19,23 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from pydantic import Field
 
-from diagnostics.checks.base import SiteEvidence
+from diagnostics.checks.base import SiteEvidence, TicketKind
 from diagnostics.checks.counts import CountCheck, local, site_model, span
 from diagnostics.model import Finding, Status, as_datetime
 from diagnostics.series import CountModel, Gap, runs
 
 
 class _Window(CountCheck.Options):
-    lookback_days: int = Field(8, ge=1)
-    upload_window_days: float = Field(7.0, gt=0)  # how long a counter keeps unsent data
-    warn_after_days: float = Field(5.0, gt=0)  # raise it this long after the oldest gap
-    grace_minutes: int = Field(30, ge=0)  # a slot this fresh may simply not be fetched yet
+    lookback_days: int = Field(8, ge=1, description="days of history the check looks at")
+    upload_window_days: float = Field(
+        7.0, gt=0, description="how long a counter keeps unsent counts"
+    )
+    warn_after_days: float = Field(
+        5.0, gt=0, description="raise a gap this long after it began, before the data is lost"
+    )
+    grace_minutes: int = Field(
+        30, ge=0, description="a slot this fresh may simply not be fetched yet"
+    )
 
 
 class _Gaps(CountCheck):
@@ -87,6 +93,9 @@ class CountsMissing(_Gaps):
     id: ClassVar[str] = "counter.counts.missing"
     title: ClassVar[str] = "Every count slot arrives"
     applies_to = "counter"
+    priority = 70
+    ticket_subject = "{who} missing count data {since}"
+    ticket_what = "Count data from {low} is missing for part of the period. {said}"
     remediation: ClassVar[str] = (
         "Bring the counter back online (power, network, the gateway's link) within the upload "
         "window so it can send the counts it kept; if the data is lost, raise a data-accuracy "
@@ -149,6 +158,10 @@ class SiteCountsOutage(_Gaps):
     id: ClassVar[str] = "site.counts.outage"
     title: ClassVar[str] = "Not every counter of the site goes silent at once"
     applies_to = "site"
+    ticket = TicketKind.TECHNICAL  # the store's power or network, not the counts' accuracy
+    priority = 10
+    ticket_subject = "{who} outage {since} ({code})"
+    ticket_what = "The whole of {low} is down at once, not just one counter. {said}"
     remediation: ClassVar[str] = (
         "Every counter stopped sending at the same time: look at what they share — the "
         "store's power, network switch or internet link — before touching any counter."

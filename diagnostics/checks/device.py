@@ -23,12 +23,13 @@ through ``extra["ssh_configured"]`` and the latest "ssh" observation.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from diagnostics.checks.base import Check, CounterEvidence
+from diagnostics.checks.base import Check, CounterEvidence, Family, TicketKind, Wording
 from diagnostics.model import Finding, Observation, Status, as_datetime
 
 SSH_NOT_CONFIGURED = "SSH is not configured for this counter: deep device checks are off"
@@ -58,11 +59,21 @@ def _ssh(check: Check, ev: CounterEvidence) -> tuple[Observation | None, list[Fi
 
 
 class _ClockOptions(Check.Options):
-    warn_s: float = Field(60.0, gt=0)
-    fail_s: float = Field(300.0, gt=0)
+    warn_s: float = Field(60.0, gt=0, description="seconds off the gateway's clock that warn")
+    fail_s: float = Field(300.0, gt=0, description="seconds off that are critical")
 
 
-class DeviceClock(Check):
+class _Device(Check):
+    """What the device checks share: their family and how their ticket reads."""
+
+    family = Family.DEVICE
+    ticket = TicketKind.TECHNICAL
+    priority = 40
+    ticket_subject = "{who} device fault ({code}) {since}"
+    ticket_what = "{who} reports a device fault. {said}"
+
+
+class DeviceClock(_Device):
     id: ClassVar[str] = "counter.device.clock"
     title: ClassVar[str] = "Counter clock in step with the gateway"
     remediation: ClassVar[str] = (
@@ -98,18 +109,32 @@ class DeviceClock(Check):
 
 
 class _HealthOptions(Check.Options):
-    disk_warn_pct: float = Field(90.0, gt=0, le=100)
-    disk_fail_pct: float = Field(97.0, gt=0, le=100)
-    temp_warn_c: float = 75.0
-    temp_fail_c: float = 82.0
-    reboots_warn: int = Field(3, ge=2)  # boots in 24 h, the current one included
-    stale_event_open_h: float = Field(3.0, gt=0)  # opening hours without one counted event
-    max_age_h: float = Field(6.0, gt=0)  # older SSH readings are not judged
+    disk_warn_pct: float = Field(90.0, gt=0, le=100, description="disk use (%) that warns")
+    disk_fail_pct: float = Field(97.0, gt=0, le=100, description="disk use (%) that is critical")
+    temp_warn_c: float = Field(75.0, description="SoC temperature (°C) that warns")
+    temp_fail_c: float = Field(82.0, description="SoC temperature (°C) that is critical")
+    reboots_warn: int = Field(
+        3, ge=2, description="boots in 24 h (the current one included) that warn"
+    )
+    stale_event_open_h: float = Field(
+        3.0, gt=0, description="hours of opening time without one counted event that warn"
+    )
+    max_age_h: float = Field(6.0, gt=0, description="older SSH readings are not judged")
 
 
-class DeviceHealth(Check):
+class DeviceHealth(_Device):
     id: ClassVar[str] = "counter.device.health"
     title: ClassVar[str] = "Counter hardware and software healthy (over SSH)"
+    # a missing camera is the one fault no remote fix can help: a replacement unit, first
+    codes: ClassVar[Mapping[str, Wording]] = {
+        "hardware_fault": Wording(
+            ticket=TicketKind.HARDWARE,
+            priority=0,
+            ticket_subject="RMA request: {who} hardware fault {since}",
+            ticket_what="{who} has a hardware fault and needs replacing: this is an RMA request. "
+            "{said} We will back up the device's data before it is returned.",
+        )
+    }
     remediation: ClassVar[str] = (
         "See the listed problems: free disk space, improve ventilation, check the power supply "
         "and SD card, restart the counting service; a missing camera needs a replacement unit."
@@ -199,9 +224,13 @@ def _open_hours(ev: CounterEvidence, since: datetime) -> float:
     return total
 
 
-class SshHostKey(Check):
+class SshHostKey(_Device):
     id: ClassVar[str] = "counter.ssh.hostkey"
     title: ClassVar[str] = "Counter's SSH host key matches the pinned key"
+    ticket_subject = "{who} SSH {code} {since}"  # "SSH host key changed"
+    ticket_what = (
+        "{who} shows an SSH host key the agent does not trust: a swapped device, or worse. {said}"
+    )
     remediation: ClassVar[str] = (
         "If the counter was replaced on purpose, run `ffc-agent enroll SERIAL` and compare the "
         "fingerprint with the device; otherwise treat it as a security incident."

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from diagnostics.checks.base import Check
+from diagnostics.checks.base import Check, Family, TicketKind
 from diagnostics.model import Finding, Observation, Status
 
 GATEWAY = "gateway"
@@ -43,16 +43,23 @@ class GatewayEvidence:
 
 
 class _Options(Check.Options):
-    free_fail_pct: float = Field(5.0, ge=0, le=100)
-    free_fail_mb: float = Field(200.0, ge=0)
-    free_warn_pct: float = Field(10.0, ge=0, le=100)
-    memory_warn_pct: float = Field(5.0, ge=0, le=100)
+    free_fail_pct: float = Field(
+        5.0, ge=0, le=100, description="free space (%) in the state directory below which it fails"
+    )
+    free_fail_mb: float = Field(200.0, ge=0, description="free MB below which it fails")
+    free_warn_pct: float = Field(10.0, ge=0, le=100, description="free space (%) that warns")
+    memory_warn_pct: float = Field(5.0, ge=0, le=100, description="available memory (%) that warns")
 
 
 class GatewayHealth(Check):
     id: ClassVar[str] = "gateway.health"
     title: ClassVar[str] = "Gateway fit to watch the counters and deliver tickets"
     applies_to = "gateway"
+    family = Family.GATEWAY
+    ticket = TicketKind.NONE  # the store's own box: its IT hears of it, not FootfallCam
+    priority = 30
+    ticket_subject = "{who} gateway problem ({code}) {since}"
+    ticket_what = "The site gateway at {site}, which watches the counters, has a problem. {said}"
     remediation: ClassVar[str] = (
         "Fix the gateway first: free space in the agent's state directory, check its network "
         "cable and router, its NTP service, and that the helpdesk is reachable from the store."

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from diagnostics.checks.base import Check, CounterEvidence
+from diagnostics.checks.base import Check, CounterEvidence, Family, TicketKind
 from diagnostics.liveview import (
     ImageError,
     LearnedReference,
@@ -111,6 +111,13 @@ class LiveViewBlocked(Check):
     id: ClassVar[str] = "counter.liveview.blocked"
     title: ClassVar[str] = "Counter's live view matches its tuned reference view"
     applies_to = "counter"
+    family = Family.LIVEVIEW
+    ticket = TicketKind.TECHNICAL
+    priority = 50
+    ticket_subject = "{who} live view {code} {since}"
+    ticket_what = (
+        "The live view of {low} is {code}, so it cannot see and count visitors reliably. {said}"
+    )
     remediation: ClassVar[str] = (
         "Look at the snapshot beside the reference image: remove what covers or stands in "
         "front of the counter, clean or dry the lens, restore the lighting, or re-aim the "
@@ -121,9 +128,15 @@ class LiveViewBlocked(Check):
 
     class Options(BaseModel):
         model_config = ConfigDict(frozen=True, extra="forbid")
-        confirm_snapshots: int = Field(3, ge=1)  # consecutive blocked snapshots before failing
-        frozen_snapshots: int = Field(4, ge=2)  # identical snapshots while open = frozen
-        ignore_dark_when_closed: bool = True  # lights go off at night
+        confirm_snapshots: int = Field(
+            3, ge=1, description="consecutive blocked snapshots before it fails"
+        )
+        frozen_snapshots: int = Field(
+            4, ge=2, description="identical snapshots while the store is open mean frozen"
+        )
+        ignore_dark_when_closed: bool = Field(
+            True, description="a dark view while the store is closed is fine (lights off)"
+        )
 
     options: Options
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from diagnostics.checks.base import Check, CounterEvidence
+from diagnostics.checks.base import Check, CounterEvidence, Family, TicketKind
 from diagnostics.model import Finding, Status
 
 _WORDS = {
@@ -28,6 +28,15 @@ class CounterOffline(Check):
     id: ClassVar[str] = "counter.offline"
     title: ClassVar[str] = "Counter reachable and answering its API"
     applies_to = "counter"
+    family = Family.CONNECTIVITY
+    ticket = TicketKind.TECHNICAL
+    priority = 20
+    liveness = True
+    ticket_subject = "{who} offline {since} ({reason})"
+    ticket_what = (
+        "{who} is offline: the agent cannot reach it ({reason}), so its counts are not "
+        "reaching the portal. {said}"
+    )
     remediation: ClassVar[str] = (
         "Check the counter's power and network cable (LED: none/yellow means power or cabling, "
         "red means hardware); power-cycle it; if it still does not answer, raise a ticket."

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from diagnostics.checks.base import Check, CounterEvidence
+from diagnostics.checks.base import Check, CounterEvidence, Family, TicketKind
 from diagnostics.model import Finding, Status, as_datetime
 
 
@@ -28,16 +28,30 @@ class PushSilent(Check):
     id: ClassVar[str] = "counter.push.silent"
     title: ClassVar[str] = "Counter sends its live MQTT push"
     applies_to = "counter"
+    family = Family.CONNECTIVITY
+    ticket = TicketKind.TECHNICAL
+    priority = 100  # the REST export still fills the counts: every other problem leads
+    ticket_subject = "{who} live push silent {since}"
+    ticket_what = (
+        "{who} has stopped sending its live MQTT push, though its counts still arrive by the "
+        "REST export. {said}"
+    )
     remediation: ClassVar[str] = (
         "Check the counter's MQTT settings (broker address, topic, credentials) and its network "
         "path to the broker, then restart the counter; counts still arrive by the REST export."
     )
 
     class Options(Check.Options):
-        silent_minutes: int = Field(30, gt=0)  # open-store minutes without a message
-        min_expected: float = Field(10.0, gt=0)  # crossings that should have happened by then
-        lookback_days: int = Field(7, ge=1)  # history for the usual rate
-        min_history_hours: float = Field(4.0, gt=0)  # open hours of history to trust a rate
+        silent_minutes: int = Field(
+            30, gt=0, description="minutes of opening time without a message before judging"
+        )
+        min_expected: float = Field(
+            10.0, gt=0, description="crossings that should have happened by then to warn"
+        )
+        lookback_days: int = Field(7, ge=1, description="days of history for the usual rate")
+        min_history_hours: float = Field(
+            4.0, gt=0, description="hours of opening time of history to trust a rate"
+        )
 
     options: Options
 

@@ -326,8 +326,8 @@ def test_every_commented_example_in_the_example_config_is_valid(tmp_path):
 
     text = invoke("config", "example").output
     # uncomment the optional tables and keys (lines like "# [mqtt]" or "# host = ...")
-    active = re.sub(r"(?m)^# (\[\[?[a-z.]+\]\]?|[a-z_]+ = .*)$", r"\1", text)
-    assert active.count("[[sinks]]") == 4 and "\n[mqtt]" in active
+    active = re.sub(r'(?m)^# (\[\[?[a-z."]+\]\]?|[a-z_]+ = .*)$', r"\1", text)
+    assert active.count("[[sinks]]") == 4 and "\n[mqtt]" in active and "\n[checks." in active
     for name, value in (
         ("rt-token", "tok"),
         ("smtp-password", "pw"),

@@ -100,3 +100,39 @@ def test_a_day_with_a_missing_slot_is_not_judged():
     slots = tuple(s for s in slots if s.start != hole)
     [f] = run(slots)
     assert f.evidence["start"] != DAY.isoformat()
+
+
+# --- issue 9: a site imbalance a counter's own finding explains is not a second ticket
+
+
+def _site_and_counter_findings(*, counter_site="LDN01"):
+    """Counter A counts 12 % too few OUT; B balances; the site's total is off by A's fault."""
+    a = split(busy("A"), out_share=0.44, since=DAY)
+    b = split(busy("B", seed=2), seed=1)
+    site = SiteImbalance().run(
+        SiteEvidence(site="LDN01", calendar=CAL, now=NOW, counters={"A": a, "B": b})
+    )
+    ev = CounterEvidence(
+        serial="A", name="A", site=counter_site, calendar=CAL, now=NOW, slots=a, peers={}
+    )
+    return site, CountImbalance().run(ev)
+
+
+def test_a_site_imbalance_explained_by_a_counters_imbalance_is_ruled_out():
+    [site], [counter] = _site_and_counter_findings()
+    assert site.problem and counter.problem
+    by_id = {a.finding.check_id: a for a in assess([site, counter], {"LDN01": CAL})}
+    assert by_id["counter.counts.imbalance"].verdict.decision is Decision.GENUINE
+    ruled = by_id["site.counts.imbalance"].verdict
+    assert ruled.decision is Decision.FALSE_ALARM and ruled.rule == "explained_by_counter"
+    assert "A:" in ruled.reasons[0]
+
+
+def test_a_site_imbalance_no_counter_explains_stands_on_its_own():
+    [site], _ = _site_and_counter_findings()
+    [alone] = assess([site], {"LDN01": CAL})
+    assert alone.verdict.decision is Decision.GENUINE
+    # a counter at another site explains nothing here
+    [site], [elsewhere] = _site_and_counter_findings(counter_site="MAN01")
+    by_id = {a.finding.check_id: a for a in assess([site, elsewhere], {"LDN01": CAL})}
+    assert by_id["site.counts.imbalance"].verdict.decision is Decision.GENUINE

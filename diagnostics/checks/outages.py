@@ -1,0 +1,42 @@
+"""The findings the gate's first pass makes: a whole site offline, a storm of failures.
+
+``diagnostics.outages`` folds many counter findings into one about their common cause; these
+classes declare what those findings mean, so tickets, status and the metrics read them from
+the registry like any other. The runner never runs them (``DerivedCheck``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from diagnostics.checks.base import DerivedCheck, Family, TicketKind
+
+
+class SiteOffline(DerivedCheck):
+    id: ClassVar[str] = "site.offline"
+    title: ClassVar[str] = "Not every counter of the site offline at once"
+    applies_to = "site"
+    family = Family.CONNECTIVITY
+    ticket = TicketKind.TECHNICAL
+    priority = 10  # the site's power or network explains each counter being offline
+    ticket_subject = "{who} outage {since} ({code})"
+    ticket_what = "The whole of {low} is down at once, not just one counter. {said}"
+    remediation: ClassVar[str] = (
+        "Check the store's power and its network link to the counters first; the counters "
+        "themselves are probably fine."
+    )
+
+
+class GatewayStorm(DerivedCheck):
+    id: ClassVar[str] = "gateway.storm"
+    title: ClassVar[str] = "Not more than half the counters failing at once"
+    applies_to = "gateway"
+    family = Family.GATEWAY
+    ticket = TicketKind.NONE  # automatic tickets stop: a person looks at the common cause
+    priority = 30
+    ticket_subject = "{who}: many counters failing at once {since}"
+    ticket_what = "Many counters watched by the gateway at {site} failed at once. {said}"
+    remediation: ClassVar[str] = (
+        "Check what the counters share before anything else: the store's power, the network "
+        "switch or PoE injector they hang off, and the gateway's own network port."
+    )
