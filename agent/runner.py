@@ -1,17 +1,27 @@
 """One cycle of the agent: probe → record → detect → assess → incidents → tickets.
 
 The ticket side (compose, queue, deliver, follow up) lives in ``agent/ticketing.py``.
-Every counter is probed concurrently under one deadline, so a hung counter costs one timeout in
-parallel with the rest, never the whole cycle. Each check runs isolated: an exception or an
-overrun becomes an ``error`` finding about the agent (check id and traceback summary), never a
-ticket about a device. A ticket is raised once per incident, when it is confirmed.
+Every counter is probed concurrently under one deadline, twice the probe timeout, so a hung
+counter costs one timeout in parallel with the rest, never the whole cycle. Each request ends
+within the probe timeout whatever the counter does (``agent/transport/http.py``); probes run
+in daemon threads, so a stuck one never outlives the cycle's deadline in the cycle's books and
+never holds up exit or SIGTERM. A probe running longer than the probe timeout stops counting
+against ``max_parallel``, so ``max_parallel`` slow counters cannot starve the healthy ones, and
+counters that timed out last cycle are probed last. A counter's probe crash, or a failure to
+record what it answered, is an ``error`` finding about the agent for that counter
+(``agent.probe``), never the end of the cycle for the others. Each check runs isolated: an
+exception or an overrun becomes an ``error`` finding about the agent (check id and traceback
+summary), never a ticket about a device. A ticket is raised once per incident, when it is confirmed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -128,7 +138,7 @@ class Runner:
         self.state_dir = Path(config.agent.state_dir)
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = LiveViews(self.state_dir)
-        self._sessions: dict[str, Any] = {}
+        self.probe_errors: list[Finding] = []  # this cycle's agent.probe errors
         self._check_pool = _new_check_pool()
         # called between the stages of a cycle: the daemon pings systemd's watchdog with it
         self.heartbeat: Callable[[], object] = lambda: None
@@ -149,10 +159,8 @@ class Runner:
 
     # -- probe ---------------------------------------------------------------------------------
 
-    def _client(self, counter: CounterConfig) -> CounterClient:
+    def _client(self, counter: CounterConfig, session: Any) -> CounterClient:
         site = self.config.site(counter.site)
-        verify = counter.verify_tls
-        session = self._sessions.setdefault(counter.serial, make_session(verify=verify))
         return CounterClient(
             serial=counter.serial,
             base_url=f"{counter.scheme}://{counter.host}:{counter.port}",
@@ -217,11 +225,13 @@ class Runner:
         if not counter.host:
             return result
         plan = plan or Plan(fetch_from=now - timedelta(days=self.history_days))
-        client = self._client(counter)
-        api = self._probe_api(client, counter, plan.fetch_from, now, deadline, result)
-        result.observations.append(api)
-        if api.ok and plan.snapshot:
-            result.observations.append(self._probe_snapshot(client, now, deadline, result))
+        # a session (and its sockets) per probe: nothing of a cycle is left open after it
+        with make_session(verify=counter.verify_tls) as session:
+            client = self._client(counter, session)
+            api = self._probe_api(client, counter, plan.fetch_from, now, deadline, result)
+            result.observations.append(api)
+            if api.ok and plan.snapshot:
+                result.observations.append(self._probe_snapshot(client, now, deadline, result))
         target = SshTarget.for_counter(counter)
         if target is not None and plan.ssh:
             result.observations.append(
@@ -288,67 +298,97 @@ class Runner:
         )
 
     def probe_all(self, now: datetime) -> dict[str, ProbeResult]:
+        """Probe every counter with a host, under one deadline of twice the probe timeout.
+
+        Counters that are still being probed at the deadline are a ``timeout`` about them;
+        counters never started (more slow counters than workers) are an ``agent.probe`` error,
+        not a device finding: they were never asked."""
         agent = self.config.agent
-        budget = max(3 * agent.probe_timeout_seconds, 30.0)
-        deadline = time.monotonic() + min(budget, agent.cycle_seconds)
-        probed = [c for c in self.config.counters if c.host]
+        self.probe_errors = []
+        timeout = agent.probe_timeout_seconds
+        deadline = time.monotonic() + min(2 * timeout, agent.cycle_seconds)
+        probed = sorted(
+            (c for c in self.config.counters if c.host), key=lambda c: self._timed_out(c.serial)
+        )
+        sites = {c.serial: c.site for c in probed}
+        plans = {c.serial: self.plan(c, now) for c in probed}  # the store, read here only
+        jobs = [
+            (c.serial, lambda c=c: self.probe_counter(c, now, deadline, plans[c.serial]))
+            for c in probed
+        ]
+        done, running, unstarted = run_bounded(
+            jobs, limit=agent.max_parallel, soft_s=timeout, deadline=deadline
+        )
         results: dict[str, ProbeResult] = {}
-        pool = cf.ThreadPoolExecutor(max_workers=agent.max_parallel, thread_name_prefix="probe")
-        try:
-            plans = {c.serial: self.plan(c, now) for c in probed}  # the store, read here only
-            futures = {
-                pool.submit(self.probe_counter, c, now, deadline, plans[c.serial]): c
-                for c in probed
-            }
-            done, pending = cf.wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1)
-            for fut in done:
-                counter = futures[fut]
-                try:
-                    results[counter.serial] = fut.result()
-                except Exception:  # process boundary of a worker: never lose the cycle
-                    log.exception("probe of %s crashed", counter.serial)
-                    results[counter.serial] = ProbeResult(
-                        counter.serial,
-                        [
-                            Observation.failed(
-                                counter.serial,
-                                "api",
-                                now,
-                                ProbeError(ProbeErrorCode.BAD_RESPONSE, "the probe crashed"),
-                            )
-                        ],
-                    )
-            for fut in pending:
-                counter = futures[fut]
-                results[counter.serial] = ProbeResult(
-                    counter.serial,
-                    [
-                        Observation.failed(
-                            counter.serial,
-                            "api",
-                            now,
-                            ProbeError(
-                                ProbeErrorCode.TIMEOUT, "no answer before the cycle deadline"
-                            ),
-                        )
-                    ],
+        for serial, outcome in done.items():
+            if isinstance(outcome, ProbeResult):
+                results[serial] = outcome
+                continue
+            # a worker's process boundary: the crash is a bug of the agent, about this counter
+            log.debug("probe of %s crashed", serial, exc_info=outcome)
+            self.probe_errors.append(
+                _probe_error(
+                    serial,
+                    sites[serial],
+                    now,
+                    "probe_crashed",
+                    f"probing {serial} crashed: {type(outcome).__name__} (an agent bug; "
+                    "the traceback is in the debug log)",
                 )
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            )
+        for serial in running:
+            failed = ProbeError(ProbeErrorCode.TIMEOUT, "no answer before the cycle deadline")
+            results[serial] = ProbeResult(
+                serial, [Observation.failed(serial, "api", now, failed, 2 * timeout)]
+            )
+        for serial in unstarted:
+            self.probe_errors.append(
+                _probe_error(
+                    serial,
+                    sites[serial],
+                    now,
+                    "not_probed",
+                    f"{serial} was not probed this cycle: slower counters held every worker "
+                    f"until the cycle's probe deadline ({2 * timeout:g} s)",
+                )
+            )
         return results
+
+    def _timed_out(self, serial: str) -> bool:
+        last = self.store.observations(serial, "api", limit=1)
+        return bool(last) and last[0].error_code is ProbeErrorCode.TIMEOUT
 
     # -- record --------------------------------------------------------------------------------
 
     def record(self, results: dict[str, ProbeResult], now: datetime) -> None:
+        """Store each counter's answers; a counter whose answers cannot be stored is an
+        ``agent.probe`` error about it, and the others are stored all the same."""
         for res in results.values():
-            for obs in res.observations:
-                self.store.add_observation(obs)
-                for command in obs.data.get("commands", ()):
-                    self.store.audit(now, "agent", "ssh.command", obs.counter, command)
-            if res.slots:
-                self.store.add_slots(res.slots, now)
-            if res.snapshot:
-                self.views.record(res.serial, now, res.snapshot)
+            try:
+                self._record_one(res, now)
+            except Exception as exc:  # one counter's store failure must not fail the cycle
+                log.debug("recording %s failed", res.serial, exc_info=True)
+                counter = next((c for c in self.config.counters if c.serial == res.serial), None)
+                self.probe_errors.append(
+                    _probe_error(
+                        res.serial,
+                        counter.site if counter else None,
+                        now,
+                        "record_failed",
+                        f"what {res.serial} answered could not be recorded: "
+                        f"{type(exc).__name__}: {str(exc)[:200]}",
+                    )
+                )
+
+    def _record_one(self, res: ProbeResult, now: datetime) -> None:
+        for obs in res.observations:
+            self.store.add_observation(obs)
+            for command in obs.data.get("commands", ()):
+                self.store.audit(now, "agent", "ssh.command", obs.counter, command)
+        if res.slots:
+            self.store.add_slots(res.slots, now)
+        if res.snapshot:
+            self.views.record(res.serial, now, res.snapshot)
 
     # -- detect --------------------------------------------------------------------------------
 
@@ -473,6 +513,7 @@ class Runner:
             )
             findings.extend(self.run_checks(evidence, checks=self.site_checks))
         findings = fold_site_outages(findings) + self.tickets.outbox.health(now)
+        findings += self.probe_errors
         self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
@@ -526,6 +567,76 @@ class Runner:
     def policy(self) -> Policy:
         agent = self.config.agent
         return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
+
+
+def run_bounded(
+    jobs: Sequence[tuple[str, Callable[[], Any]]],
+    *,
+    limit: int,
+    soft_s: float,
+    deadline: float,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Run ``jobs`` in daemon threads, at most ``limit`` of them younger than ``soft_s`` at
+    once, until all are done or ``deadline`` (monotonic) passes.
+
+    Returns (done: key → the job's value, or the exception it raised; keys still running at
+    the deadline; keys never started). Why not a ThreadPoolExecutor: its workers are joined at
+    interpreter exit, so one stuck probe held the daemon a minute past SIGTERM; and a fixed
+    pool lets ``limit`` slow jobs starve the rest. Here a job older than ``soft_s`` frees its
+    slot, and nothing waits for a thread after the deadline (each probe's own deadlines end
+    it soon after)."""
+    results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+    def work(key: str, job: Callable[[], Any]) -> None:
+        try:
+            results.put((key, job()))
+        except Exception as exc:  # noqa: BLE001 - a worker's boundary: the caller judges it
+            results.put((key, exc))
+
+    todo = deque(jobs)
+    started: dict[str, float] = {}
+    done: dict[str, Any] = {}
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        young = [k for k in started if k not in done and now - started[k] < soft_s]
+        while todo and len(young) < limit:
+            key, job = todo.popleft()
+            started[key] = now
+            young.append(key)
+            threading.Thread(target=work, args=(key, job), name=f"probe-{key}", daemon=True).start()
+        if len(done) == len(started) and not todo:
+            break
+        wake = deadline
+        if todo and young:  # the next slot frees when the oldest young job turns old
+            wake = min(wake, min(started[k] for k in young) + soft_s)
+        try:
+            key, value = results.get(timeout=max(0.0, wake - now))
+        except queue.Empty:
+            continue
+        done[key] = value
+    while True:  # whatever finished while the loop was deciding
+        try:
+            key, value = results.get_nowait()
+        except queue.Empty:
+            break
+        done[key] = value
+    running = [k for k in started if k not in done]
+    return done, running, [k for k, _ in todo]
+
+
+def _probe_error(serial: str, site: str | None, now: datetime, code: str, summary: str) -> Finding:
+    return Finding(
+        check_id="agent.probe",
+        status=Status.ERROR,
+        code=code,
+        summary=summary,
+        at=now,
+        site=site,
+        subject=serial,
+        evidence={"error": summary},
+    )
 
 
 def _new_check_pool() -> cf.ThreadPoolExecutor:
