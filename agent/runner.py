@@ -230,7 +230,8 @@ class Runner:
             client = self._client(counter, session)
             api = self._probe_api(client, counter, plan.fetch_from, now, deadline, result)
             result.observations.append(api)
-            if api.ok and plan.snapshot:
+            # a fetch cut short by the cycle's deadline leaves no time for the live view
+            if api.ok and plan.snapshot and not api.data.get("partial"):
                 result.observations.append(self._probe_snapshot(client, now, deadline, result))
         target = SshTarget.for_counter(counter)
         if target is not None and plan.ssh:
@@ -269,6 +270,8 @@ class Runner:
             return Observation.failed(counter.serial, "api", now, exc, time.monotonic() - started)
         result.slots = [s for s in reply.slots if s.start < now]
         data: dict[str, Any] = {"slots_received": len(result.slots)}
+        if reply.partial:
+            data["partial"] = True  # the backfill goes on next cycle from the watermark
         if reply.device_time is not None:
             data["clock_offset_s"] = round((reply.device_time - now).total_seconds(), 1)
         for key in ("model", "firmware"):
@@ -317,7 +320,11 @@ class Runner:
             for c in probed
         ]
         done, running, unstarted = run_bounded(
-            jobs, limit=agent.max_parallel, soft_s=timeout, deadline=deadline
+            jobs,
+            limit=agent.max_parallel,
+            soft_s=timeout,
+            deadline=deadline,
+            grace=min(1.0, timeout / 4),
         )
         results: dict[str, ProbeResult] = {}
         for serial, outcome in done.items():
@@ -575,6 +582,7 @@ def run_bounded(
     limit: int,
     soft_s: float,
     deadline: float,
+    grace: float = 0.0,
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Run ``jobs`` in daemon threads, at most ``limit`` of them younger than ``soft_s`` at
     once, until all are done or ``deadline`` (monotonic) passes.
@@ -616,9 +624,12 @@ def run_bounded(
         except queue.Empty:
             continue
         done[key] = value
-    while True:  # whatever finished while the loop was deciding
+    # no job starts after the deadline; those running get ``grace`` to hand in what they
+    # have (their own deadlines end them at the deadline, give or take the scheduler)
+    end = deadline + grace
+    while len(done) < len(started):
         try:
-            key, value = results.get_nowait()
+            key, value = results.get(timeout=max(0.0, end - time.monotonic()))
         except queue.Empty:
             break
         done[key] = value

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -126,14 +127,28 @@ class CounterClient:
         return token
 
     def counts(self, start: datetime, end: datetime, deadline: float) -> fmt.CountsReply:
-        """Counts for ``[start, end)``, in calls of at most 24 h, merged in time order."""
+        """Counts for ``[start, end)``, in calls of at most 24 h, merged in time order.
+
+        A long fetch (the first one fetches weeks of history) that the caller's deadline cuts
+        short after some calls were answered returns what it has, ``partial``: the counter
+        answered, the store keeps the slots, and the next cycle goes on from there instead of
+        failing the whole fetch again. A call that used its full timeout is the counter's
+        fault and fails as always."""
         if self.api == "pi-cgi":
             return self._legacy_counts(start, end, deadline)
         replies: list[fmt.CountsReply] = []
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + MAX_SPAN)
-            replies.append(self._counts_chunk(chunk_start, chunk_end, deadline))
+            cut_by_caller = deadline - time.monotonic() < self.timeout_s
+            try:
+                replies.append(self._counts_chunk(chunk_start, chunk_end, deadline))
+            except ProbeError as exc:
+                if replies and cut_by_caller and exc.code is ProbeErrorCode.TIMEOUT:
+                    merged = fmt.merge_replies(replies)
+                    _refuse_far_future(merged, end)
+                    return replace(merged, partial=True)
+                raise
             chunk_start = chunk_end
         merged = fmt.merge_replies(replies)
         _refuse_far_future(merged, end)

@@ -74,13 +74,17 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class CountsReply:
-    """A parsed count reply: the device's own details and its slots, oldest first (UTC)."""
+    """A parsed count reply: the device's own details and its slots, oldest first (UTC).
+
+    ``partial`` is set by the client when the deadline cut a long fetch short after some
+    24-hour calls were answered: the slots run up to where it stopped."""
 
     serial: str | None
     model: str | None
     firmware: str | None
     device_time: datetime | None
     slots: tuple[CountSlot, ...]
+    partial: bool = False
 
 
 def _norm(name: str) -> str:
