@@ -228,10 +228,13 @@ class Runner:
         # a session (and its sockets) per probe: nothing of a cycle is left open after it
         with make_session(verify=counter.verify_tls) as session:
             client = self._client(counter, session)
-            api = self._probe_api(client, counter, plan.fetch_from, now, deadline, result)
+            # a long backfill stops early enough to leave the live view a quarter of the time
+            counts_by = deadline
+            if plan.snapshot:
+                counts_by -= min(client.timeout_s, (deadline - time.monotonic()) / 4)
+            api = self._probe_api(client, counter, plan.fetch_from, now, counts_by, result)
             result.observations.append(api)
-            # a fetch cut short by the cycle's deadline leaves no time for the live view
-            if api.ok and plan.snapshot and not api.data.get("partial"):
+            if api.ok and plan.snapshot:
                 result.observations.append(self._probe_snapshot(client, now, deadline, result))
         target = SshTarget.for_counter(counter)
         if target is not None and plan.ssh:
