@@ -117,11 +117,11 @@ class CounterClient:
         )
         if reply.status in (401, 403):
             raise ProbeError(ProbeErrorCode.AUTH_FAILED, "the counter refused the credentials")
-        _raise_for_status(reply, "access token")
+        _raise_for_status(reply, "login")
         try:
             token = fmt.parse_token(reply.body)
         except fmt.FormatError as exc:
-            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"access token: {exc}") from None
+            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"login: {exc}") from None
         with self._tokens_lock:
             self._tokens[key] = token
         return token
