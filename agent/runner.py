@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import queue
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -38,6 +35,7 @@ from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
+from agent.probes.schedule import run_bounded
 from agent.probes.ssh import SshTarget
 from agent.store import Store
 from agent.transport.http import make_session
@@ -577,67 +575,6 @@ class Runner:
     def policy(self) -> Policy:
         agent = self.config.agent
         return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
-
-
-def run_bounded(
-    jobs: Sequence[tuple[str, Callable[[], Any]]],
-    *,
-    limit: int,
-    soft_s: float,
-    deadline: float,
-    grace: float = 0.0,
-) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Run ``jobs`` in daemon threads, at most ``limit`` of them younger than ``soft_s`` at
-    once, until all are done or ``deadline`` (monotonic) passes.
-
-    Returns (done: key → the job's value, or the exception it raised; keys still running at
-    the deadline; keys never started). Why not a ThreadPoolExecutor: its workers are joined at
-    interpreter exit, so one stuck probe held the daemon a minute past SIGTERM; and a fixed
-    pool lets ``limit`` slow jobs starve the rest. Here a job older than ``soft_s`` frees its
-    slot, and nothing waits for a thread after the deadline (each probe's own deadlines end
-    it soon after)."""
-    results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-
-    def work(key: str, job: Callable[[], Any]) -> None:
-        try:
-            results.put((key, job()))
-        except Exception as exc:  # noqa: BLE001 - a worker's boundary: the caller judges it
-            results.put((key, exc))
-
-    todo = deque(jobs)
-    started: dict[str, float] = {}
-    done: dict[str, Any] = {}
-    while True:
-        now = time.monotonic()
-        if now >= deadline:
-            break
-        young = [k for k in started if k not in done and now - started[k] < soft_s]
-        while todo and len(young) < limit:
-            key, job = todo.popleft()
-            started[key] = now
-            young.append(key)
-            threading.Thread(target=work, args=(key, job), name=f"probe-{key}", daemon=True).start()
-        if len(done) == len(started) and not todo:
-            break
-        wake = deadline
-        if todo and young:  # the next slot frees when the oldest young job turns old
-            wake = min(wake, min(started[k] for k in young) + soft_s)
-        try:
-            key, value = results.get(timeout=max(0.0, wake - now))
-        except queue.Empty:
-            continue
-        done[key] = value
-    # no job starts after the deadline; those running get ``grace`` to hand in what they
-    # have (their own deadlines end them at the deadline, give or take the scheduler)
-    end = deadline + grace
-    while len(done) < len(started):
-        try:
-            key, value = results.get(timeout=max(0.0, end - time.monotonic()))
-        except queue.Empty:
-            break
-        done[key] = value
-    running = [k for k in started if k not in done]
-    return done, running, [k for k, _ in todo]
 
 
 def _probe_error(serial: str, site: str | None, now: datetime, code: str, summary: str) -> Finding:
