@@ -405,7 +405,8 @@ def hostile_counters(cases: list[Case]) -> Iterator[dict[str, Hostile]]:
 
 
 def serial_of(case: Case) -> str:
-    return "X-" + case.name.upper().replace("_", "-")
+    # underscores: "-AFTER-TOKEN refuses" would read as a command-line flag and its value
+    return "X_" + case.name.upper()
 
 
 def counter_entries(cases: list[Case], servers: dict[str, Hostile], site: str) -> list[dict]:

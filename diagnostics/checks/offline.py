@@ -20,7 +20,8 @@ _WORDS = {
     "timeout": "does not answer (timed out)",
     "unreachable": "cannot be reached on the network",
     "http_error": "answers with HTTP errors",
-    "auth_failed": "refuses the agent's credentials",
+    # not "credentials:": the redactor takes the word after it for a secret
+    "auth_failed": "refuses the agent's login",
     "bad_response": "answers with data the agent cannot read",
     "tls_error": "fails the TLS handshake (certificate not trusted, or no TLS)",
     "redirect": "redirects the agent elsewhere instead of answering",

@@ -95,6 +95,7 @@ def corpus_cycle(tmp_path_factory):
                 "wall_s": wall,
                 "rss_growth_mib": (rss_after - rss_before) / 1024,
                 "ports": ports,
+                "redactor": runner.redactor,
             }
 
 
@@ -124,6 +125,9 @@ def test_each_hostile_counter_is_a_clear_finding_about_it(corpus_cycle, case: Ca
     ]
     if case.probe == "api":
         assert [(f.status, f.code) for f in offline] == [(Status.FAIL, case.code)]
+        # as `check` prints it, through the redactor: still readable
+        summary = corpus_cycle["redactor"].text(offline[0].summary)
+        assert "[REDACTED]" not in summary and serial in summary, summary
     else:
         assert [f.status for f in offline] == [Status.OK]  # the API answered; the view did not
 
@@ -263,7 +267,7 @@ def test_check_exits_promptly_beside_dripping_and_hung_counters(tmp_path):
         took = time.monotonic() - started
     print(f"check beside a dripping and a hung counter: exit {proc.returncode} in {took:.2f} s")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "X-DRIP" in proc.stdout and "X-HANG" in proc.stdout  # in the findings table
+    assert "X_DRIP" in proc.stdout and "X_HANG" in proc.stdout  # in the findings table
     assert "Traceback" not in proc.stderr
     assert took < 60
 
