@@ -2,10 +2,18 @@
 
 The ticket side (compose, queue, deliver, follow up) lives in ``agent/delivery/ticketing.py``;
 the runner takes it and its other parts from the one assembly point, ``agent/app.py``.
-Every counter is probed concurrently under one deadline, so a hung counter costs one timeout in
-parallel with the rest, never the whole cycle. Each check runs isolated: an exception or an
-overrun becomes an ``error`` finding about the agent (check id and traceback summary), never a
-ticket about a device. A ticket is raised once per incident, when it is confirmed.
+Every counter is probed concurrently under one deadline, twice the probe timeout, so a hung
+counter costs one timeout in parallel with the rest, never the whole cycle. Each request ends
+within the probe timeout whatever the counter does (``agent/transport/http.py``); probes run
+in daemon threads, so a stuck one never outlives the cycle's deadline in the cycle's books and
+never holds up exit or SIGTERM. A probe running longer than the probe timeout stops counting
+against ``max_parallel``, so ``max_parallel`` slow counters cannot starve the healthy ones, and
+counters that timed out last cycle are probed last. A counter's probe crash, or a failure to
+record what it answered, is an ``error`` finding about the agent for that counter
+(``agent.probe``), never the end of the cycle for the others. Each check runs isolated: an
+exception or an overrun becomes an ``error`` finding about the agent (check id and traceback
+summary), never a ticket about a device. A ticket is raised once per incident, when it is
+confirmed.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
+from agent.probes.schedule import run_bounded
 from agent.probes.ssh import SshTarget
 from agent.store import Store
 from agent.transport.http import make_session
@@ -38,6 +47,7 @@ from diagnostics.checks import (
     checks_for,
     fold_site_outages,
 )
+from diagnostics.checks.agent import ProbeFailure
 from diagnostics.checks.gateway import GatewayEvidence
 from diagnostics.model import (
     SYSTEM_CLOCK,
@@ -131,7 +141,7 @@ class Runner:
         self.state_dir = app.state_dir
         self.known_hosts = self.state_dir / "known_hosts"
         self.views = app.views
-        self._sessions: dict[str, Any] = {}
+        self.probe_errors: list[Finding] = []  # this cycle's agent.probe errors
         self._check_pool = _new_check_pool()
         # called between the stages of a cycle: the daemon pings systemd's watchdog with it
         self.heartbeat: Callable[[], object] = lambda: None
@@ -142,18 +152,13 @@ class Runner:
         self.tickets = app.tickets
 
     def close(self) -> None:
-        """Let go of the check worker and the counters' HTTP sessions."""
+        """Let go of the check worker (each probe closes its own HTTP session)."""
         self._check_pool.shutdown(wait=False, cancel_futures=True)
-        for session in self._sessions.values():
-            session.close()
-        self._sessions.clear()
 
     # -- probe ---------------------------------------------------------------------------------
 
-    def _client(self, counter: CounterConfig) -> CounterClient:
+    def _client(self, counter: CounterConfig, session: Any) -> CounterClient:
         site = self.config.site(counter.site)
-        verify = counter.verify_tls
-        session = self._sessions.setdefault(counter.serial, make_session(verify=verify))
         return CounterClient(
             serial=counter.serial,
             base_url=f"{counter.scheme}://{counter.host}:{counter.port}",
@@ -218,11 +223,17 @@ class Runner:
         if not counter.host:
             return result
         plan = plan or Plan(fetch_from=now - timedelta(days=self.history_days))
-        client = self._client(counter)
-        api = self._probe_api(client, counter, plan.fetch_from, now, deadline, result)
-        result.observations.append(api)
-        if api.ok and plan.snapshot:
-            result.observations.append(self._probe_snapshot(client, now, deadline, result))
+        # a session (and its sockets) per probe: nothing of a cycle is left open after it
+        with make_session(verify=counter.verify_tls) as session:
+            client = self._client(counter, session)
+            # a long backfill stops early enough to leave the live view a quarter of the time
+            counts_by = deadline
+            if plan.snapshot:
+                counts_by -= min(client.timeout_s, (deadline - time.monotonic()) / 4)
+            api = self._probe_api(client, counter, plan.fetch_from, now, counts_by, result)
+            result.observations.append(api)
+            if api.ok and plan.snapshot:
+                result.observations.append(self._probe_snapshot(client, now, deadline, result))
         target = SshTarget.for_counter(counter)
         if target is not None and plan.ssh:
             result.observations.append(
@@ -260,6 +271,8 @@ class Runner:
             return Observation.failed(counter.serial, "api", now, exc, time.monotonic() - started)
         result.slots = [s for s in reply.slots if s.start < now]
         data: dict[str, Any] = {"slots_received": len(result.slots)}
+        if reply.partial:
+            data["partial"] = True  # the backfill goes on next cycle from the watermark
         if reply.device_time is not None:
             data["clock_offset_s"] = round((reply.device_time - now).total_seconds(), 1)
         for key in ("model", "firmware"):
@@ -289,67 +302,101 @@ class Runner:
         )
 
     def probe_all(self, now: datetime) -> dict[str, ProbeResult]:
+        """Probe every counter with a host, under one deadline of twice the probe timeout.
+
+        Counters that are still being probed at the deadline are a ``timeout`` about them;
+        counters never started (more slow counters than workers) are an ``agent.probe`` error,
+        not a device finding: they were never asked."""
         agent = self.config.agent
-        budget = max(3 * agent.probe_timeout_seconds, 30.0)
-        deadline = time.monotonic() + min(budget, agent.cycle_seconds)
-        probed = [c for c in self.config.counters if c.host]
+        self.probe_errors = []
+        timeout = agent.probe_timeout_seconds
+        deadline = time.monotonic() + min(2 * timeout, agent.cycle_seconds)
+        probed = sorted(
+            (c for c in self.config.counters if c.host), key=lambda c: self._timed_out(c.serial)
+        )
+        sites = {c.serial: c.site for c in probed}
+        plans = {c.serial: self.plan(c, now) for c in probed}  # the store, read here only
+        jobs = [
+            (c.serial, lambda c=c: self.probe_counter(c, now, deadline, plans[c.serial]))
+            for c in probed
+        ]
+        done, running, unstarted = run_bounded(
+            jobs,
+            limit=agent.max_parallel,
+            soft_s=timeout,
+            deadline=deadline,
+            grace=min(1.0, timeout / 4),
+        )
         results: dict[str, ProbeResult] = {}
-        pool = cf.ThreadPoolExecutor(max_workers=agent.max_parallel, thread_name_prefix="probe")
-        try:
-            plans = {c.serial: self.plan(c, now) for c in probed}  # the store, read here only
-            futures = {
-                pool.submit(self.probe_counter, c, now, deadline, plans[c.serial]): c
-                for c in probed
-            }
-            done, pending = cf.wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1)
-            for fut in done:
-                counter = futures[fut]
-                try:
-                    results[counter.serial] = fut.result()
-                except Exception:  # process boundary of a worker: never lose the cycle
-                    log.exception("probe of %s crashed", counter.serial)
-                    results[counter.serial] = ProbeResult(
-                        counter.serial,
-                        [
-                            Observation.failed(
-                                counter.serial,
-                                "api",
-                                now,
-                                ProbeError(ProbeErrorCode.BAD_RESPONSE, "the probe crashed"),
-                            )
-                        ],
-                    )
-            for fut in pending:
-                counter = futures[fut]
-                results[counter.serial] = ProbeResult(
-                    counter.serial,
-                    [
-                        Observation.failed(
-                            counter.serial,
-                            "api",
-                            now,
-                            ProbeError(
-                                ProbeErrorCode.TIMEOUT, "no answer before the cycle deadline"
-                            ),
-                        )
-                    ],
+        for serial, outcome in done.items():
+            if isinstance(outcome, ProbeResult):
+                results[serial] = outcome
+                continue
+            # a worker's process boundary: the crash is a bug of the agent, about this counter
+            log.debug("probe of %s crashed", serial, exc_info=outcome)
+            self.probe_errors.append(
+                _probe_error(
+                    serial,
+                    sites[serial],
+                    now,
+                    "probe_crashed",
+                    f"probing {serial} crashed: {type(outcome).__name__} (an agent bug; "
+                    "the traceback is in the debug log)",
                 )
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            )
+        for serial in running:
+            failed = ProbeError(ProbeErrorCode.TIMEOUT, "no answer before the cycle deadline")
+            results[serial] = ProbeResult(
+                serial, [Observation.failed(serial, "api", now, failed, 2 * timeout)]
+            )
+        for serial in unstarted:
+            self.probe_errors.append(
+                _probe_error(
+                    serial,
+                    sites[serial],
+                    now,
+                    "not_probed",
+                    f"{serial} was not probed this cycle: slower counters held every worker "
+                    f"until the cycle's probe deadline ({2 * timeout:g} s)",
+                )
+            )
         return results
+
+    def _timed_out(self, serial: str) -> bool:
+        last = self.store.observations(serial, "api", limit=1)
+        return bool(last) and last[0].error_code is ProbeErrorCode.TIMEOUT
 
     # -- record --------------------------------------------------------------------------------
 
     def record(self, results: dict[str, ProbeResult], now: datetime) -> None:
+        """Store each counter's answers; a counter whose answers cannot be stored is an
+        ``agent.probe`` error about it, and the others are stored all the same."""
         for res in results.values():
-            for obs in res.observations:
-                self.store.add_observation(obs)
-                for command in obs.data.get("commands", ()):
-                    self.store.audit(now, "agent", "ssh.command", obs.counter, command)
-            if res.slots:
-                self.store.add_slots(res.slots, now)
-            if res.snapshot:
-                self.views.record(res.serial, now, res.snapshot)
+            try:
+                self._record_one(res, now)
+            except Exception as exc:  # one counter's store failure must not fail the cycle
+                log.debug("recording %s failed", res.serial, exc_info=True)
+                counter = next((c for c in self.config.counters if c.serial == res.serial), None)
+                self.probe_errors.append(
+                    _probe_error(
+                        res.serial,
+                        counter.site if counter else None,
+                        now,
+                        "record_failed",
+                        f"what {res.serial} answered could not be recorded: "
+                        f"{type(exc).__name__}: {str(exc)[:200]}",
+                    )
+                )
+
+    def _record_one(self, res: ProbeResult, now: datetime) -> None:
+        for obs in res.observations:
+            self.store.add_observation(obs)
+            for command in obs.data.get("commands", ()):
+                self.store.audit(now, "agent", "ssh.command", obs.counter, command)
+        if res.slots:
+            self.store.add_slots(res.slots, now)
+        if res.snapshot:
+            self.views.record(res.serial, now, res.snapshot)
 
     # -- detect --------------------------------------------------------------------------------
 
@@ -477,6 +524,7 @@ class Runner:
         findings = fold_site_outages(findings)
         outbox = self.tickets.outbox.state(now)
         findings += self.run_checks(outbox, checks=self.agent_checks)
+        findings += self.probe_errors
         self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
@@ -532,6 +580,19 @@ class Runner:
     def policy(self) -> Policy:
         agent = self.config.agent
         return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
+
+
+def _probe_error(serial: str, site: str | None, now: datetime, code: str, summary: str) -> Finding:
+    return Finding(
+        check_id=ProbeFailure.id,
+        status=Status.ERROR,
+        code=code,
+        summary=summary,
+        at=now,
+        site=site,
+        subject=serial,
+        evidence={"error": summary},
+    )
 
 
 def _new_check_pool() -> cf.ThreadPoolExecutor:

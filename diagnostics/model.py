@@ -42,6 +42,7 @@ class ProbeErrorCode(enum.StrEnum):
     HOST_KEY_UNKNOWN = "host_key_unknown"  # SSH host key never enrolled
     COMMAND_FAILED = "command_failed"  # a remote command exited non-zero
     UNSUPPORTED = "unsupported"  # the device does not offer what was asked
+    REDIRECT = "redirect"  # the device sent the agent elsewhere (not followed)
 
 
 class ProbeError(Exception):

@@ -450,6 +450,7 @@ _REASONS = {
     ProbeErrorCode.HOST_KEY_UNKNOWN: "SSH host key not enrolled",
     ProbeErrorCode.COMMAND_FAILED: "a command on the device failed",
     ProbeErrorCode.UNSUPPORTED: "the device does not offer this",
+    ProbeErrorCode.REDIRECT: "redirected elsewhere instead of answering",
 }
 
 _REASON_CODES = frozenset(c.value for c in ProbeErrorCode)

@@ -1,17 +1,23 @@
 """A client for one counter's local REST API (DESIGN.md §3): token, counts, snapshot.
 
 The wire format lives in ``counter_format`` (one small tolerant parser); this module only moves
-bytes, under the caller's deadline, and turns every failure into a ``ProbeError``. Tokens are
+bytes, under the caller's deadline, and turns every failure into a ``ProbeError``. Each request
+ends within the probe timeout (and the caller's deadline) whatever the counter does, and
+follows no redirect: a counter that answers with one gets a ``redirect`` error naming where
+it pointed (a captive portal, a login page on another host, a loop). Tokens are
 long-lived, so one is kept per counter for the life of the process and fetched again only when
 the device rejects it. Neither the password nor the token is ever logged or put in an error.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import ClassVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
@@ -74,6 +80,10 @@ class CounterClient:
         t = min(self.timeout_s, left)
         return (t, t)
 
+    def _deadline(self, deadline: float) -> float:
+        """The request's total deadline: the probe timeout, within the caller's deadline."""
+        return min(deadline, time.monotonic() + self.timeout_s)
+
     def _get(
         self,
         path: str,
@@ -88,7 +98,7 @@ class CounterClient:
             params=params,
             timeout=self._timeout(deadline),
             max_bytes=max_bytes,
-            deadline=deadline,
+            deadline=self._deadline(deadline),
             auth=auth,
         )
 
@@ -107,26 +117,42 @@ class CounterClient:
         )
         if reply.status in (401, 403):
             raise ProbeError(ProbeErrorCode.AUTH_FAILED, "the counter refused the credentials")
-        _raise_for_status(reply, "access token")
+        _raise_for_status(reply, "login")
         try:
             token = fmt.parse_token(reply.body)
         except fmt.FormatError as exc:
-            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"access token: {exc}") from None
+            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"login: {exc}") from None
         with self._tokens_lock:
             self._tokens[key] = token
         return token
 
     def counts(self, start: datetime, end: datetime, deadline: float) -> fmt.CountsReply:
-        """Counts for ``[start, end)``, in calls of at most 24 h, merged in time order."""
+        """Counts for ``[start, end)``, in calls of at most 24 h, merged in time order.
+
+        A long fetch (the first one fetches weeks of history) that the caller's deadline cuts
+        short after some calls were answered returns what it has, ``partial``: the counter
+        answered, the store keeps the slots, and the next cycle goes on from there instead of
+        failing the whole fetch again. A call that used its full timeout is the counter's
+        fault and fails as always."""
         if self.api == "pi-cgi":
             return self._legacy_counts(start, end, deadline)
         replies: list[fmt.CountsReply] = []
         chunk_start = start
         while chunk_start < end:
             chunk_end = min(end, chunk_start + MAX_SPAN)
-            replies.append(self._counts_chunk(chunk_start, chunk_end, deadline))
+            cut_by_caller = deadline - time.monotonic() < self.timeout_s
+            try:
+                replies.append(self._counts_chunk(chunk_start, chunk_end, deadline))
+            except ProbeError as exc:
+                if replies and cut_by_caller and exc.code is ProbeErrorCode.TIMEOUT:
+                    merged = fmt.merge_replies(replies)
+                    _refuse_far_future(merged, end)
+                    return replace(merged, partial=True)
+                raise
             chunk_start = chunk_end
-        return fmt.merge_replies(replies)
+        merged = fmt.merge_replies(replies)
+        _refuse_far_future(merged, end)
+        return merged
 
     def _counts_chunk(self, start: datetime, end: datetime, deadline: float) -> fmt.CountsReply:
         for attempt in (0, 1):
@@ -179,6 +205,7 @@ class CounterClient:
                 raise ProbeError(ProbeErrorCode.BAD_RESPONSE, f"legacy counts: {exc}") from None
             day += timedelta(days=1)
         merged = fmt.merge_replies(replies)
+        _refuse_far_future(merged, end)
         keep = tuple(s for s in merged.slots if start <= s.start < end)
         return fmt.CountsReply(
             merged.serial, merged.model, merged.firmware, merged.device_time, keep
@@ -189,11 +216,48 @@ class CounterClient:
         if reply.status in (401, 403):
             raise ProbeError(ProbeErrorCode.AUTH_FAILED, "the counter refused the snapshot")
         _raise_for_status(reply, "snapshot")
-        if not reply.body.startswith(b"\xff\xd8"):
-            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, "snapshot is not a JPEG image")
+        try:
+            fmt.check_snapshot(reply.body)
+        except fmt.FormatError as exc:
+            raise ProbeError(ProbeErrorCode.BAD_RESPONSE, str(exc)) from None
         return reply.body
 
 
+FAR_FUTURE = timedelta(days=1)  # a slot further ahead than this is a broken clock or a lie
+
+
+def _refuse_far_future(reply: fmt.CountsReply, end: datetime) -> None:
+    late = [s.start for s in reply.slots if s.start > end + FAR_FUTURE]
+    if late:
+        raise ProbeError(
+            ProbeErrorCode.BAD_RESPONSE,
+            f"counts: a slot at {max(late).isoformat()} is in the far future "
+            f"(asked up to {end.isoformat()})",
+        )
+
+
 def _raise_for_status(reply: Reply, what: str) -> None:
+    if 300 <= reply.status < 400:
+        raise ProbeError(
+            ProbeErrorCode.REDIRECT,
+            f"{what}: HTTP {reply.status} redirect to {_where(reply.headers.get('Location'))}"
+            " (not followed)",
+        )
     if reply.status >= 400:
         raise ProbeError(ProbeErrorCode.HTTP_ERROR, f"{what}: HTTP {reply.status}")
+
+
+def _where(location: str | None) -> str:
+    """The host a redirect points at, never its path or query (they may carry the token)."""
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        parts = urlsplit(location.strip())
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "an unreadable Location"
+    if not host:
+        return "another path on the same counter"
+    host = re.sub(r"[^A-Za-z0-9.:_-]", "?", host)[:80]
+    return f"host {host}:{port}" if port else f"host {host}"

@@ -7,8 +7,12 @@ format the simulator speaks and what must be confirmed against a real unit.
 
 Pure: bytes in, values out, no I/O. Anything unusable (binary noise, an HTML error page,
 truncated JSON or XML, a row without counts, a negative or non-numeric count) raises
-``FormatError`` with a message fit for a ticket. Messages quote only a device's own error
-message, an HTML title or a bad timestamp, never the body: a misrouted reply may carry secrets.
+``FormatError`` with a message fit for a ticket. So does anything implausible, before it can
+reach the store or crash the agent: a count outside 0..MAX_COUNT per slot, a number of more
+than MAX_DIGITS digits, NaN or an infinity, nesting deeper than MAX_DEPTH, a slot time outside
+PLAUSIBLE_FROM..PLAUSIBLE_UNTIL. No input makes this module raise anything but
+``FormatError``. Messages quote only a device's own error message, an HTML title or a bad
+timestamp, never the body: a misrouted reply may carry secrets.
 
 Timestamps without a UTC offset are read in the site's timezone. Slot starts come out in UTC,
 because two site-local datetimes of the hour repeated when the clocks go back compare and hash
@@ -18,6 +22,7 @@ equal in Python and would collapse into one slot.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +34,14 @@ from zoneinfo import ZoneInfo
 from diagnostics.model import CountSlot
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+# A door counts a few thousand people an hour at most; a million in one slot is a broken
+# device or a hostile answer, and an unbounded integer does not fit SQLite's 64 bits.
+MAX_COUNT = 1_000_000
+MAX_DIGITS = 20  # any number in a reply: a count, an epoch time in ms, a resolution
+MAX_DEPTH = 32  # nesting of JSON arrays and objects, or XML elements
+MAX_TEXT = 128  # a serial, model or firmware string kept from a reply
+PLAUSIBLE_FROM = datetime(2000, 1, 1, tzinfo=UTC)  # no FootfallCam counted before this
+PLAUSIBLE_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_SPAN = timedelta(hours=24)
 RESOLUTIONS = (1, 5, 10, 15, 30, 60)
 
@@ -61,13 +74,17 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class CountsReply:
-    """A parsed count reply: the device's own details and its slots, oldest first (UTC)."""
+    """A parsed count reply: the device's own details and its slots, oldest first (UTC).
+
+    ``partial`` is set by the client when the deadline cut a long fetch short after some
+    24-hour calls were answered: the slots run up to where it stopped."""
 
     serial: str | None
     model: str | None
     firmware: str | None
     device_time: datetime | None
     slots: tuple[CountSlot, ...]
+    partial: bool = False
 
 
 def _norm(name: str) -> str:
@@ -108,24 +125,73 @@ def _sniff(body: bytes) -> str:
     raise FormatError("neither JSON nor XML")
 
 
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise FormatError(f"a number with {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise FormatError(f"a number out of range ({text[:40]})")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise FormatError(f"{name} is not a number a counter sends")
+
+
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8-sig"))
+        doc = json.loads(
+            body.decode("utf-8-sig"),
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
     except UnicodeDecodeError:
         raise FormatError("JSON reply is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise FormatError(
             f"invalid or truncated JSON (line {exc.lineno}, col {exc.colno})"
         ) from None
+    except RecursionError:
+        raise FormatError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
+    except FormatError:
+        raise
+    except ValueError as exc:  # what json itself cannot read; the body is never quoted
+        raise FormatError(f"unreadable JSON ({type(exc).__name__})") from None
+    _check_depth(doc)
+    return doc
+
+
+def _check_depth(doc: Any) -> None:
+    """Refuse deep nesting before any recursive code walks it."""
+    todo: list[tuple[Any, int]] = [(doc, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise FormatError(f"JSON nested more than {MAX_DEPTH} levels deep")
+            values = item.values() if isinstance(item, dict) else item
+            todo.extend((v, depth + 1) for v in values if isinstance(v, dict | list))
 
 
 def _xml(body: bytes) -> ET.Element:
     if re.search(rb"<!\s*(DOCTYPE|ENTITY)", body, re.I):
         raise FormatError("XML with a DOCTYPE or ENTITY declaration is refused")
     try:
-        return ET.fromstring(body)  # noqa: S314 - DOCTYPE and ENTITY are refused above
+        root = ET.fromstring(body)  # noqa: S314 - DOCTYPE and ENTITY are refused above
     except ET.ParseError as exc:
         raise FormatError(f"invalid or truncated XML ({exc})") from None
+    todo = [(root, 1)]
+    while todo:
+        el, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise FormatError(f"XML nested more than {MAX_DEPTH} levels deep")
+        todo.extend((child, depth + 1) for child in el)
+    return root
 
 
 def _raise_if_error(record: Mapping[str, Any]) -> None:
@@ -141,6 +207,9 @@ def _raise_if_error(record: Mapping[str, Any]) -> None:
 
 
 def _when(value: Any, tz: ZoneInfo, what: str) -> datetime:
+    """A time from the reply, in the site's zone; FormatError unless between PLAUSIBLE_FROM
+    and PLAUSIBLE_UNTIL (year 0001 or 9999 is a broken clock or a hostile answer, and near
+    datetime's limits a conversion between zones overflows)."""
     if value is None or isinstance(value, bool):
         raise FormatError(f"{what}: not a time")
     if isinstance(value, int | float) or re.fullmatch(r"\d{10}|\d{13}", str(value).strip()):
@@ -149,17 +218,31 @@ def _when(value: Any, tz: ZoneInfo, what: str) -> datetime:
             at = datetime.fromtimestamp(seconds / 1000 if seconds > 1e11 else seconds, UTC)
         except (OverflowError, OSError, ValueError):
             raise FormatError(f"{what}: epoch time out of range") from None
-        return at.astimezone(tz)
-    text = str(value).strip()
+        return _plausible(at, what).astimezone(tz)
+    text = str(value).strip()[:64]
     if re.fullmatch(r"\d{14}", text):
         text = f"{text[:8]}T{text[8:]}"
     try:
         at = datetime.fromisoformat(text)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=tz)  # device-local; a repeated DST hour reads as the first
+        _plausible(at.astimezone(UTC), what)
+        return at.astimezone(tz)
+    except FormatError:
+        raise
+    except OverflowError:
+        raise FormatError(f"{what}: implausible time {text[:40]!r}") from None
     except ValueError:
         raise FormatError(f"{what}: unreadable time {text[:40]!r}") from None
-    if at.tzinfo is None:
-        return at.replace(tzinfo=tz)  # device-local; a repeated DST hour reads as the first
-    return at.astimezone(tz)
+
+
+def _plausible(at: datetime, what: str) -> datetime:
+    if not PLAUSIBLE_FROM <= at < PLAUSIBLE_UNTIL:
+        raise FormatError(
+            f"{what}: implausible time {at.isoformat()} (outside "
+            f"{PLAUSIBLE_FROM.year}-{PLAUSIBLE_UNTIL.year - 1})"
+        )
+    return at
 
 
 def _count(value: Any, what: str) -> int:
@@ -168,15 +251,21 @@ def _count(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise FormatError(f"{what} is not a number")
     if isinstance(value, str):
-        value = value.strip()
+        value = value.strip()[:64]
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FormatError(f"{what} is not a number") from None
-    if number != number or number in (float("inf"), float("-inf")) or number != int(number):
+    if not math.isfinite(number):
+        raise FormatError(f"{what} is out of range ({str(value)[:40]})")
+    if number != int(number):
         raise FormatError(f"{what} is not a whole number")
     if number < 0:
         raise FormatError(f"{what} is negative ({int(number)})")
+    if number > MAX_COUNT:
+        raise FormatError(
+            f"{what} is implausible ({str(value)[:40]}; at most {MAX_COUNT} in one slot)"
+        )
     return int(number)
 
 
@@ -228,7 +317,9 @@ def _reply(meta: Mapping[str, Any], slots: Iterable[CountSlot], tz: ZoneInfo) ->
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None or isinstance(value, dict | list) else str(value).strip()
+    if value is None or isinstance(value, dict | list):
+        return None
+    return str(value).strip()[:MAX_TEXT]
 
 
 # -- JSON and XML documents ----------------------------------------------------------------------
@@ -312,6 +403,49 @@ def _parse(body: bytes, serial: str, tz: ZoneInfo, minutes: int) -> CountsReply:
 
 
 # -- the public functions ------------------------------------------------------------------------
+
+
+MAX_SNAPSHOT_PIXELS = 16_000_000  # a counter's camera frame is at most a few megapixels
+
+
+def check_snapshot(body: bytes) -> tuple[int, int]:
+    """(width, height) of a snapshot, read from its JPEG frame header without decoding it.
+
+    FormatError unless it is a JPEG whose frame holds at most MAX_SNAPSHOT_PIXELS: a PNG, a
+    page, or a small file declaring a 65,000 × 65,000 frame (a decompression bomb that would
+    take gigabytes to decode on the gateway) is refused at the probe."""
+    if not body.startswith(b"\xff\xd8"):
+        kind = "a PNG image" if body.startswith(b"\x89PNG") else "not an image"
+        raise FormatError(f"snapshot is not a JPEG image ({kind})")
+    at = 2
+    while at + 4 <= len(body):
+        if body[at] != 0xFF:
+            raise FormatError("snapshot is a damaged JPEG (no marker where one belongs)")
+        marker = body[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            at += 2
+            continue
+        length = int.from_bytes(body[at + 2 : at + 4], "big")
+        if marker in (*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), 0xCD, 0xCE, 0xCF):
+            if at + 9 > len(body):
+                break
+            height = int.from_bytes(body[at + 5 : at + 7], "big")
+            width = int.from_bytes(body[at + 7 : at + 9], "big")
+            if width == 0 or height == 0:
+                raise FormatError("snapshot JPEG declares an empty frame")
+            if width * height > MAX_SNAPSHOT_PIXELS:
+                raise FormatError(
+                    f"snapshot JPEG declares {width}x{height} pixels (more than "
+                    f"{MAX_SNAPSHOT_PIXELS}): a decompression bomb or a broken camera"
+                )
+            return width, height
+        if marker == 0xDA or length < 2:  # image data before any frame header
+            break
+        at += 2 + length
+    raise FormatError("snapshot is a damaged JPEG (no frame header)")
 
 
 def parse_token(body: bytes) -> str:

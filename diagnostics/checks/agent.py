@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from diagnostics.checks.base import Check, Family, TicketKind
+from diagnostics.checks.base import Check, DerivedCheck, Family, TicketKind
 from diagnostics.model import Finding, Status
 
 
@@ -110,3 +110,22 @@ class OutboxHealth(Check):
             subject=f"sink:{sink}" if sink else evidence.serial,
             evidence={"sink": sink} if sink else {},
         )
+
+
+class ProbeFailure(DerivedCheck):
+    """The agent failed to probe a counter or to keep what it answered: its probe crashed, it
+    was never started before the cycle's deadline, or its answer could not be recorded. Made by
+    the runner (the probes are I/O); about the agent, so never a ticket about the device."""
+
+    id: ClassVar[str] = "agent.probe"
+    title: ClassVar[str] = "The agent probes every counter and keeps what it answered"
+    applies_to = "counter"
+    family = Family.AGENT
+    ticket = TicketKind.NONE
+    priority = 120
+    ticket_subject = "The agent at {site}: {code} {since}"
+    ticket_what = "The agent could not probe {low} or keep its answer. {said}"
+    remediation: ClassVar[str] = (
+        "Run `ffc-agent -vv check` to see the traceback in the debug log; a counter never "
+        "probed in time means more slow counters than `max_parallel` allows."
+    )

@@ -3,7 +3,9 @@
 How it failed tells support where to look: *refused* means the device is up on the network
 but its service is down (or it is rebooting); *timeout* means it hangs or the path drops
 packets; *auth_failed* means it answers but someone changed its credentials; *http_error* and
-*bad_response* point at its firmware; *tls_error* at its certificate or the configured CA.
+*bad_response* point at its firmware; *tls_error* at its certificate or the configured CA;
+*redirect* at something between the agent and the counter (a captive portal, a proxy's login
+page) or a misconfigured address.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ _WORDS = {
     "timeout": "does not answer (timed out)",
     "unreachable": "cannot be reached on the network",
     "http_error": "answers with HTTP errors",
-    "auth_failed": "refuses the agent's credentials",
+    # not "credentials:": the redactor takes the word after it for a secret
+    "auth_failed": "refuses the agent's login",
     "bad_response": "answers with data the agent cannot read",
     "tls_error": "fails the TLS handshake (certificate not trusted, or no TLS)",
+    "redirect": "redirects the agent elsewhere instead of answering",
 }
 
 

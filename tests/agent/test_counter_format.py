@@ -218,6 +218,122 @@ def test_unusable_replies_raise_a_clear_format_error(body, why):
         one(body)
 
 
+def _row(count_in: str = "1", ts: str = '"2026-03-12T09:00:00Z"') -> bytes:
+    return f'{{"data": [{{"timestamp": {ts}, "in": {count_in}, "out": 1}}]}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        # issue 10: one of these made `check` exit 3 (SQLite overflow) or crashed the probe
+        (_row("99999999999999999999"), "implausible .*at most 1000000"),
+        (_row('"99999999999999999999"'), "implausible"),
+        (_row("1000001"), "implausible"),
+        (_row("9" * 5000), "5000 digits"),
+        (_row('"' + "9" * 5000 + '"'), "out of range|implausible"),
+        (_row("1e400"), "out of range"),
+        (_row("-1e400"), "out of range"),
+        (_row("NaN"), "NaN is not a number"),
+        (_row("Infinity"), "Infinity is not a number"),
+        (_row(ts='"0001-01-01T00:00:00+14:00"'), "implausible time"),
+        (_row(ts='"0001-01-01T00:00:00"'), "implausible time"),
+        (_row(ts='"9999-12-31T23:59:59-12:00"'), "implausible time"),
+        (_row(ts='"9999-12-31T23:59:59"'), "implausible time"),
+        (_row(ts='"1970-01-01T00:00:00Z"'), "implausible time"),
+        (_row(ts="0"), "implausible time"),
+        (_row(ts="253402300799"), "implausible time|out of range"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than 32"),
+        (b'{"data": ' + b"[" * 40 + b"]" * 40 + b"}", "nested more than 32"),
+        (b"<a>" * 100_000 + b"</a>" * 100_000, "nested more than 32"),
+    ],
+)
+def test_implausible_replies_are_a_clear_format_error_never_a_crash(body, why):
+    with pytest.raises(fmt.FormatError, match=why):
+        one(body)
+
+
+def test_an_implausible_device_time_is_dropped_and_the_counts_kept():
+    body = b'{"device_time": "9999-12-31T23:59:59", "data": []}'
+    assert one(body).device_time is None
+
+
+def test_long_device_strings_are_cut():
+    body = b'{"model": "' + b"m" * 100_000 + b'", "data": []}'
+    assert len(one(body).model) == fmt.MAX_TEXT
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (width, height)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_a_snapshot_is_checked_from_its_frame_header_without_decoding():
+    assert fmt.check_snapshot(_jpeg(640, 480)) == (640, 480)
+    small = _jpeg(8, 8)
+    at = small.index(b"\xff\xc0")  # the frame header: claim 65,000 x 65,000 pixels
+    bomb = small[: at + 5] + (65000).to_bytes(2, "big") * 2 + small[at + 9 :]
+    with pytest.raises(fmt.FormatError, match="65000x65000 pixels"):
+        fmt.check_snapshot(bomb)
+    with pytest.raises(fmt.FormatError, match="a PNG image"):
+        fmt.check_snapshot(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+    with pytest.raises(fmt.FormatError, match="damaged JPEG"):
+        fmt.check_snapshot(b"\xff\xd8" + b"\x00" * 100)
+
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test extra
+    given = None
+
+if given is not None:
+    _json_values = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text(max_size=30)
+        | st.sampled_from(["2026-03-12T09:00:00", "0001-01-01T00:00:00", "20260312093000"]),
+        lambda kids: (
+            st.lists(kids, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["data", "in", "out", "timestamp", "date", "time", "serial", "x"]),
+                kids,
+                max_size=5,
+            )
+        ),
+        max_leaves=30,
+    )
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_json_values)
+    def test_any_json_reply_is_parsed_or_a_format_error(doc):
+        body = json.dumps(doc, allow_nan=True).encode()
+        for parse in (one, fmt.parse_token):
+            try:
+                parse(body)
+            except fmt.FormatError:
+                pass
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=200))
+    def test_any_bytes_are_parsed_or_a_format_error(body):
+        for parse in (one, fmt.parse_token, fmt.check_snapshot):
+            try:
+                parse(body)
+            except fmt.FormatError:
+                pass
+        try:
+            fmt.check_snapshot(b"\xff\xd8" + body)
+        except fmt.FormatError:
+            pass
+
+
 def test_xml_entity_declarations_are_refused():
     bomb = (
         b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'

@@ -182,16 +182,18 @@ def test_a_status_is_returned_with_its_headers_not_raised(serve: Callable[..., S
 
 
 @integration
-def test_request_does_not_follow_a_redirect_and_get_does(serve: Callable[..., Server]) -> None:
+def test_neither_request_nor_get_follows_a_redirect(serve: Callable[..., Server]) -> None:
+    # a counter's redirect is a finding for the caller, never a hop (30 hops took 33 s)
     target = serve(answer(200, b"arrived"))
     server = serve(answer(302, b"", {"Location": target.url + "/there"}))
     with make_session() as session:
         reply = request(session, "POST", server.url, data=b"x", timeout=TIMEOUT)
         assert (reply.status, reply.headers["Location"]) == (302, target.url + "/there")
-        assert target.seen == []
-        followed = get(session, server.url, timeout=TIMEOUT)
+        got = get(session, server.url, timeout=TIMEOUT)
+        assert (got.status, got.headers["Location"]) == (302, target.url + "/there")
+        followed = request(session, "GET", server.url, timeout=TIMEOUT, allow_redirects=True)
     assert (followed.status, followed.body) == (200, b"arrived")
-    assert [s.path for s in target.seen] == ["/there"]
+    assert [s.path for s in target.seen] == ["/there"]  # only when asked
 
 
 @integration
@@ -221,13 +223,79 @@ def test_an_answer_that_breaks_off_was_sent(serve: Callable[..., Server]) -> Non
 
 
 @integration
-def test_a_passed_deadline_stops_the_read(serve: Callable[..., Server]) -> None:
+def test_a_passed_deadline_sends_nothing(serve: Callable[..., Server]) -> None:
     server = serve(chunked(5000))
     with make_session() as session:
         error = failing(
             lambda: get(session, server.url, timeout=TIMEOUT, deadline=time.monotonic() - 1)
         )
+    assert (error.code, error.sent) == (ProbeErrorCode.TIMEOUT, False)
+    assert server.seen == []
+
+
+def drip(prefix: bytes, then: bytes) -> Behaviour:
+    """Send ``prefix`` at once, then ``then`` one byte every 0.2 s: each read has its byte
+    well inside a 2 s read timeout, so only a total deadline stops it."""
+
+    def behaviour(conn: socket.socket, server: Server) -> None:
+        conn.sendall(prefix)
+        for byte in then:
+            if server.release.wait(0.2):
+                return
+            conn.sendall(bytes([byte]))
+
+    return behaviour
+
+
+@integration
+@pytest.mark.parametrize(
+    "prefix, then",
+    [
+        (b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" * 10),  # the status line
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"y" * 500),  # the headers
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n", b"z" * 500),  # the body
+        (b"HTTP/1.1 200 OK\r\n\r\n", b"z" * 500),  # a body read to the close
+    ],
+    ids=["status", "headers", "body", "body-to-close"],
+)
+def test_a_drip_is_stopped_at_the_total_deadline(
+    serve: Callable[..., Server], prefix: bytes, then: bytes
+) -> None:
+    server = serve(drip(prefix, then))
+    with make_session() as session:
+        started = time.monotonic()
+        error = failing(
+            lambda: get(session, server.url, timeout=TIMEOUT, deadline=time.monotonic() + 1.0)
+        )
+        took = time.monotonic() - started
     assert (error.code, error.sent) == (ProbeErrorCode.TIMEOUT, True)
+    assert took < 5  # 1 s deadline; before, each of these ran until the peer stopped
+
+
+@integration
+def test_a_tls_handshake_that_stalls_is_stopped_at_the_total_deadline(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve(drip(b"", b"\x16\x03\x01\x00\x40" + b"\x00" * 64), tls=None)
+    url = server.url.replace("http://", "https://")
+    with make_session() as session:
+        started = time.monotonic()
+        error = failing(lambda: get(session, url, timeout=TIMEOUT, deadline=time.monotonic() + 1))
+        took = time.monotonic() - started
+    assert error.code in (ProbeErrorCode.TIMEOUT, ProbeErrorCode.TLS_ERROR)
+    assert took < 5
+
+
+@integration
+def test_too_many_headers_are_a_bad_response(serve: Callable[..., Server]) -> None:
+    many = {f"X-H{i}": "v" for i in range(20_000)}
+    server = serve(answer(200, b"ok", many))
+    with make_session() as session:
+        error = failing(
+            lambda: get(session, server.url, timeout=TIMEOUT, deadline=time.monotonic() + 5)
+        )
+    assert (error.code, error.sent) == (ProbeErrorCode.BAD_RESPONSE, True)
+    assert "headers" in error.message
 
 
 # --- failures, and whether the request went out

@@ -33,6 +33,7 @@ from tests.diagnostics.helpers import calendar
 # renamed or dropped. Adding one means adding it here (and a README row).
 IDS = {
     "agent.outbox",
+    "agent.probe",
     "counter.counts.imbalance",
     "counter.counts.level",
     "counter.counts.missing",
