@@ -165,7 +165,8 @@ def _count(number: int, name: str, text: str) -> int:
     if not _WHOLE.fullmatch(text):
         raise CountCsvError(number, f"the {name!r} count must be a whole number, got {shown!r}")
     # digits counted before int(): Python refuses to convert more than 4,300 of them
-    value = int(text) if len(text) <= 20 else int(text[0] + "1" * 20)  # sign kept
+    digits = text.lstrip("-").lstrip("0")
+    value = int(text) if len(digits) <= 20 else (-1 if text.startswith("-") else MAX_COUNT + 1)
     if value < 0:
         raise CountCsvError(number, f"the {name!r} count must not be negative, got {shown}")
     if value > MAX_COUNT:
