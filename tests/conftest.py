@@ -20,6 +20,7 @@ settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
 )
 
+
 @pytest.fixture(scope="session")
 def rt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtServer]:
     """One Request Tracker 5 on 127.0.0.1 for the session (skips without the Debian packages;

@@ -54,7 +54,9 @@ def output(draw: st.DrawFn, name: str) -> str:
         return "\n".join(lines)
     if name == "disk":
         used = draw(number_text)
-        return f"Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/root 1 1 1 {used}% /"
+        return (
+            f"Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/root 1 1 1 {used}% /"
+        )
     if name == "kernel":
         return "\n".join(f"[ {draw(number_text)}] {draw(odd_text)}" for _ in range(30))
     if name == "uptime":
@@ -114,12 +116,10 @@ def assert_well_formed(data: dict[str, Any]) -> None:
     )
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(outputs=results(), offset_s=offsets, now=st.one_of(st.none(), aware_now))
 # escaped on main: OverflowError from each of these
-@example(
-    outputs={"last_event": CommandResult("stat", 0, "1e300", "", 0.0)}, offset_s=0.0, now=NOW
-)
+@example(outputs={"last_event": CommandResult("stat", 0, "1e300", "", 0.0)}, offset_s=0.0, now=NOW)
 @example(
     outputs={"boots": CommandResult("last", 0, "reboot x 0001-01-01T00:00:00+01:00", "", 0.0)},
     offset_s=0.0,
@@ -146,7 +146,7 @@ def test_parse_never_raises(
     assert all(isinstance(note, str) for note in notes)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(
     stdout=st.one_of(number_text, st.text(max_size=40)),
     status=st.sampled_from([0, 1, None]),
