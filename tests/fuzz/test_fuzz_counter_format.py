@@ -297,3 +297,33 @@ def test_token_is_a_token_or_a_format_error(body: bytes) -> None:
     assert isinstance(token, str)
     assert 8 <= len(token) <= 512 and token == token.strip() and token.isascii()
     assert token.isprintable()
+
+
+# -- the slot grid: not promised by the parser on any branch yet ---------------------------
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="open question for the lead: counter_format (main and transport) keeps a slot at "
+    "09:07:13.5 and a stated resolution of 7 minutes; refuse such a reply, or snap it?",
+)
+@settings(max_examples=50)
+@given(
+    at=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)),
+    resolution=st.integers(1, 1440),
+    tz=st.sampled_from(ZONES),
+)
+@example(at=datetime(2026, 3, 12, 9, 7, 13, 500000), resolution=15, tz=ZONES[0])
+@example(at=datetime(2026, 3, 12, 9, 0), resolution=7, tz=ZONES[0])
+def test_slots_lie_on_the_grid_of_a_supported_resolution(
+    at: datetime, resolution: int, tz: ZoneInfo
+) -> None:
+    text = dumps(
+        Obj([("resolution", resolution), ("data", [{"ts": at.isoformat(), "in": 1, "out": 1}])])
+    )
+    reply = counts(text.encode(), tz)
+    for slot in reply.slots if reply else ():
+        assert slot.minutes in fmt.RESOLUTIONS
+        local = slot.start.astimezone(tz)
+        assert local.second == local.microsecond == 0
+        assert (local.hour * 60 + local.minute) % slot.minutes == 0
