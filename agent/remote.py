@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from agent.probes.ssh import HostKeyError, SshSession, SshStream, SshTarget
-from diagnostics.model import ProbeError
+from diagnostics.model import SYSTEM_CLOCK, ProbeError
 from rma.redact import REDACTED, Redactor, scrub
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,6 @@ class Auditor(Protocol):
         target: str = "",
         detail: dict[str, Any] | None = None,
     ) -> None: ...
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _stamp(at: datetime) -> str:
@@ -132,7 +128,7 @@ class Transcript:
         path: Path,
         header: dict[str, Any],
         *,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
         redactor: Redactor | None = None,
         max_bytes: int = DEFAULT_MAX_TRANSCRIPT,
         echo: bool = False,
@@ -304,7 +300,7 @@ def run_shell(
     store: Auditor,
     counter: str,
     timeout_s: float = 10.0,
-    now: Callable[[], datetime] = _utcnow,
+    now: Callable[[], datetime] = SYSTEM_CLOCK.now,
     redactor: Redactor | None = None,
     max_transcript_bytes: int = DEFAULT_MAX_TRANSCRIPT,
 ) -> ShellResult:
@@ -617,7 +613,7 @@ def run_tunnel(
     stop_event: threading.Event,
     on_ready: Callable[[int], None],
     timeout_s: float = 10.0,
-    now: Callable[[], datetime] = _utcnow,
+    now: Callable[[], datetime] = SYSTEM_CLOCK.now,
 ) -> TunnelResult:
     """Forward ``bind:local_port`` to ``remote_host:remote_port`` as seen from the counter.
 

@@ -1,6 +1,7 @@
 """One cycle of the agent: probe → record → detect → assess → incidents → tickets.
 
-The ticket side (compose, queue, deliver, follow up) lives in ``agent/ticketing.py``.
+The ticket side (compose, queue, deliver, follow up) lives in ``agent/delivery/ticketing.py``;
+the runner takes it and its other parts from the one assembly point, ``agent/app.py``.
 Every counter is probed concurrently under one deadline, so a hung counter costs one timeout in
 parallel with the rest, never the whole cycle. Each check runs isolated: an exception or an
 overrun becomes an ``error`` finding about the agent (check id and traceback summary), never a
@@ -14,15 +15,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
+from agent.app import App
 from agent.config import Config, CounterConfig
-from agent.delivery.bundling import Evidence
 from agent.delivery.outbox import crashpoint
-from agent.delivery.sinks import Sink, make_sinks
-from agent.delivery.ticketing import Ticketing
+from agent.delivery.sinks import Sink
 from agent.incidents import Flip, Policy, apply
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
@@ -31,9 +30,9 @@ from agent.probes.mqtt import push_evidence
 from agent.probes.ssh import SshTarget
 from agent.store import Store
 from agent.transport.http import make_session
-from agent.views import LiveViews
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
+    AGENT_CHECKS,
     COUNTER_CHECKS,
     GATEWAY_CHECKS,
     SITE_CHECKS,
@@ -44,6 +43,7 @@ from diagnostics.checks import (
 )
 from diagnostics.checks.gateway import GatewayEvidence
 from diagnostics.model import (
+    SYSTEM_CLOCK,
     Assessed,
     CountSlot,
     Finding,
@@ -52,18 +52,12 @@ from diagnostics.model import (
     ProbeErrorCode,
     Status,
 )
-from rma.redact import Redactor
 from rma.tickets import Ticket
 
 log = logging.getLogger(__name__)
 
 SLOT_MINUTES = 15
 UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplink is down
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -116,18 +110,28 @@ class Runner:
         checks: Sequence[Check] | None = None,
         dry_run: bool = False,
         log_excerpt: Any = None,
+        app: App | None = None,
     ) -> None:
-        self.config = config
-        self.store = store
-        self.clock = clock or SystemClock()
-        self.sinks = list(sinks) if sinks is not None else make_sinks(config)
+        """The runner takes its parts (clock, sinks, redactor, live views, ticketing) from
+        ``app``; without one (tests, one-off callers) it assembles a private ``App`` from
+        ``config``, ``store``, ``clock``, ``sinks`` and ``log_excerpt``."""
+        if app is None:
+            app = App(
+                config, store, clock=clock or SYSTEM_CLOCK, sinks=sinks, log_excerpt=log_excerpt
+            )
+        self.app = app
+        self.config = app.config
+        self.store = app.store
+        self.clock = app.clock
+        self.sinks = app.sinks
         self.history_days = history_days
         self.checks = list(checks) if checks is not None else [c() for c in COUNTER_CHECKS]
         self.site_checks = [c() for c in SITE_CHECKS]
         self.gateway_checks = [c() for c in GATEWAY_CHECKS]
-        self.state_dir = Path(config.agent.state_dir)
+        self.agent_checks = [c() for c in AGENT_CHECKS]
+        self.state_dir = app.state_dir
         self.known_hosts = self.state_dir / "known_hosts"
-        self.views = LiveViews(self.state_dir)
+        self.views = app.views
         self._sessions: dict[str, Any] = {}
         self._check_pool = _new_check_pool()
         # called between the stages of a cycle: the daemon pings systemd's watchdog with it
@@ -135,17 +139,15 @@ class Runner:
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
-        self.redactor = Redactor(
-            config.secret_values(),
-            hosts=[c.host for c in config.counters if c.host],
-        )
-        self.tickets = Ticketing(
-            config,
-            store,
-            self.sinks,
-            Evidence(config, store, self.views, self.redactor, log_excerpt or (lambda: "")),
-            self.redactor,
-        )
+        self.redactor = app.redactor
+        self.tickets = app.tickets
+
+    def close(self) -> None:
+        """Let go of the check worker and the counters' HTTP sessions."""
+        self._check_pool.shutdown(wait=False, cancel_futures=True)
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
 
     # -- probe ---------------------------------------------------------------------------------
 
@@ -462,6 +464,7 @@ class Runner:
             self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
         for counter in self.config.counters:
             findings.extend(self.run_checks(self.evidence(counter, now, history)))
+        self.views.keep_learned(findings)  # the live-view check judged, the agent saves
         for site in self.config.sites:
             members = self.config.counters_at(site.code)
             evidence = SiteEvidence(
@@ -472,14 +475,18 @@ class Runner:
                 groups={c.serial: c.group for c in members},
             )
             findings.extend(self.run_checks(evidence, checks=self.site_checks))
-        findings = fold_site_outages(findings) + self.tickets.outbox.health(now)
+        findings = fold_site_outages(findings)
+        outbox = self.tickets.outbox.state(now)
+        findings += self.run_checks(outbox, checks=self.agent_checks)
         self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
         self.store.add_findings(cycle_id, assessed)
+        # the bundles are built first, with no transaction open (slow: images, tar.gz) ...
+        prepared = self.tickets.prepare(now, assessed, self.policy, dry_run=self.dry_run)
         with self.store.transaction():  # incident changes and their tickets: both or neither
             flips = apply(self.store, assessed, now, self.policy)
-            composed = self.tickets.queue(now, assessed, dry_run=self.dry_run)
+            composed = self.tickets.queue(now, assessed, dry_run=self.dry_run, prepared=prepared)
             if not self.dry_run:
                 self.tickets.follow_up(flips, now)
         crashpoint("after_enqueue")

@@ -153,6 +153,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, number)
     );
     """,
+    # 4: one delivery engine: notices (e-mail, chat) are outbox items too, and each delivered
+    # item keeps the destination's answer, the record write-only destinations are read from
+    """
+    ALTER TABLE outbox ADD COLUMN result TEXT;
+    CREATE INDEX outbox_record ON outbox (sink, state, key);
+    UPDATE outbox SET result = json_set(json_extract(payload, '$.ticket'), '$.number', number)
+        WHERE kind = 'create' AND state = 'delivered' AND number IS NOT NULL;
+    """,
 )
 
 
@@ -239,6 +247,25 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version:d}")
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on the store's connection (slow work waits outside)."""
+        return self._db.in_transaction
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that is always rolled back: to see what a change would do before
+        making it (which incidents a cycle will file, so their bundles are built beforehand).
+        Never inside another transaction, whose changes it would take back with its own."""
+        with self._lock:
+            if self._db.in_transaction:
+                raise StoreError("a rolled-back trial cannot run inside a transaction")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("ROLLBACK")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

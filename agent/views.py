@@ -1,17 +1,20 @@
 """Live-view evidence: each counter's recent snapshots on disk, and its reference view.
 
-The live-view check needs the last few snapshots judged against the view the counter was tuned
-on. Snapshots are kept as the JPEGs the counter sent (a short ring per counter under
+The live-view check needs the last few snapshots and the view the counter was tuned on. The
+agent only gathers them; the check decodes and judges them, inside its isolation and under its
+timeout. Snapshots are kept as the JPEGs the counter sent (a short ring per counter under
 ``<state_dir>/snapshots/<serial>/``), so a one-shot ``ffc-agent check`` and the daemon see the
-same history. The reference is the configured tuning image; without one, it is learned from
-the first good snapshots (never a blocked one) and saved, so it survives restarts, and every
-finding says which it was.
+same history. The reference is the configured tuning image, prepared once and kept until the
+file changes; without one, the check learns it from the first good snapshots (never a blocked
+one) and names them in its finding, and ``keep_learned`` saves that view here, so it survives
+restarts. Every finding says which reference it was.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from PIL import Image
 
 from agent.config import CounterConfig
 from diagnostics import liveview as lv
-from diagnostics.checks.liveview import ViewSample
+from diagnostics.checks.liveview import LiveView, LiveViewBlocked, Snapshot
+from diagnostics.model import Finding
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ class LiveViews:
         )
 
     def reference(self, counter: CounterConfig) -> tuple[lv.Reference | None, str, dict[str, Any]]:
-        """The counter's reference, where it came from, and notes for the finding."""
+        """The counter's prepared reference, where it came from, and notes for the finding.
+
+        None with ``"learning"`` when there is none yet: the check learns it."""
         notes: dict[str, Any] = {}
         if counter.reference_image is not None:
             try:
@@ -70,7 +76,7 @@ class LiveViews:
                     f"the configured reference image {counter.reference_image} cannot be used "
                     f"({exc}); learning the normal view instead"
                 )
-        learned = self.references / f"{counter.serial}.learned.png"
+        learned = self._learned(counter.serial)
         if learned.exists():
             try:
                 return self._prepare(counter.serial, learned), "learned", notes
@@ -78,19 +84,13 @@ class LiveViews:
                 log.warning(
                     "learned reference of %s unreadable, learning again: %s", counter.serial, exc
                 )
-        learner = lv.LearnedReference()
-        for path in self._ring(counter.serial):
-            try:
-                learner.offer(path.read_bytes())
-            except (OSError, lv.ImageError):
-                continue
-            if learner.reference is not None:
-                self._save_learned(learned, learner.reference)
-                return learner.reference, "learned", notes
-        notes["learning"] = learner.progress
         return None, "learning", notes
 
+    def _learned(self, serial: str) -> Path:
+        return self.references / f"{serial}.learned.png"
+
     def _prepare(self, serial: str, path: Path) -> lv.Reference:
+        """Prepared once, and again only when the file changes (its path or its mtime)."""
         stamp = (path, path.stat().st_mtime_ns)
         cached = self._prepared.get(serial)
         if cached is not None and cached[0] == stamp:
@@ -99,9 +99,41 @@ class LiveViews:
         self._prepared[serial] = (stamp, prepared)
         return prepared
 
-    def _save_learned(self, path: Path, reference: lv.Reference) -> None:
+    def evidence(self, counter: CounterConfig) -> LiveView:
+        """``extra["liveview"]`` for the live-view check: the ring's bytes and the reference."""
+        reference, source, notes = self.reference(counter)
+        snapshots = []
+        for path in self._ring(counter.serial):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:  # dropped from the ring meanwhile, or the disk failed
+                log.debug("snapshot %s unreadable: %s", path, exc)
+                continue
+            at = datetime.fromtimestamp(int(path.stem), UTC)
+            snapshots.append(Snapshot(at, data, path.name))
+        return LiveView(tuple(snapshots), reference, source, notes)
+
+    def keep_learned(self, findings: Iterable[Finding]) -> None:
+        """Save the views the live-view check learned this cycle (run after the checks)."""
+        for f in findings:
+            learned_from = f.evidence.get("learned_from")
+            if f.check_id != LiveViewBlocked.id or not learned_from or f.subject is None:
+                continue
+            folder = self.snapshots / f.subject
+            try:
+                datas = [
+                    (folder / f"{int(datetime.fromisoformat(at).timestamp())}.jpg").read_bytes()
+                    for at in learned_from
+                ]
+                image = lv.median_view(datas)
+            except (OSError, ValueError) as exc:  # gone from the ring: learned again next time
+                log.warning("cannot save the learned view of %s: %s", f.subject, exc)
+                continue
+            self._save_learned(self._learned(f.subject), image)
+
+    def _save_learned(self, path: Path, image: np.ndarray) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.clip(np.asarray(reference.image) + 0.5, 0, 255).astype(np.uint8)
+        pixels = np.clip(image + 0.5, 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="PNG")
         tmp = path.with_suffix(".tmp")
@@ -111,18 +143,3 @@ class LiveViews:
             "learned the normal view of %s from its first good snapshots",
             path.name.removesuffix(".learned.png"),
         )
-
-    def evidence(self, counter: CounterConfig) -> dict[str, Any]:
-        """``extra["liveview"]`` for the live-view check."""
-        reference, source, notes = self.reference(counter)
-        out: dict[str, Any] = {"reference_source": source, **notes, "history": []}
-        if reference is None:
-            return out
-        for path in self._ring(counter.serial):
-            try:
-                result = lv.analyze(path.read_bytes(), reference)
-            except (OSError, lv.ImageError) as exc:
-                out.setdefault("unreadable", []).append(f"{path.name}: {exc}")
-                continue
-            out["history"].append(ViewSample(datetime.fromtimestamp(int(path.stem), UTC), result))
-        return out

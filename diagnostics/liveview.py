@@ -67,6 +67,11 @@ LAYOUT_KEPT = 0.85  # blur keeps the coarse layout: tile means still correlate t
 NCC_SAME = 0.5  # a tile whose structure correlates at least this well is unchanged
 FROZEN_MAD = 0.15  # mean absolute difference (grey levels) of two copies of the same frame
 
+# A snapshot is 0.4 MP and a tuning photograph a few MP: an image claiming more than this is not
+# a view but a decompression bomb, refused from its header before a pixel is decoded (Pillow's
+# own guard, Image.MAX_IMAGE_PIXELS, stays in force as well and is never lowered or disabled).
+MAX_PIXELS = 40_000_000
+
 # Turns searched, in degrees: beyond 45 the view is simply "another scene".
 _ANGLE_STEP = 1.5
 _ANGLES = np.arange(-45.0, 45.0 + _ANGLE_STEP / 2, _ANGLE_STEP, dtype=np.float32)
@@ -141,6 +146,9 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
         raise ImageError("empty file, not an image")
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                w, h = im.size
+                raise ImageError(f"image too large to decode safely: {w}x{h} pixels")
             target = size or working_size(*im.size)
             im.draft("L", target)  # JPEG: decode at 1/2..1/8 scale in the DCT domain
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float greys
@@ -150,6 +158,8 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
             if grey.size != target:
                 grey = grey.resize(target, Image.Resampling.BOX)
             return np.asarray(grey, dtype=np.float32)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
@@ -535,6 +545,20 @@ def usable_as_reference(image: bytes | np.ndarray) -> str | None:
     return None
 
 
+def median_view(snapshots: Sequence[bytes | np.ndarray]) -> np.ndarray:
+    """The pixel-wise median of snapshots at working resolution (all at the first one's size):
+    the normal view they agree on, passers-by removed. What ``LearnedReference`` learns, so the
+    agent can save the view its check learned from the same snapshots."""
+    images: list[np.ndarray] = []
+    for snap in snapshots:
+        images.append(
+            _as_working(snap, (images[0].shape[1], images[0].shape[0]) if images else None)
+        )
+    if not images:
+        raise ValueError("no snapshots to take the median of")
+    return np.median(np.stack(images), axis=0)
+
+
 class LearnedReference:
     """The normal view learned from the first good snapshots, for a counter with no reference.
 
@@ -542,7 +566,8 @@ class LearnedReference:
     group whose first snapshot it is clear against, or starts a new group. The first group to
     reach ``needed`` snapshots becomes the reference, once and for all, as their pixel-wise
     median (which removes passers-by). A snapshot judged blocked against a group is never
-    folded into it, so one odd snapshot cannot become the normal view.
+    folded into it, so one odd snapshot cannot become the normal view. ``learned_from`` names
+    the snapshots it was learned from, by the tags they were offered with.
     """
 
     MAX_GROUPS = 4
@@ -552,20 +577,21 @@ class LearnedReference:
             raise ValueError("needed must be at least 1")
         self.needed = needed
         self.reference: Reference | None = None
-        self._groups: list[tuple[Reference, list[np.ndarray]]] = []
+        self.learned_from: tuple[object, ...] = ()
+        self._groups: list[tuple[Reference, list[np.ndarray], list[object]]] = []
 
     @property
     def progress(self) -> tuple[int, int]:
         """(snapshots in the largest agreeing group so far, needed)."""
         if self.reference is not None:
             return self.needed, self.needed
-        return max((len(m) for _, m in self._groups), default=0), self.needed
+        return max((len(m) for _, m, _ in self._groups), default=0), self.needed
 
     def may_fold(self, image: np.ndarray, group: Reference) -> bool:
         """Whether a snapshot may join the group that starts with ``group``."""
         return usable_as_reference(image) is None and analyze(image, group).verdict == "clear"
 
-    def offer(self, snapshot: bytes | np.ndarray) -> ViewResult | None:
+    def offer(self, snapshot: bytes | np.ndarray, tag: object = None) -> ViewResult | None:
         """Judge a snapshot once learned; until then fold it in where it may, and return None."""
         if self.reference is not None:
             return analyze(snapshot, self.reference)
@@ -573,17 +599,19 @@ class LearnedReference:
         image = _as_working(snapshot, size)
         if usable_as_reference(image) is not None:
             return None
-        for first, members in self._groups:
+        for first, members, tags in self._groups:
             if self.may_fold(image, first):
                 members.append(image)
+                tags.append(tag)
                 break
         else:
-            members = [image]
-            self._groups.append((prepare_reference(image), members))
+            members, tags = [image], [tag]
+            self._groups.append((prepare_reference(image), members, tags))
             if len(self._groups) > self.MAX_GROUPS:  # forget the smallest older group
-                sizes = [len(m) for _, m in self._groups[:-1]]
+                sizes = [len(m) for _, m, _ in self._groups[:-1]]
                 del self._groups[sizes.index(min(sizes))]
         if len(members) >= self.needed:
             self.reference = prepare_reference(np.median(np.stack(members), axis=0))
+            self.learned_from = tuple(tags)
             self._groups = []
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 
@@ -213,6 +213,17 @@ class Assessed:
 
 
 class Clock(Protocol):
-    """The only source of "now" in judgement code, so tests can fake it."""
+    """The only source of "now" in the agent and in judgement code, so tests can fake it."""
 
     def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock (UTC): the one place the house reads the wall clock. Everything else is
+    handed a ``Clock`` (``agent.app.App`` passes this one on), so a test can fake it."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+SYSTEM_CLOCK: Clock = SystemClock()

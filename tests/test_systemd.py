@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import DEFAULT_CONFIG
+from agent.commands.common import DEFAULT_CONFIG
 from agent.config import DEFAULT_STATE_DIR, EX_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,11 +17,26 @@ over the span), and ``status``, ``summary``, ``check_id``, ``rule``, ``until``, 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import click
+
+from agent.commands.common import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    EX_DATAERR,
+    _aware,
+    _load,
+    _print_json,
+    clock,
+    json_option,
+    out,
+)
 from agent.config import Config
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
@@ -222,3 +237,139 @@ def _all(kind: type[Check]) -> CountCheck:
     check = kind(kind.Options(scope="all"))  # type: ignore[call-arg]
     assert isinstance(check, CountCheck)
     return check
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+@click.group()
+def analyze() -> None:
+    """Judge exported data (a count CSV, snapshots) without a running fleet."""
+
+
+@analyze.command("counts")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The sites and counters the CSV is about.",
+)
+@click.option("--site", help="Judge only this site.")
+@click.option(
+    "--now",
+    "now_text",
+    metavar="ISO-8601",
+    help="Judge as of this time (default: the end of the last slot in the file).",
+)
+@json_option
+def analyze_counts_cmd(
+    file: Path, config_path: Path, site: str | None, now_text: str | None, as_json: bool
+) -> None:
+    """Judge a count CSV (timestamp,counter,in,out): real data problems or false alarms."""
+    from diagnostics.countcsv import CountCsvError
+
+    cfg = _load(config_path)
+    now = _aware(now_text, "--now") if now_text else None
+    if site is not None and site not in {s.code for s in cfg.sites}:
+        raise click.BadParameter(f"no site {site!r} in {config_path}", param_hint="--site")
+    try:
+        result = analyze_counts(cfg, file.read_text(encoding="utf-8-sig"), site=site, now=now)
+    except CountCsvError as exc:
+        click.echo(f"{file}: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+    except UnicodeDecodeError:
+        click.echo(f"{file}: not a text file", err=True)
+        sys.exit(EX_DATAERR)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    from rich.table import Table
+
+    as_of = result.now.isoformat() if result.now else "no data"  # None: no row was ours
+    table = Table(title=f"Count problems as of {as_of}", title_justify="left")
+    for col in ("counter", "kind", "when", "verdict", "expected", "observed", "why"):
+        table.add_column(col)
+    for p in result.findings:
+        table.add_row(
+            p.counter or f"site {p.site}",
+            p.kind,
+            _span(p.start, p.end),
+            p.verdict,
+            _num(p.expected),
+            _num(p.observed),
+            "; ".join(p.reasons),
+        )
+    out.print(table)
+    if not result.findings:
+        out.print("no count problems found")
+
+
+@analyze.command("image")
+@click.argument("snapshots", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--reference",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The reference view taken when the counter was tuned.",
+)
+@json_option
+def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: bool) -> None:
+    """Judge snapshots against the counter's reference view: clear or blocked, and how."""
+    from diagnostics import liveview as lv
+    from diagnostics.checks.liveview import LiveView, Snapshot, judge
+
+    def read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            click.echo(f"{path}: cannot read: {exc.strerror or exc}", err=True)
+            sys.exit(2)
+
+    try:
+        ref = lv.prepare_reference(read(reference))
+    except lv.ImageError as exc:
+        click.echo(f"{reference}: {exc}", err=True)
+        sys.exit(2)
+    # the live-view check's own judgement (one way to judge a view), on the files given
+    at = clock().now()
+    judged = judge(LiveView(tuple(Snapshot(at, read(p), str(p)) for p in snapshots), ref))
+    for name, why in judged.unreadable:
+        click.echo(f"{name}: {why}", err=True)
+        sys.exit(2)
+    results: list[dict[str, Any]] = [
+        {"snapshot": s.name, **s.result.to_json()} for s in judged.samples
+    ]
+    if as_json:
+        _print_json(results)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Live view against {reference}", title_justify="left")
+    for col in ("snapshot", "verdict", "kind", "hidden", "why"):
+        table.add_column(col)
+    for r in results:
+        style = "red" if r["verdict"] == "blocked" else "green"
+        table.add_row(
+            r["snapshot"],
+            f"[{style}]{r['verdict']}[/]",
+            r["kind"] or "-",
+            f"{r['blocked_fraction']:.0%}",
+            "; ".join(r["reasons"]),
+        )
+    out.print(table)
+
+
+def _span(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    return f"{start:%d %b %H:%M} – {end:%d %b %H:%M}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"

@@ -15,11 +15,25 @@ findings the service stored, with the verdicts it gave them then.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import click
+
 from agent.commands.analyze import CountProblem, analyze_slots
+from agent.commands.common import (
+    EX_DATAERR,
+    _aware,
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+)
 from agent.config import Config
 from agent.store import Store
 from diagnostics.assess import Silence
@@ -351,3 +365,111 @@ def _stored(
         )
         out.append((assessment, evidence))
     return out
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+@click.command("assess")
+@click.option("--site", help="Only this site.")
+@click.option("--counter", "serial", help="Only this counter (and its site's problems).")
+@click.option("--from", "start_text", metavar="DATE", help="Start (YYYY-MM-DD or ISO-8601).")
+@click.option("--to", "end_text", metavar="DATE", help="End, included (default: now).")
+@click.option(
+    "--counts",
+    "counts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Judge this exported count CSV instead of the stored data.",
+)
+@config_option
+@json_option
+def assess_cmd(
+    site: str | None,
+    serial: str | None,
+    start_text: str | None,
+    end_text: str | None,
+    counts_file: Path | None,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Is it a real problem or a false alarm? The assessment to make before raising a ticket."""
+    from agent.app import App
+    from diagnostics.countcsv import CountCsvError, parse_counts_csv
+
+    cfg = _load(config_path)
+    if site is not None and site not in {s.code for s in cfg.sites}:
+        raise click.BadParameter(f"no site {site!r} in {config_path}", param_hint="--site")
+    if serial is not None and serial not in {c.serial for c in cfg.counters}:
+        raise click.BadParameter(f"no counter {serial!r} in {config_path}", param_hint="--counter")
+    tz = cfg.site(site).calendar().tz if site else cfg.sites[0].calendar().tz
+    end = _day_or_time(end_text, "--to", tz, end_of_day=True) if end_text else None
+    slots = None
+    if counts_file is not None:
+        try:
+            slots, warnings = parse_counts_csv(
+                counts_file.read_text(encoding="utf-8-sig"), {c.serial for c in cfg.counters}
+            )
+        except CountCsvError as exc:
+            click.echo(f"{counts_file}: {exc}", err=True)
+            sys.exit(EX_DATAERR)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if end is None:
+            ends = [x.start + timedelta(minutes=x.minutes) for seq in slots.values() for x in seq]
+            end = max(ends) if ends else clock().now()
+    end = end or clock().now()
+    start = (
+        _day_or_time(start_text, "--from", tz, end_of_day=False)
+        if start_text
+        else end - timedelta(days=7)
+    )
+    if start >= end:
+        raise click.BadParameter("--from must be before --to", param_hint="--from")
+    period = Period(start, end)
+    if slots is not None:
+        found, warnings = assess_period(
+            cfg, period=period, csv_slots=slots, site=site, counter=serial
+        )
+    else:
+        with App.open(cfg, clock()) as app:
+            store = app.store
+            found, warnings = assess_period(
+                cfg, period=period, store=store, site=site, counter=serial
+            )
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _print_json(
+            {
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "problems": [a.to_json() for a in found],
+            }
+        )
+        return
+    out.print(
+        f"[bold]Assessment {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M}[/]: "
+        f"{sum(a.real for a in found)} real, {sum(not a.real for a in found)} not"
+    )
+    if not found:
+        out.print("no problems in this period")
+    marks = {"real": "[red]●[/]", "false_alarm": "[green]○[/]", "unknown": "[dim]?[/]"}
+    for a in found:
+        head = "REAL" if a.real else a.verdict.replace("_", " ").upper()
+        style = "red" if a.real else "yellow" if a.verdict == "pending" else "green"
+        out.print(f"\n[{style}]{head}[/] {a.counter or 'site ' + a.site} {a.kind}: {a.summary}")
+        for reason in a.reasons:
+            out.print(f"  because {reason}")
+        for p in a.checklist:
+            out.print(f"  {marks[p.points_to]} {p.question} {p.answer}")
+
+
+def _day_or_time(text: str, what: str, tz: Any, *, end_of_day: bool) -> datetime:
+    """``2026-11-25`` (a whole local day) or an ISO-8601 time with its offset."""
+    if len(text) == 10:
+        try:
+            day = datetime.fromisoformat(text).replace(tzinfo=tz)
+        except ValueError:
+            raise click.BadParameter(f"not a date: {text!r}", param_hint=what) from None
+        return day + timedelta(days=1) if end_of_day else day
+    return _aware(text, what)

@@ -1,5 +1,10 @@
 """What every ``ffc-agent`` command shares: the --config and --json options, loading the
-configuration (one line per bad field, exit 78), the consoles, and who is at the keyboard."""
+configuration (one line per bad field, exit 78), the consoles, the clock, and who is at the
+keyboard.
+
+Cheap to import on purpose: ``ffc-agent --help`` and every command's ``--help`` load this
+module, so rich, pydantic and the rest are imported where they are first used.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,39 @@ import getpass
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
 
-from agent.config import EX_CONFIG, Config, ConfigError, load_config
+from diagnostics.model import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from agent.config import Config, ConfigError
 
 DEFAULT_CONFIG = "/etc/ffc-agent/ffc-agent.toml"
 CONFIG_ENV = "FFC_AGENT_CONFIG"
+EX_DATAERR = 65  # sysexits: the input data was incorrect (a bad count CSV)
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+
+class _Console:
+    """A rich console made on first use (rich is slow to import, and --help needs none)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True, highlight=False)
 
 config_option = click.option(
     "--config",
@@ -39,6 +64,8 @@ def _print_json(data: Any) -> None:
 
 
 def _config_failed(exc: ConfigError) -> NoReturn:
+    from agent.config import EX_CONFIG
+
     for line in exc.lines:
         click.echo(line, err=True)
     sys.exit(EX_CONFIG)
@@ -47,6 +74,8 @@ def _config_failed(exc: ConfigError) -> NoReturn:
 def _load(path: Path) -> Config:
     """The configuration, or its error lines and exit 78. From here on, every log line of the
     command is also scrubbed of the configuration's secrets by value."""
+    from agent.config import ConfigError, load_config
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -58,6 +87,25 @@ def _load(path: Path) -> Config:
     verbose = ((ctx.find_root().obj or {}) if ctx else {}).get("verbose", 0)
     setup_logging(verbose, redactor=Redactor(config.secret_values()))
     return config
+
+
+def clock() -> Clock:
+    """The command's clock: the root context's ``obj["clock"]`` if one was given (a test's
+    fake: ``CliRunner().invoke(cli, args, obj={"clock": fake})``), else the system clock."""
+    ctx = click.get_current_context(silent=True)
+    obj = (ctx.find_root().obj or {}) if ctx else {}
+    return obj.get("clock") or SYSTEM_CLOCK
+
+
+def _aware(text: str, what: str) -> datetime:
+    """An ISO-8601 time with its UTC offset, or a usage error naming the option ``what``."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO-8601 time: {text!r}", param_hint=what) from None
+    if when.tzinfo is None:
+        raise click.BadParameter("give the time with its UTC offset", param_hint=what)
+    return when
 
 
 def _actor() -> str:

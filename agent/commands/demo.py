@@ -10,18 +10,25 @@ recent 15:30 in London, so the stores are open whatever the hour at which it is 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from agent.config import Config, load_config
-from agent.runner import CycleResult, Runner
-from agent.store import Store
-from rma.tickets import Ticket
-from simulator import FakeClock, Fleet, SimCounter, SimSite
+import click
+
+from agent.app import App
+from agent.commands.common import _print_json, err, json_option, out
+from diagnostics.model import SYSTEM_CLOCK
+
+if TYPE_CHECKING:  # the simulator and the runner load when the demo runs, not for --help
+    from agent.config import Config
+    from agent.runner import CycleResult
+    from rma.tickets import Ticket
+    from simulator import FakeClock, Fleet
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,8 @@ WEEK = {
 
 
 def build_fleet(clock: FakeClock, seed: int = 7) -> Fleet:
+    from simulator import Fleet, SimCounter, SimSite
+
     today = clock.now().astimezone(LONDON).date()
     refit_from, refit_to = today - timedelta(days=2), today + timedelta(days=5)
     refit = tuple(refit_from + timedelta(days=i) for i in range((refit_to - refit_from).days + 1))
@@ -117,8 +126,11 @@ def run_demo(
     progress: Callable[[str], object] | None = None,
 ) -> DemoResult:
     """Start the simulated store, run the agent for a few cycles, stop everything."""
+    from agent.config import load_config
+    from simulator import FakeClock
+
     say = progress or (lambda _msg: None)
-    clock = FakeClock(demo_time(real_now or datetime.now(UTC)))
+    clock = FakeClock(demo_time(real_now or SYSTEM_CLOCK.now()))
     state_dir.mkdir(parents=True, exist_ok=True)
     fleet = build_fleet(clock)
     with fleet:
@@ -140,8 +152,8 @@ def run_demo(
             f"time {clock.now().astimezone(LONDON):%a %d %b %Y %H:%M %Z}"
         )
         cycles: list[CycleResult] = []
-        with Store.open(Path(config.agent.state_dir)) as store:
-            runner = Runner(config, store, clock=clock)
+        with App.open(config, clock) as app:
+            runner = app.runner
             for i in range(CYCLES):
                 if i:
                     clock.set(clock.now() + CYCLE_STEP)
@@ -157,3 +169,69 @@ def run_demo(
         tickets,
         Path(config.agent.state_dir) / "tickets",
     )
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+@click.command("demo")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the demo's state here (default: a new temporary directory).",
+)
+@json_option
+@click.pass_context
+def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
+    """Run the whole job on a simulated store and show what the agent found and filed."""
+    if not (ctx.find_root().obj or {}).get("verbose"):
+        # the service's log lines would drown the summary: errors only (-v shows them)
+        logging.getLogger().setLevel(logging.ERROR)
+    chosen = state_dir or Path(tempfile.mkdtemp(prefix="ffc-agent-demo-"))
+    result = run_demo(chosen, progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+    if as_json:
+        _print_json(result.to_json())
+        return
+    last = result.cycles[-1]
+    out.print(
+        f"[bold]ffc-agent demo[/] — simulated time "
+        f"{result.simulated_time.astimezone(LONDON):%a %d %b %Y %H:%M %Z}, "
+        f"{len(result.cycles)} cycles\n"
+    )
+    from rich.table import Table
+
+    found = Table(title="What it found (genuine problems)", title_justify="left")
+    found.add_column("counter", no_wrap=True)
+    found.add_column("what", ratio=1)
+    for a in last.assessed:
+        if a.genuine:
+            f = a.finding
+            found.add_row(f.subject or f.site or "-", f"[red]{f.check_id}[/] {f.summary}")
+    out.print(found)
+    ruled = Table(title="What it ruled out, and why", title_justify="left")
+    ruled.add_column("counter", no_wrap=True)
+    ruled.add_column("why not a fault", ratio=1)
+    for a in last.ruled_out:
+        assert a.verdict is not None
+        ruled.add_row(
+            a.finding.subject or a.finding.site or "-",
+            f"[green]{a.verdict.rule}[/] {a.finding.check_id}: {'; '.join(a.verdict.reasons)}",
+        )
+    out.print(ruled)
+    filed = Table(title="Tickets filed", title_justify="left")
+    filed.add_column("number", no_wrap=True)
+    filed.add_column("category, SLA", no_wrap=True)
+    filed.add_column("subject", ratio=1)
+    for t in result.tickets:
+        sla = f", {t.sla_days} d" if t.sla_days else ""
+        filed.add_row(t.number or "-", f"{t.category}{sla}", t.subject)
+    out.print(filed)
+    healthy = sorted(
+        {a.finding.subject for a in last.assessed if a.finding.subject}
+        - {a.finding.subject for a in last.assessed if a.finding.problem}
+    )
+    out.print(f"healthy: {', '.join(healthy) or 'none'}")
+    out.print(f"tickets (JSON, page and bundle each): {result.ticket_dir}")
+    out.print(f"state directory: {result.state_dir}  (config: {result.config_path})")
+    example = result.tickets[0].number if result.tickets else "NUMBER"
+    out.print(f"see a ticket: ffc-agent tickets show {example} --state-dir {result.state_dir}")

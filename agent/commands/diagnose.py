@@ -13,11 +13,60 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.runner import Plan, Runner
-from diagnostics.assess import assess
+import click
+
+from agent.commands.common import (
+    _actor,
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    err,
+    json_option,
+    out,
+)
 from diagnostics.model import Assessed, Status
+
+if TYPE_CHECKING:
+    from agent.app import App
+
+
+@click.command("diagnose")
+@click.argument("serial")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the bundle (default: <state_dir>/bundles).",
+)
+@config_option
+@json_option
+def diagnose_cmd(serial: str, output_dir: Path | None, config_path: Path, as_json: bool) -> None:
+    """The full diagnostic checklist on COUNTER now, with a verdict and a bundle."""
+    from agent.app import App
+
+    cfg = _load(config_path)
+    if serial not in {c.serial for c in cfg.counters}:
+        raise click.BadParameter(f"no counter {serial!r} in {config_path}", param_hint="SERIAL")
+    with App.open(cfg, clock(), dry_run=True) as app:
+        with err.status(f"diagnosing {serial}") as spinner:
+            result = diagnose(
+                app,
+                serial,
+                actor=_actor(),
+                bundle_dir=output_dir or Path(cfg.agent.state_dir) / "bundles",
+                progress=lambda text: spinner.update(f"{serial}: {text}"),
+            )
+    if as_json:
+        _print_json(result.to_json())
+        return
+    for step in result.steps:
+        mark = "[green]✓[/]" if step["ok"] else "[red]✗[/]"
+        out.print(f"{mark} {step['step']}: {step['detail']}")
+    colour = {"healthy": "green", "degraded": "yellow", "faulty": "red"}.get(result.verdict, "")
+    out.print(f"\n[bold {colour}]{serial}: {result.verdict}[/]  bundle: {result.bundle_path}")
 
 
 @dataclass
@@ -51,16 +100,19 @@ class Diagnosis:
 
 
 def diagnose(
-    runner: Runner,
+    app: App,
     serial: str,
     *,
     actor: str,
     bundle_dir: Path,
     progress: Callable[[str], None] = lambda _s: None,
 ) -> Diagnosis:
-    config, store = runner.config, runner.store
+    from agent.runner import Plan
+    from diagnostics.assess import assess
+
+    config, store, runner = app.config, app.store, app.runner
     counter = config.counter(serial)
-    now = runner.clock.now()
+    now = app.clock.now()
     result = Diagnosis(serial, now)
 
     progress("probing the counter (API, live view, SSH)")
@@ -96,7 +148,7 @@ def diagnose(
         )
 
     progress("building the diagnostics bundle")
-    made = runner.tickets.evidence.bundle(
+    made = app.bundler.bundle(
         key=f"diagnose-{serial}-{now:%Y%m%dT%H%M%S}",
         site=counter.site,
         counters=(serial,),

@@ -8,8 +8,8 @@ of the two is missing. Every session is in the audit log (``remote.shell``,
 ``remote.tunnel.open``/``remote.tunnel.close``) with who ran it and, for the shell, the
 transcript's path and sha256 under ``<state_dir>/sessions/``.
 
-``agent/cli.py`` registers the group with ``cli.add_command(remote)``; the options and helpers
-both share live in ``agent/commands/common.py``.
+``agent/cli.py`` registers the group lazily (``remote`` → ``agent.commands.remote:remote``);
+the options and helpers both share live in ``agent/commands/common.py``.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from agent.commands.common import _actor, _load, config_option, err, json_option, out
-from agent.config import Config, CounterConfig
-from agent.probes.ssh import HostKeyError, SshTarget
+from agent.commands.common import _actor, _load, clock, config_option, err, json_option, out
 from diagnostics.model import ProbeError, ProbeErrorCode
+
+if TYPE_CHECKING:  # paramiko is imported when a session starts, not for --help
+    from agent.config import Config, CounterConfig
+    from agent.probes.ssh import SshTarget
 
 EX_INTERRUPTED = 130  # as a shell reports a session ended by Ctrl-C
 SESSION_TIMEOUT_S = 10.0  # connecting by hand: at least this, however short the probe timeout
@@ -38,6 +39,8 @@ def remote() -> None:
 
 
 def _ssh_target(cfg: Config, serial: str, config_path: Path) -> tuple[CounterConfig, SshTarget]:
+    from agent.probes.ssh import SshTarget
+
     try:
         counter = cfg.counter(serial)
     except KeyError:
@@ -54,6 +57,8 @@ def _ssh_target(cfg: Config, serial: str, config_path: Path) -> tuple[CounterCon
 
 
 def _refused(what: str, serial: str, exc: ProbeError) -> NoReturn:
+    from agent.probes.ssh import HostKeyError
+
     click.echo(f"remote {what} {serial}: {exc.message}", err=True)
     if isinstance(exc, HostKeyError):
         if exc.code is ProbeErrorCode.HOST_KEY_UNKNOWN:
@@ -91,8 +96,8 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
     With --ticket, the transcript goes onto that ticket afterwards (as `tickets attach`).
     Exits with the device shell's exit status.
     """
+    from agent.app import App
     from agent.remote import run_shell, transcript_path_for
-    from agent.store import Store
     from rma.redact import Redactor
 
     cfg = _load(config_path)
@@ -105,9 +110,10 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
         stdin.fileno()
     except (OSError, ValueError):
         raise click.UsageError("remote shell needs a terminal or a pipe on stdin") from None
-    path = transcript_path_for(state_dir, counter, datetime.now(UTC))
+    path = transcript_path_for(state_dir, counter, clock().now())
     err.print(f"[dim]{counter} ({target}): this session is recorded in {path}[/]")
-    with Store.open(state_dir) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         try:
             result = run_shell(
                 target,
@@ -143,24 +149,23 @@ def _ticket_exists(cfg: Config, number: str) -> None:
     from agent.delivery.attach import find_tickets
     from agent.delivery.sinks import make_sinks
 
-    if not find_tickets(make_sinks(cfg), number):
+    if not find_tickets(make_sinks(cfg, clock()), number):
         raise click.ClickException(f"no ticket {number} in any configured destination")
 
 
 def _attach_transcript(cfg: Config, number: str, transcript: Path) -> bool:
     """Put the transcript on ticket ``number``; False (and why, on stderr) if it could not."""
+    from agent.app import App
     from agent.delivery.attach import AttachError, attach_files
-    from agent.runner import Runner
-    from agent.store import Store
 
-    with Store.open(Path(cfg.agent.state_dir)) as store:
+    with App.open(cfg, clock()) as app:
         try:
             done = attach_files(
-                Runner(cfg, store),
+                app,
                 number,
                 [transcript],
                 actor=_actor(),
-                now=datetime.now(UTC),
+                now=app.clock.now(),
                 message=f"Transcript of a remote shell session ({transcript.name}).",
             )
         except AttachError as exc:
@@ -200,8 +205,8 @@ def tunnel_cmd(
     session to the gateway) to see the live view and settings. With --json, one JSON object
     per line: when ready, then when closed.
     """
+    from agent.app import App
     from agent.remote import run_tunnel
-    from agent.store import Store
 
     cfg = _load(config_path)
     device, target = _ssh_target(cfg, counter, config_path)
@@ -228,7 +233,8 @@ def tunnel_cmd(
         out.print(f"live view: {url}{device.snapshot_path.lstrip('/')}")
         err.print("[dim]Ctrl-C to close the tunnel[/]")
 
-    with Store.open(state_dir) as store:
+    with App.open(cfg, clock()) as app:
+        store = app.store
         try:
             result = run_tunnel(
                 target,

@@ -10,15 +10,74 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, time, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from agent.config import Config
-from agent.delivery.bundling import Evidence
-from agent.delivery.outbox import FAILED, Outbox
-from agent.store import Store
+import click
+
+from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+
+if TYPE_CHECKING:
+    from agent.app import App
+    from agent.config import Config
+    from agent.delivery.bundling import Bundler
 
 
-def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime) -> dict[str, Any]:
+@click.command("status")
+@config_option
+@json_option
+def status_cmd(config_path: Path, as_json: bool) -> None:
+    """The fleet at a glance, from what the agent already knows (probes nothing)."""
+    from agent.app import App
+
+    cfg = _load(config_path)
+    now = clock().now()
+    with App.open(cfg, clock()) as app:
+        data = fleet_status(app, now)
+    if as_json:
+        _print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Counters at {now:%Y-%m-%d %H:%M %Z}", title_justify="left")
+    for col in ("counter", "site", "reachable", "last slot", "live view", "today", "incident"):
+        table.add_column(col)
+    for c in data["counters"]:
+        up = {True: "[green]yes[/]", False: f"[red]no[/] {c['last_error']}", None: "?"}
+        today = c["today"]
+        counted = (
+            f"{today['counted']:,} / {today['expected']:,} expected"
+            if today and today["expected"] is not None
+            else (f"{today['counted']:,}" if today else "-")
+        )
+        view = c["live_view"]
+        incident = "; ".join(
+            f"{i['check_id']} {i['state']}" + (f" ({i['ticket']})" if i["ticket"] else "")
+            for i in c["incidents"]
+        )
+        table.add_row(
+            c["serial"],
+            c["site"],
+            up[c["reachable"]],
+            (c["last_slot"] or "-")[:16],
+            f"{view['status']}: {view['summary']}" if view else "-",
+            counted,
+            incident or "-",
+        )
+    out.print(table)
+    gw = data["gateway"]
+    out.print(f"gateway: {gw['status']} — {gw['summary']}" if gw else "gateway: not checked yet")
+    pending = ", ".join(
+        f"{s}: {v['depth']} waiting (oldest {v['oldest_age_s']}s)"
+        for s, v in data["outbox"]["pending"].items()
+    )
+    out.print(f"outbox: {pending or 'empty'}; {data['outbox']['failed']} refused for good")
+
+
+def fleet_status(app: App, now: datetime) -> dict[str, Any]:
+    from agent.delivery.outbox import FAILED
+
+    config, store, evidence = app.config, app.store, app.bundler
     incidents = {(i.check_id, i.subject): i for i in store.incidents(open_only=True)}
     latest = {(r["check_id"], r["subject"]): r for r in store.latest_findings()}
     counters = []
@@ -55,7 +114,7 @@ def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime
             }
         )
     gateway = latest.get(("gateway.health", "gateway"))
-    outbox = Outbox(store, config.agent.state_dir)
+    outbox = app.outbox
     return {
         "at": now.isoformat(),
         "counters": counters,
@@ -88,7 +147,7 @@ def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime
 
 
 def _today(
-    config: Config, evidence: Evidence, serial: str, site: str, now: datetime
+    config: Config, evidence: Bundler, serial: str, site: str, now: datetime
 ) -> dict[str, Any] | None:
     """Counts so far today (site time) against what the baseline expected for them."""
     tz = config.site(site).calendar().tz

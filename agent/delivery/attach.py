@@ -24,11 +24,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.delivery.notify import Event
 from agent.delivery.sinks.base import Sink, SinkError
-from rma.tickets import Ticket
+from rma.tickets import Message, Ticket
 
 if TYPE_CHECKING:
-    from agent.runner import Runner
+    from agent.app import App
     from rma.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def find_tickets(sinks: Sequence[Sink], number: str) -> list[tuple[Sink, Ticket]
 
 
 def attach_files(
-    runner: Runner,
+    app: App,
     number: str,
     paths: Sequence[Path],
     *,
@@ -112,19 +113,19 @@ def attach_files(
     for path in paths:
         if path.name in files:
             raise AttachError(f"two files are named {path.name}: rename one")
-        files[path.name] = read_file(path, runner.redactor)
+        files[path.name] = read_file(path, app.redactor)
     if not files:
         raise AttachError("no file to attach")
-    where = find_tickets(runner.sinks, number)
+    where = find_tickets(app.sinks, number)
     if not where:
-        names = ", ".join(s.name for s in runner.sinks) or "none"
+        names = ", ".join(s.name for s in app.sinks) or "none"
         raise AttachError(f"no ticket {number} in any configured destination ({names})")
 
     described = [
         {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         for name, data in files.items()
     ]
-    said = runner.redactor.text(message.strip()) or f"{actor} attached files to this ticket."
+    said = app.redactor.text(message.strip()) or f"{actor} attached files to this ticket."
     # The hashes in the text make a different file a different message, and the same file the
     # same one: the outbox and the destinations de-duplicate on it.
     body = (
@@ -132,9 +133,9 @@ def attach_files(
         + "\n\n"
         + "\n".join(f"- {f['name']} ({f['size']:,} bytes, sha256 {f['sha256']})" for f in described)
     )
-    outbox = runner.tickets.outbox
+    outbox = app.outbox
     queued: list[tuple[Sink, Ticket, int]] = []
-    with runner.store.transaction():
+    with app.store.transaction():
         for sink, ticket in where:
             [item_id] = outbox.enqueue_message(
                 [sink],
@@ -147,14 +148,17 @@ def attach_files(
                 now=now,
             )
             queued.append((sink, ticket, item_id))
-        runner.store.audit(
+        # one notice for the change, however many destinations carry it
+        note = Message(at=now, author=actor, body=body)
+        app.notifier.notify(Event.new_message(where[0][1], note), now)
+        app.store.audit(
             now,
             actor,
             AUDIT_ACTION,
             number,
             {"files": described, "sinks": [s.name for s, _, _ in queued]},
         )
-    runner.tickets.deliver(now)
+    app.tickets.deliver(now)
     states = {i.id: i for i in outbox.items()}
     items = [
         {

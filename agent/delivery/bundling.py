@@ -46,7 +46,9 @@ def problem_start(finding: Finding, fallback: datetime) -> datetime:
     return fallback
 
 
-class Evidence:
+class Bundler:
+    """Assembles what support receives with a ticket (see the module docstring)."""
+
     def __init__(
         self,
         config: Config,
@@ -212,3 +214,7 @@ class Evidence:
             text = corrections_csv(rows, tz).decode()
             out[f"estimate-{ticket.counters[0]}.csv"] = self.redactor.text(text).encode()
         return out
+
+
+# The old name, while branches written against it are merged.
+Evidence = Bundler

@@ -26,55 +26,69 @@ a counter password quoted in a finding, an SMTP password or a webhook token neve
 mailbox, a chat channel, a log line or the state directory. Webhook URLs are secrets (their
 path is the token), so errors name the server by scheme, host and port only.
 
-Once, and never lost. An event's key is the ticket key, the kind and a hash of its detail;
-each channel's delivery of it is written to ``<state_dir>/notify/sent.jsonl`` after the server
-accepted it, and the same event is never sent twice to a channel. Deliveries that cannot go
-yet wait in ``<state_dir>/notify/queue.json`` (already rendered and redacted, never with the
-webhook URL): every ``notify`` and ``flush`` call first sends what is due, oldest first.
+Once, and never lost: one engine. Notices are items of the durable outbox
+(``agent.delivery.outbox``, kinds ``email`` and ``chat``), queued in the transaction of the
+change they announce, already rendered and redacted, never with the webhook URL (a chat item
+names its configured channel: a site's code or ``notifications``, and the URL is looked up when
+it is sent). An event's key is the ticket key, the kind and a hash of its detail; one event is
+one item per channel, however often it is announced and however many ticket destinations
+carry the change, so the people get one e-mail per change. ``notify`` only queues; ``flush``
+(every cycle) sends what is due, oldest first.
 
 Quiet hours. During a site's ``quiet_hours`` (local time, e.g. ``"22:00-07:00"``, which wraps
-midnight) nothing is sent for that site: e-mails and chat messages are held and go out with the
-first ``notify``/``flush`` after the quiet hours end. That includes ``sla_overdue``: the SLA
+midnight) nothing is sent for that site: the item's "not before" is the end of the quiet hours,
+and a retry that falls into them waits for their end too. That includes ``sla_overdue``: the SLA
 clock is the helpdesk's to keep, and nobody at a shop can do anything about a counter at 3 a.m.
 
-Failures never break a cycle and never lose a ticket: ``notify`` returns one ``Outcome`` per
-channel and raises nothing. A transient failure (refused, timed out, 4xx SMTP, 5xx/408/429
-HTTP) stays queued and is retried on the next call; after one transient failure a destination
-is not tried again within the same call, so a hung chat server costs one timeout per call, not
-one per message. A permanent failure (bad login, a refused recipient, 4xx HTTP, a certificate
-that does not verify) is logged once and recorded as dropped; so is a delivery still failing
-after ``GIVE_UP_AFTER``. A failure is logged when it first happens and when it clears.
-Delivery is at-least-once: an answer lost after the request went out means a retry, and a
-chat message may then show twice (e-mail copies share their Message-ID).
+Failures never break a cycle and never lose a ticket: ``flush`` returns one ``Outcome`` per
+notice it tried and raises nothing for a server's failure. A transient failure (refused, timed
+out, 4xx SMTP, 5xx/408/429 HTTP) is retried with the outbox's backoff; after one transient
+failure a destination is not tried again within the same pass, so a hung chat server costs one
+timeout per pass, not one per message. A permanent failure (bad login, a refused recipient, 4xx
+HTTP, a certificate that does not verify) is logged once and the item fails (an agent-health
+finding); so does one still failing ``GIVE_UP_AFTER`` after it was queued. Delivery is
+at-least-once: an answer lost after the request went out means a retry, and a chat message may
+then show twice (e-mail copies share their Message-ID, so mail servers and clients drop them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import email.utils
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from email.message import EmailMessage
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from agent.config import NOTIFY_EVENTS, NotifyEvent
+from agent.delivery.outbox import (
+    CHAT,
+    DELIVERED,
+    EMAIL,
+    FAILED,
+    GIVE_UP_AFTER,
+    NOTICE_KINDS,
+    PENDING,
+    SENDING,
+    TAKEN,
+    UNKNOWN,
+    Channel,
+    Delivery,
+    Item,
+    Outbox,
+)
 from agent.delivery.sinks.base import SinkError, unanswered
 from agent.delivery.sinks.mailer import POLICY, send_message
 from agent.delivery.sinks.smtp import message_id
 from agent.transport.http import make_session, request
-from diagnostics.model import ProbeError, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, ProbeError, ProbeErrorCode
 from rma.redact import Redactor
 from rma.sla import sla_due
 from rma.tickets import Message, Ticket
@@ -84,17 +98,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Channel = Literal["email", "chat"]
-Status = Literal["sent", "held", "duplicate", "failed", "skipped"]
+Status = Literal["queued", "sent", "held", "duplicate", "failed", "skipped"]
 
-GIVE_UP_AFTER = timedelta(days=3)  # the longest SLA: after that the news is stale
-SENT_LOG_MAX_BYTES = 1024 * 1024  # the sent-log is trimmed once it grows past this ...
-SENT_LOG_KEEP = 2000  # ... to its newest records: about a thousand events, both channels
 MAX_REPLY_BYTES = 4096
 CONNECT_TIMEOUT_S = 5.0
 SUMMARY_CHARS = 600  # e-mail; chat gets less
 CHAT_SUMMARY_CHARS = 280
-VERSION = 1
 
 _URL_RE = re.compile(r"(?i)\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
 _ADDRESS_RE = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
@@ -106,10 +115,6 @@ _HEADLINES: dict[str, str] = {
     "status": "Status changed",
     "sla_overdue": "SLA overdue",
 }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,12 +187,13 @@ class Event:
 class Outcome:
     """What became of one channel's delivery of one event.
 
-    ``status``: ``sent``; ``held`` (quiet hours, until ``due``); ``duplicate`` (sent before);
+    ``status``: ``queued`` (due at ``due``, sent by the next ``flush``); ``sent``; ``held``
+    (quiet hours, until ``due``); ``duplicate`` (queued or sent before);
     ``failed`` (``permanent`` says whether it will be retried); ``skipped`` (nobody to send
     to, e.g. a ticket without a requester address). ``ok`` is False only for ``failed``.
     """
 
-    channel: Channel
+    channel: str  # "email" or "chat"
     event: str
     status: Status
     error: str | None = None
@@ -215,42 +221,40 @@ def quiet_until(window: tuple[time, time] | None, tz: tzinfo, now: datetime) -> 
 
 
 # ---------------------------------------------------------------------------------------------
-# The notifier
+# The notifier: renders notices into the outbox; its channels send them from there
 
-
-@dataclass
-class _Run:
-    """One pass over the queue: what happened, and which destinations already failed."""
-
-    now: datetime
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    down: dict[str, str] = field(default_factory=dict)  # destination -> its error
+EMAIL_CHANNEL = "notify:email"  # the outbox's name for each channel (never a sink's: no colon)
+CHAT_CHANNEL = "notify:chat"
+DEFAULT_CHAT = "notifications"  # a chat item's channel: this, or the code of a site with its own
 
 
 class Notifier:
-    """Sends ``Event``s by e-mail and chat as ``config.notifications`` says; see the module
-    docstring. Without a ``[notifications]`` table it sends nothing and returns no outcomes."""
+    """Queues ``Event``s as e-mail and chat notices in ``outbox`` as ``config.notifications``
+    says, and sends what is due with ``flush``; see the module docstring. Without a
+    ``[notifications]`` table it queues nothing and returns no outcomes."""
 
     def __init__(
         self,
         config: Config,
+        outbox: Outbox,
         *,
-        state_dir: Path,
         redactor: Redactor | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self.config = config
         self.settings = config.notifications
+        self.outbox = outbox
         self.redactor = redactor if redactor is not None else Redactor(config.secret_values())
-        self.directory = Path(state_dir) / "notify"
-        self.queue_path = self.directory / "queue.json"
-        self.sent_path = self.directory / "sent.jsonl"
-        self._lock_path = self.directory / "lock"
         self._clock = clock
+        self.channels: list[Channel] = []
+        if self.settings is not None:
+            if self.settings.email and self.settings.smtp is not None:
+                self.channels.append(EmailChannel(self))
+            self.channels.append(ChatChannel(self))
 
     def __repr__(self) -> str:
         on = "off" if self.settings is None else ",".join(self.settings.events) or "no events"
-        return f"Notifier({on}, {self.directory})"
+        return f"Notifier({on})"
 
     @property
     def enabled(self) -> bool:
@@ -258,121 +262,84 @@ class Notifier:
 
     # --- the public calls
 
-    def notify(self, event: Event) -> list[Outcome]:
-        """Tell people about ``event`` (once), after sending whatever else is due; never raises.
-
-        Returns one outcome per channel that applies: none when notifications are off or this
-        kind of event is not wanted, e-mail only when the site has no chat webhook.
-        """
+    def notify(self, event: Event, now: datetime | None = None) -> list[Outcome]:
+        """Queue ``event``'s notices (once per event and channel); sends nothing. Call it in
+        the transaction of the change it announces. Returns one outcome per channel that
+        applies: ``queued``, ``held`` (quiet hours, until ``due``), ``duplicate`` (queued or
+        sent before), ``failed`` (given up before) or ``skipped`` (nobody to send to)."""
         if self.settings is None or event.kind not in self.settings.events:
-            return []
-        now = self._clock()
-        deliveries: list[dict[str, Any]] = []
-        try:
-            deliveries = self._deliveries(event, now)
-            if not deliveries:
-                return []
-            with self._locked():
-                sent, queue = self._read_sent(), self._read_queue()
-                early: dict[str, Outcome] = {}
-                for item in deliveries:
-                    ref = item["ref"]
-                    if ref in sent:
-                        early[ref] = self._already(item, sent[ref])
-                    elif item.get("skip"):
-                        early[ref] = Outcome(item["channel"], event.key, "skipped", item["skip"])
-                    elif not any(q["ref"] == ref for q in queue):
-                        queue.append(item)
-                run = self._run(queue, now)
-                self._write_queue(queue)
-        except (OSError, SinkError) as exc:
-            # The state directory is unwritable or locked away: nothing was sent twice, but
-            # nothing could be remembered either; say so once per call and carry on.
-            reason = self.redactor.text(str(exc))
-            log.warning("notifications for %s could not be processed: %s", event.key, reason)
-            return [Outcome(d["channel"], event.key, "failed", reason) for d in deliveries]
-        except Exception:  # a process boundary: a bug here must not stop a cycle filing tickets
-            log.exception("notifications for %s failed unexpectedly", event.key)
-            channels = [d["channel"] for d in deliveries] or ["email", "chat"]
-            return [
-                Outcome(c, event.key, "failed", "unexpected error; see the log") for c in channels
-            ]
-        outcomes = []
-        for item in deliveries:
-            ref = item["ref"]
-            outcome = early.get(ref) or run.outcomes.get(ref)
-            if outcome is None:  # queued and not due, or not tried
-                pending = next((q for q in queue if q["ref"] == ref), item)
-                outcome = Outcome(
-                    item["channel"], event.key, "held", due=_parse_time(pending["due"])
-                )
-            outcomes.append(outcome)
-        return outcomes
-
-    def flush(self, now: datetime | None = None) -> list[Outcome]:
-        """Send every queued delivery that is due at ``now`` (default: the clock): those held
-        for quiet hours that have ended, and those a transient failure left. Never raises."""
-        if self.settings is None:
             return []
         now = now or self._clock()
         try:
-            with self._locked():
-                queue = self._read_queue()
-                if not queue:
-                    return []
-                run = self._run(queue, now)
-                self._write_queue(queue)
-        except (OSError, SinkError) as exc:
-            log.warning("queued notifications could not be processed: %s", exc)
+            notices = self._notices(event)
+        except Exception:  # a process boundary: a rendering bug must not stop ticket filing
+            log.exception("notices for %s could not be rendered", event.key)
+            return [Outcome("email", event.key, "failed", "unexpected error; see the log")]
+        window = self._window(event.site_code)
+        quiet = quiet_until(window, self._tz(event.site_code), now)
+        outcomes = []
+        for channel, kind, payload in notices:
+            if "skip" in payload:
+                outcomes.append(Outcome(kind, event.key, "skipped", payload["skip"]))
+                continue
+            item, new = self.outbox.enqueue_notice(
+                channel,
+                kind,
+                event.ticket.key,
+                event.key,
+                payload,
+                not_before=quiet or now,
+                now=now,
+            )
+            outcomes.append(_queued(item, new, event.key, now))
+        return outcomes
+
+    def flush(self, now: datetime | None = None) -> list[Outcome]:
+        """Send every notice that is due at ``now`` (default: the clock): those held for
+        quiet hours that have ended, and those a transient failure left. Never raises for a
+        server's failure."""
+        if self.settings is None:
             return []
-        except Exception:  # a process boundary, as in notify
-            log.exception("queued notifications failed unexpectedly")
-            return []
-        return list(run.outcomes.values())
+        now = now or self._clock()
+        done = self.outbox.deliver(self.channels, now, kinds=NOTICE_KINDS)
+        return [_outcome(d) for d in done if d.outcome != "held" and d.error != TAKEN]
 
     def pending(self) -> list[dict[str, Any]]:
-        """What waits in the queue (for ``status``): ref, channel, site, due, attempts, error."""
-        keys = ("ref", "channel", "site", "due", "attempts", "error")
-        try:
-            return [{k: q.get(k) for k in keys} for q in self._read_queue()]
-        except OSError:
-            return []
+        """What waits (for ``status``): channel, ticket key, event, site, due, attempts, error."""
+        return [
+            {
+                "channel": i.kind,
+                "ticket": i.key,
+                "event": i.payload.get("event"),
+                "site": i.payload.get("site"),
+                "due": i.next_attempt_at,
+                "attempts": i.attempts,
+                "error": i.last_error or None,
+            }
+            for i in self.outbox.items(states=(PENDING, SENDING, UNKNOWN))
+            if i.kind in NOTICE_KINDS
+        ]
 
-    # --- rendering: one delivery per channel, already redacted
+    # --- rendering: one notice per channel, already redacted
 
-    def _deliveries(self, event: Event, now: datetime) -> list[dict[str, Any]]:
+    def _notices(self, event: Event) -> list[tuple[str, str, dict[str, Any]]]:
         assert self.settings is not None
         site = self._site(event.site_code)
         view = self._redacted(event)
-        base = {
-            "event": event.key,
-            "kind": event.kind,
-            "site": event.site_code,
-            "ticket": event.ticket.key,
-            "created": now.isoformat(),
-            "due": now.isoformat(),
-            "attempts": 0,
-            "error": None,
-        }
-        items: list[dict[str, Any]] = []
+        base = {"site": event.site_code}
+        notices: list[tuple[str, str, dict[str, Any]]] = []
         if self.settings.email and self.settings.smtp is not None:
-            item = {**base, "ref": f"{event.key}.email", "channel": "email"}
             to, cc = _recipients(event.ticket)
             if not to:
-                item["skip"] = "the ticket has no requester or CC e-mail address"
+                skip = {"skip": "the ticket has no requester or CC e-mail address"}
+                notices.append((EMAIL_CHANNEL, EMAIL, skip))
             else:
-                item["email"] = self._email(view, site, to, cc)
-            items.append(item)
-        if self._webhook_url(event.site_code) is not None:
-            items.append(
-                {
-                    **base,
-                    "ref": f"{event.key}.chat",
-                    "channel": "chat",
-                    "chat": {"text": self._chat_text(view, site)},
-                }
-            )
-        return items
+                notices.append((EMAIL_CHANNEL, EMAIL, {**base, **self._email(view, site, to, cc)}))
+        chat = self._chat_ref(event.site_code)
+        if chat is not None:
+            payload = {**base, "channel": chat, "text": self._chat_text(view, site)}
+            notices.append((CHAT_CHANNEL, CHAT, payload))
+        return notices
 
     def _redacted(self, event: Event) -> Event:
         """The event with every free text scrubbed *before* it is cut short or escaped: a
@@ -447,140 +414,118 @@ class Notifier:
             lines.append(f"> {esc(_summary(t.comment.what, CHAT_SUMMARY_CHARS))}")
         return self.redactor.text("\n".join(lines))
 
-    # --- the queue, oldest first
+    # --- configuration lookups
 
-    def _run(self, queue: list[dict[str, Any]], now: datetime) -> _Run:
-        """Send what is due; edits ``queue`` in place (sent and dropped items leave it)."""
-        run = _Run(now)
-        for item in list(queue):
-            ref, channel = item["ref"], item["channel"]
-            quiet_end = quiet_until(self._window(item["site"]), self._tz(item["site"]), now)
-            if quiet_end is not None:
-                item["due"] = max(_parse_time(item["due"]), quiet_end).isoformat()
-            if _parse_time(item["due"]) > now:
-                continue
-            if now - _parse_time(item["created"]) > GIVE_UP_AFTER:
-                error = f"gave up after {GIVE_UP_AFTER.days} days: {item.get('error')}"
-                log.warning("notification %s dropped: %s", ref, error)
-                self._finish(queue, item, "dropped", now, error)
-                run.outcomes[ref] = Outcome(channel, item["event"], "failed", error, True)
-                continue
-            destination = self._destination(item)
-            if destination in run.down:
-                error = f"not tried: {run.down[destination]}"
-                run.outcomes[ref] = Outcome(channel, item["event"], "failed", error)
-                continue
-            try:
-                self._send(item, now)
-            except SinkError as exc:
-                error = self.redactor.text(str(exc))
-                if exc.permanent:
-                    log.error("notification %s (%s) cannot be sent: %s", ref, channel, error)
-                    self._finish(queue, item, "dropped", now, error)
-                else:
-                    item["attempts"] = int(item.get("attempts", 0)) + 1
-                    if item["attempts"] == 1:
-                        log.warning(
-                            "notification %s (%s) failed, will retry: %s", ref, channel, error
-                        )
-                    item["error"] = error
-                    run.down[destination] = error
-                run.outcomes[ref] = Outcome(channel, item["event"], "failed", error, exc.permanent)
-                continue
-            if item.get("attempts"):
-                log.info("notification %s (%s) sent after an earlier failure", ref, channel)
-            self._finish(queue, item, "sent", now)
-            run.outcomes[ref] = Outcome(channel, item["event"], "sent")
-        return run
-
-    def _finish(
-        self,
-        queue: list[dict[str, Any]],
-        item: dict[str, Any],
-        status: str,
-        now: datetime,
-        error: str | None = None,
-    ) -> None:
-        record = {
-            "v": VERSION,
-            "ref": item["ref"],
-            "event": item["event"],
-            "channel": item["channel"],
-            "status": status,
-            "at": now.isoformat(),
-        }
-        if error:
-            record["error"] = error
+    def _site(self, code: str) -> SiteConfig | None:
         try:
-            self._append_sent(record)
-        except OSError as exc:
-            # It went out, but cannot be remembered: keep it queued rather than forget that
-            # it is done (a re-send is a duplicate; a lost line would be a lie).
-            log.warning(
-                "notification %s %s but %s cannot be written: %s",
-                item["ref"],
-                status,
-                self.sent_path,
-                exc.strerror or type(exc).__name__,
-            )
-            return
-        queue.remove(item)
+            return self.config.site(code)
+        except KeyError:
+            return None
 
-    def _already(self, item: dict[str, Any], record: Mapping[str, Any]) -> Outcome:
-        if record.get("status") == "dropped":
-            error = f"given up earlier: {record.get('error', '')}".strip()
-            return Outcome(item["channel"], item["event"], "failed", error, True)
-        return Outcome(item["channel"], item["event"], "duplicate")
+    def _window(self, code: str) -> tuple[time, time] | None:
+        site = self._site(code)
+        return site.quiet_window() if site is not None else None
 
-    # --- sending
+    def _tz(self, code: str) -> tzinfo:
+        return _zone(self._site(code))
 
-    def _destination(self, item: Mapping[str, Any]) -> str:
-        if item["channel"] == "email":
-            return "email"
-        url = self._webhook_url(item["site"]) or ""
-        return "chat:" + hashlib.sha256(url.encode()).hexdigest()[:16]
+    def hold_until(self, code: str, now: datetime) -> datetime | None:
+        """When the quiet hours of site ``code`` that ``now`` is in end; None when not quiet."""
+        return quiet_until(self._window(code), self._tz(code), now)
 
-    def _send(self, item: Mapping[str, Any], now: datetime) -> None:
-        if item["channel"] == "email":
-            self._send_email(item["email"], now)
+    def _chat_ref(self, code: str) -> str | None:
+        """Which configured chat channel a notice for site ``code`` goes to: the site's own
+        (its code) or the default (``DEFAULT_CHAT``); None when there is none. The URL itself
+        is a secret and stays in the configuration."""
+        site = self._site(code)
+        if site is not None and site.chat_webhook_url is not None:
+            return site.code
+        if self.settings is not None and self.settings.chat_webhook_url is not None:
+            return DEFAULT_CHAT
+        return None
+
+    def webhook_url(self, ref: str) -> str | None:
+        """The URL of the chat channel ``ref`` names, as configured now."""
+        if ref == DEFAULT_CHAT:
+            secret = self.settings.chat_webhook_url if self.settings is not None else None
         else:
-            self._send_chat(item["site"], item["chat"]["text"])
+            site = self._site(ref)
+            secret = site.chat_webhook_url if site is not None else None
+        return secret.get_secret_value() if secret is not None else None
 
-    def _send_email(self, mail: Mapping[str, Any], now: datetime) -> None:
-        assert self.settings is not None
-        smtp = self.settings.smtp
+
+# ---------------------------------------------------------------------------------------------
+# The channels: how the outbox sends a notice
+
+
+class EmailChannel:
+    """E-mail to the requester and CC through ``[notifications.smtp]``."""
+
+    name = EMAIL_CHANNEL
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def destination(self, payload: Mapping[str, Any]) -> str:
+        return "email"
+
+    def hold_until(self, payload: Mapping[str, Any], now: datetime) -> datetime | None:
+        return self.notifier.hold_until(str(payload.get("site", "")), now)
+
+    def send(self, payload: Mapping[str, Any], now: datetime) -> None:
+        settings = self.notifier.settings
+        smtp = settings.smtp if settings is not None else None
         if smtp is None:  # e-mail was switched off since this was queued
             raise SinkError("notifications: e-mail is not configured any more", permanent=True)
         message = EmailMessage(policy=POLICY)
         message["From"] = smtp.sender
-        message["To"] = ", ".join(mail["to"])
-        if mail["cc"]:
-            message["Cc"] = ", ".join(mail["cc"])
-        message["Subject"] = mail["subject"]
+        message["To"] = ", ".join(payload["to"])
+        if payload["cc"]:
+            message["Cc"] = ", ".join(payload["cc"])
+        message["Subject"] = payload["subject"]
         message["Date"] = email.utils.format_datetime(now)
-        message["Message-ID"] = mail["message_id"]
-        message["In-Reply-To"] = mail["thread"]
-        message["References"] = mail["thread"]
+        message["Message-ID"] = payload["message_id"]
+        message["In-Reply-To"] = payload["thread"]
+        message["References"] = payload["thread"]
         message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
-        message.set_content(mail["body"], cte="quoted-printable")
-        send_message(smtp, message, to=mail["to"], cc=mail["cc"], name="notifications")
+        message.set_content(payload["body"], cte="quoted-printable")
+        try:
+            send_message(smtp, message, to=payload["to"], cc=payload["cc"], name="notifications")
+        except SinkError as exc:
+            raise _redacted_error(exc, self.notifier.redactor) from None
 
-    def _send_chat(self, site_code: str, text: str) -> None:
-        assert self.settings is not None
-        cfg = self.settings
-        url = self._webhook_url(site_code)
-        if url is None:
+
+class ChatChannel:
+    """A post to the chat channel a notice names, through its incoming webhook. ``{"text":
+    ...}`` is the one payload Mattermost, Rocket.Chat and Slack all accept."""
+
+    name = CHAT_CHANNEL
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def destination(self, payload: Mapping[str, Any]) -> str:
+        url = self.notifier.webhook_url(str(payload.get("channel", ""))) or ""
+        return "chat:" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+    def hold_until(self, payload: Mapping[str, Any], now: datetime) -> datetime | None:
+        return self.notifier.hold_until(str(payload.get("site", "")), now)
+
+    def send(self, payload: Mapping[str, Any], now: datetime) -> None:
+        cfg = self.notifier.settings
+        url = self.notifier.webhook_url(str(payload.get("channel", "")))
+        if cfg is None or url is None:
             raise SinkError(
                 "notifications: the chat webhook is not configured any more", permanent=True
             )
         parts = urlsplit(url)
         where = f"chat ({parts.scheme}://{parts.netloc})"
-        payload: dict[str, str] = {"text": text}
+        body_json: dict[str, str] = {"text": payload["text"]}
         if cfg.chat_username:
-            payload["username"] = cfg.chat_username
+            body_json["username"] = cfg.chat_username
         if cfg.chat_icon_emoji:
-            payload["icon_emoji"] = cfg.chat_icon_emoji
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            body_json["icon_emoji"] = cfg.chat_icon_emoji
+        body = json.dumps(body_json, ensure_ascii=False).encode("utf-8")
         verify: bool | str = str(cfg.chat_ca_file) if cfg.chat_ca_file else True
         timeout = (min(cfg.chat_timeout_seconds, CONNECT_TIMEOUT_S), cfg.chat_timeout_seconds)
         try:
@@ -601,7 +546,7 @@ class Notifier:
         if 200 <= status < 300:
             return
         said = " ".join(answer.decode("utf-8", "replace").split())[:200]
-        said = f": {self.redactor.text(said)}" if said else ""
+        said = f": {self.notifier.redactor.text(said)}" if said else ""
         if status >= 500 or status in _TRANSIENT_HTTP:
             raise SinkError(f"{where}: HTTP {status}{said}")
         if 300 <= status < 400:
@@ -612,118 +557,37 @@ class Notifier:
         hint = "; check the webhook URL (it may have been revoked)" if status in (403, 404) else ""
         raise SinkError(f"{where}: HTTP {status}{said}{hint}", permanent=True)
 
-    # --- configuration lookups
-
-    def _site(self, code: str) -> SiteConfig | None:
-        try:
-            return self.config.site(code)
-        except KeyError:
-            return None
-
-    def _window(self, code: str) -> tuple[time, time] | None:
-        site = self._site(code)
-        return site.quiet_window() if site is not None else None
-
-    def _tz(self, code: str) -> tzinfo:
-        return _zone(self._site(code))
-
-    def _webhook_url(self, code: str) -> str | None:
-        site = self._site(code)
-        secret = site.chat_webhook_url if site is not None else None
-        if secret is None and self.settings is not None:
-            secret = self.settings.chat_webhook_url
-        return secret.get_secret_value() if secret is not None else None
-
-    # --- the state directory
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One process at a time, from "sent already?" to the record of it."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _read_queue(self) -> list[dict[str, Any]]:
-        try:
-            data = json.loads(self.queue_path.read_bytes())
-        except FileNotFoundError:
-            return []
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            # Written by replace(), so never torn; a hand edit gone wrong. Keep it for a person.
-            broken = self.queue_path.with_suffix(".broken")
-            os.replace(self.queue_path, broken)
-            log.error("%s is not JSON; moved to %s, starting empty", self.queue_path, broken)
-            return []
-        items = data.get("items") if isinstance(data, dict) else None
-        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-
-    def _write_queue(self, queue: Sequence[Mapping[str, Any]]) -> None:
-        if not queue and not self.queue_path.exists():
-            return
-        data = json.dumps({"v": VERSION, "items": list(queue)}, ensure_ascii=False, indent=1)
-        _write_atomic(self.queue_path, data.encode("utf-8"))
-
-    def _read_sent(self) -> dict[str, dict[str, Any]]:
-        sent: dict[str, dict[str, Any]] = {}
-        for record in self._sent_records():
-            ref = record.get("ref")
-            if isinstance(ref, str):
-                sent[ref] = record
-        return sent
-
-    def _sent_records(self) -> list[dict[str, Any]]:
-        try:
-            raw = self.sent_path.read_bytes()
-        except FileNotFoundError:
-            return []
-        records = []
-        for line in raw.splitlines():
-            try:
-                record = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue  # a line torn by a crash: that delivery is simply not remembered
-            if isinstance(record, dict) and record.get("v") == VERSION:
-                records.append(record)
-        return records
-
-    def _append_sent(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        fd = os.open(self.sent_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if size > SENT_LOG_MAX_BYTES:
-            # Only old events fall out; they are long past being notified again.
-            kept = "".join(
-                json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
-                for r in self._sent_records()[-SENT_LOG_KEEP:]
-            )
-            _write_atomic(self.sent_path, kept.encode("utf-8"))
-
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _queued(item: Item, new: bool, event: str, now: datetime) -> Outcome:
+    """What ``notify`` says about a notice it queued (``new``) or found queued before."""
+    if not new and item.state == DELIVERED:
+        return Outcome(item.kind, event, "duplicate")
+    if not new and item.state == FAILED:
+        error = f"given up earlier: {item.last_error}".strip()
+        return Outcome(item.kind, event, "failed", error, True)
+    if item.next_attempt_at > now:
+        return Outcome(item.kind, event, "held", due=item.next_attempt_at)
+    return Outcome(item.kind, event, "queued" if new else "duplicate", due=item.next_attempt_at)
+
+
+def _outcome(d: Delivery) -> Outcome:
+    """What ``flush`` says about one notice the outbox tried."""
+    event = str(d.item.payload.get("event", d.item.key))
+    if d.outcome == "delivered":
+        return Outcome(d.item.kind, event, "sent")
+    permanent = d.outcome == "failed"
+    return Outcome(d.item.kind, event, "failed", d.error or None, permanent)
+
+
+def _redacted_error(exc: SinkError, redactor: Redactor) -> SinkError:
+    """The same error with its text scrubbed: an SMTP reply may quote an address or a token."""
+    clean = SinkError(redactor.text(str(exc)), permanent=exc.permanent, status=exc.status)
+    clean.retry_after = exc.retry_after
+    return clean
 
 
 def _chat_failed(exc: ProbeError, where: str, timeout_s: float) -> SinkError:
@@ -735,10 +599,6 @@ def _chat_failed(exc: ProbeError, where: str, timeout_s: float) -> SinkError:
     if exc.code is ProbeErrorCode.TIMEOUT:
         return SinkError(f"{where}: no answer in {timeout_s:g} s")
     return SinkError(f"{where}: the connection dropped ({exc.detail})")
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 def _zone(site: SiteConfig | None) -> tzinfo:

@@ -1,8 +1,10 @@
-"""Durable, exactly-once delivery of tickets and their follow-ups to every destination.
+"""Durable delivery of everything that leaves the gateway: tickets, their follow-ups, and the
+notices (e-mails to the requester and CC, chat posts) that tell people about them.
 
-A ticket enters the outbox in the same SQLite transaction as the incident change that caused
-it, so a crash can lose neither; a worker then delivers each item with backoff. The rules that
-make delivery exactly-once across crashes, kills and network outages:
+An item enters the outbox in the same SQLite transaction as the change that caused it (the
+incident change for a ticket or a follow-up, the follow-up or the delivery for its notice), so
+a crash can lose neither; a worker then delivers each item with backoff. The rules that make
+ticket delivery exactly-once across crashes, kills and network outages:
 
 - before anything is sent, the item is marked ``sending`` (committed). An item found in
   ``sending`` or ``unknown`` after a restart or a timeout may or may not have reached the
@@ -19,7 +21,25 @@ make delivery exactly-once across crashes, kills and network outages:
   files on the same ticket with the same text are one follow-up, whenever they were queued;
 - errors are transient (timeouts, 5xx, 429: retried with exponential backoff and jitter) or
   permanent (other 4xx, refused credentials: the item fails and stays failed). A destination
-  that keeps failing permanently is reported as an agent-health finding, not retried forever.
+  that keeps failing permanently is reported by the ``agent.outbox`` check (fed by
+  ``Outbox.state``), not retried forever.
+
+Notices (kinds ``email`` and ``chat``) go through the same claim, retry and failure rules to a
+notification channel (``Channel``) instead of a ticket sink. They are rendered and redacted
+when queued, keyed by (ticket key, event kind, detail hash, channel) so one change is one
+notice, and carry no secret: a chat item names its configured channel, and the channel looks
+its webhook URL up when it sends. ``next_attempt_at`` is their "not before" (a site's quiet
+hours); one still undelivered ``GIVE_UP_AFTER`` after it was queued fails (the news is stale).
+A notice cannot be searched for, so an uncertain one is sent again: at least once, and an
+e-mail's copies share their Message-ID. Within one ``deliver`` call a channel destination that
+failed transiently is not tried again, so a hung chat server costs one timeout per pass.
+
+Each delivered ticket item keeps the destination's answer (the ticket as it took it) in its
+``result``: that is the record (``Record``) an e-mail intake or a webhook, which cannot be read
+back, answers ``find_by_key``, ``get`` and ``list`` from. Searching such a destination is
+reading that record, so for them "exactly once" weakens to at least once: a kill between the
+server's yes and the record of it sends the ticket again, with the same Message-ID or
+Idempotency-Key for the receiver to drop.
 """
 
 from __future__ import annotations
@@ -31,15 +51,17 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
-from agent.store import Store
-from diagnostics.model import Finding, Status
+from agent.store import DB_NAME, Store
+from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
+from diagnostics.model import Finding
 from rma.tickets import Ticket
 
 log = logging.getLogger(__name__)
@@ -53,7 +75,10 @@ PENDING, SENDING, UNKNOWN, DELIVERED, FAILED = (
 )
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
-PERMANENT_FAILURES_FOR_FINDING = 1
+EMAIL, CHAT = "email", "chat"
+NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status") go to ticket sinks
+TAKEN = "another process took it first"  # a skipped item's error: none of this pass's business
+GIVE_UP_AFTER = timedelta(days=3)  # the longest SLA: a notice older than that is stale news
 CRASH_ENV = "FFC_AGENT_TEST_CRASH_AT"
 
 
@@ -63,11 +88,29 @@ def crashpoint(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Channel(Protocol):
+    """Where notices go (``agent.delivery.notify`` has the e-mail and the chat channel)."""
+
+    name: str
+
+    def destination(self, payload: Mapping[str, Any]) -> str:
+        """Which server this notice goes to: one that failed is not tried again this pass."""
+        ...
+
+    def hold_until(self, payload: Mapping[str, Any], now: datetime) -> datetime | None:
+        """The end of the quiet hours ``now`` is in, for this notice; None when not quiet."""
+        ...
+
+    def send(self, payload: Mapping[str, Any], now: datetime) -> None:
+        """Send once; ``SinkError`` (``permanent`` or not) when it could not be."""
+        ...
+
+
 @dataclass(frozen=True)
 class Item:
     id: int
-    sink: str
-    kind: str  # "create", "message" or "status"
+    sink: str  # a ticket sink's name, or a notification channel's
+    kind: str  # "create", "message", "status"; or a notice: "email", "chat"
     key: str  # the ticket's idempotency key
     payload: dict[str, Any]
     state: str
@@ -82,7 +125,8 @@ class Item:
 @dataclass(frozen=True)
 class Delivery:
     item: Item
-    outcome: str  # "delivered", "joined", "found", "retry", "unknown", "failed", "skipped"
+    # "delivered", "joined", "found", "retry", "unknown", "failed", "skipped"; "held" (quiet)
+    outcome: str
     number: str | None = None
     error: str = ""
 
@@ -156,6 +200,46 @@ class Outbox:
             self._enqueue(s.name, kind, key, payload, incident_id, attachments, now) for s in sinks
         ]
 
+    def enqueue_notice(
+        self,
+        channel: str,
+        kind: str,
+        key: str,
+        event: str,
+        payload: Mapping[str, Any],
+        *,
+        not_before: datetime,
+        now: datetime,
+    ) -> tuple[Item, bool]:
+        """One notice (kind ``email`` or ``chat``) about ticket ``key`` to ``channel``, once per
+        ``event`` (the event's own key: its kind and a hash of its detail). ``payload`` is
+        already rendered and redacted. Returns the item and whether it is new. Call inside the
+        transaction of the change it announces."""
+        assert kind in NOTICE_KINDS
+        digest = hashlib.sha256(event.encode()).hexdigest()[:16]
+        with self.store.transaction() as db:
+            row = db.execute(
+                "SELECT * FROM outbox WHERE sink = ? AND kind = ? AND key = ? AND digest = ?",
+                (channel, kind, key, digest),
+            ).fetchone()
+            if row is not None:
+                return _item(row), False
+            cur = db.execute(
+                "INSERT INTO outbox (sink, kind, key, digest, payload, state, attempts, "
+                "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING *",
+                (
+                    channel,
+                    kind,
+                    key,
+                    digest,
+                    json.dumps({**payload, "event": event}, ensure_ascii=False),
+                    PENDING,
+                    _iso(max(not_before, now)),
+                    _iso(now),
+                ),
+            )
+            return _item(cur.fetchone()), True
+
     def _enqueue(
         self,
         sink: str,
@@ -214,6 +298,17 @@ class Outbox:
         rows = self.store._db.execute(query + " ORDER BY id", args).fetchall()
         return [_item(r) for r in rows]
 
+    def ticket(self, key: str) -> Ticket | None:
+        """The ticket ``key`` as it was queued, with the number of its first delivery."""
+        row = self.store._db.execute(
+            "SELECT payload, number FROM outbox WHERE kind = 'create' AND key = ? "
+            "ORDER BY (state = ?) DESC, id LIMIT 1",
+            (key, DELIVERED),
+        ).fetchone()
+        if row is None:
+            return None
+        return Ticket.from_json({**json.loads(row[0])["ticket"], "number": row[1]})
+
     def depth(self, now: datetime) -> dict[str, tuple[int, float]]:
         """Per destination: items not yet delivered, and the age of the oldest, in seconds."""
         out: dict[str, tuple[int, float]] = {}
@@ -234,25 +329,36 @@ class Outbox:
 
     def deliver(
         self,
-        sinks: Sequence[Sink],
+        sinks: Sequence[Sink | Channel],
         now: datetime,
         *,
         limit: int = 100,
         heartbeat: Callable[[], object] = lambda: None,
+        kinds: Sequence[str] | None = None,
+        announce: Callable[[Delivery], object] | None = None,
     ) -> list[Delivery]:
-        """Deliver every due item once; never raises for a destination's failure."""
+        """Deliver every due item (of ``kinds``, default all) once, to the ticket sinks and
+        notification channels in ``sinks``; never raises for a destination's failure.
+        ``announce`` is called with each ticket item delivered, inside the transaction that
+        records it, so the notice it queues is kept exactly when the delivery is."""
         by_name = {s.name: s for s in sinks}
-        rows = self.store._db.execute(
-            "SELECT * FROM outbox WHERE state IN (?, ?, ?) AND next_attempt_at <= ? "
-            "ORDER BY id LIMIT ?",
-            (PENDING, SENDING, UNKNOWN, _iso(now), limit),
-        ).fetchall()
+        query = "SELECT * FROM outbox WHERE state IN (?, ?, ?) AND next_attempt_at <= ?"
+        args: list[Any] = [PENDING, SENDING, UNKNOWN, _iso(now)]
+        if kinds is not None:
+            query += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += list(kinds)
+        rows = self.store._db.execute(query + " ORDER BY id LIMIT ?", [*args, limit]).fetchall()
         done: list[Delivery] = []
+        down: dict[str, str] = {}  # notification destinations that failed in this pass
         for row in rows:
             item = _item(row)
             sink = by_name.get(item.sink)
             if sink is None:
                 done.append(Delivery(item, "skipped", error="destination no longer configured"))
+                continue
+            if item.kind in NOTICE_KINDS:
+                done.append(self._deliver_notice(sink, item, now, down))  # type: ignore[arg-type]
+                heartbeat()
                 continue
             if item.kind != "create" and not self._parent_number(item):
                 if self._parent_failed(item):
@@ -262,19 +368,64 @@ class Outbox:
                 else:
                     done.append(Delivery(item, "skipped", error="waiting for the ticket itself"))
                 continue
-            done.append(self._deliver_one(sink, item, now))
+            done.append(self._deliver_one(sink, item, now, announce))  # type: ignore[arg-type]
             heartbeat()  # a slow helpdesk must not look like a hung agent
         return done
 
-    def _deliver_one(self, sink: Sink, item: Item, now: datetime) -> Delivery:
+    def _deliver_notice(
+        self, channel: Channel, item: Item, now: datetime, down: dict[str, str]
+    ) -> Delivery:
+        hold = channel.hold_until(item.payload, now)
+        if hold is not None and hold > now:  # a retry that fell into the quiet hours
+            self._mark(item.id, item.state, next_attempt_at=hold)
+            return Delivery(item, "held")
+        if now - item.created_at > GIVE_UP_AFTER:
+            error = f"gave up after {GIVE_UP_AFTER.days} days: {item.last_error}".rstrip(": ")
+            self._mark(item.id, FAILED, error=error)
+            log.warning("%s: notice %s dropped: %s", item.sink, item.payload.get("event"), error)
+            return Delivery(item, "failed", error=error)
+        destination = channel.destination(item.payload)
+        if destination in down:
+            return Delivery(item, "skipped", error=f"not tried: {down[destination]}")
+        if not self._claim(item):  # committed before any send
+            return Delivery(item, "skipped", error=TAKEN)
+        crashpoint("before_send")
+        try:
+            channel.send(item.payload, now)
+            crashpoint("after_send")
+        except SinkError as exc:
+            error = str(exc)
+            if exc.permanent:
+                self._mark(item.id, FAILED, error=error)
+                log.error("%s: notice %s cannot be sent: %s", item.sink, item.key, error)
+                return Delivery(item, "failed", error=error)
+            if item.attempts == 0:  # logged when it first fails, not on every retry
+                log.warning("%s: notice %s failed, will retry: %s", item.sink, item.key, error)
+            self._retry(item, PENDING, error, now, exc.retry_after)
+            down[destination] = error
+            return Delivery(item, "retry", error=error)
+        self._mark(item.id, DELIVERED, delivered_at=now)
+        if item.attempts:
+            log.info("%s: notice %s sent after an earlier failure", item.sink, item.key)
+        return Delivery(item, "delivered")
+
+    def _deliver_one(
+        self,
+        sink: Sink,
+        item: Item,
+        now: datetime,
+        announce: Callable[[Delivery], object] | None = None,
+    ) -> Delivery:
         uncertain = item.state in (SENDING, UNKNOWN)
-        self._mark(item.id, SENDING, attempts=item.attempts + 1)  # committed before any send
+        if not self._claim(item):  # committed before any send
+            return Delivery(item, "skipped", error=TAKEN)
         crashpoint("before_send")
         try:
             if item.kind == "create":
-                number, outcome = self._create(sink, item, uncertain)
+                answer, outcome = self._create(sink, item, uncertain)
             else:
-                number, outcome = self._follow_up(sink, item, uncertain or item.attempts > 0)
+                answer, outcome = self._follow_up(sink, item, uncertain or item.attempts > 0)
+            number = answer.number if answer is not None else self._parent_number(item)
             crashpoint("after_send")
         except OutcomeUnknown as exc:
             self._retry(item, UNKNOWN, str(exc), now)
@@ -292,19 +443,25 @@ class Outbox:
                 return Delivery(item, "failed", error=str(exc))
             self._retry(item, PENDING, str(exc), now, exc.retry_after)
             return Delivery(item, "retry", error=str(exc))
+        delivery = Delivery(item, outcome, number)
         with self.store.transaction():
-            self._mark(item.id, DELIVERED, number=number, delivered_at=now)
+            # the destination's answer is the record a write-only destination is read from
+            result = json.dumps(answer.to_json()) if answer is not None else None
+            self._mark(item.id, DELIVERED, number=number, delivered_at=now, result=result)
             if item.kind == "create" and item.incident_id is not None and number:
                 self.store.set_incident_ticket(item.incident_id, item.key, number)
+            if announce is not None:
+                announce(delivery)
         shutil.rmtree(self.files / str(item.id), ignore_errors=True)
-        return Delivery(item, outcome, number)
+        return delivery
 
-    def _create(self, sink: Sink, item: Item, uncertain: bool) -> tuple[str | None, str]:
+    def _create(self, sink: Sink, item: Item, uncertain: bool) -> tuple[Ticket | None, str]:
+        """File the ticket, or find it there; returns the ticket as the destination has it."""
         ticket = Ticket.from_json(item.payload["ticket"])
         if uncertain:
             found = sink.find_by_key(item.key)
             if found is not None:
-                return found.number, "found"
+                return found, "found"
         existing = sink.find_open(ticket.site, ticket.counters, ticket.category)
         if existing is not None and existing.key != ticket.key and existing.number:
             # The joined ticket keeps its own key, so find_by_key cannot tell whether an earlier
@@ -312,19 +469,20 @@ class Outbox:
             marker = f"[ffc-key:{ticket.key}]"
             tried = uncertain or item.attempts > 0
             if tried and any(marker in m.body for m in existing.messages):
-                return existing.number, "found"
+                return existing, "found"
             body = (
                 f"The agent found this problem again and adds its evidence here rather than "
                 f"open a second ticket.\n\n{ticket.subject}\n\n"
                 + ticket.comment.as_text()
                 + f"\n\n{marker}"
             )
-            sink.add_message(existing.number, "ffc-agent", body, ticket.updated_at)
-            return existing.number, "joined"
+            joined = sink.add_message(existing.number, "ffc-agent", body, ticket.updated_at)
+            return joined, "joined"
         filed = sink.file(ticket, self.attachments(item.id))
-        return filed.number, "delivered"
+        return filed, "delivered"
 
-    def _follow_up(self, sink: Sink, item: Item, tried: bool) -> tuple[str | None, str]:
+    def _follow_up(self, sink: Sink, item: Item, tried: bool) -> tuple[Ticket | None, str]:
+        """Send what of the follow-up is not on the ticket yet; returns the ticket after it."""
         number = self._parent_number(item)
         assert number is not None
         p = item.payload
@@ -333,6 +491,7 @@ class Outbox:
         # change failing after the message went), and a message cannot be searched by key:
         # the ticket is read first, and only what is missing is sent.
         current = sink.get(number) if tried else None
+        answer = current
         if current is None or not self._on_ticket(item, current):
             if p.get("attachments"):
                 files = self.attachments(item.id)
@@ -341,13 +500,20 @@ class Outbox:
                         f"the files of outbox item {item.id} are gone from {self.files}",
                         permanent=True,
                     )
-                sink.add_message(number, p["author"], p["body"], at, files)
+                answer = sink.add_message(number, p["author"], p["body"], at, files)
             else:
-                sink.add_message(number, p["author"], p["body"], at)
+                answer = sink.add_message(number, p["author"], p["body"], at)
         if p.get("status") and hasattr(sink, "set_status"):
             if current is None or str(current.status) != p["status"]:
-                sink.set_status(number, p["status"], at)
-        return number, "delivered"
+                changed = sink.set_status(number, p["status"], at)
+                if answer is not None and len(changed.messages) < len(answer.messages):
+                    # a write-only destination answers from its record, which does not have
+                    # the message of this same item yet
+                    changed = answer.with_status(changed.status, at, changed.next_action)
+                answer = changed
+        if answer is not None and answer.number != number:
+            answer = answer.model_copy(update={"number": number})
+        return answer, "delivered"
 
     def _on_ticket(self, item: Item, ticket: Ticket) -> bool:
         """Did an earlier try of this follow-up reach ``ticket``? It did when the ticket holds
@@ -382,6 +548,17 @@ class Outbox:
             return item.payload.get("number")  # a ticket this outbox did not file
         return row[0] if row else None
 
+    def _claim(self, item: Item) -> bool:
+        """Mark ``item`` sending, if it is still as this pass read it: two processes (the
+        service and ``tickets sync``, say) never both send an item they both found pending."""
+        with self.store.transaction() as db:
+            cur = db.execute(
+                "UPDATE outbox SET state = ?, attempts = ? WHERE id = ? AND state = ? "
+                "AND attempts = ?",
+                (SENDING, item.attempts + 1, item.id, item.state, item.attempts),
+            )
+            return cur.rowcount == 1
+
     def _retry(
         self, item: Item, state: str, error: str, now: datetime, retry_after: float | None = None
     ) -> None:
@@ -403,37 +580,42 @@ class Outbox:
 
     # -- health ----------------------------------------------------------------------------------
 
-    def health(self, now: datetime) -> list[Finding]:
-        """One agent-health finding per destination whose items fail for good."""
-        out = []
-        failed: dict[str, list[Item]] = {}
-        for item in self.items(states=(FAILED,)):
-            failed.setdefault(item.sink, []).append(item)
-        for sink, items in failed.items():
-            if len(items) < PERMANENT_FAILURES_FOR_FINDING:
-                continue
-            last = items[-1]
-            out.append(
-                Finding(
-                    check_id="agent.outbox",
-                    status=Status.FAIL,
-                    code="destination_refuses",
-                    summary=f"the ticket destination {sink} refused {len(items)} item(s) for good; "
-                    f"last: {last.last_error}",
-                    at=now,
-                    site=None,
-                    subject=f"sink:{sink}",
-                    evidence={
-                        "sink": sink,
-                        "failed": len(items),
-                        "last_error": last.last_error,
-                        "keys": [i.key for i in items][-10:],
-                    },
-                    remediation="Check the destination's settings and credentials in the config, "
-                    "then retry with `ffc-agent tickets retry`.",
+    def state(self, now: datetime) -> OutboxState:
+        """What the ``agent.outbox`` check judges: per destination, items by state, the oldest
+        undelivered one's age, and the items refused for good (read without their payloads:
+        delivered items pile up over the months)."""
+        db = self.store._db
+        counts: dict[str, dict[str, int]] = {}
+        for sink, state, n in db.execute("SELECT sink, state, COUNT(*) FROM outbox GROUP BY 1, 2"):
+            counts.setdefault(sink, {})[state] = n
+        oldest: dict[str, float] = {}
+        for sink, created in db.execute(
+            "SELECT sink, MIN(created_at) FROM outbox WHERE state IN (?, ?, ?) GROUP BY 1",
+            (PENDING, SENDING, UNKNOWN),
+        ):
+            oldest[sink] = max(0.0, (now - datetime.fromisoformat(created)).total_seconds())
+        failed: dict[str, list[tuple[str, str]]] = {}
+        for sink, key, error in db.execute(
+            "SELECT sink, key, last_error FROM outbox WHERE state = ? ORDER BY id", (FAILED,)
+        ):
+            failed.setdefault(sink, []).append((key, error or ""))
+        return OutboxState(
+            now=now,
+            sinks={
+                sink: SinkState(
+                    by_state,
+                    oldest.get(sink, 0.0),
+                    tuple(k for k, _ in failed.get(sink, ())),
+                    failed[sink][-1][1] if sink in failed else "",
                 )
-            )
-        return out
+                for sink, by_state in counts.items()
+            },
+        )
+
+    def health(self, now: datetime) -> list[Finding]:
+        """The ``agent.outbox`` check on this outbox, for callers outside a cycle (the runner
+        runs the check itself, isolated like every other)."""
+        return OutboxHealth().run(self.state(now))
 
     def retry_failed(self, now: datetime) -> int:
         with self.store.transaction() as db:
@@ -459,3 +641,45 @@ def _item(row: Any) -> Item:
         incident_id=row["incident_id"],
         created_at=datetime.fromisoformat(row["created_at"]),
     )
+
+
+class Record:
+    """What the outbox delivered to one destination, as the destination answered: how the
+    destinations that cannot be read back (e-mail, a webhook) answer ``find_by_key``, ``get``
+    and ``list``. One ticket per number, as its latest delivered item left it (a ticket's
+    status there is the one the agent sent, never the helpdesk's). Something sent whose
+    delivery was not recorded yet (a crash between the two) is not in it: its item is still
+    ``sending``, and is sent again, with the same Message-ID or Idempotency-Key.
+
+    It reads ``<state_dir>/ffc-agent.db`` over a connection of its own, so a sink built
+    without a store (``tickets list``) answers from the same record as the running agent."""
+
+    def __init__(self, state_dir: Path | str, sink: str) -> None:
+        self.path = Path(state_dir) / DB_NAME
+        self.sink = sink
+
+    def tickets(self) -> dict[str, Ticket]:
+        """The destination's tickets by number, oldest first."""
+        if not self.path.exists():
+            return {}
+        try:
+            db = sqlite3.connect(self.path, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise SinkError(f"{self.sink}: cannot read the outbox {self.path}: {exc}") from None
+        try:
+            rows = db.execute(
+                "SELECT number, result FROM outbox WHERE sink = ? AND state = ? AND "
+                "result IS NOT NULL AND number IS NOT NULL ORDER BY id",
+                (self.sink, DELIVERED),
+            ).fetchall()
+        except sqlite3.Error as exc:  # an older schema (not migrated yet): nothing delivered
+            if "no such" in str(exc):
+                return {}
+            raise SinkError(f"{self.sink}: cannot read the outbox {self.path}: {exc}") from None
+        finally:
+            db.close()
+        out: dict[str, Ticket] = {}
+        for number, result in rows:
+            # the latest answer stands; a dict keeps the order of first filing
+            out[number] = Ticket.from_json({**json.loads(result), "number": number})
+        return out

@@ -2,9 +2,10 @@
 
 Tickets go to FootfallCam only about counters and sites (never about the gateway or the agent
 itself, which belong to the store's IT). A ticket is composed for every incident in a filed
-state that has none yet, so a crash, a dry run or a full outbox never loses one; it enters the
-outbox in the caller's transaction with the incident change, and the outbox delivers it
-exactly once. When the problem heals, the ticket is told and closing is suggested; when it
+state that has none yet, so a crash, a dry run or a full outbox never loses one; its bundle is
+built before the incident transaction opens (``prepare``), and the ticket enters the outbox in
+that transaction with the incident change (``queue``), and the outbox delivers it exactly
+once. When the problem heals, the ticket is told and closing is suggested; when it
 comes back, the new ticket names the old one. In the local store, a ticket left in Suggest To
 Close closes itself after 7 days.
 """
@@ -13,17 +14,27 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from agent.config import Config
-from agent.delivery.bundling import Evidence, problem_start
+from agent.delivery.bundling import Bundler, problem_start
 from agent.delivery.notify import Event, Notifier
-from agent.delivery.outbox import DELIVERED, Outbox
+from agent.delivery.outbox import DELIVERED, Channel, Delivery, Outbox
 from agent.delivery.sinks import LocalSink, Sink, SinkError
-from agent.incidents import FILED_STATES, INTERMITTENT, OPEN, RECOVERING, RESOLVED, Flip
+from agent.incidents import (
+    FILED_STATES,
+    INTERMITTENT,
+    OPEN,
+    RECOVERING,
+    RESOLVED,
+    Flip,
+    Policy,
+    apply,
+)
 from agent.probes.counter_api import CounterClient
 from agent.store import Incident, Store
 from diagnostics.model import Assessed, Finding
@@ -52,19 +63,18 @@ class Ticketing:
         config: Config,
         store: Store,
         sinks: Sequence[Sink],
-        evidence: Evidence,
+        evidence: Bundler,
         redactor: Redactor,
         notifier: Notifier | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.sinks = list(sinks)
-        self.evidence = evidence
+        self.evidence = evidence  # the bundler (``App.bundler``)
         self.redactor = redactor
-        self.outbox = Outbox(store, config.agent.state_dir)
-        self.notifier = notifier or Notifier(
-            config, state_dir=config.agent.state_dir, redactor=redactor
-        )
+        self.outbox = outbox if outbox is not None else Outbox(store, config.agent.state_dir)
+        self.notifier = notifier or Notifier(config, self.outbox, redactor=redactor)
         self.last_filed: Counter[str] = Counter()  # tickets filed per destination, last delivery
         self.heartbeat: Callable[[], object] = lambda: None  # between deliveries (watchdog)
 
@@ -79,17 +89,58 @@ class Ticketing:
             return f"the site {site} runs in shadow mode"
         return ""
 
-    def queue(
-        self, now: datetime, assessed: list[Assessed], *, dry_run: bool = False
-    ) -> list[Ticket]:
-        """Compose and queue a ticket for every filed-state incident that has none yet (a
-        new flip, or one a crash or a dry run left without). Shadowed ones are kept back."""
-        out: list[Ticket] = []
+    def _due(self) -> Iterator[Incident]:
+        """Filed-state incidents with no ticket yet (a new flip, or one a crash or a dry run
+        left without), about the counters and sites."""
         for inc in self.store.incidents(open_only=True):
             if inc.state not in FILED_STATES or inc.ticket_key is not None:
                 continue
             if not inc.check_id.startswith(TICKETED):
                 continue  # the gateway and the agent belong to the store's IT, not FootfallCam
+            yield inc
+
+    def prepare(
+        self, now: datetime, assessed: list[Assessed], policy: Policy, *, dry_run: bool = False
+    ) -> dict[str, Prepared]:
+        """Build, with no transaction open, the attachments of the tickets ``queue`` will file.
+
+        Which incidents need a ticket is decided by ``apply`` in the incident transaction. It is
+        asked here first, by running it in a transaction that is always rolled back (and is not
+        logged: flips are logged once, when they happen); then the slow part — the bundle's
+        image downscale, redaction and tar.gz — runs outside any transaction, so the incident
+        transaction holds the write lock only to apply and enqueue. Keyed by ticket key."""
+        if dry_run:
+            return {}
+        with self.store.rolled_back(), _unlogged(logging.getLogger(apply.__module__)):
+            apply(self.store, assessed, now, policy)
+            due = [
+                (inc, self.compose(inc, now))
+                for inc in self._due()
+                if not self.shadowed(inc.check_id, inc.site)
+            ]
+        return {
+            ticket.key: Prepared(
+                ticket.to_json(), self.evidence.for_ticket(inc, ticket, now, assessed)
+            )
+            for inc, ticket in due
+        }
+
+    def queue(
+        self,
+        now: datetime,
+        assessed: list[Assessed],
+        *,
+        dry_run: bool = False,
+        prepared: Mapping[str, Prepared] | None = None,
+    ) -> list[Ticket]:
+        """Compose and queue a ticket for every filed-state incident that has none yet (a
+        new flip, or one a crash or a dry run left without). Shadowed ones are kept back.
+
+        Runs inside the incident transaction: the attachments come from ``prepared`` when it
+        holds this very ticket, else they are built here (a ticket never leaves without its
+        bundle; the runner prepares every one, so this is a fallback, not the way)."""
+        out: list[Ticket] = []
+        for inc in self._due():
             ticket = self.compose(inc, now)
             out.append(ticket)
             if dry_run:
@@ -100,7 +151,12 @@ class Ticketing:
                 self.store.set_incident_ticket(inc.id, ticket.key, None)
                 log.warning("shadow mode, not filed (%s): %s", shadow, ticket.subject)
                 continue
-            attachments = self.evidence.for_ticket(inc, ticket, now, assessed)
+            ready = (prepared or {}).get(ticket.key)
+            if ready is not None and ready.ticket == ticket.to_json():
+                attachments = ready.attachments
+            else:
+                log.info("bundle of %s built in the incident transaction: not prepared", ticket.key)
+                attachments = self.evidence.for_ticket(inc, ticket, now, assessed)
             self.outbox.enqueue_ticket(
                 self.sinks, ticket, incident_id=inc.id, attachments=attachments, now=now
             )
@@ -153,54 +209,68 @@ class Ticketing:
         return None
 
     def follow_up(self, flips: list[Flip], now: datetime) -> None:
-        """Tell the ticket when its problem heals (and suggest closing), or comes back."""
+        """Tell the ticket when its problem heals (and suggest closing), or comes back; and
+        queue the notice of each change with it (call inside the incident's transaction)."""
         for flip in flips:
             inc = flip.incident
             if inc.ticket_key is None or not inc.check_id.startswith(TICKETED):
                 continue
+            status: str | None = None
             if flip.to_state == RESOLVED:
-                self.outbox.enqueue_message(
-                    self.sinks,
-                    inc.ticket_key,
-                    author="ffc-agent",
-                    at=now,
-                    body=f"Recovered: {flip.reason}. The agent suggests closing this ticket; "
-                    "a ticket left in Suggest To Close closes itself after 7 days.",
-                    status="Suggest To Close",
-                    incident_id=inc.id,
-                    now=now,
+                body = (
+                    f"Recovered: {flip.reason}. The agent suggests closing this ticket; "
+                    "a ticket left in Suggest To Close closes itself after 7 days."
                 )
+                status = "Suggest To Close"
             elif flip.from_state == RECOVERING and flip.to_state == OPEN:
-                self.outbox.enqueue_message(
-                    self.sinks,
-                    inc.ticket_key,
-                    author="ffc-agent",
-                    at=now,
-                    body=f"The problem is back: {inc.summary}",
-                    incident_id=inc.id,
-                    now=now,
-                )
+                body = f"The problem is back: {inc.summary}"
             elif flip.to_state == INTERMITTENT and flip.from_state is not None:
-                self.outbox.enqueue_message(
-                    self.sinks,
-                    inc.ticket_key,
-                    author="ffc-agent",
-                    at=now,
-                    body=f"The problem is intermittent: {flip.reason}",
-                    incident_id=inc.id,
-                    now=now,
-                )
+                body = f"The problem is intermittent: {flip.reason}"
+            else:
+                continue
+            self.outbox.enqueue_message(
+                self.sinks,
+                inc.ticket_key,
+                author="ffc-agent",
+                at=now,
+                body=body,
+                status=status,
+                incident_id=inc.id,
+                now=now,
+            )
+            ticket = self.outbox.ticket(inc.ticket_key)
+            if ticket is None:
+                continue
+            if inc.ticket_number:
+                ticket = ticket.model_copy(update={"number": inc.ticket_number})
+            # one notice per change, whichever destinations carry it
+            if status is not None:
+                self.notifier.notify(Event.status_changed(ticket.with_status(status, now)), now)
+            else:
+                message = Message(at=now, author="ffc-agent", body=body)
+                self.notifier.notify(Event.new_message(ticket, message), now)
 
     def deliver(self, now: datetime) -> list[Ticket]:
-        """Run the outbox once; the tickets it created (or joined) this time."""
+        """Run the outbox once (tickets, follow-ups and notices); the tickets it created (or
+        joined) this time. A ticket's "filed" notice is queued in the transaction that
+        records its delivery, and sent by the next ``notifier.flush``."""
         self.redactor.add(*CounterClient.tokens())
-        out = []
+        out: list[Ticket] = []
         self.last_filed = Counter()
-        for d in self.outbox.deliver(self.sinks, now, heartbeat=self.heartbeat):
+
+        def announce(d: Delivery) -> None:
+            if d.item.kind != "create":
+                return
+            data = {**d.item.payload["ticket"], "number": d.number}
+            out.append(Ticket.from_json(data))
+            self.notifier.notify(Event.filed(out[-1], now), now)
+
+        destinations: list[Sink | Channel] = [*self.sinks, *self.notifier.channels]
+        for d in self.outbox.deliver(
+            destinations, now, heartbeat=self.heartbeat, announce=announce
+        ):
             if d.item.kind == "create" and d.outcome in ("delivered", "joined", "found"):
                 self.last_filed[d.item.sink] += 1
-                data = {**d.item.payload["ticket"], "number": d.number}
-                out.append(Ticket.from_json(data))
                 self.store.audit(
                     now,
                     "agent",
@@ -209,29 +279,7 @@ class Ticketing:
                     {"sink": d.item.sink, "outcome": d.outcome, "incident": d.item.incident_id},
                 )
                 log.warning("ticket %s %s in %s", d.number, d.outcome, d.item.sink)
-                self.notifier.notify(Event.filed(out[-1], now))
-            elif d.item.kind in ("message", "status") and d.outcome == "delivered":
-                self._notify_follow_up(d.item.sink, d.number, d.item.payload, now)
         return out
-
-    def _notify_follow_up(
-        self, sink_name: str, number: str | None, payload: dict[str, Any], now: datetime
-    ) -> None:
-        sink = next((s for s in self.sinks if s.name == sink_name), None)
-        if sink is None or not number:
-            return
-        try:
-            ticket = sink.get(number)
-        except SinkError as exc:
-            log.warning("cannot read ticket %s back for its notification: %s", number, exc)
-            return
-        if ticket is None:
-            return
-        if payload.get("status"):
-            self.notifier.notify(Event.status_changed(ticket, now))
-        else:
-            message = Message(at=now, author=payload["author"], body=payload["body"])
-            self.notifier.notify(Event.new_message(ticket, message))
 
     def notify_overdue(self, now: datetime) -> None:
         """Tell people once when an open ticket runs past its category's SLA."""
@@ -240,7 +288,7 @@ class Ticketing:
                 continue  # the helpdesks track their own SLAs and tell their own people
             for ticket in sink.list():
                 if is_overdue(ticket, now):
-                    self.notifier.notify(Event.sla_overdue(ticket, now))
+                    self.notifier.notify(Event.sla_overdue(ticket, now), now)
 
     def close_suggested(self, now: datetime) -> None:
         """In the local ticket store, Suggest To Close becomes Closed after 7 days."""
@@ -254,7 +302,7 @@ class Ticketing:
                     and now - ticket.updated_at >= SUGGEST_TO_CLOSE_DAYS
                 ):
                     closed = sink.set_status(ticket.number, "Closed", now)
-                    self.notifier.notify(Event.status_changed(closed, now))
+                    self.notifier.notify(Event.status_changed(closed, now), now)
                     self.store.audit(
                         now,
                         "agent",
@@ -272,6 +320,8 @@ class Ticketing:
             sink = by_name.get(item.sink)
             if item.kind != "create" or sink is None or not item.number:
                 continue
+            if not getattr(sink, "readable", True):
+                continue  # e-mail and webhooks cannot be read back: no status of theirs is news
             if self.store.ticket_status(sink.name, item.number) == "Closed":
                 continue  # a closed ticket stays closed: a comeback gets a new one
             try:
@@ -283,19 +333,51 @@ class Ticketing:
                 continue
             before = self.store.ticket_status(sink.name, item.number)
             status = str(ticket.status)
-            if before != status:
+            if before == status:
+                continue
+            with self.store.transaction():  # the change and its notice: both or neither
                 self.store.set_ticket_status(sink.name, item.number, item.key, status, now)
-                if before is not None:
-                    changes.append(StatusChange(sink.name, item.number, before, status, ticket))
-                    self.notifier.notify(Event.status_changed(ticket, now))
-                    self.store.audit(
-                        now,
-                        "agent",
-                        "ticket.status",
-                        item.number,
-                        {"sink": sink.name, "from": before, "to": status},
-                    )
+                if before is None:
+                    continue
+                changes.append(StatusChange(sink.name, item.number, before, status, ticket))
+                if status not in self._statuses_sent(sink.name, item.key):
+                    # the agent's own change was announced when it was queued
+                    self.notifier.notify(Event.status_changed(ticket, now), now)
+                self.store.audit(
+                    now,
+                    "agent",
+                    "ticket.status",
+                    item.number,
+                    {"sink": sink.name, "from": before, "to": status},
+                )
         return changes
+
+    def _statuses_sent(self, sink: str, key: str) -> set[str]:
+        return {
+            str(i.payload["status"])
+            for i in self.outbox.items(states=(DELIVERED,))
+            if i.sink == sink and i.key == key and i.kind == "status"
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A ticket as composed before the incident transaction, and its attachments."""
+
+    ticket: dict[str, Any]
+    attachments: dict[str, bytes]
+
+
+@contextmanager
+def _unlogged(logger: logging.Logger) -> Iterator[None]:
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.probes.ssh import CommandResult, HostKeyError, SshSession, SshTarget
-from diagnostics.model import Observation, ProbeError
+from diagnostics.model import SYSTEM_CLOCK, Clock, Observation, ProbeError
 
 PROBE = "ssh"
 COUNTING_SERVICE = "footfallcam-counting"
@@ -68,17 +68,18 @@ def probe_device_ssh(
     timeout_s: float,
     deadline: float,
     now: datetime | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Observation:
     """Log into the counter and read its health; never raises for device trouble.
 
     ``deadline`` is a ``time.monotonic()`` value for the whole probe; each command gets
     ``timeout_s`` or what is left of it. The observation's ``at`` is ``now`` (the cycle's
-    time); the clock offset is measured against the gateway's real clock.
+    time); the clock offset is measured against the gateway's real clock (``clock``).
     """
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     started = time.monotonic()
     connect_timeout = max(0.5, min(timeout_s, deadline - started))
-    session = SshSession(target, known_hosts, timeout_s=connect_timeout)
+    session = SshSession(target, known_hosts, timeout_s=connect_timeout, clock=clock)
     try:
         session.open()
     except ProbeError as exc:
@@ -108,7 +109,7 @@ def probe_device_ssh(
                 offset_s = _clock_offset(results[name], sent, time.time(), notes)
     finally:
         session.close()
-    data = parse(results, offset_s, notes, now=datetime.now(UTC))
+    data = parse(results, offset_s, notes, now=clock.now())
     data.update(
         device_clock_offset_s=offset_s,
         host_key=session.host_key,
@@ -156,7 +157,7 @@ def parse(
     boot included; ``last_event_at`` is on the gateway's clock (the device's skew removed).
     """
     offset = offset_s if offset_s is not None and _plausible_offset(offset_s) else 0.0
-    device_now = (now or datetime.now(UTC)) + timedelta(seconds=offset)
+    device_now = (now or SYSTEM_CLOCK.now()) + timedelta(seconds=offset)
     data: dict[str, Any] = {}
 
     def value(name: str, key: str, parser: Any) -> None:

@@ -22,14 +22,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
-from diagnostics.model import Observation
+from diagnostics.model import SYSTEM_CLOCK, Observation
 
 PROBE = "gateway"
 SUBJECT = "gateway"
@@ -54,7 +54,7 @@ def probe_gateway(
     ``sink_urls`` are the ticket destinations (``https://rt.example:443/...``,
     ``smtp://host:587``, or ``host:port``); only their host and port are used or recorded.
     """
-    at = now or datetime.now(UTC)
+    at = now or SYSTEM_CLOCK.now()
     started = time.monotonic()
     notes: list[str] = []
     data: dict[str, Any] = {"state_dir": str(state_dir)}

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from diagnostics.model import Clock, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, Clock, ProbeErrorCode
 
 if TYPE_CHECKING:
     from agent.config import MqttConfig
@@ -67,11 +67,6 @@ VISITOR, STAFF = 11, 21
 # at most 15 digits: milliseconds until the year 33658, and never an int too large for a float
 _DOTNET_DATE = re.compile(r"/Date\((-?\d{1,15})(?:[+-]\d{4})?\)/")
 _INT_TEXT = re.compile(r"\s*-?[0-9]{1,18}\s*")
-
-
-class _UtcClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 # --- the state the runner reads ------------------------------------------------------------
@@ -379,7 +374,7 @@ class PushListener:
     ) -> None:
         self.broker = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._host, self._port, self._keepalive = host, port, keepalive_s
-        self._clock: Clock = clock or _UtcClock()
+        self._clock: Clock = clock or SYSTEM_CLOCK
         self._serials = frozenset(serials) if serials is not None else None
         self._topics = _topics(topic, self._serials)
         self._dedup_window, self._keep = dedup_window, keep

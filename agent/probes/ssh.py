@@ -38,14 +38,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import paramiko
 
-from diagnostics.model import ProbeError, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, Clock, ProbeError, ProbeErrorCode
 
 if TYPE_CHECKING:
     from agent.config import CounterConfig
@@ -164,8 +164,10 @@ class SshSession:
         *,
         timeout_s: float = 10.0,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.target = target
+        self.clock = clock
         self.known_hosts = Path(known_hosts)
         self.timeout_s = timeout_s
         self.max_output = max_output
@@ -232,7 +234,7 @@ class SshSession:
         exit status 126/127, BAD_RESPONSE when the session is gone. Any other exit status is
         returned for the caller to judge.
         """
-        at = datetime.now(UTC)
+        at = self.clock.now()
         started = time.monotonic()
         try:
             result = self._exec(command, timeout_s, started)

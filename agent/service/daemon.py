@@ -25,16 +25,17 @@ import random
 import select
 import signal
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agent.app import App
 from agent.config import EX_CONFIG, Config, ConfigError, load_config
-from agent.runner import CycleResult, Runner, SystemClock
+from agent.runner import CycleResult, Runner
 from agent.service import sdnotify
 from agent.service.logs import LogRing, config_errors, setup_logging
 from agent.store import Store, StoreError
+from diagnostics.model import SYSTEM_CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class Daemon:
     ):
         self.config_path = Path(config_path)
         self.verbosity = verbosity
-        self.clock = clock or SystemClock()
+        self.clock = clock or SYSTEM_CLOCK
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.signals = _Signals()
         self._previous: dict[int, Any] = {}
@@ -198,8 +199,10 @@ class Daemon:
         return 0
 
     def _runner(self, config: Config, store: Store) -> Runner:
-        """A runner for ``config``; logging and the log ring scrub with its redactor."""
-        runner = Runner(config, store, clock=self.clock, log_excerpt=lambda: self.ring.text())
+        """A runner for ``config``, from its own ``App`` on the service's store; logging and
+        the log ring scrub with its redactor."""
+        app = App(config, store, clock=self.clock, log_excerpt=lambda: self.ring.text())
+        runner = app.runner
         runner.heartbeat = runner.tickets.heartbeat = sdnotify.watchdog
         setup_logging(max(self.verbosity, 1), redactor=runner.redactor)
         root = logging.getLogger()
@@ -267,6 +270,7 @@ class Daemon:
             sdnotify.ready("configuration reload refused: see the journal")
             return config, runner
         self._stop_extras()
+        runner.app.close()
         runner = new_runner
         self._start_extras(new, runner)
         log.warning(
@@ -307,7 +311,7 @@ class Daemon:
         if self.metrics is None:
             return
         config = runner.config
-        now = datetime.now(UTC)
+        now = self.clock.now()
         tickets = []
         for sink in runner.sinks:
             if sink.name == "local":

@@ -1,13 +1,15 @@
 """Every check the agent runs, in one registry. Ids are never renamed: incidents key on them.
 
 ``COUNTER_CHECKS`` run once per counter on a ``CounterEvidence``; ``SITE_CHECKS`` run once per
-site on a ``SiteEvidence``; ``GATEWAY_CHECKS`` once per cycle on a ``GatewayEvidence``. Then
+site on a ``SiteEvidence``; ``GATEWAY_CHECKS`` once per cycle on a ``GatewayEvidence``;
+``AGENT_CHECKS`` once per cycle on the agent's own state (``OutboxState``). Then
 ``fold_site_outages`` removes the counters' missing-data findings that a whole-site outage
 already reports, so a site that goes dark files one ticket.
 """
 
 from __future__ import annotations
 
+from diagnostics.checks.agent import OutboxHealth
 from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
 from diagnostics.checks.counts import CountingStopped
 from diagnostics.checks.counts_imbalance import CountImbalance, SiteImbalance
@@ -36,11 +38,14 @@ SITE_CHECKS: tuple[type[Check], ...] = (SiteCountsOutage, SiteImbalance)
 
 GATEWAY_CHECKS: tuple[type[Check], ...] = (GatewayHealth,)
 
+AGENT_CHECKS: tuple[type[Check], ...] = (OutboxHealth,)
+
 REGISTRY: dict[str, type[Check]] = {
-    c.id: c for c in (*COUNTER_CHECKS, *SITE_CHECKS, *GATEWAY_CHECKS)
+    c.id: c for c in (*COUNTER_CHECKS, *SITE_CHECKS, *GATEWAY_CHECKS, *AGENT_CHECKS)
 }
 
 __all__ = [
+    "AGENT_CHECKS",
     "COUNTER_CHECKS",
     "GATEWAY_CHECKS",
     "REGISTRY",

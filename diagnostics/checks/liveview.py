@@ -5,33 +5,106 @@ just wrong ones, so neither the offline nor the counting checks see it. One odd 
 delivery trolley parked for a minute, a cleaner's ladder) is not a fault: a blockage must be
 confirmed over consecutive snapshots before it fails.
 
-Evidence: ``evidence.extra["liveview"]``, filled by the runner, a dict with
+The judgement happens here, inside the check's isolation and timeout: the snapshots are decoded
+(bounded: ``diagnostics.liveview.MAX_PIXELS`` and Pillow's own limit) and judged against the
+reference by ``judge``, which ``ffc-agent analyze image`` calls too. The agent only gathers.
 
-- ``"history"``: list of ``ViewSample`` (snapshot time and its ``ViewResult``), oldest first,
-  newest last, at least the last ``max(confirm_snapshots, frozen_snapshots)`` snapshots;
-- ``"reference_source"``: ``"configured"`` (the tuning image), ``"learned"`` (the first good
-  snapshots, see ``diagnostics.liveview.LearnedReference``) or ``"learning"`` (not yet);
-- ``"learning"``: optional ``(have, need)`` while the reference is being learned.
+Evidence: ``evidence.extra["liveview"]``, a ``LiveView`` the agent fills: the ring of recent
+snapshots as the counter sent them (oldest first, at least ``max(confirm_snapshots,
+frozen_snapshots)``), the prepared reference and where it came from — ``"configured"`` (the
+tuning image), ``"learned"`` (saved from an earlier cycle) or ``"learning"`` (none yet: the
+reference is learned here from the first good snapshots, never from a blocked one, see
+``diagnostics.liveview.LearnedReference``). A finding whose reference was learned this cycle
+names those snapshots in ``evidence["learned_from"]`` (ISO times); the agent saves that view.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from diagnostics.checks.base import Check, CounterEvidence
-from diagnostics.liveview import ViewResult, frozen
+from diagnostics.liveview import (
+    ImageError,
+    LearnedReference,
+    Reference,
+    ViewResult,
+    analyze,
+    frozen,
+)
 from diagnostics.model import Finding, Status
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One snapshot as the counter sent it (encoded bytes), when it was taken, and its name."""
+
+    at: datetime
+    data: bytes = field(repr=False)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """What the agent gathers for the check; ``notes`` go into every finding as they are."""
+
+    snapshots: tuple[Snapshot, ...] = ()
+    reference: Reference | None = None
+    source: str = "configured"  # "configured", "learned" or "learning" (none yet)
+    notes: dict[str, str] = field(default_factory=dict)
+    learn_needed: int = 3  # agreeing snapshots that make a learned reference
 
 
 @dataclass(frozen=True)
 class ViewSample:
     at: datetime
     result: ViewResult
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Every readable snapshot's verdict (oldest first), the reference's source after learning,
+    the snapshots that could not be read (name, why), the learning progress (have, need) while
+    there is no reference, and the snapshots a reference was learned from this time."""
+
+    samples: tuple[ViewSample, ...]
+    source: str
+    unreadable: tuple[tuple[str, str], ...] = ()
+    learning: tuple[int, int] | None = None
+    learned_from: tuple[datetime, ...] = ()
+
+
+def judge(view: LiveView) -> Judged:
+    """Decode and judge each snapshot against the reference; without one, learn it first."""
+    reference, source = view.reference, view.source
+    learned_from: tuple[datetime, ...] = ()
+    unreadable: dict[str, str] = {}
+    if reference is None:
+        learner = LearnedReference(view.learn_needed)
+        for snap in view.snapshots:
+            try:
+                learner.offer(snap.data, tag=snap.at)
+            except ImageError as exc:
+                unreadable[snap.name] = str(exc)
+                continue
+            if learner.reference is not None:
+                break
+        if learner.reference is None:
+            return Judged((), "learning", tuple(unreadable.items()), learner.progress)
+        reference, source = learner.reference, "learned"
+        learned_from = tuple(t for t in learner.learned_from if isinstance(t, datetime))
+    samples = []
+    for snap in view.snapshots:
+        try:
+            samples.append(ViewSample(snap.at, analyze(snap.data, reference), snap.name))
+        except ImageError as exc:
+            unreadable[snap.name] = str(exc)
+    return Judged(tuple(samples), source, tuple(unreadable.items()), None, learned_from)
 
 
 class LiveViewBlocked(Check):
@@ -55,13 +128,24 @@ class LiveViewBlocked(Check):
     options: Options
 
     def run(self, evidence: CounterEvidence) -> list[Finding]:
+        view = evidence.extra.get("liveview") or LiveView()
+        judged = judge(view)
+        noted: dict[str, Any] = dict(view.notes)
+        if judged.unreadable:
+            noted["unreadable"] = [f"{name}: {why}" for name, why in judged.unreadable]
+        if judged.learned_from:
+            noted["learned_from"] = [at.isoformat() for at in judged.learned_from]
+        return [
+            replace(f, evidence={**noted, **f.evidence}) for f in self._decide(evidence, judged)
+        ]
+
+    def _decide(self, evidence: CounterEvidence, judged: Judged) -> list[Finding]:
         opts = self.options
-        lv = evidence.extra.get("liveview") or {}
-        history: list[ViewSample] = list(lv.get("history") or [])
-        source = lv.get("reference_source", "configured")
+        history = list(judged.samples)
+        source = judged.source
         if not history:
             if source == "learning":
-                have, need = lv.get("learning", (0, 0))
+                have, need = judged.learning or (0, 0)
                 why = f"learning the normal view from the first good snapshots ({have} of {need})"
                 return [self.finding(evidence, Status.SKIP, "learning", why)]
             return [self.finding(evidence, Status.SKIP, "no_snapshot", "no snapshot yet")]

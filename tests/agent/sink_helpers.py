@@ -1,5 +1,6 @@
 """Shared by the e-mail and webhook sink tests: a throwaway TLS certificate for 127.0.0.1,
-a composed ticket with a requester and CC, and a wait on a condition with a deadline."""
+a composed ticket with a requester and CC, a wait on a condition with a deadline, and the
+outbox that drives a write-only sink as the agent does (its record is what the sink reads)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.delivery.outbox import Delivery, Outbox
+from agent.delivery.sinks.base import Sink
+from agent.store import Store
 from diagnostics.model import Finding, Status
 from rma.tickets import CounterRef, ProblemContext, Role, Ticket, compose, idempotency_key
 
@@ -106,3 +110,47 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
         time.sleep(0.01)
+
+
+def file_via_outbox(
+    sink: Sink,
+    state: Path,
+    ticket: Ticket,
+    attachments: dict[str, bytes] | None = None,
+    *,
+    now: dt.datetime = NOW,
+) -> Delivery:
+    """Queue ``ticket`` for ``sink`` in the outbox of ``state`` and run one delivery."""
+    with Store.open(state) as store:
+        outbox = Outbox(store, state)
+        outbox.enqueue_ticket([sink], ticket, incident_id=None, attachments=attachments, now=now)
+        [done] = outbox.deliver([sink], now)
+    return done
+
+
+def follow_up_via_outbox(
+    sink: Sink,
+    state: Path,
+    key: str,
+    body: str,
+    at: dt.datetime,
+    *,
+    status: str | None = None,
+    attachments: dict[str, bytes] | None = None,
+    author: str = "ffc-agent",
+    now: dt.datetime = NOW,
+) -> list[Delivery]:
+    """Queue a follow-up on ticket ``key`` for ``sink`` and run one delivery."""
+    with Store.open(state) as store:
+        outbox = Outbox(store, state)
+        outbox.enqueue_message(
+            [sink],
+            key,
+            author=author,
+            body=body,
+            at=at,
+            status=status,
+            attachments=attachments,
+            now=now,
+        )
+        return outbox.deliver([sink], now)

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from agent.app import App
 from agent.cli import cli
 from agent.config import load_config
 from agent.delivery.attach import AttachError, attach_files
 from agent.delivery.sinks.local import LocalSink
-from agent.runner import Runner
 from agent.store import Store
-from tests.agent.sink_helpers import NOW, make_ticket
+from tests.agent.sink_helpers import NOW, file_via_outbox, follow_up_via_outbox, make_ticket
 from tests.agent.test_webhook_sink import Receiver, receiver
 from tests.agent.test_webhook_sink import sink_for as webhook_sink_for
 
@@ -64,10 +64,9 @@ def config_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def runner(config_path: Path) -> Iterator[Runner]:
-    cfg = load_config(config_path)
-    with Store.open(Path(cfg.agent.state_dir)) as store:
-        yield Runner(cfg, store)
+def runner(config_path: Path) -> Iterator[App]:
+    with App.open(load_config(config_path)) as app:
+        yield app
 
 
 def audits(store: Store) -> list[dict[str, Any]]:
@@ -81,7 +80,7 @@ def audits(store: Store) -> list[dict[str, Any]]:
 
 
 def test_a_transcript_is_attached_redacted_once_and_a_new_file_is_a_new_message(
-    runner: Runner, tmp_path: Path
+    runner: App, tmp_path: Path
 ) -> None:
     [sink] = runner.sinks
     assert isinstance(sink, LocalSink)
@@ -140,7 +139,7 @@ def test_a_transcript_is_attached_redacted_once_and_a_new_file_is_a_new_message(
 
 
 def test_a_ticket_no_destination_has_and_a_file_too_large_are_refused(
-    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     note = tmp_path / "note.txt"
     note.write_text("hello")
@@ -251,32 +250,48 @@ def make_ticket_for_rt() -> Any:
 @pytest.mark.integration
 def test_an_email_follow_up_carries_the_file(tmp_path: Path) -> None:
     smtp = pytest.importorskip("tests.agent.test_smtp_sink")
+    state = tmp_path / "state"
     with smtp.smtp_server(tmp_path / "tls") as server:
-        sink = smtp.sink_for(server, tmp_path / "state")
-        filed = sink.file(make_ticket())
+        sink = smtp.sink_for(server, state)
+        ticket = make_ticket()
+        filed = file_via_outbox(sink, state, ticket)
         data = TRANSCRIPT.encode()
 
-        after = sink.add_message(filed.number, "jo", "The session", NOW, {"shell.txt": data})
-        sink.add_message(filed.number, "jo", "The session", NOW, {"shell.txt": data})  # a retry
+        for _ in range(2):  # the same session attached twice is one follow-up
+            follow_up_via_outbox(
+                sink,
+                state,
+                ticket.key,
+                "The session",
+                NOW,
+                author="jo",
+                attachments={"shell.txt": data},
+            )
 
         assert len(server.mailbox.received) == 2
         message = server.mailbox.received[1].message
-        assert message["In-Reply-To"] == f"<{filed.key}@ffc-agent>"
+        assert message["In-Reply-To"] == f"<{ticket.key}@ffc-agent>"
         [part] = list(message.iter_attachments())
         assert part.get_filename() == "shell.txt"
         assert part.get_payload(decode=True) == data
-        assert [a.name for a in after.attachments] == ["shell.txt"]
         read_back = sink.get(str(filed.number))
-        assert read_back is not None and read_back.attachments == after.attachments
+        assert read_back is not None
+        assert [a.name for a in read_back.attachments] == ["shell.txt"]
+        assert read_back.attachments[0].sha256 == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.integration
 def test_a_webhook_message_event_carries_the_file(receiver: Receiver, tmp_path: Path) -> None:
-    sink = webhook_sink_for(receiver, tmp_path / "state")
-    filed = sink.file(make_ticket(), {"shell.txt": b"first"})
+    state = tmp_path / "state"
+    sink = webhook_sink_for(receiver, state)
+    ticket = make_ticket()
+    filed = file_via_outbox(sink, state, ticket, {"shell.txt": b"first"})
     data = TRANSCRIPT.encode()
 
-    after = sink.add_message(str(filed.number), "jo", "The session", NOW, {"shell.txt": data})
+    files = {"shell.txt": data}
+    follow_up_via_outbox(
+        sink, state, ticket.key, "The session", NOW, author="jo", attachments=files
+    )
 
     seen = receiver.seen[-1]
     assert seen.signature_ok and seen.headers["X-FFC-Event"] == "ticket.message"
@@ -286,6 +301,10 @@ def test_a_webhook_message_event_carries_the_file(receiver: Receiver, tmp_path: 
     assert sent["name"] == "shell-2.txt"  # the ticket has a shell.txt already
     assert base64.b64decode(sent["content_base64"]) == data
     assert sent["sha256"] == hashlib.sha256(data).hexdigest()
+    after = sink.get(str(filed.number))
+    assert after is not None
     assert [a.name for a in after.attachments] == ["shell.txt", "shell-2.txt"]
-    sink.add_message(str(filed.number), "jo", "The session", NOW, {"shell.txt": data})  # retry
+    follow_up_via_outbox(
+        sink, state, ticket.key, "The session", NOW, author="jo", attachments=files
+    )
     assert len(receiver.seen) == 2

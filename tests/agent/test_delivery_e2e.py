@@ -413,6 +413,61 @@ def test_a_mail_server_answering_451_is_retried_into_one_message(smtp: Any, tmp_
         assert world.serial in mail.message["Subject"]
 
 
+def notifications_toml(server: Any) -> str:
+    """E-mail to the ticket's requester and CC through the same mail server."""
+    from tests.agent.test_smtp_sink import PASSWORD, SENDER, USER
+
+    return "\n".join(
+        [
+            "[notifications]",
+            "email = true",
+            "[notifications.smtp]",
+            'host = "127.0.0.1"',
+            f"port = {server.port}",
+            f'username = "{USER}"',
+            f'password = "{PASSWORD}"',
+            f'from = "{SENDER}"',
+            f'ca_file = "{server.cert.cert_file}"',
+            "timeout_seconds = 10",
+            "",
+        ]
+    )
+
+
+def test_two_destinations_send_the_people_one_mail_per_change_and_no_false_status(
+    smtp: Any, tmp_path: Path
+) -> None:
+    """Issue 14: filed in the local store and by e-mail, the ticket's recovery is one change:
+    the requester gets one "Suggest To Close" notice, not one per destination, and the e-mail
+    destination (whose status can only be what the agent sent) never yields a "Status: Open"."""
+    toml = LOCAL_SINK + smtp_sinks_toml(smtp) + notifications_toml(smtp)
+    with (
+        offline_counter(tmp_path, fresh_serial("P"), toml) as world,
+        runner_for(world) as runner,
+    ):
+        filed = runner.run_cycle().tickets
+        assert sorted(t.number[:2] for t in filed if t.number) == ["L-", "M-"]
+        world.fleet.clear_fault(world.serial)
+        for minutes in (15, 30, 45, 60):
+            world.clock.set(NOW + timedelta(minutes=minutes))
+            runner.run_cycle()
+        assert [i.state for i in incidents(world)] == ["resolved"]
+        items = runner.tickets.outbox.items()
+        assert {(i.sink, i.kind) for i in items if i.kind == "status"} == {
+            ("local", "status"),
+            ("helpdesk-mail", "status"),
+        }
+        assert all(i.state == DELIVERED for i in items)
+    requester = "store-it@example.com"
+    people = [r.message for r in smtp.mailbox.received if requester in r.rcpt_tos]
+    assert [m["Subject"].rsplit(" — ", 1)[1] for m in people] == [
+        "Ticket filed",
+        "Status: Suggest To Close",
+    ]
+    helpdesk = [r for r in smtp.mailbox.received if requester not in r.rcpt_tos]
+    assert len(helpdesk) == 2  # the ticket and its recovery note
+
+
 # --- a ticket a person raised by hand --------------------------------------------------------
 
 

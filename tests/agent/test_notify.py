@@ -2,8 +2,9 @@
 
 What is checked is what the people see: the e-mail the requester and CC receive (addresses,
 subject, threading headers, body), the JSON the chat server receives, and that nothing is sent
-during a site's quiet hours, twice, or with a secret in it. The clock is injected; the servers
-and the state directory are real.
+during a site's quiet hours, twice, or with a secret in it. Notices are outbox items: ``notify``
+queues them, ``flush`` sends them. The clock is injected; the servers, the state database and
+the state directory are real.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ import pytest
 from agent.config import ConfigError, parse_config
 from agent.delivery import notify
 from agent.delivery.notify import Event, Notifier, quiet_until, sla_due
+from agent.delivery.outbox import CRASH_ENV, DELIVERED, GIVE_UP_AFTER, NOTICE_KINDS, Outbox
+from agent.store import Store
 from diagnostics.model import Finding, Status
 from rma.redact import Redactor
 from rma.tickets import (
@@ -38,9 +45,10 @@ from rma.tickets import (
     compose,
     idempotency_key,
 )
-from tests.agent.sink_helpers import NOW, START, make_ticket
+from tests.agent.sink_helpers import NOW, START, make_ticket, wait_for
 from tests.agent.test_smtp_sink import PASSWORD, USER, SmtpServer, smtp_server
 
+ROOT = Path(__file__).resolve().parents[2]
 LONDON = ZoneInfo("Europe/London")
 SENDER = "agent.ldn01@store.example.com"
 REQUESTER = "store-it@example.com"
@@ -162,6 +170,23 @@ def config_data(
     }
 
 
+_open: list[Store] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    yield
+    while _open:
+        _open.pop().close()
+
+
+def outbox_at(state: Path) -> Outbox:
+    """The outbox of a state directory, as a restarted agent opens it."""
+    store = Store.open(state)
+    _open.append(store)
+    return Outbox(store, state)
+
+
 def notifier(
     tmp_path: Path,
     smtp: SmtpServer | None,
@@ -174,7 +199,15 @@ def notifier(
     data = config_data(smtp, chat, **notifications)
     data["sites"][0].update(site or {})
     config = parse_config(data)
-    return Notifier(config, state_dir=tmp_path / "state", clock=clock or Clock(NOW))
+    return Notifier(config, outbox_at(tmp_path / "state"), clock=clock or Clock(NOW))
+
+
+def statuses(outcomes: list[notify.Outcome]) -> list[tuple[str, str]]:
+    return [(o.channel, o.status) for o in outcomes]
+
+
+def notices(n: Notifier) -> list[Any]:
+    return [i for i in n.outbox.items() if i.kind in NOTICE_KINDS]
 
 
 def filed_ticket(number: str = "L-000123", summary: str | None = None) -> Ticket:
@@ -303,10 +336,11 @@ def test_a_bad_notifications_setting_is_one_line(change: dict[str, Any], line: s
 def test_without_a_notifications_table_nothing_is_sent(tmp_path: Path) -> None:
     data = config_data(None, None)
     del data["notifications"]
-    quiet = Notifier(parse_config(data), state_dir=tmp_path)
-    assert not quiet.enabled
+    quiet = Notifier(parse_config(data), outbox_at(tmp_path))
+    assert not quiet.enabled and quiet.channels == []
     assert quiet.notify(Event.filed(filed_ticket())) == []
     assert quiet.flush() == []
+    assert quiet.outbox.items() == []
     assert not (tmp_path / "notify").exists()
 
 
@@ -318,7 +352,11 @@ def test_a_filed_ticket_is_e_mailed_to_the_requester_and_cc_and_posted_to_chat(
     tmp_path: Path, smtp: SmtpServer, chat: ChatServer
 ) -> None:
     ticket = filed_ticket()
-    outcomes = notifier(tmp_path, smtp, chat).notify(Event.filed(ticket))
+    n = notifier(tmp_path, smtp, chat)
+    queued = n.notify(Event.filed(ticket))
+    assert statuses(queued) == [("email", "queued"), ("chat", "queued")]
+    assert smtp.mailbox.received == [] and chat.posts == []  # notify only queues
+    outcomes = n.flush()
 
     assert [(o.channel, o.status, o.ok) for o in outcomes] == [
         ("email", "sent", True),
@@ -363,15 +401,37 @@ def test_the_same_event_twice_is_sent_once_even_after_a_restart(
     tmp_path: Path, smtp: SmtpServer, chat: ChatServer
 ) -> None:
     ticket = filed_ticket()
-    first = notifier(tmp_path, smtp, chat).notify(Event.filed(ticket))
-    again = notifier(tmp_path, smtp, chat).notify(Event.filed(ticket, NOW + timedelta(hours=1)))
+    first = notifier(tmp_path, smtp, chat)
+    first.notify(Event.filed(ticket))
+    assert [o.status for o in first.flush()] == ["sent", "sent"]
+    again = notifier(tmp_path, smtp, chat)  # a restart: a new process on the same state
+    later = Event.filed(ticket, NOW + timedelta(hours=1))
+    assert statuses(again.notify(later)) == [("email", "duplicate"), ("chat", "duplicate")]
+    assert again.flush() == []
 
-    assert [o.status for o in first] == ["sent", "sent"]
-    assert [o.status for o in again] == ["duplicate", "duplicate"]
     assert len(smtp.mailbox.received) == 1
     assert len(chat.posts) == 1
-    sent = (tmp_path / "state" / "notify" / "sent.jsonl").read_text().splitlines()
-    assert [json.loads(line)["channel"] for line in sent] == ["email", "chat"]
+    # one engine: the notices are outbox items; no queue or sent-log files of their own
+    assert [(i.kind, i.state) for i in notices(again)] == [
+        ("email", DELIVERED),
+        ("chat", DELIVERED),
+    ]
+    assert not (tmp_path / "state" / "notify").exists()
+
+
+@pytest.mark.integration
+def test_a_notice_queued_with_a_change_that_rolls_back_is_gone_with_it(
+    tmp_path: Path, smtp: SmtpServer, chat: ChatServer
+) -> None:
+    n = notifier(tmp_path, smtp, chat)
+    with pytest.raises(RuntimeError), n.outbox.store.transaction():
+        assert statuses(n.notify(Event.filed(filed_ticket()))) == [
+            ("email", "queued"),
+            ("chat", "queued"),
+        ]
+        raise RuntimeError("the incident change failed")
+    assert notices(n) == [] and n.flush() == []
+    assert smtp.mailbox.received == [] and chat.posts == []
 
 
 @pytest.mark.integration
@@ -392,7 +452,8 @@ def test_every_mail_about_a_ticket_threads_under_its_key(
         Event.status_changed(waiting),
         Event.sla_overdue(ticket, overdue_at),
     ):
-        assert [o.status for o in n.notify(event)] == ["sent", "sent"]
+        n.notify(event)
+        assert [o.status for o in n.flush()] == ["sent", "sent"]
 
     mails = [r.message for r in smtp.mailbox.received]
     assert [m["Subject"].rsplit(" — ", 1)[1] for m in mails] == [
@@ -424,6 +485,7 @@ def test_quiet_hours_hold_everything_until_the_morning(
     assert [(o.status, o.due) for o in held] == [("held", seven)] * 4
     assert n.notify(Event.filed(ticket))[0].status == "held"  # still one of it in the queue
     assert len(n.pending()) == 4
+    assert {i.next_attempt_at for i in notices(n)} == {seven}  # the item's "not before"
     assert n.flush(datetime(2025, 11, 27, 3, 0, tzinfo=LONDON)) == []
     assert smtp.mailbox.received == [] and chat.posts == []
 
@@ -441,7 +503,23 @@ def test_quiet_hours_hold_everything_until_the_morning(
 
 
 @pytest.mark.integration
-def test_a_failing_chat_server_is_retried_on_the_next_call_and_then_sent_once(
+def test_a_retry_that_falls_into_the_quiet_hours_waits_for_their_end(
+    tmp_path: Path, chat: ChatServer
+) -> None:
+    evening = datetime(2025, 11, 26, 21, 59, tzinfo=LONDON)
+    n = notifier(tmp_path, None, chat, Clock(evening), site={"quiet_hours": "22:00-07:00"})
+    chat.statuses[:] = [503]
+    n.notify(Event.filed(filed_ticket()))
+    assert statuses(n.flush()) == [("chat", "failed")]
+    night = datetime(2025, 11, 27, 1, 0, tzinfo=LONDON)
+    assert n.flush(night) == [] and len(chat.posts) == 1
+    [item] = notices(n)
+    assert item.next_attempt_at == datetime(2025, 11, 27, 7, 0, tzinfo=LONDON)
+    assert statuses(n.flush(item.next_attempt_at)) == [("chat", "sent")]
+
+
+@pytest.mark.integration
+def test_a_failing_chat_server_is_retried_with_backoff_and_then_sent_once(
     tmp_path: Path, smtp: SmtpServer, chat: ChatServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="agent")
@@ -449,30 +527,48 @@ def test_a_failing_chat_server_is_retried_on_the_next_call_and_then_sent_once(
     n = notifier(tmp_path, smtp, chat)
     ticket = filed_ticket()
 
-    first = n.notify(Event.filed(ticket))
-    assert [(o.channel, o.status) for o in first] == [("email", "sent"), ("chat", "failed")]
+    n.notify(Event.filed(ticket))
+    first = n.flush(NOW)
+    assert statuses(first) == [("email", "sent"), ("chat", "failed")]
     failed = first[1]
     assert not failed.ok and not failed.permanent
     assert failed.error is not None and "HTTP 500" in failed.error
     assert HOOK_TOKEN not in failed.error
 
-    # The next event: the queued message is tried first (503 again), and the new one is not
-    # tried at all, so a broken server costs one request per call.
+    # The next pass: the earlier post is tried first (503 again), and the new one is not
+    # tried at all, so a broken server costs one request per pass.
     status = Event.status_changed(ticket.with_status(TicketStatus.SUGGEST_TO_CLOSE, NOW))
-    second = n.notify(status)
-    assert [(o.channel, o.status) for o in second] == [("email", "sent"), ("chat", "failed")]
-    assert second[1].error is not None and second[1].error.startswith("not tried")
+    n.notify(status)
+    second = n.flush(NOW + timedelta(hours=1))
+    assert statuses(second) == [("chat", "failed"), ("email", "sent"), ("chat", "failed")]
+    assert second[2].error is not None and second[2].error.startswith("not tried")
     assert len(chat.posts) == 2
 
-    retried = n.flush()
-    assert [(o.channel, o.status) for o in retried] == [("chat", "sent"), ("chat", "sent")]
+    retried = n.flush(NOW + timedelta(hours=3))
+    assert statuses(retried) == [("chat", "sent"), ("chat", "sent")]
     assert "Ticket filed" in chat.texts[2] and "Suggest To Close" in chat.texts[3]
     assert n.notify(Event.filed(ticket))[1].status == "duplicate"
-    assert n.flush() == []
+    assert n.flush(NOW + timedelta(hours=4)) == []
     assert len(chat.posts) == 4 and len(smtp.mailbox.received) == 2
-    warnings = [r for r in caplog.records if r.name == "agent.delivery.notify" and r.levelno >= 30]
+    warnings = [r for r in caplog.records if r.name.startswith("agent") and r.levelno >= 30]
     assert len(warnings) == 1  # when it first failed; not again on each retry
     assert any("sent after an earlier failure" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_a_notice_still_failing_after_three_days_is_given_up(
+    tmp_path: Path, chat: ChatServer
+) -> None:
+    n = notifier(tmp_path, None, chat)
+    chat.statuses[:] = [503] * 20
+    n.notify(Event.filed(filed_ticket()))
+    assert statuses(n.flush(NOW)) == [("chat", "failed")]
+    stale = NOW + GIVE_UP_AFTER + timedelta(minutes=1)
+    [gave_up] = n.flush(stale)
+    assert (gave_up.status, gave_up.permanent) == ("failed", True)
+    assert gave_up.error is not None and gave_up.error.startswith("gave up after 3 days")
+    assert len(chat.posts) == 1  # not tried again once stale
+    assert n.flush(stale + timedelta(days=1)) == [] and n.pending() == []
 
 
 @pytest.mark.integration
@@ -481,29 +577,34 @@ def test_a_revoked_webhook_is_a_permanent_failure_and_not_retried(
 ) -> None:
     chat.statuses[:] = [404]
     n = notifier(tmp_path, None, chat)
-    (outcome,) = n.notify(Event.filed(filed_ticket()))
+    n.notify(Event.filed(filed_ticket()))
+    (outcome,) = n.flush()
     assert (outcome.status, outcome.permanent) == ("failed", True)
     assert outcome.error is not None and "revoked" in outcome.error
-    assert n.flush() == [] and n.pending() == []
+    assert n.flush(NOW + timedelta(days=1)) == [] and n.pending() == []
     (again,) = n.notify(Event.filed(filed_ticket()))
     assert (again.status, again.permanent) == ("failed", True)
     assert len(chat.posts) == 1
+    [finding] = n.outbox.health(NOW)  # the agent says so, as for a ticket destination
+    assert finding.subject == "sink:notify:chat" and "404" in finding.summary
+    assert HOOK_TOKEN not in finding.summary
 
 
 @pytest.mark.integration
 def test_an_unreachable_mail_server_leaves_the_mail_queued(
     tmp_path: Path, smtp: SmtpServer, chat: ChatServer
 ) -> None:
-    n = notifier(tmp_path, smtp, chat)
     data = config_data(smtp, chat)
     data["notifications"]["smtp"]["port"] = chat.port  # an HTTP server: it never says 220
     data["notifications"]["smtp"]["timeout_seconds"] = 1.0
-    broken = Notifier(parse_config(data), state_dir=tmp_path / "state", clock=Clock(NOW))
+    broken = Notifier(parse_config(data), outbox_at(tmp_path / "state"), clock=Clock(NOW))
 
-    mail, post = broken.notify(Event.filed(filed_ticket()))
+    broken.notify(Event.filed(filed_ticket()))
+    mail, post = broken.flush()
     assert (mail.status, mail.permanent, post.status) == ("failed", False, "sent")
     assert [p["channel"] for p in broken.pending()] == ["email"]
-    assert [o.status for o in n.flush()] == ["sent"]  # the right server, the same state
+    n = notifier(tmp_path, smtp, chat)  # the right server, the same state
+    assert [o.status for o in n.flush(NOW + timedelta(hours=1))] == ["sent"]
     assert len(smtp.mailbox.received) == 1 and len(chat.posts) == 1
 
 
@@ -523,12 +624,36 @@ def test_a_site_posts_to_its_own_chat_group_in_its_markup(tmp_path: Path, chat: 
     ticket = filed_ticket()
     assert n.notify(Event.status_changed(ticket)) == []  # not a wanted kind
     (outcome,) = n.notify(Event.filed(ticket))
-    assert outcome.status == "sent"
+    assert outcome.status == "queued"
+    assert statuses(n.flush()) == [("chat", "sent")]
     (post,) = chat.posts
     assert post.path == "/hooks/LDN01ownChannelT0ken0123"
     assert post.json["username"] == "ffc-agent"
     assert post.json["icon_emoji"] == ":vertical_traffic_light:"
     assert post.json["text"].startswith("*[L-000123]* ")
+    [item] = notices(n)
+    assert item.payload["channel"] == "LDN01"  # a reference to the channel, not its URL
+
+
+@pytest.mark.integration
+def test_the_webhook_url_is_looked_up_when_the_notice_is_sent(
+    tmp_path: Path, chat: ChatServer
+) -> None:
+    clock = Clock(datetime(2025, 11, 26, 23, 30, tzinfo=LONDON))
+    held = notifier(tmp_path, None, chat, clock, site={"quiet_hours": "22:00-07:00"})
+    [outcome] = held.notify(Event.filed(filed_ticket()))
+    assert outcome.status == "held"
+    # overnight the installer rotates the webhook (the old token was revoked)
+    moved = notifier(
+        tmp_path,
+        None,
+        chat,
+        clock,
+        site={"quiet_hours": "22:00-07:00"},
+        chat_webhook_url=chat.url("/hooks/R0tatedT0kenAfterRevoke1"),
+    )
+    assert statuses(moved.flush(datetime(2025, 11, 27, 7, 0, tzinfo=LONDON))) == [("chat", "sent")]
+    assert [p.path for p in chat.posts] == ["/hooks/R0tatedT0kenAfterRevoke1"]
 
 
 @pytest.mark.integration
@@ -547,7 +672,8 @@ def test_no_secret_reaches_a_mailbox_a_chat_channel_the_state_or_the_logs(
     )
     chat.statuses[:] = [500]  # so an error is logged too
     n = notifier(tmp_path, smtp, chat)
-    outcomes = n.notify(Event.filed(ticket)) + n.notify(Event.new_message(ticket, leak))
+    outcomes = n.notify(Event.filed(ticket)) + n.flush()
+    outcomes += n.notify(Event.new_message(ticket, leak)) + n.flush(NOW + timedelta(hours=1))
 
     assert len(smtp.mailbox.received) == 2
     assert len(chat.posts) == 3  # the failed one, its retry, the message
@@ -555,7 +681,11 @@ def test_no_secret_reaches_a_mailbox_a_chat_channel_the_state_or_the_logs(
     shown = [r.data.decode("utf-8", "replace") for r in smtp.mailbox.received]
     shown += [r.message.get_content() for r in smtp.mailbox.received]
     shown += [p.body.decode() for p in chat.posts] + [str(o) for o in outcomes]
-    shown += [p.read_text() for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    n.outbox.store.close()  # the database, its WAL and all: nothing there either
+    _open.remove(n.outbox.store)
+    state = [p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    shown += [b.decode("utf-8", "replace") for b in state]
+    assert state  # the outbox is there
     for secret in secrets:
         assert not any(secret in text for text in shown), secret
         assert all(
@@ -567,19 +697,45 @@ def test_no_secret_reaches_a_mailbox_a_chat_channel_the_state_or_the_logs(
     assert all(HOOK_TOKEN not in scrub.text(r.getMessage()) for r in caplog.records)
 
 
-@pytest.mark.integration
-def test_the_sent_log_stays_small_and_still_remembers_recent_events(
-    tmp_path: Path, chat: ChatServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(notify, "SENT_LOG_MAX_BYTES", 600)
-    monkeypatch.setattr(notify, "SENT_LOG_KEEP", 2)
-    n = notifier(tmp_path, None, chat)
-    ticket = filed_ticket()
-    notes = [Message(at=NOW + timedelta(minutes=i), author="a", body=f"note {i}") for i in range(6)]
-    for note in notes:
-        assert [o.status for o in n.notify(Event.new_message(ticket, note))] == ["sent"]
+CRASHING_FLUSH = """
+import json, sys
+from datetime import datetime
+from pathlib import Path
+from agent.config import parse_config
+from agent.delivery.notify import Notifier
+from agent.delivery.outbox import Outbox
+from agent.store import Store
 
-    lines = n.sent_path.read_text().splitlines()
-    assert len(lines) <= 4
-    assert [o.status for o in n.notify(Event.new_message(ticket, notes[-1]))] == ["duplicate"]
-    assert len(chat.posts) == 6
+data, state, now = json.loads(sys.argv[1]), Path(sys.argv[2]), datetime.fromisoformat(sys.argv[3])
+with Store.open(state) as store:
+    Notifier(parse_config(data), Outbox(store, state)).flush(now)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("step", "copies"), [("before_send", 1), ("after_send", 2)])
+def test_a_notice_survives_a_kill_and_its_copies_share_a_message_id(
+    tmp_path: Path, smtp: SmtpServer, step: str, copies: int
+) -> None:
+    """SIGKILL before the send loses nothing; after it, before the delivery is recorded, the
+    mail goes again (at least once) with the same Message-ID, so the copy can be dropped."""
+    n = notifier(tmp_path, smtp, None)
+    n.notify(Event.filed(filed_ticket()))
+    data = json.dumps(config_data(smtp, None))
+    killed = subprocess.run(
+        [sys.executable, "-c", CRASHING_FLUSH, data, str(tmp_path / "state"), NOW.isoformat()],
+        cwd=ROOT,
+        env={**os.environ, CRASH_ENV: step, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(smtp.mailbox.received) == copies - 1
+
+    assert statuses(n.flush(NOW + timedelta(minutes=5))) == [("email", "sent")]
+    assert n.flush(NOW + timedelta(hours=1)) == []
+    wait_for(lambda: len(smtp.mailbox.received) >= copies)
+    assert len({r.message["Message-ID"] for r in smtp.mailbox.received}) == 1
+    assert len(smtp.mailbox.received) == copies

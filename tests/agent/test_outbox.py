@@ -1,11 +1,12 @@
 """The outbox: retries with backoff, unknown outcomes searched first, permanent failures,
 joining a ticket raised by hand, follow-ups after their ticket — with a real local store."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.delivery.outbox import DELIVERED, FAILED, PENDING, UNKNOWN, Outbox
+from agent.delivery.outbox import DELIVERED, FAILED, PENDING, UNKNOWN, Outbox, Record
 from agent.delivery.sinks.base import OutcomeUnknown, SinkError
 from agent.delivery.sinks.local import LocalSink
 from agent.store import Store
@@ -185,3 +186,92 @@ def test_follow_ups_of_a_refused_ticket_fail_with_it(world):
     outcomes = [d.outcome for d in outbox.deliver([sink], NOW)]
     assert outcomes == ["failed", "failed"]
     assert outbox.depth(NOW) == {}  # nothing left waiting for ever
+
+
+def test_a_schema_3_outbox_is_migrated_with_its_items(tmp_path):
+    import sqlite3
+
+    from agent.store import DB_NAME, MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    for script in MIGRATIONS[:3]:
+        db.executescript(script)
+    db.execute(
+        "INSERT INTO outbox (sink, kind, key, digest, payload, state, next_attempt_at, "
+        "created_at) VALUES ('local', 'create', 'ffc-1', 'd', '{}', 'pending', ?, ?)",
+        (NOW.isoformat(), NOW.isoformat()),
+    )
+    t = ticket()
+    db.execute(
+        "INSERT INTO outbox (sink, kind, key, digest, payload, state, next_attempt_at, "
+        "created_at, number) VALUES ('helpdesk', 'create', ?, 'd', ?, 'delivered', ?, ?, 'M-1')",
+        (t.key, json.dumps({"ticket": t.to_json()}), NOW.isoformat(), NOW.isoformat()),
+    )
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    with Store.open(tmp_path) as store:
+        assert store.schema_version == len(MIGRATIONS) >= 4
+        pending, delivered = Outbox(store, tmp_path).items()
+        assert (pending.key, pending.state) == ("ffc-1", PENDING)
+        row = store._db.execute("SELECT result FROM outbox WHERE id = ?", (pending.id,)).fetchone()
+        assert row[0] is None  # nothing delivered yet: nothing on record
+    # what was e-mailed before the upgrade is still on record, so its follow-ups can go
+    [filed] = Record(tmp_path, "helpdesk").tickets().values()
+    assert (filed.key, filed.number, filed.subject) == (t.key, "M-1", t.subject)
+    assert delivered.state == DELIVERED
+
+
+def test_a_delivered_item_keeps_the_destinations_answer_and_announces_in_its_transaction(world):
+    store, sink, outbox = world
+    t = ticket()
+    outbox.enqueue_ticket([sink], t, incident_id=None, now=NOW)
+    seen = []
+
+    def announce(d):
+        assert store._db.in_transaction  # kept exactly when the delivery is
+        seen.append((d.item.kind, d.number))
+
+    outbox.deliver([sink], NOW, announce=announce)
+    assert seen == [("create", "L-000001")]
+    row = store._db.execute("SELECT result FROM outbox").fetchone()
+    assert '"number": "L-000001"' in row[0]
+    assert outbox.ticket(t.key).number == "L-000001"
+
+
+class Recording:
+    """A notification channel that records what it is asked to send (a stand-in for the
+    e-mail and chat channels, whose servers test_notify runs for real)."""
+
+    def __init__(self, name, during_send=None):
+        self.name = name
+        self.sent = []
+        self.during_send = during_send
+
+    def destination(self, payload):
+        return self.name
+
+    def hold_until(self, payload, now):
+        return None
+
+    def send(self, payload, now):
+        if self.during_send is not None:
+            self.during_send()
+        self.sent.append(payload["text"])
+
+
+def test_two_processes_never_both_send_an_item_they_both_found_pending(tmp_path):
+    with Store.open(tmp_path) as mine, Store.open(tmp_path) as theirs:
+        outbox, other = Outbox(mine, tmp_path), Outbox(theirs, tmp_path)
+        fast = Recording("fast")
+        # while this pass sends its first item, another process delivers the second
+        slow = Recording("slow", during_send=lambda: other.deliver([fast], NOW))
+        for channel, text in ((slow, "one"), (fast, "two")):
+            outbox.enqueue_notice(
+                channel.name, "chat", "ffc-1", f"e-{text}", {"text": text}, not_before=NOW, now=NOW
+            )
+        done = outbox.deliver([slow, fast], NOW)
+        assert [d.outcome for d in done] == ["delivered", "skipped"]
+        assert done[1].error == "another process took it first"
+        assert (slow.sent, fast.sent) == (["one"], ["two"])
+        assert [i.state for i in outbox.items()] == [DELIVERED, DELIVERED]

@@ -28,7 +28,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-import agent.cli  # noqa: F401  (first: agent.commands.remote imports from it)
+import agent.cli  # noqa: F401
 from agent.commands.remote import remote
 from agent.probes.ssh import HostKeyError, SshTarget, enroll
 from agent.remote import Transcript, run_shell, run_tunnel, transcript_path_for

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import cli, parse_duration
+from agent.cli import cli
+from agent.commands.silence import parse_duration
 from agent.config import load_config
 from agent.delivery.sinks import LocalSink
 from agent.runner import Runner

@@ -28,9 +28,19 @@ from typing import Any
 import pytest
 
 from agent.config import SmtpSinkConfig
+from agent.delivery.outbox import Outbox
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.delivery.sinks.smtp import SmtpSink
-from tests.agent.sink_helpers import NOW, Cert, make_cert, make_ticket, wait_for
+from agent.store import Store
+from tests.agent.sink_helpers import (
+    NOW,
+    Cert,
+    file_via_outbox,
+    follow_up_via_outbox,
+    make_cert,
+    make_ticket,
+    wait_for,
+)
 
 if os.environ.get("CI") != "true":  # in CI a missing server must fail, not skip
     pytest.importorskip("aiosmtpd", reason="pip install aiosmtpd (the [test] extra)")
@@ -230,55 +240,51 @@ def test_a_ticket_is_one_mime_message_with_its_attachments(
     assert by_name["diagnostics.tar.gz"].size == len(bundle)
 
 
-def test_filing_is_idempotent_by_key_and_answered_from_the_sent_log(
+def test_filing_is_idempotent_by_key_and_answered_from_the_outbox(
     server: SmtpServer, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     ticket = make_ticket()
-    first = sink_for(server, state).file(ticket, {"a.txt": b"a"})
-    again = sink_for(server, state).file(ticket, {"late.txt": b"ignored"})  # a restart
+    done = file_via_outbox(sink_for(server, state), state, ticket, {"a.txt": b"a"})
+    assert done.outcome == "delivered"
+    first = sink_for(server, state).find_by_key(ticket.key)  # a restart: a new sink
+    assert first is not None and first.number == done.number
+    assert [a.name for a in first.attachments] == ["a.txt"]
+    again = sink_for(server, state).file(ticket, {"late.txt": b"ignored"})
 
     assert again == first
     assert len(server.mailbox.received) == 1
     other = sink_for(server, state)
-    assert other.find_by_key(ticket.key) == first
     assert other.find_by_key("ffc-0000000000000000") is None
     assert other.get(first.number or "") == first
     assert other.get("M-000000000000") is None
     assert other.list() == [first]
     assert other.find_open("LDN01", ["FFC0002"], "Technical Issue") == first
     assert other.find_open("LDN01", ["FFC0009"], "Technical Issue") is None
-
-    lines = (state / "helpdesk.sent.jsonl").read_text().splitlines()
-    record = json.loads(lines[0])
-    assert len(lines) == 1
-    assert record["event"] == "filed"
-    assert (record["key"], record["number"]) == (ticket.key, first.number)
-    assert record["ref"] == f"<{ticket.key}@ffc-agent>"
-    assert record["ticket"] == first.to_json()
+    # one engine, one record: the sink keeps no log of its own
+    assert sorted(p.name for p in state.iterdir() if p.is_file() and "db" not in p.name) == []
 
 
 def test_a_follow_up_threads_under_the_ticket(server: SmtpServer, tmp_path: Path) -> None:
     state = tmp_path / "state"
     sink = sink_for(server, state)
-    filed = sink.file(make_ticket())
+    ticket = make_ticket()
+    filed = file_via_outbox(sink, state, ticket)
     number = filed.number or ""
     later = NOW + timedelta(hours=2)
 
-    updated = sink.add_message(number, "ffc-agent", "The counter answers again.", later)
-    assert [(m.author, m.body) for m in updated.messages] == [
-        ("ffc-agent", "The counter answers again.")
-    ]
+    [sent] = follow_up_via_outbox(sink, state, ticket.key, "The counter answers again.", later)
+    assert sent.outcome == "delivered"
     first, second = (r.message for r in server.mailbox.received)
     assert second["In-Reply-To"] == first["Message-ID"]
     assert second["References"] == first["Message-ID"]
     assert second["Message-ID"] != first["Message-ID"]
     assert second["Message-ID"].endswith("@ffc-agent>")
-    assert second["Subject"] == f"Re: {filed.subject} [ffc-key:{filed.key}]"
+    assert second["Subject"] == f"Re: {ticket.subject} [ffc-key:{ticket.key}]"
     assert "The counter answers again." in second.get_content()
 
-    # a retry of the same follow-up (say, after a crash) sends nothing more
-    sink.add_message(number, "ffc-agent", "The counter answers again.", later)
+    # the same follow-up queued again (say, after a crash) is the same item: nothing more
+    assert follow_up_via_outbox(sink, state, ticket.key, "The counter answers again.", later) == []
     assert len(server.mailbox.received) == 2
     reread = sink_for(server, state).get(number)
     assert reread is not None
@@ -396,16 +402,21 @@ def test_no_answer_after_data_is_outcome_unknown_and_the_retry_reuses_the_messag
     with pytest.raises(OutcomeUnknown) as info:
         sink_for(server, state, timeout_seconds=0.5).file(ticket)
     assert not info.value.permanent
-    assert sink_for(server, state).find_by_key(ticket.key) is None  # so the caller may retry
     assert_no_secret(info.value, caplog, state)
+    lost = file_via_outbox(sink_for(server, state, timeout_seconds=0.5), state, ticket)
+    assert lost.outcome == "unknown"
+    assert sink_for(server, state).find_by_key(ticket.key) is None  # so the outbox retries
 
     server.mailbox.hang.clear()
     server.mailbox.release.set()
-    filed = sink_for(server, state).file(ticket)
+    with Store.open(state) as store:
+        [done] = Outbox(store, state).deliver([sink_for(server, state)], NOW + timedelta(days=1))
+    assert done.outcome == "delivered"
     wait_for(lambda: len(server.mailbox.received) >= 1)
     ids = {r.message["Message-ID"] for r in server.mailbox.received}
     assert ids == {f"<{ticket.key}@ffc-agent>"}  # a helpdesk can drop any second copy
-    assert sink_for(server, state).find_by_key(ticket.key) == filed
+    found = sink_for(server, state).find_by_key(ticket.key)
+    assert found is not None and found.number == done.number
 
 
 def test_a_server_without_starttls_gets_no_password(

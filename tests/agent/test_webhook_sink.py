@@ -34,7 +34,14 @@ from agent.delivery.sinks.webhook import (
     sign,
     verify_signature,
 )
-from tests.agent.sink_helpers import NOW, Cert, make_cert, make_ticket
+from tests.agent.sink_helpers import (
+    NOW,
+    Cert,
+    file_via_outbox,
+    follow_up_via_outbox,
+    make_cert,
+    make_ticket,
+)
 
 SECRET = "pl4nted-Hmac-S3cret-Wk8"  # planted: must never leave the gateway
 PATH_TOKEN = "t0ken-in-the-path-91x"  # webhook URLs often carry one: never shown in errors
@@ -268,34 +275,36 @@ def test_a_numeric_number_is_taken_as_text(receiver: Receiver, tmp_path: Path) -
 def test_a_number_the_receiver_gives_twice_does_not_hide_a_ticket(
     receiver: Receiver, tmp_path: Path
 ) -> None:
-    sink = sink_for(receiver, tmp_path / "state")
-    first = sink.file(make_ticket("FFC0002"))
-    second = sink.file(make_ticket("FFC0003"))  # the receiver answers HD-1001 again
+    state = tmp_path / "state"
+    sink = sink_for(receiver, state)
+    first = file_via_outbox(sink, state, make_ticket("FFC0002"))
+    second = file_via_outbox(sink, state, make_ticket("FFC0003"))  # HD-1001 again
     assert first.number == "HD-1001"
     assert second.number is not None and second.number.startswith("W-")
-    assert sink.find_by_key(second.key) == second
+    found = sink.find_by_key(second.item.key)
+    assert found is not None and found.number == second.number
     assert len(sink.list()) == 2
 
 
 @integration
-def test_filing_is_idempotent_by_key_and_answered_from_the_sent_log(
+def test_filing_is_idempotent_by_key_and_answered_from_the_outbox(
     receiver: Receiver, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     ticket = make_ticket()
-    first = sink_for(receiver, state).file(ticket)
+    assert file_via_outbox(sink_for(receiver, state), state, ticket).number == "HD-1001"
+    first = sink_for(receiver, state).find_by_key(ticket.key)
     again = sink_for(receiver, state).file(ticket, {"late.txt": b"ignored"})
 
-    assert again == first
+    assert first is not None and again == first
     assert len(receiver.seen) == 1
     other = sink_for(receiver, state)
-    assert other.find_by_key(ticket.key) == first
     assert other.get("HD-1001") == first
     assert other.get("HD-9999") is None
     assert other.list() == [first]
     assert other.find_open("LDN01", ["FFC0002"], "Technical Issue") == first
-    record = json.loads((state / "chain-intake.sent.jsonl").read_text().splitlines()[0])
-    assert (record["event"], record["number"], record["ref"]) == ("filed", "HD-1001", ticket.key)
+    # one engine, one record: the sink keeps no log of its own
+    assert [p.name for p in state.iterdir() if p.is_file() and "db" not in p.name] == []
 
 
 @integration
@@ -303,7 +312,7 @@ def test_messages_and_status_changes_are_signed_events(receiver: Receiver, tmp_p
     state = tmp_path / "state"
     sink = sink_for(receiver, state)
     ticket = make_ticket()
-    sink.file(ticket)
+    file_via_outbox(sink, state, ticket)
     later = NOW + timedelta(hours=3)
 
     updated = sink.add_message("HD-1001", "ffc-agent", "The counter answers again.", later)
@@ -313,9 +322,6 @@ def test_messages_and_status_changes_are_signed_events(receiver: Receiver, tmp_p
         "Suggest To Close",
         "Waiting on customer",
     )
-    # the same calls again (a retry after a crash) send nothing more
-    sink.add_message("HD-1001", "ffc-agent", "The counter answers again.", later)
-    sink.set_status("HD-1001", "Suggest To Close", later, "Waiting on customer")
 
     _, message, status = receiver.seen
     assert all(s.signature_ok for s in receiver.seen)
@@ -339,9 +345,17 @@ def test_messages_and_status_changes_are_signed_events(receiver: Receiver, tmp_p
     assert len(set(keys)) == 3
     assert all(k.startswith(ticket.key) for k in keys)
 
+    # through the outbox, a recovery note and its status change are recorded, once
+    body = "Recovered. Suggest closing."
+    done = follow_up_via_outbox(sink, state, ticket.key, body, later, status="Suggest To Close")
+    assert [d.outcome for d in done] == ["delivered"]
+    assert (
+        follow_up_via_outbox(sink, state, ticket.key, body, later, status="Suggest To Close") == []
+    )
+    assert len(receiver.seen) == 5
     reread = sink_for(receiver, state).get("HD-1001")
     assert reread is not None
-    assert [m.body for m in reread.messages] == ["The counter answers again."]
+    assert [m.body for m in reread.messages] == [body]
     assert reread.status.value == "Suggest To Close"
     assert sink.find_open("LDN01", ["FFC0002"], "Technical Issue") == reread
 
@@ -418,10 +432,12 @@ def test_no_answer_is_outcome_unknown_and_the_retry_reuses_the_idempotency_key(
     assert_no_secret(info.value, caplog, receiver)
 
     receiver.release.set()
-    filed = sink_for(receiver, state).file(ticket)
-    assert filed.number == "HD-1001"
+    done = file_via_outbox(sink_for(receiver, state), state, ticket)
+    assert (done.outcome, done.number) == ("delivered", "HD-1001")
     assert [s.headers["Idempotency-Key"] for s in receiver.seen] == [ticket.key, ticket.key]
     assert all(s.signature_ok for s in receiver.seen)  # each attempt signed afresh
+    found = sink_for(receiver, state).find_by_key(ticket.key)
+    assert found is not None and found.number == "HD-1001"
 
 
 @integration

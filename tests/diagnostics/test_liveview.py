@@ -1,16 +1,18 @@
 """Live-view detection on real photographs with synthesised blockages, and its check."""
 
+import io
 import json
-from dataclasses import replace
 from datetime import timedelta
 from functools import cache
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydantic import ValidationError
 
 from diagnostics import liveview as lv
-from diagnostics.checks.liveview import LiveViewBlocked, ViewSample
+from diagnostics.checks.liveview import LiveView, LiveViewBlocked, Snapshot
+from diagnostics.checks.liveview import judge as judge_view
 from diagnostics.model import Status
 from tests.diagnostics import liveview_synth as synth
 from tests.diagnostics.helpers import NOW, evidence
@@ -220,28 +222,34 @@ def test_the_first_view_seen_often_enough_is_learned():
 
 
 @cache
-def results():
+def snaps() -> dict[str, bytes]:
+    """Snapshots as the counter sends them: the check decodes and judges them itself."""
     view = world().render()
     return {
-        "clear": judge(view),
-        "covered": judge(synth.cover(view, rng(4), 0.9)[0]),
-        "obstructed": judge(synth.obstruct(view, rng(8), 0.55, textured=True)[0]),
-        "dark": judge(synth.lighting(view, 0.05)),
+        "clear": snap(view),
+        "covered": snap(synth.cover(view, rng(4), 0.9)[0]),
+        "obstructed": snap(synth.obstruct(view, rng(8), 0.55, textured=True)[0]),
+        "dark": snap(synth.lighting(view, 0.05)),
     }
 
 
-def run_check(kinds, *, source="configured", step=timedelta(minutes=10), options=None, **lv_extra):
-    n = len(kinds)
-    history = [ViewSample(NOW - step * (n - 1 - i), results()[k]) for i, k in enumerate(kinds)]
-    extra = {"liveview": {"history": history, "reference_source": source, **lv_extra}}
+def live_view(datas, now=NOW, step=timedelta(minutes=10), **kw) -> LiveView:
+    n = len(datas)
+    shots = tuple(Snapshot(now - step * (n - 1 - i), d, f"{i}.jpg") for i, d in enumerate(datas))
+    return LiveView(shots, kw.pop("reference", reference()), **kw)
+
+
+def run_check(kinds, *, source="configured", step=timedelta(minutes=10), options=None):
+    view = live_view([snaps()[k] for k in kinds], step=step, source=source)
     check = LiveViewBlocked(options)
-    [finding] = check.run(evidence((), NOW, extra=extra))
+    [finding] = check.run(evidence((), NOW, extra={"liveview": view}))
     return finding
 
 
 def test_no_snapshot_yet_is_skipped():
     assert run_check([]).status is Status.SKIP
-    f = run_check([], source="learning", learning=(1, 3))
+    learning = LiveView((Snapshot(NOW, snaps()["clear"]),), None, "learning")
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": learning}))
     assert f.status is Status.SKIP and "1 of 3" in f.summary
 
 
@@ -282,27 +290,70 @@ def test_learned_reference_is_stated():
 
 
 def test_frozen_while_open_fails_and_not_while_closed():
-    frame = results()["clear"]
-    same = [replace(frame) for _ in range(4)]  # the very same picture, again and again
-    history = [ViewSample(NOW - timedelta(minutes=10 * (3 - i)), r) for i, r in enumerate(same)]
+    same = [snaps()["clear"]] * 4  # the very same picture, again and again
     check = LiveViewBlocked()
-    [f] = check.run(evidence((), NOW, extra={"liveview": {"history": history}}))
+    [f] = check.run(evidence((), NOW, extra={"liveview": live_view(same)}))
     assert f.status is Status.FAIL and f.code == "frozen"
     night = NOW.replace(hour=23)
-    history = [ViewSample(night - timedelta(minutes=10 * (3 - i)), r) for i, r in enumerate(same)]
-    [f] = check.run(evidence((), night, extra={"liveview": {"history": history}}))
+    [f] = check.run(evidence((), night, extra={"liveview": live_view(same, now=night)}))
     assert f.status is Status.OK and f.code == "clear"
 
 
 def test_dark_while_closed_is_not_a_fault():
     night = NOW.replace(hour=23)
-    history = [ViewSample(night - timedelta(minutes=10 * i), results()["dark"]) for i in range(3)]
-    [f] = LiveViewBlocked().run(evidence((), night, extra={"liveview": {"history": history}}))
+    dark = [snaps()["dark"]] * 3
+    [f] = LiveViewBlocked().run(evidence((), night, extra={"liveview": live_view(dark, night)}))
     assert f.status is Status.OK and f.code == "dark_closed"
-    [f] = LiveViewBlocked().run(
-        evidence((), NOW, extra={"liveview": {"history": [replace(h, at=NOW) for h in history]}})
-    )
+    at_once = live_view(dark, step=timedelta(0))
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": at_once}))
     assert f.status is Status.FAIL and f.code == "dark"
+
+
+def test_the_check_learns_the_view_and_names_the_snapshots_it_learned_from():
+    view = world().render()
+    blocked = snaps()["covered"]
+    datas = [snap(view), blocked, snap(synth.lighting(view, 0.9)), snap(view)]
+    learning = live_view(datas, reference=None, source="learning")
+    judged = judge_view(learning)
+    assert judged.source == "learned" and len(judged.samples) == 4
+    used = {s.at for s in learning.snapshots if s.data is not blocked}
+    assert set(judged.learned_from) == used  # never the blocked snapshot
+    # the view the agent saves, from those snapshots, is the one the check judged against
+    saved = lv.median_view([s.data for s in learning.snapshots if s.at in used])
+    assert judge_view(live_view(datas, reference=lv.prepare_reference(saved))).samples == (
+        judged.samples
+    )
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": learning}))
+    assert f.evidence["learned_from"] == [at.isoformat() for at in judged.learned_from]
+    assert "learned" in f.evidence["reference"]
+    # with a reference there is nothing to learn and nothing for the agent to save
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": live_view(datas)}))
+    assert "learned_from" not in f.evidence
+
+
+def bomb() -> bytes:
+    """A PNG of a few kilobytes that claims 64 million pixels."""
+    buf = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_decompression_bomb_is_refused_from_its_header():
+    data = bomb()
+    assert len(data) < 100_000
+    with pytest.raises(lv.ImageError, match="too large"):
+        lv.load_image(data)
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard stays in force too
+
+
+def test_unreadable_snapshots_and_reference_notes_reach_the_finding():
+    datas = [snaps()["clear"], b"not an image", bomb(), snaps()["clear"]]
+    view = live_view(datas, notes={"reference_error": "the tuning image is gone"})
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": view}))
+    assert f.status is Status.OK and f.code == "clear"
+    assert f.evidence["reference_error"] == "the tuning image is gone"
+    assert [u.split(":")[0] for u in f.evidence["unreadable"]] == ["1.jpg", "2.jpg"]
+    assert "too large" in f.evidence["unreadable"][1]
 
 
 def test_check_metadata():

@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING
 
 from agent.delivery.sinks.base import Sink, SinkError
 from agent.delivery.sinks.local import LocalSink
+from diagnostics.model import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from agent.config import Config
 
 
-def make_sinks(config: Config) -> list[Sink]:
+def make_sinks(config: Config, clock: Clock = SYSTEM_CLOCK) -> list[Sink]:
     """Every configured destination, in the order of the file. Write-only destinations
-    (e-mail, webhook) keep what they sent under ``<state_dir>/sinks``."""
-    sent = Path(config.agent.state_dir) / "sinks"
+    (e-mail, webhook) answer from the outbox's record of what it delivered to them."""
+    sent = Path(config.agent.state_dir)
     sinks: list[Sink] = []
     for sink in config.sinks:
         if sink.type == "local":
@@ -24,15 +25,15 @@ def make_sinks(config: Config) -> list[Sink]:
         elif sink.type == "rt":
             from agent.delivery.sinks.rt import RtSink
 
-            sinks.append(RtSink(sink))
+            sinks.append(RtSink(sink, clock=clock))
         elif sink.type == "smtp":
             from agent.delivery.sinks.smtp import SmtpSink
 
-            sinks.append(SmtpSink(sink, state_dir=sent))
+            sinks.append(SmtpSink(sink, state_dir=sent, clock=clock.now))
         elif sink.type == "webhook":
             from agent.delivery.sinks.webhook import WebhookSink
 
-            sinks.append(WebhookSink(sink, state_dir=sent))
+            sinks.append(WebhookSink(sink, state_dir=sent, clock=clock.now))
     return sinks
 
 

@@ -70,7 +70,7 @@ from urllib.parse import quote, urlsplit
 from agent.delivery.sinks.base import OutcomeUnknown, SinkError, same_problem, unanswered
 from agent.delivery.sinks.local import render_markdown
 from agent.transport.http import Session, make_session, request
-from diagnostics.model import ProbeError, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, Clock, ProbeError, ProbeErrorCode
 from rma.tickets import (
     Attachment,
     Category,
@@ -137,11 +137,14 @@ def rt_status(status: TicketStatus | str) -> str:
 class RtSink:
     """Request Tracker 5 over REST 2; see the module docstring for the contract."""
 
-    def __init__(self, config: RtSinkConfig, session: Session | None = None) -> None:
+    def __init__(
+        self, config: RtSinkConfig, session: Session | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         if config.token is None or not config.token.get_secret_value():
             raise SinkError(f"{config.label}: no RT token configured", permanent=True)
         self.config = config
         self.name = config.label
+        self._clock = clock
         self._token = config.token  # a SecretStr: its repr never shows the value
         self._api = config.url.rstrip("/") + "/REST/2.0/"
         parts = urlsplit(config.url)
@@ -433,7 +436,7 @@ class RtSink:
         category: Category | str | None,
     ) -> Ticket:
         queue = self._queue_name(data.get("Queue"))
-        created = _when(data.get("Created")) or datetime.now(UTC)
+        created = _when(data.get("Created")) or self._clock.now()
         first = next((t for t in history if t.get("Type") == "Create"), None)
         what = (texts.get(str(first["id"]), "") if first else "").strip()
         unknown = "Not stated: this ticket was raised by hand in Request Tracker."

@@ -8,12 +8,13 @@ helpdesk answers a person, ``Cc`` the ticket's CC list, and a subject tagged
 
 What e-mail cannot do, and what this sink does instead:
 
-- It cannot be searched. A sent-log in the state directory (``agent.delivery.sinks.sentlog``)
-  records each message after the server accepted it, and answers ``find_by_key``, ``find_open``,
-  ``get`` and ``list``. A ticket's status there stays as the agent last sent it.
+- It cannot be searched. The outbox's record of what it delivered here
+  (``agent.delivery.sinks.writeonly``) answers ``find_by_key``, ``find_open``, ``get`` and
+  ``list``. A ticket's status there stays as the agent last sent it.
 - It cannot say whether a message whose answer was lost got through. A timeout or disconnect
-  after DATA is ``OutcomeUnknown``; the log then has no line for it, so a retry sends it again
-  *with the same* ``Message-ID`` (``<key@ffc-agent>``). Delivery is therefore at-least-once,
+  after DATA is ``OutcomeUnknown``; the outbox then has no delivery of it on record, so a retry
+  sends it again *with the same* ``Message-ID`` (``<key@ffc-agent>``), as does a retry after a
+  crash between the server's yes and the record of it. Delivery is therefore at-least-once,
   but a helpdesk that de-duplicates on Message-ID drops the second copy. That is the honest
   limit of e-mail; no client can do better.
 - Numbers are ``M-`` and 12 hex digits of the key's SHA-256: stable, so a re-send, or the
@@ -37,22 +38,22 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.delivery.sinks.base import OutcomeUnknown, SinkError
+from agent.delivery.sinks.base import SinkError
 from agent.delivery.sinks.local import render_markdown
 from agent.delivery.sinks.mailer import POLICY, send_message
-from agent.delivery.sinks.sentlog import (
-    ReadFromSentLog,
-    SentLog,
+from agent.delivery.sinks.writeonly import (
+    ReadFromOutbox,
     describe,
     number_for,
     renamed,
     with_attachments,
 )
+from diagnostics.model import SYSTEM_CLOCK
 from rma.tickets import Attachment, Ticket
 
 if TYPE_CHECKING:
@@ -67,10 +68,6 @@ _DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def message_id(key: str, part: str = "") -> str:
     """The stable Message-ID for a ticket (``part`` empty) or one of its follow-ups."""
     local = key if _DOT_ATOM.fullmatch(key) else hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -81,7 +78,7 @@ def subject_tag(key: str) -> str:
     return f"[ffc-key:{key}]"
 
 
-class SmtpSink(ReadFromSentLog):
+class SmtpSink(ReadFromOutbox):
     """E-mail tickets through ``config``'s SMTP server; see the module docstring."""
 
     def __init__(
@@ -89,11 +86,11 @@ class SmtpSink(ReadFromSentLog):
         config: SmtpSinkConfig,
         *,
         state_dir: Path,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         self.config = config
         self.name = config.label
-        self._sent = SentLog(state_dir, self.name)
+        self._read_from(state_dir)  # the agent's state directory, where the outbox is
         self._clock = clock
 
     def __repr__(self) -> str:
@@ -103,26 +100,16 @@ class SmtpSink(ReadFromSentLog):
 
     def file(self, ticket: Ticket, attachments: Mapping[str, bytes] | None = None) -> Ticket:
         files = describe(attachments)
-        with self._sent.locked():
-            existing = self._sent.find_by_key(ticket.key)
-            if existing is not None:
-                return existing.ticket
-            filed = ticket.filed(number_for(PREFIX, ticket.key), [meta for meta, _ in files])
-            mid = message_id(ticket.key)
-            message = self._message(filed, f"{filed.subject} {subject_tag(filed.key)}", mid)
-            message.set_content(render_markdown(filed), cte="quoted-printable")
-            for meta, data in files:
-                _attach(message, meta, data)
-            self._deliver(message, filed.cc)
-            self._record(
-                {
-                    "event": "filed",
-                    "key": filed.key,
-                    "number": filed.number,
-                    "ref": mid,
-                    "ticket": filed.to_json(),
-                }
-            )
+        existing = self.find_by_key(ticket.key)
+        if existing is not None:
+            return existing
+        filed = ticket.filed(number_for(PREFIX, ticket.key), [meta for meta, _ in files])
+        mid = message_id(ticket.key)
+        message = self._message(filed, f"{filed.subject} {subject_tag(filed.key)}", mid)
+        message.set_content(render_markdown(filed), cte="quoted-printable")
+        for meta, data in files:
+            _attach(message, meta, data)
+        self._deliver(message, filed.cc)
         log.info(
             "e-mailed ticket %s to %s: %s", filed.number, ", ".join(self.config.to), filed.subject
         )
@@ -137,42 +124,25 @@ class SmtpSink(ReadFromSentLog):
         attachments: Mapping[str, bytes] | None = None,
     ) -> Ticket:
         files = describe(attachments)
-        with self._sent.locked():
-            entry = self._sent.entries().get(number)
-            if entry is None:
-                raise SinkError(f"no ticket {number!r} was e-mailed by {self.name}", permanent=True)
-            ticket = entry.ticket
-            # the files' hashes are part of the follow-up: another file is another message
-            hashes = "".join(f"\n{meta.name}:{meta.sha256}" for meta, _ in files)
-            text_id = f"{at.isoformat()}\n{author}\n{body}{hashes}"
-            digest = hashlib.sha256(text_id.encode()).hexdigest()
-            mid = message_id(ticket.key, "m" + digest[:16])
-            if mid in entry.refs:  # sent before; the caller is retrying after a crash
-                return ticket
-            files = renamed(files, ticket)
-            message = self._message(ticket, f"Re: {ticket.subject} {subject_tag(ticket.key)}", mid)
-            message["In-Reply-To"] = entry.ref
-            message["References"] = entry.ref
-            text = (
-                f"{author} wrote on {at:%Y-%m-%d %H:%M %Z}, about ticket {number}:\n\n"
-                f"{body.rstrip()}\n"
-            )
-            message.set_content(text, cte="quoted-printable")
-            for meta, data in files:
-                _attach(message, meta, data)
-            self._deliver(message, ticket.cc)
-            record: dict[str, object] = {
-                "event": "message",
-                "key": ticket.key,
-                "number": number,
-                "ref": mid,
-                "at": at.isoformat(),
-                "author": author,
-                "body": body,
-            }
-            if files:
-                record["attachments"] = [meta.model_dump() for meta, _ in files]
-            self._record(record)
+        ticket = self.get(number)
+        if ticket is None:
+            raise SinkError(f"no ticket {number!r} was e-mailed by {self.name}", permanent=True)
+        # the files' hashes are part of the follow-up: another file is another message
+        hashes = "".join(f"\n{meta.name}:{meta.sha256}" for meta, _ in files)
+        text_id = f"{at.isoformat()}\n{author}\n{body}{hashes}"
+        digest = hashlib.sha256(text_id.encode()).hexdigest()
+        mid = message_id(ticket.key, "m" + digest[:16])
+        files = renamed(files, ticket)
+        message = self._message(ticket, f"Re: {ticket.subject} {subject_tag(ticket.key)}", mid)
+        message["In-Reply-To"] = message_id(ticket.key)
+        message["References"] = message_id(ticket.key)
+        text = (
+            f"{author} wrote on {at:%Y-%m-%d %H:%M %Z}, about ticket {number}:\n\n{body.rstrip()}\n"
+        )
+        message.set_content(text, cte="quoted-printable")
+        for meta, data in files:
+            _attach(message, meta, data)
+        self._deliver(message, ticket.cc)
         return with_attachments(ticket.with_message(at, author, body), files)
 
     # --- the message
@@ -191,17 +161,6 @@ class SmtpSink(ReadFromSentLog):
         message["Message-ID"] = mid
         message["X-FFC-Key"] = ticket.key
         return message
-
-    def _record(self, record: dict[str, object]) -> None:
-        try:
-            self._sent.append({**record, "sent_at": self._clock().isoformat()})
-        except OSError as exc:
-            # The server has it; only our memory of it failed. A retry re-sends with the
-            # same Message-ID, which is what OutcomeUnknown tells the caller to expect.
-            raise OutcomeUnknown(
-                f"{self.name}: the server accepted {record['ref']} but it could not be "
-                f"recorded in {self._sent.path}: {exc.strerror or type(exc).__name__}"
-            ) from None
 
     # --- the SMTP exchange (shared with notifications: agent.delivery.sinks.mailer)
 

@@ -26,8 +26,8 @@ replayed later. Within that window it de-duplicates on ``Idempotency-Key``. A 2x
 carry ``{"number": "..."}``, the receiver's ticket number; without one the number is ``W-``
 and 12 hex digits of the key's SHA-256.
 
-A webhook cannot be read back: a sent-log in the state directory (``agent.delivery.sinks.sentlog``),
-written only after a 2xx, answers ``find_by_key``, ``find_open``, ``get`` and ``list``.
+A webhook cannot be read back: the outbox's record of what it delivered here (a 2xx), in
+``agent.delivery.sinks.writeonly``, answers ``find_by_key``, ``find_open``, ``get`` and ``list``.
 
 Errors: a read timeout or a dropped connection after the request went out is
 ``OutcomeUnknown`` (the retry re-sends with the same Idempotency-Key, so the receiver drops the
@@ -54,16 +54,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agent.delivery.sinks.base import OutcomeUnknown, SinkError, unanswered
-from agent.delivery.sinks.sentlog import (
-    ReadFromSentLog,
-    SentLog,
+from agent.delivery.sinks.writeonly import (
+    ReadFromOutbox,
     describe,
     number_for,
     renamed,
     with_attachments,
 )
 from agent.transport.http import make_session, request
-from diagnostics.model import ProbeError, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, ProbeError, ProbeErrorCode
 from rma.tickets import Attachment, NextAction, Ticket, TicketStatus
 
 if TYPE_CHECKING:
@@ -112,11 +111,7 @@ def verify_signature(
     return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class WebhookSink(ReadFromSentLog):
+class WebhookSink(ReadFromOutbox):
     """Tickets POSTed to ``config.url``; see the module docstring for the protocol."""
 
     def __init__(
@@ -124,13 +119,13 @@ class WebhookSink(ReadFromSentLog):
         config: WebhookSinkConfig,
         *,
         state_dir: Path,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
     ) -> None:
         if config.secret is None:
             raise ValueError("a webhook sink needs its secret")
         self.config = config
         self.name = config.label
-        self._sent = SentLog(state_dir, self.name)
+        self._read_from(state_dir)  # the agent's state directory, where the outbox is
         self._clock = clock
         parts = urlsplit(config.url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
@@ -142,38 +137,28 @@ class WebhookSink(ReadFromSentLog):
 
     def file(self, ticket: Ticket, attachments: Mapping[str, bytes] | None = None) -> Ticket:
         files = describe(attachments)
-        with self._sent.locked():
-            existing = self._sent.find_by_key(ticket.key)
-            if existing is not None:
-                return existing.ticket
-            payload = {
-                "event": "ticket.created",
-                "ticket": ticket.to_json(),
-                "attachments": [
-                    {**meta.model_dump(), "content_base64": base64.b64encode(data).decode()}
-                    for meta, data in files
-                ],
-            }
-            reply = self._post("ticket.created", ticket.key, payload)
-            number = self._number_from(reply)
-            if number is not None and number in self._sent.entries():
-                # Two keys under one number would hide one ticket from find_by_key, and the
-                # outbox would then file it again and again.
-                log.warning(
-                    "%s: the receiver gave %s twice; numbering the ticket itself", self.name, number
-                )
-                number = None
-            number = number or number_for(PREFIX, ticket.key)
-            filed = ticket.filed(number, [meta for meta, _ in files])
-            self._record(
-                {
-                    "event": "filed",
-                    "key": ticket.key,
-                    "number": number,
-                    "ref": ticket.key,
-                    "ticket": filed.to_json(),
-                }
+        existing = self.find_by_key(ticket.key)
+        if existing is not None:
+            return existing
+        payload = {
+            "event": "ticket.created",
+            "ticket": ticket.to_json(),
+            "attachments": [
+                {**meta.model_dump(), "content_base64": base64.b64encode(data).decode()}
+                for meta, data in files
+            ],
+        }
+        reply = self._post("ticket.created", ticket.key, payload)
+        number = self._number_from(reply)
+        if number is not None and self.get(number) is not None:
+            # Two keys under one number would hide one ticket from find_by_key, and the
+            # outbox would then file it again and again.
+            log.warning(
+                "%s: the receiver gave %s twice; numbering the ticket itself", self.name, number
             )
+            number = None
+        number = number or number_for(PREFIX, ticket.key)
+        filed = ticket.filed(number, [meta for meta, _ in files])
         log.info("posted ticket %s to %s: %s", number, self._origin, filed.subject)
         return filed
 
@@ -194,8 +179,7 @@ class WebhookSink(ReadFromSentLog):
                 "message": message,
             }
 
-        record = {"at": at.isoformat(), "author": author, "body": body}
-        ticket, files = self._follow_up(number, "message", payload, record, describe(attachments))
+        ticket, files = self._follow_up(number, "message", payload, describe(attachments))
         return with_attachments(ticket.with_message(at, author, body), files)
 
     # --- beyond the contract: the follow-up moves the ticket along
@@ -220,12 +204,7 @@ class WebhookSink(ReadFromSentLog):
                 "at": at.isoformat(),
             }
 
-        record = {
-            "at": at.isoformat(),
-            "status": status.value,
-            "next_action": action.value if action else None,
-        }
-        ticket, _ = self._follow_up(number, "status", payload, record)
+        ticket, _ = self._follow_up(number, "status", payload)
         return ticket.with_status(status, at, action)
 
     # --- inside
@@ -235,47 +214,29 @@ class WebhookSink(ReadFromSentLog):
         number: str,
         event: str,
         payload: Callable[[Ticket], dict[str, Any]],
-        record: dict[str, Any],
         files: list[tuple[Attachment, bytes]] | None = None,
     ) -> tuple[Ticket, list[tuple[Attachment, bytes]]]:
-        """POST one follow-up event once, with ``files`` in its ``attachments``; returns the
+        """POST one follow-up event, with ``files`` in its ``attachments``; returns the
         ticket as it was before it, and the files under the names they were sent as."""
-        with self._sent.locked():
-            entry = self._sent.entries().get(number)
-            if entry is None:
-                raise SinkError(f"no ticket {number!r} was posted by {self.name}", permanent=True)
-            ticket = entry.ticket
-            data = payload(ticket)
-            # the files' hashes by their given names are part of the follow-up's identity
-            # (another file is another event), stable however they are renamed below
-            identity = {**data, "files": [(m.name, m.sha256) for m, _ in files or []]}
-            if not files:
-                identity = data
-            digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-            ref = f"{ticket.key}.{event}.{digest[:16]}"
-            if ref in entry.refs:  # sent before; the caller is retrying after a crash
-                return ticket, []
-            sent = renamed(files or [], ticket)
-            if sent:
-                data["attachments"] = [
-                    {**meta.model_dump(), "content_base64": base64.b64encode(raw).decode()}
-                    for meta, raw in sent
-                ]
-                record = {**record, "attachments": [meta.model_dump() for meta, _ in sent]}
-            self._post(f"ticket.{event}", ref, data)
-            self._record(
-                {"event": event, "key": ticket.key, "number": number, "ref": ref, **record}
-            )
+        ticket = self.get(number)
+        if ticket is None:
+            raise SinkError(f"no ticket {number!r} was posted by {self.name}", permanent=True)
+        data = payload(ticket)
+        # the files' hashes by their given names are part of the follow-up's identity
+        # (another file is another event), stable however they are renamed below
+        identity = {**data, "files": [(m.name, m.sha256) for m, _ in files or []]}
+        if not files:
+            identity = data
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        ref = f"{ticket.key}.{event}.{digest[:16]}"
+        sent = renamed(files or [], ticket)
+        if sent:
+            data["attachments"] = [
+                {**meta.model_dump(), "content_base64": base64.b64encode(raw).decode()}
+                for meta, raw in sent
+            ]
+        self._post(f"ticket.{event}", ref, data)
         return ticket, sent
-
-    def _record(self, record: dict[str, Any]) -> None:
-        try:
-            self._sent.append({**record, "sent_at": self._clock().isoformat()})
-        except OSError as exc:
-            raise OutcomeUnknown(
-                f"{self.name}: {self._origin} accepted {record['ref']} but it could not be "
-                f"recorded in {self._sent.path}: {exc.strerror or type(exc).__name__}"
-            ) from None
 
     def _post(self, event: str, idempotency_key: str, payload: Mapping[str, Any]) -> bytes:
         """POST once; return the 2xx answer's body (at most MAX_REPLY_BYTES) or raise."""

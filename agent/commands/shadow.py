@@ -1,0 +1,80 @@
+"""``ffc-agent shadow report``: what shadow mode kept back, and what was ruled out.
+
+Run in shadow mode for a week before letting the agent file tickets: this lists the tickets it
+would have filed and the findings it ruled out as false alarms, with the reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.commands.common import _aware, _load, _print_json, clock, config_option, json_option, out
+
+
+@click.group()
+def shadow() -> None:
+    """Shadow mode: what the agent would have filed, and what it ruled out."""
+
+
+@shadow.command("report")
+@click.option("--since", "since_text", metavar="ISO-8601", help="Default: 7 days ago.")
+@config_option
+@json_option
+def shadow_report(since_text: str | None, config_path: Path, as_json: bool) -> None:
+    """List the tickets kept back by shadow mode and the findings ruled out as false alarms."""
+    from agent.app import App
+
+    cfg = _load(config_path)
+    now = clock().now()
+    since = _aware(since_text, "--since") if since_text else now - timedelta(days=7)
+    with App.open(cfg, clock()) as app:
+        store = app.store
+        held = store.shadow_tickets(since)
+        ruled = store.findings_between(since, now + timedelta(days=1), verdict="false_alarm")
+    data: dict[str, Any] = {
+        "since": since.isoformat(),
+        "would_have_filed": [
+            {
+                "at": h["at"],
+                "incident": h["incident_id"],
+                "why_held": h["reason"],
+                "ticket": h["ticket"],
+            }
+            for h in held
+        ],
+        "ruled_out": [
+            {
+                "at": r["at"],
+                "check_id": r["check_id"],
+                "site": r["site"],
+                "counter": r["subject"],
+                "summary": r["summary"],
+                "reasons": json.loads(r["reasons"]),
+            }
+            for r in ruled
+        ],
+    }
+    if as_json:
+        _print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Would have filed since {since:%Y-%m-%d %H:%M}", title_justify="left")
+    for col in ("at", "category", "subject", "held because"):
+        table.add_column(col)
+    for h in data["would_have_filed"]:
+        table.add_row(h["at"], h["ticket"]["category"], h["ticket"]["subject"], h["why_held"])
+    out.print(table)
+    ruled_table = Table(title="Ruled out as false alarms", title_justify="left")
+    for col in ("at", "counter", "check", "why"):
+        ruled_table.add_column(col)
+    for r in data["ruled_out"]:
+        ruled_table.add_row(
+            r["at"], r["counter"] or r["site"] or "-", r["check_id"], "; ".join(r["reasons"])
+        )
+    out.print(ruled_table)
