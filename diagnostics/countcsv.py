@@ -7,13 +7,21 @@ daylight-saving night. This module reads them into ``CountSlot`` values and says
 it tolerated. What it cannot trust it refuses, with the line number: a timestamp without a UTC
 offset (which of the two 01:30s of an October night?), a count that is not a whole number or
 is negative. A missing row is missing data, never zero, so nothing is filled in here.
+
+Implausible values are refused too, before they reach the store or a conversion that would
+overflow: a count above ``MAX_COUNT`` in one slot (SQLite holds 64 bits; a door counts a few
+thousand people an hour), a time outside ``PLAUSIBLE_FROM``..``PLAUSIBLE_UNTIL`` (year 0001 or
+9999 cannot even be moved to UTC). The bounds are the counter API parser's own
+(``agent.probes.counter_format``), repeated here because ``diagnostics`` imports nothing of
+``agent``. Nothing but ``CountCsvError`` escapes for any text (tests/fuzz).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -22,6 +30,10 @@ from diagnostics.series import SLOT_LENGTHS
 
 COLUMNS = ("timestamp", "counter", "in", "out")
 MAX_LISTED = 10  # individual warnings of one kind before they are summarised
+MAX_COUNT = 1_000_000  # per slot and direction
+PLAUSIBLE_FROM = datetime(2000, 1, 1, tzinfo=UTC)  # no FootfallCam counted before this
+PLAUSIBLE_UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
+_WHOLE = re.compile(r"-?[0-9]+")  # not int()'s "1_000", "+5" or "٣"
 
 # (counter, slot start) -> (in, out, the line it came from)
 _Rows = dict[tuple[str, datetime], tuple[int, int, int]]
@@ -132,18 +144,35 @@ def _timestamp(number: int, text: str) -> datetime:
             f"timestamp {text!r} has no UTC offset (such as +01:00 or "
             "Z): around a daylight-saving change it would be ambiguous",
         )
+    # compared with the offset removed by hand: astimezone() overflows near year 1 and 9999
+    offset = at.utcoffset() or timedelta(0)
+    naive_utc = at.replace(tzinfo=None)
+    if not (
+        PLAUSIBLE_FROM.replace(tzinfo=None) + offset
+        <= naive_utc
+        < PLAUSIBLE_UNTIL.replace(tzinfo=None) + offset
+    ):
+        raise CountCsvError(
+            number,
+            f"timestamp {text!r} is not a plausible count time "
+            f"({PLAUSIBLE_FROM.year}-{PLAUSIBLE_UNTIL.year - 1})",
+        )
     return at
 
 
 def _count(number: int, name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise CountCsvError(
-            number, f"the {name!r} count must be a whole number, got {text!r}"
-        ) from None
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    if not _WHOLE.fullmatch(text):
+        raise CountCsvError(number, f"the {name!r} count must be a whole number, got {shown!r}")
+    # digits counted before int(): Python refuses to convert more than 4,300 of them
+    digits = text.lstrip("-").lstrip("0")
+    value = int(text) if len(digits) <= 20 else (-1 if text.startswith("-") else MAX_COUNT + 1)
     if value < 0:
-        raise CountCsvError(number, f"the {name!r} count must not be negative, got {value}")
+        raise CountCsvError(number, f"the {name!r} count must not be negative, got {shown}")
+    if value > MAX_COUNT:
+        raise CountCsvError(
+            number, f"the {name!r} count {shown} is implausible (at most {MAX_COUNT} in one slot)"
+        )
     return value
 
 
@@ -172,12 +201,12 @@ def _slot_length(rows: _Rows) -> tuple[int, str]:
 def _slots(rows: _Rows, minutes: int, warnings: list[str]) -> dict[str, list[CountSlot]]:
     out: dict[str, list[CountSlot]] = {}
     off_grid: Counter[str] = Counter()
-    anchor: dict[str, float] = {}
+    anchor: dict[str, datetime] = {}
     for (serial, at), (count_in, count_out, _) in sorted(
         rows.items(), key=lambda kv: (kv[0][0], kv[0][1].timestamp())
     ):
-        base = anchor.setdefault(serial, at.timestamp())
-        if (at.timestamp() - base) % (minutes * 60):
+        base = anchor.setdefault(serial, at)
+        if (at - base) % timedelta(minutes=minutes):  # exact: float seconds lose microseconds
             off_grid[serial] += 1
             continue
         out.setdefault(serial, []).append(CountSlot(serial, at, minutes, count_in, count_out))

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.rt import RtServer, rt_session
+
+# Hypothesis (tests/fuzz): "ci" is derandomized and keeps no example database, so CI runs the
+# same examples every time and never flakes on a new one; "dev", the default on a workstation,
+# is random and remembers failures in .hypothesis/. HYPOTHESIS_PROFILE overrides; CI=true
+# picks "ci". Neither has a deadline: a loaded 2-core runner must not make a test fail.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)
 
 
 @pytest.fixture(scope="session")

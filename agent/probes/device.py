@@ -16,6 +16,7 @@ whose modification time is the last counted event (``simulator.shell`` answers t
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,10 @@ COMMANDS: dict[str, str] = {
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d\d:?\d\d|Z)")
 _DMESG_TIME = re.compile(r"^\[\s*\d+\.\d+\]\s*")
 _MISSING = "No such file or directory"
+# A Pi without a real-time clock boots in 1970 until NTP answers: an offset of 56 years is a
+# real reading. A century is not, and beyond it a shifted datetime can leave datetime's range.
+MAX_CLOCK_OFFSET_S = 100 * 365 * 86400
+TEMPERATURE_RANGE_C = (-60.0, 150.0)  # a Pi's SoC sensor; outside it is a broken reading
 
 
 class Unparseable(ValueError):
@@ -127,13 +132,17 @@ def probe_device_ssh(
 
 def _clock_offset(result: CommandResult, sent: float, got: float, notes: list[str]) -> float | None:
     try:
-        device = float(_ok(result).strip())
+        device = _number(_ok(result))
     except (Unparseable, ValueError):
         notes.append(f"clock: cannot read {_excerpt(result.stdout)}")
         return None
     # The device printed whole seconds somewhere between sending and receiving: compare with
     # the middle, and keep one decimal (the round trip bounds the precision anyway).
-    return round(device + 0.5 - (sent + got) / 2, 1)
+    offset = round(device + 0.5 - (sent + got) / 2, 1)
+    if abs(offset) > MAX_CLOCK_OFFSET_S:
+        notes.append(f"clock: implausible device time {_excerpt(result.stdout)}")
+        return None
+    return offset
 
 
 def parse(
@@ -147,7 +156,7 @@ def parse(
     ``reboots_24h`` counts the boots in wtmp during the device's last 24 hours, the current
     boot included; ``last_event_at`` is on the gateway's clock (the device's skew removed).
     """
-    offset = offset_s or 0.0
+    offset = offset_s if offset_s is not None and _plausible_offset(offset_s) else 0.0
     device_now = (now or SYSTEM_CLOCK.now()) + timedelta(seconds=offset)
     data: dict[str, Any] = {}
 
@@ -158,13 +167,13 @@ def parse(
             return
         try:
             data[key] = parser(result)
-        except (Unparseable, ValueError, IndexError) as exc:
+        except (Unparseable, ValueError, IndexError, OverflowError) as exc:
             notes.append(
                 f"{name}: cannot read {_excerpt(result.stdout or result.stderr)}"
                 + (f" ({exc})" if str(exc) else "")
             )
 
-    value("uptime", "uptime_s", lambda r: round(float(_ok(r).split()[0]), 1))
+    value("uptime", "uptime_s", _uptime)
     value("boots", "boots", _boots)
     data["reboots_24h"] = (
         None
@@ -182,10 +191,29 @@ def parse(
     return data
 
 
+def _plausible_offset(offset_s: float) -> bool:
+    return math.isfinite(offset_s) and abs(offset_s) <= MAX_CLOCK_OFFSET_S
+
+
+def _number(text: str) -> float:
+    """A finite float: "nan", "inf" and "1e400" are no reading."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise Unparseable("not a finite number")
+    return number
+
+
 def _ok(result: CommandResult) -> str:
     if result.exit_status != 0:
         raise Unparseable(f"exit status {result.exit_status}")
     return result.stdout
+
+
+def _uptime(result: CommandResult) -> float:
+    seconds = _number(_ok(result).split()[0])
+    if seconds < 0:
+        raise Unparseable("negative uptime")
+    return round(seconds, 1)
 
 
 def _boots(result: CommandResult) -> list[str]:
@@ -202,16 +230,24 @@ def _disk(result: CommandResult) -> float:
     lines = [line for line in _ok(result).splitlines() if line.strip()]
     for field in reversed(lines[-1].split()):
         if field.endswith("%"):
-            return float(field[:-1])
+            used = _number(field[:-1])
+            if not 0 <= used <= 100:
+                raise Unparseable(f"capacity {used}% is not a percentage")
+            return used
     raise Unparseable("no capacity column")
 
 
 def _temperature(result: CommandResult) -> float:
     text = _ok(result).strip()
     if text.startswith("temp="):  # vcgencmd measure_temp: temp=48.3'C
-        return float(text[5:].rstrip("'C"))
-    raw = float(text)
-    return round(raw / 1000 if raw > 200 else raw, 1)  # sysfs gives millidegrees
+        celsius = _number(text[5:].rstrip("'C"))
+    else:
+        raw = _number(text)
+        celsius = round(raw / 1000 if raw > 200 else raw, 1)  # sysfs gives millidegrees
+    low, high = TEMPERATURE_RANGE_C
+    if not low <= celsius <= high:
+        raise Unparseable(f"{celsius} °C is no reading of a working sensor")
+    return celsius
 
 
 def _camera(result: CommandResult) -> bool:
@@ -232,8 +268,11 @@ def _service(result: CommandResult) -> str:
 def _last_event(result: CommandResult, offset: float) -> str | None:
     if result.exit_status != 0 and _MISSING in result.stderr:
         raise Unparseable("no counted event recorded on the device")
-    device_epoch = float(_ok(result).strip())
-    return datetime.fromtimestamp(device_epoch - offset, UTC).isoformat()
+    device_epoch = _number(_ok(result))
+    try:
+        return datetime.fromtimestamp(device_epoch - offset, UTC).isoformat()
+    except (OverflowError, OSError):  # beyond datetime's or the platform's time_t range
+        raise Unparseable("time out of range") from None
 
 
 def _kernel(result: CommandResult) -> list[str]:

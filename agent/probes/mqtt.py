@@ -64,7 +64,9 @@ NEST_KEYS = ("data", "payload", "event", "events")
 METRIC_IN, METRIC_OUT = 1, 2
 VISITOR, STAFF = 11, 21
 
-_DOTNET_DATE = re.compile(r"/Date\((-?\d+)(?:[+-]\d{4})?\)/")
+# at most 15 digits: milliseconds until the year 33658, and never an int too large for a float
+_DOTNET_DATE = re.compile(r"/Date\((-?\d{1,15})(?:[+-]\d{4})?\)/")
+_INT_TEXT = re.compile(r"\s*-?[0-9]{1,18}\s*")
 
 
 # --- the state the runner reads ------------------------------------------------------------
@@ -218,7 +220,8 @@ def parse_message(topic: str, payload: bytes) -> list[Crossing]:
         raise _Garbage(f"payload of {len(payload)} bytes")
     try:
         body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError beyond JSONDecodeError: an integer of more than 4,300 digits
         raise _Garbage("not JSON") from None
     topic_serial = next((p for p in reversed(topic.split("/")) if p), None)
     items = _items(body)
@@ -293,8 +296,8 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        return int(value)  # ASCII digits only: "²" and "٣" pass isdigit() but are no id
     return None
 
 
@@ -314,8 +317,8 @@ def _time(value: Any) -> datetime | None:
                 return None
             when = when if when.tzinfo else when.replace(tzinfo=UTC)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if value > 1e11 else value
-        try:
+        try:  # an int of 400 digits overflows already in the division
+            seconds = value / 1000 if value > 1e11 else value
             when = datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
             return None
