@@ -286,7 +286,12 @@ def _row_start(row: Mapping[str, Any], tz: ZoneInfo, n: int) -> datetime:
 def _slot(row: Any, n: int, serial: str, tz: ZoneInfo, minutes: int) -> CountSlot:
     if not isinstance(row, Mapping):
         raise FormatError(f"row {n} is not a record")
-    start = _row_start(row, tz, n).astimezone(UTC)
+    local = _row_start(row, tz, n)
+    # a slot off its own grid means the reply is not what this parser thinks it is (another
+    # resolution, a clock in seconds): stored as is, it would sit beside the real slots
+    if local.second or local.microsecond or (local.hour * 60 + local.minute) % minutes:
+        raise FormatError(f"row {n} starts at {local:%H:%M:%S}, off the {minutes}-minute grid")
+    start = local.astimezone(UTC)
     count_in = _count(_pick(row, IN_KEYS), f"row {n}: IN count")
     count_out = _count(_pick(row, OUT_KEYS), f"row {n}: OUT count")
     return CountSlot(serial, start, minutes, count_in, count_out)
@@ -298,7 +303,11 @@ def _minutes(meta: Mapping[str, Any], default: int) -> int:
         stated = int(str(value).strip()) if value is not None else 0
     except ValueError:
         stated = 0
-    return stated if 0 < stated <= 1440 else default
+    if stated == 0:
+        return default
+    if stated not in RESOLUTIONS:
+        raise FormatError(f"the reply's resolution of {stated} minutes is not one the API offers")
+    return stated
 
 
 def _reply(meta: Mapping[str, Any], slots: Iterable[CountSlot], tz: ZoneInfo) -> CountsReply:

@@ -119,6 +119,20 @@ def one(body: object, **kwargs) -> fmt.CountsReply:
 
 
 @pytest.mark.parametrize(
+    "reply",
+    [
+        {"data": [{"timestamp": "2026-03-12T09:07:13", "in": 3, "out": 2}]},
+        {"data": [{"timestamp": "2026-03-12T09:05:00", "in": 3, "out": 2}]},
+        {"resolution": 7, "data": [{"timestamp": "2026-03-12T09:00:00", "in": 3, "out": 2}]},
+    ],
+)
+def test_a_slot_off_the_grid_of_an_offered_resolution_is_refused(reply):
+    # stored as is, an off-grid slot would sit beside the real ones and double the counts
+    with pytest.raises(fmt.FormatError, match="grid|resolution"):
+        one(reply)
+
+
+@pytest.mark.parametrize(
     "row",
     [
         {"timestamp": "2026-03-12T09:00:00+00:00", "in": 3, "out": 2},
