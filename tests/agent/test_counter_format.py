@@ -128,7 +128,7 @@ def one(body: object, **kwargs) -> fmt.CountsReply:
 )
 def test_a_slot_off_the_grid_of_an_offered_resolution_is_refused(reply):
     # stored as is, an off-grid slot would sit beside the real ones and double the counts
-    with pytest.raises(fmt.FormatError, match="grid|resolution"):
+    with pytest.raises(fmt.FormatError, match=r"grid|resolution"):
         one(reply)
 
 
