@@ -294,7 +294,7 @@ def test_token_is_a_token_or_a_format_error(body: bytes) -> None:
     assert token.isprintable()
 
 
-# -- the slot grid: a slot off the grid of a resolution the API offers is refused ---------------------------
+# -- the slot grid: a slot off the grid of a resolution the API offers is refused -------------
 
 
 @settings(max_examples=50)
