@@ -37,7 +37,22 @@ from agent.config import Config, example_config
 from diagnostics.model import Assessed, Status
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Boundary(click.Group):
+    """The commands' one error boundary for the state database: a damaged, foreign or full
+    store is one line on stderr and a non-zero exit (65 for a schema this agent does not know,
+    1 otherwise), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from agent.store import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            click.echo(f"ffc-agent: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Boundary, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.version_option(package_name="ffc-agent")
 @click.pass_context
@@ -47,6 +62,10 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
     ctx.obj = {"verbose": verbose}
     setup_logging(verbose)
+    # Whatever the shell's umask, what a command writes (the store, tickets, bundles,
+    # snapshots of people, known_hosts) is the user's alone, as under the unit's UMask=0077.
+    previous = os.umask(0o077)
+    ctx.call_on_close(lambda: os.umask(previous))
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -58,7 +77,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 def config_check(file: Path) -> None:
     """Validate FILE: one line per bad field, exit 78 if any."""
     cfg = _load(file)
@@ -207,7 +226,10 @@ def check(config_path: Path, as_json: bool, dry_run: bool) -> None:
             runner = Runner(cfg, store, dry_run=dry_run)
             result = runner.run_cycle()
     except Exception as exc:  # process boundary: the plugin must answer UNKNOWN, not crash
-        logging.getLogger(__name__).exception("cycle failed")
+        from agent.store import StoreError
+
+        if not isinstance(exc, StoreError):  # a store error is its own one line, no traceback
+            logging.getLogger(__name__).exception("cycle failed")
         click.echo(f"FFC-AGENT UNKNOWN - the cycle failed: {exc}")
         sys.exit(3)
     code = nagios_code(result.assessed)
@@ -568,7 +590,7 @@ def analyze() -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     envvar=CONFIG_ENV,
     default=DEFAULT_CONFIG,
     show_default=True,

@@ -29,7 +29,7 @@ from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
 from agent.probes.ssh import SshTarget
-from agent.store import Store
+from agent.store import Store, StoreFull, is_disk_full
 from agent.transport.http import make_session
 from agent.views import LiveViews
 from diagnostics.assess import Gate, Silence, assess
@@ -42,15 +42,17 @@ from diagnostics.checks import (
     SiteEvidence,
     fold_site_outages,
 )
-from diagnostics.checks.gateway import GatewayEvidence
+from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
 from diagnostics.model import (
     Assessed,
     CountSlot,
+    Decision,
     Finding,
     Observation,
     ProbeError,
     ProbeErrorCode,
     Status,
+    Verdict,
 )
 from rma.redact import Redactor
 from rma.tickets import Ticket
@@ -59,6 +61,9 @@ log = logging.getLogger(__name__)
 
 SLOT_MINUTES = 15
 UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplink is down
+# Probe results held in memory while the state directory is full (observations and slots):
+# about a day of cycles for 20 counters, some tens of MB. Older ones are dropped beyond it.
+MAX_HELD_ITEMS = 100_000
 
 
 class SystemClock:
@@ -135,6 +140,9 @@ class Runner:
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
+        # disk full: what could not be recorded yet, with when it was probed, and since when
+        self._held: list[tuple[datetime, ProbeResult]] = []
+        self._full_since: datetime | None = None
         self.redactor = Redactor(
             config.secret_values(),
             hosts=[c.host for c in config.counters if c.host],
@@ -340,15 +348,91 @@ class Runner:
     # -- record --------------------------------------------------------------------------------
 
     def record(self, results: dict[str, ProbeResult], now: datetime) -> None:
-        for res in results.values():
-            for obs in res.observations:
-                self.store.add_observation(obs)
-                for command in obs.data.get("commands", ()):
-                    self.store.audit(now, "agent", "ssh.command", obs.counter, command)
-            if res.slots:
-                self.store.add_slots(res.slots, now)
+        """Store this cycle's results, after any held back by a full disk (in probe order).
+
+        Each counter's rows are one transaction: on a full disk (``StoreFull``) that counter's
+        results and the rest are held in memory, nothing is half-written, and the next cycle
+        records them with their own probe time. A snapshot that cannot be written is dropped.
+        """
+        pending = [*self._held, *((now, res) for res in results.values())]
+        self._held = []
+        for i, (at, res) in enumerate(pending):
+            try:
+                with self.store.transaction():
+                    for obs in res.observations:
+                        self.store.add_observation(obs)
+                        for command in obs.data.get("commands", ()):
+                            self.store.audit(at, "agent", "ssh.command", obs.counter, command)
+                    if res.slots:
+                        self.store.add_slots(res.slots, at)
+            except StoreFull:
+                self._hold(pending[i:])
+                raise
             if res.snapshot:
-                self.views.record(res.serial, now, res.snapshot)
+                try:
+                    self.views.record(res.serial, at, res.snapshot)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    self._hold(pending[i + 1 :])
+                    raise StoreFull(f"cannot keep a snapshot of {res.serial}: disk full") from None
+        if self._full_since is not None:
+            log.warning(
+                "the state directory has space again: %d held probe result(s) recorded",
+                max(len(pending) - len(results), 0),
+            )
+            self._full_since = None
+
+    def _hold(self, pending: list[tuple[datetime, ProbeResult]]) -> None:
+        held = [(at, replace(res, snapshot=None)) for at, res in pending]
+        size = 0
+        for n, (_, res) in enumerate(reversed(held)):
+            size += len(res.observations) + len(res.slots)
+            if size > MAX_HELD_ITEMS:
+                log.error("disk still full: dropped the %d oldest held probe results", len(held) - n)
+                held = held[len(held) - n :]
+                break
+        self._held = held
+
+    def _disk_full(self, now: datetime, started: float, exc: BaseException) -> CycleResult:
+        """The cycle that could not write its state: one gateway finding, no traceback."""
+        held = sum(len(r.observations) + len(r.slots) for _, r in self._held)
+        if self._full_since is None:
+            self._full_since = now
+            log.error(
+                "cannot write the agent's state in %s (%s): the disk is full; probe results are "
+                "held in memory until there is space",
+                self.state_dir,
+                exc,
+            )
+        finding = Finding(
+            check_id=GatewayHealth.id,
+            status=Status.FAIL,
+            code="disk_full",
+            summary=f"cannot write the agent's state in {self.state_dir}: the disk is full "
+            f"(since {self._full_since:%Y-%m-%d %H:%M} UTC; {held} results held in memory)",
+            at=now,
+            site=None,
+            subject=GATEWAY,
+            evidence={"state_dir": str(self.state_dir), "held": held, "error": str(exc)},
+            remediation=GatewayHealth.remediation,
+        )
+        verdict = Verdict(Decision.GENUINE, ("the agent's own writes fail: the disk is full",))
+        return CycleResult(now, [Assessed(finding, verdict)], [], [], time.monotonic() - started)
+
+    def maintain(self, now: datetime) -> None:
+        """Prune the raw history, once a day at most; a full disk waits for the next cycle."""
+        agent = self.config.agent
+        try:
+            self.store.maintain(
+                now,
+                findings_days=agent.keep_findings_days,
+                observations_days=agent.keep_observations_days,
+                slots_days=agent.keep_slots_days,
+                heartbeat=self.heartbeat,
+            )
+        except StoreFull:
+            return
 
     # -- detect --------------------------------------------------------------------------------
 
@@ -448,12 +532,20 @@ class Runner:
     def run_cycle(self) -> CycleResult:
         started = time.monotonic()
         now = self.clock.now()
-        cycle_id = self.store.begin_cycle(now)
+        try:
+            return self._run_cycle(started, now)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            return self._disk_full(now, started, exc)
+
+    def _run_cycle(self, started: float, now: datetime) -> CycleResult:
         results = self.probe_all(now)
         self.record(results, now)
+        cycle_id = self.store.begin_cycle(now)
         self.heartbeat()
         gateway = probe_gateway(self.state_dir, sink_urls=self.destinations(), now=now)
-        self.store.add_observation(gateway)
+        self.record({GATEWAY: ProbeResult(GATEWAY, [gateway])}, now)
         findings = self.run_checks(
             GatewayEvidence(now=now, observation=gateway), checks=self.gateway_checks
         )
@@ -502,6 +594,7 @@ class Runner:
                 "duration_s": round(duration, 3),
             },
         )
+        self.maintain(now)
         observations = [o for r in results.values() for o in r.observations]
         return CycleResult(now, assessed, flips, tickets, duration, composed, observations)
 
