@@ -376,12 +376,6 @@ class Runner:
                         raise
                     self._hold(pending[i + 1 :])
                     raise StoreFull(f"cannot keep a snapshot of {res.serial}: disk full") from None
-        if self._full_since is not None:
-            log.warning(
-                "the state directory has space again: %d held probe result(s) recorded",
-                max(len(pending) - len(results), 0),
-            )
-            self._full_since = None
 
     def _hold(self, pending: list[tuple[datetime, ProbeResult]]) -> None:
         held = [(at, replace(res, snapshot=None)) for at, res in pending]
@@ -541,11 +535,17 @@ class Runner:
 
     def _run_cycle(self, started: float, now: datetime) -> CycleResult:
         results = self.probe_all(now)
-        self.record(results, now)
-        cycle_id = self.store.begin_cycle(now)
         self.heartbeat()
         gateway = probe_gateway(self.state_dir, sink_urls=self.destinations(), now=now)
-        self.record({GATEWAY: ProbeResult(GATEWAY, [gateway])}, now)
+        self.record({**results, GATEWAY: ProbeResult(GATEWAY, [gateway])}, now)
+        cycle_id = self.store.begin_cycle(now)
+        if self._full_since is not None:
+            log.warning(
+                "the state directory has space again (full since %s): the held probe results "
+                "are recorded",
+                f"{self._full_since:%Y-%m-%d %H:%M} UTC",
+            )
+            self._full_since = None
         findings = self.run_checks(
             GatewayEvidence(now=now, observation=gateway), checks=self.gateway_checks
         )

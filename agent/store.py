@@ -360,6 +360,7 @@ class Store:
 
     def _move_aside(self, why: str) -> None:
         """Rename the damaged file and its -wal/-shm out of the way, never writing into them."""
+        why = " ".join(why.split())  # quick_check's lines: one log line, for journalctl -p err
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
         n = 1
@@ -910,7 +911,8 @@ class Store:
                 if n < batch:
                     break
         if any(removed.values()):
-            self._db.execute("PRAGMA incremental_vacuum")
+            with self._lock:  # executescript steps it to the end; execute frees one page
+                self._db.executescript("PRAGMA incremental_vacuum")
             # the WAL grew by the pages touched: fold it back so the file system gets them
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
