@@ -43,6 +43,7 @@ from diagnostics.checks import (
     fold_site_outages,
 )
 from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
+from diagnostics.flapping import WINDOW as FLAP_WINDOW
 from diagnostics.model import (
     Assessed,
     CountSlot,
@@ -417,12 +418,15 @@ class Runner:
     def maintain(self, now: datetime) -> None:
         """Prune the raw history, once a day at most; a full disk waits for the next cycle."""
         agent = self.config.agent
+        # quiet findings must cover the flapping window (WINDOW cycles) twice over
+        quiet_days = max(2, -(-2 * FLAP_WINDOW * agent.cycle_seconds // 86400))
         try:
             self.store.maintain(
                 now,
                 findings_days=agent.keep_findings_days,
                 observations_days=agent.keep_observations_days,
                 slots_days=agent.keep_slots_days,
+                quiet_days=quiet_days,
                 heartbeat=self.heartbeat,
             )
         except StoreFull:

@@ -842,6 +842,7 @@ class Store:
         findings_days: int,
         observations_days: int,
         slots_days: int,
+        quiet_days: int = 2,
         heartbeat: Callable[[], object] = lambda: None,
     ) -> dict[str, int] | None:
         """Prune once a day at most (the audit log remembers when); None if not due."""
@@ -853,6 +854,7 @@ class Store:
             findings_days=findings_days,
             observations_days=observations_days,
             slots_days=slots_days,
+            quiet_days=quiet_days,
             heartbeat=heartbeat,
         )
         self.audit(now, "agent", "state.pruned", detail=removed)
@@ -867,18 +869,39 @@ class Store:
         findings_days: int,
         observations_days: int,
         slots_days: int,
+        quiet_days: int = 2,
         batch: int = PRUNE_BATCH,
         heartbeat: Callable[[], object] = lambda: None,
     ) -> dict[str, int]:
         """Delete raw history older than its age, ``batch`` rows per transaction, then hand
-        the freed pages back (``incremental_vacuum``). Incidents, transitions, the audit log,
+        the freed pages back (``incremental_vacuum``). Findings that found nothing wrong (ok,
+        skip) are kept only ``quiet_days``, but for the newest of each. Incidents, transitions, the audit log,
         silences, shadow tickets, the outbox and ticket states are never pruned.
 
         The newest observation of each (counter, probe), and the newest successful one, stay
         whatever their age: "last seen" must not turn into "never seen" after a month."""
-        removed = {"findings": 0, "cycles": 0, "observations": 0, "slots": 0}
+        removed = {"findings": 0, "quiet_findings": 0, "cycles": 0, "observations": 0, "slots": 0}
         cutoff = _iso(now - timedelta(days=findings_days))
         removed["findings"] = self._prune_ids("findings", cutoff, "at", set(), batch, heartbeat)
+        # "ok" and "skip" are nine in ten findings and say only "nothing wrong": past a short
+        # window (the flapping and confirmation windows need it) only the newest of each
+        # (check, site, subject) stays, so "last judged healthy at" still has an answer.
+        quiet_cutoff = _iso(now - timedelta(days=min(quiet_days, findings_days)))
+        keep = {
+            int(r[0])
+            for r in self._db.execute(
+                "SELECT MAX(id) FROM findings WHERE status IN ('ok', 'skip') "
+                "GROUP BY check_id, site, subject"
+            )
+        }
+        removed["quiet_findings"] = self._delete_below(
+            "findings",
+            self._first_id("findings", "at", quiet_cutoff),
+            keep,
+            batch,
+            heartbeat,
+            where="status IN ('ok', 'skip')",
+        )
         oldest_kept = self._db.execute("SELECT MIN(cycle_id) FROM findings").fetchone()[0]
         bound = self._first_id("cycles", "started_at", cutoff)
         if oldest_kept is not None:
@@ -943,7 +966,13 @@ class Store:
         )
 
     def _delete_below(
-        self, table: str, bound: int, keep: set[int], batch: int, heartbeat: Callable[[], object]
+        self,
+        table: str,
+        bound: int,
+        keep: set[int],
+        batch: int,
+        heartbeat: Callable[[], object],
+        where: str = "1",
     ) -> int:
         first = self._db.execute(f"SELECT MIN(id) FROM {table}").fetchone()[0]  # noqa: S608
         total, start = 0, int(first or bound)
@@ -953,7 +982,7 @@ class Store:
                 ids = [
                     int(r[0])
                     for r in db.execute(
-                        f"SELECT id FROM {table} WHERE id >= ? AND id < ?",  # noqa: S608
+                        f"SELECT id FROM {table} WHERE id >= ? AND id < ? AND {where}",  # noqa: S608
                         (start, end),
                     )
                 ]

@@ -301,11 +301,22 @@ def test_pruning_keeps_what_matters_and_drops_old_raw_history(tmp_path):
             summary="down", at=T0, finding={}, reason="test",
         )
         store.audit(T0, "person", "silence.add")
+        day40 = T0 + timedelta(days=40, hours=1)
+        problem = Finding("counter.offline", Status.FAIL, "down", "down", day40, "S1", "C0")
+        verdict = Verdict(Decision.GENUINE, ("no rule explains it",))
+        store.add_findings(store.begin_cycle(day40), [Assessed(problem, verdict)])
         now = T0 + timedelta(days=60)
         removed = store.prune(now, findings_days=30, observations_days=10, slots_days=45)
-        assert removed == {"findings": 30 * 11, "cycles": 30, "observations": 50 * 2, "slots": 30}
+        assert removed == {
+            "findings": 30 * 11,
+            "quiet_findings": 28 * 11,  # ok findings past two days, but the newest of each
+            "cycles": 30,
+            "observations": 50 * 2,
+            "slots": 30,
+        }
         assert store.findings_between(T0, now - timedelta(days=30)) == []
-        assert len(store.findings_between(now - timedelta(days=30), now)) == 30 * 11
+        kept = store.findings_between(now - timedelta(days=30), now)
+        assert len(kept) == 2 * 11 + 1 and kept[-1]["status"] == "fail"  # problems: 30 days
         assert len(store.observations("C0", "api", limit=1000)) == 10
         assert store.last_success("OLD", "api") == T0  # the newest and the newest good stay
         assert len(store.observations("OLD", "api")) == 2
@@ -388,4 +399,4 @@ def test_the_cli_leaves_the_umask_as_it_found_it(tmp_path):
         os.umask(previous)
 
 
-_ = (resource, signal, Decision, Verdict)  # used by CHILD through this module's namespace
+_ = (resource, signal)  # CHILD imports them itself; kept here for a reader of CHILD
