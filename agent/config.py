@@ -1104,7 +1104,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{path}: nested too deeply to be a configuration"]) from None
     except MemoryError:
         raise ConfigError([f"{path}: too large to load"]) from None
-    except Exception as exc:  # boundary: see above; the traceback may hold secret values
+    except Exception as exc:  # noqa: BLE001 - a boundary (see above); no traceback: it may quote secrets
         raise ConfigError([f"{path}: cannot be loaded ({type(exc).__name__})"]) from None
 
 

@@ -384,7 +384,8 @@ class Runner:
         for n, (_, res) in enumerate(reversed(held)):
             size += len(res.observations) + len(res.slots)
             if size > MAX_HELD_ITEMS:
-                log.error("disk still full: dropped the %d oldest held probe results", len(held) - n)
+                dropped = len(held) - n
+                log.error("disk still full: dropped the %d oldest held probe results", dropped)
                 held = held[len(held) - n :]
                 break
         self._held = held

@@ -875,8 +875,8 @@ class Store:
     ) -> dict[str, int]:
         """Delete raw history older than its age, ``batch`` rows per transaction, then hand
         the freed pages back (``incremental_vacuum``). Findings that found nothing wrong (ok,
-        skip) are kept only ``quiet_days``, but for the newest of each. Incidents, transitions, the audit log,
-        silences, shadow tickets, the outbox and ticket states are never pruned.
+        skip) are kept only ``quiet_days``, but for the newest of each. Incidents, transitions,
+        the audit log, silences, shadow tickets, the outbox and ticket states are never pruned.
 
         The newest observation of each (counter, probe), and the newest successful one, stay
         whatever their age: "last seen" must not turn into "never seen" after a month."""
@@ -915,7 +915,11 @@ class Store:
             )
         }
         removed["observations"] = self._prune_ids(
-            "observations", _iso(now - timedelta(days=observations_days)), "at", keep, batch,
+            "observations",
+            _iso(now - timedelta(days=observations_days)),
+            "at",
+            keep,
+            batch,
             heartbeat,
         )
         slot_cutoff = _ts(now - timedelta(days=slots_days))

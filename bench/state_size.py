@@ -5,19 +5,21 @@ Prints the figures, asserts nothing. Three steps:
 1. **Measure** what one cycle writes: a real ``Runner`` runs real cycles against simulated
    counters on 127.0.0.1 (two counters, one offline); the rows of its steady cycles (not the
    first, which backfills four weeks of counts) are the templates, with their real sizes.
-2. **Simulate** days of 5-minute cycles for N counters with a fake clock: each day's rows are
-   inserted at the measured rate (observations: the API every cycle, the live view on its
-   900 s schedule; findings as measured; one count slot per counter per 15 minutes), and
-   ``Store.maintain`` prunes once a day exactly as the agent does.
-3. **Project** the year: raw findings and observations are bounded by their age (30 days by
-   default), so past day 30 their share of the file is flat; the simulation runs past that to
-   show it. Count slots are kept 400 days, so a year of them is all kept: the remaining days'
-   slots are inserted directly (they are cheap), and the final file size is the projection.
-   Incidents, transitions and the audit log grow with faults, not with cycles: a generous
-   allowance (one incident per counter per week, with four transitions) is inserted too.
+2. **Simulate** a few days of 5-minute cycles for N counters with a fake clock: every row
+   a cycle writes (findings, observations, one count slot per counter per 15 minutes), at
+   the measured rate, with one counter in twenty faulty all year (generous), and
+   ``Store.maintain`` pruning once a day exactly as the agent does. The file size per day
+   shows the quiet findings' window (two days) filling and then holding flat.
+3. **Project** the year without inserting a year of rows that pruning would delete again:
+   for the remaining days, only what is left at the year's end is written — count slots
+   (kept 400 days) and incidents (never pruned; one per counter per week, with transitions
+   and audit lines, is generous) for every day; problem findings and observations for the
+   last 30 days; quiet findings for the last two — with the daily prune running over that
+   window. The file size at the end is the projection. What this leaves out is the
+   fragmentation of a year of daily churn; the simulated days measure it (the size stops
+   growing once the quiet window is full), and ``incremental_vacuum`` returns freed pages.
 
-Run: ``python3 bench/state_size.py [--counters 20 200] [--days 35]``. 200 counters take some
-minutes on a gateway-class machine; ``--days`` past 30 only shows the flat part longer.
+Run: ``python3 bench/state_size.py [--counters 20 200] [--days 4]``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class FakeClock:
 
 
 def measure(workdir: Path) -> dict[str, Any]:
-    """Rows per counter per cycle, and template rows, from real cycles on a simulated fleet."""
+    """Rows per cycle, and template rows, from real cycles on a simulated fleet."""
     site = SimSite("S1", "Shop", "Europe/London", ALL_DAY)
     counters = [
         SimCounter("UP", "Door", "S1", base_rate=200.0, password="pw-bench"),
@@ -73,19 +75,25 @@ def measure(workdir: Path) -> dict[str, Any]:
     db.row_factory = sqlite3.Row
     last = db.execute("SELECT MAX(id) FROM cycles").fetchone()[0]
     findings = [dict(r) for r in db.execute("SELECT * FROM findings WHERE cycle_id = ?", (last,))]
-    api = [dict(r) for r in db.execute("SELECT * FROM observations WHERE probe = 'api'")][-2:]
-    snap = [dict(r) for r in db.execute("SELECT * FROM observations WHERE probe = 'snapshot'")]
-    gateway = [dict(r) for r in db.execute("SELECT * FROM observations WHERE probe = 'gateway'")]
-    db.close()
-    n = len(counters)
-    return {
-        "findings_per_counter": len(findings) / n,
-        "findings": findings,
-        "api": api,
-        "snapshot": snap[-1:] or api[-1:],
-        "gateway": gateway[-1:],
+
+    def obs(probe: str, counter: str) -> list[dict[str, Any]]:
+        query = "SELECT * FROM observations WHERE probe = ? AND counter = ? ORDER BY id DESC"
+        return [dict(r) for r in db.execute(query, (probe, counter)).fetchall()[:1]]
+
+    m = {
+        "healthy": [f for f in findings if f["subject"] == "UP"],
+        "faulty": [f for f in findings if f["subject"] == "DOWN"],
+        "fleet": [f for f in findings if f["subject"] not in ("UP", "DOWN")],
+        "api": obs("api", "UP"),
+        "snapshot": obs("snapshot", "UP") or obs("api", "UP"),
+        "gateway": obs("gateway", "gateway"),
         "snapshot_every": config.agent.snapshot_seconds // CYCLE_S,
     }
+    db.close()
+    return m
+
+
+FAULTY_SHARE = 0.05  # generous: one counter in twenty has an open problem all year
 
 
 def _row(template: dict[str, Any], **changes: Any) -> tuple[Any, ...]:
@@ -94,60 +102,88 @@ def _row(template: dict[str, Any], **changes: Any) -> tuple[Any, ...]:
     return tuple(row.values())
 
 
+class Writer:
+    """Inserts one cycle's rows for ``serials`` at ``at``, as the runner would."""
+
+    def __init__(self, db: sqlite3.Connection, m: dict[str, Any], serials: list[str]) -> None:
+        self.db, self.m, self.serials = db, m, serials
+        faulty = max(1, round(len(serials) * FAULTY_SHARE))
+        self.faulty = set(serials[:faulty])
+        self.f_cols = [k for k in m["healthy"][0] if k != "id"]
+        self.o_cols = [k for k in m["api"][0] if k != "id"]
+
+    def findings(self, cycle: int, iso: str, *, quiet: bool, problems: bool) -> None:
+        rows = []
+        for s in self.serials:
+            for t in self.m["faulty" if s in self.faulty else "healthy"]:
+                if (t["status"] in ("ok", "skip") and quiet) or (
+                    t["status"] not in ("ok", "skip") and problems
+                ):
+                    rows.append(_row(t, cycle_id=cycle, at=iso, subject=s))
+        rows += [_row(t, cycle_id=cycle, at=iso) for t in self.m["fleet"] if quiet]
+        self.db.executemany(
+            f"INSERT INTO findings ({', '.join(self.f_cols)}) VALUES "
+            f"({', '.join('?' * len(self.f_cols))})",
+            rows,
+        )
+
+    def observations(self, c: int, iso: str) -> None:
+        rows = [_row(self.m["api"][0], counter=s, at=iso) for s in self.serials]
+        if c % max(self.m["snapshot_every"], 1) == 0:
+            rows += [_row(self.m["snapshot"][0], counter=s, at=iso) for s in self.serials]
+        rows += [_row(g, at=iso) for g in self.m["gateway"]]
+        self.db.executemany(
+            f"INSERT INTO observations ({', '.join(self.o_cols)}) VALUES "
+            f"({', '.join('?' * len(self.o_cols))})",
+            rows,
+        )
+
+    def cycle(self, at: datetime) -> tuple[int, str]:
+        iso = at.isoformat()
+        cur = self.db.execute(
+            "INSERT INTO cycles (started_at, finished_at, summary) VALUES (?, ?, '{}')",
+            (iso, iso),
+        )
+        return int(cur.lastrowid or 0), iso
+
+
 def simulate(counters: int, days: int, m: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """``days`` of whole cycles with daily pruning, then the rest of the year's survivors."""
     state = workdir / f"sim-{counters}"
-    clock = FakeClock(T0)
     store = Store.open(state)
     db = store._db  # the bench writes in bulk, as hundreds of cycles would
     serials = [f"C{i:03d}" for i in range(counters)]
-    per_counter = max(1, round(m["findings_per_counter"]))
-    f_tpl = (m["findings"] * per_counter)[:per_counter]
-    f_cols = [k for k in f_tpl[0] if k != "id"]
-    o_cols = [k for k in m["api"][0] if k != "id"]
-    cycles_per_day = 86400 // CYCLE_S
+    w = Writer(db, m, serials)
+    per_day = 86400 // CYCLE_S
+    keep = {"findings_days": 30, "observations_days": 30, "slots_days": 400}
     sizes: list[tuple[int, int]] = []
     started = time.monotonic()
-    for day in range(days):
+    for day in range(days):  # phase A: everything, pruned daily as the agent does
         with store.transaction():
-            for c in range(cycles_per_day):
-                at = T0 + timedelta(days=day, seconds=c * CYCLE_S)
-                iso = at.isoformat()
-                cycle = db.execute(
-                    "INSERT INTO cycles (started_at, finished_at, summary) VALUES (?, ?, '{}')",
-                    (iso, iso),
-                ).lastrowid
-                db.executemany(
-                    f"INSERT INTO findings ({', '.join(f_cols)}) VALUES "  # noqa: S608
-                    f"({', '.join('?' * len(f_cols))})",
-                    [
-                        _row(t, cycle_id=cycle, at=iso, subject=s)
-                        for s in serials
-                        for t in f_tpl
-                    ],
-                )
-                obs = [_row(m["api"][0], counter=s, at=iso) for s in serials]
-                if c % max(m["snapshot_every"], 1) == 0:
-                    obs += [_row(m["snapshot"][0], counter=s, at=iso) for s in serials]
-                obs += [_row(m["gateway"][0], at=iso)] if m["gateway"] else []
-                db.executemany(
-                    f"INSERT INTO observations ({', '.join(o_cols)}) VALUES "  # noqa: S608
-                    f"({', '.join('?' * len(o_cols))})",
-                    obs,
-                )
-            _slots(db, serials, T0 + timedelta(days=day), 1)
+            for c in range(per_day):
+                cycle, iso = w.cycle(T0 + timedelta(days=day, seconds=c * CYCLE_S))
+                w.findings(cycle, iso, quiet=True, problems=True)
+                w.observations(c, iso)
+            _slots(db, serials, T0 + timedelta(days=day))
             _incidents(db, serials, T0 + timedelta(days=day))
-        clock.t = T0 + timedelta(days=day + 1)
-        store.maintain(clock.t, findings_days=30, observations_days=30, slots_days=400)
+        store.maintain(T0 + timedelta(days=day + 1), **keep)
         sizes.append((day + 1, _size(state)))
     simulated_s = time.monotonic() - started
-    # the rest of the year: slots (kept 400 days) and incidents; findings and observations
-    # stay flat at their 30-day window, as the simulated days past 30 show
+    # phase B: the rest of the year, only what pruning would leave at its end: slots and
+    # incidents of every day; problems and observations of the last 30 days; quiet findings
+    # of the last 2 (the quiet rows in between would be inserted and pruned the next day)
     for day in range(days, 365):
+        window = day >= 365 - 30
         with store.transaction():
-            _slots(db, serials, T0 + timedelta(days=day), 1)
+            if window:
+                for c in range(per_day):
+                    cycle, iso = w.cycle(T0 + timedelta(days=day, seconds=c * CYCLE_S))
+                    w.findings(cycle, iso, quiet=day >= 365 - 2, problems=True)
+                    w.observations(c, iso)
+            _slots(db, serials, T0 + timedelta(days=day))
             _incidents(db, serials, T0 + timedelta(days=day))
-    clock.t = T0 + timedelta(days=365)
-    store.maintain(clock.t, findings_days=30, observations_days=30, slots_days=400)
+        if window:
+            store.maintain(T0 + timedelta(days=day + 1), **keep)
     store.close()
     return {
         "counters": counters,
@@ -158,16 +194,12 @@ def simulate(counters: int, days: int, m: dict[str, Any], workdir: Path) -> dict
     }
 
 
-def _slots(db: sqlite3.Connection, serials: list[str], day: datetime, days: int) -> None:
+def _slots(db: sqlite3.Connection, serials: list[str], day: datetime) -> None:
     start = int(day.timestamp())
     db.executemany(
         "INSERT INTO count_slots (counter, start, minutes, count_in, count_out, arrived_at) "
         "VALUES (?, ?, 15, 37, 35, ?)",
-        [
-            (s, start + i * 900, start + i * 900 + 960)
-            for s in serials
-            for i in range(96 * days)
-        ],
+        [(s, start + i * 900, start + i * 900 + 960) for s in serials for i in range(96)],
     )
 
 
@@ -205,7 +237,7 @@ def _counts(state: Path) -> dict[str, int]:
     db = sqlite3.connect(state / DB_NAME)
     try:
         return {
-            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608
+            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
             for t in ("findings", "observations", "cycles", "count_slots", "incidents")
         }
     finally:
@@ -215,23 +247,27 @@ def _counts(state: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counters", type=int, nargs="+", default=[20, 200])
-    parser.add_argument("--days", type=int, default=35, help="days of cycles simulated (>30)")
+    parser.add_argument("--days", type=int, default=4, help="days of whole cycles first")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ffc-state-size-") as tmp:
         work = Path(tmp)
         m = measure(work)
         print(
-            f"measured per cycle: {m['findings_per_counter']:.1f} findings per counter, "
-            f"1 API observation per counter, a live view every {m['snapshot_every']} cycles"
+            f"measured per cycle: {len(m['healthy'])} findings per healthy counter, "
+            f"{len(m['faulty'])} per faulty one ({FAULTY_SHARE:.0%} of them), "
+            f"{len(m['fleet'])} for the site and gateway; 1 API observation per counter, "
+            f"a live view every {m['snapshot_every']} cycles"
         )
         for n in args.counters:
             r = simulate(n, args.days, m, work)
             mb = 1024 * 1024
-            flat = [f"day {d}: {s / mb:.1f}" for d, s in r["sizes"] if d % 5 == 0 or d == 1]
+            flat = [f"day {d}: {s / mb:.1f}" for d, s in r["sizes"]]
             print(f"\n{n} counters, {args.days} days of cycles in {r['simulated_s']:.0f}s:")
             print("  file size (MB) " + ", ".join(flat))
-            print(f"  after a year (slots and incidents for all 365 days): "
-                  f"{r['year_bytes'] / mb:.1f} MB; rows {r['rows']}")
+            print(
+                f"  after a year: {r['year_bytes'] / mb:.1f} MB "
+                f"({r['year_bytes'] / n / 1024:.0f} KB per counter); rows {r['rows']}"
+            )
 
 
 if __name__ == "__main__":

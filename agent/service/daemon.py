@@ -253,7 +253,7 @@ class Daemon:
         sdnotify.reloading()
         try:
             new = load_config(self.config_path)
-        except Exception as exc:  # boundary: no new file, however bad, may stop the service
+        except Exception as exc:  # noqa: BLE001 - boundary: no new file may stop the service
             lines = (
                 exc.lines
                 if isinstance(exc, ConfigError)

@@ -65,7 +65,9 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
     latin.write_bytes(GOOD.encode() + "# caf\u00e9\n".encode("latin-1"))
     out["not_utf8"] = latin
     hook = tmp_path / "hook.toml"
-    hook.write_text(GOOD + f'\n[notifications]\nemail = false\nchat_webhook_url = "htps://chat/hooks/{TOKEN}"\n')
+    hook.write_text(
+        GOOD + f'\n[notifications]\nemail = false\nchat_webhook_url = "htps://chat/hooks/{TOKEN}"\n'
+    )
     out["webhook_url"] = hook
     rt = tmp_path / "rt.toml"
     rt.write_text(GOOD + f'\n[[sinks]]\ntype = "rt"\nurl = "htp://rt/{TOKEN}"\ntoken = "t"\n')
@@ -150,7 +152,11 @@ def test_the_service_exits_78_at_start_for_a_fifo_and_does_not_hang(tmp_path):
     os.mkfifo(fifo)
     done = subprocess.run(
         [sys.executable, "-m", "agent", "run", "--config", str(fifo)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == EX_CONFIG, done.stderr

@@ -87,8 +87,15 @@ def test_a_damaged_file_is_moved_aside_untouched_and_a_fresh_store_starts(tmp_pa
         for i in range(300):
             fill(store, T0 + timedelta(minutes=5 * i))
         store.create_incident(
-            check_id="counter.offline", site="S1", subject="C0", state="open", code="down",
-            summary="down", at=T0, finding={}, reason="test",
+            check_id="counter.offline",
+            site="S1",
+            subject="C0",
+            state="open",
+            code="down",
+            summary="down",
+            at=T0,
+            finding={},
+            reason="test",
         )
     db = tmp_path / DB_NAME
     assert not (tmp_path / f"{DB_NAME}-wal").exists()  # a clean close folded the WAL back
@@ -213,8 +220,14 @@ def runner_for(state: Path) -> Runner:
     config = parse_config(
         {
             "agent": {"state_dir": str(state)},
-            "sites": [{"code": "S1", "name": "Shop", "timezone": "Europe/London",
-                       "opening_hours": ALL_DAY}],
+            "sites": [
+                {
+                    "code": "S1",
+                    "name": "Shop",
+                    "timezone": "Europe/London",
+                    "opening_hours": ALL_DAY,
+                }
+            ],
         }
     )
     return Runner(config, Store.open(state))
@@ -279,7 +292,11 @@ def test_a_write_beyond_the_file_size_limit_is_store_full_too(tmp_path):
     """The same path without a mount: RLIMIT_FSIZE makes writes fail with EFBIG."""
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "state")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, done.stderr
@@ -297,8 +314,15 @@ def test_pruning_keeps_what_matters_and_drops_old_raw_history(tmp_path):
         store.add_observation(Observation("OLD", "api", T0, ok=True))  # last seen long ago
         store.add_observation(Observation("OLD", "api", T0 + timedelta(hours=1), ok=False))
         incident = store.create_incident(
-            check_id="counter.offline", site="S1", subject="C0", state="open", code="down",
-            summary="down", at=T0, finding={}, reason="test",
+            check_id="counter.offline",
+            site="S1",
+            subject="C0",
+            state="open",
+            code="down",
+            summary="down",
+            at=T0,
+            finding={},
+            reason="test",
         )
         store.audit(T0, "person", "silence.add")
         day40 = T0 + timedelta(days=40, hours=1)
@@ -358,8 +382,7 @@ def test_an_older_file_without_auto_vacuum_is_switched_to_it(tmp_path):
 
 def modes(root: Path) -> dict[str, int]:
     return {
-        str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode)
-        for p in [root, *root.rglob("*")]
+        str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]
     }
 
 
@@ -370,10 +393,27 @@ def test_state_made_by_hand_is_private_whatever_the_umask(tmp_path, umask):
     config.write_text(config_toml(state))
     config.chmod(0o600)
     done = subprocess.run(
-        [sys.executable, "-m", "agent", "silence", "add", "S1", "--for", "1h", "--reason", "test",
-         "--config", str(config)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=lambda: os.umask(umask),
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "silence",
+            "add",
+            "S1",
+            "--for",
+            "1h",
+            "--reason",
+            "test",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=lambda: os.umask(umask),
     )
     assert done.returncode == 0, done.stderr
     found = modes(tmp_path / "deep")
