@@ -43,6 +43,8 @@ class _Boundary(click.Group):
     1 otherwise), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import sqlite3
+
         from agent.store import StoreError
 
         try:
@@ -50,6 +52,9 @@ class _Boundary(click.Group):
         except StoreError as exc:
             click.echo(f"ffc-agent: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except sqlite3.Error as exc:  # damage found past the open-time check, a lock held
+            click.echo(f"ffc-agent: the state database failed: {exc}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Boundary, context_settings={"help_option_names": ["-h", "--help"]})

@@ -440,3 +440,34 @@ def test_the_cli_leaves_the_umask_as_it_found_it(tmp_path):
 
 
 _ = (resource, signal)  # CHILD imports them itself; kept here for a reader of CHILD
+
+
+def test_a_snapshot_that_does_not_fit_leaves_no_half_file(small_disk):
+    from agent.views import LiveViews
+
+    views = LiveViews(small_disk / "state")
+    views.record("C1", T0, b"\xff\xd8small\xff\xd9")
+    with pytest.raises(OSError):
+        views.record("C1", T0 + timedelta(minutes=15), b"\xff" * (4 * 1024 * 1024))
+    names = sorted(p.name for p in (small_disk / "state" / "snapshots" / "C1").iterdir())
+    assert names == [f"{int(T0.timestamp())}.jpg"]
+
+
+def test_a_database_locked_by_another_process_is_one_line_too(tmp_path):
+    state = tmp_path / "state"
+    config = tmp_path / "ffc-agent.toml"
+    config.write_text(config_toml(state))
+    with Store.open(state):
+        pass
+    holder = sqlite3.connect(state / DB_NAME, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock for too long
+    try:
+        result = CliRunner().invoke(
+            cli, ["silence", "add", "S1", "--for", "1h", "--reason", "x", "--config", str(config)]
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
+    assert "state database" in result.output
