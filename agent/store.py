@@ -902,11 +902,14 @@ class Store:
             heartbeat,
             where="status IN ('ok', 'skip')",
         )
-        oldest_kept = self._db.execute("SELECT MIN(cycle_id) FROM findings").fetchone()[0]
         bound = self._first_id("cycles", "started_at", cutoff)
-        if oldest_kept is not None:
-            bound = min(bound, int(oldest_kept))
-        removed["cycles"] = self._delete_below("cycles", bound, set(), batch, heartbeat)
+        referenced = {  # the cycles of the few old findings kept: the foreign key holds
+            int(r[0])
+            for r in self._db.execute(
+                "SELECT DISTINCT cycle_id FROM findings WHERE cycle_id < ?", (bound,)
+            )
+        }
+        removed["cycles"] = self._delete_below("cycles", bound, referenced, batch, heartbeat)
         keep = {
             int(r[0])
             for r in self._db.execute(
@@ -978,24 +981,24 @@ class Store:
         heartbeat: Callable[[], object],
         where: str = "1",
     ) -> int:
-        first = self._db.execute(f"SELECT MIN(id) FROM {table}").fetchone()[0]  # noqa: S608
-        total, start = 0, int(first or bound)
-        while start < bound:
-            end = min(start + batch, bound)
+        total, start = 0, 0
+        while True:
             with self.transaction() as db:
                 ids = [
                     int(r[0])
                     for r in db.execute(
-                        f"SELECT id FROM {table} WHERE id >= ? AND id < ? AND {where}",  # noqa: S608
-                        (start, end),
+                        f"SELECT id FROM {table} WHERE id >= ? AND id < ? AND {where} "  # noqa: S608
+                        "ORDER BY id LIMIT ?",
+                        (start, bound, batch),
                     )
                 ]
                 gone = [(i,) for i in ids if i not in keep]
                 db.executemany(f"DELETE FROM {table} WHERE id = ?", gone)  # noqa: S608
             total += len(gone)
-            start = end
             heartbeat()
-        return total
+            if len(ids) < batch:
+                return total
+            start = ids[-1] + 1
 
     # -- audit ---------------------------------------------------------------------------------
 
