@@ -65,6 +65,7 @@ UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplin
 # Probe results held in memory while the state directory is full (observations and slots):
 # about a day of cycles for 20 counters, some tens of MB. Older ones are dropped beyond it.
 MAX_HELD_ITEMS = 100_000
+API_HISTORY = 500  # API observations the checks see; pruning keeps at least these cycles' worth
 
 
 class SystemClock:
@@ -419,8 +420,9 @@ class Runner:
     def maintain(self, now: datetime) -> None:
         """Prune the raw history, once a day at most; a full disk waits for the next cycle."""
         agent = self.config.agent
-        # quiet findings must cover the flapping window (WINDOW cycles) twice over
-        quiet_days = max(2, -(-2 * FLAP_WINDOW * agent.cycle_seconds // 86400))
+        # what the checks look back on: the flapping window twice over, the API history
+        cycles = max(2 * FLAP_WINDOW, API_HISTORY)
+        quiet_days = max(2, -(-cycles * agent.cycle_seconds // 86400) + 1)
         try:
             self.store.maintain(
                 now,
@@ -462,7 +464,7 @@ class Runner:
         history = history if history is not None else self.history(now)
         observations: dict[str, Observation] = {}
         extra: dict[str, Any] = {}
-        api_history = self.store.observations(counter.serial, "api", limit=500)
+        api_history = self.store.observations(counter.serial, "api", limit=API_HISTORY)
         if api_history:
             observations["api"] = api_history[0]
             if not api_history[0].ok:

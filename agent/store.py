@@ -875,12 +875,16 @@ class Store:
     ) -> dict[str, int]:
         """Delete raw history older than its age, ``batch`` rows per transaction, then hand
         the freed pages back (``incremental_vacuum``). Findings that found nothing wrong (ok,
-        skip) are kept only ``quiet_days``, but for the newest of each. Incidents, transitions,
+        skip) and successful observations are kept only ``quiet_days``, but for the newest of
+        each. Incidents, transitions,
         the audit log, silences, shadow tickets, the outbox and ticket states are never pruned.
 
         The newest observation of each (counter, probe), and the newest successful one, stay
         whatever their age: "last seen" must not turn into "never seen" after a month."""
-        removed = {"findings": 0, "quiet_findings": 0, "cycles": 0, "observations": 0, "slots": 0}
+        removed = dict.fromkeys(
+            ("findings", "quiet_findings", "cycles", "observations", "quiet_observations", "slots"),
+            0,
+        )
         cutoff = _iso(now - timedelta(days=findings_days))
         removed["findings"] = self._prune_ids("findings", cutoff, "at", set(), batch, heartbeat)
         # "ok" and "skip" are nine in ten findings and say only "nothing wrong": past a short
@@ -924,6 +928,18 @@ class Store:
             keep,
             batch,
             heartbeat,
+        )
+        # successful probes are most rows and say only "it answered": past the quiet window
+        # the failures (what an outage looked like) stay, the successes but the newest go
+        removed["quiet_observations"] = self._delete_below(
+            "observations",
+            self._first_id(
+                "observations", "at", _iso(now - timedelta(days=min(quiet_days, observations_days)))
+            ),
+            keep,
+            batch,
+            heartbeat,
+            where="ok = 1",
         )
         slot_cutoff = _ts(now - timedelta(days=slots_days))
         counters = [r[0] for r in self._db.execute("SELECT DISTINCT counter FROM count_slots")]

@@ -9,13 +9,13 @@ Prints the figures, asserts nothing. Three steps:
    a cycle writes (findings, observations, one count slot per counter per 15 minutes), at
    the measured rate, with one counter in twenty faulty all year (generous), and
    ``Store.maintain`` pruning once a day exactly as the agent does. The file size per day
-   shows the quiet findings' window (two days) filling and then holding flat.
+   shows the quiet window (three days) filling and then holding flat.
 3. **Project** the year without inserting a year of rows that pruning would delete again:
    for the remaining days, only what is left at the year's end is written — count slots
    (kept 400 days) and incidents (never pruned; one per counter per week, with transitions
-   and audit lines, is generous) for every day; problem findings and observations for the
-   last 30 days; quiet findings for the last two — with the daily prune running over that
-   window. The file size at the end is the projection. What this leaves out is the
+   and audit lines, is generous) for every day; problem findings and failed probes for the
+   last 30 days; quiet findings and successful probes for the last three — with the daily
+   prune running over that window. The file size at the end is the projection. What this leaves out is the
    fragmentation of a year of daily churn; the simulated days measure it (the size stops
    growing once the quiet window is full), and ``incremental_vacuum`` returns freed pages.
 
@@ -85,6 +85,7 @@ def measure(workdir: Path) -> dict[str, Any]:
         "faulty": [f for f in findings if f["subject"] == "DOWN"],
         "fleet": [f for f in findings if f["subject"] not in ("UP", "DOWN")],
         "api": obs("api", "UP"),
+        "api_failed": obs("api", "DOWN") or obs("api", "UP"),
         "snapshot": obs("snapshot", "UP") or obs("api", "UP"),
         "gateway": obs("gateway", "gateway"),
         "snapshot_every": config.agent.snapshot_seconds // CYCLE_S,
@@ -93,6 +94,7 @@ def measure(workdir: Path) -> dict[str, Any]:
     return m
 
 
+QUIET_DAYS = 3  # what Runner.maintain passes at 5-minute cycles
 FAULTY_SHARE = 0.05  # generous: one counter in twenty has an open problem all year
 
 
@@ -127,11 +129,18 @@ class Writer:
             rows,
         )
 
-    def observations(self, c: int, iso: str) -> None:
-        rows = [_row(self.m["api"][0], counter=s, at=iso) for s in self.serials]
-        if c % max(self.m["snapshot_every"], 1) == 0:
-            rows += [_row(self.m["snapshot"][0], counter=s, at=iso) for s in self.serials]
-        rows += [_row(g, at=iso) for g in self.m["gateway"]]
+    def observations(self, c: int, iso: str, *, quiet: bool = True) -> None:
+        """The API every cycle, the live view on its schedule, the gateway; ``quiet=False``
+        writes only the failures (the faulty counters' API probes), which pruning keeps."""
+        m = self.m
+        rows = [
+            _row(m["api_failed" if s in self.faulty else "api"][0], counter=s, at=iso)
+            for s in self.serials
+            if quiet or s in self.faulty
+        ]
+        if quiet and c % max(m["snapshot_every"], 1) == 0:
+            rows += [_row(m["snapshot"][0], counter=s, at=iso) for s in self.serials]
+        rows += [_row(g, at=iso) for g in m["gateway"]] if quiet else []
         self.db.executemany(
             f"INSERT INTO observations ({', '.join(self.o_cols)}) VALUES "
             f"({', '.join('?' * len(self.o_cols))})",
@@ -155,7 +164,12 @@ def simulate(counters: int, days: int, m: dict[str, Any], workdir: Path) -> dict
     serials = [f"C{i:03d}" for i in range(counters)]
     w = Writer(db, m, serials)
     per_day = 86400 // CYCLE_S
-    keep = {"findings_days": 30, "observations_days": 30, "slots_days": 400}
+    keep = {
+        "findings_days": 30,
+        "observations_days": 30,
+        "slots_days": 400,
+        "quiet_days": QUIET_DAYS,
+    }
     sizes: list[tuple[int, int]] = []
     started = time.monotonic()
     for day in range(days):  # phase A: everything, pruned daily as the agent does
@@ -170,16 +184,17 @@ def simulate(counters: int, days: int, m: dict[str, Any], workdir: Path) -> dict
         sizes.append((day + 1, _size(state)))
     simulated_s = time.monotonic() - started
     # phase B: the rest of the year, only what pruning would leave at its end: slots and
-    # incidents of every day; problems and observations of the last 30 days; quiet findings
-    # of the last 2 (the quiet rows in between would be inserted and pruned the next day)
+    # incidents of every day; problems and failed probes of the last 30 days; quiet findings
+    # and successful probes of the last 3 (the agent's window at 5-minute cycles: the quiet
+    # rows in between would be inserted and pruned the next day)
     for day in range(days, 365):
         window = day >= 365 - 30
         with store.transaction():
             if window:
                 for c in range(per_day):
                     cycle, iso = w.cycle(T0 + timedelta(days=day, seconds=c * CYCLE_S))
-                    w.findings(cycle, iso, quiet=day >= 365 - 2, problems=True)
-                    w.observations(c, iso)
+                    w.findings(cycle, iso, quiet=day >= 365 - QUIET_DAYS, problems=True)
+                    w.observations(c, iso, quiet=day >= 365 - QUIET_DAYS)
             _slots(db, serials, T0 + timedelta(days=day))
             _incidents(db, serials, T0 + timedelta(days=day))
         if window:

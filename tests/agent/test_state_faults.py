@@ -325,6 +325,8 @@ def test_pruning_keeps_what_matters_and_drops_old_raw_history(tmp_path):
             reason="test",
         )
         store.audit(T0, "person", "silence.add")
+        failed = Observation("C0", "api", T0 + timedelta(days=55, hours=1), ok=False)
+        store.add_observation(failed)
         day40 = T0 + timedelta(days=40, hours=1)
         problem = Finding("counter.offline", Status.FAIL, "down", "down", day40, "S1", "C0")
         verdict = Verdict(Decision.GENUINE, ("no rule explains it",))
@@ -336,12 +338,17 @@ def test_pruning_keeps_what_matters_and_drops_old_raw_history(tmp_path):
             "quiet_findings": 28 * 11,  # ok findings past two days, but the newest of each
             "cycles": 30,
             "observations": 50 * 2,
+            "quiet_observations": 8 * 2,  # successes past two days, but the newest of each
             "slots": 30,
         }
         assert store.findings_between(T0, now - timedelta(days=30)) == []
         kept = store.findings_between(now - timedelta(days=30), now)
         assert len(kept) == 2 * 11 + 1 and kept[-1]["status"] == "fail"  # problems: 30 days
-        assert len(store.observations("C0", "api", limit=1000)) == 10
+        assert [o.ok for o in store.observations("C0", "api", limit=1000)] == [
+            True,
+            True,
+            False,  # a failure stays keep_observations_days
+        ]
         assert store.last_success("OLD", "api") == T0  # the newest and the newest good stay
         assert len(store.observations("OLD", "api")) == 2
         assert store.slots("C0", T0)[0].start == T0 + timedelta(days=15)
