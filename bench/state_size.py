@@ -16,8 +16,9 @@ Prints the figures, asserts nothing. Three steps:
    and audit lines, is generous) for every day; problem findings and failed probes for the
    last 30 days; quiet findings and successful probes for the last three — with the daily
    prune running over that window. The file size at the end is the projection. What this
-   leaves out is the fragmentation of a year of daily churn; the simulated days measure it (the size stops
-   growing once the quiet window is full), and ``incremental_vacuum`` returns freed pages.
+   leaves out is the fragmentation of a year of daily churn; the simulated days measure it
+   (the size stops growing once the quiet window is full), and ``incremental_vacuum``
+   returns freed pages.
 
 Run: ``python3 bench/state_size.py [--counters 20 200] [--days 4]``.
 """
