@@ -478,3 +478,22 @@ def test_a_database_locked_by_another_process_is_one_line_too(tmp_path):
     assert result.exit_code == 1, result.output
     assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
     assert "state database" in result.output
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_local_tickets_and_their_attachments_are_private_whatever_the_umask(tmp_path, umask):
+    from agent.delivery.sinks.local import LocalSink
+    from tests.agent.test_local_sink import make_ticket
+
+    previous = os.umask(umask)
+    try:
+        LocalSink(tmp_path / "tickets").file(make_ticket(), {"snapshot.jpg": b"\xff\xd8people"})
+    finally:
+        os.umask(previous)
+    found = modes(tmp_path / "tickets")
+    assert found.pop(".") == 0o700
+    dirs = {k for k in found if (tmp_path / "tickets" / k).is_dir()}
+    assert all(found[d] == 0o700 for d in dirs), found
+    files = {k: v for k, v in found.items() if k not in dirs}
+    assert any(k.endswith(".json") for k in files) and any("snapshot" in k for k in files)
+    assert all(mode == 0o600 for mode in files.values()), found
