@@ -10,7 +10,11 @@ restart": restarting cannot fix a typo.
 Contract:
 
 - ``load_config(path)`` and ``parse_config(data)`` return a ``Config`` or raise ``ConfigError``;
-  nothing else escapes for a bad file (a missing, unreadable or non-TOML file included).
+  nothing else escapes for a bad file (a missing, unreadable or non-TOML file included, and any
+  exception at all while loading). Only regular files are read, the configuration up to 1 MB
+  and a secret file up to 64 KB, so a FIFO cannot hang the agent nor /dev/zero fill its memory.
+- No value that may carry a credential (a URL with a token or user:password) is echoed in an
+  error line: the line names the field and what is wrong.
 - Every table rejects unknown keys, so a misspelt setting is an error, never silently ignored.
 - Relative paths (``password_file``, ``reference_image``, ``ssh.key_file``, ``state_dir``, a
   local sink's ``directory``) are resolved against the config file's folder. A relative
