@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import click
 
@@ -121,6 +122,23 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """The commands' one error boundary for the state database: a damaged, foreign or full
+        store is one line on stderr and a non-zero exit (65 for a schema this agent does not
+        know, 1 otherwise), never a traceback."""
+        import sqlite3
+
+        from agent.store import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            click.echo(f"ffc-agent: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except sqlite3.Error as exc:  # damage found past the open-time check, a lock held
+            click.echo(f"ffc-agent: the state database failed: {exc}", err=True)
+            ctx.exit(1)
+
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
@@ -133,6 +151,10 @@ def cli(ctx: click.Context, verbose: int) -> None:
     # what a caller put in obj (a test's fake clock) is kept; see commands.common.clock
     ctx.obj = {**(ctx.obj or {}), "verbose": verbose}
     setup_logging(verbose)
+    # Whatever the shell's umask, what a command writes (the store, tickets, bundles,
+    # snapshots of people, known_hosts) is the user's alone, as under the unit's UMask=0077.
+    previous = os.umask(0o077)
+    ctx.call_on_close(lambda: os.umask(previous))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,11 @@ restart": restarting cannot fix a typo.
 Contract:
 
 - ``load_config(path)`` and ``parse_config(data)`` return a ``Config`` or raise ``ConfigError``;
-  nothing else escapes for a bad file (a missing, unreadable or non-TOML file included).
+  nothing else escapes for a bad file (a missing, unreadable or non-TOML file included, and any
+  exception at all while loading). Only regular files are read, the configuration up to 1 MB
+  and a secret file up to 64 KB, so a FIFO cannot hang the agent nor /dev/zero fill its memory.
+- No value that may carry a credential (a URL with a token or user:password) is echoed in an
+  error line: the line names the field and what is wrong.
 - Every table rejects unknown keys, so a misspelt setting is an error, never silently ignored.
 - Relative paths (``password_file``, ``reference_image``, ``ssh.key_file``, ``state_dir``, a
   local sink's ``directory``) are resolved against the config file's folder. A relative
@@ -22,8 +26,10 @@ Contract:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
@@ -131,10 +137,11 @@ def _secret_from_file(
     path = _resolve(Path(raw_file), info, credential=True)
     data[file_key] = path
     try:
-        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
-        return [((file_key,), f"cannot read {str(path)!r}: {reason}", None)]
+        secret = read_capped(path, MAX_SECRET_BYTES).decode("utf-8").rstrip("\r\n")
+    except FileReadError as exc:
+        return [((file_key,), f"cannot read {str(path)!r}: {exc.reason}", None)]
+    except UnicodeDecodeError:
+        return [((file_key,), f"cannot read {str(path)!r}: not text", None)]
     if not secret:
         return [((file_key,), f"{str(path)!r} is empty", None)]
     data[key] = secret
@@ -166,6 +173,13 @@ def _with_secret_files(
         problems.extend((*_located(e), None) for e in exc.errors())
     _fail(cls.__name__, problems)
     return model
+
+
+def _quiet(value: str) -> str:
+    """A mistyped value quoted back, unless it looks like a URL that may carry credentials."""
+    if "@" in value or "://" in value or "?" in value:
+        return "a URL (not shown: it may hold credentials)"
+    return _show(value)
 
 
 def _not_blank(value: str) -> str:
@@ -238,6 +252,10 @@ class AgentConfig(_Model):
     # decide as usual, file nothing: the whole agent, or only these checks (see also sites)
     shadow: StrictBool = False
     shadow_checks: tuple[str, ...] = ()
+    # retention: raw history is pruned once a day; incidents, tickets and the audit log stay
+    keep_findings_days: Annotated[StrictInt, Field(ge=1, le=3660)] = 30
+    keep_observations_days: Annotated[StrictInt, Field(ge=1, le=3660)] = 30
+    keep_slots_days: Annotated[StrictInt, Field(ge=30, le=3660)] = 400
 
     @field_validator("shadow_checks")
     @classmethod
@@ -442,7 +460,7 @@ class CounterConfig(_Model):
     @classmethod
     def _host(cls, value: str | None) -> str | None:
         if value is not None and (not value or any(c.isspace() or c == "/" for c in value)):
-            raise ValueError(f"expected a host name or IP address (not a URL), got {value!r}")
+            raise ValueError(f"expected a host name or IP address (not a URL), got {_quiet(value)}")
         return value
 
     @field_validator("snapshot_path")
@@ -491,8 +509,9 @@ class LocalSinkConfig(_Model):  # defined before _SinkBase: it has no timeout or
 
 
 def _http_url(value: str) -> str:
+    # Never echo the value: a helpdesk or webhook URL may carry a token in its path or query.
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        raise ValueError("expected an http:// or https:// URL (not shown: it may hold a token)")
     if re.match(r"https?://[^/]*@", value):
         raise ValueError("put credentials in their own setting, not in the URL")
     return value.rstrip("/")
@@ -621,7 +640,7 @@ class MqttConfig(_Model):
     @classmethod
     def _host(cls, value: str) -> str:
         if any(c.isspace() or c == "/" for c in value):
-            raise ValueError(f"expected a host name or IP address (not a URL), got {value!r}")
+            raise ValueError(f"expected a host name or IP address (not a URL), got {_quiet(value)}")
         return value
 
     @field_validator("ca_file")
@@ -918,7 +937,7 @@ def _cross_field_problems(data: Any) -> list[tuple[tuple[str | int, ...], str, A
 
 # --- turning pydantic's errors into lines a person can act on -------------------------------
 
-_SECRET_KEYS = frozenset({"password", "token", "secret", "chat_webhook_url"})
+_SECRET_KEYS = frozenset({"password", "token", "secret", "chat_webhook_url", "url"})
 
 
 def _show(value: Any) -> str:
@@ -1053,17 +1072,86 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> Confi
         raise ConfigError(_error_lines(data, exc)) from None
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a real file is a few KB; anything near this is a mistake
+MAX_SECRET_BYTES = 64 * 1024  # a password, token or webhook URL; a private key is ~3 KB
+
+
+class FileReadError(Exception):
+    """A file that could not be read whole; ``reason`` is a few words, never its content."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, or ``FileReadError``.
+
+    Not ``Path.read_bytes``: a FIFO would block the agent forever, /dev/zero would fill its
+    memory, and a directory or device is never what an installer meant.
+    """
+    try:
+        before = os.stat(path)
+    except OSError as exc:
+        raise FileReadError(exc.strerror or type(exc).__name__) from None
+    if stat.S_ISDIR(before.st_mode):
+        raise FileReadError("is a directory, not a file")
+    if not stat.S_ISREG(before.st_mode):
+        raise FileReadError("not a regular file")
+    if before.st_size > limit:
+        raise FileReadError(f"too large ({before.st_size:,} bytes, at most {limit:,})")
+    try:
+        # O_NONBLOCK: should the path turn into a FIFO after the stat, open must not wait
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise FileReadError(exc.strerror or type(exc).__name__) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileReadError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise FileReadError(exc.strerror or type(exc).__name__) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileReadError(f"too large (over {limit:,} bytes)")
+    return data
+
+
 def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML file; every failure is a ``ConfigError``."""
+    """Read and validate a TOML file; every failure is a ``ConfigError``.
+
+    Every one, on purpose: the daemon reloads on SIGHUP and must keep running on any bad
+    file, and a start with one must exit 78 (not restarted) rather than crash with 1 (restarted
+    every minute for ever). A failure nobody foresaw (RecursionError from 5,000 nested ``[``,
+    MemoryError) is reported by its kind only: its message may quote a secret from the file.
+    """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{path}: is a directory, not a file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+        return _load_config(path)
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError([f"{path}: nested too deeply to be a configuration"]) from None
+    except MemoryError:
+        raise ConfigError([f"{path}: too large to load"]) from None
+    except Exception as exc:  # noqa: BLE001 - a boundary (see above); no traceback: it may quote secrets
+        raise ConfigError([f"{path}: cannot be loaded ({type(exc).__name__})"]) from None
+
+
+def _load_config(path: Path) -> Config:
+    try:
+        raw = read_capped(path, MAX_CONFIG_BYTES)
+    except FileReadError as exc:
+        reason = exc.reason
+        if reason == os.strerror(errno.ENOENT):
+            reason = "no such file"
+        elif reason not in ("is a directory, not a file", "not a regular file"):
+            reason = reason if reason.startswith("too large") else f"cannot read: {reason}"
+        raise ConfigError([f"{path}: {reason}"]) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     try:

@@ -37,7 +37,7 @@ from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
 from agent.probes.schedule import run_bounded
 from agent.probes.ssh import SshTarget
-from agent.store import Store
+from agent.store import Store, StoreFull, is_disk_full
 from agent.transport.http import make_session
 from diagnostics.assess import Gate, Silence, assess
 from diagnostics.checks import (
@@ -48,16 +48,19 @@ from diagnostics.checks import (
     fold_site_outages,
 )
 from diagnostics.checks.agent import ProbeFailure
-from diagnostics.checks.gateway import GatewayEvidence
+from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
+from diagnostics.flapping import WINDOW as FLAP_WINDOW
 from diagnostics.model import (
     SYSTEM_CLOCK,
     Assessed,
     CountSlot,
+    Decision,
     Finding,
     Observation,
     ProbeError,
     ProbeErrorCode,
     Status,
+    Verdict,
 )
 from rma.tickets import Ticket
 
@@ -65,6 +68,10 @@ log = logging.getLogger(__name__)
 
 SLOT_MINUTES = 15
 UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplink is down
+# Probe results held in memory while the state directory is full (observations and slots):
+# about a day of cycles for 20 counters, some tens of MB. Older ones are dropped beyond it.
+MAX_HELD_ITEMS = 100_000
+API_HISTORY = 500  # API observations the checks see; pruning keeps at least these cycles' worth
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,9 @@ class Runner:
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
+        # disk full: what could not be recorded yet, with when it was probed, and since when
+        self._held: list[tuple[datetime, ProbeResult]] = []
+        self._full_since: datetime | None = None
         self.redactor = app.redactor
         self.tickets = app.tickets
 
@@ -369,34 +379,110 @@ class Runner:
     # -- record --------------------------------------------------------------------------------
 
     def record(self, results: dict[str, ProbeResult], now: datetime) -> None:
-        """Store each counter's answers; a counter whose answers cannot be stored is an
-        ``agent.probe`` error about it, and the others are stored all the same."""
-        for res in results.values():
+        """Store this cycle's results, after any held back by a full disk (in probe order).
+
+        Each counter's rows are one transaction: on a full disk (``StoreFull``) that counter's
+        results and the rest are held in memory, nothing is half-written, and the next cycle
+        records them with their own probe time. A snapshot that cannot be written is dropped.
+        A counter whose answers cannot be stored for any other reason is an ``agent.probe``
+        error about it, and the others are stored all the same.
+        """
+        pending = [*self._held, *((now, res) for res in results.values())]
+        self._held = []
+        for i, (at, res) in enumerate(pending):
             try:
-                self._record_one(res, now)
+                with self.store.transaction():
+                    for obs in res.observations:
+                        self.store.add_observation(obs)
+                        for command in obs.data.get("commands", ()):
+                            self.store.audit(at, "agent", "ssh.command", obs.counter, command)
+                    if res.slots:
+                        self.store.add_slots(res.slots, at)
+            except StoreFull:
+                self._hold(pending[i:])
+                raise
             except Exception as exc:  # one counter's store failure must not fail the cycle
                 log.debug("recording %s failed", res.serial, exc_info=True)
-                counter = next((c for c in self.config.counters if c.serial == res.serial), None)
-                self.probe_errors.append(
-                    _probe_error(
-                        res.serial,
-                        counter.site if counter else None,
-                        now,
-                        "record_failed",
-                        f"what {res.serial} answered could not be recorded: "
-                        f"{type(exc).__name__}: {str(exc)[:200]}",
-                    )
-                )
+                self._record_failed(res, now, exc)
+                continue
+            if res.snapshot:
+                try:
+                    self.views.record(res.serial, at, res.snapshot)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        self._record_failed(res, now, exc)
+                        continue
+                    self._hold(pending[i + 1 :])
+                    raise StoreFull(f"cannot keep a snapshot of {res.serial}: disk full") from None
 
-    def _record_one(self, res: ProbeResult, now: datetime) -> None:
-        for obs in res.observations:
-            self.store.add_observation(obs)
-            for command in obs.data.get("commands", ()):
-                self.store.audit(now, "agent", "ssh.command", obs.counter, command)
-        if res.slots:
-            self.store.add_slots(res.slots, now)
-        if res.snapshot:
-            self.views.record(res.serial, now, res.snapshot)
+    def _record_failed(self, res: ProbeResult, now: datetime, exc: BaseException) -> None:
+        counter = next((c for c in self.config.counters if c.serial == res.serial), None)
+        self.probe_errors.append(
+            _probe_error(
+                res.serial,
+                counter.site if counter else None,
+                now,
+                "record_failed",
+                f"what {res.serial} answered could not be recorded: "
+                f"{type(exc).__name__}: {str(exc)[:200]}",
+            )
+        )
+
+    def _hold(self, pending: list[tuple[datetime, ProbeResult]]) -> None:
+        held = [(at, replace(res, snapshot=None)) for at, res in pending]
+        size = 0
+        for n, (_, res) in enumerate(reversed(held)):
+            size += len(res.observations) + len(res.slots)
+            if size > MAX_HELD_ITEMS:
+                dropped = len(held) - n
+                log.error("disk still full: dropped the %d oldest held probe results", dropped)
+                held = held[len(held) - n :]
+                break
+        self._held = held
+
+    def _disk_full(self, now: datetime, started: float, exc: BaseException) -> CycleResult:
+        """The cycle that could not write its state: one gateway finding, no traceback."""
+        held = sum(len(r.observations) + len(r.slots) for _, r in self._held)
+        if self._full_since is None:
+            self._full_since = now
+            log.error(
+                "cannot write the agent's state in %s (%s): the disk is full; probe results are "
+                "held in memory until there is space",
+                self.state_dir,
+                exc,
+            )
+        finding = Finding(
+            check_id=GatewayHealth.id,
+            status=Status.FAIL,
+            code="disk_full",
+            summary=f"cannot write the agent's state in {self.state_dir}: the disk is full "
+            f"(since {self._full_since:%Y-%m-%d %H:%M} UTC; {held} results held in memory)",
+            at=now,
+            site=None,
+            subject=GATEWAY,
+            evidence={"state_dir": str(self.state_dir), "held": held, "error": str(exc)},
+            remediation=GatewayHealth.remediation,
+        )
+        verdict = Verdict(Decision.GENUINE, ("the agent's own writes fail: the disk is full",))
+        return CycleResult(now, [Assessed(finding, verdict)], [], [], time.monotonic() - started)
+
+    def maintain(self, now: datetime) -> None:
+        """Prune the raw history, once a day at most; a full disk waits for the next cycle."""
+        agent = self.config.agent
+        # what the checks look back on: the flapping window twice over, the API history
+        cycles = max(2 * FLAP_WINDOW, API_HISTORY)
+        quiet_days = max(2, -(-cycles * agent.cycle_seconds // 86400) + 1)
+        try:
+            self.store.maintain(
+                now,
+                findings_days=agent.keep_findings_days,
+                observations_days=agent.keep_observations_days,
+                slots_days=agent.keep_slots_days,
+                quiet_days=quiet_days,
+                heartbeat=self.heartbeat,
+            )
+        except StoreFull:
+            return
 
     # -- detect --------------------------------------------------------------------------------
 
@@ -427,7 +513,7 @@ class Runner:
         history = history if history is not None else self.history(now)
         observations: dict[str, Observation] = {}
         extra: dict[str, Any] = {}
-        api_history = self.store.observations(counter.serial, "api", limit=500)
+        api_history = self.store.observations(counter.serial, "api", limit=API_HISTORY)
         if api_history:
             observations["api"] = api_history[0]
             if not api_history[0].ok:
@@ -496,12 +582,26 @@ class Runner:
     def run_cycle(self) -> CycleResult:
         started = time.monotonic()
         now = self.clock.now()
-        cycle_id = self.store.begin_cycle(now)
+        try:
+            return self._run_cycle(started, now)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            return self._disk_full(now, started, exc)
+
+    def _run_cycle(self, started: float, now: datetime) -> CycleResult:
         results = self.probe_all(now)
-        self.record(results, now)
         self.heartbeat()
         gateway = probe_gateway(self.state_dir, sink_urls=self.destinations(), now=now)
-        self.store.add_observation(gateway)
+        self.record({**results, GATEWAY: ProbeResult(GATEWAY, [gateway])}, now)
+        cycle_id = self.store.begin_cycle(now)
+        if self._full_since is not None:
+            log.warning(
+                "the state directory has space again (full since %s): the held probe results "
+                "are recorded",
+                f"{self._full_since:%Y-%m-%d %H:%M} UTC",
+            )
+            self._full_since = None
         findings = self.run_checks(
             GatewayEvidence(now=now, observation=gateway), checks=self.gateway_checks
         )
@@ -556,6 +656,7 @@ class Runner:
                 "duration_s": round(duration, 3),
             },
         )
+        self.maintain(now)
         observations = [o for r in results.values() for o in r.observations]
         return CycleResult(now, assessed, flips, tickets, duration, composed, observations)
 

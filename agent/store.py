@@ -7,23 +7,50 @@ own transaction, and a database from a newer agent is refused rather than damage
 
 Times are stored as UTC: slot starts as integer epoch seconds (fast range scans over a year of
 slots), everything else as ISO-8601 text.
+
+Faults, and what the store promises (docs/reliability.md, "State"):
+
+- a damaged file (``PRAGMA quick_check`` fails, or it is not a database at all) is never written
+  into: it is renamed aside with its ``-wal``/``-shm`` (``ffc-agent.db.damaged-<UTC stamp>``),
+  one warning says so, and a fresh store starts in its place;
+- a schema this agent does not know (newer, or older than the version it claims) is
+  ``StoreSchemaError``: the file stays untouched and the command or service exits
+  ``EX_SCHEMA`` (65), which the unit does not restart;
+- a full disk is ``StoreFull`` (a ``StoreError``), raised by the write that failed, whose
+  transaction is rolled back: the caller decides what to keep in memory;
+- the state directory is created 0700 and the database files are 0600 whatever the umask:
+  the store holds counts, device addresses and ticket texts;
+- ``prune`` bounds the raw history (findings, observations, cycles, count slots) by age, in
+  small batches, and hands the freed pages back to the file system (``auto_vacuum =
+  INCREMENTAL``); incidents, transitions, tickets, the outbox and the audit log are kept.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import re
 import sqlite3
+import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from diagnostics.model import Assessed, CountSlot, Observation, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, Assessed, CountSlot, Observation, ProbeErrorCode
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "ffc-agent.db"
+EX_SCHEMA = 65  # sysexits.h EX_DATAERR: the state file is another agent version's; no restart
+PRUNE_EVERY = timedelta(days=1)
+PRUNE_BATCH = 2000  # rows per transaction: a prune never holds the database for long
+VACUUM_EXISTING_MAX = 64 * 1024 * 1024  # switch an older file to auto_vacuum if this small
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -164,8 +191,96 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _created_tables(script: str) -> set[str]:
+    return set(re.findall(r"CREATE TABLE (\w+)", script))
+
+
+def _added_columns(script: str) -> set[tuple[str, str]]:
+    return set(re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", script))
+
+
+# the tables and columns each schema version must not hold yet: a file that has them lies
+# about its version
+_TABLES_AFTER = [
+    set().union(*(_created_tables(m) for m in MIGRATIONS[v:])) for v in range(len(MIGRATIONS) + 1)
+]
+_COLUMNS_AFTER = [
+    set().union(*(_added_columns(m) for m in MIGRATIONS[v:])) for v in range(len(MIGRATIONS) + 1)
+]
+
+
+def _private_dir(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) 0700 whatever the umask; an existing folder
+    keeps its mode: it may be the unit's StateDirectory= or one a person chose."""
+    if folder.is_dir():
+        return
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        os.chmod(made, 0o700)
+
+
+def _tighten(path: Path) -> None:
+    """Take group and world access away from a state file made by an older agent."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISREG(mode) and mode & 0o077:
+            os.chmod(path, stat.S_IMODE(mode) & 0o700)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        return  # not ours (root left it for the service): tmpfiles' Z line hands it back
+
+
 class StoreError(Exception):
-    """The state database cannot be used (newer schema, corrupt, unwritable)."""
+    """The state database cannot be used (newer schema, corrupt, unwritable).
+
+    ``str()`` is the one line a person reads; ``exit_code`` is what a command exits with."""
+
+    exit_code = 1
+
+
+class StoreSchemaError(StoreError):
+    """The file's schema is not one this agent knows: kept untouched, the agent stops."""
+
+    exit_code = EX_SCHEMA
+
+
+class StoreFull(StoreError):
+    """A write failed for want of space (SQLITE_FULL, ENOSPC, EFBIG): nothing was written."""
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the file-size limit) is full."""
+    if isinstance(exc, StoreFull):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        # SQLITE_FULL is 13; SQLITE_IOERR_WRITE (778) is what a short write (EFBIG) becomes
+        return code in (sqlite3.SQLITE_FULL, 778) or "database or disk is full" in str(exc)
+    return False
+
+
+class _DamagedFile(Exception):
+    """The file failed its integrity check or is not a database: move it aside."""
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or any(
+        words in str(exc) for words in ("malformed", "not a database")
+    )
 
 
 def _ts(at: datetime) -> int:
@@ -202,18 +317,90 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.moved_aside: Path | None = None  # where a damaged file went, if it did
+        self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            _private_dir(self.path.parent)
+            try:
+                self._db = self._connect()
+            except _DamagedFile as exc:
+                self._move_aside(str(exc))
+                self._db = self._connect()
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise StoreFull(f"state database {self.path}: the disk is full") from None
+            raise StoreError(
+                f"cannot open state database {self.path}: {exc.strerror or exc}"
+            ) from None
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            if is_disk_full(exc):
+                raise StoreFull(f"state database {self.path}: the disk is full") from None
+            raise StoreError(f"cannot prepare state database {self.path}: {exc}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open, check and tune the file; a damaged one raises ``_DamagedFile``."""
+        new = not self.path.exists()
+        if new:
+            # created 0600 before SQLite touches it: its -wal and -shm take the same mode
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        _tighten(self.path)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from None
-        self._lock = threading.RLock()
-        self._migrate()
+        try:
+            db.row_factory = sqlite3.Row
+            if new:  # before the first table: lets pruning hand pages back to the disk
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA journal_mode=WAL")
+            for suffix in ("-wal", "-shm"):
+                _tighten(Path(f"{self.path}{suffix}"))
+            problems = [r[0] for r in db.execute("PRAGMA quick_check(3)").fetchall()]
+            if problems != ["ok"]:
+                db.close()
+                raise _DamagedFile(f"quick_check: {'; '.join(problems)}")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            db.close()
+            if _damaged(exc):
+                raise _DamagedFile(str(exc)) from None
+            if is_disk_full(exc):
+                raise StoreFull(f"state database {self.path}: the disk is full") from None
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from None
+        return db
+
+    def _move_aside(self, why: str) -> None:
+        """Rename the damaged file and its -wal/-shm out of the way, never writing into them."""
+        why = " ".join(why.split())  # quick_check's lines: one log line, for journalctl -p err
+        stamp = SYSTEM_CLOCK.now().strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
+        try:
+            for suffix in ("-wal", "-shm", ""):
+                source = Path(f"{self.path}{suffix}")
+                if source.exists():
+                    source.rename(f"{aside}{suffix}")
+        except OSError as exc:
+            raise StoreError(
+                f"state database {self.path} is damaged ({why}) and cannot be moved aside: "
+                f"{exc.strerror or exc}"
+            ) from None
+        log.error(
+            "state database %s is damaged (%s): kept aside as %s, starting a fresh one "
+            "(history, incidents and the undelivered outbox stay in the old file)",
+            self.path,
+            why[:200],
+            aside.name,
+        )
+        self.moved_aside = aside
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -237,9 +424,26 @@ class Store:
     def _migrate(self) -> None:
         current = self.schema_version
         if current > len(MIGRATIONS):
-            raise StoreError(
+            raise StoreSchemaError(
                 f"state database {self.path} has schema {current}, newer than this agent "
-                f"understands ({len(MIGRATIONS)}): upgrade ffc-agent"
+                f"understands ({len(MIGRATIONS)}): upgrade ffc-agent; the file is left untouched"
+            )
+        tables = {
+            r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        later = current < len(MIGRATIONS) and bool(
+            tables & _TABLES_AFTER[current]
+            or any(
+                column in self._columns(table)
+                for table, column in _COLUMNS_AFTER[current]
+                if table in tables
+            )
+        )
+        if later:
+            raise StoreSchemaError(
+                f"state database {self.path} says schema {current} but holds tables or columns "
+                f"of a later one: not a file this agent can upgrade; the file is left untouched "
+                f"(move it aside to start afresh)"
             )
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             with self.transaction():
@@ -247,6 +451,19 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version:d}")
+        self._vacuum_mode()
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+
+    def _vacuum_mode(self) -> None:
+        """Switch a file made before auto_vacuum to it, when that is cheap (one VACUUM)."""
+        if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != 0:
+            return
+        if self.path.stat().st_size > VACUUM_EXISTING_MAX:
+            return  # a rebuild would take minutes on a gateway: pruning still bounds the rows
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        self._db.execute("VACUUM")
 
     @property
     def in_transaction(self) -> bool:
@@ -274,13 +491,21 @@ class Store:
             if self._db.in_transaction:
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back already
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if is_disk_full(exc):
+                    raise StoreFull(f"state database {self.path}: the disk is full") from None
                 raise
-            self._db.execute("COMMIT")
 
     # -- observations ------------------------------------------------------------------------
 
@@ -647,6 +872,195 @@ class Store:
             "VALUES (?, ?, ?, ?, ?)",
             (incident_id, _iso(at), from_state, to_state, reason),
         )
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def last_pruned(self) -> datetime | None:
+        row = self._db.execute(
+            "SELECT MAX(at) FROM audit WHERE actor = 'agent' AND action = 'state.pruned'"
+        ).fetchone()
+        return _from_iso(row[0]) if row and row[0] else None
+
+    def maintain(
+        self,
+        now: datetime,
+        *,
+        findings_days: int,
+        observations_days: int,
+        slots_days: int,
+        quiet_days: int = 2,
+        heartbeat: Callable[[], object] = lambda: None,
+    ) -> dict[str, int] | None:
+        """Prune once a day at most (the audit log remembers when); None if not due."""
+        last = self.last_pruned()
+        if last is not None and now - last < PRUNE_EVERY:
+            return None
+        removed = self.prune(
+            now,
+            findings_days=findings_days,
+            observations_days=observations_days,
+            slots_days=slots_days,
+            quiet_days=quiet_days,
+            heartbeat=heartbeat,
+        )
+        self.audit(now, "agent", "state.pruned", detail=removed)
+        if any(removed.values()):
+            log.info("pruned the state: %s", removed)
+        return removed
+
+    def prune(
+        self,
+        now: datetime,
+        *,
+        findings_days: int,
+        observations_days: int,
+        slots_days: int,
+        quiet_days: int = 2,
+        batch: int = PRUNE_BATCH,
+        heartbeat: Callable[[], object] = lambda: None,
+    ) -> dict[str, int]:
+        """Delete raw history older than its age, ``batch`` rows per transaction, then hand
+        the freed pages back (``incremental_vacuum``). Findings that found nothing wrong (ok,
+        skip) and successful observations are kept only ``quiet_days``, but for the newest of
+        each. Incidents, transitions,
+        the audit log, silences, shadow tickets, the outbox and ticket states are never pruned.
+
+        The newest observation of each (counter, probe), and the newest successful one, stay
+        whatever their age: "last seen" must not turn into "never seen" after a month."""
+        removed = dict.fromkeys(
+            ("findings", "quiet_findings", "cycles", "observations", "quiet_observations", "slots"),
+            0,
+        )
+        cutoff = _iso(now - timedelta(days=findings_days))
+        removed["findings"] = self._prune_ids("findings", cutoff, "at", set(), batch, heartbeat)
+        # "ok" and "skip" are nine in ten findings and say only "nothing wrong": past a short
+        # window (the flapping and confirmation windows need it) only the newest of each
+        # (check, site, subject) stays, so "last judged healthy at" still has an answer.
+        quiet_cutoff = _iso(now - timedelta(days=min(quiet_days, findings_days)))
+        keep = {
+            int(r[0])
+            for r in self._db.execute(
+                "SELECT MAX(id) FROM findings WHERE status IN ('ok', 'skip') "
+                "GROUP BY check_id, site, subject"
+            )
+        }
+        removed["quiet_findings"] = self._delete_below(
+            "findings",
+            self._first_id("findings", "at", quiet_cutoff),
+            keep,
+            batch,
+            heartbeat,
+            where="status IN ('ok', 'skip')",
+        )
+        bound = self._first_id("cycles", "started_at", cutoff)
+        referenced = {  # the cycles of the few old findings kept: the foreign key holds
+            int(r[0])
+            for r in self._db.execute(
+                "SELECT DISTINCT cycle_id FROM findings WHERE cycle_id < ?", (bound,)
+            )
+        }
+        removed["cycles"] = self._delete_below("cycles", bound, referenced, batch, heartbeat)
+        keep = {
+            int(r[0])
+            for r in self._db.execute(
+                "SELECT MAX(id) FROM observations GROUP BY counter, probe UNION "
+                "SELECT MAX(id) FROM observations WHERE ok = 1 GROUP BY counter, probe"
+            )
+        }
+        removed["observations"] = self._prune_ids(
+            "observations",
+            _iso(now - timedelta(days=observations_days)),
+            "at",
+            keep,
+            batch,
+            heartbeat,
+        )
+        # successful probes are most rows and say only "it answered": past the quiet window
+        # the failures (what an outage looked like) stay, the successes but the newest go
+        removed["quiet_observations"] = self._delete_below(
+            "observations",
+            self._first_id(
+                "observations", "at", _iso(now - timedelta(days=min(quiet_days, observations_days)))
+            ),
+            keep,
+            batch,
+            heartbeat,
+            where="ok = 1",
+        )
+        slot_cutoff = _ts(now - timedelta(days=slots_days))
+        counters = [r[0] for r in self._db.execute("SELECT DISTINCT counter FROM count_slots")]
+        for counter in counters:
+            while True:
+                with self.transaction() as db:
+                    n = db.execute(
+                        "DELETE FROM count_slots WHERE counter = ? AND start IN (SELECT start "
+                        "FROM count_slots WHERE counter = ? AND start < ? ORDER BY start "
+                        "LIMIT ?)",
+                        (counter, counter, slot_cutoff, batch),
+                    ).rowcount
+                removed["slots"] += n
+                heartbeat()
+                if n < batch:
+                    break
+        if any(removed.values()):
+            with self._lock:  # executescript steps it to the end; execute frees one page
+                self._db.executescript("PRAGMA incremental_vacuum")
+            # the WAL grew by the pages touched: fold it back so the file system gets them
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
+
+    def _first_id(self, table: str, column: str, cutoff: str) -> int:
+        """The first id at or after ``cutoff``: ids grow with time, so every older row lies
+        below it (a row out of order by a few seconds waits for the next day's prune)."""
+        row = self._db.execute(
+            f"SELECT id FROM {table} WHERE {column} >= ? ORDER BY id LIMIT 1",  # noqa: S608
+            (cutoff,),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        top = self._db.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0]  # noqa: S608
+        return int(top or 0) + 1
+
+    def _prune_ids(
+        self,
+        table: str,
+        cutoff: str,
+        column: str,
+        keep: set[int],
+        batch: int,
+        heartbeat: Callable[[], object],
+    ) -> int:
+        return self._delete_below(
+            table, self._first_id(table, column, cutoff), keep, batch, heartbeat
+        )
+
+    def _delete_below(
+        self,
+        table: str,
+        bound: int,
+        keep: set[int],
+        batch: int,
+        heartbeat: Callable[[], object],
+        where: str = "1",
+    ) -> int:
+        total, start = 0, 0
+        while True:
+            with self.transaction() as db:
+                ids = [
+                    int(r[0])
+                    for r in db.execute(
+                        f"SELECT id FROM {table} WHERE id >= ? AND id < ? AND {where} "  # noqa: S608
+                        "ORDER BY id LIMIT ?",
+                        (start, bound, batch),
+                    )
+                ]
+                gone = [(i,) for i in ids if i not in keep]
+                db.executemany(f"DELETE FROM {table} WHERE id = ?", gone)  # noqa: S608
+            total += len(gone)
+            heartbeat()
+            if len(ids) < batch:
+                return total
+            start = ids[-1] + 1
 
     # -- audit ---------------------------------------------------------------------------------
 

@@ -45,8 +45,12 @@ class LiveViews:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{int(at.timestamp())}.jpg"
         tmp = folder / f".{path.name}.tmp"
-        tmp.write_bytes(jpeg)
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(jpeg)
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk must not keep half a snapshot as well
+            raise
         for old in self._ring(serial)[: -self.keep]:
             old.unlink(missing_ok=True)
         return path

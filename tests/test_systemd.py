@@ -72,6 +72,13 @@ def test_a_config_error_is_not_restarted(unit: dict[str, list[str]]) -> None:
     assert one(unit, "WatchdogSec")
 
 
+def test_a_state_file_of_an_unknown_schema_is_not_restarted(unit: dict[str, list[str]]) -> None:
+    from agent.store import EX_SCHEMA
+
+    assert str(EX_SCHEMA) in one(unit, "RestartPreventExitStatus").split()
+    assert one(unit, "StateDirectoryMode") == "0700"
+
+
 def test_the_state_directory_is_the_configs_default(unit: dict[str, list[str]]) -> None:
     assert Path("/var/lib") / one(unit, "StateDirectory") == DEFAULT_STATE_DIR
 
@@ -214,7 +221,7 @@ def test_sysusers_and_tmpfiles_set_up_user_and_directories(tmp_path: Path) -> No
 
     assert mode_owner("etc/ffc-agent") == (0o750, 0, gid)
     assert mode_owner("etc/ffc-agent/ffc-agent.toml") == (0o640, 0, gid)
-    assert mode_owner("var/lib/ffc-agent") == (0o750, uid, gid)
+    assert mode_owner("var/lib/ffc-agent") == (0o700, uid, gid)
     assert mode_owner("var/lib/ffc-agent/known_hosts")[1:] == (uid, gid)
 
 

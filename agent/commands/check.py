@@ -51,7 +51,10 @@ def check(config_path: Path, as_json: bool, dry_run: bool) -> None:
         with App.open(cfg, clock(), dry_run=dry_run) as app:
             result = app.runner.run_cycle()
     except Exception as exc:  # process boundary: the plugin must answer UNKNOWN, not crash
-        logging.getLogger(__name__).exception("cycle failed")
+        from agent.store import StoreError
+
+        if not isinstance(exc, StoreError):  # a store error is its own one line, no traceback
+            logging.getLogger(__name__).exception("cycle failed")
         click.echo(f"FFC-AGENT UNKNOWN - the cycle failed: {exc}")
         sys.exit(3)
     code = nagios_code(result.assessed)

@@ -49,7 +49,8 @@ err = _Console(stderr=True, highlight=False)
 config_option = click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    # no dir_okay=False: click would exit 2 for a directory; load_config says why, exit 78
+    type=click.Path(path_type=Path),
     envvar=CONFIG_ENV,
     default=DEFAULT_CONFIG,
     show_default=True,

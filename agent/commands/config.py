@@ -15,7 +15,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 def config_check(file: Path) -> None:
     """Validate FILE: one line per bad field, exit 78 if any."""
     cfg = _load(file)

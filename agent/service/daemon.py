@@ -13,7 +13,11 @@ Contract with systemd (``systemd/ffc-agent.service``, ``Type=notify``):
   back; a cycle that fails unexpectedly is logged with its traceback and the next one runs as
   usual;
 - a start that cannot open the state directory or the destinations logs why and exits 1
-  (systemd retries: a full disk or a permission fixed by hand heals).
+  (systemd retries: a full disk or a permission fixed by hand heals); a damaged state file is
+  moved aside by the store and a fresh one used; a state file of a schema this agent does not
+  know exits 65 (``EX_SCHEMA``), which the unit does not restart either;
+- a configuration that fails to load in any way (``ConfigError``, whatever the cause) is exit
+  78 at start and, on SIGHUP, one logged refusal while the running configuration carries on.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from agent.config import EX_CONFIG, Config, ConfigError, load_config
 from agent.runner import CycleResult, Runner
 from agent.service import sdnotify
 from agent.service.logs import LogRing, config_errors, setup_logging
-from agent.store import Store, StoreError
+from agent.store import Store, StoreError, StoreSchemaError
 from diagnostics.checks import counter_up
 from diagnostics.model import SYSTEM_CLOCK
 
@@ -164,6 +168,9 @@ class Daemon:
         self.install_signals()
         try:
             store = Store.open(Path(config.agent.state_dir))
+        except StoreSchemaError as exc:
+            log.error("cannot start: %s", exc)
+            return exc.exit_code
         except (StoreError, OSError) as exc:
             log.error("cannot start: %s", exc)
             return 1
@@ -246,9 +253,14 @@ class Daemon:
         sdnotify.reloading()
         try:
             new = load_config(self.config_path)
-        except ConfigError as exc:
+        except Exception as exc:  # noqa: BLE001 - boundary: no new file may stop the service
+            lines = (
+                exc.lines
+                if isinstance(exc, ConfigError)
+                else [f"{self.config_path}: cannot be loaded ({type(exc).__name__})"]
+            )
             config_errors(
-                [f"  {line}" for line in exc.lines],
+                [f"  {line}" for line in lines],
                 "the new configuration is not valid; keeping the running one:",
             )
             sdnotify.ready("configuration reload refused: see the journal")

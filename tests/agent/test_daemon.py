@@ -401,6 +401,94 @@ def test_sighup_reloads_a_good_configuration_and_keeps_the_running_one_otherwise
 
 
 @pytest.mark.integration
+def test_sighup_with_a_file_that_cannot_even_be_loaded_keeps_the_running_configuration(
+    fleet: Fleet, start_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    """Not field mistakes: files that used to kill the service on reload (RecursionError,
+    MemoryError from /dev/zero) or hang it (a FIFO). Each is one refusal, and cycles go on."""
+    from tests.agent.test_config_loading import TOKEN, bad_files
+
+    state = tmp_path / "state"
+    config = tmp_path / "ffc-agent.toml"
+    good = config_text(fleet, state)
+    config.write_text(good)
+    service = start_service(config)
+    service.ready(START_DEADLINE_S)
+    service.status(r"^1/2 counters up")
+
+    (tmp_path / "bad").mkdir()
+    bad = bad_files(tmp_path / "bad")
+    for kind, path in bad.items():
+        if kind == "not_utf8" or kind.endswith("_url") or kind == "oversized_secret":
+            continue  # the same refusal path as a field mistake, covered above
+        config.unlink()
+        if kind == "directory":
+            config.mkdir()
+        else:
+            os.rename(path, config)
+        service.proc.send_signal(signal.SIGHUP)
+        service.next(lambda n: "RELOADING" in n.fields, "RELOADING=1", STEP_DEADLINE_S)
+        assert "refused" in service.ready().fields.get("STATUS", ""), kind
+        service.status(r"^1/2 counters up")  # still cycling with the running configuration
+        assert service.proc.poll() is None, kind
+        if config.is_dir():
+            config.rmdir()
+        elif config.exists():
+            config.unlink()
+        config.write_text(good)
+    refusals = [ln for ln in service.lines() if "keeping the running one" in ln]
+    assert len(refusals) == 5
+    assert TOKEN not in service.stderr() and "Traceback" not in service.stderr()
+    assert service.signal_and_wait(signal.SIGTERM) == 0
+
+
+@pytest.mark.integration
+def test_a_damaged_state_file_is_kept_aside_and_the_service_runs_on_a_fresh_one(
+    fleet: Fleet, start_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    from tests.agent.test_state_faults import T0, damage_second_half, fill
+
+    state = tmp_path / "state"
+    with Store.open(state) as store:
+        for i in range(300):
+            fill(store, T0 + timedelta(minutes=5 * i))
+    damage_second_half(state / DB_NAME)
+    config = tmp_path / "ffc-agent.toml"
+    config.write_text(config_text(fleet, state))
+    service = start_service(config)
+    service.ready(START_DEADLINE_S)
+    service.status(r"^1/2 counters up")  # cycles, no traceback, on a fresh file
+    [aside] = state.glob(f"{DB_NAME}.damaged-*")
+    lines = [ln for ln in service.lines() if "damaged" in ln]
+    assert len(lines) == 1 and lines[0].startswith("<3>") and aside.name in lines[0]
+    assert "Traceback" not in service.stderr()
+    assert service.signal_and_wait(signal.SIGTERM) == 0
+    assert db_rows(state, "PRAGMA integrity_check") == [("ok",)]
+
+
+@pytest.mark.integration
+def test_a_state_file_of_another_schema_stops_the_service_with_65_before_ready(
+    fleet: Fleet, start_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    from agent.store import EX_SCHEMA
+
+    state = tmp_path / "state"
+    Store.open(state).close()
+    db = sqlite3.connect(state / DB_NAME)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    before = (state / DB_NAME).read_bytes()
+    config = tmp_path / "ffc-agent.toml"
+    config.write_text(config_text(fleet, state))
+    service = start_service(config)
+    assert service.wait_exit(START_DEADLINE_S) == EX_SCHEMA  # RestartPreventExitStatus
+    assert not any("READY" in n.fields for n in service.rest())
+    errors = [ln for ln in service.lines() if ln.startswith("<3>")]
+    assert len(errors) == 1 and "schema 99" in errors[0], service.stderr()
+    assert (state / DB_NAME).read_bytes() == before
+
+
+@pytest.mark.integration
 def test_a_bad_configuration_at_start_exits_78_before_ready(
     fleet: Fleet, start_service: Callable[..., Service], tmp_path: Path
 ) -> None:

@@ -49,7 +49,7 @@ class LocalSink:
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_path = self.directory / ".lock"
 
     def __repr__(self) -> str:
@@ -140,7 +140,7 @@ class LocalSink:
     def _locked(self) -> Iterator[None]:
         # flock belongs to this open file description, so threads of one process exclude
         # each other as well as other processes; closing the descriptor releases it.
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -159,7 +159,7 @@ class LocalSink:
             shutil.rmtree(folder)
         if not files:
             return []
-        folder.mkdir()
+        folder.mkdir(mode=0o700)
         stored = []
         for name, data in files.items():
             _atomic_write(folder / name, data)
@@ -173,7 +173,7 @@ class LocalSink:
         if not files or ticket.number is None:
             return []
         folder = self.directory / ticket.number
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True, mode=0o700)
         taken = {a.name for a in ticket.attachments}
         stored = []
         for name, data in files.items():
@@ -244,7 +244,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # a ticket names the store and may quote people: the agent's only
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
