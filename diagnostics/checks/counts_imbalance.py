@@ -59,9 +59,7 @@ class _Options(CountCheck.Options):
 class _Balance(CountCheck):
     options: _Options
 
-    def judged(
-        self, model: CountModel, rows: list[int]
-    ) -> tuple[list[Episode], ShareDay | None]:
+    def judged(self, model: CountModel, rows: list[int]) -> tuple[list[Episode], ShareDay | None]:
         """Every lasting episode over the whole days of ``rows`` together, and the last day."""
         o = self.options
         days = [
