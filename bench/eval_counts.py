@@ -337,6 +337,7 @@ def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
             np.isnan(x), np.nan, rng.binomial(np.nan_to_num(x).astype(int), factor)
         )
         case = Case(kind, site.code, serial, _after(site, onset), _after(site, hi))
+        case.note = f"f={factor:.2f}"
     else:
         raise ValueError(kind)
     _, assessed = judge(site, lo, hi, cin, cout)

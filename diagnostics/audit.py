@@ -80,9 +80,9 @@ def parse_tally_csv(text: str) -> list[TallyWindow]:
             raise AuditCsvError(f"line {number}: a negative count")
         windows.append((number, TallyWindow(start, end, cin, cout)))
     windows.sort(key=lambda w: w[1].start)
-    for (_, a), (line, b) in itertools.pairwise(windows):
+    for (_, a), (number, b) in itertools.pairwise(windows):
         if b.start < a.end:
-            raise AuditCsvError(f"line {line}: the window overlaps the one before it")
+            raise AuditCsvError(f"line {number}: the window overlaps the one before it")
     return [w for _, w in windows]
 
 
