@@ -219,3 +219,12 @@ def test_a_site_imbalance_no_counter_explains_stands_on_its_own():
     [site_f], [elsewhere] = _site_and_counter_findings(counter_site="MAN01")
     by_id = {a.finding.check_id: a for a in assess([site_f, elsewhere], {"LDN01": CAL})}
     assert by_id["site.counts.imbalance"].verdict.decision is Decision.GENUINE
+
+
+def test_an_untuned_counter_unbalancing_its_site_files_nothing():
+    [site_f], [counter] = _site_and_counter_findings()
+    gate = Gate(calendars={"LDN01": CAL}, untuned=frozenset({"A"}))
+    verdicts = {a.finding.check_id: a.verdict for a in assess([site_f, counter], gate=gate)}
+    assert verdicts["counter.counts.imbalance"].rule == "not_tuned"
+    assert verdicts["site.counts.imbalance"].rule == "explained_by_counter"
+    assert all(v.decision is Decision.FALSE_ALARM for v in verdicts.values())
