@@ -96,11 +96,18 @@ class _Balance(CountCheck):
             found = [e for e in found if e.days[-1] is last]
         problems = [self.episode(model, evidence, e, **extra) for e in found]
         usual = f"IN {last.usual:.1%} / OUT {1 - last.usual:.1%}"
+        said = f"the IN/OUT split is as usual ({usual}; last whole day IN {last.share:.1%})"
+        if last.significant and self.options.scope != "all":
+            # one unusual day is not a fault yet: said, and raised only if it lasts
+            said = (
+                f"the last whole day's IN share {last.share:.1%} is unusual (usually "
+                f"{last.usual:.1%}); raised if it lasts {self.options.min_days} days"
+            )
         return self.settle(
             problems,
             evidence,
-            "balanced",
-            f"the IN/OUT split is as usual ({usual}; last whole day IN {last.share:.1%})",
+            "unusual_day" if last.significant else "balanced",
+            said,
             usual_share_in=round(last.usual, 4),
             share_in=round(last.share, 4),
         )

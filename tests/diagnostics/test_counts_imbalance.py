@@ -72,7 +72,7 @@ def test_a_move_from_50_50_to_60_40_is_flagged_on_its_second_day_and_ends_when_i
     slots = split(door(), moved=0.6, since=since, until=until)
     # after one day of it: not yet
     [f] = run(slots, now=since + timedelta(days=1, hours=6))
-    assert not f.problem
+    assert not f.problem and f.code == "unusual_day" and "raised if it lasts 2 days" in f.summary
     # after two days: flagged, with the usual split, the split now, the days and how sure
     [f] = run(slots, now=since + timedelta(days=2, hours=6))
     assert f.problem and f.code == "imbalance"
