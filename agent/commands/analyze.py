@@ -441,7 +441,10 @@ def analyze_audit_cmd(
     result = audit(serial, windows, slots, confidence=confidence)
     data = result.to_json()
     if output is not None:
-        output.write_text(_audit_csv(data) if output.suffix == ".csv" else _json_text(data))
+        try:
+            output.write_text(_audit_csv(data) if output.suffix == ".csv" else _json_text(data))
+        except OSError as exc:
+            raise click.ClickException(f"{output}: cannot write: {exc.strerror or exc}") from None
         click.echo(
             f"wrote {output}; attach it to a Data Accuracy ticket with "
             f"`ffc-agent tickets attach NUMBER {output}`",
