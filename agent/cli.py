@@ -25,7 +25,7 @@ import click
 COMMANDS: Mapping[str, tuple[str, str]] = {
     "analyze": (
         "agent.commands.analyze:analyze",
-        "Judge exported data (a count CSV, snapshots) without a running fleet.",
+        "Judge exported data (a count CSV, snapshots, a manual tally) without a running fleet.",
     ),
     "assess": (
         "agent.commands.assess:assess_cmd",

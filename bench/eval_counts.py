@@ -6,7 +6,8 @@ Real data underneath, faults on top (see docs/counts.md for sources, licences an
   3 Mar - 24 Oct 2003, whole days absent (three US holidays and three unexplained days).
   Summed to 15 minutes and read as New York wall-clock time. Doors of a store are made by
   splitting each real slot's count at random between doors (a multinomial split: each
-  caller "chooses a door"), IN/OUT by a fair binomial split. Three sites:
+  caller "chooses a door"); IN/OUT by a binomial split at each door's own fixed usual share
+  (50 % ± up to 8 points, the site balancing) with a one-point daily wobble. Three sites:
   BANK-L (doors 50/30/20 % of the traffic, 100-300 a slot), BANK-S (6/4/3 %: 15-35 a slot,
   a typical shop door) and BANK-X (30 % of this week, of last week and of the week before:
   peers that share no day-to-day traffic, the harshest test of calibration).
@@ -184,11 +185,32 @@ def _thin(series: np.ndarray, share: float, rng) -> np.ndarray:
     return out
 
 
+DOOR_BIAS = 0.08  # a door's usual IN share is 50 % ± up to 8 points
+DAY_JITTER = 0.01  # and moves from day to day by about a point (events, weather, queues)
+
+
+def door_shares(weights: np.ndarray, rng) -> np.ndarray:
+    """Each door's usual IN share: random and fixed, but the site as a whole balances (the
+    last door takes what the others leave over, as real doors share the same visitors)."""
+    p = 0.5 + rng.uniform(-DOOR_BIAS, DOOR_BIAS, len(weights))
+    w = weights / weights.sum()
+    rest = -float(np.sum(w[:-1] * (2 * p[:-1] - 1)))
+    p[-1] = np.clip(0.5 + rest / (2 * w[-1]), 0.3, 0.7)
+    return p
+
+
 def _site(code, cal, start, doors, rng, split) -> Site:
     n = min(len(d) for d in doors)
     total = np.vstack([d[:n] for d in doors])
     filled = np.nan_to_num(total).astype(int)
-    cin = rng.binomial(filled, 0.5).astype(float)
+    # IN/OUT: no package ships real directions, so each door gets a fixed usual IN share
+    # (the site balancing) and a small day-to-day wobble on it (an overdispersed split)
+    grid = Grid.build(start, SLOT, n, cal)
+    day = grid.day - grid.day.min()
+    usual = door_shares(filled.sum(axis=1).astype(float), rng)
+    wobble = rng.normal(0.0, DAY_JITTER, (len(doors), int(day.max()) + 1))
+    share = np.clip(usual[:, None] + wobble[:, day], 0.05, 0.95)
+    cin = rng.binomial(filled, share).astype(float)
     cout = filled - cin
     cin[np.isnan(total)] = np.nan
     cout[np.isnan(total)] = np.nan
@@ -224,6 +246,8 @@ class Case:
     delay_h: float | None = None
     stray: int = 0  # genuine problem findings of another kind or counter in the window
     note: str = ""
+    hits: int = 0  # genuine findings of the fault's kind about it
+    wrong: int = 0  # genuine findings of the fault's kind about something else (near it)
 
 
 def open_slots(site: Site, lo: int, hi: int) -> np.ndarray:
@@ -314,6 +338,7 @@ def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
             np.isnan(x), np.nan, rng.binomial(np.nan_to_num(x).astype(int), factor)
         )
         case = Case(kind, site.code, serial, _after(site, onset), _after(site, hi))
+        case.note = f"f={factor:.2f}"
     else:
         raise ValueError(kind)
     _, assessed = judge(site, lo, hi, cin, cout)
@@ -335,6 +360,12 @@ def _score(case: Case, kind: str, serial, assessed) -> None:
             and overlaps
             and (f.subject == serial or (kind == "imbalance" and f.subject is None))
         )
+        near = end is not None and start is not None and end > case.onset - timedelta(days=7)
+        if a.genuine and f.code == want and near:
+            if mine:
+                case.hits += 1
+            else:
+                case.wrong += 1
         if mine:
             if a.ruled_out:
                 case.verdict = case.verdict or "false_alarm"
@@ -366,7 +397,7 @@ def _delay(case: Case, kind: str, f) -> float | None:
         need = max(60.0, minutes * (-4.0 / lp))
         return min(need, minutes) / 60
     elif kind == "imbalance":
-        at = _when(f.evidence.get("end"))
+        at = _when(f.evidence.get("detected_at") or f.evidence.get("end"))
     else:
         return 0.75  # the first missing slot is due 30 minutes after it ends
     return (at - case.onset).total_seconds() / 3600 if at else None
@@ -504,6 +535,9 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
     parser.add_argument("--only", nargs="*", default=None, help="site codes")
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the benign storms and the real gaps"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     began = clock.monotonic()
@@ -530,6 +564,14 @@ def main() -> None:
                     print(f"    {word} {c.counter} {when} {c.verdict} {c.delay_h} {c.note}")
     for kind in KINDS:
         print(_row(kind, "all", totals[kind]))
+    print("\n## precision of the findings of each kind (genuine, within a week of the fault)\n")
+    print("| kind | about the fault | about something else | precision |")
+    print("|---|---|---|---|")
+    for kind in args.kinds:
+        hits = sum(c.hits for c in totals[kind])
+        wrong = sum(c.wrong for c in totals[kind])
+        prec = f"{hits / (hits + wrong):.0%}" if hits + wrong else "-"
+        print(f"| {kind} | {hits} | {wrong} | {prec} |")
     print("\n## untouched real data: findings per kind (verdict)\n")
     print("| site | counter-weeks | findings (kind:verdict) |")
     print("|---|---|---|")
@@ -546,6 +588,9 @@ def main() -> None:
         counts, weeks = false_alarms_windowed(site, args.half, args.verbose)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
         print(f"| {site.code} | {weeks:.0f} | {shown} |")
+    if args.quick:
+        print(f"\n(ran in {clock.monotonic() - began:.0f} s)")
+        return
     print("\n## benign: the whole site drops together\n")
     print("| site | trials | trials with a genuine zero-run or level finding |")
     print("|---|---|---|")

@@ -249,7 +249,7 @@ def _all(kind: type[Check]) -> CountCheck:
 
 @click.group()
 def analyze() -> None:
-    """Judge exported data (a count CSV, snapshots) without a running fleet."""
+    """Judge exported data (a count CSV, snapshots, a manual tally) without a running fleet."""
 
 
 @analyze.command("counts")
@@ -378,3 +378,118 @@ def _span(start: datetime | None, end: datetime | None) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
+
+
+# -- the manual accuracy audit ----------------------------------------------------------------
+
+
+@analyze.command("audit")
+@click.argument("manual", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--counter", "serial", required=True, help="The counter the tally is about.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The agent's configuration (its state directory holds the stored counts).",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 0.999),
+    default=0.95,
+    show_default=True,
+    help="Confidence of the interval on each direction's accuracy.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result to FILE (.csv: one row per window; else JSON), to attach "
+    "to a Data Accuracy ticket with `ffc-agent tickets attach N FILE`.",
+)
+@json_option
+def analyze_audit_cmd(
+    manual: Path,
+    serial: str,
+    config_path: Path,
+    confidence: float,
+    output: Path | None,
+    as_json: bool,
+) -> None:
+    """Compare a manual tally (start,end,in,out) with COUNTER's stored counts: within 5 %?"""
+    from agent.app import App
+    from diagnostics.audit import AuditCsvError, audit, parse_tally_csv
+
+    cfg = _load(config_path)
+    if serial not in {c.serial for c in cfg.counters}:
+        raise click.BadParameter(f"no counter {serial!r} in {config_path}", param_hint="--counter")
+    try:
+        windows = parse_tally_csv(manual.read_text(encoding="utf-8-sig"))
+    except AuditCsvError as exc:
+        click.echo(f"{manual}: {exc}", err=True)
+        sys.exit(EX_DATAERR)
+    except UnicodeDecodeError:
+        click.echo(f"{manual}: not a text file", err=True)
+        sys.exit(EX_DATAERR)
+    if not windows:
+        click.echo(f"{manual}: no tally windows", err=True)
+        sys.exit(EX_DATAERR)
+    with App.open(cfg, clock()) as app:
+        slots = app.store.slots(serial, windows[0].start, windows[-1].end)
+    result = audit(serial, windows, slots, confidence=confidence)
+    data = result.to_json()
+    if output is not None:
+        try:
+            output.write_text(_audit_csv(data) if output.suffix == ".csv" else _json_text(data))
+        except OSError as exc:
+            raise click.ClickException(f"{output}: cannot write: {exc.strerror or exc}") from None
+        click.echo(
+            f"wrote {output}; attach it to a Data Accuracy ticket with "
+            f"`ffc-agent tickets attach NUMBER {output}`",
+            err=True,
+        )
+    if as_json:
+        _print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Manual audit of {serial}", title_justify="left")
+    for col in ("direction", "tallied", "counted", "accuracy", f"{confidence:.0%} interval", ""):
+        table.add_column(col)
+    for d in result.directions:
+        acc = "-" if d.accuracy is None else f"{d.accuracy:.1%}"
+        interval = (
+            "-" if d.low is None or d.high is None else f"{d.low - 1:+.1%} … {d.high - 1:+.1%}"
+        )
+        table.add_row(d.name.upper(), f"{d.manual:,}", f"{d.counted:,}", acc, interval, d.verdict)
+    out.print(table)
+    partial = data["partial_windows"]
+    out.print(
+        f"{data['full_windows']} full window(s), {partial} partial (left out: not on slot "
+        f"boundaries, or slots missing); acceptance ±{result.acceptance:.0%}: {result.verdict}"
+    )
+
+
+def _json_text(data: Any) -> str:
+    import json
+
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _audit_csv(data: dict[str, Any]) -> str:
+    """One row per window, then one summary row per direction (window columns empty)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    cols = ["start", "end", "manual_in", "manual_out", "counted_in", "counted_out", "full"]
+    writer.writerow([*cols, "direction", "accuracy", "ratio_low", "ratio_high", "verdict"])
+    for w in data["windows"]:
+        writer.writerow([w[c] for c in cols] + [""] * 5)
+    for d in data["directions"]:
+        row = [d["direction"], d["accuracy"], d["ratio_low"], d["ratio_high"], d["verdict"]]
+        writer.writerow([""] * len(cols) + row)
+    return buf.getvalue()

@@ -1,152 +1,175 @@
-"""IN/OUT imbalance: everyone who comes in goes out, so a day's IN and OUT should match.
+"""IN/OUT imbalance: a door's (or the whole site's) IN share moved away from its usual one.
 
-A counter whose counting line sits too close to the door, or whose directions are mixed up,
-counts one way more than the other; occupancy and conversion figures then drift all day. Per
-day (per counter, and for the whole site) the imbalance |in − out| / (in + out) is warned
-above 5 % and critical above 10 %, but only over enough traffic that chance cannot explain it:
-with n crossings split at random, the imbalance has a standard deviation of 1/√n, so at least
-(3 / 5 %)² = 3,600 crossings are needed before 5 % is three standard deviations. Quieter
-counters are judged over several days pooled. A door whose imbalance is its usual one while
-its group balances (people come in at the front and leave by the side) is flow between
-doors, not a fault; a change in a door's imbalance is raised even when its group balances.
+Everyone who comes in goes out, so over a day the site's IN and OUT match, apart from staff
+doors and entrances without a counter; that balance, all entrances together, is the primary
+signal. One door's split is rarely 50/50 (people come in at the front and leave by the side),
+so a door is judged against *its own* usual split, never against 50/50: a door that is always
+55/45 is normal. A counter whose counting line moved, or whose directions got mixed up,
+shows as a change. Each whole day's IN share is tested against the usual share with an
+overdispersed binomial (``diagnostics.share``: the volume of the day, the door's own
+day-to-day spread, the uncertainty of the usual share), and a finding needs ``min_days``
+consecutive significant days in one direction, each at least ``tolerance`` away: quiet days
+cannot reach significance on noise, and one odd day is not a fault. The finding says what the
+usual split is, what it is now, over which days, and how sure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field
 
 from diagnostics.checks.base import SiteEvidence
 from diagnostics.checks.counts import CountCheck, local, site_model, span
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import Finding, Status
-from diagnostics.series import Balance, CountModel
+from diagnostics.series import CountModel
+from diagnostics.share import Episode, ShareDay, episodes, judge_days
 
 
 class _Options(CountCheck.Options):
     lookback_days: int = Field(8, ge=1, description="days of history the check looks at")
+    confidence: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1,
+        description="two-sided confidence that a day's IN share is not the usual one",
+    )
+    min_days: int = Field(
+        2, ge=1, description="consecutive significant days (one direction) before it is raised"
+    )
     warn_ratio: float = Field(
-        0.05, gt=0, lt=1, description="|in − out| / (in + out) above this warns"
+        0.025,
+        gt=0,
+        lt=1,
+        description="least move of (in − out)/(in + out) from the usual one worth raising "
+        "(0.025: a 5 % count error in one direction)",
     )
     fail_ratio: float = Field(
-        0.10, gt=0, lt=1, description="|in − out| / (in + out) above this is critical"
+        0.10, gt=0, lt=1, description="a move of (in − out)/(in + out) above this is critical"
     )
-    noise_sigmas: float = Field(
-        3.0, gt=0, description="the warn level must be this many binomial σ: the traffic needed"
+    history_days: int = Field(
+        28, ge=3, description="days of the door's own history that say what its usual split is"
     )
-    max_days: int = Field(
-        7, ge=1, description="pool at most this many days to reach enough traffic"
+    min_history_days: int = Field(
+        5, ge=2, description="whole days of history needed before a day is judged"
     )
-
-    @property
-    def min_total(self) -> float:
-        return (self.noise_sigmas / self.warn_ratio) ** 2
 
 
 class _Balance(CountCheck):
     options: _Options
 
-    def balances(self, model: CountModel, rows: list[int], lo: int) -> list[Balance]:
-        opts = self.options
-        return model.balances(rows, min_total=opts.min_total, lo=lo, max_days=opts.max_days)
-
-    def status(self, b: Balance) -> Status:
-        if b.imbalance > self.options.fail_ratio:
-            return Status.FAIL
-        return Status.WARN if b.imbalance > self.options.warn_ratio else Status.OK
+    def judged(self, model: CountModel, rows: list[int]) -> tuple[list[Episode], ShareDay | None]:
+        """Every lasting episode over the whole days of ``rows`` together, and the last day."""
+        o = self.options
+        days = [
+            ShareDay(int(model.grid.day[b.first]), b.first, b.last, b.count_in, b.count_out)
+            for b in model.balances(rows, min_total=0, max_days=1)
+        ]
+        judged, taus = judge_days(
+            days,
+            confidence=o.confidence,
+            tolerance=o.warn_ratio,
+            history_days=o.history_days,
+            min_history=o.min_history_days,
+        )
+        found = [e for e in episodes(judged, taus) if len(e.days) >= o.min_days]
+        return found, (judged[-1] if judged else None)
 
     def report(
-        self,
-        model: CountModel,
-        evidence: Any,
-        balances: Sequence[Balance],
-        judge: Callable[[Balance], Finding],
+        self, model: CountModel, evidence: Any, rows: list[int], **extra: Any
     ) -> list[Finding]:
-        if not balances:
+        found, last = self.judged(model, rows)
+        lo = self.low(model, evidence)
+        if last is None or last.last < lo or last.usual is None:
             return [
                 self.finding(
                     evidence,
                     Status.SKIP,
                     "too_little",
-                    "not enough complete days with traffic to judge IN/OUT",
+                    "not enough complete days with traffic to know the usual IN/OUT split",
                 )
             ]
-        if self.options.scope != "all":
-            return [judge(balances[-1])]
-        problems = [f for b in balances if (f := judge(b)).problem]
-        return self.settle(problems, evidence, "balanced", "IN and OUT balance")
+        if self.options.scope == "all":
+            found = [e for e in found if e.days[-1].last >= lo]
+        else:
+            found = [e for e in found if e.days[-1] is last]
+        problems = [self.episode(model, evidence, e, **extra) for e in found]
+        usual = f"IN {last.usual:.1%} / OUT {1 - last.usual:.1%}"
+        said = f"the IN/OUT split is as usual ({usual}; last whole day IN {last.share:.1%})"
+        if last.significant and self.options.scope != "all":
+            # one unusual day is not a fault yet: said, and raised only if it lasts
+            said = (
+                f"the last whole day's IN share {last.share:.1%} is unusual (usually "
+                f"{last.usual:.1%}); raised if it lasts {self.options.min_days} days"
+            )
+        return self.settle(
+            problems,
+            evidence,
+            "unusual_day" if last.significant else "balanced",
+            said,
+            usual_share_in=round(last.usual, 4),
+            share_in=round(last.share, 4),
+        )
 
-    def words(self, model: CountModel, b: Balance) -> tuple[dict[str, Any], str]:
-        start, end = span(model, b.first, b.last)
-        days = f"{b.days} days from " if b.days > 1 else ""
-        details = {
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "count_in": round(b.count_in),
-            "count_out": round(b.count_out),
-            "imbalance": round(b.imbalance, 4),
-            "days": b.days,
-            # every visitor who comes in leaves: OUT is expected to match IN
-            "expected": round(b.count_in),
-            "observed": round(b.count_out),
-        }
-        return details, (
-            f"{days}{local(start, model.grid.tz)}: IN {b.count_in:.0f}, "
-            f"OUT {b.count_out:.0f} ({b.imbalance:.1%} apart)"
+    def episode(self, model: CountModel, evidence: Any, e: Episode, **extra: Any) -> Finding:
+        o = self.options
+        first, last = e.days[0], e.days[-1]
+        start, end = span(model, first.first, last.last)
+        detected = span(model, first.first, e.days[o.min_days - 1].last)[1]
+        n = len(e.days)
+        when = f"{n} days from {local(start, model.grid.tz)}"
+        sure = "p < 0.001" if e.p_value < 0.001 else f"p = {e.p_value:.3f}"
+        status = Status.FAIL if abs(e.shift) > o.fail_ratio else Status.WARN
+        return self.finding(
+            evidence,
+            status,
+            "imbalance",
+            f"IN share {e.share:.1%} over {when} (IN {e.count_in:.0f}, OUT {e.count_out:.0f}); "
+            f"usually {e.usual:.1%}: the imbalance moved {abs(e.shift):.1%} ({sure}, each day "
+            f"significant at {o.confidence:.0%})",
+            start=start.isoformat(),
+            end=end.isoformat(),
+            detected_at=detected.isoformat(),
+            days=n,
+            count_in=round(e.count_in),
+            count_out=round(e.count_out),
+            usual_share_in=round(e.usual, 4),
+            share_in=round(e.share, 4),
+            daily_share_in=[round(d.share, 4) for d in e.days],
+            imbalance=round(abs(e.count_in - e.count_out) / (e.count_in + e.count_out), 4),
+            shift=round(e.shift, 4),
+            z=round(e.z, 2),
+            p_value=float(f"{e.p_value:.3g}"),
+            confidence=o.confidence,
+            # OUT expected from IN and the usual split; observed is what was counted
+            expected=round(e.count_in * (1 - e.usual) / e.usual),
+            observed=round(e.count_out),
+            **extra,
         )
 
 
 class CountImbalance(_Balance):
     id: ClassVar[str] = "counter.counts.imbalance"
-    title: ClassVar[str] = "Counter's IN and OUT balance over a day"
+    title: ClassVar[str] = "Counter's IN/OUT split stays its usual one"
     applies_to = "counter"
     priority = 90
     accuracy = True
     ticket_subject = "{who} IN/OUT imbalance {since}"
     ticket_what = (
-        "{who} counts more people in one direction than the other, so its IN and OUT do not "
-        "balance. {said}"
+        "{who}'s split between IN and OUT moved away from its usual one, so one direction is "
+        "counted more than before. {said}"
     )
     remediation: ClassVar[str] = (
         "Check the counter's direction settings and counting line in its configuration; if "
-        "IN and OUT stay apart, raise a data-accuracy ticket for re-tuning."
+        "the split stays off its usual one, raise a data-accuracy ticket for re-tuning."
     )
 
     class Options(_Options):
         pass
 
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
-        i = model.index(evidence.serial)
-        group = [i, *model.peers[i].tolist()]
-        everything = self.balances(model, [i], 0)
-        signed = [(b.count_in - b.count_out) / (b.count_in + b.count_out) for b in everything]
-        usual = float(np.median(signed)) if len(signed) >= 5 else None
-
-        def judge(b: Balance) -> Finding:
-            details, text = self.words(model, b)
-            status = self.status(b)
-            if status is not Status.OK and len(group) > 1:
-                both = _over(model, group, b)
-                now = (b.count_in - b.count_out) / (b.count_in + b.count_out)
-                habitual = usual is None or abs(now - usual) <= self.options.warn_ratio / 2
-                if both is not None and both.imbalance <= self.options.warn_ratio and habitual:
-                    details["group_imbalance"] = round(both.imbalance, 4)
-                    return self.finding(
-                        evidence,
-                        Status.OK,
-                        "flow_between_doors",
-                        f"{text}; as usual for this door, and its group balances "
-                        f"({both.imbalance:.1%}): people leave by another door",
-                        **details,
-                    )
-            code = "imbalance" if status is not Status.OK else "balanced"
-            return self.finding(evidence, status, code, text, **details)
-
-        lo = self.low(model, evidence)
-        return self.report(model, evidence, [b for b in everything if b.last >= lo], judge)
+        return self.report(model, evidence, [model.index(evidence.serial)])
 
 
 class SiteImbalance(_Balance):
@@ -177,34 +200,5 @@ class SiteImbalance(_Balance):
 
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
         rows = [i for i in range(len(model.arrays.serials)) if model.present[i].any()]
-
-        def judge(b: Balance) -> Finding:
-            details, text = self.words(model, b)
-            status = self.status(b)
-            code = "imbalance" if status is not Status.OK else "balanced"
-            return self.finding(
-                evidence,
-                status,
-                code,
-                f"site {text}",
-                **details,
-                counters=[model.arrays.serials[i] for i in rows],
-            )
-
-        return self.report(
-            model, evidence, self.balances(model, rows, self.low(model, evidence)), judge
-        )
-
-
-def _over(model: CountModel, rows: list[int], b: Balance) -> Balance | None:
-    """The same days' balance over several counters, if they all sent every slot."""
-    sl = slice(b.first, b.last + 1)
-    if not model.present[rows, sl].all():
-        return None
-    return Balance(
-        b.first,
-        b.last,
-        float(np.sum(model.arrays.cin[rows, sl])),
-        float(np.sum(model.arrays.cout[rows, sl])),
-        b.days,
-    )
+        serials = [model.arrays.serials[i] for i in rows]
+        return self.report(model, evidence, rows, counters=serials)

@@ -88,7 +88,7 @@ def test_the_runner_builds_each_check_with_its_options(tmp_path: Path) -> None:
     data = minimal(
         **{
             "counter.device.clock": {"warn_s": 5.0},
-            "site.counts.imbalance": {"max_days": 3},
+            "site.counts.imbalance": {"min_days": 3},
             "gateway.health": {"free_warn_pct": 20.0},
         }
     )
@@ -98,7 +98,7 @@ def test_the_runner_builds_each_check_with_its_options(tmp_path: Path) -> None:
         runner = Runner(config, store)
     built = {c.id: c for c in (*runner.checks, *runner.site_checks, *runner.gateway_checks)}
     assert built["counter.device.clock"].options.warn_s == 5.0
-    assert built["site.counts.imbalance"].options.max_days == 3
+    assert built["site.counts.imbalance"].options.min_days == 3
     assert built["gateway.health"].options.free_warn_pct == 20.0
     assert built["counter.device.health"].options == REGISTRY["counter.device.health"].Options()
     # the runner dispatches on applies_to: each kind of evidence gets exactly its checks
