@@ -139,6 +139,19 @@ class SiteCalendar:
             return DayStatus(False, f"closed on {WEEKDAYS[day.weekday()].capitalize()}days")
         return DayStatus(True, f"open {hours}", hours)
 
+    def hours_on(self, day: date) -> Hours | None:
+        """The hours the store is open on ``day`` (None: closed): ``day`` without the words,
+        for the callers that ask it once a slot."""
+        for closure in self.closures:
+            if closure.covers(day):
+                return None
+        for when, hours in self.special:
+            if when == day:
+                return hours
+        if self.closed_on_public_holidays and self.holiday(day):
+            return None
+        return self.weekly[day.weekday()]
+
     def local(self, at: datetime) -> datetime:
         if at.tzinfo is None:
             raise ValueError("calendar times must be timezone-aware")
@@ -168,8 +181,7 @@ class SiteCalendar:
         if regular:
             hours = self.weekly[local.weekday()]
         else:
-            status = self.day(local.date())
-            hours = status.hours if status.open else None
+            hours = self.hours_on(local.date())
         if hours is None or minutes <= 0:
             return 0.0
         begin = local.hour * 60 + local.minute
