@@ -13,8 +13,6 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-import holidays
-
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -84,11 +82,15 @@ def parse_hours(text: str) -> Hours | None:
 
 @lru_cache(maxsize=64)
 def _holidays(country: str, subdiv: str | None, year: int) -> dict[date, str]:
+    import holidays  # here: the package is large, and most commands never ask it
+
     return dict(holidays.country_holidays(country, subdiv=subdiv, years=year).items())
 
 
 def check_holiday_region(region: str) -> tuple[str, str | None]:
     """``"GB-ENG"`` → ("GB", "ENG"), checked against the holidays package; ValueError if not."""
+    import holidays
+
     country, _, subdiv = region.partition("-")
     if country not in holidays.list_supported_countries():
         raise ValueError(f"unknown country {country!r} in holidays region {region!r}")

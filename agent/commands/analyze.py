@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -36,19 +36,23 @@ from agent.commands.common import (
     json_option,
     out,
 )
-from agent.config import Config
-from diagnostics.assess import Gate, Silence, assess
-from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
-from diagnostics.checks.counts import CountCheck, CountingStopped, local
-from diagnostics.checks.counts_imbalance import CountImbalance, SiteImbalance
-from diagnostics.checks.counts_level import CountLevel
-from diagnostics.checks.counts_missing import CountsMissing, SiteCountsOutage, fold_site_outages
-from diagnostics.countcsv import parse_counts_csv
-from diagnostics.model import Assessed, CountSlot, Finding, as_datetime
-from diagnostics.series import CountArrays, CountModel
 
-COUNTER_KINDS = (CountingStopped, CountsMissing, CountLevel, CountImbalance)
-SITE_KINDS = (SiteCountsOutage, SiteImbalance)
+if TYPE_CHECKING:  # the judgement is imported when a command runs: `--help` loads none of it
+    from agent.config import Config
+    from diagnostics.assess import Silence
+    from diagnostics.checks.base import Check
+    from diagnostics.checks.counts import CountCheck
+    from diagnostics.model import Assessed, CountSlot, Finding
+    from diagnostics.series import CountModel
+
+
+def _counter_kinds() -> tuple[type[Check], ...]:
+    from diagnostics.checks.counts import CountingStopped
+    from diagnostics.checks.counts_imbalance import CountImbalance
+    from diagnostics.checks.counts_level import CountLevel
+    from diagnostics.checks.counts_missing import CountsMissing
+
+    return (CountingStopped, CountsMissing, CountLevel, CountImbalance)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class CountProblem:
 
     @classmethod
     def from_assessed(cls, item: Assessed) -> CountProblem:
+        from diagnostics.model import as_datetime
+
         f, v = item.finding, item.verdict
         ev = f.evidence
         start = as_datetime(ev.get("start")) or as_datetime(ev.get("zero_since"))
@@ -139,6 +145,8 @@ def analyze_counts(
     ``diagnostics.countcsv.CountCsvError`` for a row it cannot trust and ``KeyError`` for an
     unknown site code.
     """
+    from diagnostics.countcsv import parse_counts_csv
+
     slots, warnings = parse_counts_csv(text, {c.serial for c in config.counters})
     return analyze_slots(config, slots, warnings, site=site, now=now)
 
@@ -154,6 +162,9 @@ def analyze_slots(
 ) -> AnalysisResult:
     """Judge count slots (from a CSV or the agent's own store) through the same gate as the
     service: the calendar, the upload window, untuned counters, peers, luck and silences."""
+    from diagnostics.assess import Gate, assess
+    from diagnostics.checks.counts_missing import fold_site_outages
+
     sites = [config.site(site)] if site is not None else list(config.sites)
     if now is None:
         ends = [s.start + timedelta(minutes=s.minutes) for seq in slots.values() for s in seq]
@@ -185,6 +196,9 @@ def _judge_site(
     now: datetime,
     warnings: list[str],
 ) -> list[Finding]:
+    from diagnostics.checks.counts import local
+    from diagnostics.series import CountArrays, CountModel
+
     counters = config.counters_at(site.code)
     present = {c.serial: [s for s in slots.get(c.serial, []) if s.start < now] for c in counters}
     for serial, seq in present.items():
@@ -212,6 +226,10 @@ def _judge_site(
 def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Finding]:
     """Every count check over the whole of ``model``, each episode a finding (not yet folded
     or assessed). Shared with the evaluation in ``bench/eval_counts.py``."""
+    from diagnostics.checks.base import CounterEvidence, SiteEvidence
+    from diagnostics.checks.counts_imbalance import SiteImbalance
+    from diagnostics.checks.counts_missing import SiteCountsOutage
+
     out: list[Finding] = []
     for serial in model.arrays.serials:
         ev = CounterEvidence(
@@ -221,10 +239,10 @@ def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Fin
             calendar=model.calendar,
             now=model.now,
         )
-        for kind in COUNTER_KINDS:
+        for kind in _counter_kinds():
             out.extend(_all(kind).judge(model, ev))
     site_ev = SiteEvidence(site=site, calendar=model.calendar, now=model.now)
-    for site_kind in SITE_KINDS:
+    for site_kind in (SiteCountsOutage, SiteImbalance):
         if site_kind is SiteCountsOutage and len(model.arrays.serials) < 2:
             continue
         out.extend(_all(site_kind).judge(model, site_ev))
@@ -233,6 +251,8 @@ def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Fin
 
 def _all(kind: type[Check]) -> CountCheck:
     """The check set to report every episode in the file, not only the current state."""
+    from diagnostics.checks.counts import CountCheck
+
     check = kind(kind.Options(scope="all"))  # type: ignore[call-arg]
     assert isinstance(check, CountCheck)
     return check

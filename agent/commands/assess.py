@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,9 +34,11 @@ from agent.commands.common import (
     json_option,
     out,
 )
-from agent.config import Config
 from agent.store import Store
-from diagnostics.assess import Silence
+
+if TYPE_CHECKING:  # loaded when the command runs, not for `--help`
+    from agent.config import Config
+    from diagnostics.assess import Silence
 from diagnostics.model import CountSlot, as_datetime
 
 
@@ -146,6 +148,8 @@ def _wanted(
 
 
 def _silences(store: Store | None) -> list[Silence]:
+    from diagnostics.assess import Silence
+
     if store is None:
         return []
     return [
