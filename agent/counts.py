@@ -26,6 +26,7 @@ class SlotCache:
         self._columns: dict[str, SlotColumns] = {}
         self._floor: datetime | None = None  # the cache holds every slot from here
         self._day: date | None = None  # the UTC day of the last full read
+        self._views: dict[str, tuple[SlotColumns, int, SlotColumns]] = {}
 
     def window(self, serials: Sequence[str], since: datetime) -> dict[str, SlotColumns]:
         """Every counter's slots from ``since`` (as ``Store.slot_columns`` would read them)."""
@@ -34,7 +35,16 @@ class SlotCache:
         else:
             self._catch_up(serials)
         cut = int(since.timestamp())
-        return {s: self._columns[s].since(cut) for s in serials}
+        out = {}
+        for serial in serials:
+            held = self._columns[serial]
+            seen = self._views.get(serial)
+            if seen is None or seen[0] is not held or seen[1] != cut:
+                # the same object while nothing changed: its digest is computed once, and the
+                # models keyed by it are found again
+                seen = self._views[serial] = (held, cut, held.since(cut))
+            out[serial] = seen[2]
+        return out
 
     def refresh(self, serials: Sequence[str], since: datetime) -> None:
         self._columns = self.store.slot_columns(serials, since)

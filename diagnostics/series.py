@@ -128,11 +128,11 @@ class Grid:
     def slots_per_day(self) -> int:
         return 1440 // self.minutes
 
-    @property
+    @functools.cached_property
     def cell(self) -> np.ndarray:
         return self.weekday * self.slots_per_day + self.minute // self.minutes
 
-    @property
+    @functools.cached_property
     def week(self) -> np.ndarray:
         """Local Monday-to-Sunday week, counted from the grid's first week."""
         monday = self.day - self.weekday
@@ -321,14 +321,14 @@ def weekly_baseline(
     cells = 7 * grid.slots_per_day
     weeks = int(week.max()) + 1
     flat = week * cells + grid.cell
-    sums = np.zeros((n_counters, weeks, cells))
-    counts = np.zeros((n_counters, weeks, cells))
-    for row in range(n_counters):
-        ok = valid[row]
-        sums[row] = np.bincount(flat[ok], weights=values[row, ok], minlength=weeks * cells).reshape(
-            weeks, cells
-        )
-        counts[row] = np.bincount(flat[ok], minlength=weeks * cells).reshape(weeks, cells)
+    # one bincount over every counter at once: row r's cells are offset by r whole tables
+    size = weeks * cells
+    rows, slots = np.nonzero(valid)
+    index = rows * size + flat[slots]
+    shape = (n_counters, weeks, cells)
+    sums = np.bincount(index, weights=values[rows, slots], minlength=n_counters * size)
+    counts = np.bincount(index, minlength=n_counters * size).astype(float)
+    sums, counts = sums.reshape(shape), counts.reshape(shape)
     means = np.full((n_counters, weeks, cells), np.nan)
     acc_sum = np.zeros((n_counters, cells))
     acc_n = np.zeros((n_counters, cells))

@@ -194,6 +194,8 @@ class CountingStopped(CountCheck):
         lo = self.low(model, evidence)
         found = model.zero_runs(i, lo)
         if self.options.scope == "all":
+            # a year holds thousands of runs, nearly all ordinary: words only for the others
+            found = [r for r in found if self._may_be_problem(model, i, r)]
             problems = [f for r in found if (f := self._judge_run(model, i, r, evidence)).problem]
             return self.settle(problems, evidence, "counting", "no improbable run of zeros")
         if not model.present[i, lo:].any():
@@ -202,6 +204,20 @@ class CountingStopped(CountCheck):
         if not found or (last_count[found[-1].last :].any()):
             return [self.finding(evidence, Status.OK, "counting", "the counter is counting")]
         return [self._judge_run(model, i, found[-1], evidence)]
+
+    def _may_be_problem(self, model: CountModel, i: int, run: ZeroRun) -> bool:
+        """False for a run ``_judge_run`` certainly finds ok (the same tests, without words)."""
+        opts = self.options
+        minutes = round(run.open_minutes)
+        if minutes == 0:
+            return False
+        if run.history_weeks >= opts.min_history_weeks:
+            return (
+                minutes >= opts.min_open_minutes
+                and run.log10_p_alone <= opts.candidate_log10_probability
+            )
+        peers_quiet = model.peers[i].size and run.peers_observed == 0
+        return minutes >= opts.fallback_open_minutes and not peers_quiet
 
     def _judge_run(self, model: CountModel, i: int, run: ZeroRun, evidence: Any) -> Finding:
         opts = self.options
