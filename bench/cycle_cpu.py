@@ -35,8 +35,8 @@ PER_SITE = 10
 NOW = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)  # a Wednesday afternoon
 
 
-def config(counters: int, state: Path):
-    sites = max(1, counters // PER_SITE)
+def config(counters: int, state: Path, per_site: int = PER_SITE, grouped: bool = True):
+    sites = max(1, counters // per_site)
     hours = {d: "09:00-20:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
     return parse_config(
         {
@@ -51,14 +51,10 @@ def config(counters: int, state: Path):
                 for s in range(sites)
             ],
             "counters": [
-                {
-                    "serial": f"S{s:03d}C{i:02d}",
-                    "name": f"door {i}",
-                    "site": f"S{s:03d}",
-                    "group": f"g{i // 2}",
-                }
+                {"serial": f"S{s:03d}C{i:02d}", "name": f"door {i}", "site": f"S{s:03d}"}
+                | ({"group": f"g{i // 2}"} if grouped else {})
                 for s in range(sites)
-                for i in range(PER_SITE)
+                for i in range(per_site)
             ],
             "sinks": [{"type": "local"}],
         },
@@ -115,10 +111,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=35)
     parser.add_argument("--cycles", type=int, default=12)
     parser.add_argument("--cycle-seconds", type=int, default=300)
+    parser.add_argument("--per-site", type=int, default=PER_SITE)
+    parser.add_argument("--ungrouped", action="store_true", help="every door peers every other")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
-        cfg = config(args.counters, state)
+        cfg = config(args.counters, state, args.per_site, not args.ungrouped)
         serials = [c.serial for c in cfg.counters]
         traffic = Traffic(serials)
         step = timedelta(minutes=15)
@@ -151,8 +149,9 @@ def main() -> None:
             finally:
                 runner.close()
     steady = figures[1:]
+    layout = f"sites of {args.per_site}, " + ("ungrouped" if args.ungrouped else "doors in pairs")
     print(
-        f"{len(serials)} counters, {args.days} days of 15-minute slots, "
+        f"{len(serials)} counters ({layout}), {args.days} days of 15-minute slots, "
         f"a cycle every {args.cycle_seconds} s (detect phase, CPU of all threads)"
     )
     print(f"  first cycle:  {figures[0]:7.1f} ms CPU per counter")

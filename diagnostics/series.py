@@ -273,6 +273,17 @@ class SlotColumns:
         )
 
     @functools.cached_property
+    def lengths(self) -> tuple[tuple[int, int, int], ...]:
+        """Each slot length held: (minutes, index of its first slot, how many slots)."""
+        values, first, counts = np.unique(self.minutes, return_index=True, return_counts=True)
+        return tuple(zip(values.tolist(), first.tolist(), counts.tolist(), strict=True))
+
+    @functools.cached_property
+    def first(self) -> int:
+        """The earliest start (UTC epoch seconds); only for columns holding a slot."""
+        return int(self.start.min())
+
+    @functools.cached_property
     def digest(self) -> bytes:
         """A fingerprint of the contents, so a model built from them can be reused."""
         h = hashlib.blake2b(digest_size=16)
@@ -953,15 +964,19 @@ def grid_span(
     """The grid ``from_columns`` lays the slots on: start, slot length (the most common one,
     on a tie the one seen first) and the number of slots that have ended by ``now``."""
     if minutes is None:
-        lengths = np.concatenate([c.minutes for c in columns.values()] or [np.zeros(0)])
-        values, first, counts = np.unique(
-            lengths.astype(np.int64), return_index=True, return_counts=True
-        )
-        tied = counts == counts.max() if counts.size else counts.astype(bool)
-        minutes = int(values[tied][np.argmin(first[tied])]) if values.size else 15
+        # the most common length over all the columns in order; on a tie the one seen first
+        totals: dict[int, int] = {}
+        firsts: dict[int, int] = {}
+        offset = 0
+        for col in columns.values():
+            for value, first, count in col.lengths:
+                totals[value] = totals.get(value, 0) + count
+                firsts.setdefault(value, offset + first)
+            offset += len(col)
+        minutes = min(totals, key=lambda v: (-totals[v], firsts[v])) if totals else 15
     if start is None:
-        firsts = [int(c.start.min()) for c in columns.values() if c.start.size]
-        start = datetime.fromtimestamp(min(firsts), UTC) if firsts else now
+        starts = [c.first for c in columns.values() if len(c)]
+        start = datetime.fromtimestamp(min(starts), UTC) if starts else now
     n = max(0, int((now - start).total_seconds() // (minutes * 60)))
     return start, minutes, n
 
