@@ -986,26 +986,30 @@ class ModelCache:
 
     A ``CountModel`` is a pure function of its inputs — the counters' slots, the calendar, the
     grid and who is whose peer — so a model built from the same inputs is reused as it is, and
-    the checks judge exactly what they would have judged from a fresh one. The key is made by
-    the caller from those inputs (``SlotColumns.digest`` fingerprints the slots). ``sweep``
-    forgets the models nobody asked for since the previous sweep, so memory stays one cycle's
-    worth.
+    the checks judge exactly what they would have judged from a fresh one. The caller names
+    each model by ``who`` (the counters and their peers) and ``inputs`` (everything else it is
+    built from; ``SlotColumns.digest`` fingerprints the slots). One model is kept per ``who``:
+    a new slot replaces the model it outdates at once, so memory holds one model per group,
+    never two. ``sweep`` forgets the models nobody asked for since the previous sweep.
     """
 
     def __init__(self) -> None:
-        self._models: dict[Hashable, CountModel] = {}
+        self._models: dict[Hashable, tuple[Hashable, CountModel]] = {}
         self._used: set[Hashable] = set()
         self.built = 0
         self.reused = 0
 
-    def get(self, key: Hashable, build: Callable[[], CountModel]) -> CountModel:
-        model = self._models.get(key)
-        if model is None:
-            model = self._models[key] = build()
-            self.built += 1
-        else:
+    def get(self, who: Hashable, inputs: Hashable, build: Callable[[], CountModel]) -> CountModel:
+        held = self._models.get(who)
+        if held is not None and held[0] == inputs:
             self.reused += 1
-        self._used.add(key)
+            model = held[1]
+        else:
+            self._models.pop(who, None)  # let the outdated model go before building its successor
+            model = build()
+            self._models[who] = (inputs, model)
+            self.built += 1
+        self._used.add(who)
         return model
 
     def sweep(self) -> None:

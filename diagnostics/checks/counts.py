@@ -89,14 +89,9 @@ def _model(
     if cache is None:
         return build()
     # everything the model is a function of; ``now`` only through the grid it implies
-    key = (
-        tuple(columns),
-        None if peers is None else tuple(tuple(p) for p in peers),
-        calendar,
-        grid_span(columns, now=now),
-        tuple(c.digest for c in columns.values()),
-    )
-    return cache.get(key, build)
+    who = (tuple(columns), None if peers is None else tuple(tuple(p) for p in peers))
+    inputs = (calendar, grid_span(columns, now=now), tuple(c.digest for c in columns.values()))
+    return cache.get(who, inputs, build)
 
 
 def counter_model(evidence: CounterEvidence) -> CountModel:

@@ -81,12 +81,13 @@ def test_checks_judge_columns_and_cached_models_as_they_judge_slots():
     assert cache.built == 1
 
 
-def test_model_cache_forgets_what_a_cycle_did_not_use():
+def test_model_cache_keeps_one_model_per_group_and_forgets_unused_ones():
     cache = ModelCache()
-    first = cache.get("a", object)  # type: ignore[arg-type]
-    cache.get("b", object)  # type: ignore[arg-type]
+    first = cache.get("a", 1, object)  # type: ignore[arg-type]
+    cache.get("b", 1, object)  # type: ignore[arg-type]
     cache.sweep()
-    cache.get("a", object)  # type: ignore[arg-type]
+    assert cache.get("a", 1, object) is first  # type: ignore[arg-type]
     cache.sweep()
-    assert cache.get("a", object) is first  # type: ignore[arg-type]
     assert "b" not in cache._models
+    newer = cache.get("a", 2, object)  # type: ignore[arg-type]
+    assert newer is not first and len(cache._models) == 1
