@@ -28,6 +28,7 @@ from typing import Any
 
 from agent.app import App
 from agent.config import Config, CounterConfig
+from agent.counts import SlotCache
 from agent.delivery.outbox import crashpoint
 from agent.delivery.sinks import Sink
 from agent.incidents import Flip, Policy, apply
@@ -62,6 +63,7 @@ from diagnostics.model import (
     Status,
     Verdict,
 )
+from diagnostics.series import ModelCache, SlotColumns
 from rma.tickets import Ticket
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,8 @@ class Runner:
         self.views = app.views
         self.probe_errors: list[Finding] = []  # this cycle's agent.probe errors
         self._check_pool = _new_check_pool()
+        self.counts = SlotCache(self.store)  # the count slots, in memory between cycles
+        self.models = ModelCache()  # count models, shared by the checks and reused
         # called between the stages of a cycle: the daemon pings systemd's watchdog with it
         self.heartbeat: Callable[[], object] = lambda: None
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
@@ -405,6 +409,8 @@ class Runner:
                 log.debug("recording %s failed", res.serial, exc_info=True)
                 self._record_failed(res, now, exc)
                 continue
+            if res.slots:
+                self.counts.note(res.slots)  # the in-memory history, once stored
             if res.snapshot:
                 try:
                     self.views.record(res.serial, at, res.snapshot)
@@ -498,16 +504,20 @@ class Runner:
             out.append(f"mqtt://{self.config.mqtt.host}:{self.config.mqtt.port}")
         return out
 
-    def history(self, now: datetime) -> dict[str, tuple[CountSlot, ...]]:
-        """Every counter's slots over the baseline window, read once per cycle."""
+    def history(self, now: datetime) -> dict[str, SlotColumns]:
+        """Every counter's slots over the baseline window, as columns: kept in memory between
+        cycles, so a cycle reads from the store only what is new (see ``agent/counts.py``)."""
         since = now - timedelta(days=self.history_days + 7)
-        return {c.serial: tuple(self.store.slots(c.serial, since)) for c in self.config.counters}
+        # on a slot boundary, so the window's start moves when a new slot is due and not in
+        # between: the count models then change once a slot, not twice (one older slot more)
+        since -= timedelta(seconds=since.timestamp() % (SLOT_MINUTES * 60))
+        return self.counts.window([c.serial for c in self.config.counters], since)
 
     def evidence(
         self,
         counter: CounterConfig,
         now: datetime,
-        history: dict[str, tuple[CountSlot, ...]] | None = None,
+        history: dict[str, SlotColumns] | None = None,
     ) -> CounterEvidence:
         site = self.config.site(counter.site)
         history = history if history is not None else self.history(now)
@@ -540,7 +550,11 @@ class Runner:
         extra["last_count_slot"] = mark.isoformat() if mark else None
         if not counter.host:
             extra["not_probed"] = "no host configured: the counter cannot be probed"
-        peers = {p: history.get(p, ()) for p in self.config.peers(counter.serial)}
+        own = history.get(counter.serial, SlotColumns.empty())
+        counts = {counter.serial: own}
+        counts |= {
+            p: history.get(p, SlotColumns.empty()) for p in self.config.peers(counter.serial)
+        }
         return CounterEvidence(
             serial=counter.serial,
             name=counter.name,
@@ -548,9 +562,11 @@ class Runner:
             calendar=site.calendar(),
             now=now,
             observations=observations,
-            slots=history.get(counter.serial, ()),
-            peers=peers,
+            # the count checks read ``counts``; only the live-push check reads slots one by one
+            slots=own.slots(counter.serial) if "push" in extra else (),
             extra=extra,
+            counts=counts,
+            models=self.models,
         )
 
     def run_checks(
@@ -617,10 +633,12 @@ class Runner:
                 site=site.code,
                 calendar=site.calendar(),
                 now=now,
-                counters={c.serial: history.get(c.serial, ()) for c in members},
                 groups={c.serial: c.group for c in members},
+                counts={c.serial: history.get(c.serial, SlotColumns.empty()) for c in members},
+                models=self.models,
             )
             findings.extend(self.run_checks(evidence, checks=self.site_checks))
+        self.models.sweep()  # keep the models this cycle used, for the next one
         findings = fold_site_outages(findings)
         outbox = self.tickets.outbox.state(now)
         findings += self.run_checks(outbox, checks=self.agent_checks)

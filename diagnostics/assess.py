@@ -115,10 +115,8 @@ def store_closed(finding: Finding, gate: Gate) -> Verdict | None:
     if start is None or end is None or end <= start:
         return None
     minutes = int((end - start).total_seconds() // 60)
-    open_minutes = sum(
-        calendar.open_fraction(at, step) * step for at, step in _steps(start, minutes)
-    )
-    if open_minutes > 0:
+    # open at all is enough to say no: stop at the first open step
+    if any(calendar.open_fraction(at, step) > 0 for at, step in _steps(start, minutes)):
         return None
     reasons = calendar.closed_reasons(start, end) or [
         f"outside opening hours (that day: {calendar.day(calendar.local(start).date()).reason})"

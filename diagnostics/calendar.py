@@ -13,8 +13,6 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-import holidays
-
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -84,11 +82,15 @@ def parse_hours(text: str) -> Hours | None:
 
 @lru_cache(maxsize=64)
 def _holidays(country: str, subdiv: str | None, year: int) -> dict[date, str]:
+    import holidays  # here: the package is large, and most commands never ask it
+
     return dict(holidays.country_holidays(country, subdiv=subdiv, years=year).items())
 
 
 def check_holiday_region(region: str) -> tuple[str, str | None]:
     """``"GB-ENG"`` → ("GB", "ENG"), checked against the holidays package; ValueError if not."""
+    import holidays
+
     country, _, subdiv = region.partition("-")
     if country not in holidays.list_supported_countries():
         raise ValueError(f"unknown country {country!r} in holidays region {region!r}")
@@ -139,6 +141,19 @@ class SiteCalendar:
             return DayStatus(False, f"closed on {WEEKDAYS[day.weekday()].capitalize()}days")
         return DayStatus(True, f"open {hours}", hours)
 
+    def hours_on(self, day: date) -> Hours | None:
+        """The hours the store is open on ``day`` (None: closed): ``day`` without the words,
+        for the callers that ask it once a slot."""
+        for closure in self.closures:
+            if closure.covers(day):
+                return None
+        for when, hours in self.special:
+            if when == day:
+                return hours
+        if self.closed_on_public_holidays and self.holiday(day):
+            return None
+        return self.weekly[day.weekday()]
+
     def local(self, at: datetime) -> datetime:
         if at.tzinfo is None:
             raise ValueError("calendar times must be timezone-aware")
@@ -168,8 +183,7 @@ class SiteCalendar:
         if regular:
             hours = self.weekly[local.weekday()]
         else:
-            status = self.day(local.date())
-            hours = status.hours if status.open else None
+            hours = self.hours_on(local.date())
         if hours is None or minutes <= 0:
             return 0.0
         begin = local.hour * 60 + local.minute

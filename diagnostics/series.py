@@ -16,10 +16,11 @@ left out), the dispersion, and the detectors for each kind of problem. A missing
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -52,21 +53,32 @@ def log10_p_zero(mu: np.ndarray, k: float) -> np.ndarray:
 
 
 def _utc_offsets(epoch: np.ndarray, tz: ZoneInfo) -> np.ndarray:
-    """UTC offset in seconds of each instant; zone rules looked up once per hour, and per
-    instant only in the hours where the offset changes (the daylight-saving nights)."""
+    """UTC offset in seconds of each instant. The zone rules are looked up once per UTC day;
+    on the days whose offset changes (the daylight-saving nights) once per hour; and per
+    instant only in the hours where it changes."""
+    days = np.unique(np.concatenate([epoch // 86400, epoch // 86400 + 1]))
+    by_day = np.array([_offset(int(d) * 86400, tz) for d in days], dtype=np.int64)
+    pos = np.searchsorted(days, epoch // 86400)
+    out = by_day[pos]
+    changing = np.flatnonzero(by_day[pos] != by_day[np.minimum(pos + 1, len(days) - 1)])
+    if changing.size:
+        out[changing] = _hourly_offsets(epoch[changing], tz)
+    return out
+
+
+def _offset(seconds: int, tz: ZoneInfo) -> int:
+    delta = datetime.fromtimestamp(seconds, UTC).astimezone(tz).utcoffset()
+    return int(delta.total_seconds()) if delta is not None else 0
+
+
+def _hourly_offsets(epoch: np.ndarray, tz: ZoneInfo) -> np.ndarray:
     hours = np.unique(np.concatenate([epoch // 3600, epoch // 3600 + 1]))
-
-    def off(seconds: int) -> int:
-        moment = datetime.fromtimestamp(int(seconds), UTC).astimezone(tz)
-        delta = moment.utcoffset()
-        return int(delta.total_seconds()) if delta is not None else 0
-
-    by_hour = np.array([off(h * 3600) for h in hours], dtype=np.int64)
+    by_hour = np.array([_offset(int(h) * 3600, tz) for h in hours], dtype=np.int64)
     pos = np.searchsorted(hours, epoch // 3600)
     out = by_hour[pos]
     changing = by_hour[pos] != by_hour[np.minimum(pos + 1, len(hours) - 1)]
     for i in np.flatnonzero(changing):
-        out[i] = off(int(epoch[i]))
+        out[i] = _offset(int(epoch[i]), tz)
     return out
 
 
@@ -116,11 +128,11 @@ class Grid:
     def slots_per_day(self) -> int:
         return 1440 // self.minutes
 
-    @property
+    @functools.cached_property
     def cell(self) -> np.ndarray:
         return self.weekday * self.slots_per_day + self.minute // self.minutes
 
-    @property
+    @functools.cached_property
     def week(self) -> np.ndarray:
         """Local Monday-to-Sunday week, counted from the grid's first week."""
         monday = self.day - self.weekday
@@ -165,29 +177,139 @@ class CountArrays:
         """Lay counters' slots on one grid from ``start`` (default: the earliest slot) up to the
         last slot that has ended by ``now``. Slots of another length or off the grid are left
         out; the CSV reader warns about them, the store never holds them."""
-        everything = [s for seq in slots.values() for s in seq]
-        if minutes is None:
-            lengths = Counter(s.minutes for s in everything)
-            minutes = lengths.most_common(1)[0][0] if lengths else 15
-        if start is None:
-            start = min((s.start for s in everything), default=now)
+        columns = {serial: SlotColumns.from_slots(seq) for serial, seq in slots.items()}
+        return cls.from_columns(columns, calendar, now=now, start=start, minutes=minutes)
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: Mapping[str, SlotColumns],
+        calendar: SiteCalendar,
+        *,
+        now: datetime,
+        start: datetime | None = None,
+        minutes: int | None = None,
+    ) -> CountArrays:
+        """``from_slots`` for slots already held as columns (as the store reads them)."""
+        start, minutes, n = grid_span(columns, now=now, start=start, minutes=minutes)
+        t0 = start.timestamp()
         step = minutes * 60
-        n = max(0, int((now - start).total_seconds() // step))
         grid = Grid.build(start, minutes, n, calendar)
-        serials = tuple(slots)
+        serials = tuple(columns)
         cin = np.full((len(serials), n), np.nan)
         cout = np.full((len(serials), n), np.nan)
-        t0 = start.timestamp()
         for row, serial in enumerate(serials):
-            seq = [s for s in slots[serial] if s.minutes == minutes]
-            if not seq:
-                continue
-            offset = np.array([s.start.timestamp() for s in seq]) - t0
+            col = columns[serial]
+            same = col.minutes == minutes
+            offset = col.start[same] - t0
             idx = np.floor_divide(offset, step).astype(np.int64)
             keep = (offset % step == 0) & (idx >= 0) & (idx < n)
-            cin[row, idx[keep]] = np.array([s.count_in for s in seq], dtype=float)[keep]
-            cout[row, idx[keep]] = np.array([s.count_out for s in seq], dtype=float)[keep]
+            cin[row, idx[keep]] = col.cin[same][keep]
+            cout[row, idx[keep]] = col.cout[same][keep]
         return cls(grid, serials, cin, cout)
+
+
+@dataclass(frozen=True, eq=False)
+class SlotColumns:
+    """One counter's count slots as columns, oldest first: start (UTC epoch seconds), length in
+    minutes, IN and OUT. The store reads them straight into arrays, with no object per slot."""
+
+    start: np.ndarray  # int64
+    minutes: np.ndarray  # int64
+    cin: np.ndarray  # float64
+    cout: np.ndarray  # float64
+
+    @classmethod
+    def empty(cls) -> SlotColumns:
+        z = np.zeros(0)
+        return cls(z.astype(np.int64), z.astype(np.int64), z, z)
+
+    @classmethod
+    def from_slots(cls, slots: Sequence[CountSlot]) -> SlotColumns:
+        return cls(
+            np.array([int(s.start.timestamp()) for s in slots], dtype=np.int64),
+            np.array([s.minutes for s in slots], dtype=np.int64),
+            np.array([s.count_in for s in slots], dtype=float),
+            np.array([s.count_out for s in slots], dtype=float),
+        )
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray) -> SlotColumns:
+        """From an (n, 4) array of start, minutes, in, out."""
+        rows = np.asarray(rows).reshape(-1, 4)
+        return cls(
+            rows[:, 0].astype(np.int64),
+            rows[:, 1].astype(np.int64),
+            rows[:, 2].astype(float),
+            rows[:, 3].astype(float),
+        )
+
+    def __len__(self) -> int:
+        return int(self.start.size)
+
+    def since(self, epoch: int) -> SlotColumns:
+        """The slots starting at or after ``epoch``."""
+        cut = int(np.searchsorted(self.start, epoch, side="left"))
+        if cut == 0:
+            return self
+        return SlotColumns(self.start[cut:], self.minutes[cut:], self.cin[cut:], self.cout[cut:])
+
+    def merged(self, newer: SlotColumns) -> SlotColumns:
+        """These slots updated by ``newer``: a slot in both takes the newer counts."""
+        if not len(newer):
+            return self
+        start = np.concatenate([newer.start, self.start])
+        # np.unique keeps the first occurrence of each start: the newer one
+        _, pick = np.unique(start, return_index=True)  # sorted by start
+
+        def take(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, b])[pick]
+
+        return SlotColumns(
+            start[pick],
+            take(newer.minutes, self.minutes),
+            take(newer.cin, self.cin),
+            take(newer.cout, self.cout),
+        )
+
+    @functools.cached_property
+    def lengths(self) -> tuple[tuple[int, int, int], ...]:
+        """Each slot length held: (minutes, index of its first slot, how many slots)."""
+        values, first, counts = np.unique(self.minutes, return_index=True, return_counts=True)
+        return tuple(zip(values.tolist(), first.tolist(), counts.tolist(), strict=True))
+
+    @functools.cached_property
+    def first(self) -> int:
+        """The earliest start (UTC epoch seconds); only for columns holding a slot."""
+        return int(self.start.min())
+
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """A fingerprint of the contents, so a model built from them can be reused."""
+        h = hashlib.blake2b(digest_size=16)
+        for a in (self.start, self.minutes, self.cin, self.cout):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.digest()
+
+    def slots(self, counter: str, arrived: datetime | None = None) -> tuple[CountSlot, ...]:
+        """Back to ``CountSlot`` objects (for the few checks that read slots one by one)."""
+        return tuple(
+            CountSlot(
+                counter,
+                datetime.fromtimestamp(int(t), UTC),
+                int(m),
+                int(a),
+                int(b),
+                arrived,
+            )
+            for t, m, a, b in zip(
+                self.start.tolist(),
+                self.minutes.tolist(),
+                self.cin.tolist(),
+                self.cout.tolist(),
+                strict=True,
+            )
+        )
 
 
 # --- baselines -------------------------------------------------------------------------------
@@ -210,14 +332,14 @@ def weekly_baseline(
     cells = 7 * grid.slots_per_day
     weeks = int(week.max()) + 1
     flat = week * cells + grid.cell
-    sums = np.zeros((n_counters, weeks, cells))
-    counts = np.zeros((n_counters, weeks, cells))
-    for row in range(n_counters):
-        ok = valid[row]
-        sums[row] = np.bincount(flat[ok], weights=values[row, ok], minlength=weeks * cells).reshape(
-            weeks, cells
-        )
-        counts[row] = np.bincount(flat[ok], minlength=weeks * cells).reshape(weeks, cells)
+    # one bincount over every counter at once: row r's cells are offset by r whole tables
+    size = weeks * cells
+    rows, slots = np.nonzero(valid)
+    index = rows * size + flat[slots]
+    shape = (n_counters, weeks, cells)
+    sums = np.bincount(index, weights=values[rows, slots], minlength=n_counters * size)
+    counts = np.bincount(index, minlength=n_counters * size).astype(float)
+    sums, counts = sums.reshape(shape), counts.reshape(shape)
     means = np.full((n_counters, weeks, cells), np.nan)
     acc_sum = np.zeros((n_counters, cells))
     acc_n = np.zeros((n_counters, cells))
@@ -377,9 +499,6 @@ class CountModel:
         if peers is None:
             peers = [[j for j in range(size) if j != i] for i in range(size)]
         self.peers = [np.asarray(sorted(set(p) - {i}), dtype=int) for i, p in enumerate(peers)]
-        self._matrix = np.zeros((size, size))
-        for i, row in enumerate(self.peers):
-            self._matrix[i, row] = 1.0
         self.total = arrays.total
         self.present = arrays.present
         self.weeks = history_weeks(self.present, g)
@@ -469,9 +588,24 @@ class CountModel:
         ok = self.present & np.isfinite(self.expected)
         if exclude is not None:
             ok &= ~exclude
-        obs = self._matrix @ np.where(ok, self.total, 0.0)
-        exp = self._matrix @ np.where(ok, self.expected, 0.0)
-        return obs, exp
+        return self._peer_sum(np.where(ok, self.total, 0.0)), self._peer_sum(
+            np.where(ok, self.expected, 0.0)
+        )
+
+    def _peer_sum(self, values: np.ndarray) -> np.ndarray:
+        """Row i: the sum of its peers' rows. Summed row by row, not as a matrix product: the
+        peers are few, and a BLAS product on a busy two-core gateway spins threads for nothing."""
+        size = values.shape[0]
+        out = np.zeros_like(values)
+        everyone = values.sum(axis=0) if size > 2 else None
+        for i, peers in enumerate(self.peers):
+            if peers.size == 0:
+                continue
+            if peers.size == size - 1 and everyone is not None:
+                out[i] = everyone - values[i]  # every other counter: one subtraction
+            else:
+                out[i] = values[peers].sum(axis=0)
+        return out
 
     # -- shared pieces ---------------------------------------------------------------------------
 
@@ -818,3 +952,66 @@ def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
         spread = 1.4826 * float(np.median(np.abs(sums - np.median(sums))))
         worst = max(worst, spread * spread)
     return worst
+
+
+def grid_span(
+    columns: Mapping[str, SlotColumns],
+    *,
+    now: datetime,
+    start: datetime | None = None,
+    minutes: int | None = None,
+) -> tuple[datetime, int, int]:
+    """The grid ``from_columns`` lays the slots on: start, slot length (the most common one,
+    on a tie the one seen first) and the number of slots that have ended by ``now``."""
+    if minutes is None:
+        # the most common length over all the columns in order; on a tie the one seen first
+        totals: dict[int, int] = {}
+        firsts: dict[int, int] = {}
+        offset = 0
+        for col in columns.values():
+            for value, first, count in col.lengths:
+                totals[value] = totals.get(value, 0) + count
+                firsts.setdefault(value, offset + first)
+            offset += len(col)
+        minutes = min(totals, key=lambda v: (-totals[v], firsts[v])) if totals else 15
+    if start is None:
+        starts = [c.first for c in columns.values() if len(c)]
+        start = datetime.fromtimestamp(min(starts), UTC) if starts else now
+    n = max(0, int((now - start).total_seconds() // (minutes * 60)))
+    return start, minutes, n
+
+
+class ModelCache:
+    """Count models kept between the agent's cycles and shared by the checks of a cycle.
+
+    A ``CountModel`` is a pure function of its inputs — the counters' slots, the calendar, the
+    grid and who is whose peer — so a model built from the same inputs is reused as it is, and
+    the checks judge exactly what they would have judged from a fresh one. The caller names
+    each model by ``who`` (the counters and their peers) and ``inputs`` (everything else it is
+    built from; ``SlotColumns.digest`` fingerprints the slots). One model is kept per ``who``:
+    a new slot replaces the model it outdates at once, so memory holds one model per group,
+    never two. ``sweep`` forgets the models nobody asked for since the previous sweep.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[Hashable, tuple[Hashable, CountModel]] = {}
+        self._used: set[Hashable] = set()
+        self.built = 0
+        self.reused = 0
+
+    def get(self, who: Hashable, inputs: Hashable, build: Callable[[], CountModel]) -> CountModel:
+        held = self._models.get(who)
+        if held is not None and held[0] == inputs:
+            self.reused += 1
+            model = held[1]
+        else:
+            self._models.pop(who, None)  # let the outdated model go before building its successor
+            model = build()
+            self._models[who] = (inputs, model)
+            self.built += 1
+        self._used.add(who)
+        return model
+
+    def sweep(self) -> None:
+        self._models = {k: m for k, m in self._models.items() if k in self._used}
+        self._used = set()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -37,24 +37,30 @@ from agent.commands.common import (
     json_option,
     out,
 )
-from agent.config import Config
-from diagnostics.assess import Gate, Silence, assess
-from diagnostics.checks import REGISTRY, Family
-from diagnostics.checks.base import Check, CounterEvidence, SiteEvidence
-from diagnostics.checks.counts import CountCheck, local
-from diagnostics.checks.counts_missing import SiteCountsOutage, fold_site_outages
-from diagnostics.countcsv import parse_counts_csv
-from diagnostics.model import Assessed, CountSlot, Finding, as_datetime
-from diagnostics.series import CountArrays, CountModel
 
-# every count check the registry knows, judged over the whole file
-_COUNT_CHECKS = [
-    c
-    for c in REGISTRY.values()
-    if c.family is Family.COUNTS and issubclass(c, CountCheck) and not c.derived
-]
-COUNTER_KINDS = tuple(c for c in _COUNT_CHECKS if c.applies_to == "counter")
-SITE_KINDS = tuple(c for c in _COUNT_CHECKS if c.applies_to == "site")
+if TYPE_CHECKING:  # the judgement is imported when a command runs: `--help` loads none of it
+    from agent.config import Config
+    from diagnostics.assess import Silence
+    from diagnostics.checks.base import Check
+    from diagnostics.checks.counts import CountCheck
+    from diagnostics.model import Assessed, CountSlot, Finding
+    from diagnostics.series import CountModel
+
+
+def _count_kinds(applies_to: str) -> tuple[type[Check], ...]:
+    """Every count check the registry knows for counter or site evidence, judged over the
+    whole file (imported here, when a command runs)."""
+    from diagnostics.checks import REGISTRY, Family
+    from diagnostics.checks.counts import CountCheck
+
+    return tuple(
+        c
+        for c in REGISTRY.values()
+        if c.family is Family.COUNTS
+        and issubclass(c, CountCheck)
+        and not c.derived
+        and c.applies_to == applies_to
+    )
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class CountProblem:
 
     @classmethod
     def from_assessed(cls, item: Assessed) -> CountProblem:
+        from diagnostics.model import as_datetime
+
         f, v = item.finding, item.verdict
         ev = f.evidence
         start = as_datetime(ev.get("start")) or as_datetime(ev.get("zero_since"))
@@ -145,6 +153,8 @@ def analyze_counts(
     ``diagnostics.countcsv.CountCsvError`` for a row it cannot trust and ``KeyError`` for an
     unknown site code.
     """
+    from diagnostics.countcsv import parse_counts_csv
+
     slots, warnings = parse_counts_csv(text, {c.serial for c in config.counters})
     return analyze_slots(config, slots, warnings, site=site, now=now)
 
@@ -160,6 +170,9 @@ def analyze_slots(
 ) -> AnalysisResult:
     """Judge count slots (from a CSV or the agent's own store) through the same gate as the
     service: the calendar, the upload window, untuned counters, peers, luck and silences."""
+    from diagnostics.assess import Gate, assess
+    from diagnostics.checks.counts_missing import fold_site_outages
+
     sites = [config.site(site)] if site is not None else list(config.sites)
     if now is None:
         ends = [s.start + timedelta(minutes=s.minutes) for seq in slots.values() for s in seq]
@@ -191,6 +204,9 @@ def _judge_site(
     now: datetime,
     warnings: list[str],
 ) -> list[Finding]:
+    from diagnostics.checks.counts import local
+    from diagnostics.series import CountArrays, CountModel
+
     counters = config.counters_at(site.code)
     present = {c.serial: [s for s in slots.get(c.serial, []) if s.start < now] for c in counters}
     for serial, seq in present.items():
@@ -218,6 +234,9 @@ def _judge_site(
 def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Finding]:
     """Every count check over the whole of ``model``, each episode a finding (not yet folded
     or assessed). Shared with the evaluation in ``bench/eval_counts.py``."""
+    from diagnostics.checks.base import CounterEvidence, SiteEvidence
+    from diagnostics.checks.counts_missing import SiteCountsOutage
+
     out: list[Finding] = []
     for serial in model.arrays.serials:
         ev = CounterEvidence(
@@ -227,10 +246,10 @@ def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Fin
             calendar=model.calendar,
             now=model.now,
         )
-        for kind in COUNTER_KINDS:
+        for kind in _count_kinds("counter"):
             out.extend(_all(kind).judge(model, ev))
     site_ev = SiteEvidence(site=site, calendar=model.calendar, now=model.now)
-    for site_kind in SITE_KINDS:
+    for site_kind in _count_kinds("site"):
         if site_kind is SiteCountsOutage and len(model.arrays.serials) < 2:
             continue
         out.extend(_all(site_kind).judge(model, site_ev))
@@ -239,6 +258,8 @@ def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Fin
 
 def _all(kind: type[Check]) -> CountCheck:
     """The check set to report every episode in the file, not only the current state."""
+    from diagnostics.checks.counts import CountCheck
+
     check = kind(kind.Options(scope="all"))  # type: ignore[call-arg]
     assert isinstance(check, CountCheck)
     return check

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,10 +34,11 @@ from agent.commands.common import (
     json_option,
     out,
 )
-from agent.config import Config
 from agent.store import Store
-from diagnostics.assess import Silence
-from diagnostics.checks import Family, meta
+
+if TYPE_CHECKING:  # loaded when the command runs, not for `--help`
+    from agent.config import Config
+    from diagnostics.assess import Silence
 from diagnostics.model import CountSlot, as_datetime
 
 
@@ -147,6 +148,8 @@ def _wanted(
 
 
 def _silences(store: Store | None) -> list[Silence]:
+    from diagnostics.assess import Silence
+
     if store is None:
         return []
     return [
@@ -309,6 +312,8 @@ def checklist(
 
 
 def _live_view(store: Store | None, serial: str, before: datetime) -> Point:
+    from diagnostics.checks import Family, meta
+
     question = "Is its live view clear?"
     if store is None:
         return Point(question, "unknown: an exported CSV has no snapshots", "unknown")
@@ -327,18 +332,18 @@ def _live_view(store: Store | None, serial: str, before: datetime) -> Point:
     return Point(question, f"yes, at {last['at'][:16]}: {last['summary']}", "unknown")
 
 
-# the device problems, as the service judged them: reachability, live view, the device itself
-# (count problems are judged afresh from the data; the gateway and the agent are not the store's)
-STORED_FAMILIES = frozenset({Family.CONNECTIVITY, Family.LIVEVIEW, Family.DEVICE})
-
-
 def _stored(
     store: Store, period: Period, site: str | None, counter: str | None
 ) -> list[tuple[Assessment, dict[str, Any]]]:
-    """The device problems the service judged in the period: the latest of each."""
+    """The device problems the service judged in the period, the latest of each: reachability,
+    live view, the device itself (count problems are judged afresh from the data; the gateway
+    and the agent are not the store's)."""
+    from diagnostics.checks import Family, meta
+
+    families = frozenset({Family.CONNECTIVITY, Family.LIVEVIEW, Family.DEVICE})
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in store.findings_between(period.start, period.end):
-        stored = meta(row["check_id"]).family in STORED_FAMILIES
+        stored = meta(row["check_id"]).family in families
         if not stored or row["status"] not in ("warn", "fail"):
             continue
         if not _wanted(row["subject"], row["site"] or "", None, None, site, counter, period):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from diagnostics.calendar import SiteCalendar
 from diagnostics.model import CountSlot, Finding, Observation, Status
+from diagnostics.series import ModelCache, SlotColumns
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class CounterEvidence:
     ``slots`` are this counter's count slots, oldest first, as far back as the baselines need;
     ``peers`` maps each peer's serial (same group, else same site) to its slots.
     ``observations`` holds the latest observation of each probe kind ("api", "snapshot" ...).
+    ``counts``, when given, holds the same counts as columns (the counter's and its peers'):
+    the count checks read those, and ``slots`` may then hold only what other checks need.
     """
 
     serial: str
@@ -38,6 +41,11 @@ class CounterEvidence:
     slots: tuple[CountSlot, ...] = ()
     peers: dict[str, tuple[CountSlot, ...]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the service hands the counts as columns instead (the counter's and its peers', read
+    # straight from the store: no object per slot), and a cache of models shared between
+    # checks and cycles; either may be None, and the count checks then use ``slots``
+    counts: Mapping[str, SlotColumns] | None = None
+    models: ModelCache | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class SiteEvidence:
     counters: dict[str, tuple[CountSlot, ...]] = field(default_factory=dict)
     groups: dict[str, str | None] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    counts: Mapping[str, SlotColumns] | None = None  # as in ``CounterEvidence``
+    models: ModelCache | None = None
 
     @property
     def serial(self) -> None:

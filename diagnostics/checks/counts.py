@@ -19,9 +19,17 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from diagnostics.calendar import SiteCalendar
 from diagnostics.checks.base import Check, CounterEvidence, Family, SiteEvidence, TicketKind
 from diagnostics.model import Finding, Status
-from diagnostics.series import CountArrays, CountModel, ZeroRun
+from diagnostics.series import (
+    CountArrays,
+    CountModel,
+    ModelCache,
+    SlotColumns,
+    ZeroRun,
+    grid_span,
+)
 
 
 def peers_by_group(serials: Sequence[str], groups: Mapping[str, str | None]) -> list[list[int]]:
@@ -40,17 +48,62 @@ def peers_by_group(serials: Sequence[str], groups: Mapping[str, str | None]) -> 
     return out
 
 
+def counter_columns(evidence: CounterEvidence) -> dict[str, SlotColumns]:
+    """The counter's and its peers' slots as columns, in serial order (a model built from
+    them is the same for every member of a group, so the group's counters share one)."""
+    if evidence.counts is not None:
+        found = dict(evidence.counts)
+    else:
+        found = {
+            serial: SlotColumns.from_slots(seq)
+            for serial, seq in {evidence.serial: evidence.slots, **evidence.peers}.items()
+        }
+    found.setdefault(evidence.serial, SlotColumns.empty())
+    return {serial: found[serial] for serial in sorted(found)}
+
+
+def site_columns(evidence: SiteEvidence) -> dict[str, SlotColumns]:
+    if evidence.counts is not None:
+        return dict(evidence.counts)
+    return {serial: SlotColumns.from_slots(seq) for serial, seq in evidence.counters.items()}
+
+
+def has_counts(evidence: CounterEvidence) -> bool:
+    if evidence.counts is not None:
+        own = evidence.counts.get(evidence.serial)
+        return own is not None and len(own) > 0
+    return bool(evidence.slots)
+
+
+def _model(
+    columns: dict[str, SlotColumns],
+    calendar: SiteCalendar,
+    now: datetime,
+    peers: list[list[int]] | None,
+    cache: ModelCache | None,
+) -> CountModel:
+    def build() -> CountModel:
+        arrays = CountArrays.from_columns(columns, calendar, now=now)
+        return CountModel(arrays, calendar, now, peers)
+
+    if cache is None:
+        return build()
+    # everything the model is a function of; ``now`` only through the grid it implies
+    who = (tuple(columns), None if peers is None else tuple(tuple(p) for p in peers))
+    inputs = (calendar, grid_span(columns, now=now), tuple(c.digest for c in columns.values()))
+    return cache.get(who, inputs, build)
+
+
 def counter_model(evidence: CounterEvidence) -> CountModel:
-    """The model of one counter (row 0) and its peers, as the service gathers them."""
-    slots = {evidence.serial: evidence.slots, **evidence.peers}
-    arrays = CountArrays.from_slots(slots, evidence.calendar, now=evidence.now)
-    return CountModel(arrays, evidence.calendar, evidence.now)
+    """The model of one counter and its peers, as the service gathers them."""
+    columns = counter_columns(evidence)
+    return _model(columns, evidence.calendar, evidence.now, None, evidence.models)
 
 
 def site_model(evidence: SiteEvidence) -> CountModel:
-    arrays = CountArrays.from_slots(evidence.counters, evidence.calendar, now=evidence.now)
-    peers = peers_by_group(arrays.serials, evidence.groups)
-    return CountModel(arrays, evidence.calendar, evidence.now, peers)
+    columns = site_columns(evidence)
+    peers = peers_by_group(tuple(columns), evidence.groups)
+    return _model(columns, evidence.calendar, evidence.now, peers, evidence.models)
 
 
 def local(when: datetime, tz: ZoneInfo) -> str:
@@ -85,7 +138,7 @@ class CountCheck(Check):
     options: Options
 
     def run(self, evidence: Any) -> list[Finding]:
-        if not evidence.slots:
+        if not has_counts(evidence):
             return [self.finding(evidence, Status.SKIP, "no_data", "no count data received yet")]
         return self.judge(counter_model(evidence), evidence)
 
@@ -159,6 +212,8 @@ class CountingStopped(CountCheck):
         lo = self.low(model, evidence)
         found = model.zero_runs(i, lo)
         if self.options.scope == "all":
+            # a year holds thousands of runs, nearly all ordinary: words only for the others
+            found = [r for r in found if self._may_be_problem(model, i, r)]
             problems = [f for r in found if (f := self._judge_run(model, i, r, evidence)).problem]
             return self.settle(problems, evidence, "counting", "no improbable run of zeros")
         if not model.present[i, lo:].any():
@@ -167,6 +222,20 @@ class CountingStopped(CountCheck):
         if not found or (last_count[found[-1].last :].any()):
             return [self.finding(evidence, Status.OK, "counting", "the counter is counting")]
         return [self._judge_run(model, i, found[-1], evidence)]
+
+    def _may_be_problem(self, model: CountModel, i: int, run: ZeroRun) -> bool:
+        """False for a run ``_judge_run`` certainly finds ok (the same tests, without words)."""
+        opts = self.options
+        minutes = round(run.open_minutes)
+        if minutes == 0:
+            return False
+        if run.history_weeks >= opts.min_history_weeks:
+            return (
+                minutes >= opts.min_open_minutes
+                and run.log10_p_alone <= opts.candidate_log10_probability
+            )
+        peers_quiet = model.peers[i].size and run.peers_observed == 0
+        return minutes >= opts.fallback_open_minutes and not peers_quiet
 
     def _judge_run(self, model: CountModel, i: int, run: ZeroRun, evidence: Any) -> Finding:
         opts = self.options

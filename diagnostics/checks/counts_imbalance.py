@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from diagnostics.checks.base import SiteEvidence
-from diagnostics.checks.counts import CountCheck, local, site_model, span
+from diagnostics.checks.counts import CountCheck, local, site_columns, site_model, span
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import Finding, Status
 from diagnostics.series import CountModel
@@ -194,7 +194,7 @@ class SiteImbalance(_Balance):
         pass
 
     def run(self, evidence: SiteEvidence) -> list[Finding]:
-        if not any(evidence.counters.values()):
+        if not any(len(c) for c in site_columns(evidence).values()):
             return [self.finding(evidence, Status.SKIP, "no_data", "no count data received yet")]
         return self.judge(site_model(evidence), evidence)
 

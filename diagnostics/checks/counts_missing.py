@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from diagnostics.checks.base import SiteEvidence, TicketKind
-from diagnostics.checks.counts import CountCheck, local, site_model, span
+from diagnostics.checks.counts import CountCheck, local, site_columns, site_model, span
 from diagnostics.model import Finding, Status, as_datetime
 from diagnostics.series import CountModel, Gap, runs
 
@@ -171,7 +171,7 @@ class SiteCountsOutage(_Gaps):
         pass
 
     def run(self, evidence: SiteEvidence) -> list[Finding]:
-        if len([s for s in evidence.counters.values() if s]) < 2:
+        if len([c for c in site_columns(evidence).values() if len(c)]) < 2:
             return [
                 self.finding(
                     evidence,

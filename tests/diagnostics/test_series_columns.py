@@ -1,0 +1,93 @@
+"""Slots as columns, and count models reused: the same judgement as from fresh objects."""
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from diagnostics.calendar import Hours, SiteCalendar
+from diagnostics.checks import CounterEvidence, checks_for
+from diagnostics.checks.counts import CountCheck
+from diagnostics.model import CountSlot
+from diagnostics.series import CountArrays, ModelCache, SlotColumns, _hourly_offsets, _utc_offsets
+
+CAL = SiteCalendar("Europe/London", tuple([Hours(time(9), time(20))] * 7))
+NOW = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+
+
+def slots(serial: str, days: int, seed: int, zero_from: datetime | None = None) -> list[CountSlot]:
+    rng = np.random.default_rng(seed)
+    first = NOW - timedelta(days=days)
+    out = []
+    for i in range(days * 96):
+        start = first + timedelta(minutes=15 * i)
+        busy = 9 <= start.hour < 20
+        n = int(rng.poisson(20)) if busy and not (zero_from and start >= zero_from) else 0
+        out.append(CountSlot(serial, start, 15, n // 2, n - n // 2))
+    return out
+
+
+def test_columns_lay_out_the_same_arrays_as_slot_objects():
+    data = {"A": slots("A", 10, 1), "B": slots("B", 9, 2)[5:]}
+    data["B"] = [s for s in data["B"] if s.start.hour != 3]  # gaps stay missing
+    direct = CountArrays.from_slots(data, CAL, now=NOW)
+    cols = {k: SlotColumns.from_slots(v) for k, v in data.items()}
+    via = CountArrays.from_columns(cols, CAL, now=NOW)
+    assert via.grid.start == direct.grid.start and via.grid.n == direct.grid.n
+    np.testing.assert_array_equal(via.cin, direct.cin)
+    np.testing.assert_array_equal(via.cout, direct.cout)
+
+
+def test_merged_takes_the_newer_counts_and_keeps_order():
+    old = SlotColumns.from_slots(slots("A", 2, 1))
+    revised = CountSlot("A", NOW - timedelta(minutes=15), 15, 7, 9)
+    fresh = CountSlot("A", NOW, 15, 1, 2)
+    merged = old.merged(SlotColumns.from_slots([fresh, revised]))
+    assert len(merged) == len(old) + 1
+    assert np.all(np.diff(merged.start) > 0)
+    assert (merged.cin[-2], merged.cout[-2], merged.cin[-1]) == (7, 9, 1)
+    assert merged.since(int(NOW.timestamp())).start.tolist() == [int(NOW.timestamp())]
+
+
+def test_day_by_day_zone_offsets_match_hour_by_hour():
+    epoch = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()) + np.arange(0, 366 * 96) * 900
+    for zone in ("Europe/London", "America/New_York", "Australia/Lord_Howe", "UTC"):
+        tz = ZoneInfo(zone)
+        np.testing.assert_array_equal(_utc_offsets(epoch, tz), _hourly_offsets(epoch, tz))
+
+
+def evidence(data: dict[str, list[CountSlot]], *, columns: bool, models: ModelCache | None):
+    own, peers = data["A"], {k: v for k, v in data.items() if k != "A"}
+    cols = {k: SlotColumns.from_slots(v) for k, v in data.items()} if columns else None
+    return CounterEvidence(
+        "A", "door", "S1", CAL, NOW, slots=own, peers=peers, counts=cols, models=models
+    )
+
+
+def test_checks_judge_columns_and_cached_models_as_they_judge_slots():
+    zero_from = NOW - timedelta(hours=4)
+    data = {"A": slots("A", 30, 1, zero_from), "B": slots("B", 30, 2), "C": slots("C", 30, 3)}
+    checks = [c for c in checks_for("counter") if isinstance(c, CountCheck)]
+    cache = ModelCache()
+
+    def judged(ev: CounterEvidence) -> list[tuple[str, str, str]]:
+        return [(f.check_id, str(f.status), f.summary) for c in checks for f in c.run(ev)]
+
+    plain = judged(evidence(data, columns=False, models=None))
+    assert any(code == "fail" for _, code, _ in plain)  # the zero run is found
+    assert judged(evidence(data, columns=True, models=cache)) == plain
+    assert cache.built == 1 and cache.reused == len(checks) - 1  # one model for all checks
+    assert judged(evidence(data, columns=True, models=cache)) == plain
+    assert cache.built == 1
+
+
+def test_model_cache_keeps_one_model_per_group_and_forgets_unused_ones():
+    cache = ModelCache()
+    first = cache.get("a", 1, object)  # type: ignore[arg-type]
+    cache.get("b", 1, object)  # type: ignore[arg-type]
+    cache.sweep()
+    assert cache.get("a", 1, object) is first  # type: ignore[arg-type]
+    cache.sweep()
+    assert "b" not in cache._models
+    newer = cache.get("a", 2, object)  # type: ignore[arg-type]
+    assert newer is not first and len(cache._models) == 1
