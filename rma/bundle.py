@@ -11,10 +11,13 @@ the size cap left out and how often each redaction rule fired.
 Contract:
 
 - ``build_bundle(inp, redactor)`` is pure: inputs in, bytes out; the agent collects and passes
-  everything in ``BundleInput``. Every text passes the redactor before it is written (layer
-  one, per part), then every text file is scrubbed again as a whole (layer two, archive-wide,
-  the way ``sos report`` does); what layer two still finds is counted in the manifest as
-  ``second_layer``, which should stay absent.
+  everything in ``BundleInput`` (``rma.inputs``). Every text passes the redactor before it is
+  written (layer one, per part), then every text file is scrubbed again as a whole (layer
+  two, archive-wide, the way ``sos report`` does); what layer two still finds in the files
+  of the archive is counted in the manifest as ``second_layer``, which should stay absent.
+  ``report.html`` is scrubbed section by section (a boundary between sections is markup the
+  page writes itself, never a text of the input), all but the base64 text of its images:
+  those are the JPEGs below, which are no text and are not scrubbed in their own files either.
 - Images are decoded, downscaled to ``IMAGE_WIDTH`` pixels wide and re-encoded as JPEG, so
   faces are not recognisable and EXIF (camera serials, GPS) is gone. An unreadable image is
   left out with a note, never an error.
@@ -24,17 +27,27 @@ Contract:
   outputs (largest first), then the count CSVs. ``manifest.json``, ``findings.json`` and
   ``report.html`` are never dropped; if they alone exceed the cap the manifest says
   ``"fits": false`` and the caller decides.
+- Fitting the cap is a bounded search that costs the archive's size a few times over, not
+  the redaction again: both layers run once per text and build, and a try renders only what
+  says what is in the archive (the manifest, the page's list of files and notes), scrubs
+  that, packs the whole archive and measures it. Only a measured archive is returned, so
+  nothing can loop; there are at most ``max_assemblies(parts)`` tries (about twice the log2
+  of the parts the cap may take out, plus ``LOG_TRIES`` cuts of the log), and
+  ``Bundle.assemblies`` says how many there were. A cut log keeps about as much as fits:
+  the archive ends within a sixty-fourth of the cap (256 bytes to 4 KiB) below it.
 - The same input (and a fresh redactor) gives the same bytes: sorted names with the manifest
   first, every mtime ``created_at``, owner root, gzip header without name or clock.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import gzip
 import hashlib
 import io
 import json
+import math
 import re
 import tarfile
 from collections import Counter
@@ -46,9 +59,37 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from diagnostics.model import Assessed, Finding
+from rma.inputs import (
+    BundleInput,
+    Collected,
+    CommandOutput,
+    RemediationStep,
+    SeriesRow,
+)
 from rma.redact import Redactor
-from rma.report import render_report
+from rma.report import Report
 from rma.tickets import Attachment
+
+# The input types live in rma.inputs (rma.report draws them too); callers find them here.
+__all__ = [
+    "CONTENT_TYPE",
+    "DEFAULT_MAX_BYTES",
+    "FORMAT",
+    "IMAGE_WIDTH",
+    "LOG_LIMIT",
+    "LOG_TRIES",
+    "OUTPUT_LIMIT",
+    "Bundle",
+    "BundleInput",
+    "Collected",
+    "CommandOutput",
+    "ImageError",
+    "RemediationStep",
+    "SeriesRow",
+    "build_bundle",
+    "downscale",
+    "max_assemblies",
+]
 
 FORMAT = "ffc-bundle/1"
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -59,122 +100,6 @@ OUTPUT_LIMIT = 256 * 1024  # per command output; head and tail are kept
 CONTENT_TYPE = "application/gzip"
 
 
-# --- what the agent passes in ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesRow:
-    """One count slot of one counter with what was expected of it (in + out per slot).
-
-    A ``missing`` slot never arrived: its counts are None, never zero."""
-
-    start: datetime
-    counter: str
-    count_in: int | None
-    count_out: int | None
-    expected: float | None = None
-    expected_low: float | None = None
-    expected_high: float | None = None
-    missing: bool = False
-
-    @property
-    def total(self) -> int | None:
-        if self.missing or self.count_in is None or self.count_out is None:
-            return None
-        return self.count_in + self.count_out
-
-    @property
-    def gap(self) -> bool:
-        """Missing, or zero where even the low end of the expected range is above zero."""
-        if self.missing:
-            return True
-        return self.total == 0 and (self.expected_low or 0) > 0
-
-
-@dataclass(frozen=True, slots=True)
-class CommandOutput:
-    """One device command as the SSH probe recorded it. ``exit_status`` None: cut off."""
-
-    command: str
-    exit_status: int | None
-    stdout: str
-    stderr: str = ""
-    elapsed_s: float = 0.0
-    counter: str = ""
-    at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RemediationStep:
-    """One rung of the remediation ladder that was tried, and how it went."""
-
-    at: datetime
-    step: str
-    outcome: str
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Collected:
-    """What one check or probe collected for the bundle, how long it took, how it ended."""
-
-    what: str
-    check: str
-    elapsed_s: float = 0.0
-    ok: bool = True
-    timed_out: bool = False
-    error: str = ""
-    size: int | None = None  # bytes collected, when known
-    at: datetime | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "what": self.what,
-            "check": self.check,
-            "at": self.at.isoformat() if self.at else None,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "ok": self.ok,
-            "timed_out": self.timed_out,
-            "error": self.error,
-            "size": self.size,
-        }
-
-
-@dataclass(frozen=True)
-class BundleInput:
-    """Everything one bundle shows; the agent collects it, ``build_bundle`` redacts it.
-
-    ``key`` is the incident's (the ticket's idempotency key); ``subject`` and ``category`` are
-    the ticket's. ``findings`` are ``Assessed`` (or bare ``Finding``, or their JSON)."""
-
-    agent_version: str
-    created_at: datetime
-    key: str
-    site: str
-    site_name: str = ""
-    timezone: str = "UTC"
-    counters: tuple[str, ...] = ()
-    subject: str = ""
-    category: str = ""
-    started_at: datetime | None = None
-    findings: Sequence[Assessed | Finding | Mapping[str, Any]] = ()
-    series: Sequence[SeriesRow] = ()
-    snapshot: bytes | None = None
-    snapshot_at: datetime | None = None
-    reference: bytes | None = None
-    commands: Sequence[CommandOutput] = ()
-    log_excerpt: str = ""
-    remediation: Sequence[RemediationStep] = ()
-    collected: Sequence[Collected] = ()
-
-    def __repr__(self) -> str:  # never the texts: they may hold what the redactor is for
-        return (
-            f"BundleInput(key={self.key!r}, site={self.site!r}, {len(self.findings)} findings, "
-            f"{len(self.series)} rows, {len(self.commands)} commands, "
-            f"log {len(self.log_excerpt)} chars)"
-        )
-
-
 @dataclass(frozen=True)
 class Bundle:
     """The archive, its manifest (as written inside it) and its file name."""
@@ -182,6 +107,7 @@ class Bundle:
     data: bytes = field(repr=False)
     manifest: dict[str, Any] = field(repr=False)
     name: str
+    assemblies: int = 1  # archives packed to find the one that fits (``max_assemblies``)
 
     content_type = CONTENT_TYPE
 
@@ -218,15 +144,17 @@ def build_bundle(
         inp = replace(inp, log_excerpt=inp.log_excerpt[-4 * LOG_LIMIT :])
     scoped = redactor.scoped()
     clean = _redacted(inp, scoped)
-    first_layer = scoped.counts()
-    builder = _Builder(clean, redactor, first_layer, max_bytes)
-    builder.log_bytes = log_bytes
+    builder = _Builder(clean, redactor, scoped.counts(), max_bytes, log_bytes)
     builder.limit_inputs()
     builder.load_images(inp)
-    data = builder.assemble()
-    while len(data) > max_bytes and builder.shrink():
-        data = builder.assemble()
-    return Bundle(data=data, manifest=builder.manifest, name=builder.name + ".tar.gz")
+    builder.lay_out()
+    packed = builder.fit()
+    return Bundle(
+        data=packed.data,
+        manifest=packed.manifest,
+        name=builder.name + ".tar.gz",
+        assemblies=builder.assemblies,
+    )
 
 
 def _redacted(inp: BundleInput, r: Redactor) -> BundleInput:
@@ -251,7 +179,10 @@ def _redacted(inp: BundleInput, r: Redactor) -> BundleInput:
         subject=r.text(inp.subject),
         category=r.text(inp.category),
         findings=tuple(findings),
-        series=tuple(replace(row, counter=name(row.counter)) for row in inp.series),
+        series=tuple(
+            row if name(row.counter) == row.counter else replace(row, counter=name(row.counter))
+            for row in inp.series
+        ),
         commands=tuple(
             replace(
                 c,
@@ -274,31 +205,82 @@ def _redacted(inp: BundleInput, r: Redactor) -> BundleInput:
     )
 
 
+LOG_TRIES = 10  # cuts of the log tried at most, when the log alone is too much for the cap
+
+
+def max_assemblies(optional_parts: int) -> int:
+    """How many archives ``build_bundle`` packs at most for a bundle with so many parts the
+    size cap may take out (the log, each image, each device output, the count CSVs as one):
+    see ``_Builder.fit``. The sample bundle's seven (a log, two images, three outputs, the
+    CSVs): at most 19."""
+    return 3 + 2 * math.ceil(math.log2(optional_parts + 1)) + LOG_TRIES
+
+
+@dataclass(frozen=True)
+class _File:
+    """A file of the archive as written (layer two done), and what layer two found in it."""
+
+    data: bytes
+    description: str
+    second_layer: int = 0
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A part the size cap may take out: the files it removes and the note that says so."""
+
+    label: str
+    files: tuple[str, ...]
+    original_bytes: int
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class _Packed:
+    data: bytes
+    manifest: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
 class _Builder:
-    """The bundle being laid out; ``shrink`` takes the next least important part out."""
+    """The bundle being laid out, and the search for the archive that fits the cap.
+
+    Everything is redacted once before the search: layer one in ``_redacted``, layer two on
+    each file as it is laid out (``lay_out``) and on each part of the page the first time it
+    is seen. A try (``_try``) then only renders the parts of the page that say what is in the
+    archive, scrubs them and the manifest, and packs; see ``fit`` for how many tries there are.
+    """
 
     def __init__(
-        self, clean: BundleInput, redactor: Redactor, first_layer: dict[str, int], cap: int
+        self,
+        clean: BundleInput,
+        redactor: Redactor,
+        first_layer: dict[str, int],
+        cap: int,
+        log_bytes: int,
     ) -> None:
         self.inp = clean
         self.redactor = redactor
         self.first_layer = first_layer
         self.cap = cap
         self.log: str | None = clean.log_excerpt or None
-        self.log_bytes = len(clean.log_excerpt.encode())  # as the agent passed it in
+        self.log_bytes = log_bytes  # as the agent passed it in
+        self.log_second_layer = 0
         # (position in the input, output): the position names the file, whatever is dropped
         self.commands = list(enumerate(clean.commands))
         self.images: dict[str, bytes] = {}
         self.image_info: dict[str, dict[str, Any]] = {}
-        self.csv = bool(clean.series)
-        self.fits = True
-        # Layer two's redactor for the whole build, and its results by file content: the size
-        # cap assembles the archive many times, and scrubbing a large log is the slow part.
-        self.second = redactor.scoped()
-        self.report_pass: Redactor | None = None
-        self._again: dict[tuple[str, bytes], bytes] = {}
-        self.dropped: list[dict[str, Any]] = []
-        self.manifest: dict[str, Any] = {}
+        self.notes: list[dict[str, Any]] = []  # what holds whatever the cap: limits, bad images
+        self.log_note: dict[str, Any] | None = None  # the excerpt limit's, until the cap's
+        self.files: dict[str, _File] = {}  # every file but the log, the report, the manifest
+        self.ladder: list[_Part] = []  # what the cap takes out, least important first
+        self.report = Report(clean)
+        self.assemblies = 0
+        self._again: dict[str, tuple[str, int]] = {}
+        self._image_text: set[str] = set()
         stamp = clean.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.name = f"ffc-bundle-{_slug(clean.site)}-{_slug(clean.key)}-{stamp}"
 
@@ -307,29 +289,31 @@ class _Builder:
     def limit_inputs(self) -> None:
         if self.log is not None:
             # Layer two for the log here, whole, before any cut: a cut only takes lines away.
-            self.log = self.second.text(self.log)
+            self.log, self.log_second_layer = _second_layer(self.log, self.redactor)
         if self.log is not None and len(self.log.encode()) > LOG_LIMIT:
-            original = self.log_bytes
             self.log = _cut(self.log, LOG_LIMIT)
-            self._note(
+            self.log_note = _note(
                 "log-excerpt.txt",
                 "truncated",
                 f"longer than the {LOG_LIMIT // 1024} KiB excerpt limit: the most recent "
                 "lines were kept",
-                original,
+                self.log_bytes,
                 len(self.log.encode()),
             )
+            self.notes.append(self.log_note)
         for k, (i, c) in enumerate(self.commands):
             size = len(c.stdout.encode())
             if size > OUTPUT_LIMIT:
                 c = replace(c, stdout=_head_tail(c.stdout, OUTPUT_LIMIT))
                 self.commands[k] = (i, c)
-                self._note(
-                    _command_file(i, c),
-                    "truncated",
-                    f"output over {OUTPUT_LIMIT // 1024} KiB: its head and tail were kept",
-                    size,
-                    len(c.stdout.encode()),
+                self.notes.append(
+                    _note(
+                        _command_file(i, c),
+                        "truncated",
+                        f"output over {OUTPUT_LIMIT // 1024} KiB: its head and tail were kept",
+                        size,
+                        len(c.stdout.encode()),
+                    )
                 )
 
     def load_images(self, raw: BundleInput) -> None:
@@ -339,7 +323,9 @@ class _Builder:
             try:
                 jpeg, original, bundled = downscale(data)
             except ImageError as exc:
-                self._note(f"{part}.jpg", "dropped", f"unreadable image ({exc})", len(data), 0)
+                self.notes.append(
+                    _note(f"{part}.jpg", "dropped", f"unreadable image ({exc})", len(data), 0)
+                )
                 continue
             self.images[part] = jpeg
             self.image_info[part] = {
@@ -348,152 +334,228 @@ class _Builder:
                 "original_bytes": len(data),
             }
 
-    # --- the size cap
+    # --- the files, each written (and scrubbed) once
 
-    def shrink(self) -> bool:
-        """Take out the least important part still in; False when nothing optional is left."""
-        reason = f"size cap of {self.cap} bytes"
-        if self.log is not None:
-            self._trim_log(reason)
-        elif "reference" in self.images or "snapshot" in self.images:
-            part = "reference" if "reference" in self.images else "snapshot"
-            self._note(f"{part}.jpg", "dropped", reason, len(self.images.pop(part)), 0)
-        elif self.commands:
-            k = max(range(len(self.commands)), key=lambda k: _command_size(self.commands[k][1]))
-            i, c = self.commands.pop(k)
-            self._note(_command_file(i, c), "dropped", reason, _command_size(c), 0)
-        elif self.csv:
-            size = len(self._counts_csv()) + len(self._expected_csv())
-            self.csv = False
-            self._note(
-                "counts.csv, expected.csv",
-                "dropped",
-                reason + " (the report still charts the counts)",
-                size,
-                0,
-            )
-        else:
-            if self.fits:  # one more pass, to write "fits": false into the manifest
-                self.fits = False
-                return True
-            return False
-        return True
-
-    def _trim_log(self, reason: str) -> None:
-        assert self.log is not None
-        text, original = self.log, len(self.log.encode())
-        # the excerpt limit may have cut it already: one note per file, sized from the start
-        earlier = next((n for n in self.dropped if n["file"] == "log-excerpt.txt"), None)
-        if earlier is not None:
-            self.dropped.remove(earlier)
-            original = earlier["original_bytes"]
-        self.log = None
-        note = self._note("log-excerpt.txt", "dropped", reason, original, 0)
-        if len(self.assemble()) > self.cap:
-            return
-        note["action"] = "truncated"
-        note["reason"] = reason + ": the most recent lines were kept"
-        lo, hi = 0, len(text.encode())  # bytes kept from the end
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            self.log = _cut(text, mid)
-            if len(self.assemble()) <= self.cap:
-                lo = mid
-            else:
-                hi = mid - 1
-        self.log = _cut(text, lo) if lo else None
-        if self.log is None:
-            note["action"], note["reason"] = "dropped", reason
-        else:
-            note["kept_bytes"] = len(self.log.encode())
-
-    def _note(
-        self, name: str, action: str, reason: str, original: int, kept: int
-    ) -> dict[str, Any]:
-        note = {
-            "file": name,
-            "action": action,
-            "reason": reason,
-            "original_bytes": original,
-            "kept_bytes": kept,
-        }
-        self.dropped.append(note)
-        return note
-
-    # --- the files
-
-    def files(self) -> dict[str, tuple[bytes, str]]:
-        """name -> (content, description), without the report and the manifest."""
-        out: dict[str, tuple[bytes, str]] = {
-            "findings.json": (
-                _json(list(self.inp.findings)),
-                "the findings of the incident, each with its verdict and reasons",
-            )
-        }
-        if self.csv:
-            out["counts.csv"] = (
-                self._counts_csv(),
-                "counts per slot as timestamp,counter,in,out; missing slots have no row "
-                "(ffc-agent analyze counts reads this file)",
-            )
-            out["expected.csv"] = (
-                self._expected_csv(),
-                "what each slot was expected to count (in + out), what it counted, and "
-                "which slots are missing",
-            )
-        for part, data in self.images.items():
-            out[f"{part}.jpg"] = (data, f"the {part} image, downscaled to {IMAGE_WIDTH} px wide")
-        for i, c in self.commands:
-            out[_command_file(i, c)] = (
+    def lay_out(self) -> None:
+        """Every file but the log, the page and the manifest, and the order the cap takes
+        them out in: the log first (``fit`` does that), then the reference image, the
+        snapshot, device outputs (largest first), then the count CSVs."""
+        self.files["findings.json"] = self._text_file(
+            _json(list(self.inp.findings)),
+            "the findings of the incident, each with its verdict and reasons",
+        )
+        for part in ("reference", "snapshot"):
+            if part in self.images:
+                name = f"{part}.jpg"
+                data = self.images[part]
+                self.files[name] = _File(
+                    data, f"the {part} image, downscaled to {IMAGE_WIDTH} px wide"
+                )
+                self.ladder.append(_Part(name, (name,), len(data)))
+                self._image_text.add(_base64(data))
+        for i, c in sorted(self.commands, key=lambda ic: (-_command_size(ic[1]), ic[0])):
+            name = _command_file(i, c)
+            self.files[name] = self._text_file(
                 _command_text(c).encode(),
                 f"output of {c.command!r}" + (f" on {c.counter}" if c.counter else ""),
             )
-        if self.log is not None:
-            out["log-excerpt.txt"] = (self.log.encode(), "the agent's log around the incident")
-        return out
+            self.ladder.append(_Part(name, (name,), _command_size(c)))
+        if self.inp.series:
+            counts, expected = self._counts_csv(), self._expected_csv()
+            self.files["counts.csv"] = self._text_file(
+                counts,
+                "counts per slot as timestamp,counter,in,out; missing slots have no row "
+                "(ffc-agent analyze counts reads this file)",
+            )
+            self.files["expected.csv"] = self._text_file(
+                expected,
+                "what each slot was expected to count (in + out), what it counted, and "
+                "which slots are missing",
+            )
+            self.ladder.append(
+                _Part(
+                    "counts.csv, expected.csv",
+                    ("counts.csv", "expected.csv"),
+                    len(counts) + len(expected),
+                    " (the report still charts the counts)",
+                )
+            )
 
-    def assemble(self) -> bytes:
-        files = {
-            name: (data if name == "log-excerpt.txt" else self._scrub_again(name, data), d)
-            for name, (data, d) in self.files().items()
-        }
-        self.report_pass = second = self.redactor.scoped()
-        shown = [{"name": n, "size": len(data)} for n, (data, _) in sorted(files.items())]
-        inp = replace(self.inp, commands=tuple(c for _, c in self.commands))
-        report = render_report(
-            inp,
-            images=self.images,
-            files=shown,
-            notes=[_note_words(n) for n in self.dropped],
-            redaction=self._counts(),
-        ).encode()
-        files["report.html"] = (
-            _scrub_again("report.html", report, second),
+    def _text_file(self, data: bytes, description: str) -> _File:
+        text = data.decode("utf-8", "replace")
+        again, found = _second_layer(text, self.redactor)
+        return _File(data if again == text else again.encode(), description, found)
+
+    def _scrub(self, text: str) -> tuple[str, int]:
+        """Layer two on a part of the page, once per build (each try meets most again)."""
+        if text not in self._again:
+            self._again[text] = _second_layer(text, self.redactor)
+        return self._again[text]
+
+    # --- the size cap
+
+    def fit(self) -> _Packed:
+        """The archive with the fewest parts taken out, in the drop order, that fits the cap.
+
+        Every try packs a whole archive, notes and all, and only an archive that was packed
+        and measured is returned: what is returned is within the cap, or it holds the
+        mandatory parts alone and says ``"fits": false``. Nothing is decided on an estimate
+        that the next try could overturn, so there is nothing to loop on, and the tries are
+        few (``max_assemblies``): one with everything; positions 1, 2, 4 ... down the drop
+        order until one fits, then a binary search below it (most bundles only need the log
+        cut, which the first of these finds); the last position once more to say it does
+        not fit; and when only the log had to go, at most ``LOG_TRIES`` cuts of it.
+        """
+        full = self._try(self.log, 0)
+        if full.size <= self.cap:
+            return full
+        has_log = int(self.log is not None)
+        last = len(self.ladder) + has_log
+
+        def state(position: int) -> tuple[str | None, int]:
+            """0: everything; then the log out, then one part more each (when there is a log)."""
+            return (self.log, 0) if position == 0 else (None, position - has_log)
+
+        if last == 0:
+            return self._try(self.log, 0, fits=False)
+        lo, step = 0, 1  # lo: a position known not to fit
+        while True:
+            hi = min(step, last)
+            found = self._try(*state(hi))
+            if found.size <= self.cap:
+                break
+            if hi == last:  # even the mandatory parts alone are too much
+                return self._try(*state(last), fits=False)
+            lo, step = hi, 2 * step
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            packed = self._try(*state(mid))
+            if packed.size <= self.cap:
+                hi, found = mid, packed
+            else:
+                lo = mid
+        if has_log and hi == 1:
+            return self._cut_log(full, found)
+        return found
+
+    def _cut_log(self, full: _Packed, without: _Packed) -> _Packed:
+        """The most recent lines of the log that fit with everything else: ``without`` is
+        the archive without the log (it fits), ``full`` the one with all of it (it does not).
+
+        The archive grows about linearly with the bytes kept, so a secant between the nearest
+        try that fitted and the nearest that did not lands within ``_slack`` of the cap in a
+        try or two (the Illinois rule halves the weight of an end that stayed twice, so the
+        secant cannot creep up on the cap from one side)."""
+        assert self.log is not None
+        text, slack = self.log, _slack(self.cap)
+        aim = self.cap - slack // 2
+        # at both ends: bytes kept from the end, the archive's size less ``aim`` (weighted),
+        # and the log as kept
+        lo, lo_off, lo_text, best = 0, float(without.size - aim), "", without
+        hi, hi_off, hi_text = len(text.encode()), float(full.size - aim), text
+        moved = ""
+        for _ in range(LOG_TRIES):
+            if hi - lo <= 1 or self.cap - best.size <= slack:
+                break
+            keep = lo + round((hi - lo) * -lo_off / (hi_off - lo_off))
+            keep = min(max(keep, lo + 1), hi - 1)
+            cut = _cut(text, keep)
+            # a cut starts at a line: one between two others may be one of them already
+            packed = None if cut in (lo_text, hi_text) else self._try(cut, 0)
+            if cut == lo_text or (packed is not None and packed.size <= self.cap):
+                if packed is not None:
+                    lo_off, lo_text, best = float(packed.size - aim), cut, packed
+                lo, hi_off = keep, hi_off / 2 if moved == "lo" else hi_off
+                moved = "lo"
+            else:
+                if packed is not None:
+                    hi_off, hi_text = float(packed.size - aim), cut
+                hi, lo_off = keep, lo_off / 2 if moved == "hi" else lo_off
+                moved = "hi"
+        return best
+
+    def _try(self, log: str | None, dropped: int, *, fits: bool = True) -> _Packed:
+        """The archive with ``log`` (the whole, a cut, or None) and the first ``dropped``
+        parts of the drop order taken out. (The search keeps only the archives it may
+        return: a gateway has little memory, and a try may be several MiB.)"""
+        self.assemblies += 1
+        gone = self.ladder[:dropped]
+        out = {name for part in gone for name in part.files}
+        files = {name: f for name, f in self.files.items() if name not in out}
+        if log is not None:
+            # layer two ran on the whole log; a cut only takes lines away
+            files["log-excerpt.txt"] = _File(
+                log.encode(), "the agent's log around the incident", self.log_second_layer
+            )
+        notes = self._notes(log, gone)
+        found = sum(f.second_layer for f in files.values())
+        parts = self.report.parts(
+            images={p: d for p, d in self.images.items() if f"{p}.jpg" in files},
+            commands=[c for i, c in self.commands if _command_file(i, c) in files],
+            files=[{"name": n, "size": len(f.data)} for n, f in sorted(files.items())],
+            notes=[_note_words(n) for n in notes],
+            redaction=self._counts(found),
+        )
+        page: list[str] = []
+        for part in parts:
+            if part in self._image_text:
+                # an image's base64 text: our own JPEG, which no layer scrubs in its file
+                page.append(part)
+            else:
+                again, n = self._scrub(part)
+                page.append(again)
+                found += n
+        files["report.html"] = _File(
+            "".join(page).encode(),
             "the whole bundle on one page, for people (open it in a browser; it loads nothing)",
         )
-        self.manifest = self._manifest(files)
-        manifest = _scrub_again("manifest.json", _json(self.manifest), second)
-        return _pack(self.name, self.inp.created_at, manifest, files)
+        manifest = self._manifest(files, notes, fits, self._counts(found))
+        written, _ = _second_layer(_json(manifest).decode(), self.redactor)
+        data = _pack(
+            self.name,
+            self.inp.created_at,
+            written.encode(),
+            {name: f.data for name, f in files.items()},
+        )
+        return _Packed(data, manifest)
 
-    def _scrub_again(self, name: str, data: bytes) -> bytes:
-        key = (name, hashlib.sha256(data).digest())
-        if key not in self._again:
-            self._again[key] = _scrub_again(name, data, self.second)
-        return self._again[key]
+    def _notes(self, log: str | None, gone: Sequence[_Part]) -> list[dict[str, Any]]:
+        """What was left out or cut, in the order it happened: the limits, then the log (one
+        note, which replaces the excerpt limit's), then each part the cap took out."""
+        reason = f"size cap of {self.cap} bytes"
+        notes = list(self.notes)
+        if self.log is not None and log != self.log:
+            notes = [n for n in notes if n is not self.log_note]
+            if log is None:
+                notes.append(_note("log-excerpt.txt", "dropped", reason, self.log_bytes, 0))
+            else:
+                notes.append(
+                    _note(
+                        "log-excerpt.txt",
+                        "truncated",
+                        reason + ": the most recent lines were kept",
+                        self.log_bytes,
+                        len(log.encode()),
+                    )
+                )
+        notes += [_note(p.label, "dropped", reason + p.why, p.original_bytes, 0) for p in gone]
+        return notes
 
-    def _counts(self) -> dict[str, int]:
+    def _counts(self, second_layer: int) -> dict[str, int]:
         """Layer one's counts, and how often layer two still found something."""
         counts = Counter(self.first_layer)
-        later = sum(self.second.counts().values())
-        if self.report_pass is not None:
-            later += sum(self.report_pass.counts().values())
-        if later:
-            counts["second_layer"] += later
+        if second_layer:
+            counts["second_layer"] += second_layer
         return dict(sorted(counts.items()))
 
-    def _manifest(self, files: Mapping[str, tuple[bytes, str]]) -> dict[str, Any]:
+    def _manifest(
+        self,
+        files: Mapping[str, _File],
+        notes: list[dict[str, Any]],
+        fits: bool,
+        counts: dict[str, int],
+    ) -> dict[str, Any]:
         inp = self.inp
-        counts = self._counts()
         return {
             "format": FORMAT,
             "name": self.name,
@@ -518,16 +580,16 @@ class _Builder:
             "files": [
                 {
                     "name": name,
-                    "size": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "description": description,
+                    "size": len(f.data),
+                    "sha256": hashlib.sha256(f.data).hexdigest(),
+                    "description": f.description,
                 }
-                for name, (data, description) in sorted(files.items())
+                for name, f in sorted(files.items())
             ],
             "images": self.image_info,
             "size_cap": self.cap,
-            "fits": self.fits,
-            "dropped": list(self.dropped),
+            "fits": fits,
+            "dropped": notes,
             "redaction": {
                 "layers": ["by_key", "by_value", "by_pattern"]
                 + (["aliases"] if self.redactor.alias_hosts else []),
@@ -608,15 +670,11 @@ def downscale(
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _pack(
-    name: str, created_at: datetime, manifest: bytes, files: Mapping[str, tuple[bytes, str]]
-) -> bytes:
+def _pack(name: str, created_at: datetime, manifest: bytes, files: Mapping[str, bytes]) -> bytes:
     mtime = int(created_at.timestamp())
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for fname, data in [("manifest.json", manifest)] + [
-            (n, files[n][0]) for n in sorted(files)
-        ]:
+        for fname, data in [("manifest.json", manifest)] + [(n, files[n]) for n in sorted(files)]:
             info = tarfile.TarInfo(f"{name}/{fname}")
             info.size = len(data)
             info.mtime = mtime
@@ -628,16 +686,10 @@ def _pack(
     return gzip.compress(raw.getvalue(), compresslevel=9, mtime=mtime)
 
 
-_TEXT_SUFFIXES = (".json", ".csv", ".txt", ".html")
-
-
-def _scrub_again(name: str, data: bytes, second: Redactor) -> bytes:
-    """Layer two: the whole file through the redactor again; what it finds is counted."""
-    if not name.endswith(_TEXT_SUFFIXES):
-        return data
-    text = data.decode("utf-8", "replace")
-    again = second.text(text)
-    return data if again == text else again.encode()
+def _second_layer(text: str, redactor: Redactor) -> tuple[str, int]:
+    """Layer two: ``text`` through the redactor again, and how often a rule still fired."""
+    second = redactor.scoped()
+    return second.text(text), sum(second.counts().values())
 
 
 def _json(obj: Any) -> bytes:
@@ -698,6 +750,26 @@ def _head_tail(text: str, limit: int) -> str:
     head = data[:half].decode("utf-8", "ignore")
     tail = data[-half:].decode("utf-8", "ignore")
     return f"{head}\n[... {cut} bytes left out ...]\n{tail}"
+
+
+def _note(name: str, action: str, reason: str, original: int, kept: int) -> dict[str, Any]:
+    return {
+        "file": name,
+        "action": action,
+        "reason": reason,
+        "original_bytes": original,
+        "kept_bytes": kept,
+    }
+
+
+def _slack(cap: int) -> int:
+    """How far below the cap a cut of the log may end: a try less is worth more than a few
+    hundred bytes of log (a sixty-fourth of the cap, between 256 bytes and 4 KiB)."""
+    return min(4096, max(256, cap // 64))
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _note_words(note: Mapping[str, Any]) -> str:

@@ -11,7 +11,9 @@ what was collected, what the size cap left out and what was redacted.
 
 ``render_report`` renders exactly what it is given: its input must already be redacted and its
 images already downscaled, which ``rma.bundle.build_bundle`` does before calling it. Times are
-shown in the site's time zone, as the store sees them.
+shown in the site's time zone, as the store sees them. ``Report`` renders the same page in
+parts, for the bundle, which renders it again for each try of its size cap: the parts that
+show the input are rendered once, and only the list of files and notes changes.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-if TYPE_CHECKING:
-    from rma.bundle import BundleInput, SeriesRow
+from rma.inputs import BundleInput, CommandOutput, SeriesRow
 
 # The chart's colours. Distinctive on purpose: the screenshot test looks for them.
 BAND_COLOUR = "#9fdcb4"  # the expected band (mint)
@@ -120,33 +121,75 @@ def render_report(
     """The page for ``inp`` (already redacted). ``images`` maps ``snapshot`` and ``reference``
     to JPEG bytes (already downscaled); ``files`` lists the bundle's other files (name, size);
     ``notes`` says what the size cap left out; ``redaction`` counts what was scrubbed."""
-    tz = _zone(inp.timezone)
-    page = _Page(tz)
-    findings = [_finding_json(f) for f in inp.findings]
-    body = [
-        _header(inp, findings, page),
-        _counts_section(inp, findings, page),
-        _images_section(inp, images or {}, page),
-        _findings_section(findings, page),
-        _remediation_section(inp, page),
-        _commands_section(inp),
-        _collection_section(inp, files, notes, redaction, page),
-    ]
-    title = inp.subject or f"{inp.site} diagnostics"
-    created = page.full(inp.created_at)
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">\n'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "img-src data:; style-src 'unsafe-inline'\">\n"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style></head>\n"
-        "<body><main>\n"
-        + "\n".join(part for part in body if part)
-        + f"\n<footer>Built by ffc-agent {_e(inp.agent_version)} on {_e(created)}. Secrets "
-        "were redacted before anything was written; see manifest.json for the counts and "
-        "the sha256 of every file.</footer>\n</main></body></html>\n"
-    )
+    parts = Report(inp).parts(images=images, files=files, notes=notes, redaction=redaction)
+    return "".join(parts)
+
+
+class Report:
+    """The page for one input, rendered as parts, for a caller that renders it many times.
+
+    The bundle renders its page again each time the size cap takes a part out, and only the
+    parts that show what is in the archive change: the header, the charts, the findings and
+    the steps tried are rendered once. ``parts`` returns strings whose concatenation is the
+    page; the boundaries between them are markup the page writes itself, never a text of
+    the input. Each image's base64 text is a part of its own, so a caller can tell it apart.
+    """
+
+    def __init__(self, inp: BundleInput) -> None:
+        self.inp = inp
+        self.page = page = _Page(_zone(inp.timezone))
+        findings = [_finding_json(f) for f in inp.findings]
+        self._top = [_header(inp, findings, page), _counts_section(inp, findings, page)]
+        self._middle = [_findings_section(findings, page), _remediation_section(inp, page)]
+        title = inp.subject or f"{inp.site} diagnostics"
+        self._head = (
+            "<!DOCTYPE html>\n"
+            '<html lang="en"><head><meta charset="utf-8">\n'
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            "img-src data:; style-src 'unsafe-inline'\">\n"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style></head>\n"
+            "<body><main>\n"
+        )
+        self._foot = (
+            f"\n<footer>Built by ffc-agent {_e(inp.agent_version)} on "
+            f"{_e(page.full(inp.created_at))}. Secrets were redacted before anything was "
+            "written; see manifest.json for the counts and the sha256 of every file.</footer>\n"
+            "</main></body></html>\n"
+        )
+        self._images: dict[tuple[tuple[str, bytes], ...], list[str]] = {}
+        self._commands: dict[tuple[CommandOutput, ...], str] = {}
+
+    def parts(
+        self,
+        *,
+        images: Mapping[str, bytes] | None = None,
+        commands: Sequence[CommandOutput] | None = None,
+        files: Sequence[Mapping[str, Any]] = (),
+        notes: Sequence[str] = (),
+        redaction: Mapping[str, int] | None = None,
+    ) -> list[str]:
+        """As ``render_report``; ``commands`` are the input's unless given."""
+        shown = tuple(sorted((images or {}).items()))
+        if shown not in self._images:
+            self._images[shown] = _images_section(self.inp, dict(shown), self.page)
+        listed = tuple(self.inp.commands if commands is None else commands)
+        if listed not in self._commands:
+            self._commands[listed] = _commands_section(listed)
+        sections = [
+            *[[s] for s in self._top],
+            self._images[shown],
+            *[[s] for s in self._middle],
+            [self._commands[listed]],
+            [_collection_section(self.inp, files, notes, redaction, self.page)],
+        ]
+        out = [self._head]
+        for section in (s for s in sections if any(s)):
+            if len(out) > 1:
+                out.append("\n")
+            out += section
+        out.append(self._foot)
+        return out
 
 
 # --- the header ----------------------------------------------------------------------------------
@@ -455,27 +498,33 @@ def _time_ticks(t0: datetime, t1: datetime, page: _Page) -> list[tuple[datetime,
 # --- the live view -------------------------------------------------------------------------------
 
 
-def _images_section(inp: BundleInput, images: Mapping[str, bytes], page: _Page) -> str:
+def _images_section(inp: BundleInput, images: Mapping[str, bytes], page: _Page) -> list[str]:
+    """The section as parts, each image's base64 text a part of its own; none without images."""
     if not images and inp.snapshot is None and inp.reference is None:
-        return ""
+        return []
     taken = f", taken {page.full(inp.snapshot_at)}" if inp.snapshot_at else ""
-    figures = []
+    out: list[str] = []
+    markup = (
+        '<section id="liveview"><h2>Live view</h2>'
+        '<p class="note">Downscaled for privacy: enough to see a blocked or moved view, not to '
+        'recognise people.</p><div class="images">'
+    )
     for name, caption, absent in (
         ("snapshot", f"Latest live-view snapshot{taken}", "no snapshot in this bundle"),
         ("reference", "Reference view, taken when the counter was tuned", "no reference image"),
     ):
         data = images.get(name)
         if data:
-            uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
-            inner = f'<img src="{uri}" alt="{_e(caption)}">'
+            out += [markup + '<figure><img src="data:image/jpeg;base64,', _base64(data)]
+            markup = f'" alt="{_e(caption)}">'
         else:
-            inner = f'<div class="missing">{_e(absent)}</div>'
-        figures.append(f"<figure>{inner}<figcaption>{_e(caption)}</figcaption></figure>")
-    return (
-        '<section id="liveview"><h2>Live view</h2>'
-        '<p class="note">Downscaled for privacy: enough to see a blocked or moved view, not to '
-        f'recognise people.</p><div class="images">{"".join(figures)}</div></section>'
-    )
+            markup += f'<figure><div class="missing">{_e(absent)}</div>'
+        markup += f"<figcaption>{_e(caption)}</figcaption></figure>"
+    return [*out, markup + "</div></section>"]
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 # --- findings, remediation, commands, collection -------------------------------------------------
@@ -545,11 +594,11 @@ def _remediation_section(inp: BundleInput, page: _Page) -> str:
     return f'<section id="remediation"><h2>Remediation tried</h2>{body}</section>'
 
 
-def _commands_section(inp: BundleInput) -> str:
-    if not inp.commands:
+def _commands_section(commands: Sequence[CommandOutput]) -> str:
+    if not commands:
         return ""
     rows = []
-    for c in inp.commands:
+    for c in commands:
         status = "cut off" if c.exit_status is None else str(c.exit_status)
         first = next((line for line in (c.stdout or c.stderr).splitlines() if line.strip()), "")
         rows.append(

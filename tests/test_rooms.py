@@ -163,3 +163,54 @@ def test_only_agent_probes_imports_the_io_libraries() -> None:
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_imports_run_one_way(package: str) -> None:
     assert direction_violations(package) == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules it imports, within the four packages.
+
+    An import of a package itself (its ``__init__``) is no edge: Python runs a package's
+    ``__init__`` before any of its modules anyway, and ``from simulator import formats``
+    names the module ``simulator.formats``, which is an edge of its own."""
+    modules = {module_name(p) for p in source_files() if p.name != "__init__.py"}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, _, name in all_imports():
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        if module in modules and name and name != module:
+            graph[module].add(name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle a depth-first walk meets, as the path that closes it."""
+    state: dict[str, str] = {}
+    found: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        path.append(node)
+        for other in sorted(graph.get(node, ())):
+            if state.get(other) == "open":
+                found.append([*path[path.index(other) :], other])
+            elif other not in state:
+                visit(other, path)
+        path.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    return found
+
+
+def test_the_cycle_finder() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+    graph = import_graph()
+    assert "rma.report" in graph["rma.bundle"] and "rma" not in graph["rma.bundle"]
+
+
+def test_no_import_cycles() -> None:
+    """DESIGN.md §4: no import cycles, typing-only imports included (``rma.report`` once
+    imported ``rma.bundle`` for its types while ``rma.bundle`` imported ``rma.report``)."""
+    assert cycles(import_graph()) == []

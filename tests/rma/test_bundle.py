@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import tarfile
+from dataclasses import replace
 from datetime import datetime
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from rma.bundle import (
     CommandOutput,
     build_bundle,
     downscale,
+    max_assemblies,
 )
 from rma.redact import REDACTED, RedactingFilter, Redactor
 from rma.report import BAND_COLOUR, GAP_COLOUR, LINE_COLOUR, render_report
@@ -41,6 +43,7 @@ from tests.rma.bundle_sample import (
     SITE_NAME,
     sample_input,
     scene,
+    series,
 )
 
 
@@ -330,6 +333,114 @@ def test_long_command_output_keeps_head_and_tail() -> None:
     assert "first line" in text and "last line" in text and "bytes left out" in text
     assert len(text) < OUTPUT_LIMIT + 2_000
     assert b.manifest["dropped"][0]["action"] == "truncated"
+
+
+MANDATORY = {"manifest.json", "findings.json", "report.html"}
+
+
+def check_cap(b: Bundle, cap: int) -> None:
+    """Within the cap, or the mandatory parts alone and ``fits: false``; and the archive is
+    what its manifest says."""
+    files = unpack(b)
+    manifest = b.manifest
+    assert manifest["size_cap"] == cap
+    assert manifest["fits"] is (b.size <= cap), cap
+    if not manifest["fits"]:
+        assert set(files) == MANDATORY, cap
+    assert {f["name"] for f in manifest["files"]} | {"manifest.json"} == set(files), cap
+    notes = {n["file"]: n for n in manifest["dropped"]}
+    assert len(notes) == len(manifest["dropped"]), cap  # one note per file
+    for name, note in notes.items():
+        assert note["reason"].startswith(f"size cap of {cap} bytes"), cap
+        if note["action"] == "truncated":
+            assert len(files[name]) == note["kept_bytes"] > 0, cap
+        else:
+            assert name not in files, cap
+
+
+@pytest.mark.timeout(120)
+def test_every_cap_is_met_in_a_bounded_number_of_tries() -> None:
+    """Issue 9: writing what the trim kept into the manifest and the report made the archive
+    a few bytes larger than the cap it had been trimmed to, and the same trim ran again,
+    forever: 8 of the 120 caps in the middle of this bundle's log did that."""
+    # one counter's ticket, as the agent bundles it: its two days of counts, no peer's
+    log = sample_input().log_excerpt + noisy_text(4_000)
+    inp = sample_input(log_excerpt=log, series=series())
+    parts = 1 + 2 + 3 + 1  # the log, two images, three device outputs, the count CSVs
+    redactor = Redactor(CONFIG_SECRETS)
+
+    def build(cap: int) -> Bundle:
+        b = build_bundle(inp, redactor, max_bytes=cap)
+        check_cap(b, cap)
+        assert b.assemblies <= max_assemblies(parts), cap
+        return b
+
+    full = build(10**9).size
+    smallest = build(1)
+    core = smallest.size
+    without_log = build_bundle(replace(inp, log_excerpt=""), redactor).size
+    middle = (without_log + full) // 2
+    caps = set(range(middle - 60, middle + 60))  # the log is cut: where the trim looped
+    caps |= set(range(full - 25, full + 5))  # the whole just fits, or its log is cut
+    caps |= set(range(core - 5, core + 15))  # the mandatory parts alone just fit, or not
+    caps |= {round(64 * (full / 4) ** (i / 29)) for i in range(30)}  # 64 B to 16x the whole
+    results = {cap: build(cap) for cap in sorted(caps)}
+    # each step down the drop order: its size as a cap, and just around it
+    steps = {b.size for b in results.values() if b.manifest["fits"]}
+    steps -= {b.size for b in results.values() if "log-excerpt.txt" in unpack(b)}
+    for size in sorted(steps):
+        caps |= set(range(size - 2, size + 3))
+    results |= {cap: build(cap) for cap in sorted(caps - set(results))}
+
+    assert len(results) >= 200
+    order = [n["file"] for n in smallest.manifest["dropped"]]  # everything went
+    assert order == [
+        "log-excerpt.txt",
+        "reference.jpg",
+        "snapshot.jpg",
+        "device/02-FFC0002-cat-etc-ffc-device.conf.txt",  # the largest output first
+        "device/01-FFC0002-uptime.txt",
+        "device/03-FFC0002-systemctl-is-active.txt",
+        "counts.csv, expected.csv",
+    ]
+    for b in results.values():
+        left_out = [n["file"] for n in b.manifest["dropped"]]
+        assert left_out == order[: len(left_out)]  # least important first, always
+    tries = [b.assemblies for b in results.values()]
+    assert sum(tries) / len(tries) < 5  # most caps: everything, without the log, a cut
+    cut = {cap: b for cap, b in results.items() if "log-excerpt.txt" in unpack(b)}
+    cut = {cap: b for cap, b in cut.items() if b.manifest["dropped"]}
+    assert len(cut) > 100  # the log kept as much as fits, give or take a 64th of the cap
+    assert all(cap - b.size <= min(4096, max(256, cap // 64)) for cap, b in cut.items())
+    whole = [b for b in results.values() if not b.manifest["dropped"]]
+    assert whole and all(b.assemblies == 1 for b in whole)  # it fits: one try, no search
+    assert {results[cap].manifest["fits"] for cap in range(core - 5, core + 15)} == {True, False}
+
+
+class CountingRedactor(Redactor):
+    """Counts the characters it reads, scoped twins included (they share the list)."""
+
+    def __init__(self, secrets: set[str]) -> None:
+        super().__init__(secrets)
+        self.read = [0]
+
+    def text(self, s: str) -> str:
+        self.read[0] += len(s)
+        return super().text(s)
+
+
+def test_a_try_of_the_size_cap_does_not_redact_the_bundle_again() -> None:
+    """Each step of the old trim (each probe of its binary search of the log, too) scrubbed
+    the whole report again: the redaction cost grew with the tries times the bundle."""
+    inp = sample_input(log_excerpt=noisy_text(100_000))
+    whole = CountingRedactor(CONFIG_SECRETS)
+    full = build_bundle(inp, whole)
+    cut = CountingRedactor(CONFIG_SECRETS)
+    b = build_bundle(inp, cut, max_bytes=full.size - 20_000)
+    assert b.manifest["dropped"][0]["action"] == "truncated" and b.assemblies >= 3
+    # a try reads only the manifest and the page's list of files again: a few KiB each
+    assert cut.read[0] - whole.read[0] <= (b.assemblies - 1) * 12_000
+    assert whole.read[0] < 2 * len(inp.log_excerpt) + 150_000  # two layers, once each
 
 
 # --- determinism and the archive ----------------------------------------------------------------
