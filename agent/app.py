@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the parts are imported where they are built: see the module
     from agent.runner import Runner
     from agent.store import Store
     from agent.views import LiveViews
+    from diagnostics.checks.base import Check
     from rma.redact import Redactor
 
 
@@ -158,4 +159,32 @@ class App:
         """One cycle: probe, record, check, assess, incidents, tickets."""
         from agent.runner import Runner
 
-        return Runner(self.config, self.store, app=self, dry_run=self.dry_run)
+        return Runner(self, dry_run=self.dry_run)
+
+
+def make_runner(
+    config: Config,
+    store: Store,
+    *,
+    clock: Clock | None = None,
+    sinks: Sequence[Sink] | None = None,
+    log_excerpt: Callable[[], str] | None = None,
+    history_days: int = 28,
+    checks: Sequence[Check] | None = None,
+    dry_run: bool = False,
+) -> Runner:
+    """A runner on a private ``App`` over ``config`` and ``store``: for tests and one-off
+    callers that hold a store already (the service and the commands use ``App.runner``)."""
+    from agent.runner import Runner
+
+    app = App(
+        config,
+        store,
+        clock=clock or SYSTEM_CLOCK,
+        sinks=sinks,
+        log_excerpt=log_excerpt,
+        dry_run=dry_run,
+    )
+    runner = Runner(app, history_days=history_days, checks=checks, dry_run=dry_run)
+    app.__dict__["runner"] = runner  # the app's runner is this one: closing the app closes it
+    return runner

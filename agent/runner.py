@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.app import App
 from agent.config import Config, CounterConfig
 from agent.counts import SlotCache
 from agent.delivery.outbox import crashpoint
@@ -52,8 +52,8 @@ from diagnostics.checks.agent import ProbeFailure
 from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
 from diagnostics.flapping import WINDOW as FLAP_WINDOW
 from diagnostics.model import (
-    SYSTEM_CLOCK,
     Assessed,
+    Clock,
     CountSlot,
     Decision,
     Finding,
@@ -65,6 +65,11 @@ from diagnostics.model import (
 )
 from diagnostics.series import ModelCache, SlotColumns
 from rma.tickets import Ticket
+
+if TYPE_CHECKING:
+    from agent.delivery.ticketing import Ticketing
+    from agent.views import LiveViews
+    from rma.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -114,27 +119,38 @@ class CycleResult:
         return [a for a in self.assessed if a.finding.status is Status.ERROR]
 
 
+class Parts(Protocol):
+    """What the runner takes from the one assembly point (``agent.app.App``), which builds it
+    (``App.runner``; ``agent.app.make_runner`` for tests and one-off callers)."""
+
+    config: Config
+    store: Store
+    clock: Clock
+    state_dir: Path
+
+    @property
+    def sinks(self) -> list[Sink]: ...
+    @property
+    def views(self) -> LiveViews: ...
+    @property
+    def redactor(self) -> Redactor: ...
+    @property
+    def tickets(self) -> Ticketing: ...
+    def close(self) -> None: ...
+
+
 class Runner:
     def __init__(
         self,
-        config: Config,
-        store: Store,
+        app: Parts,
         *,
-        clock: Any = None,
-        sinks: Sequence[Sink] | None = None,
         history_days: int = 28,
         checks: Sequence[Check] | None = None,
         dry_run: bool = False,
-        log_excerpt: Any = None,
-        app: App | None = None,
     ) -> None:
-        """The runner takes its parts (clock, sinks, redactor, live views, ticketing) from
-        ``app``; without one (tests, one-off callers) it assembles a private ``App`` from
-        ``config``, ``store``, ``clock``, ``sinks`` and ``log_excerpt``."""
-        if app is None:
-            app = App(
-                config, store, clock=clock or SYSTEM_CLOCK, sinks=sinks, log_excerpt=log_excerpt
-            )
+        """The runner takes its parts (config, store, clock, sinks, redactor, live views,
+        ticketing) from ``app``."""
+        config = app.config
         self.app = app
         self.config = app.config
         self.store = app.store

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.app import make_runner
 from agent.config import parse_config
 from agent.runner import Runner
 from agent.store import Store
@@ -126,7 +127,7 @@ def main() -> None:
         with Store.open(state) as store:
             for serial in serials:
                 store.add_slots(traffic.slots(serial, starts, NOW), NOW)
-            runner = Runner(cfg, store, clock=clock, dry_run=True)
+            runner = make_runner(cfg, store, clock=clock, dry_run=True)
             try:
                 figures = []
                 now = NOW

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.app import make_runner
 from agent.config import parse_config
-from agent.runner import Runner
 from agent.store import Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 from tests.hostile import (
@@ -63,7 +63,7 @@ def corpus(timeout: float, healthy: list[str]) -> None:
         fleet.start()
         config = config_for(fleet, tmp, servers, CORPUS, timeout)
         with Store.open(tmp / "state") as store:
-            runner = Runner(config, store, clock=clock)
+            runner = make_runner(config, store, clock=clock)
             before = rss_mib()
             started = time.monotonic()
             result = runner.run_cycle()
@@ -122,7 +122,7 @@ def starvation(timeout: float) -> None:
         fleet.start()
         config = config_for(fleet, tmp, servers, slow, timeout, max_parallel=8)
         with Store.open(tmp / "state") as store:
-            runner = Runner(config, store, clock=clock)
+            runner = make_runner(config, store, clock=clock)
             started = time.monotonic()
             results = runner.probe_all(NOW)
             took = time.monotonic() - started

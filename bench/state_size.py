@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.app import make_runner
 from agent.config import load_config
-from agent.runner import Runner
 from agent.store import DB_NAME, Store
 from simulator import Fleet, SimCounter, SimSite
 
@@ -69,7 +69,7 @@ def measure(workdir: Path) -> dict[str, Any]:
         path.write_text(fleet.agent_config_toml(state, probe_timeout_seconds=1))
         config = load_config(path)
         with Store.open(state) as store:
-            runner = Runner(config, store)
+            runner = make_runner(config, store)
             for _ in range(3):
                 runner.run_cycle()
     db = sqlite3.connect(state / DB_NAME)

@@ -26,7 +26,9 @@ Contract:
   (cut to its most recent part, then dropped), the reference image, the snapshot, device
   outputs (largest first), then the count CSVs. ``manifest.json``, ``findings.json`` and
   ``report.html`` are never dropped; if they alone exceed the cap the manifest says
-  ``"fits": false`` and the caller decides.
+  ``"fits": false`` and the caller decides. That is decided on the archive that says
+  ``"fits": true``: the one that says ``false`` compresses differently and may come out a
+  few bytes smaller, even just under the cap.
 - Fitting the cap is a bounded search that costs the archive's size a few times over, not
   the redaction again: both layers run once per text and build, and a try renders only what
   says what is in the archive (the manifest, the page's list of files and notes), scrubs

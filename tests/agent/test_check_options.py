@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from agent.app import make_runner
 from agent.cli import cli
 from agent.config import ConfigError, example_config, parse_config
-from agent.runner import Runner
 from agent.store import Store
 from diagnostics.checks import REGISTRY
 
@@ -95,7 +95,7 @@ def test_the_runner_builds_each_check_with_its_options(tmp_path: Path) -> None:
     data["agent"]["state_dir"] = str(tmp_path / "state")
     config = parse_config(data)
     with Store.open(tmp_path / "state") as store:
-        runner = Runner(config, store)
+        runner = make_runner(config, store)
     built = {c.id: c for c in (*runner.checks, *runner.site_checks, *runner.gateway_checks)}
     assert built["counter.device.clock"].options.warn_s == 5.0
     assert built["site.counts.imbalance"].options.min_days == 3

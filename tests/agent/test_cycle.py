@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agent.app import make_runner
 from agent.config import parse_config
 from agent.delivery.sinks import LocalSink
-from agent.runner import Runner
 from agent.store import Store
 from diagnostics.model import Decision, Status
 from simulator import FakeClock, Fleet, SimCounter, SimSite
@@ -71,7 +71,7 @@ def by_counter(result, check_id):
 
 def test_one_cycle_finds_real_problems_and_rules_out_the_closed_store(world):
     clock, _fleet, config, store = world
-    result = Runner(config, store, clock=clock).run_cycle()
+    result = make_runner(config, store, clock=clock).run_cycle()
     offline = by_counter(result, "counter.offline")
     assert {s: a.finding.code for s, a in offline.items() if a.finding.problem} == {
         "OFFLINE": "refused",
@@ -103,7 +103,7 @@ def test_one_cycle_finds_real_problems_and_rules_out_the_closed_store(world):
 
 def test_nothing_is_filed_twice_and_recovery_resolves(world):
     clock, fleet, config, store = world
-    runner = Runner(config, store, clock=clock)
+    runner = make_runner(config, store, clock=clock)
     first = runner.run_cycle()
     clock.set(NOW + timedelta(minutes=15))
     fleet.clear_fault("OFFLINE")
@@ -127,7 +127,7 @@ def test_nothing_is_filed_twice_and_recovery_resolves(world):
 
 def test_late_upload_fills_the_gap_with_its_arrival_time(world):
     clock, fleet, config, store = world
-    runner = Runner(config, store, clock=clock)
+    runner = make_runner(config, store, clock=clock)
     runner.run_cycle()
     fleet.set_fault("HEALTHY", "held_back", since=NOW)
     clock.set(NOW + timedelta(hours=2))
@@ -147,7 +147,7 @@ def test_late_upload_fills_the_gap_with_its_arrival_time(world):
 
 def test_live_view_learned_reference_then_confirmed_blockage(world):
     clock, fleet, config, store = world
-    runner = Runner(config, store, clock=clock)
+    runner = make_runner(config, store, clock=clock)
 
     def liveview():
         result = runner.run_cycle()
@@ -176,7 +176,7 @@ def test_assess_over_the_stored_data_with_its_checklist(world):
     from agent.commands.assess import Period, assess_period
 
     clock, _fleet, config, store = world
-    runner = Runner(config, store, clock=clock)
+    runner = make_runner(config, store, clock=clock)
     runner.run_cycle()
     found, _ = assess_period(
         config, period=Period(NOW - timedelta(days=1), NOW + timedelta(minutes=1)), store=store
@@ -226,7 +226,7 @@ def test_a_check_that_crashes_or_hangs_is_an_agent_error_not_a_device_ticket(wor
 
     clock, _fleet, config, store = world
     try:
-        result = Runner(config, store, clock=clock, checks=[Crashes(), Hangs()]).run_cycle()
+        result = make_runner(config, store, clock=clock, checks=[Crashes(), Hangs()]).run_cycle()
     finally:
         release.set()
     errors = [a for a in result.assessed if a.finding.status is Status.ERROR]
@@ -259,7 +259,7 @@ def test_an_unreachable_ticket_destination_is_a_gateway_finding(world, tmp_path)
         {"type": "rt", "url": f"http://127.0.0.1:{port}", "token": "t"},
     ]
     with_rt = parse_config({k: v for k, v in data.items() if v is not None}, base_dir=tmp_path)
-    result = Runner(with_rt, store, clock=clock).run_cycle()
+    result = make_runner(with_rt, store, clock=clock).run_cycle()
     [gw] = [a for a in result.assessed if a.finding.check_id == "gateway.health"]
     codes = [p["code"] for p in gw.finding.evidence["problems"]]
     assert "destination_unreachable" in codes
@@ -275,7 +275,7 @@ def test_an_unreachable_ticket_destination_is_a_gateway_finding(world, tmp_path)
 
 def test_follow_up_recovered_suggest_close_auto_close_and_a_comeback(world):
     clock, fleet, config, store = world
-    runner = Runner(config, store, clock=clock)
+    runner = make_runner(config, store, clock=clock)
     sink = LocalSink(config.agent.state_dir / "tickets")
 
     def cycle(at):

@@ -35,8 +35,8 @@ from typing import Any
 
 import pytest
 
+from agent.app import make_runner
 from agent.config import parse_config
-from agent.runner import Runner
 from agent.service.daemon import Daemon, pause
 from agent.store import DB_NAME, Store
 from diagnostics.model import Observation
@@ -606,7 +606,7 @@ def test_plan_fetches_the_live_view_and_ssh_on_their_own_slower_schedules(
     now = datetime(2026, 11, 25, 14, 7, 30, tzinfo=UTC)
     cfg = config(snapshot_seconds=900, ssh_seconds=3600)
     with Store.open(tmp_path / "state") as store:
-        runner = Runner(cfg, store, sinks=[])
+        runner = make_runner(cfg, store, sinks=[])
         with_ssh, plain = cfg.counters
 
         first = runner.plan(with_ssh, now)
@@ -627,6 +627,6 @@ def test_plan_fetches_the_live_view_and_ssh_on_their_own_slower_schedules(
         assert due(3600) == (True, True)  # ssh_seconds after the last one
 
         # 0 means every cycle
-        every = Runner(config(snapshot_seconds=0, ssh_seconds=0), store, sinks=[])
+        every = make_runner(config(snapshot_seconds=0, ssh_seconds=0), store, sinks=[])
         p = every.plan(every.config.counters[0], now + timedelta(seconds=1))
         assert (p.snapshot, p.ssh) == (True, True)

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from agent.app import make_runner
 from agent.config import Config, load_config
 from agent.delivery.outbox import (
     CRASH_ENV,
@@ -202,7 +203,7 @@ def test_killed_at_each_step_of_delivery_files_exactly_one_ticket(
 def runner_for(world: World) -> Iterator[Runner]:
     """The agent in this process, on the world's fake clock (so time can be moved on)."""
     with Store.open(world.state) as store:
-        yield Runner(world.config(), store, clock=world.clock)
+        yield make_runner(world.config(), store, clock=world.clock)
 
 
 def the_create(runner: Runner) -> Item:

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
+from agent.app import make_runner
 from agent.cli import cli
 from agent.config import load_config
 from agent.probes.device import COMMANDS
-from agent.runner import Runner
 from agent.store import Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 
@@ -52,7 +52,7 @@ port = {sshd.port}
 def cycle(path, clock):
     config = load_config(path)
     with Store.open(config.agent.state_dir) as store:
-        result = Runner(config, store, clock=clock).run_cycle()
+        result = make_runner(config, store, clock=clock).run_cycle()
         audit = store._db.execute(
             "SELECT action, detail FROM audit WHERE action = 'ssh.command'"
         ).fetchall()

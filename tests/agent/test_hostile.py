@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agent.app import App, make_runner
 from agent.config import parse_config
 from agent.runner import Runner
 from agent.store import Store
@@ -83,7 +84,7 @@ def corpus_cycle(tmp_path_factory):
         fleet.start()
         config = fleet_config(fleet, tmp / "state", hostile_entries(CORPUS, servers, "LDN01"))
         with Store.open(tmp / "state") as store:
-            runner = Runner(config, store, clock=clock)
+            runner = make_runner(config, store, clock=clock)
             rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             started = time.monotonic()
             result = runner.run_cycle()
@@ -186,7 +187,7 @@ def test_max_parallel_slow_counters_do_not_make_the_healthy_ones_look_offline(tm
             update={"counters": tuple(sorted(config.counters, key=lambda c: c.host is None))}
         )
         with Store.open(tmp_path / "state") as store:
-            runner = Runner(config, store, clock=clock)
+            runner = make_runner(config, store, clock=clock)
             started = time.monotonic()
             results = runner.probe_all(NOW)
             took = time.monotonic() - started
@@ -211,7 +212,7 @@ def test_a_counter_whose_answers_cannot_be_stored_does_not_fail_the_cycle(tmp_pa
         snapshots.mkdir(parents=True)
         (snapshots / HEALTHY[0]).write_text("not a folder")
         with Store.open(tmp_path / "state") as store:
-            result = Runner(config, store, clock=clock).run_cycle()
+            result = make_runner(config, store, clock=clock).run_cycle()
             assert store.watermark(HEALTHY[1]) is not None
     [error] = [a.finding for a in result.assessed if a.finding.check_id == ProbeFailure.id]
     assert (error.status, error.code, error.subject) == (Status.ERROR, "record_failed", HEALTHY[0])
@@ -232,7 +233,7 @@ def test_a_crashing_probe_is_an_agent_error_about_that_counter(tmp_path, caplog)
         config = fleet_config(fleet, tmp_path / "state", [])
         with Store.open(tmp_path / "state") as store:
             caplog.set_level("DEBUG", logger="agent.runner")
-            result = Buggy(config, store, clock=clock).run_cycle()
+            result = Buggy(App(config, store, clock=clock)).run_cycle()
     [error] = [a.finding for a in result.assessed if a.finding.check_id == ProbeFailure.id]
     assert (error.status, error.code, error.subject) == (Status.ERROR, "probe_crashed", HEALTHY[0])
     assert observation(result, HEALTHY[1], "api").ok

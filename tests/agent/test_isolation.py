@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.app import make_runner
 from agent.delivery.bundling import Evidence
 from agent.delivery.outbox import FAILED, PENDING
 from agent.delivery.sinks import LocalSink
@@ -38,7 +39,7 @@ def agent(tmp_path: Path, serial: str) -> Iterator[tuple[World, Runner]]:
         offline_counter(tmp_path, serial, LOCAL_SINK) as world,
         Store.open(world.state) as store,
     ):
-        yield world, Runner(world.config(), store, clock=world.clock)
+        yield world, make_runner(world.config(), store, clock=world.clock)
 
 
 # --- the outbox's health: the agent.outbox check ------------------------------------------------

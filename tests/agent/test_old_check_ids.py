@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from agent.app import make_runner
 from agent.commands.assess import Period, assess_period
 from agent.commands.status import fleet_status
 from agent.config import parse_config
 from agent.incidents import OPEN
-from agent.runner import Runner
 from agent.store import Store
 from diagnostics.checks import check_for
 from diagnostics.model import Finding, Status
@@ -57,7 +57,7 @@ def test_an_old_id_is_shown_but_never_ticketed_and_nothing_crashes(tmp_path: Pat
     with Store.open(tmp_path / "state") as store:
         _incident(store, OLD, "drop")
         _incident(store, "counter.counts.level", "under_count")
-        runner = Runner(config, store)
+        runner = make_runner(config, store)
         queued = runner.tickets.queue(NOW, [])
         [ticket] = queued  # the level incident's, not the old id's
         assert "under-counting" in ticket.subject

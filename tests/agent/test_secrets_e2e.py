@@ -29,11 +29,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from agent.app import make_runner
 from agent.cli import cli
 from agent.config import load_config
 from agent.delivery.outbox import DELIVERED
 from agent.delivery.sinks import LocalSink
-from agent.runner import Runner
 from agent.service.logs import LogRing, setup_logging
 from agent.store import Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
@@ -217,7 +217,7 @@ def test_planted_secrets_leave_in_no_bundle_ticket_or_log_line(
         config = load_config(path)
         try:
             with Store.open(config.agent.state_dir) as store:
-                runner = Runner(config, store, clock=clock)
+                runner = make_runner(config, store, clock=clock)
                 # the daemon's wiring: the log stream and the bundle's excerpt scrub with the
                 # runner's redactor, which knows every secret of the configuration
                 setup_logging(1, redactor=runner.redactor, stream=stderr, journald=False)

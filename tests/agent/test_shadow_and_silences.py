@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
+from agent.app import make_runner
 from agent.cli import cli
 from agent.commands.silence import parse_duration
 from agent.config import load_config
 from agent.delivery.sinks import LocalSink
-from agent.runner import Runner
 from agent.store import Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 
@@ -48,7 +48,7 @@ def site(tmp_path):
 def cycle(path, clock):
     config = load_config(path)
     with Store.open(config.agent.state_dir) as store:
-        result = Runner(config, store, clock=clock).run_cycle()
+        result = make_runner(config, store, clock=clock).run_cycle()
     return {
         a.finding.subject: a for a in result.assessed if a.finding.check_id == "counter.offline"
     }, result

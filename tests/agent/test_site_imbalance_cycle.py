@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from agent.app import make_runner
 from agent.config import parse_config
-from agent.runner import Runner
 from agent.store import Store
 from rma.tickets import Category
 from simulator import FakeClock, Fleet, SimCounter, SimSite
@@ -34,7 +34,7 @@ def test_a_counters_imbalance_files_one_ticket_about_the_counter(tmp_path):
         )
         config = parse_config(tomllib.loads(text), base_dir=tmp_path)
         with Store.open(tmp_path / "state") as store:
-            result = Runner(config, store, clock=clock).run_cycle()
+            result = make_runner(config, store, clock=clock).run_cycle()
 
     found = {(a.finding.check_id, a.finding.subject): a for a in result.assessed}
     counter = found[("counter.counts.imbalance", "SKEWED")]

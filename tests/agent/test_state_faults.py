@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from agent.app import make_runner
 from agent.cli import cli
 from agent.config import parse_config
 from agent.runner import Runner
@@ -230,7 +231,7 @@ def runner_for(state: Path) -> Runner:
             ],
         }
     )
-    return Runner(config, Store.open(state))
+    return make_runner(config, Store.open(state))
 
 
 def test_a_cycle_on_a_full_disk_reports_disk_full_and_the_next_one_records_everything(

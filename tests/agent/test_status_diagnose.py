@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
+from agent.app import make_runner
 from agent.cli import cli
 from agent.config import load_config
-from agent.runner import Runner
 from agent.store import Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 
@@ -60,7 +60,7 @@ def test_status_shows_the_fleet_from_the_state_alone(site):
     clock, path, _ = site
     config = load_config(path)
     with Store.open(config.agent.state_dir) as store:
-        Runner(config, store, clock=clock).run_cycle()
+        make_runner(config, store, clock=clock).run_cycle()
     result = invoke("status", "--config", str(path), "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

@@ -344,9 +344,13 @@ def check_cap(b: Bundle, cap: int) -> None:
     files = unpack(b)
     manifest = b.manifest
     assert manifest["size_cap"] == cap
-    assert manifest["fits"] is (b.size <= cap), cap
-    if not manifest["fits"]:
+    if manifest["fits"]:
+        assert b.size <= cap, cap
+    else:
+        # the mandatory parts alone did not fit (measured on the archive saying "fits": true;
+        # the one saying false may compress a few bytes smaller, never more than a few)
         assert set(files) == MANDATORY, cap
+        assert b.size > cap - 16, cap
     assert {f["name"] for f in manifest["files"]} | {"manifest.json"} == set(files), cap
     notes = {n["file"]: n for n in manifest["dropped"]}
     assert len(notes) == len(manifest["dropped"]), cap  # one note per file
