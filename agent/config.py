@@ -403,6 +403,28 @@ class SshConfig(_Model):
         return _resolve(value, info, credential=True)
 
 
+class RemediationConfig(_Model):
+    """The remediation ladder ([remediation]): which safe fixes the agent may try, how often.
+
+    ``poe_command`` is the operator's own switch script as an argument list; ``{serial}``,
+    ``{host}`` and ``{poe_port}`` in it are replaced by the counter's. It runs without a shell,
+    under ``poe_timeout_seconds``, and its output is recorded (redacted) in the audit log.
+    """
+
+    enabled: StrictBool = True
+    dry_run: StrictBool = False  # decide and record what would run, touch nothing
+    renew_token_per_day: Annotated[StrictInt, Field(ge=0)] = 6
+    restart_service_per_day: Annotated[StrictInt, Field(ge=0)] = 3
+    reboots_per_day: Annotated[StrictInt, Field(ge=0)] = 2
+    poe_cycles_per_day: Annotated[StrictInt, Field(ge=0)] = 1
+    repeat_heals: Annotated[StrictInt, Field(ge=1)] = 3
+    repeat_window_days: Annotated[StrictFloat, Field(gt=0)] = 14.0
+    poe_command: tuple[NonBlank, ...] = ()
+    poe_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 60.0
+    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # wait for a reboot
+    rma_counts_verify_hours: Annotated[StrictFloat, Field(ge=0)] = 24.0  # counts must flow
+
+
 class CounterConfig(_Model):
     """One people counter. Only ``serial``, ``name`` and ``site`` are needed to judge exported
     counts; without ``host`` the agent cannot probe it and says so."""
@@ -423,6 +445,7 @@ class CounterConfig(_Model):
     verify_tls: StrictBool = True
     ssh: SshConfig | None = None
     tuned: StrictBool = True  # false until FootfallCam's accuracy audit is finished
+    poe_port: str | None = None  # the switch port the operator's PoE command power-cycles
 
     @model_validator(mode="wrap")
     @classmethod
@@ -756,6 +779,7 @@ class Config(_Model):
     metrics: MetricsConfig = Field(default=MetricsConfig(), validate_default=True)
     notifications: NotificationsConfig | None = None
     mqtt: MqttConfig | None = None
+    remediation: RemediationConfig = RemediationConfig()
 
     @field_validator("metrics")
     @classmethod
