@@ -21,16 +21,19 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent.config import Config, CounterConfig
+from agent.incidents import RESOLVED
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import COUNTING_SERVICE, probe_device_ssh
 from agent.probes.ssh import SshSession, SshTarget
 from agent.rmas import Rmas
-from diagnostics.model import Clock, ProbeError, ProbeErrorCode
+from agent.store import Incident, Store
+from diagnostics.model import Assessed, Clock, Finding, ProbeError, ProbeErrorCode, Status
+from rma.gate import Evidence, judge
 from rma.ladder import (
     TITLES,
     Attempt,
@@ -39,10 +42,13 @@ from rma.ladder import (
     Outcome,
     Plan,
     Step,
+    fixable,
+    heals,
     next_step,
     repeat_offender,
 )
 from rma.redact import Redactor
+from rma.workflow import State
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +293,11 @@ class Remediator:
             deadline=time.monotonic() + timeout * 3,
             now=now,
         )
+        # the fresh reading replaces the one that showed the fault, so the next cycle's health
+        # check judges the device as it is now, not as it was before the fix
+        self.rmas.store.add_observation(
+            replace(obs, data=self.redactor.data(obs.data), error=self.redactor.text(obs.error))
+        )
         if not obs.ok:
             return False, f"SSH health check failed ({obs.error_code})"
         service, camera = obs.data.get("counting_service"), obs.data.get("camera_present")
@@ -307,3 +318,169 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 def _tail(out: bytes | None) -> str:
     text = (out or b"").decode("utf-8", "replace").strip()
     return f"; output: {text[-500:]}" if text else ""
+
+
+def latest_for(assessed: list[Assessed], serial: str) -> tuple[Finding, ...]:
+    return tuple(a.finding for a in assessed if a.finding.subject == serial)
+
+
+class LadderStage:
+    """The cycle's remediation step (DESIGN.md §5.6), between the gate and the incidents.
+
+    For each genuine device fault the ladder can help, on a counter whose incident has no
+    ticket yet, it climbs the ladder. A healed fault becomes an ``ok`` finding and its incident
+    is resolved with a note, so no ticket is filed. An unhealed one carries the attempts and the
+    ladder's last word in its evidence, for the ticket. Then the evidence gate decides whether
+    it is a hardware fault: a confirmed one opens an RMA (``requested``) and is filed as an RMA
+    request; a "hardware" finding the rest of the evidence contradicts is relabelled
+    ``hardware_unconfirmed``, so it is filed as a Technical Issue, not an RMA request.
+    A counter healed too often (a repeat offender) becomes an RMA candidate even while it is up.
+    """
+
+    def __init__(self, fixer: Remediator, store: Store, *, confirm_checks: int) -> None:
+        self.fixer = fixer
+        self.store = store
+        self.confirm_checks = confirm_checks
+
+    def run(
+        self, assessed: list[Assessed], now: datetime, *, dry_run: bool = False
+    ) -> list[Assessed]:
+        if not self.fixer.settings.enabled:
+            return assessed
+        out: list[Assessed] = []
+        for a in assessed:
+            f = a.finding
+            if not (a.genuine and f.subject and f.problem and fixable(f.code)):
+                out.append(a)
+                continue
+            try:
+                counter = self.fixer.config.counter(f.subject)
+            except KeyError:
+                out.append(a)
+                continue
+            inc = self.store.open_incident(f.check_id, f.site or "", f.subject)
+            if inc is not None and inc.ticket_key is not None:
+                out.append(a)  # already filed: support has it, the ladder had its turn
+                continue
+            if inc is None and self.confirm_checks > 1:
+                out.append(a)  # first sighting: confirm before touching the device
+                continue
+            out.append(self._remediate(a, counter, inc, assessed, now, dry_run))
+        return out
+
+    def _remediate(
+        self,
+        a: Assessed,
+        counter: CounterConfig,
+        inc: Incident | None,
+        assessed: list[Assessed],
+        now: datetime,
+        dry_run: bool,
+    ) -> Assessed:
+        f = a.finding
+        since = inc.opened_at if inc is not None else now
+        _made, plan = self.fixer.walk(
+            counter,
+            f.code,
+            since,
+            incident_id=inc.id if inc is not None else None,
+            dry_run=True if dry_run else None,
+        )
+        tried = self.fixer.rmas.attempts(counter.serial, since)
+        healed = next((t for t in tried if t.outcome is Outcome.HEALED), None)
+        if healed is not None:
+            note = f"healed by the remediation ladder: {TITLES[healed.step]}"
+            if inc is not None:
+                self.store.update_incident(inc.id, at=now, state=RESOLVED, reason=note)
+            self._repeat_offender(counter, now)
+            ok = replace(f, status=Status.OK, code="healed", summary=note)
+            return Assessed(ok, None)
+        ladder = {
+            "remediation": [
+                {
+                    "at": t.at.isoformat(),
+                    "step": t.step.value,
+                    "outcome": t.outcome.value,
+                    "actor": t.actor,
+                    "detail": t.detail,
+                }
+                for t in tried
+            ],
+            "ladder": plan.to_json(),
+        }
+        ran = [t for t in tried if t.outcome in (Outcome.NOT_HEALED, Outcome.FAILED)]
+        # "every fix tried" only when some fix ran and none is left for a reason other than
+        # the budget: a counter the agent cannot reach or may not touch today is not proven sick
+        exhausted = plan.exhausted and bool(ran) and not plan.over_budget
+        verdict = judge(
+            Evidence(
+                latest_for(assessed, counter.serial),
+                ladder_exhausted=exhausted,
+                repeat_offender=self.fixer.repeat_offender(counter.serial),
+                heals=len(
+                    heals(self.fixer.rmas.attempts(counter.serial), self.fixer.budget(), now)
+                ),
+            )
+        )
+        evidence = {**f.evidence, **ladder, "gate": verdict.to_json()}
+        if verdict.rma and not dry_run:
+            self._request(counter, f, inc, verdict.reason, evidence, now)
+            code = "hardware_fault"
+            summary = f"{f.summary} — hardware fault confirmed: {verdict.reason}"
+        elif f.code == "hardware_fault" or verdict.signatures:
+            code, summary = "hardware_unconfirmed", f"{f.summary} — {verdict.reason}"
+        else:
+            code, summary = f.code, f.summary
+        if ran or plan.over_budget:
+            steps = ", ".join(
+                f"{TITLES[t.step]} ({t.outcome.value.replace('_', ' ')})" for t in ran
+            )
+            said = f"tried: {steps}" if steps else "no fix tried"
+            budget = f"; {plan.reason}" if plan.over_budget else ""
+            summary = f"{summary} (remote fixes {said}{budget})"
+        if code != f.code:
+            evidence["original_code"] = f.code
+        return Assessed(replace(f, code=code, summary=summary, evidence=evidence), a.verdict)
+
+    def _request(
+        self,
+        counter: CounterConfig,
+        f: Finding,
+        inc: Incident | None,
+        reason: str,
+        evidence: dict[str, object],
+        now: datetime,
+    ) -> None:
+        rmas = self.fixer.rmas
+        rma, created = rmas.start(
+            counter.serial,
+            site=counter.site,
+            actor="agent",
+            reason=reason,
+            at=now,
+            incident_id=inc.id if inc is not None else None,
+            data={"finding": f.to_json(), "evidence": evidence},
+        )
+        if rma.state in (State.CANDIDATE, State.REMEDIATING):
+            rmas.advance(
+                rma.id,
+                State.REQUESTED,
+                actor="agent",
+                at=now,
+                reason=f"every safe fix tried; {reason}",
+            )
+        if created:
+            log.warning("RMA %s requested for %s: %s", rma.id, counter.serial, reason)
+
+    def _repeat_offender(self, counter: CounterConfig, now: datetime) -> None:
+        if not self.fixer.repeat_offender(counter.serial):
+            return
+        n = len(heals(self.fixer.rmas.attempts(counter.serial), self.fixer.budget(), now))
+        days = self.fixer.budget().repeat_window_days
+        self.fixer.rmas.start(
+            counter.serial,
+            site=counter.site,
+            actor="agent",
+            at=now,
+            reason=f"repeat offender: healed {n} times in {days:g} days",
+        )

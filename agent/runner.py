@@ -29,6 +29,8 @@ from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
 from agent.probes.ssh import SshTarget
+from agent.remediate import LadderStage, Remediator
+from agent.rmas import Rmas
 from agent.store import Store
 from agent.transport.http import make_session
 from agent.views import LiveViews
@@ -145,6 +147,19 @@ class Runner:
             self.sinks,
             Evidence(config, store, self.views, self.redactor, log_excerpt or (lambda: "")),
             self.redactor,
+        )
+
+        self.rmas = Rmas(store)
+        self.remediator = Remediator(
+            config,
+            self.rmas,
+            clock=self.clock,
+            client_for=self._client,
+            redactor=self.redactor,
+            known_hosts=self.known_hosts,
+        )
+        self.ladder = LadderStage(
+            self.remediator, store, confirm_checks=config.agent.confirm_checks
         )
 
     # -- probe ---------------------------------------------------------------------------------
@@ -476,6 +491,7 @@ class Runner:
         self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
+        assessed = self.ladder.run(assessed, now, dry_run=self.dry_run)  # heal before filing
         self.store.add_findings(cycle_id, assessed)
         with self.store.transaction():  # incident changes and their tickets: both or neither
             flips = apply(self.store, assessed, now, self.policy)
