@@ -1144,9 +1144,13 @@ def _london() -> ZoneInfo:
 
 
 def _register() -> None:
+    from agent.commands.fix import fix
     from agent.commands.remote import remote
+    from agent.commands.rma import rma
 
+    remote.add_command(fix)
     cli.add_command(remote)
+    cli.add_command(rma)
 
 
 _register()
