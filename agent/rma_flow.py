@@ -90,9 +90,20 @@ class RmaFlow:
             return rma.ticket_key
         if rma.incident_id is not None:
             inc = self.store.incident(rma.incident_id)
-            if inc is not None:
+            if inc is not None and inc.ticket_key:
                 return inc.ticket_key
-        return None
+        # the ladder opens the RMA in the cycle that files the ticket, before the incident
+        # exists: the counter's incident filed since is the RMA's ticket
+        filed = [
+            i
+            for i in self.store.incidents()
+            if i.subject == rma.counter and i.ticket_key and i.opened_at >= rma.opened_at
+        ]
+        if not filed:
+            return None
+        key = filed[0].ticket_key
+        self.rmas.update(rma.id, at=self.clock.now(), ticket_key=key)
+        return key
 
     # -- rescue -------------------------------------------------------------------------------
 
