@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from agent.config import Config, CounterConfig
 from agent.incidents import RESOLVED
@@ -33,7 +34,7 @@ from agent.probes.ssh import SshSession, SshTarget
 from agent.rmas import Rmas
 from agent.store import Incident, Store
 from diagnostics.model import Assessed, Clock, Finding, ProbeError, ProbeErrorCode, Status
-from rma.gate import Evidence, judge
+from rma.gate import Evidence, GateVerdict, judge
 from rma.ladder import (
     TITLES,
     Attempt,
@@ -48,6 +49,7 @@ from rma.ladder import (
     repeat_offender,
 )
 from rma.redact import Redactor
+from rma.request import RequestFacts, compose_request
 from rma.workflow import State
 
 log = logging.getLogger(__name__)
@@ -337,10 +339,18 @@ class LadderStage:
     A counter healed too often (a repeat offender) becomes an RMA candidate even while it is up.
     """
 
-    def __init__(self, fixer: Remediator, store: Store, *, confirm_checks: int) -> None:
+    def __init__(
+        self,
+        fixer: Remediator,
+        store: Store,
+        *,
+        confirm_checks: int,
+        post: Callable[[str, str, int | None, datetime], object] | None = None,
+    ) -> None:
         self.fixer = fixer
         self.store = store
         self.confirm_checks = confirm_checks
+        self.post = post  # (ticket key, text, incident id, now): a message on a ticket
 
     def run(
         self, assessed: list[Assessed], now: datetime, *, dry_run: bool = False
@@ -424,6 +434,8 @@ class LadderStage:
         )
         evidence = {**f.evidence, **ladder, "gate": verdict.to_json()}
         if verdict.rma and not dry_run:
+            text = self._request_text(counter, f, inc, verdict, tried, now)
+            evidence["rma_request"] = text
             self._request(counter, f, inc, verdict.reason, evidence, now)
             code = "hardware_fault"
             summary = f"{f.summary} — hardware fault confirmed: {verdict.reason}"
@@ -441,6 +453,68 @@ class LadderStage:
         if code != f.code:
             evidence["original_code"] = f.code
         return Assessed(replace(f, code=code, summary=summary, evidence=evidence), a.verdict)
+
+    def _request_text(
+        self,
+        counter: CounterConfig,
+        f: Finding,
+        inc: Incident | None,
+        verdict: GateVerdict,
+        tried: list[Attempt],
+        now: datetime,
+    ) -> str:
+        api = self.store.observations(counter.serial, "api", limit=20)
+        device: dict[str, Any] = {}
+        for obs in api:
+            for key in ("serial", "model", "firmware"):
+                if obs.data.get(key) and key not in device:
+                    device[key] = obs.data[key]
+        ssh = self.store.observations(counter.serial, "ssh", limit=1)
+        readings = f.evidence if "camera_present" in f.evidence else (ssh[0].data if ssh else {})
+        history = [
+            (i.opened_at, f"{i.summary} ({i.state})")
+            for i in self.store.incidents()
+            if i.subject == counter.serial and (inc is None or i.id != inc.id)
+        ]
+        good = [s for s in self.store.slots(counter.serial, now - timedelta(days=7)) if s.total]
+        last = (good[-1].start, good[-1].count_in, good[-1].count_out) if good else None
+        site = self.fixer.config.site(counter.site)
+        return compose_request(
+            RequestFacts(
+                serial=counter.serial,
+                name=counter.name,
+                site=f"{site.code} ({site.name})",
+                first_seen=inc.opened_at if inc is not None else f.at,
+                verdict=verdict,
+                device=device,
+                readings=readings,
+                history=history[-10:],
+                attempts=tried,
+                last_good=last,
+            )
+        )
+
+    def post_requests(self, now: datetime) -> None:
+        """Post each requested RMA's full request on its ticket once the ticket exists."""
+        if self.post is None:
+            return
+        for rma in self.fixer.rmas.all(open_only=True):
+            text = rma.data.get("evidence", {}).get("rma_request")
+            if not text or self.fixer.rmas.done(rma.id, "request_message"):
+                continue
+            key = rma.ticket_key or next(
+                (
+                    i.ticket_key
+                    for i in self.store.incidents()
+                    if i.subject == rma.counter and i.ticket_key and i.opened_at >= rma.opened_at
+                ),
+                None,
+            )
+            if key is None:
+                continue
+            with self.store.transaction():
+                self.post(key, text, rma.incident_id, now)
+                self.fixer.rmas.mark_done(rma.id, "request_message", now, {"ticket": key}, "agent")
 
     def _request(
         self,

@@ -159,7 +159,19 @@ class Runner:
             known_hosts=self.known_hosts,
         )
         self.ladder = LadderStage(
-            self.remediator, store, confirm_checks=config.agent.confirm_checks
+            self.remediator, store, confirm_checks=config.agent.confirm_checks, post=self._post
+        )
+
+    def _post(self, key: str, text: str, incident_id: int | None, now: datetime) -> object:
+        """A message from the agent on the ticket ``key`` (the RMA request's full text)."""
+        return self.tickets.outbox.enqueue_message(
+            self.sinks,
+            key,
+            author="ffc-agent",
+            body=self.redactor.text(text),
+            at=now,
+            incident_id=incident_id,
+            now=now,
         )
 
     # -- probe ---------------------------------------------------------------------------------
@@ -499,6 +511,8 @@ class Runner:
             if not self.dry_run:
                 self.tickets.follow_up(flips, now)
         crashpoint("after_enqueue")
+        if not self.dry_run:
+            self.ladder.post_requests(now)  # the RMA request's full text, once its ticket exists
         self.heartbeat()
         tickets = [] if self.dry_run else self.tickets.deliver(now)
         if not self.dry_run:

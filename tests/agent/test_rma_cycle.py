@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -112,3 +113,18 @@ def test_camera_missing_with_a_covered_view_is_an_rma_request(world):
     [rma] = Rmas(store).all()
     assert rma.counter == "FFC1" and rma.state.value == "requested"
     assert "camera not present" in rma.reason
+    # the full request follows on the ticket, once: what FootfallCam needs to approve it
+    [body] = [
+        json.loads(r[0])["body"]
+        for r in store._db.execute("SELECT payload FROM outbox WHERE kind = 'message'")
+    ]
+    assert body.startswith("RMA request for counter FFC1 (Main door) at site LDN01")
+    for part in (
+        "firmware:",
+        "camera not present",
+        "reboot the counter (SSH): not healed",
+        "Last good count: 20",
+        "SoC temperature: 52.1 °C",
+        "What colour is the counter's LED",
+    ):
+        assert part in body, part

@@ -90,3 +90,34 @@ def test_red_led_and_counts_wrong_after_fixes_and_repeat_offender() -> None:
 
 def test_hardware_codes() -> None:
     assert is_hardware_code("hardware_fault") and not is_hardware_code("zero_run")
+
+
+def test_the_rma_request_answers_support_before_it_asks() -> None:
+    from rma.ladder import Attempt, Outcome, Step
+    from rma.request import RequestFacts, compose_request
+
+    verdict = judge(Evidence((CAMERA_GONE, ZEROS)))
+    text = compose_request(
+        RequestFacts(
+            serial="C1",
+            name="Main door",
+            site="S1 (Store)",
+            first_seen=NOW,
+            verdict=verdict,
+            device={"model": "FC3D", "firmware": "4.2.1"},
+            readings={"temperature_c": 55.0, "uptime_s": 20},
+            attempts=(Attempt("C1", Step.REBOOT, NOW, Outcome.NOT_HEALED, "agent"),),
+            last_good=(NOW, 12, 10),
+        )
+    )
+    for part in (
+        "model: FC3D",
+        "firmware: 4.2.1",
+        "camera not present",
+        "reboot the counter",
+        "not healed",
+        "in 12, out 10",
+        "SoC temperature: 55.0 °C",
+        "physical damage",
+    ):
+        assert part in text, part
