@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import CounterConfig
+from agent.delivery.outbox import crashpoint
 from agent.probes.ssh import SshTarget, enroll, pinned_fingerprint
 from agent.rmas import Rma, RmaError, Rmas
 from agent.runner import SLOT_MINUTES, Runner
@@ -83,6 +84,11 @@ class RmaFlow:
         )
 
     def advance(self, rma_id: int, state: str, *, actor: str, note: str) -> Rma:
+        """Move on; before "shipped" the unit's data is rescued first if nobody did yet."""
+        if state == State.SHIPPED.value and not self.rmas.done(rma_id, "rescue"):
+            rma = self.rmas.get(rma_id)
+            if rma.state is State.APPROVED:
+                self.rescue(rma_id, actor=actor)
         return self.rmas.advance(rma_id, state, actor=actor, reason=note, at=self.clock.now())
 
     def ticket_key(self, rma: Rma) -> str | None:
@@ -132,6 +138,7 @@ class RmaFlow:
             notes.append(
                 "SSH: the device exposes no count export over SSH; nothing more to pull there"
             )
+        crashpoint("rma.rescue.pulled")
         held = self.store.slot_starts(counter.serial, start)
         report = rescue_judge.judge(
             counter.serial,
@@ -151,8 +158,9 @@ class RmaFlow:
         (folder / name).write_text(csv_text, encoding="utf-8")
         result = {**report.to_json(), "csv": str(folder / name)}
         key = self.ticket_key(rma)
-        if key is not None:
-            with self.store.transaction():
+        crashpoint("rma.rescue.written")
+        with self.store.transaction():  # the attachment and "done" together, or neither
+            if key is not None:
                 self.runner.tickets.outbox.enqueue_message(
                     self.runner.sinks,
                     key,
@@ -163,9 +171,9 @@ class RmaFlow:
                     attachments={name: csv_text.encode()},
                     now=now,
                 )
-            result["attached_to"] = key
-        self.rmas.mark_done(rma_id, "rescue", now, result, actor)
-        self.rmas.update(rma_id, at=now, data={"rescue": result})
+                result["attached_to"] = key
+            self.rmas.mark_done(rma_id, "rescue", now, result, actor)
+            self.rmas.update(rma_id, at=now, data={"rescue": result})
         return result
 
     # -- verify the replacement -----------------------------------------------------------------
@@ -173,6 +181,12 @@ class RmaFlow:
     def verify_replacement(self, rma_id: int, new_serial: str, *, actor: str) -> VerifyResult:
         rma = self.rmas.get(rma_id)
         out = VerifyResult(rma_id, new_serial)
+        if rma.state is State.VERIFIED and rma.new_serial == new_serial:
+            # verified before, perhaps killed before the closing message: finish only that
+            self._closing_message(rma_id, new_serial, self.clock.now())
+            out.checks.append({"check": "closing", "ok": True, "detail": "closing message queued"})
+            out.verified = True
+            return out
         if rma.state is State.SHIPPED:
             rma = self.advance(rma_id, "replaced", actor=actor, note=f"replacement {new_serial}")
         if rma.state is not State.REPLACED:
@@ -215,6 +229,7 @@ class RmaFlow:
                 return out
             self.store.audit(now, actor, "ssh.enroll", new_serial, {"old": old, "new": new})
             check("enrolled", True, f"SSH host key pinned deliberately: {new}")
+            crashpoint("rma.verify.enrolled")
         if not self.rmas.done(rma_id, "verify.reference"):
             try:
                 image = client.snapshot(time.monotonic() + 30.0)
@@ -249,7 +264,9 @@ class RmaFlow:
             return out
         check("counts", True, f"counts flowed for {span:.1f} h")
         self.rmas.mark_done(rma_id, "verify_replacement", now, {"serial": new_serial}, actor)
+        crashpoint("rma.verify.checked")
         self.advance(rma_id, "verified", actor=actor, note=f"replacement {new_serial} verified")
+        crashpoint("rma.verify.advanced")
         self._closing_message(rma_id, new_serial, now)
         out.verified = True
         return out

@@ -8,6 +8,10 @@ system clock (only the clock is faked, and only for the simulated world).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -112,25 +116,20 @@ def test_rma_requested_rescued_shipped_replaced_verified(road):
     assert code == 1 and "cannot move to shipped (allowed: approved, cancelled, rejected)" in stderr
     code, _, _ = rma_cli(path, "advance", str(rma_id), "approved", "--note", "RMA-4711 approved")
     assert code == 0
-    code, _, stderr = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "courier")
-    assert code == 1 and "rescue the unit's data before shipping it" in stderr
-
-    code, stdout, _ = rma_cli(path, "rescue", str(rma_id))
+    # shipping runs the rescue first: the returned unit's data would be lost
+    code, stdout, _ = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "DHL 123")
+    assert code == 0 and json.loads(stdout)["state"] == "shipped"
+    code, stdout, _ = rma_cli(path, "rescue", str(rma_id))  # by hand: already done
     assert code == 0
     rescued = json.loads(stdout)
     [gap] = [h for h in rescued["holes"] if h["start"] == hole.isoformat()]
     assert gap["slots"] == 4 and gap["end"] == (hole + timedelta(hours=1)).isoformat()
     assert rescued["held"] > 600 and "could not be recovered" in rescued["summary"]
-    csv_lines = open(rescued["csv"]).read().splitlines()
+    with open(rescued["csv"]) as fh:
+        csv_lines = fh.read().splitlines()
     assert csv_lines[0] == "timestamp,counter,in,out" and len(csv_lines) == rescued["held"] + 1
     key = rescued["attached_to"]
-    # rescued again (a rerun after a kill): nothing is pulled or attached twice
-    code, again, _ = rma_cli(path, "rescue", str(rma_id))
-    assert json.loads(again) == rescued
     assert len([m for m in messages(path, key) if m.startswith("Data rescued")]) == 1
-
-    code, _, _ = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "DHL 123")
-    assert code == 0
     # the replacement answers at the old unit's address: point FFC1's port at NEW1's server
     text = path.read_text()
     text = text.replace(f"port = {fleet.port('FFC1')}", f"port = {fleet.port('NEW1')}")
@@ -166,3 +165,40 @@ def test_rma_requested_rescued_shipped_replaced_verified(road):
         flow = RmaFlow(Runner(config, store, clock=clock), path)
         flow._closing_message(rma_id, "NEW1", clock.now())
     assert len([m for m in messages(path, key) if m.startswith("The replacement")]) == 1
+
+
+def killed(path, crash_at: str, *args: str) -> int:
+    """Run `ffc-agent rma …` in its own process, killed (SIGKILL) at ``crash_at``."""
+    env = {**os.environ, "FFC_AGENT_TEST_CRASH_AT": crash_at}
+    cmd = [sys.executable, "-m", "agent", "rma", *args, "--config", str(path), "--json"]
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=240, check=False).returncode
+
+
+def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
+    clock, fleet, path, sshd, _hole = road
+    sshd.write_state(camera=False)
+    fleet.set_fault("FFC1", "covered")
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        Runner(config, store, clock=clock).run_cycle()
+    [listed] = json.loads(rma_cli(path, "list")[1])
+    rma_id = str(listed["id"])
+    assert rma_cli(path, "advance", rma_id, "approved", "--note", "ok")[0] == 0
+    for step in ("rma.rescue.pulled", "rma.rescue.written"):
+        assert killed(path, step, "rescue", rma_id) == -signal.SIGKILL, step
+    code, stdout, _ = rma_cli(path, "rescue", rma_id)
+    assert code == 0
+    key = json.loads(stdout)["attached_to"]
+    assert rma_cli(path, "advance", rma_id, "shipped", "--note", "DHL")[0] == 0
+    text = path.read_text()
+    path.write_text(text.replace(f"port = {fleet.port('FFC1')}", f"port = {fleet.port('NEW1')}"))
+    for step in ("rma.verify.enrolled", "rma.verify.checked", "rma.verify.advanced"):
+        rc = killed(path, step, "verify-replacement", rma_id, "--serial", "NEW1")
+        assert rc == -signal.SIGKILL, step
+    code, stdout, _ = rma_cli(path, "verify-replacement", rma_id, "--serial", "NEW1")
+    assert code == 0 and json.loads(stdout)["verified"], stdout
+    bodies = messages(path, key)
+    assert len([m for m in bodies if m.startswith("Data rescued")]) == 1
+    assert len([m for m in bodies if m.startswith("The replacement unit NEW1")]) == 1
+    moves = [m["to"] for m in json.loads(rma_cli(path, "show", rma_id)[1])["moves"]]
+    assert moves == ["candidate", "requested", "approved", "shipped", "replaced", "verified"]
