@@ -194,3 +194,27 @@ def test_three_heals_in_two_weeks_make_a_repeat_offender(rig):
     rig.sshd.write_state(service="failed")
     rig.fix.walk(rig.counter, "counting_service_down", SINCE)
     assert rig.fix.repeat_offender("FFC1")
+
+
+def test_remote_fix_by_hand_asks_first_and_is_audited_as_the_person(rig):
+    from click.testing import CliRunner
+
+    from agent.cli import cli
+
+    rig.sshd.write_state(service="failed")
+    args = ["remote", "fix", "FFC1", "restart_service", "--config", str(rig.path)]
+    refused = CliRunner().invoke(cli, args, input="n\n")
+    assert refused.exit_code == 1 and rig.fixes() == []  # "no" at the prompt: nothing ran
+    dry = CliRunner().invoke(cli, [*args, "--dry-run", "--json"])
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["outcome"] == "dry_run"
+    assert rig.fixes() == []
+    done = CliRunner().invoke(cli, [*args, "--yes", "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.stdout)
+    assert data["outcome"] == "healed" and data["actor"] not in ("", "agent")
+    assert rig.fixes() == [RESTART]
+    actions = [(action, detail["outcome"]) for _, action, detail in rig.audit()]
+    assert actions == [
+        ("remediate.restart_service", "dry_run"),
+        ("remediate.restart_service", "healed"),
+    ]
