@@ -133,6 +133,10 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
             f"{i['check_id']} {i['state']}" + (f" ({i['ticket']})" if i["ticket"] else "")
             for i in c["incidents"]
         )
+        if c.get("rma"):
+            incident = "; ".join(
+                x for x in (incident, f"RMA {c['rma']['id']} {c['rma']['state']}") if x
+            )
         table.add_row(
             c["serial"],
             c["site"],

@@ -15,12 +15,14 @@ from typing import Any
 from agent.config import Config
 from agent.delivery.bundling import Evidence
 from agent.delivery.outbox import FAILED, Outbox
+from agent.rmas import Rmas
 from agent.store import Store
 
 
 def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime) -> dict[str, Any]:
     incidents = {(i.check_id, i.subject): i for i in store.incidents(open_only=True)}
     latest = {(r["check_id"], r["subject"]): r for r in store.latest_findings()}
+    rmas = {r.counter: r for r in Rmas(store).all(open_only=True)}
     counters = []
     for c in config.counters:
         api = store.observations(c.serial, "api", limit=1)
@@ -41,6 +43,11 @@ def fleet_status(config: Config, store: Store, evidence: Evidence, now: datetime
                 if view
                 else None,
                 "today": today,
+                "rma": (
+                    {"id": rmas[c.serial].id, "state": rmas[c.serial].state.value}
+                    if c.serial in rmas
+                    else None
+                ),
                 "incidents": [
                     {
                         "id": i.id,
