@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from datetime import UTC, datetime
 
 import pytest
@@ -128,3 +129,12 @@ def test_camera_missing_with_a_covered_view_is_an_rma_request(world):
         "What colour is the counter's LED",
     ):
         assert part in body, part
+    # the ticket's bundle lists the fixes tried (no more "No remediation was tried")
+    [bundle] = (config.agent.state_dir / "tickets").rglob("ffc-bundle-*.tar.gz")
+    with tarfile.open(bundle) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("report.html"))
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        report = extracted.read().decode()
+    assert "No remediation was tried" not in report
+    assert "reboot the counter (SSH) (agent)" in report
