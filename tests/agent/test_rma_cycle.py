@@ -138,3 +138,38 @@ def test_camera_missing_with_a_covered_view_is_an_rma_request(world):
         report = extracted.read().decode()
     assert "No remediation was tried" not in report
     assert "reboot the counter (SSH) (agent)" in report
+
+
+def test_a_spent_reboot_budget_is_said_in_the_ticket(world):
+    from datetime import timedelta
+
+    from rma.ladder import Attempt, Outcome, Step
+
+    clock, _fleet, config, store, sshd = world
+    for hours in (2, 5):  # two reboots today already, in earlier incidents
+        Rmas(store).record_attempt(
+            Attempt("FFC1", Step.REBOOT, NOW - timedelta(hours=hours), Outcome.HEALED)
+        )
+    sshd.write_state(service="failed", wedged=True)
+    result = Runner(config, store, clock=clock).run_cycle()
+    assert DeviceState.read(sshd.state_file).fixes == [RESTART]  # no third reboot
+    [ticket] = ffc1_tickets(result)
+    text = json.dumps(ticket.to_json())
+    assert "repair budget spent for today" in text and "2 a day" in text
+
+
+def test_a_counter_healed_three_times_in_two_weeks_becomes_an_rma_candidate(world):
+    from datetime import timedelta
+
+    from rma.ladder import Attempt, Outcome, Step
+
+    clock, _fleet, config, store, sshd = world
+    for days in (3, 9):
+        Rmas(store).record_attempt(
+            Attempt("FFC1", Step.RESTART_SERVICE, NOW - timedelta(days=days), Outcome.HEALED)
+        )
+    sshd.write_state(service="failed")
+    result = Runner(config, store, clock=clock).run_cycle()
+    assert ffc1_tickets(result) == []  # healed again, and up
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "candidate" and "repeat offender: healed 3 times" in rma.reason
