@@ -422,9 +422,12 @@ class LadderStage:
         # "every fix tried" only when some fix ran and none is left for a reason other than
         # the budget: a counter the agent cannot reach or may not touch today is not proven sick
         exhausted = plan.exhausted and bool(ran) and not plan.over_budget
+        open_rma = self.fixer.rmas.open_for(counter.serial)
+        reports = dict(open_rma.data.get("reports", {})) if open_rma is not None else {}
         verdict = judge(
             Evidence(
                 latest_for(assessed, counter.serial),
+                reports=reports,
                 ladder_exhausted=exhausted,
                 repeat_offender=self.fixer.repeat_offender(counter.serial),
                 heals=len(

@@ -71,17 +71,26 @@ class RmaFlow:
 
     # -- start and advance ----------------------------------------------------------------------
 
-    def start(self, serial: str, *, actor: str, reason: str) -> tuple[Rma, bool]:
+    def start(
+        self, serial: str, *, actor: str, reason: str, reports: dict[str, str] | None = None
+    ) -> tuple[Rma, bool]:
+        """The counter's open RMA or a new candidate; ``reports`` are what a person on site
+        saw (``{"led": "red"}``), which the evidence gate weighs from the next cycle on."""
         counter = self._counter(serial)
         inc = next((i for i in self.store.incidents(open_only=True) if i.subject == serial), None)
-        return self.rmas.start(
+        found, created = self.rmas.start(
             serial,
             site=counter.site,
             actor=actor,
             reason=reason,
             at=self.clock.now(),
             incident_id=inc.id if inc else None,
+            data={"reports": reports or {}},
         )
+        if reports and not created:
+            merged = {**found.data.get("reports", {}), **reports}
+            found = self.rmas.update(found.id, at=self.clock.now(), data={"reports": merged})
+        return found, created
 
     def advance(self, rma_id: int, state: str, *, actor: str, note: str) -> Rma:
         """Move on; before "shipped" the unit's data is rescued first if nobody did yet."""

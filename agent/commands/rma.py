@@ -116,12 +116,18 @@ def rma_show(rma_id: int, config_path: Path, as_json: bool) -> None:
 @rma.command("start")
 @click.argument("counter")
 @click.option("--reason", default="started by hand", show_default=True)
+@click.option(
+    "--led",
+    type=click.Choice(["blue", "flashing-blue", "yellow", "red", "none"]),
+    help="The LED colour a person on site reports (red is a hardware signature).",
+)
 @config_option
 @json_option
-def rma_start(counter: str, reason: str, config_path: Path, as_json: bool) -> None:
+def rma_start(counter: str, reason: str, led: str | None, config_path: Path, as_json: bool) -> None:
     """Open an RMA (candidate) for COUNTER; its open RMA if it has one."""
     with _flow(config_path) as flow:
-        found, created = flow.start(counter, actor=_actor(), reason=reason)
+        reports = {"led": led} if led else None
+        found, created = flow.start(counter, actor=_actor(), reason=reason, reports=reports)
         if as_json:
             _echo_json({**found.to_json(), "created": created})
             return

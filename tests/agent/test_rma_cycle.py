@@ -173,3 +173,19 @@ def test_a_counter_healed_three_times_in_two_weeks_becomes_an_rma_candidate(worl
     assert ffc1_tickets(result) == []  # healed again, and up
     [rma] = Rmas(store).all()
     assert rma.state.value == "candidate" and "repeat offender: healed 3 times" in rma.reason
+
+
+def test_a_red_led_reported_on_site_tips_a_doubtful_fault_into_an_rma(world):
+    from agent.rma_flow import RmaFlow
+
+    clock, _fleet, config, store, sshd = world
+    runner = Runner(config, store, clock=clock)
+    RmaFlow(runner).start("FFC1", actor="alice", reason="store says red", reports={"led": "red"})
+    sshd.write_state(camera=False)  # with a clear view: alone it would not be an RMA
+    result = runner.run_cycle()
+    [ticket] = ffc1_tickets(result)
+    assert ticket.subject.startswith("RMA request")
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "requested"
+    moves = Rmas(store).moves(rma.id)
+    assert "red LED" in moves[-1].reason and moves[0].actor == "alice"
