@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import tomllib
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
@@ -423,6 +424,20 @@ class RemediationConfig(_Model):
     poe_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 60.0
     recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # wait for a reboot
     rma_counts_verify_hours: Annotated[StrictFloat, Field(ge=0)] = 24.0  # counts must flow
+
+    @field_validator("poe_command")
+    @classmethod
+    def _placeholders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {"serial", "host", "poe_port"}
+        for arg in value:
+            try:
+                names = {name for _, name, _, _ in string.Formatter().parse(arg) if name}
+            except ValueError as exc:
+                raise ValueError(f"bad placeholder in {arg!r}: {exc}") from None
+            if names - known:
+                bad = ", ".join(sorted(names - known))
+                raise ValueError(f"unknown placeholder(s) {bad}; known: poe_port, serial, host")
+        return value
 
 
 class CounterConfig(_Model):

@@ -190,7 +190,10 @@ class Remediator:
 
     def _describe(self, counter: CounterConfig, step: Step) -> str:
         if step is Step.POE_CYCLE:
-            return "run " + " ".join(self._poe_argv(counter))
+            try:
+                return "run " + " ".join(self._poe_argv(counter))
+            except (KeyError, IndexError, ValueError):
+                return "run the PoE command (it has a placeholder it cannot fill)"
         if step is Step.RESTART_SERVICE:
             return f"run '{RESTART_COMMAND}' over SSH"
         if step is Step.REBOOT:
@@ -238,7 +241,10 @@ class Remediator:
         return [arg.format_map(values) for arg in self.settings.poe_command]
 
     def _poe(self, counter: CounterConfig) -> StepResult:
-        argv = self._poe_argv(counter)
+        try:
+            argv = self._poe_argv(counter)
+        except (KeyError, IndexError, ValueError) as exc:
+            return StepResult(False, f"poe_command has a placeholder it cannot fill: {exc}")
         if not argv:
             return StepResult(False, "no PoE command is configured ([remediation] poe_command)")
         limit = self.settings.poe_timeout_seconds
@@ -375,7 +381,11 @@ class LadderStage:
             if inc is None and self.confirm_checks > 1:
                 out.append(a)  # first sighting: confirm before touching the device
                 continue
-            out.append(self._remediate(a, counter, inc, assessed, now, dry_run))
+            try:
+                out.append(self._remediate(a, counter, inc, assessed, now, dry_run))
+            except Exception:  # the cycle's boundary: a broken fix must not stop the tickets
+                log.exception("remediation of %s failed; filing as usual", counter.serial)
+                out.append(a)
         return out
 
     def _remediate(
