@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the parts are imported where they are built: see the module
     from agent.delivery.outbox import Outbox
     from agent.delivery.sinks import Sink
     from agent.delivery.ticketing import Ticketing
+    from agent.rmas import Rmas
     from agent.runner import Runner
     from agent.store import Store
     from agent.views import LiveViews
@@ -153,6 +154,13 @@ class App:
             notifier=self.notifier,
             outbox=self.outbox,
         )
+
+    @cached_property
+    def rmas(self) -> Rmas:
+        """The RMAs and repairs on record: the road to a replacement unit."""
+        from agent.rmas import Rmas
+
+        return Rmas(self.store)
 
     @cached_property
     def runner(self) -> Runner:

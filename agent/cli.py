@@ -56,6 +56,10 @@ COMMANDS: Mapping[str, tuple[str, str]] = {
         "agent.commands.remote:remote",
         "Remote-access sessions with a counter over SSH: recorded and audited.",
     ),
+    "rma": (
+        "agent.commands.rma:rma",
+        "The RMA road: from a suspect counter to a verified replacement.",
+    ),
     "run": (
         "agent.commands.run:run_cmd",
         "Run the service: a cycle every cycle_seconds until SIGTERM (systemd Type=notify).",

@@ -30,6 +30,7 @@ import errno
 import os
 import re
 import stat
+import string
 import tomllib
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
@@ -422,6 +423,42 @@ class SshConfig(_Model):
         return _resolve(value, info, credential=True)
 
 
+class RemediationConfig(_Model):
+    """The remediation ladder ([remediation]): which safe fixes the agent may try, how often.
+
+    ``poe_command`` is the operator's own switch script as an argument list; ``{serial}``,
+    ``{host}`` and ``{poe_port}`` in it are replaced by the counter's. It runs without a shell,
+    under ``poe_timeout_seconds``, and its output is recorded (redacted) in the audit log.
+    """
+
+    enabled: StrictBool = True
+    dry_run: StrictBool = False  # decide and record what would run, touch nothing
+    renew_token_per_day: Annotated[StrictInt, Field(ge=0)] = 6
+    restart_service_per_day: Annotated[StrictInt, Field(ge=0)] = 3
+    reboots_per_day: Annotated[StrictInt, Field(ge=0)] = 2
+    poe_cycles_per_day: Annotated[StrictInt, Field(ge=0)] = 1
+    repeat_heals: Annotated[StrictInt, Field(ge=1)] = 3
+    repeat_window_days: Annotated[StrictFloat, Field(gt=0)] = 14.0
+    poe_command: tuple[NonBlank, ...] = ()
+    poe_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 60.0
+    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # wait for a reboot
+    rma_counts_verify_hours: Annotated[StrictFloat, Field(ge=0)] = 24.0  # counts must flow
+
+    @field_validator("poe_command")
+    @classmethod
+    def _placeholders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {"serial", "host", "poe_port"}
+        for arg in value:
+            try:
+                names = {name for _, name, _, _ in string.Formatter().parse(arg) if name}
+            except ValueError as exc:
+                raise ValueError(f"bad placeholder in {arg!r}: {exc}") from None
+            if names - known:
+                bad = ", ".join(sorted(names - known))
+                raise ValueError(f"unknown placeholder(s) {bad}; known: poe_port, serial, host")
+        return value
+
+
 class CounterConfig(_Model):
     """One people counter. Only ``serial``, ``name`` and ``site`` are needed to judge exported
     counts; without ``host`` the agent cannot probe it and says so."""
@@ -442,6 +479,7 @@ class CounterConfig(_Model):
     verify_tls: StrictBool = True
     ssh: SshConfig | None = None
     tuned: StrictBool = True  # false until FootfallCam's accuracy audit is finished
+    poe_port: str | None = None  # the switch port the operator's PoE command power-cycles
 
     @model_validator(mode="wrap")
     @classmethod
@@ -795,6 +833,7 @@ class Config(_Model):
     notifications: NotificationsConfig | None = None
     mqtt: MqttConfig | None = None
     checks: ChecksConfig = ChecksConfig()  # type: ignore[valid-type]
+    remediation: RemediationConfig = RemediationConfig()
 
     @field_validator("metrics")
     @classmethod

@@ -38,6 +38,8 @@ from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
 from agent.probes.schedule import run_bounded
 from agent.probes.ssh import SshTarget
+from agent.remediate import LadderStage, Remediator
+from agent.rmas import Rmas
 from agent.store import Store, StoreFull, is_disk_full
 from agent.transport.http import make_session
 from diagnostics.assess import Gate, Silence, assess
@@ -136,6 +138,8 @@ class Parts(Protocol):
     def redactor(self) -> Redactor: ...
     @property
     def tickets(self) -> Ticketing: ...
+    @property
+    def rmas(self) -> Rmas: ...
     def close(self) -> None: ...
 
 
@@ -180,10 +184,34 @@ class Runner:
         self._full_since: datetime | None = None
         self.redactor = app.redactor
         self.tickets = app.tickets
+        self.rmas = app.rmas
+        self.remediator = Remediator(
+            config,
+            self.rmas,
+            clock=self.clock,
+            client_for=self._ladder_client,
+            redactor=self.redactor,
+            known_hosts=self.known_hosts,
+        )
+        self.ladder = LadderStage(
+            self.remediator, self.store, confirm_checks=config.agent.confirm_checks, post=self._post
+        )
 
     def close(self) -> None:
         """Let go of the check worker (each probe closes its own HTTP session)."""
         self._check_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _post(self, key: str, text: str, incident_id: int | None, now: datetime) -> object:
+        """A message from the agent on the ticket ``key`` (the RMA request's full text)."""
+        return self.tickets.outbox.enqueue_message(
+            self.sinks,
+            key,
+            author="ffc-agent",
+            body=self.redactor.text(text),
+            at=now,
+            incident_id=incident_id,
+            now=now,
+        )
 
     # -- probe ---------------------------------------------------------------------------------
 
@@ -201,6 +229,13 @@ class Runner:
             timeout_s=self.config.agent.probe_timeout_seconds,
             resolution_min=SLOT_MINUTES,
         )
+
+    def _ladder_client(self, counter: CounterConfig) -> CounterClient:
+        """A client for one step of the ladder, on a session that asks the counter to close
+        the connection after each answer, so nothing of it stays open after the step."""
+        session = make_session(verify=counter.verify_tls)
+        session.headers["Connection"] = "close"
+        return self._client(counter, session)
 
     def _fetch_from(self, serial: str, now: datetime) -> datetime:
         """Where to resume: the newest slot again (it may have been open), or the oldest gap
@@ -662,6 +697,7 @@ class Runner:
         self.heartbeat()
         calendars = {s.code: s.calendar() for s in self.config.sites}
         assessed = assess(findings, gate=self.gate(now, calendars))
+        assessed = self.ladder.run(assessed, now, dry_run=self.dry_run)  # heal before filing
         self.store.add_findings(cycle_id, assessed)
         # the bundles are built first, with no transaction open (slow: images, tar.gz) ...
         prepared = self.tickets.prepare(now, assessed, self.policy, dry_run=self.dry_run)
@@ -671,6 +707,8 @@ class Runner:
             if not self.dry_run:
                 self.tickets.follow_up(flips, now)
         crashpoint("after_enqueue")
+        if not self.dry_run:
+            self.ladder.post_requests(now)  # the RMA request's full text, once its ticket exists
         self.heartbeat()
         tickets = [] if self.dry_run else self.tickets.deliver(now)
         if not self.dry_run:

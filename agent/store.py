@@ -191,6 +191,60 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE outbox SET result = json_set(json_extract(payload, '$.ticket'), '$.number', number)
         WHERE kind = 'create' AND state = 'delivered' AND number IS NOT NULL;
     """,
+    # 5 (rma branch; the lead renumbers): the RMA road — remediation attempts, RMAs, their
+    # moves, the workflow steps done (so a killed run resumes without doing one twice), and
+    # the link from a replaced unit's serial to its successor's
+    """
+    CREATE TABLE repairs (
+        id INTEGER PRIMARY KEY,
+        counter TEXT NOT NULL,
+        step TEXT NOT NULL,
+        at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        incident_id INTEGER REFERENCES incidents (id)
+    );
+    CREATE INDEX repairs_counter ON repairs (counter, at);
+    CREATE TABLE rmas (
+        id INTEGER PRIMARY KEY,
+        counter TEXT NOT NULL,
+        site TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        incident_id INTEGER REFERENCES incidents (id),
+        ticket_key TEXT,
+        new_serial TEXT,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE UNIQUE INDEX rmas_one_open ON rmas (counter)
+        WHERE state NOT IN ('closed', 'rejected', 'cancelled');
+    CREATE TABLE rma_moves (
+        id INTEGER PRIMARY KEY,
+        rma_id INTEGER NOT NULL REFERENCES rmas (id),
+        at TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE rma_steps (
+        rma_id INTEGER NOT NULL REFERENCES rmas (id),
+        name TEXT NOT NULL,
+        done_at TEXT NOT NULL,
+        result TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (rma_id, name)
+    );
+    CREATE TABLE serial_links (
+        old_serial TEXT NOT NULL,
+        new_serial TEXT NOT NULL,
+        rma_id INTEGER REFERENCES rmas (id),
+        at TEXT NOT NULL,
+        PRIMARY KEY (old_serial, new_serial)
+    );
+    """,
 )
 
 

@@ -77,6 +77,7 @@ class Device:
         self.history_days = history_days
         self.stopping = stopping
         self.faults = FaultBook()
+        self.token_generation = 0  # bumped when the device forgets the tokens it issued
         self.release = threading.Event()  # set to let hung handlers go
         self._scene: Scene | None = None
         self._lock = threading.Lock()
@@ -170,6 +171,8 @@ class Device:
     def token(self) -> str:
         c = self.counter
         material = f"{self.seed}|{c.serial}|{c.username}|{c.password}".encode()
+        if self.token_generation:  # generation 0 keeps the token every earlier run saw
+            material += f"|{self.token_generation}".encode()
         return hashlib.sha256(material).hexdigest()[:40]
 
     def credentials_ok(self, username: str, password: str) -> bool:

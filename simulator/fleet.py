@@ -188,6 +188,11 @@ class Fleet:
         self.refresh()
         return ended
 
+    def rotate_token(self, serial: str) -> None:
+        """The counter forgets every access token it issued (as after a factory reset or a
+        firmware update): a client's cached token is refused until it asks for a new one."""
+        self._device(serial).token_generation += 1
+
     def faults(self, serial: str) -> list[Fault]:
         """Every fault of the counter, past and present (copies)."""
         return self._device(serial).faults.history()

@@ -4,8 +4,10 @@ A real counter is a Raspberry-Pi-based Linux box; support staff (and the agent's
 diagnostics) log in and run a handful of read-only commands. This program stands in for that
 box behind a real OpenSSH ``sshd``: it is run as the server's ``ForceCommand``, reads
 ``$SSH_ORIGINAL_COMMAND`` and answers the way the Pi would, byte for byte in the formats the
-agent parses. Anything outside the read-only allowlist is refused with exit status 126 and a
-message, which is how a locked-down device shell looks to a client. With no command (an
+agent parses. Besides the read-only commands it answers the two remote fixes support may run
+(``FIXES``: restart the counting service, reboot), which change the state file the way the
+real fix changes the device. Anything else is refused with exit status 126 and a message, which
+is how a locked-down device shell looks to a client. With no command (an
 interactive login) it prints a prompt and answers the same commands line by line.
 
 Run it as ``python3 -m simulator.shell --state FILE`` or, to start faster and without
@@ -33,6 +35,10 @@ hang                   [str]       []          commands that hang until the clie
 hang_s                 number      120         the longest a hang lasts (no orphans left behind)
 outputs                {str: obj}  {}          verbatim answers: command -> {"stdout": str,
                                                "stderr": str, "exit": int}, for garbage tests
+wedged                 bool        false       the counting service is stuck: a restart does
+                                               not bring it back, only a reboot does
+fixes                  [str]       []          the fixes run so far (appended by the shell), so
+                                               a test sees what ran and that nothing ran twice
 =====================  ==========  ==========  =================================================
 
 Ages are relative to the moment the command runs, so a state file written once stays true.
@@ -48,7 +54,7 @@ import os
 import select
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +77,10 @@ ALLOWED = (  # what `help` lists; `answer` is the allowlist itself
     "hostname",
     "uname -a",
 )
+RESTART = f"sudo systemctl restart {COUNTING_SERVICE}"
+REBOOT = "sudo reboot"
+FIXES = (RESTART, REBOOT)
+BOOT_S = 20.0  # the uptime a rebooted device reports: it is just back
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ class DeviceState:
     hang: list[str] = field(default_factory=list)
     hang_s: float = 120.0
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wedged: bool = False
+    fixes: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, path: str | Path | None) -> DeviceState:
@@ -193,6 +205,36 @@ def answer(command: str, state: DeviceState, now: float | None = None) -> Answer
     return REFUSED, "", f"ffc-sim: '{cmd}' is not allowed: this device shell is read-only\n"
 
 
+def fix(command: str, state: DeviceState) -> tuple[Answer, DeviceState]:
+    """What a remote fix prints and the device's condition after it.
+
+    A restart brings a stopped or failed service back unless the service is wedged; a reboot
+    starts a new boot (the current one joins the reboot history), clears a wedge and starts the
+    service. Neither brings back a missing camera, a full disk or a hot SoC: hardware stays.
+    """
+    cmd = " ".join(command.split())
+    fixes = [*state.fixes, cmd]
+    if cmd == RESTART:
+        if state.wedged:
+            err = (
+                f"Job for {COUNTING_SERVICE}.service failed because the control process exited "
+                "with error code.\n"
+            )
+            return (1, "", err), replace(state, service="failed", fixes=fixes)
+        return (0, "", ""), replace(state, service="active", last_event_ago_s=1.0, fixes=fixes)
+    boots = [state.uptime_s, *state.earlier_boots_ago_s]
+    after = replace(
+        state,
+        uptime_s=BOOT_S,
+        earlier_boots_ago_s=boots,
+        service="active",
+        wedged=False,
+        last_event_ago_s=1.0,
+        fixes=fixes,
+    )
+    return (0, "The system is going down for reboot NOW!\n", ""), after
+
+
 def _hang(limit_s: float) -> None:
     """Block like a stuck command, but end once the client has gone (our stdout's reader
     closed) so a test that gives up leaves no process behind; at most ``limit_s``."""
@@ -209,7 +251,12 @@ def _run(command: str, state_path: str | None) -> int:
     if " ".join(command.split()) in state.hang:
         _hang(state.hang_s)
         return 124
-    status, out, err = answer(command, state)
+    if " ".join(command.split()) in FIXES:
+        (status, out, err), after = fix(command, state)
+        if state_path is not None:
+            after.write(state_path)
+    else:
+        status, out, err = answer(command, state)
     sys.stdout.write(out)
     sys.stdout.flush()
     sys.stderr.write(err)
@@ -231,7 +278,8 @@ def _interactive(state_path: str | None) -> int:
         if command in ("exit", "logout"):
             return 0
         if command == "help":
-            sys.stdout.write("read-only device shell; allowed:\n  " + "\n  ".join(ALLOWED) + "\n")
+            allowed = "\n  ".join((*ALLOWED, *FIXES))
+            sys.stdout.write(f"device shell; allowed:\n  {allowed}\n")
         elif command:
             _run(command, state_path)
 

@@ -266,3 +266,14 @@ def tunnel_cmd(
     )
     if result.ended_by.startswith("error") or result.ended_by == "connection lost":
         sys.exit(1)
+
+
+def _with_fix() -> None:
+    """``remote fix`` lives with the ladder's other commands; it is a remote action all the
+    same, so it hangs off this group."""
+    from agent.commands.fix import fix
+
+    remote.add_command(fix)
+
+
+_with_fix()

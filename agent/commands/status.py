@@ -55,6 +55,10 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
             f"{i['check_id']} {i['state']}" + (f" ({i['ticket']})" if i["ticket"] else "")
             for i in c["incidents"]
         )
+        if c.get("rma"):
+            incident = "; ".join(
+                x for x in (incident, f"RMA {c['rma']['id']} {c['rma']['state']}") if x
+            )
         table.add_row(
             c["serial"],
             c["site"],
@@ -83,6 +87,7 @@ def fleet_status(app: App, now: datetime) -> dict[str, Any]:
     incidents = {(i.check_id, i.subject): i for i in store.incidents(open_only=True)}
     latest = {(r["check_id"], r["subject"]): r for r in store.latest_findings()}
     views = ids(family=Family.LIVEVIEW, applies_to="counter")
+    rmas = {r.counter: r for r in app.rmas.all(open_only=True)}
     counters = []
     for c in config.counters:
         api = store.observations(c.serial, "api", limit=1)
@@ -103,6 +108,11 @@ def fleet_status(app: App, now: datetime) -> dict[str, Any]:
                 if view
                 else None,
                 "today": today,
+                "rma": (
+                    {"id": rmas[c.serial].id, "state": rmas[c.serial].state.value}
+                    if c.serial in rmas
+                    else None
+                ),
                 "incidents": [
                     {
                         "id": i.id,

@@ -15,14 +15,24 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from agent.config import Config
+from agent.rmas import Rmas
 from agent.store import Incident, Store
 from agent.views import LiveViews
 from diagnostics.checks.device import DeviceHealth
 from diagnostics.checks.liveview import LiveViewBlocked
 from diagnostics.estimate import SlotEstimate, estimate
 from diagnostics.model import Assessed, Finding, as_datetime
-from rma.bundle import Bundle, BundleInput, Collected, CommandOutput, SeriesRow, build_bundle
+from rma.bundle import (
+    Bundle,
+    BundleInput,
+    Collected,
+    CommandOutput,
+    RemediationStep,
+    SeriesRow,
+    build_bundle,
+)
 from rma.corrections import corrections_csv
+from rma.ladder import TITLES
 from rma.redact import Redactor
 from rma.tickets import Category, Ticket
 
@@ -171,8 +181,22 @@ class Bundler:
             commands=commands,
             log_excerpt=self.log_excerpt(),
             collected=collected,
+            remediation=self._remediation(counters, started_at),
         )
         return build_bundle(inp, self.redactor, max_bytes=self.max_bytes)
+
+    def _remediation(
+        self, counters: tuple[str, ...], started_at: datetime
+    ) -> tuple[RemediationStep, ...]:
+        """Every ladder step tried on these counters since the problem began (agent or person)."""
+        rmas = Rmas(self.store)
+        return tuple(
+            RemediationStep(
+                a.at, f"{TITLES[a.step]} ({a.actor})", a.outcome.value.replace("_", " "), a.detail
+            )
+            for serial in counters
+            for a in rmas.attempts(serial, started_at)
+        )
 
     def _reference(self, serial: str) -> bytes | None:
         counter = self.config.counter(serial)

@@ -333,6 +333,7 @@ class Daemon:
             now=now,
             observations=result.observations,
             counter_sites={c.serial: c.site for c in config.counters},
+            rma_states={r.counter: r.state.value for r in runner.rmas.all(open_only=True)},
         )
         for sink_name, n in runner.tickets.last_filed.items():
             self.metrics.record_filed(sink_name, n)

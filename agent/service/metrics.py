@@ -88,6 +88,10 @@ _LAST_CYCLE: dict[str, tuple[str, tuple[str, ...]]] = {
         "Tickets waiting on FootfallCam past their category's SLA, by category.",
         ("category",),
     ),
+    "ffc_agent_rma_open": (
+        "RMAs still on the road (not closed, rejected or cancelled), by counter and state.",
+        ("counter", "state"),
+    ),
 }
 
 _Samples = dict[str, dict[tuple[str, ...], float]]
@@ -201,6 +205,7 @@ class Metrics:
         now: datetime,
         observations: Iterable[Observation] | None = None,
         counter_sites: Mapping[str, str] | None = None,
+        rma_states: Mapping[str, str] | None = None,
     ) -> None:
         """Take in one finished cycle.
 
@@ -208,7 +213,8 @@ class Metrics:
         ``observations`` if it has them, unless given here). ``incidents``: the unresolved ones.
         ``tickets``: every ticket the agent knows. ``outbox``: destination -> (depth, age of
         the oldest entry in seconds or None). ``counter_sites``: serial -> site code, for the
-        ``site`` label of ``ffc_agent_counter_up``. ``now`` must be timezone-aware.
+        ``site`` label of ``ffc_agent_counter_up``. ``rma_states``: serial -> state of each
+        open RMA. ``now`` must be timezone-aware.
         """
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError("now must be timezone-aware")
@@ -258,6 +264,9 @@ class Metrics:
             if is_overdue(t, now):
                 overdue[(t.category.value,)] = overdue.get((t.category.value,), 0.0) + 1
         samples["ffc_agent_tickets_sla_overdue"] = overdue
+        samples["ffc_agent_rma_open"] = {
+            (serial, state): 1.0 for serial, state in (rma_states or {}).items()
+        }
         self._last.replace(samples)
 
         for obs in observations:

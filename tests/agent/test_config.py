@@ -634,3 +634,14 @@ def test_helpdesk_sink_mistakes() -> None:
     lines = errors(with_("sinks", [{"type": "smtp", "host": "m", "to": ["bad"]}]))
     assert "sinks[0].from: missing required key" in lines
     assert "sinks[0].to[0]: not an e-mail address: 'bad'" in lines
+
+
+def test_remediation_poe_command_placeholders_are_checked() -> None:
+    import pytest as _pytest
+
+    from agent.config import RemediationConfig
+
+    ok = RemediationConfig(poe_command=("/usr/local/bin/poe", "{host}", "{poe_port}"))
+    assert ok.poe_command[1] == "{host}"
+    with _pytest.raises(ValueError, match="unknown placeholder"):
+        RemediationConfig(poe_command=("/usr/local/bin/poe", "{port}"))

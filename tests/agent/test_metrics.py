@@ -404,3 +404,11 @@ def test_config_metrics_mistakes_are_one_line_each() -> None:
     assert lines[0].startswith("metrics.textfile: must end in .prom")
     assert lines[1].startswith("metrics.http_host: '0.0.0.0' is not a loopback address")
     assert lines[2] == "metrics.http_port: must be at least 1, got 0"
+
+
+def test_open_rmas_show_by_counter_and_state(metrics: Metrics) -> None:
+    update(metrics, first_cycle(), rma_states={"FFC0001": "requested"})
+    found = samples(metrics.render().decode())
+    assert value(found, "ffc_agent_rma_open", counter="FFC0001", state="requested") == 1
+    update(metrics, first_cycle())  # the RMA closed: the series goes away
+    assert names(samples(metrics.render().decode()), "ffc_agent_rma_open") == []

@@ -129,3 +129,22 @@ def test_a_hung_command_ends_when_the_client_goes(tmp_path):
         proc.wait(timeout=0.5)  # it hangs ...
     proc.stdout.close()  # ... until its reader goes away, well before hang_s
     assert proc.wait(timeout=60) == 124
+
+
+def test_restart_heals_a_stopped_service_but_not_a_wedged_one() -> None:
+    from simulator.shell import RESTART, DeviceState, fix
+
+    (status, _, _), after = fix(RESTART, DeviceState(service="failed"))
+    assert status == 0 and after.service == "active" and after.fixes == [RESTART]
+    (status, _, err), after = fix(RESTART, DeviceState(service="failed", wedged=True))
+    assert status == 1 and "failed" in err and after.service == "failed"
+
+
+def test_reboot_clears_a_wedge_starts_a_new_boot_and_leaves_hardware_alone() -> None:
+    from simulator.shell import REBOOT, DeviceState, fix
+
+    before = DeviceState(service="failed", wedged=True, camera=False, uptime_s=5000.0)
+    (status, _, _), after = fix(REBOOT, before)
+    assert status == 0 and after.service == "active" and not after.wedged
+    assert after.uptime_s < 60 and after.earlier_boots_ago_s == [5000.0]
+    assert after.camera is False

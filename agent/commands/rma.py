@@ -1,0 +1,186 @@
+"""``ffc-agent rma list|show|start|advance|rescue|verify-replacement``: the RMA road by hand.
+
+Second-line support drives an RMA from a remote-access session: see which units are on the
+road and where, start one for a counter, record FootfallCam's answers (approved, shipped…),
+rescue a unit's data before it ships, and verify its replacement. Thin like ``agent/cli.py``:
+parse, call ``agent.rma_flow``, render. Every command prints ``--json`` on request; a move the
+workflow does not allow exits 1 with its one-line reason. Everything is audited with the
+person's login name as the actor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from agent.commands.common import _actor, _load, clock, config_option, json_option, out
+from agent.rmas import Rma, RmaError
+from rma.workflow import DESCRIPTIONS, IllegalTransition, State
+
+
+@contextmanager
+def _flow(config_path: Path) -> Iterator[Any]:
+    from agent.app import App
+    from agent.rma_flow import RmaFlow
+
+    cfg = _load(config_path)
+    with App.open(cfg, clock()) as app:
+        try:
+            yield RmaFlow(app.runner, config_path)
+        except (RmaError, IllegalTransition) as exc:
+            click.echo(f"ffc-agent rma: {exc}", err=True)
+            sys.exit(1)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _detail(flow: Any, rma: Rma) -> dict[str, Any]:
+    return {
+        **rma.to_json(),
+        "meaning": DESCRIPTIONS[rma.state],
+        "ticket": flow.ticket_key(rma),
+        "moves": [m.to_json() for m in flow.rmas.moves(rma.id)],
+        "repairs": [
+            {
+                "at": a.at.isoformat(),
+                "step": a.step.value,
+                "outcome": a.outcome.value,
+                "actor": a.actor,
+                "detail": a.detail,
+            }
+            for a in flow.rmas.attempts(rma.counter)
+        ],
+    }
+
+
+@click.group("rma")
+def rma() -> None:
+    """The RMA road: from a suspect counter to a verified replacement."""
+
+
+@rma.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only RMAs still on the road.")
+@config_option
+@json_option
+def rma_list(open_only: bool, config_path: Path, as_json: bool) -> None:
+    """Every RMA, newest last."""
+    with _flow(config_path) as flow:
+        rmas = flow.rmas.all(open_only=open_only)
+        if as_json:
+            _echo_json([r.to_json() for r in rmas])
+            return
+        table = Table(title="RMAs")
+        for col in ("id", "counter", "site", "state", "since", "reason"):
+            table.add_column(col)
+        for r in rmas:
+            table.add_row(
+                str(r.id), r.counter, r.site, r.state.value, r.updated_at.isoformat(), r.reason
+            )
+        out.print(table)
+
+
+@rma.command("show")
+@click.argument("rma_id", type=int)
+@config_option
+@json_option
+def rma_show(rma_id: int, config_path: Path, as_json: bool) -> None:
+    """One RMA: its state, every move with who and why, the repairs tried."""
+    with _flow(config_path) as flow:
+        data = _detail(flow, flow.rmas.get(rma_id))
+        if as_json:
+            _echo_json(data)
+            return
+        out.print(
+            f"RMA {data['id']} — {data['counter']} at {data['site']}: [bold]{data['state']}[/]"
+        )
+        out.print(f"  {data['meaning']}; reason: {data['reason']}")
+        out.print(f"  ticket: {data['ticket'] or 'none yet'}")
+        for m in data["moves"]:
+            out.print(
+                f"  {m['at']}  {m['from'] or '-'} → {m['to']}  by {m['actor']}: {m['reason']}"
+            )
+        for r in data["repairs"]:
+            out.print(f"  repair {r['at']}  {r['step']}: {r['outcome']} ({r['actor']})")
+
+
+@rma.command("start")
+@click.argument("counter")
+@click.option("--reason", default="started by hand", show_default=True)
+@click.option(
+    "--led",
+    type=click.Choice(["blue", "flashing-blue", "yellow", "red", "none"]),
+    help="The LED colour a person on site reports (red is a hardware signature).",
+)
+@config_option
+@json_option
+def rma_start(counter: str, reason: str, led: str | None, config_path: Path, as_json: bool) -> None:
+    """Open an RMA (candidate) for COUNTER; its open RMA if it has one."""
+    with _flow(config_path) as flow:
+        reports = {"led": led} if led else None
+        found, created = flow.start(counter, actor=_actor(), reason=reason, reports=reports)
+        if as_json:
+            _echo_json({**found.to_json(), "created": created})
+            return
+        verb = "opened" if created else "already open:"
+        out.print(f"RMA {found.id} {verb} {found.counter} is {found.state.value}")
+
+
+@rma.command("advance")
+@click.argument("rma_id", type=int)
+@click.argument("state", type=click.Choice([s.value for s in State]))
+@click.option("--note", required=True, help="Why: FootfallCam's answer, the courier's number…")
+@config_option
+@json_option
+def rma_advance(rma_id: int, state: str, note: str, config_path: Path, as_json: bool) -> None:
+    """Move RMA_ID to STATE; refused with the reason when the road does not allow it."""
+    with _flow(config_path) as flow:
+        moved = flow.advance(rma_id, state, actor=_actor(), note=note)
+        if as_json:
+            _echo_json(moved.to_json())
+            return
+        out.print(f"RMA {moved.id} is now {moved.state.value}: {DESCRIPTIONS[moved.state]}")
+
+
+@rma.command("rescue")
+@click.argument("rma_id", type=int)
+@config_option
+@json_option
+def rma_rescue(rma_id: int, config_path: Path, as_json: bool) -> None:
+    """Pull every count slot the unit still holds, check the ledger, attach the CSV."""
+    with _flow(config_path) as flow:
+        result = flow.rescue(rma_id, actor=_actor())
+        if as_json:
+            _echo_json(result)
+            return
+        out.print(result["summary"])
+        out.print(f"CSV: {result['csv']}")
+
+
+@rma.command("verify-replacement")
+@click.argument("rma_id", type=int)
+@click.option("--serial", "new_serial", required=True, help="The replacement unit's serial.")
+@config_option
+@json_option
+def rma_verify(rma_id: int, new_serial: str, config_path: Path, as_json: bool) -> None:
+    """Check the replacement end to end; exits 1 until it is verified (run it again later)."""
+    with _flow(config_path) as flow:
+        result = flow.verify_replacement(rma_id, new_serial, actor=_actor())
+        if as_json:
+            _echo_json(result.to_json())
+        else:
+            for c in result.checks:
+                mark = "[green]ok[/]" if c["ok"] else "[red]no[/]"
+                out.print(f"{mark}  {c['check']}: {c['detail']}")
+            if result.verified:
+                out.print(f"RMA {rma_id}: replacement {new_serial} verified")
+        if not result.verified:
+            sys.exit(1)

@@ -1,0 +1,573 @@
+"""Runs the remediation ladder's steps on a real counter, within its budget, every one audited.
+
+``rma/ladder.py`` says which rung comes next; this module climbs it: renew the API token, restart
+the counting service over SSH, reboot over SSH, or run the operator's PoE command (a switch
+script, no shell, under a timeout, its whole process group killed when it overruns). After each
+step it checks again — the API answers counts, and over SSH the counting service runs and the
+camera is there — and stops at the first step that heals. A dry run (``--dry-run`` or
+``[remediation] dry_run``) decides and records what it would do and touches nothing.
+
+Every attempt, by the agent or by a person (``ffc-agent remote fix``), goes into the ``repairs``
+table and the audit log with its actor and result; what a step printed is redacted first.
+Failure behaviour: a step that cannot run (SSH refused, the PoE command failing or hanging)
+is recorded as ``failed`` and the ladder moves on; nothing here raises for device trouble.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config, CounterConfig
+from agent.incidents import RESOLVED
+from agent.probes.counter_api import CounterClient
+from agent.probes.device import COUNTING_SERVICE, probe_device_ssh
+from agent.probes.ssh import SshSession, SshTarget
+from agent.rmas import Rmas
+from agent.store import Incident, Store
+from diagnostics.model import Assessed, Clock, Finding, ProbeError, ProbeErrorCode, Status
+from rma.gate import Evidence, GateVerdict, judge
+from rma.ladder import (
+    TITLES,
+    Attempt,
+    Budget,
+    Capabilities,
+    Outcome,
+    Plan,
+    Step,
+    fixable,
+    heals,
+    next_step,
+    repeat_offender,
+)
+from rma.redact import Redactor
+from rma.request import RequestFacts, compose_request
+from rma.workflow import State
+
+log = logging.getLogger(__name__)
+
+RESTART_COMMAND = f"sudo systemctl restart {COUNTING_SERVICE}"
+REBOOT_COMMAND = "sudo reboot"
+_RUNNING = ("active", "reloading", "activating")
+_DETAIL_MAX = 2000
+_RECHECK_EVERY_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What a step did: ran or not, and a line for the audit log (already redacted)."""
+
+    ran: bool
+    detail: str
+
+
+class Remediator:
+    """The ladder's hands for one agent: built from the config, used by the runner and CLI."""
+
+    def __init__(
+        self,
+        config: Config,
+        rmas: Rmas,
+        *,
+        clock: Clock,
+        client_for: Callable[[CounterConfig], CounterClient],
+        redactor: Redactor,
+        known_hosts: Path,
+    ) -> None:
+        self.config = config
+        self.rmas = rmas
+        self.clock = clock
+        self.client_for = client_for
+        self.redactor = redactor
+        self.known_hosts = known_hosts
+        self.settings = config.remediation
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def budget(self) -> Budget:
+        s = self.settings
+        return Budget(
+            per_day={
+                Step.RENEW_TOKEN: s.renew_token_per_day,
+                Step.RESTART_SERVICE: s.restart_service_per_day,
+                Step.REBOOT: s.reboots_per_day,
+                Step.POE_CYCLE: s.poe_cycles_per_day,
+            },
+            repeat_heals=s.repeat_heals,
+            repeat_window_days=s.repeat_window_days,
+        )
+
+    def caps(self, counter: CounterConfig) -> Capabilities:
+        return Capabilities(
+            ssh=SshTarget.for_counter(counter) is not None, poe=bool(self.settings.poe_command)
+        )
+
+    def plan(self, counter: CounterConfig, code: str, since: datetime) -> Plan:
+        now = self.clock.now()
+        history = self.rmas.attempts(counter.serial, min(since, now - timedelta(days=1)))
+        return next_step(
+            code,
+            caps=self.caps(counter),
+            history=history,
+            since=since,
+            budget=self.budget(),
+            now=now,
+        )
+
+    def repeat_offender(self, serial: str) -> bool:
+        return repeat_offender(self.rmas.attempts(serial), self.budget(), self.clock.now())
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def walk(
+        self,
+        counter: CounterConfig,
+        code: str,
+        since: datetime,
+        *,
+        actor: str = "agent",
+        incident_id: int | None = None,
+        dry_run: bool | None = None,
+    ) -> tuple[list[Attempt], Plan]:
+        """Climb the ladder for a fault until a step heals it or no rung is left.
+
+        Returns the attempts made now and the ladder's last word (why it stopped). A dry run
+        records the first rung it would take and stops: the rest depends on that rung's result.
+        """
+        dry = self.settings.dry_run if dry_run is None else dry_run
+        made: list[Attempt] = []
+        while True:
+            plan = self.plan(counter, code, since)
+            if plan.step is None:
+                return made, plan
+            attempt = self.run_step(
+                counter, plan.step, actor=actor, code=code, incident_id=incident_id, dry_run=dry
+            )
+            made.append(attempt)
+            if dry or attempt.outcome is Outcome.HEALED:
+                return made, plan
+
+    def run_step(
+        self,
+        counter: CounterConfig,
+        step: Step,
+        *,
+        actor: str,
+        code: str = "",
+        incident_id: int | None = None,
+        dry_run: bool = False,
+    ) -> Attempt:
+        """Run one rung now (no budget check: the caller decided), check again, record it."""
+        at = self.clock.now()
+        if dry_run:
+            what = self._describe(counter, step)
+            attempt = Attempt(counter.serial, step, at, Outcome.DRY_RUN, actor, f"would {what}")
+            self.rmas.record_attempt(attempt, incident_id=incident_id)
+            return attempt
+        log.info("%s on %s (asked by %s)", TITLES[step], counter.serial, actor)
+        result = self._act(counter, step)
+        if not result.ran:
+            outcome, detail = Outcome.FAILED, result.detail
+        else:
+            healed, why = self.recheck(counter, code, patient=step in (Step.REBOOT, Step.POE_CYCLE))
+            outcome = Outcome.HEALED if healed else Outcome.NOT_HEALED
+            detail = f"{result.detail}; check after: {why}".strip("; ")
+        attempt = Attempt(
+            counter.serial, step, at, outcome, actor, self.redactor.text(detail)[:_DETAIL_MAX]
+        )
+        self.rmas.record_attempt(attempt, incident_id=incident_id)
+        if outcome is Outcome.HEALED:
+            log.info("%s healed %s", TITLES[step], counter.serial)
+        return attempt
+
+    def _describe(self, counter: CounterConfig, step: Step) -> str:
+        if step is Step.POE_CYCLE:
+            try:
+                return "run " + " ".join(self._poe_argv(counter))
+            except (KeyError, IndexError, ValueError):
+                return "run the PoE command (it has a placeholder it cannot fill)"
+        if step is Step.RESTART_SERVICE:
+            return f"run '{RESTART_COMMAND}' over SSH"
+        if step is Step.REBOOT:
+            return f"run '{REBOOT_COMMAND}' over SSH"
+        return "fetch a new API access token"
+
+    def _act(self, counter: CounterConfig, step: Step) -> StepResult:
+        if step is Step.RENEW_TOKEN:
+            return self._renew_token(counter)
+        if step is Step.POE_CYCLE:
+            return self._poe(counter)
+        command = RESTART_COMMAND if step is Step.RESTART_SERVICE else REBOOT_COMMAND
+        return self._ssh(counter, command, reboot=step is Step.REBOOT)
+
+    def _renew_token(self, counter: CounterConfig) -> StepResult:
+        deadline = time.monotonic() + self.config.agent.probe_timeout_seconds * 2
+        try:
+            self.client_for(counter).token(deadline, fresh=True)
+        except ProbeError as exc:
+            return StepResult(False, f"no new token: {exc}")
+        return StepResult(True, "new API token fetched")
+
+    def _ssh(self, counter: CounterConfig, command: str, *, reboot: bool) -> StepResult:
+        target = SshTarget.for_counter(counter)
+        if target is None:
+            return StepResult(False, "SSH is not configured for this counter")
+        timeout = self.config.agent.probe_timeout_seconds * 4
+        try:
+            with SshSession(target, self.known_hosts, timeout_s=timeout) as session:
+                result = session.run(command, timeout)
+        except ProbeError as exc:
+            # A reboot may cut the session before it answers: the command was sent.
+            if reboot and exc.code in (ProbeErrorCode.TIMEOUT, ProbeErrorCode.BAD_RESPONSE):
+                return StepResult(True, f"'{command}' sent; the session ended ({exc.code})")
+            return StepResult(False, f"'{command}' failed: {exc}")
+        said = (result.stdout + result.stderr).strip().splitlines()
+        tail = f": {said[-1]}" if said else ""
+        if result.exit_status != 0:
+            return StepResult(False, f"'{command}' exited {result.exit_status}{tail}")
+        return StepResult(True, f"'{command}' ran{tail}")
+
+    def _poe_argv(self, counter: CounterConfig) -> list[str]:
+        values = {"serial": counter.serial, "host": counter.host or "", "poe_port": ""}
+        values["poe_port"] = counter.poe_port or ""
+        return [arg.format_map(values) for arg in self.settings.poe_command]
+
+    def _poe(self, counter: CounterConfig) -> StepResult:
+        try:
+            argv = self._poe_argv(counter)
+        except (KeyError, IndexError, ValueError) as exc:
+            return StepResult(False, f"poe_command has a placeholder it cannot fill: {exc}")
+        if not argv:
+            return StepResult(False, "no PoE command is configured ([remediation] poe_command)")
+        limit = self.settings.poe_timeout_seconds
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - the operator's own command, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so a hang is killed whole
+            )
+        except OSError as exc:
+            return StepResult(False, f"PoE command could not start: {exc.strerror or exc}")
+        try:
+            out, _ = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, _ = proc.communicate()
+            said = _tail(out)
+            return StepResult(False, f"PoE command did not finish within {limit:g}s{said}")
+        said = _tail(out)
+        if proc.returncode != 0:
+            return StepResult(False, f"PoE command exited {proc.returncode}{said}")
+        return StepResult(True, f"PoE port power-cycled{said}")
+
+    # -- checking again -------------------------------------------------------------------------
+
+    def recheck(self, counter: CounterConfig, code: str, *, patient: bool) -> tuple[bool, str]:
+        """Whether the counter is well again; after a reboot or power cycle, keep asking for up
+        to ``recheck_seconds`` while it boots."""
+        limit = time.monotonic() + (self.settings.recheck_seconds if patient else 0.0)
+        while True:
+            healed, why = self._well(counter, code)
+            if healed or time.monotonic() >= limit:
+                return healed, why
+            time.sleep(min(_RECHECK_EVERY_S, max(0.0, limit - time.monotonic())))
+
+    def _well(self, counter: CounterConfig, code: str) -> tuple[bool, str]:
+        timeout = self.config.agent.probe_timeout_seconds
+        deadline = time.monotonic() + timeout * 3
+        now = self.clock.now()
+        try:
+            self.client_for(counter).counts(now - timedelta(hours=1), now, deadline)
+        except ProbeError as exc:
+            return False, f"the API still fails ({exc.code})"
+        target = SshTarget.for_counter(counter)
+        if target is None:
+            return True, "the API answers counts again"
+        obs = probe_device_ssh(
+            target,
+            self.known_hosts,
+            counter=counter.serial,
+            timeout_s=timeout,
+            deadline=time.monotonic() + timeout * 3,
+            now=now,
+        )
+        # the fresh reading replaces the one that showed the fault, so the next cycle's health
+        # check judges the device as it is now, not as it was before the fix
+        self.rmas.store.add_observation(
+            replace(obs, data=self.redactor.data(obs.data), error=self.redactor.text(obs.error))
+        )
+        if not obs.ok:
+            return False, f"SSH health check failed ({obs.error_code})"
+        service, camera = obs.data.get("counting_service"), obs.data.get("camera_present")
+        if service is not None and service not in _RUNNING:
+            return False, f"the counting service is {service}"
+        if camera is False:
+            return False, "the camera is still not detected"
+        return True, "the API answers and the counting service runs"
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(out: bytes | None) -> str:
+    text = (out or b"").decode("utf-8", "replace").strip()
+    return f"; output: {text[-500:]}" if text else ""
+
+
+def latest_for(assessed: list[Assessed], serial: str) -> tuple[Finding, ...]:
+    return tuple(a.finding for a in assessed if a.finding.subject == serial)
+
+
+class LadderStage:
+    """The cycle's remediation step (DESIGN.md §5.6), between the gate and the incidents.
+
+    For each genuine device fault the ladder can help, on a counter whose incident has no
+    ticket yet, it climbs the ladder. A healed fault becomes an ``ok`` finding and its incident
+    is resolved with a note, so no ticket is filed. An unhealed one carries the attempts and the
+    ladder's last word in its evidence, for the ticket. Then the evidence gate decides whether
+    it is a hardware fault: a confirmed one opens an RMA (``requested``) and is filed as an RMA
+    request; a "hardware" finding the rest of the evidence contradicts is relabelled
+    ``hardware_unconfirmed``, so it is filed as a Technical Issue, not an RMA request.
+    A counter healed too often (a repeat offender) becomes an RMA candidate even while it is up.
+    """
+
+    def __init__(
+        self,
+        fixer: Remediator,
+        store: Store,
+        *,
+        confirm_checks: int,
+        post: Callable[[str, str, int | None, datetime], object] | None = None,
+    ) -> None:
+        self.fixer = fixer
+        self.store = store
+        self.confirm_checks = confirm_checks
+        self.post = post  # (ticket key, text, incident id, now): a message on a ticket
+
+    def run(
+        self, assessed: list[Assessed], now: datetime, *, dry_run: bool = False
+    ) -> list[Assessed]:
+        if not self.fixer.settings.enabled:
+            return assessed
+        out: list[Assessed] = []
+        for a in assessed:
+            f = a.finding
+            if not (a.genuine and f.subject and f.problem and fixable(f.code)):
+                out.append(a)
+                continue
+            try:
+                counter = self.fixer.config.counter(f.subject)
+            except KeyError:
+                out.append(a)
+                continue
+            inc = self.store.open_incident(f.check_id, f.site or "", f.subject)
+            if inc is not None and inc.ticket_key is not None:
+                out.append(a)  # already filed: support has it, the ladder had its turn
+                continue
+            if inc is None and self.confirm_checks > 1:
+                out.append(a)  # first sighting: confirm before touching the device
+                continue
+            try:
+                out.append(self._remediate(a, counter, inc, assessed, now, dry_run))
+            except Exception:  # the cycle's boundary: a broken fix must not stop the tickets
+                log.exception("remediation of %s failed; filing as usual", counter.serial)
+                out.append(a)
+        return out
+
+    def _remediate(
+        self,
+        a: Assessed,
+        counter: CounterConfig,
+        inc: Incident | None,
+        assessed: list[Assessed],
+        now: datetime,
+        dry_run: bool,
+    ) -> Assessed:
+        f = a.finding
+        since = inc.opened_at if inc is not None else now
+        _made, plan = self.fixer.walk(
+            counter,
+            f.code,
+            since,
+            incident_id=inc.id if inc is not None else None,
+            dry_run=True if dry_run else None,
+        )
+        tried = self.fixer.rmas.attempts(counter.serial, since)
+        healed = next((t for t in tried if t.outcome is Outcome.HEALED), None)
+        if healed is not None:
+            note = f"healed by the remediation ladder: {TITLES[healed.step]}"
+            if inc is not None:
+                self.store.update_incident(inc.id, at=now, state=RESOLVED, reason=note)
+            self._repeat_offender(counter, now)
+            ok = replace(f, status=Status.OK, code="healed", summary=note)
+            return Assessed(ok, None)
+        ladder = {
+            "remediation": [
+                {
+                    "at": t.at.isoformat(),
+                    "step": t.step.value,
+                    "outcome": t.outcome.value,
+                    "actor": t.actor,
+                    "detail": t.detail,
+                }
+                for t in tried
+            ],
+            "ladder": plan.to_json(),
+        }
+        ran = [t for t in tried if t.outcome in (Outcome.NOT_HEALED, Outcome.FAILED)]
+        # "every fix tried" only when some fix ran and none is left for a reason other than
+        # the budget: a counter the agent cannot reach or may not touch today is not proven sick
+        exhausted = plan.exhausted and bool(ran) and not plan.over_budget
+        open_rma = self.fixer.rmas.open_for(counter.serial)
+        reports = dict(open_rma.data.get("reports", {})) if open_rma is not None else {}
+        verdict = judge(
+            Evidence(
+                latest_for(assessed, counter.serial),
+                reports=reports,
+                ladder_exhausted=exhausted,
+                repeat_offender=self.fixer.repeat_offender(counter.serial),
+                heals=len(
+                    heals(self.fixer.rmas.attempts(counter.serial), self.fixer.budget(), now)
+                ),
+            )
+        )
+        evidence = {**f.evidence, **ladder, "gate": verdict.to_json()}
+        if verdict.rma and not dry_run:
+            text = self._request_text(counter, f, inc, verdict, tried, now)
+            evidence["rma_request"] = text
+            self._request(counter, f, inc, verdict.reason, evidence, now)
+            code = "hardware_fault"
+            summary = f"{f.summary} — hardware fault confirmed: {verdict.reason}"
+        elif f.code == "hardware_fault" or verdict.signatures:
+            code, summary = "hardware_unconfirmed", f"{f.summary} — {verdict.reason}"
+        else:
+            code, summary = f.code, f.summary
+        if ran or plan.over_budget:
+            steps = ", ".join(
+                f"{TITLES[t.step]} ({t.outcome.value.replace('_', ' ')})" for t in ran
+            )
+            said = f"tried: {steps}" if steps else "no fix tried"
+            budget = f"; {plan.reason}" if plan.over_budget else ""
+            summary = f"{summary} (remote fixes {said}{budget})"
+        if code != f.code:
+            evidence["original_code"] = f.code
+        return Assessed(replace(f, code=code, summary=summary, evidence=evidence), a.verdict)
+
+    def _request_text(
+        self,
+        counter: CounterConfig,
+        f: Finding,
+        inc: Incident | None,
+        verdict: GateVerdict,
+        tried: list[Attempt],
+        now: datetime,
+    ) -> str:
+        api = self.store.observations(counter.serial, "api", limit=20)
+        device: dict[str, Any] = {}
+        for obs in api:
+            for key in ("serial", "model", "firmware"):
+                if obs.data.get(key) and key not in device:
+                    device[key] = obs.data[key]
+        ssh = self.store.observations(counter.serial, "ssh", limit=1)
+        readings = f.evidence if "camera_present" in f.evidence else (ssh[0].data if ssh else {})
+        history = [
+            (i.opened_at, f"{i.summary} ({i.state})")
+            for i in self.store.incidents()
+            if i.subject == counter.serial and (inc is None or i.id != inc.id)
+        ]
+        good = [s for s in self.store.slots(counter.serial, now - timedelta(days=7)) if s.total]
+        last = (good[-1].start, good[-1].count_in, good[-1].count_out) if good else None
+        site = self.fixer.config.site(counter.site)
+        return compose_request(
+            RequestFacts(
+                serial=counter.serial,
+                name=counter.name,
+                site=f"{site.code} ({site.name})",
+                first_seen=inc.opened_at if inc is not None else f.at,
+                verdict=verdict,
+                device=device,
+                readings=readings,
+                history=history[-10:],
+                attempts=tried,
+                last_good=last,
+            )
+        )
+
+    def post_requests(self, now: datetime) -> None:
+        """Post each requested RMA's full request on its ticket once the ticket exists."""
+        if self.post is None:
+            return
+        for rma in self.fixer.rmas.all(open_only=True):
+            text = rma.data.get("evidence", {}).get("rma_request")
+            if not text or self.fixer.rmas.done(rma.id, "request_message"):
+                continue
+            key = rma.ticket_key or next(
+                (
+                    i.ticket_key
+                    for i in self.store.incidents()
+                    if i.subject == rma.counter and i.ticket_key and i.opened_at >= rma.opened_at
+                ),
+                None,
+            )
+            if key is None:
+                continue
+            with self.store.transaction():
+                self.post(key, text, rma.incident_id, now)
+                self.fixer.rmas.mark_done(rma.id, "request_message", now, {"ticket": key}, "agent")
+
+    def _request(
+        self,
+        counter: CounterConfig,
+        f: Finding,
+        inc: Incident | None,
+        reason: str,
+        evidence: dict[str, object],
+        now: datetime,
+    ) -> None:
+        rmas = self.fixer.rmas
+        rma, created = rmas.start(
+            counter.serial,
+            site=counter.site,
+            actor="agent",
+            reason=reason,
+            at=now,
+            incident_id=inc.id if inc is not None else None,
+            data={"finding": f.to_json(), "evidence": evidence},
+        )
+        if rma.state in (State.CANDIDATE, State.REMEDIATING):
+            rmas.advance(
+                rma.id,
+                State.REQUESTED,
+                actor="agent",
+                at=now,
+                reason=f"every safe fix tried; {reason}",
+            )
+        if created:
+            log.warning("RMA %s requested for %s: %s", rma.id, counter.serial, reason)
+
+    def _repeat_offender(self, counter: CounterConfig, now: datetime) -> None:
+        if not self.fixer.repeat_offender(counter.serial):
+            return
+        n = len(heals(self.fixer.rmas.attempts(counter.serial), self.fixer.budget(), now))
+        days = self.fixer.budget().repeat_window_days
+        self.fixer.rmas.start(
+            counter.serial,
+            site=counter.site,
+            actor="agent",
+            at=now,
+            reason=f"repeat offender: healed {n} times in {days:g} days",
+        )

@@ -1,0 +1,342 @@
+"""The RMA road's actions: start, advance, rescue a unit's data, verify its replacement.
+
+``rma/workflow.py`` says which moves are allowed; ``agent/rmas.py`` remembers; this module does
+what each step needs on the outside, resumably. Each outside effect is a named step recorded in
+``rma_steps`` when done, so a run killed halfway and started again skips what already happened:
+the rescue's CSV is not attached twice, a closing message is not posted twice, a host key is
+not re-pinned once pinned.
+
+The rescue pulls every count slot the counter still holds from its local API (up to the 7 days
+it keeps) into the agent's store, checks them against the slot ledger, writes the CSV into the
+state directory and attaches it to the RMA ticket with exactly which slots are lost. Verifying a
+replacement checks that the new unit answers and reports the new serial, pins its SSH host key
+deliberately, sees counts flow for ``[remediation] rma_counts_verify_hours``, captures a new
+reference image, links the old serial to the new one and moves the configuration over, then
+posts the closing message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.config import CounterConfig
+from agent.delivery.outbox import crashpoint
+from agent.probes.ssh import SshTarget, enroll, pinned_fingerprint
+from agent.rmas import Rma, RmaError, Rmas
+from agent.runner import SLOT_MINUTES, Runner
+from diagnostics.model import ProbeError
+from rma import rescue as rescue_judge
+from rma.workflow import State
+
+log = logging.getLogger(__name__)
+
+RESCUE_DAYS = 7  # what a counter keeps locally (DESIGN.md §3)
+
+
+@dataclass
+class VerifyResult:
+    rma_id: int
+    new_serial: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    verified: bool = False
+    waiting: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rma": self.rma_id,
+            "new_serial": self.new_serial,
+            "verified": self.verified,
+            "waiting": self.waiting,
+            "checks": self.checks,
+        }
+
+
+class RmaFlow:
+    """The workflow's hands, over the runner's parts (client, store, outbox, sinks)."""
+
+    def __init__(self, runner: Runner, config_path: Path | None = None) -> None:
+        self.runner = runner
+        self.config = runner.config
+        self.store = runner.store
+        self.rmas = Rmas(runner.store)
+        self.clock = runner.clock
+        self.config_path = config_path
+        self.state_dir = Path(self.config.agent.state_dir)
+
+    # -- start and advance ----------------------------------------------------------------------
+
+    def start(
+        self, serial: str, *, actor: str, reason: str, reports: dict[str, str] | None = None
+    ) -> tuple[Rma, bool]:
+        """The counter's open RMA or a new candidate; ``reports`` are what a person on site
+        saw (``{"led": "red"}``), which the evidence gate weighs from the next cycle on."""
+        counter = self._counter(serial)
+        inc = next((i for i in self.store.incidents(open_only=True) if i.subject == serial), None)
+        found, created = self.rmas.start(
+            serial,
+            site=counter.site,
+            actor=actor,
+            reason=reason,
+            at=self.clock.now(),
+            incident_id=inc.id if inc else None,
+            data={"reports": reports or {}},
+        )
+        if reports and not created:
+            merged = {**found.data.get("reports", {}), **reports}
+            found = self.rmas.update(found.id, at=self.clock.now(), data={"reports": merged})
+        return found, created
+
+    def advance(self, rma_id: int, state: str, *, actor: str, note: str) -> Rma:
+        """Move on; before "shipped" the unit's data is rescued first if nobody did yet."""
+        if state == State.SHIPPED.value and not self.rmas.done(rma_id, "rescue"):
+            rma = self.rmas.get(rma_id)
+            if rma.state is State.APPROVED:
+                self.rescue(rma_id, actor=actor)
+        return self.rmas.advance(rma_id, state, actor=actor, reason=note, at=self.clock.now())
+
+    def ticket_key(self, rma: Rma) -> str | None:
+        if rma.ticket_key:
+            return rma.ticket_key
+        if rma.incident_id is not None:
+            inc = self.store.incident(rma.incident_id)
+            if inc is not None and inc.ticket_key:
+                return inc.ticket_key
+        # the ladder opens the RMA in the cycle that files the ticket, before the incident
+        # exists: the counter's incident filed since is the RMA's ticket
+        filed = [
+            i
+            for i in self.store.incidents()
+            if i.subject == rma.counter and i.ticket_key and i.opened_at >= rma.opened_at
+        ]
+        if not filed:
+            return None
+        key = filed[0].ticket_key
+        self.rmas.update(rma.id, at=self.clock.now(), ticket_key=key)
+        return key
+
+    # -- rescue -------------------------------------------------------------------------------
+
+    def rescue(self, rma_id: int, *, actor: str) -> dict[str, Any]:
+        """Pull what the unit still holds, judge it against the ledger, attach the CSV."""
+        rma = self.rmas.get(rma_id)
+        done = self.rmas.step_result(rma_id, "rescue")
+        if done is not None:
+            return done
+        counter = self._counter(rma.counter)
+        now = self.clock.now()
+        start = now - timedelta(days=RESCUE_DAYS)
+        notes: list[str] = []
+        sources: list[str] = []
+        before = self.store.slot_starts(counter.serial, start)
+        client = self.runner._ladder_client(counter)
+        try:
+            reply = client.counts(start, now, time.monotonic() + 120.0)
+        except ProbeError as exc:
+            notes.append(f"local API: {exc}")
+        else:
+            slots = [s for s in reply.slots if s.start < now]
+            self.store.add_slots(slots, now)
+            sources.append(f"local API ({len(slots)} slots)")
+        if counter.ssh is not None:
+            notes.append(
+                "SSH: the device exposes no count export over SSH; nothing more to pull there"
+            )
+        crashpoint("rma.rescue.pulled")
+        held = self.store.slot_starts(counter.serial, start)
+        report = rescue_judge.judge(
+            counter.serial,
+            held,
+            start=start,
+            end=now,
+            minutes=SLOT_MINUTES,
+            recovered=len(held - before),
+            sources=sources,
+            notes=notes,
+        )
+        slots = self.store.slots(counter.serial, start, now)
+        csv_text = rescue_judge.to_csv(slots)
+        folder = self.state_dir / "rma" / str(rma_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{counter.serial}-rescued-counts.csv"
+        (folder / name).write_text(csv_text, encoding="utf-8")
+        result = {**report.to_json(), "csv": str(folder / name)}
+        key = self.ticket_key(rma)
+        crashpoint("rma.rescue.written")
+        with self.store.transaction():  # the attachment and "done" together, or neither
+            if key is not None:
+                self.runner.tickets.outbox.enqueue_message(
+                    self.runner.sinks,
+                    key,
+                    author="ffc-agent",
+                    body=f"Data rescued before the unit is returned: {report.summary()}",
+                    at=now,
+                    incident_id=rma.incident_id,
+                    attachments={name: csv_text.encode()},
+                    now=now,
+                )
+                result["attached_to"] = key
+            self.rmas.mark_done(rma_id, "rescue", now, result, actor)
+            self.rmas.update(rma_id, at=now, data={"rescue": result})
+        return result
+
+    # -- verify the replacement -----------------------------------------------------------------
+
+    def verify_replacement(self, rma_id: int, new_serial: str, *, actor: str) -> VerifyResult:
+        rma = self.rmas.get(rma_id)
+        out = VerifyResult(rma_id, new_serial)
+        if rma.state is State.VERIFIED and rma.new_serial == new_serial:
+            # verified before, perhaps killed before the closing message: finish only that
+            self._closing_message(rma_id, new_serial, self.clock.now())
+            out.checks.append({"check": "closing", "ok": True, "detail": "closing message queued"})
+            out.verified = True
+            return out
+        if rma.state is State.SHIPPED:
+            rma = self.advance(rma_id, "replaced", actor=actor, note=f"replacement {new_serial}")
+        if rma.state is not State.REPLACED:
+            raise RmaError(
+                f"RMA {rma_id} is {rma.state.value}: a replacement is verified once the faulty "
+                "unit has shipped"
+            )
+        counter = self._counter(rma.counter) if rma.new_serial is None else self._moved(rma)
+        now = self.clock.now()
+        self.rmas.update(rma_id, at=now, new_serial=new_serial)
+
+        def check(name: str, ok: bool, detail: str) -> bool:
+            out.checks.append({"check": name, "ok": ok, "detail": detail})
+            if ok:
+                self.rmas.mark_done(rma_id, f"verify.{name}", now, {"detail": detail}, actor)
+            return ok
+
+        client = self.runner._ladder_client(counter)
+        try:
+            reply = client.counts(now - timedelta(hours=1), now, time.monotonic() + 30.0)
+        except ProbeError as exc:
+            check("answers", False, f"the new unit does not answer: {exc}")
+            return out
+        check("answers", True, "the new unit answers its API")
+        reported = reply.serial or ""
+        if not check(
+            "serial",
+            reported == new_serial,
+            f"it reports serial {reported or 'nothing'} (expected {new_serial})",
+        ):
+            return out
+        target = SshTarget.for_counter(counter)
+        if target is not None and not self.rmas.done(rma_id, "verify.enrolled"):
+            known = self.state_dir / "known_hosts"
+            old = pinned_fingerprint(target, known)
+            try:
+                new = enroll(target, known, timeout=self.config.agent.probe_timeout_seconds)
+            except ProbeError as exc:
+                check("enrolled", False, f"SSH host key not pinned: {exc.message}")
+                return out
+            self.store.audit(now, actor, "ssh.enroll", new_serial, {"old": old, "new": new})
+            check("enrolled", True, f"SSH host key pinned deliberately: {new}")
+            crashpoint("rma.verify.enrolled")
+        if not self.rmas.done(rma_id, "verify.reference"):
+            try:
+                image = client.snapshot(time.monotonic() + 30.0)
+            except ProbeError as exc:
+                check("reference", False, f"no new reference image: {exc}")
+                return out
+            refs = self.state_dir / "references"
+            refs.mkdir(parents=True, exist_ok=True)
+            path = refs / f"{new_serial}.reference.jpg"
+            path.write_bytes(image)
+            check("reference", True, f"new reference image captured: {path}")
+        if not self.rmas.done(rma_id, "verify.config"):
+            self.rmas.link_serial(rma.counter, new_serial, rma_id, now)
+            check("config", True, self._move_config(rma.counter, new_serial))
+        hours = self.config.remediation.rma_counts_verify_hours
+        since = self._replaced_at(rma_id)
+        flowing = sorted(self.store.slot_starts(counter.serial, since)) + sorted(
+            self.store.slot_starts(new_serial, since)
+        )
+        if reply.slots:
+            self.store.add_slots([s for s in reply.slots if s.start < now], now)
+        span = (now - since).total_seconds() / 3600
+        if span < hours:
+            out.waiting = (
+                f"counts must flow for {hours:g} h after the replacement; {span:.1f} h so far: "
+                f"run `ffc-agent rma verify-replacement {rma_id} --serial {new_serial}` again later"
+            )
+            check("counts", False, out.waiting)
+            return out
+        if not reply.slots and not flowing:
+            check("counts", False, "no counts have arrived from the new unit")
+            return out
+        check("counts", True, f"counts flowed for {span:.1f} h")
+        self.rmas.mark_done(rma_id, "verify_replacement", now, {"serial": new_serial}, actor)
+        crashpoint("rma.verify.checked")
+        self.advance(rma_id, "verified", actor=actor, note=f"replacement {new_serial} verified")
+        crashpoint("rma.verify.advanced")
+        self._closing_message(rma_id, new_serial, now)
+        out.verified = True
+        return out
+
+    def _closing_message(self, rma_id: int, new_serial: str, now: datetime) -> None:
+        if self.rmas.done(rma_id, "closing_message"):
+            return
+        rma = self.rmas.get(rma_id)
+        rescued = self.rmas.step_result(rma_id, "rescue") or {}
+        summary = rescued.get("summary", "no data rescue was recorded")
+        body = (
+            f"The replacement unit {new_serial} for {rma.counter} is installed and verified: it "
+            f"answers, reports its serial, its SSH host key is pinned and counts flow again. "
+            f"Data from the returned unit: {summary}"
+        )
+        key = self.ticket_key(rma)
+        with self.store.transaction():
+            if key is not None:
+                self.runner.tickets.outbox.enqueue_message(
+                    self.runner.sinks,
+                    key,
+                    author="ffc-agent",
+                    body=body,
+                    at=now,
+                    incident_id=rma.incident_id,
+                    now=now,
+                )
+            self.rmas.mark_done(rma_id, "closing_message", now, {"ticket": key}, "agent")
+
+    def _replaced_at(self, rma_id: int) -> datetime:
+        for move in reversed(self.rmas.moves(rma_id)):
+            if move.to_state is State.REPLACED:
+                return move.at
+        return self.clock.now()
+
+    def _moved(self, rma: Rma) -> CounterConfig:
+        """The counter's config, under its old serial or (after a move) the new one."""
+        for serial in (rma.new_serial, rma.counter):
+            if serial:
+                try:
+                    return self.config.counter(serial)
+                except KeyError:
+                    continue
+        raise RmaError(f"counter {rma.counter} is not in the configuration")
+
+    def _move_config(self, old: str, new: str) -> str:
+        """Rewrite ``serial = "OLD"`` to the new serial in the config file, keeping a backup."""
+        path = self.config_path
+        if path is None or not path.exists():
+            return f'linked {old} → {new}; set serial = "{new}" in the configuration by hand'
+        text = path.read_text(encoding="utf-8")
+        pattern = re.compile(rf'^(\s*serial\s*=\s*)"{re.escape(old)}"', re.M)
+        if len(pattern.findall(text)) != 1:
+            return f'linked {old} → {new}; set serial = "{new}" in {path} by hand'
+        backup = path.with_name(path.name + f".before-{new}")
+        backup.write_text(text, encoding="utf-8")
+        path.write_text(pattern.sub(rf'\g<1>"{new}"', text), encoding="utf-8")
+        return f"configuration moved from {old} to {new} in {path} (backup {backup.name})"
+
+    def _counter(self, serial: str) -> CounterConfig:
+        try:
+            return self.config.counter(serial)
+        except KeyError:
+            raise RmaError(f"no counter {serial!r} in the configuration") from None

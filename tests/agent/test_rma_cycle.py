@@ -1,0 +1,191 @@
+"""The ladder and the evidence gate inside a real cycle: simulator, real sshd, the local sink."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from datetime import UTC, datetime
+
+import pytest
+
+from agent.app import make_runner
+from agent.config import load_config
+from agent.probes.ssh import SshTarget, enroll
+from agent.rmas import Rmas
+from agent.store import Store
+from simulator import FakeClock, Fleet, SimCounter, SimSite
+from simulator.shell import RESTART, DeviceState
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+WEEK = {d: "09:00-20:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+@pytest.fixture
+def world(tmp_path, sshd):
+    clock = FakeClock(NOW)
+    fleet = Fleet(
+        [SimSite("LDN01", "London", "Europe/London", WEEK)],
+        [SimCounter("FFC1", "Main door", "LDN01", base_rate=150.0)],
+        seed=3,
+        clock=clock,
+    )
+    with fleet:
+        fleet.start()
+        refs = tmp_path / "refs"
+        fleet.write_references(refs)
+        text = fleet.agent_config_toml(
+            tmp_path / "state",
+            refs,
+            probe_timeout_seconds=3,
+            agent={"confirm_checks": 1, "ssh_seconds": 0},
+        )
+        text = text.replace(
+            "[[sinks]]",
+            f'[counters.ssh]\nuser = "{sshd.user}"\nkey_file = "{sshd.client_key}"\n'
+            f"port = {sshd.port}\n\n[[sinks]]",
+        )
+        path = tmp_path / "agent.toml"
+        path.write_text(text + "\n[remediation]\nrecheck_seconds = 0\n")
+        config = load_config(path)
+        target = SshTarget.for_counter(config.counter("FFC1"))
+        assert target is not None
+        config.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        enroll(target, config.agent.state_dir / "known_hosts")
+        with Store.open(config.agent.state_dir) as store:
+            yield clock, fleet, config, store, sshd
+
+
+def ffc1_tickets(result):
+    return [t for t in result.tickets if t.counters == ["FFC1"]]
+
+
+def test_a_service_the_restart_heals_files_no_ticket(world):
+    clock, _fleet, config, store, sshd = world
+    sshd.write_state(service="failed")
+    result = make_runner(config, store, clock=clock).run_cycle()
+    assert ffc1_tickets(result) == []
+    assert DeviceState.read(sshd.state_file).fixes == [RESTART]
+    # healed in the cycle that saw it: no incident stays open, the repair is on record
+    assert [i for i in store.incidents(open_only=True) if i.subject == "FFC1"] == []
+    [attempt] = Rmas(store).attempts("FFC1")
+    assert attempt.outcome.value == "healed" and attempt.step.value == "restart_service"
+    health = next(a for a in result.assessed if a.finding.check_id == "counter.device.health")
+    assert health.finding.code == "healed"
+
+
+def test_an_incident_the_ladder_heals_closes_with_a_note(world):
+    clock, _fleet, config, store, sshd = world
+    config = config.model_copy(
+        update={"agent": config.agent.model_copy(update={"confirm_checks": 2})}
+    )
+    sshd.write_state(service="failed")
+    runner = make_runner(config, store, clock=clock)
+    runner.run_cycle()  # first sighting: suspected, the device is not touched
+    assert DeviceState.read(sshd.state_file).fixes == []
+    result = runner.run_cycle()
+    assert ffc1_tickets(result) == []
+    assert DeviceState.read(sshd.state_file).fixes == [RESTART]
+    [inc] = [i for i in store.incidents() if i.subject == "FFC1"]
+    assert inc.state == "resolved" and inc.ticket_key is None
+    assert "healed by the remediation ladder" in store.transitions(inc.id)[-1]["reason"]
+
+
+def test_camera_missing_with_a_clear_view_and_normal_counts_is_no_rma(world):
+    clock, _fleet, config, store, sshd = world
+    sshd.write_state(camera=False)
+    result = make_runner(config, store, clock=clock).run_cycle()
+    [ticket] = ffc1_tickets(result)
+    assert "RMA" not in ticket.subject and ticket.category == "Technical Issue"
+    assert Rmas(store).all() == []
+    health = next(a for a in result.assessed if a.finding.check_id == "counter.device.health")
+    assert health.finding.code == "hardware_unconfirmed"
+    assert "probe problem" in health.finding.summary
+
+
+def test_camera_missing_with_a_covered_view_is_an_rma_request(world):
+    clock, fleet, config, store, sshd = world
+    sshd.write_state(camera=False)
+    fleet.set_fault("FFC1", "covered")
+    result = make_runner(config, store, clock=clock).run_cycle()
+    [ticket] = ffc1_tickets(result)
+    assert ticket.subject.startswith("RMA request")
+    [rma] = Rmas(store).all()
+    assert rma.counter == "FFC1" and rma.state.value == "requested"
+    assert "camera not present" in rma.reason
+    # the full request follows on the ticket, once: what FootfallCam needs to approve it
+    [body] = [
+        json.loads(r[0])["body"]
+        for r in store._db.execute("SELECT payload FROM outbox WHERE kind = 'message'")
+    ]
+    assert body.startswith("RMA request for counter FFC1 (Main door) at site LDN01")
+    for part in (
+        "firmware:",
+        "camera not present",
+        "reboot the counter (SSH): not healed",
+        "Last good count: 20",
+        "SoC temperature: 52.1 °C",
+        "What colour is the counter's LED",
+    ):
+        assert part in body, part
+    # the ticket's bundle lists the fixes tried (no more "No remediation was tried")
+    [bundle] = (config.agent.state_dir / "tickets").rglob("ffc-bundle-*.tar.gz")
+    with tarfile.open(bundle) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("report.html"))
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        report = extracted.read().decode()
+    assert "No remediation was tried" not in report
+    assert "reboot the counter (SSH) (agent)" in report
+
+
+def test_a_spent_reboot_budget_is_said_in_the_ticket(world):
+    from datetime import timedelta
+
+    from rma.ladder import Attempt, Outcome, Step
+
+    clock, _fleet, config, store, sshd = world
+    for hours in (2, 5):  # two reboots today already, in earlier incidents
+        Rmas(store).record_attempt(
+            Attempt("FFC1", Step.REBOOT, NOW - timedelta(hours=hours), Outcome.HEALED)
+        )
+    sshd.write_state(service="failed", wedged=True)
+    result = make_runner(config, store, clock=clock).run_cycle()
+    assert DeviceState.read(sshd.state_file).fixes == [RESTART]  # no third reboot
+    [ticket] = ffc1_tickets(result)
+    text = json.dumps(ticket.to_json())
+    assert "repair budget spent for today" in text and "2 a day" in text
+
+
+def test_a_counter_healed_three_times_in_two_weeks_becomes_an_rma_candidate(world):
+    from datetime import timedelta
+
+    from rma.ladder import Attempt, Outcome, Step
+
+    clock, _fleet, config, store, sshd = world
+    for days in (3, 9):
+        Rmas(store).record_attempt(
+            Attempt("FFC1", Step.RESTART_SERVICE, NOW - timedelta(days=days), Outcome.HEALED)
+        )
+    sshd.write_state(service="failed")
+    result = make_runner(config, store, clock=clock).run_cycle()
+    assert ffc1_tickets(result) == []  # healed again, and up
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "candidate" and "repeat offender: healed 3 times" in rma.reason
+
+
+def test_a_red_led_reported_on_site_tips_a_doubtful_fault_into_an_rma(world):
+    from agent.rma_flow import RmaFlow
+
+    clock, _fleet, config, store, sshd = world
+    runner = make_runner(config, store, clock=clock)
+    RmaFlow(runner).start("FFC1", actor="alice", reason="store says red", reports={"led": "red"})
+    sshd.write_state(camera=False)  # with a clear view: alone it would not be an RMA
+    result = runner.run_cycle()
+    [ticket] = ffc1_tickets(result)
+    assert ticket.subject.startswith("RMA request")
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "requested"
+    moves = Rmas(store).moves(rma.id)
+    assert "red LED" in moves[-1].reason and moves[0].actor == "alice"

@@ -1,0 +1,204 @@
+"""The RMA road end to end by hand: a cycle requests the RMA, then `ffc-agent rma …` walks it.
+
+The simulator's counters serve their 7 days of history; a real sshd stands in for the device
+shell. The simulator runs on a fake clock set to the real time, because the commands read the
+system clock (only the clock is faked, and only for the simulated world).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from agent.app import make_runner
+from agent.cli import cli
+from agent.config import load_config
+from agent.delivery.outbox import Outbox  # noqa: F401 - the outbox table is what we read
+from agent.probes.ssh import SshTarget, enroll
+from agent.rma_flow import RmaFlow
+from agent.rmas import Rmas
+from agent.store import Store
+from simulator import FakeClock, Fleet, SimCounter, SimSite
+
+pytestmark = pytest.mark.integration
+
+WEEK = {d: "00:00-24:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def floor15(at: datetime) -> datetime:
+    return at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
+
+
+@pytest.fixture
+def road(tmp_path, sshd):
+    now = floor15(datetime.now(UTC))
+    clock = FakeClock(now)
+    fleet = Fleet(
+        [SimSite("LDN01", "London", "Europe/London", WEEK)],
+        [
+            SimCounter("FFC1", "Main door", "LDN01", base_rate=150.0),
+            SimCounter("NEW1", "Spare", "LDN01", base_rate=150.0),
+        ],
+        seed=3,
+        clock=clock,
+    )
+    with fleet:
+        fleet.start()
+        # a known hole: the counter was off for an hour two days ago
+        hole = now - timedelta(days=2)
+        clock.set(hole + timedelta(hours=1))
+        fleet.set_fault("FFC1", "offline", since=hole)
+        fleet.clear_fault("FFC1", "offline")
+        clock.set(now)
+        fleet.refresh()
+        refs = tmp_path / "refs"
+        fleet.write_references(refs)
+        text = fleet.agent_config_toml(
+            tmp_path / "state",
+            refs,
+            probe_timeout_seconds=3,
+            agent={"confirm_checks": 1, "ssh_seconds": 0},
+        )
+        ssh = (
+            f'[counters.ssh]\nuser = "{sshd.user}"\nkey_file = "{sshd.client_key}"\n'
+            f"port = {sshd.port}\n\n"
+        )
+        # NEW1 is the spare in FootfallCam's stock, not one of the agent's counters
+        first, second = text.split('serial = "NEW1"')
+        head = first.rpartition("[[counters]]")[0]
+        text = head + ssh + "[[sinks]]" + second.partition("[[sinks]]")[2]
+        path = tmp_path / "agent.toml"
+        path.write_text(
+            text + "\n[remediation]\nrecheck_seconds = 0\nrma_counts_verify_hours = 0\n"
+        )
+        config = load_config(path)
+        target = SshTarget.for_counter(config.counter("FFC1"))
+        assert target is not None
+        config.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        enroll(target, config.agent.state_dir / "known_hosts")
+        yield clock, fleet, path, sshd, hole
+
+
+def rma_cli(path, *args):
+    result = CliRunner().invoke(cli, ["rma", *args, "--config", str(path), "--json"])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def messages(path, key):
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        rows = store._db.execute(
+            "SELECT payload FROM outbox WHERE key = ? AND kind = 'message'", (key,)
+        ).fetchall()
+    return [json.loads(r[0])["body"] for r in rows]
+
+
+def test_rma_requested_rescued_shipped_replaced_verified(road):
+    clock, fleet, path, sshd, hole = road
+    sshd.write_state(camera=False)
+    fleet.set_fault("FFC1", "covered")
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        make_runner(config, store, clock=clock).run_cycle()
+    code, stdout, _ = rma_cli(path, "list")
+    [listed] = json.loads(stdout)
+    rma_id = listed["id"]
+    assert listed["state"] == "requested" and listed["counter"] == "FFC1"
+
+    code, _, stderr = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "too soon")
+    assert code == 1 and "cannot move to shipped (allowed: approved, cancelled, rejected)" in stderr
+    code, _, _ = rma_cli(path, "advance", str(rma_id), "approved", "--note", "RMA-4711 approved")
+    assert code == 0
+    # shipping runs the rescue first: the returned unit's data would be lost
+    code, stdout, _ = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "DHL 123")
+    assert code == 0 and json.loads(stdout)["state"] == "shipped"
+    code, stdout, _ = rma_cli(path, "rescue", str(rma_id))  # by hand: already done
+    assert code == 0
+    rescued = json.loads(stdout)
+    [gap] = [h for h in rescued["holes"] if h["start"] == hole.isoformat()]
+    assert gap["slots"] == 4 and gap["end"] == (hole + timedelta(hours=1)).isoformat()
+    assert rescued["held"] > 600 and "could not be recovered" in rescued["summary"]
+    with open(rescued["csv"]) as fh:
+        csv_lines = fh.read().splitlines()
+    assert csv_lines[0] == "timestamp,counter,in,out" and len(csv_lines) == rescued["held"] + 1
+    key = rescued["attached_to"]
+    assert len([m for m in messages(path, key) if m.startswith("Data rescued")]) == 1
+    # the replacement answers at the old unit's address: point FFC1's port at NEW1's server
+    text = path.read_text()
+    text = text.replace(f"port = {fleet.port('FFC1')}", f"port = {fleet.port('NEW1')}")
+    path.write_text(text)
+    code, stdout, _ = rma_cli(path, "verify-replacement", str(rma_id), "--serial", "WRONG")
+    assert code == 1
+    checks = {c["check"]: c["ok"] for c in json.loads(stdout)["checks"]}
+    assert checks == {"answers": True, "serial": False}
+    code, stdout, _ = rma_cli(path, "verify-replacement", str(rma_id), "--serial", "NEW1")
+    assert code == 0, stdout
+    result = json.loads(stdout)
+    assert result["verified"]
+    assert {c["check"] for c in result["checks"]} >= {"answers", "serial", "enrolled", "reference"}
+    assert 'serial = "NEW1"' in path.read_text()  # the configuration moved
+    [closing] = [m for m in messages(path, key) if m.startswith("The replacement unit NEW1")]
+    assert "4 slots could not be recovered" in closing or "could not be recovered" in closing
+
+    code, stdout, _ = rma_cli(path, "show", str(rma_id))
+    shown = json.loads(stdout)
+    assert [m["to"] for m in shown["moves"]] == [
+        "candidate",
+        "requested",
+        "approved",
+        "shipped",
+        "replaced",
+        "verified",
+    ]
+    assert all(m["actor"] for m in shown["moves"])
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        assert Rmas(store).predecessors("NEW1") == ["FFC1"]
+        # verified twice (a rerun): the closing message is not posted again
+        flow = RmaFlow(make_runner(config, store, clock=clock), path)
+        flow._closing_message(rma_id, "NEW1", clock.now())
+    assert len([m for m in messages(path, key) if m.startswith("The replacement")]) == 1
+
+
+def killed(path, crash_at: str, *args: str) -> int:
+    """Run `ffc-agent rma …` in its own process, killed (SIGKILL) at ``crash_at``."""
+    env = {**os.environ, "FFC_AGENT_TEST_CRASH_AT": crash_at}
+    cmd = [sys.executable, "-m", "agent", "rma", *args, "--config", str(path), "--json"]
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=240, check=False).returncode
+
+
+def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
+    clock, fleet, path, sshd, _hole = road
+    sshd.write_state(camera=False)
+    fleet.set_fault("FFC1", "covered")
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        make_runner(config, store, clock=clock).run_cycle()
+    [listed] = json.loads(rma_cli(path, "list")[1])
+    rma_id = str(listed["id"])
+    assert rma_cli(path, "advance", rma_id, "approved", "--note", "ok")[0] == 0
+    for step in ("rma.rescue.pulled", "rma.rescue.written"):
+        assert killed(path, step, "rescue", rma_id) == -signal.SIGKILL, step
+    code, stdout, _ = rma_cli(path, "rescue", rma_id)
+    assert code == 0
+    key = json.loads(stdout)["attached_to"]
+    assert rma_cli(path, "advance", rma_id, "shipped", "--note", "DHL")[0] == 0
+    text = path.read_text()
+    path.write_text(text.replace(f"port = {fleet.port('FFC1')}", f"port = {fleet.port('NEW1')}"))
+    for step in ("rma.verify.enrolled", "rma.verify.checked", "rma.verify.advanced"):
+        rc = killed(path, step, "verify-replacement", rma_id, "--serial", "NEW1")
+        assert rc == -signal.SIGKILL, step
+    code, stdout, _ = rma_cli(path, "verify-replacement", rma_id, "--serial", "NEW1")
+    assert code == 0 and json.loads(stdout)["verified"], stdout
+    bodies = messages(path, key)
+    assert len([m for m in bodies if m.startswith("Data rescued")]) == 1
+    assert len([m for m in bodies if m.startswith("The replacement unit NEW1")]) == 1
+    moves = [m["to"] for m in json.loads(rma_cli(path, "show", rma_id)[1])["moves"]]
+    assert moves == ["candidate", "requested", "approved", "shipped", "replaced", "verified"]

@@ -1,0 +1,123 @@
+"""rma.gate: hardware-fault signatures, each cross-checked with the rest of the evidence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from diagnostics.model import Finding, Status
+from rma.gate import Evidence, is_hardware_code, judge
+
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def f(check: str, status: Status, code: str, **evidence: Any) -> Finding:
+    return Finding(check, status, code, code.replace("_", " "), NOW, "S1", "C1", evidence)
+
+
+CAMERA_GONE = f(
+    "counter.device.health",
+    Status.FAIL,
+    "hardware_fault",
+    camera_present=False,
+    temperature_c=55.0,
+    reboots_24h=1,
+    kernel_errors=[],
+)
+CLEAR = f("counter.liveview.blocked", Status.OK, "clear")
+COUNTING = f("counter.counts.stopped", Status.OK, "counting")
+ZEROS = f("counter.counts.stopped", Status.WARN, "zero_run")
+
+
+def test_camera_missing_confirmed_without_a_clear_view() -> None:
+    v = judge(Evidence((CAMERA_GONE, ZEROS)))
+    assert v.rma and [s.code for s in v.held] == ["camera_missing"]
+
+
+def test_camera_missing_contradicted_by_clear_view_and_normal_counts() -> None:
+    v = judge(Evidence((CAMERA_GONE, CLEAR, COUNTING)))
+    assert not v.rma
+    assert "probe problem" in v.reason
+    assert v.signatures[0].contradicted_by
+
+
+def test_no_signature_is_a_technical_issue() -> None:
+    down = f("counter.device.health", Status.FAIL, "counting_service_down", camera_present=True)
+    v = judge(Evidence((down,)))
+    assert not v.rma and not v.signatures
+
+
+def test_storage_errors_and_reboot_loop() -> None:
+    sick = f(
+        "counter.device.health",
+        Status.WARN,
+        "kernel_errors",
+        camera_present=True,
+        reboots_24h=9,
+        kernel_errors=[
+            "mmc0: Timeout waiting for hardware interrupt, error -110",
+            "EXT4-fs error (device mmcblk0p2): bad block",
+        ],
+    )
+    v = judge(Evidence((sick,)))
+    assert v.rma and {s.code for s in v.held} == {"storage_errors", "reboot_loop"}
+
+
+def test_overheating_needs_the_ladder_tried_first() -> None:
+    hot = f("counter.device.health", Status.FAIL, "overheating", temperature_c=88.0)
+    assert not judge(Evidence((hot,))).rma
+    assert judge(Evidence((hot,), ladder_exhausted=True)).rma
+
+
+def test_unreachable_with_link_and_power_after_every_fix() -> None:
+    off = f("counter.offline", Status.FAIL, "refused")
+    port = {"link": True, "power": True}
+    assert not judge(Evidence((off,))).rma  # no port facts: could be a cable
+    assert not judge(Evidence((off,), port=port)).rma  # not yet power-cycled
+    assert judge(Evidence((off,), port=port, ladder_exhausted=True)).rma
+    assert not judge(
+        Evidence((off,), port={"link": False, "power": True}, ladder_exhausted=True)
+    ).rma
+
+
+def test_red_led_and_counts_wrong_after_fixes_and_repeat_offender() -> None:
+    assert judge(Evidence((), reports={"led": "Red"})).rma
+    assert not judge(Evidence((ZEROS,))).rma
+    assert judge(Evidence((ZEROS,), ladder_exhausted=True)).rma
+    v = judge(Evidence((), repeat_offender=True, heals=3))
+    assert v.rma and "3 times" in v.reason
+
+
+def test_hardware_codes() -> None:
+    assert is_hardware_code("hardware_fault") and not is_hardware_code("zero_run")
+
+
+def test_the_rma_request_answers_support_before_it_asks() -> None:
+    from rma.ladder import Attempt, Outcome, Step
+    from rma.request import RequestFacts, compose_request
+
+    verdict = judge(Evidence((CAMERA_GONE, ZEROS)))
+    text = compose_request(
+        RequestFacts(
+            serial="C1",
+            name="Main door",
+            site="S1 (Store)",
+            first_seen=NOW,
+            verdict=verdict,
+            device={"model": "FC3D", "firmware": "4.2.1"},
+            readings={"temperature_c": 55.0, "uptime_s": 20},
+            attempts=(Attempt("C1", Step.REBOOT, NOW, Outcome.NOT_HEALED, "agent"),),
+            last_good=(NOW, 12, 10),
+        )
+    )
+    for part in (
+        "model: FC3D",
+        "firmware: 4.2.1",
+        "camera not present",
+        "reboot the counter",
+        "not healed",
+        "in 12, out 10",
+        "SoC temperature: 55.0 °C",
+        "physical damage",
+    ):
+        assert part in text, part
