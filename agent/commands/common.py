@@ -79,6 +79,11 @@ def _load(path: Path) -> Config:
     try:
         config = load_config(path)
     except ConfigError as exc:
+        if not path.exists():  # a first run: say where else the file can come from
+            exc.lines.append(
+                f"give the file with --config FILE or {CONFIG_ENV}=FILE "
+                f"(default {DEFAULT_CONFIG}); `ffc-agent config example` prints one to start from"
+            )
         _config_failed(exc)
     from agent.service.logs import setup_logging
     from rma.redact import Redactor
@@ -87,6 +92,11 @@ def _load(path: Path) -> Config:
     verbose = ((ctx.find_root().obj or {}) if ctx else {}).get("verbose", 0)
     setup_logging(verbose, redactor=Redactor(config.secret_values()))
     return config
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 site``, ``2 sites``."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def clock() -> Clock:
