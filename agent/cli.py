@@ -51,6 +51,10 @@ COMMANDS: Mapping[str, tuple[str, str]] = {
         "agent.commands.enroll:enroll_cmd",
         "Pin COUNTER's SSH host key, deliberately (first contact, or a replaced unit).",
     ),
+    "incidents": (
+        "agent.commands.incidents:incidents_cmd",
+        "List the incidents (open ones unless --all), with their ids and tickets.",
+    ),
     "remote": (
         "agent.commands.remote:remote",
         "Remote-access sessions with a counter over SSH: recorded and audited.",
