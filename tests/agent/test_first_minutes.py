@@ -219,3 +219,31 @@ def test_readme_commands_table_names_the_incidents_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "| `incidents [--all] [--json]` |" in readme
     assert "`config check [FILE] / config example`" in readme
+
+
+# --- wording
+
+
+def test_status_does_not_say_no_twice(config: Path) -> None:
+    from diagnostics.model import Observation, ProbeError, ProbeErrorCode
+
+    with App.open(load_config(config)) as app:
+        error = ProbeError(ProbeErrorCode.TIMEOUT, "no answer in time")
+        app.store.add_observation(Observation.failed("FFC0001", "api", NOW, error))
+    done = invoke("status", "--config", str(config))
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.stdout.split())
+    assert "no no" not in text
+    assert "no (last" in text and "no answer in" in text  # the cell wraps in a narrow table
+
+
+def test_silence_list_shows_minutes_not_microseconds(config: Path) -> None:
+    added = invoke(
+        "silence", "add", "FFC0001", "--for", "2h", "--reason", "refit", "--config", str(config)
+    )
+    assert added.exit_code == 0, added.output
+    done = invoke("silence", "list", "--config", str(config))
+    assert done.exit_code == 0, done.output
+    assert "FFC0001" in done.stdout
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d+", done.stdout)
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", done.stdout)
