@@ -152,8 +152,9 @@ def test_simulate_then_check_as_a_nagios_plugin(tmp_path):
     assert [(f["counter"], f["code"], f["verdict"]) for f in refused] == [
         ("FFC0002", "refused", "genuine")
     ]
-    # every counter, the site (None) and the gateway itself are judged
-    assert {f["counter"] for f in findings} == {"FFC0001", "FFC0002", "FFC0003", None, "gateway"}
+    # every counter, the site (None), the gateway itself and the agent (its outbox) are judged
+    expected = {"FFC0001", "FFC0002", "FFC0003", None, "gateway", "agent"}
+    assert {f["counter"] for f in findings} == expected
     assert human.returncode == 2
     # the worst problem leads the one-line summary (the gateway's own clock may add a warning)
     assert human.stdout.startswith("FFC-AGENT CRITICAL - FFC0002 refused")
