@@ -115,7 +115,8 @@ class LazyGroup(click.Group):
         rows = []
         for name in names:
             if name in self.lazy:
-                text = click.utils.make_default_short_help(self.lazy[name][1], limit)
+                # the way click shortens a command's own help (its helper is deprecated in 8.5)
+                text = click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)
             else:
                 command = self.commands[name]
                 if command.hidden:
