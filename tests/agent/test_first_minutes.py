@@ -247,3 +247,24 @@ def test_silence_list_shows_minutes_not_microseconds(config: Path) -> None:
     assert "FFC0001" in done.stdout
     assert not re.search(r"\d\d:\d\d:\d\d\.\d+", done.stdout)
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", done.stdout)
+
+
+@pytest.mark.integration
+def test_simulate_counts_in_words_and_removes_its_reference_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import tempfile
+    import threading
+
+    from simulator import run_standalone
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stop = threading.Event()
+    stop.set()  # serve, print, and stop at once
+    config = io.StringIO()
+    assert run_standalone(counters=1, out=config, stop=stop) == 0
+    assert "simulating 1 counter on 127.0.0.1" in capsys.readouterr().err
+    refs = re.search(r'reference_image = "([^"]+)"', config.getvalue())
+    assert refs and Path(refs.group(1)).parent.parent == tmp_path
+    assert list(tmp_path.iterdir()) == []  # the ffc-sim-refs-* folder went with the fleet
