@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +52,10 @@ COMMANDS: Mapping[str, tuple[str, str]] = {
     "enroll": (
         "agent.commands.enroll:enroll_cmd",
         "Pin COUNTER's SSH host key, deliberately (first contact, or a replaced unit).",
+    ),
+    "incidents": (
+        "agent.commands.incidents:incidents_cmd",
+        "List the incidents (open ones unless --all), with their ids and tickets.",
     ),
     "remote": (
         "agent.commands.remote:remote",
@@ -116,7 +121,8 @@ class LazyGroup(click.Group):
         rows = []
         for name in names:
             if name in self.lazy:
-                text = click.utils.make_default_short_help(self.lazy[name][1], limit)
+                # the way click shortens a command's own help (its helper is deprecated in 8.5)
+                text = click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)
             else:
                 command = self.commands[name]
                 if command.hidden:
@@ -130,18 +136,21 @@ class LazyGroup(click.Group):
         """The commands' one error boundary for the state database: a damaged, foreign or full
         store is one line on stderr and a non-zero exit (65 for a schema this agent does not
         know, 1 otherwise), never a traceback."""
-        import sqlite3
-
-        from agent.store import StoreError
-
         try:
             return super().invoke(ctx)
-        except StoreError as exc:
-            click.echo(f"ffc-agent: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except sqlite3.Error as exc:  # damage found past the open-time check, a lock held
-            click.echo(f"ffc-agent: the state database failed: {exc}", err=True)
-            ctx.exit(1)
+        except Exception as exc:
+            # only a command that opened the store can raise its errors: nothing is imported
+            # here for the ones that did not (a `--help` stays light)
+            store = sys.modules.get("agent.store")
+            sqlite3 = sys.modules.get("sqlite3")
+            if store is not None and isinstance(exc, store.StoreError):
+                click.echo(f"ffc-agent: {exc}", err=True)
+                ctx.exit(exc.exit_code)
+            if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+                # damage found past the open-time check, a lock held
+                click.echo(f"ffc-agent: the state database failed: {exc}", err=True)
+                ctx.exit(1)
+            raise
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -152,7 +152,31 @@ def run_standalone(
     fleet = Fleet(sites, made, seed=seed, clock=clock)
     now = fleet.clock.now()
     parsed = [parse_fault_spec(spec, [c.serial for c in made], now) for spec in faults]
-    refs = Path(reference_dir or tempfile.mkdtemp(prefix="ffc-sim-refs-"))
+    # reference images only live as long as the fleet they show, unless a folder was given
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+    if reference_dir:
+        refs = Path(reference_dir)
+    else:
+        scratch = tempfile.TemporaryDirectory(prefix="ffc-sim-refs-")
+        refs = Path(scratch.name)
+    try:
+        _serve(fleet, parsed, refs, state_dir, made, counters, out, stop)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return 0
+
+
+def _serve(
+    fleet: Fleet,
+    parsed: Sequence[tuple[str, str, datetime, dict[str, Any]]],
+    refs: Path,
+    state_dir: str | Path | None,
+    made: Sequence[SimCounter],
+    counters: int,
+    out: TextIO,
+    stop: threading.Event,
+) -> None:
     with fleet:
         for serial, kind, since, params in parsed:
             fleet.set_fault(serial, kind, since, **params)
@@ -160,12 +184,12 @@ def run_standalone(
         out.write(fleet.agent_config_toml(state_dir or Path.cwd() / "state", refs))
         out.flush()
         ports = ", ".join(f"{c.serial}:{fleet.port(c.serial)}" for c in made)
+        noun = "counter" if counters == 1 else "counters"
         print(
-            f"simulating {counters} counters on 127.0.0.1 ({ports}); Ctrl-C to stop",
+            f"simulating {counters} {noun} on 127.0.0.1 ({ports}); Ctrl-C to stop",
             file=sys.stderr,
         )
         _wait(stop)
-    return 0
 
 
 def _wait(stop: threading.Event) -> None:

@@ -278,7 +278,7 @@ def analyze() -> None:
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path),
+    type=click.Path(readable=False, path_type=Path),
     envvar=CONFIG_ENV,
     default=DEFAULT_CONFIG,
     show_default=True,

@@ -49,8 +49,9 @@ err = _Console(stderr=True, highlight=False)
 config_option = click.option(
     "--config",
     "config_path",
-    # no dir_okay=False: click would exit 2 for a directory; load_config says why, exit 78
-    type=click.Path(path_type=Path),
+    # no dir_okay=False, readable=False: click would exit 2 for a directory or an unreadable
+    # file; load_config says what is wrong, exit 78
+    type=click.Path(readable=False, path_type=Path),
     envvar=CONFIG_ENV,
     default=DEFAULT_CONFIG,
     show_default=True,
@@ -80,6 +81,11 @@ def _load(path: Path) -> Config:
     try:
         config = load_config(path)
     except ConfigError as exc:
+        if _missing(path):  # a first run: say where else the file can come from
+            exc.lines.append(
+                f"give the file with --config FILE or {CONFIG_ENV}=FILE "
+                f"(default {DEFAULT_CONFIG}); `ffc-agent config example` prints one to start from"
+            )
         _config_failed(exc)
     from agent.service.logs import setup_logging
     from rma.redact import Redactor
@@ -88,6 +94,22 @@ def _load(path: Path) -> Config:
     verbose = ((ctx.find_root().obj or {}) if ctx else {}).get("verbose", 0)
     setup_logging(verbose, redactor=Redactor(config.secret_values()))
     return config
+
+
+def _missing(path: Path) -> bool:
+    """No such file (not: a file that cannot be looked at, which is another error)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 site``, ``2 sites``."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def clock() -> Clock:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import _load
+from agent.commands.common import CONFIG_ENV, DEFAULT_CONFIG, _load, plural
 
 
 @click.group()
@@ -15,13 +15,28 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("file", type=click.Path(path_type=Path))
-def config_check(file: Path) -> None:
-    """Validate FILE: one line per bad field, exit 78 if any."""
+@click.argument("file", type=click.Path(readable=False, path_type=Path), required=False)
+@click.option(
+    "--config",
+    "config_path",
+    # no dir_okay=False, readable=False: click would exit 2 for a directory or an unreadable
+    # file; load_config says what is wrong, exit 78
+    type=click.Path(readable=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    show_envvar=True,
+    help="The file to check when FILE is not given.",
+)
+def config_check(file: Path | None, config_path: Path) -> None:
+    """Validate FILE (default: the configured file): one line per bad field, exit 78 if any."""
+    file = file or config_path
     cfg = _load(file)
-    click.echo(
-        f"{file}: OK ({len(cfg.sites)} sites, {len(cfg.counters)} counters, {len(cfg.sinks)} sinks)"
+    counts = ", ".join(
+        plural(len(items), noun)
+        for items, noun in ((cfg.sites, "site"), (cfg.counters, "counter"), (cfg.sinks, "sink"))
     )
+    click.echo(f"{file}: OK ({counts})")
 
 
 @config.command("example")

@@ -22,7 +22,7 @@ import click
 
 from agent.app import App
 from agent.commands.common import _print_json, err, json_option, out
-from diagnostics.model import SYSTEM_CLOCK
+from diagnostics.model import SYSTEM_CLOCK, Assessed, Decision
 
 if TYPE_CHECKING:  # the simulator and the runner load when the demo runs, not for --help
     from agent.config import Config
@@ -107,16 +107,25 @@ class DemoResult:
     cycles: list[CycleResult]
     tickets: list[Ticket]
     ticket_dir: Path
+    counters: tuple[str, ...] = ()  # the simulated store's serials
 
     def to_json(self) -> dict[str, Any]:
         last = self.cycles[-1]
         return {
             "simulated_time": self.simulated_time.isoformat(),
             "state_dir": str(self.state_dir),
-            "findings": [a.to_json() for a in last.assessed if a.finding.problem],
+            "findings": [a.to_json() for a in last.assessed if _found(a)],
             "ruled_out": [a.to_json() for a in last.ruled_out],
             "tickets": [t.to_json() for t in self.tickets],
         }
+
+
+def _found(a: Assessed) -> bool:
+    """A problem the agent holds to be real, or waits to decide on (not one it ruled out)."""
+    return a.finding.problem and a.verdict is not None and a.verdict.decision in _FOUND
+
+
+_FOUND = frozenset({Decision.GENUINE, Decision.PENDING})
 
 
 def run_demo(
@@ -154,6 +163,10 @@ def run_demo(
         cycles: list[CycleResult] = []
         with App.open(config, clock) as app:
             runner = app.runner
+            # The demo is about its simulated store alone: the machine it runs on (its disk,
+            # clock sync, uplink) is not part of the story, and its state would read as a
+            # problem of the store.
+            runner.gateway_checks = []
             for i in range(CYCLES):
                 if i:
                     clock.set(clock.now() + CYCLE_STEP)
@@ -161,13 +174,20 @@ def run_demo(
                 say(f"cycle {i + 1}/{CYCLES} at {clock.now().astimezone(LONDON):%H:%M}")
                 cycles.append(runner.run_cycle())
             tickets = [t for c in cycles for t in c.tickets]
+    # as filed, with the attachments the local store keeps beside each ticket
+    from agent.delivery.sinks import LocalSink
+
+    ticket_dir = Path(config.agent.state_dir) / "tickets"
+    stored = LocalSink(ticket_dir)
+    tickets = [(stored.get(t.number) if t.number else None) or t for t in tickets]
     return DemoResult(
         clock.now(),
         state_dir,
         config_path,
         cycles,
         tickets,
-        Path(config.agent.state_dir) / "tickets",
+        ticket_dir,
+        tuple(c.serial for c in config.counters),
     )
 
 
@@ -187,10 +207,24 @@ def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
     if not (ctx.find_root().obj or {}).get("verbose"):
         # the service's log lines would drown the summary: errors only (-v shows them)
         logging.getLogger().setLevel(logging.ERROR)
-    chosen = state_dir or Path(tempfile.mkdtemp(prefix="ffc-agent-demo-"))
-    result = run_demo(chosen, progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+    if state_dir is not None:
+        _show(run_demo(state_dir, progress=_progress), as_json, kept=True)
+        return
+    # without --state-dir nothing is left behind: the state lives as long as the command
+    with tempfile.TemporaryDirectory(prefix="ffc-agent-demo-") as scratch:
+        _show(run_demo(Path(scratch), progress=_progress), as_json, kept=False)
+
+
+def _progress(msg: str) -> None:
+    err.print(f"[dim]{msg}[/]")
+
+
+def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
     if as_json:
-        _print_json(result.to_json())
+        data = result.to_json()
+        if not kept:
+            data["state_dir"] = None  # removed on exit
+        _print_json(data)
         return
     last = result.cycles[-1]
     out.print(
@@ -202,20 +236,25 @@ def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
 
     found = Table(title="What it found (genuine problems)", title_justify="left")
     found.add_column("counter", no_wrap=True)
+    found.add_column("check", no_wrap=True)
     found.add_column("what", ratio=1)
     for a in last.assessed:
         if a.genuine:
             f = a.finding
-            found.add_row(f.subject or f.site or "-", f"[red]{f.check_id}[/] {f.summary}")
+            found.add_row(f.subject or f.site or "-", f"[red]{f.check_id}[/]", f.summary)
     out.print(found)
     ruled = Table(title="What it ruled out, and why", title_justify="left")
     ruled.add_column("counter", no_wrap=True)
+    ruled.add_column("check", no_wrap=True)
+    ruled.add_column("rule", no_wrap=True)
     ruled.add_column("why not a fault", ratio=1)
     for a in last.ruled_out:
         assert a.verdict is not None
         ruled.add_row(
             a.finding.subject or a.finding.site or "-",
-            f"[green]{a.verdict.rule}[/] {a.finding.check_id}: {'; '.join(a.verdict.reasons)}",
+            a.finding.check_id,
+            f"[green]{a.verdict.rule}[/]",
+            "; ".join(a.verdict.reasons),
         )
     out.print(ruled)
     filed = Table(title="Tickets filed", title_justify="left")
@@ -227,10 +266,12 @@ def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
         filed.add_row(t.number or "-", f"{t.category}{sla}", t.subject)
     out.print(filed)
     healthy = sorted(
-        {a.finding.subject for a in last.assessed if a.finding.subject}
-        - {a.finding.subject for a in last.assessed if a.finding.problem}
+        set(result.counters) - {a.finding.subject for a in last.assessed if a.finding.problem}
     )
     out.print(f"healthy: {', '.join(healthy) or 'none'}")
+    if not kept:
+        out.print("the demo's state was removed; keep it with --state-dir DIR")
+        return
     out.print(f"tickets (JSON, page and bundle each): {result.ticket_dir}")
     out.print(f"state directory: {result.state_dir}  (config: {result.config_path})")
     example = result.tickets[0].number if result.tickets else "NUMBER"

@@ -105,7 +105,7 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
     state_dir = Path(cfg.agent.state_dir)
     if ticket_number is not None:
         _ticket_exists(cfg, ticket_number)  # before the session: not after an hour's work
-    stdin, stdout = click.get_binary_stream("stdin"), click.get_binary_stream("stdout")
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer  # click.get_binary_stream: gone in 9
     try:
         stdin.fileno()
     except (OSError, ValueError):

@@ -139,8 +139,15 @@ def silence_list(show_all: bool, config_path: Path, as_json: bool) -> None:
     table = Table(title="Silences", title_justify="left")
     for col in ("id", "target", "from", "until", "reason", "by"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(str(r["id"]), r["target"], r["start"], r["until"], r["reason"], r["author"])
+    for s in items:  # to the minute, in the silence's own offset: seconds are noise here
+        table.add_row(
+            str(s["id"]),
+            s["target"],
+            f"{s['start']:%Y-%m-%d %H:%M %Z}",
+            f"{s['until']:%Y-%m-%d %H:%M %Z}",
+            s["reason"],
+            s["author"],
+        )
     out.print(table)
 
 

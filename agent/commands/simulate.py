@@ -16,7 +16,8 @@ import click
     "faults",
     multiple=True,
     metavar="SERIAL:KIND[:PARAM]",
-    help="Script a fault, e.g. FFC0002:offline or FFC0003:under_count:0.6.",
+    help="Script a fault (repeatable), e.g. FFC0002:offline or FFC0003:under_count:0.6; "
+    "the kinds are listed above.",
 )
 @click.option(
     "--port-base",
@@ -25,7 +26,20 @@ import click
     help="First port to listen on (default: any free ports).",
 )
 def simulate(count: int, seed: int, faults: tuple[str, ...], port_base: int | None) -> None:
-    """Run simulated counters on 127.0.0.1 and print the config to point the agent at them."""
+    """Run simulated counters on 127.0.0.1 and print the config to point the agent at them.
+
+    \b
+    Blocks until Ctrl-C or SIGTERM: run it in its own terminal (or in the background) and
+    point the agent at the printed configuration, e.g.
+      ffc-agent simulate --counters 3 --fault FFC0002:offline > sim.toml &
+      ffc-agent check --config sim.toml
+
+    \b
+    Fault kinds (SERIAL:KIND[:PARAM]):
+      connection: offline, hung, slow, garbage, held_back
+      counting:   zeros, under_count, over_count, imbalance
+      live view:  covered, dark, blurred, moved, obstructed
+    """
     from simulator import run_standalone
 
     try:

@@ -43,7 +43,8 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
     for col in ("counter", "site", "reachable", "last slot", "live view", "today", "incident"):
         table.add_column(col)
     for c in data["counters"]:
-        up = {True: "[green]yes[/]", False: f"[red]no[/] {c['last_error']}", None: "?"}
+        error = f" (last error: {c['last_error']})" if c["last_error"] else ""
+        up = {True: "[green]yes[/]", False: f"[red]no[/]{error}", None: "?"}
         today = c["today"]
         counted = (
             f"{today['counted']:,} / {today['expected']:,} expected"

@@ -112,7 +112,7 @@ def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json
 
     for sink in _readable_sinks(config_path, state_dir):
         try:
-            ticket = sink.get(number)
+            ticket = sink.get(number) or _by_bare_number(sink, number)
         except SinkError:
             continue
         if ticket is not None:
@@ -127,6 +127,23 @@ def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json
     out.print(Markdown(render_markdown(ticket)))
 
 
+def _by_bare_number(sink: Any, number: str) -> Any:
+    """``1`` for ``L-000001``: the one ticket whose number's digits make the same integer."""
+    if not number.isdigit():
+        return None
+    wanted = int(number)
+    same = [
+        t
+        for t in sink.list()
+        if t.number and _digits(t.number) and int(_digits(t.number)) == wanted
+    ]
+    return same[0] if len(same) == 1 else None
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())
+
+
 @tickets.command("preview")
 @click.argument("incident", type=int)
 @config_option
@@ -134,13 +151,19 @@ def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json
 def tickets_preview(incident: int, config_path: Path, as_json: bool) -> None:
     """Compose the ticket INCIDENT would file, with its attachments; file nothing."""
     from agent.app import App
+    from diagnostics.checks import meta
 
     cfg = _load(config_path)
     now = clock().now()
     with App.open(cfg, clock()) as app:
         inc = app.store.incident(incident)
         if inc is None:
-            raise click.ClickException(f"no incident {incident}")
+            raise click.ClickException(f"no incident {incident} (`ffc-agent incidents` lists them)")
+        if not meta(inc.check_id).ticketed:
+            raise click.ClickException(
+                f"incident {incident} ({inc.check_id}) is about the gateway or the agent: it "
+                "belongs to the store's IT, and the agent files no support ticket for it"
+            )
         ticket = app.tickets.compose(inc, now)
         attachments = app.bundler.for_ticket(inc, ticket, now, [])
     files = [{"name": n, "size": len(d)} for n, d in attachments.items()]

@@ -60,7 +60,7 @@ _TEXTFILE_MODE = 0o644  # node-exporter runs as its own user; nothing in the fil
 
 # name -> (help, label names): the gauges that describe the last cycle only
 _LAST_CYCLE: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ffc_agent_counter_up": (
+    "ffc_agent_device_up": (
         "1 if the counter's API answered in the last cycle, else 0.",
         ("counter", "site"),
     ),
@@ -213,7 +213,7 @@ class Metrics:
         ``observations`` if it has them, unless given here). ``incidents``: the unresolved ones.
         ``tickets``: every ticket the agent knows. ``outbox``: destination -> (depth, age of
         the oldest entry in seconds or None). ``counter_sites``: serial -> site code, for the
-        ``site`` label of ``ffc_agent_counter_up``. ``rma_states``: serial -> state of each
+        ``site`` label of ``ffc_agent_device_up``. ``rma_states``: serial -> state of each
         open RMA. ``now`` must be timezone-aware.
         """
         if now.tzinfo is None or now.utcoffset() is None:
@@ -232,7 +232,7 @@ class Metrics:
         for obs in observations:
             if obs.probe == "api":
                 up[obs.counter] = up.get(obs.counter, False) or obs.ok
-        samples["ffc_agent_counter_up"] = {
+        samples["ffc_agent_device_up"] = {
             (serial, sites.get(serial, "")): float(ok) for serial, ok in up.items()
         }
         samples["ffc_agent_findings"] = _tally(

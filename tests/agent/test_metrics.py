@@ -187,9 +187,9 @@ def test_textfile_holds_every_family_of_one_cycle(metrics: Metrics, tmp_path: Pa
 
     found = samples(path.read_text())
     assert value(found, "ffc_agent_info", version="1.2.3") == 1
-    assert value(found, "ffc_agent_counter_up", counter="FFC0001", site="LDN01") == 0
-    assert value(found, "ffc_agent_counter_up", counter="FFC0002", site="LDN01") == 1
-    assert value(found, "ffc_agent_counter_up", counter="FFC0003", site="MAN02") == 0
+    assert value(found, "ffc_agent_device_up", counter="FFC0001", site="LDN01") == 0
+    assert value(found, "ffc_agent_device_up", counter="FFC0002", site="LDN01") == 1
+    assert value(found, "ffc_agent_device_up", counter="FFC0003", site="MAN02") == 0
 
     def findings(check: str, verdict_: str, status: str) -> float | None:
         return value(found, "ffc_agent_findings", check=check, verdict=verdict_, status=status)
@@ -250,7 +250,7 @@ def test_what_went_away_disappears_and_totals_keep_counting(
     metrics.record_filed("rt")
     found = samples(metrics.write_textfile(tmp_path / "ffc-agent.prom").read_text())
 
-    assert names(found, "ffc_agent_counter_up") == [{"counter": "FFC0001", "site": "LDN01"}]
+    assert names(found, "ffc_agent_device_up") == [{"counter": "FFC0001", "site": "LDN01"}]
     assert names(found, "ffc_agent_findings") == [
         {"check": "counter.offline", "verdict": "genuine", "status": "fail"}
     ]
@@ -276,13 +276,13 @@ def test_observations_can_be_passed_beside_the_result(metrics: Metrics) -> None:
     observations, cycle.observations = cycle.observations, []
     update(metrics, cycle, observations=observations[:1])
     found = samples(metrics.render().decode())
-    assert names(found, "ffc_agent_counter_up") == [{"counter": "FFC0001", "site": "LDN01"}]
+    assert names(found, "ffc_agent_device_up") == [{"counter": "FFC0001", "site": "LDN01"}]
 
 
 def test_site_label_falls_back_to_the_findings(metrics: Metrics) -> None:
     update(metrics, first_cycle(), counter_sites=None)
     found = samples(metrics.render().decode())
-    assert value(found, "ffc_agent_counter_up", counter="FFC0003", site="LDN01") == 0
+    assert value(found, "ffc_agent_device_up", counter="FFC0003", site="LDN01") == 0
 
 
 def test_nothing_secret_or_free_text_reaches_the_output(metrics: Metrics) -> None:
@@ -359,7 +359,7 @@ def test_serves_the_metrics_on_loopback(metrics: Metrics) -> None:
         assert reply.status_code == 200
         found = samples(reply.text)
         assert value(found, "ffc_agent_info", version="1.2.3") == 1
-        assert value(found, "ffc_agent_counter_up", counter="FFC0002", site="LDN01") == 1
+        assert value(found, "ffc_agent_device_up", counter="FFC0002", site="LDN01") == 1
         assert value(found, "ffc_agent_cycles_total") == 1
     finally:
         metrics.close()

@@ -13,6 +13,7 @@ Failures are ``SinkError``; ``permanent`` tells the outbox whether retrying can 
 from __future__ import annotations
 
 import builtins
+import mimetypes
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -110,6 +111,18 @@ class Sink(Protocol):
     def get(self, number: str) -> Ticket | None: ...
 
     def list(self) -> builtins.list[Ticket]: ...
+
+
+_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
+
+
+def content_type(name: str) -> str:
+    """The MIME type an attachment called ``name`` is labelled with, in every destination."""
+    kind, encoding = mimetypes.guess_type(name)
+    # "bundle.tar.gz" is a gzip file to a mail client, not a tar it could open as it is
+    if encoding in _COMPRESSED:
+        return _COMPRESSED[encoding]
+    return kind or "application/octet-stream"
 
 
 def free_name(name: str, taken: Iterable[str]) -> str:

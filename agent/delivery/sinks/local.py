@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import hashlib
 import logging
-import mimetypes
 import os
 import re
 import shutil
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent.delivery.sinks.base import SinkError, free_name, same_problem
+from agent.delivery.sinks.base import SinkError, content_type, free_name, same_problem
 from rma.tickets import Attachment, Category, Comment, NextAction, Ticket, TicketStatus
 
 log = logging.getLogger(__name__)
@@ -231,7 +230,7 @@ def _safe_name(name: str) -> str:
 def _describe(name: str, data: bytes) -> Attachment:
     return Attachment(
         name=name,
-        content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        content_type=content_type(name),
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
     )

@@ -59,7 +59,6 @@ import builtins
 import hashlib
 import json
 import logging
-import mimetypes
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -67,7 +66,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from agent.delivery.sinks.base import OutcomeUnknown, SinkError, same_problem, unanswered
+from agent.delivery.sinks.base import (
+    OutcomeUnknown,
+    SinkError,
+    content_type,
+    same_problem,
+    unanswered,
+)
 from agent.delivery.sinks.local import render_markdown
 from agent.transport.http import Session, make_session, request
 from diagnostics.model import SYSTEM_CLOCK, Clock, ProbeError, ProbeErrorCode
@@ -883,7 +888,7 @@ def _safe_name(name: str) -> str:
 def _describe(name: str, data: bytes) -> Attachment:
     return Attachment(
         name=name,
-        content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        content_type=content_type(name),
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
     )

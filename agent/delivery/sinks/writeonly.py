@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import mimetypes
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from agent.delivery.outbox import Record
-from agent.delivery.sinks.base import SinkError, free_name, same_problem
+from agent.delivery.sinks.base import SinkError, content_type, free_name, same_problem
 from rma.tickets import Attachment, Category, Ticket
 
 
@@ -58,17 +57,6 @@ class ReadFromOutbox:
 def number_for(prefix: str, key: str) -> str:
     """A stable number from the key, so a re-send (or a second gateway) names it the same."""
     return prefix + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def content_type(name: str) -> str:
-    kind, encoding = mimetypes.guess_type(name)
-    # "bundle.tar.gz" is a gzip file to a mail client, not a tar it could open as it is
-    if encoding in _COMPRESSED:
-        return _COMPRESSED[encoding]
-    return kind or "application/octet-stream"
-
-
-_COMPRESSED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 
 
 def describe(attachments: Mapping[str, bytes] | None) -> builtins.list[tuple[Attachment, bytes]]:

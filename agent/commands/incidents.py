@@ -1,0 +1,71 @@
+"""``ffc-agent incidents``: the incidents the agent holds, with the ids other commands take.
+
+``tickets preview INCIDENT`` and a person reading the state need the incident's id; this is
+where it is shown, with its problem, its state and the ticket it filed (if any). Reads the
+state only; probes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+
+
+@click.command("incidents")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved incidents.")
+@config_option
+@json_option
+def incidents_cmd(show_all: bool, config_path: Path, as_json: bool) -> None:
+    """List the incidents (open ones unless --all), with their ids and tickets."""
+    from agent.app import App
+    from diagnostics.checks import meta
+
+    cfg = _load(config_path)
+    with App.open(cfg, clock()) as app:
+        found = app.store.incidents(open_only=not show_all)
+    rows: list[dict[str, Any]] = [
+        {
+            "id": i.id,
+            "check_id": i.check_id,
+            "title": meta(i.check_id).title,
+            "site": i.site or None,
+            "subject": i.subject or None,
+            "state": i.state,
+            "code": i.code,
+            "summary": i.summary,
+            "opened_at": i.opened_at.isoformat(),
+            "updated_at": i.updated_at.isoformat(),
+            "resolved_at": i.resolved_at.isoformat() if i.resolved_at else None,
+            "ticketed": meta(i.check_id).ticketed,
+            "ticket_number": i.ticket_number,
+        }
+        for i in found
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no open incidents" if not show_all else "no incidents")
+        return
+    from rich.table import Table
+
+    table = Table(title="Incidents" if show_all else "Open incidents", title_justify="left")
+    for col in ("id", "state", "check", "where", "opened", "ticket", "summary"):
+        table.add_column(col, no_wrap=col != "summary")
+    for r, i in zip(rows, found, strict=True):
+        where = r["subject"] or (f"site {r['site']}" if r["site"] else "gateway")
+        ticket = r["ticket_number"] or ("-" if r["ticketed"] else "none (store IT)")
+        table.add_row(
+            str(r["id"]),
+            r["state"],
+            r["check_id"],
+            where,
+            f"{i.opened_at:%Y-%m-%d %H:%M %Z}",
+            ticket,
+            r["summary"],
+        )
+    out.print(table)
