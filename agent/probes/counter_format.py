@@ -545,7 +545,12 @@ def counts_query(
         raise ValueError(f"resolution_min must be one of {RESOLUTIONS}")
     if data_type not in ("json", "xml"):
         raise ValueError("data_type must be json or xml")
-    a, b = start.astimezone(tz), end.astimezone(tz)
+    # the API speaks whole seconds: a range within one second (a fetch from the newest slot
+    # start at that very second) would go out as an empty one, which a device refuses
+    a = start.astimezone(tz).replace(microsecond=0)
+    b = end.astimezone(tz)
+    if b.microsecond:
+        b = b.replace(microsecond=0) + timedelta(seconds=1)
     return {
         "data_type": data_type,
         "data_format": "hour" if resolution_min == 60 else "minute",

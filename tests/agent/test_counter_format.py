@@ -432,3 +432,12 @@ def test_merge_replies_orders_slots_and_keeps_the_latest_details():
     assert [s.count_in for s in merged.slots] == [2, 3]
     assert (merged.serial, merged.firmware) == ("S1", "2")
     assert fmt.merge_replies([]).slots == ()
+
+
+def test_a_range_within_one_second_still_asks_for_a_whole_second():
+    # diagnose at 21:45:00.4 fetches from the newest slot, 21:45:00: both were sent as 214500
+    start = datetime(2026, 12, 4, 21, 45, tzinfo=UTC)
+    params = fmt.counts_query(
+        start, start + timedelta(milliseconds=400), tz=LONDON, token="t", resolution_min=15
+    )
+    assert (params["time_start"], params["time_end"]) == ("214500", "214501")
