@@ -172,6 +172,42 @@ def test_frozen_needs_identical_frames_and_expected_traffic():
     assert not lv.frozen(fingerprints(True)[:1], expected_traffic=True)
 
 
+QUALITIES = (95, 40, 70, 15, 88)
+
+
+def test_a_frozen_frame_re_encoded_at_any_quality_is_frozen():
+    raw = synth.add_noise(world().render(), rng(20), 2)
+    again = [synth.encode(raw, q) for q in QUALITIES]
+    assert len(set(again)) == len(again)  # every snapshot's bytes differ
+    assert lv.frozen(again, expected_traffic=True)
+    assert not lv.frozen(again, expected_traffic=False)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.0])
+def test_a_still_live_view_is_not_frozen_whatever_the_quality(sigma):
+    view = world().render()
+    live = [
+        synth.encode(synth.add_noise(view, rng(30 + i), sigma), q)
+        for i, q in enumerate((90, 60, 75, 45))
+    ]
+    assert not lv.frozen(live, expected_traffic=True)
+    people = [
+        synth.encode(
+            synth.add_noise(synth.people(view, rng(40 + i), 1, (0.1, 0.12))[0], rng(i), 1), 80
+        )
+        for i in range(3)
+    ]
+    assert not lv.frozen(people, expected_traffic=True)
+
+
+def test_frozen_png_snapshots_need_the_same_pixels():
+    view = world().render()
+    frame = synth.png(synth.add_noise(view, rng(2), 2))
+    assert lv.frozen([frame] * 3, expected_traffic=True)
+    other = synth.png(synth.add_noise(view, rng(3), 2))
+    assert not lv.frozen([frame, other, frame], expected_traffic=True)
+
+
 # ---- learned reference --------------------------------------------------------------------
 
 
@@ -297,6 +333,19 @@ def test_frozen_while_open_fails_and_not_while_closed():
     night = NOW.replace(hour=23)
     [f] = check.run(evidence((), night, extra={"liveview": live_view(same, now=night)}))
     assert f.status is Status.OK and f.code == "clear"
+
+
+def test_frozen_re_encoded_fails_the_check():
+    raw = synth.add_noise(world().render(), rng(21), 2)
+    again = [synth.encode(raw, q) for q in QUALITIES[:4]]
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": live_view(again)}))
+    assert f.status is Status.FAIL and f.code == "frozen"
+    live = [
+        synth.encode(synth.add_noise(world().render(), rng(i), 2), q)
+        for i, q in enumerate(QUALITIES[:4])
+    ]
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": live_view(live)}))
+    assert f.code != "frozen"
 
 
 def test_dark_while_closed_is_not_a_fault():
