@@ -409,11 +409,11 @@ def _gain(ratio: np.ndarray, anchors: np.ndarray, lit: np.ndarray) -> tuple[floa
 def _smoother(n: int) -> np.ndarray:
     """A binomial blur (1 4 6 4 1, twice: sigma about 1.4 cells; edges repeated, not
     zeroed) along one axis of length n, as an n x n matrix: the grid is small and fixed."""
-    eye = np.eye(n, dtype=np.float32)
+    m: np.ndarray = np.eye(n, dtype=np.float32)
     for _ in range(2):
-        p = np.pad(eye, ((2, 2), (0, 0)), mode="edge")
-        eye = (p[:n] + 4 * p[1 : n + 1] + 6 * p[2 : n + 2] + 4 * p[3 : n + 3] + p[4 : n + 4]) / 16
-    return eye
+        p = np.pad(m, ((2, 2), (0, 0)), mode="edge")
+        m = (p[:n] + 4 * p[1 : n + 1] + 6 * p[2 : n + 2] + 4 * p[3 : n + 3] + p[4 : n + 4]) / 16
+    return m.astype(np.float32)
 
 
 def _local_gain(ratio: np.ndarray, anchors: np.ndarray, gain: float) -> np.ndarray:
