@@ -56,6 +56,12 @@ def benign_cases():
     yield "sensor noise", synth.add_noise(view, rng(3), 10)
     yield "shake 2%", world().render(shift=(0.014, 0.014))
     yield "turned 5 degrees", world().render(angle=5)
+    yield "jitter 3 px", world().render(shift=(3 / 768, -2 / 576), angle=0.3)
+    yield "light off over part", synth.light_patch(view, rng(13), 0.6)
+    yield "sun over part", synth.light_patch(view, rng(14), 1.4)
+    yield "dusk", synth.dusk(view, rng(15))
+    yield "rain", synth.rain(view, rng(16))
+    yield "mist", synth.haze(view, 0.15, 210.0)
 
 
 @pytest.mark.parametrize(("name", "img"), list(benign_cases()), ids=lambda x: str(x)[:24])
@@ -104,6 +110,17 @@ def test_each_kind_is_detected(kind, img):
     assert result.verdict == "blocked", (kind, result.metrics)
     assert result.kind == kind, (result.reasons, result.metrics)
     assert 0.0 < result.blocked_fraction <= 1.0
+
+
+@pytest.mark.parametrize("seed", [21, 23, 24, 25])
+def test_a_plain_board_over_most_of_the_view_is_an_obstruction_not_a_cover(seed):
+    """A plain object in the scene is in focus (sharp outline); a cover on the lens is not."""
+    img, coverage = synth.obstruct(world().render(), rng(seed), 0.65, textured=False)
+    assert coverage >= 0.55
+    result = judge(img)
+    assert result.kind == "obstructed", (result.reasons, result.metrics)
+    soft = judge(synth.cover(world().render(), rng(seed), 0.65)[0])
+    assert soft.kind == "covered", (soft.reasons, soft.metrics)
 
 
 def test_blocked_fraction_follows_the_obstruction():
