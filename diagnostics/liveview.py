@@ -17,7 +17,9 @@ How (all numpy and Pillow, a few milliseconds per 768x576 JPEG):
   brightness and contrast, so lighting changes are benign), the brightness against the
   overall gain for the flat ones. The fraction of changed tiles is what is hidden; a changed
   region counts as an obstruction only when it is large and contiguous, because passers-by
-  are separate smaller blobs.
+  are separate smaller blobs. Flat tiles are judged against the light their neighbourhood
+  shows, so light changing over part of the view is benign. A flat region is a cover on the
+  lens only when its outline is soft (out of focus); an object in the scene has a sharp one.
 - Measure what is left of the reference's light and detail: the brightness and contrast that
   survive (dark, overexposed, washed out) and the finest detail (Laplacian energy) that
   survives with the coarse layout still in place (blurred).
@@ -27,9 +29,11 @@ The thresholds come from the definition of a blocked view, not from fitting a da
 turn of 10 degrees (less the estimator's tolerance), lighting within +-40 % benign. See
 docs/liveview.md for the method and its measured rates.
 
-Also here: ``frozen`` (the same frame over and over) and ``LearnedReference`` (the normal view
-learned from the first good snapshots when no reference image is configured). No I/O: bytes or
-arrays in, results out; the only state is a ``LearnedReference`` its owner keeps.
+Also here: ``frozen`` (the same frame over and over, whatever JPEG quality each copy was
+encoded at: the DCT coefficients of two encodings of one frame agree within the quantisation
+steps, which a live view's sensor noise and passers-by break) and ``LearnedReference`` (the
+normal view learned from the first good snapshots when no reference image is configured). No
+I/O: bytes or arrays in, results out; the only state is a ``LearnedReference`` its owner keeps.
 """
 
 from __future__ import annotations
