@@ -64,6 +64,7 @@ class ViewSample:
     at: datetime
     result: ViewResult
     name: str = ""
+    data: bytes = field(default=b"", repr=False, compare=False)  # as sent: for ``frozen``
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def judge(view: LiveView) -> Judged:
     samples = []
     for snap in view.snapshots:
         try:
-            samples.append(ViewSample(snap.at, analyze(snap.data, reference), snap.name))
+            samples.append(ViewSample(snap.at, analyze(snap.data, reference), snap.name, snap.data))
         except ImageError as exc:
             unreadable[snap.name] = str(exc)
     return Judged(tuple(samples), source, tuple(unreadable.items()), None, learned_from)
@@ -169,9 +170,10 @@ class LiveViewBlocked(Check):
         )
         cal = evidence.calendar
         last = history[-opts.frozen_snapshots :]
-        prints = [s.result.fingerprint for s in last if s.result.fingerprint is not None]
         open_all = all(cal.is_open(s.at) for s in last)
-        if len(prints) == opts.frozen_snapshots and frozen(prints, expected_traffic=open_all):
+        if len(last) == opts.frozen_snapshots and frozen(
+            [s.data for s in last], expected_traffic=open_all
+        ):
             summary = (
                 f"live view frozen: {len(last)} identical snapshots since "
                 f"{last[0].at.astimezone(cal.tz):%a %d %b %H:%M} while the store was open"

@@ -56,6 +56,12 @@ def benign_cases():
     yield "sensor noise", synth.add_noise(view, rng(3), 10)
     yield "shake 2%", world().render(shift=(0.014, 0.014))
     yield "turned 5 degrees", world().render(angle=5)
+    yield "jitter 3 px", world().render(shift=(3 / 768, -2 / 576), angle=0.3)
+    yield "light off over part", synth.light_patch(view, rng(13), 0.6)
+    yield "sun over part", synth.light_patch(view, rng(14), 1.4)
+    yield "dusk", synth.dusk(view, rng(15))
+    yield "rain", synth.rain(view, rng(16))
+    yield "mist", synth.haze(view, 0.15, 210.0)
 
 
 @pytest.mark.parametrize(("name", "img"), list(benign_cases()), ids=lambda x: str(x)[:24])
@@ -104,6 +110,17 @@ def test_each_kind_is_detected(kind, img):
     assert result.verdict == "blocked", (kind, result.metrics)
     assert result.kind == kind, (result.reasons, result.metrics)
     assert 0.0 < result.blocked_fraction <= 1.0
+
+
+@pytest.mark.parametrize("seed", [21, 23, 24, 25])
+def test_a_plain_board_over_most_of_the_view_is_an_obstruction_not_a_cover(seed):
+    """A plain object in the scene is in focus (sharp outline); a cover on the lens is not."""
+    img, coverage = synth.obstruct(world().render(), rng(seed), 0.65, textured=False)
+    assert coverage >= 0.55
+    result = judge(img)
+    assert result.kind == "obstructed", (result.reasons, result.metrics)
+    soft = judge(synth.cover(world().render(), rng(seed), 0.65)[0])
+    assert soft.kind == "covered", (soft.reasons, soft.metrics)
 
 
 def test_blocked_fraction_follows_the_obstruction():
@@ -170,6 +187,42 @@ def test_frozen_needs_identical_frames_and_expected_traffic():
     assert not lv.frozen(fingerprints(True), expected_traffic=False)
     assert not lv.frozen(fingerprints(False), expected_traffic=True)
     assert not lv.frozen(fingerprints(True)[:1], expected_traffic=True)
+
+
+QUALITIES = (95, 40, 70, 15, 88)
+
+
+def test_a_frozen_frame_re_encoded_at_any_quality_is_frozen():
+    raw = synth.add_noise(world().render(), rng(20), 2)
+    again = [synth.encode(raw, q) for q in QUALITIES]
+    assert len(set(again)) == len(again)  # every snapshot's bytes differ
+    assert lv.frozen(again, expected_traffic=True)
+    assert not lv.frozen(again, expected_traffic=False)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.0])
+def test_a_still_live_view_is_not_frozen_whatever_the_quality(sigma):
+    view = world().render()
+    live = [
+        synth.encode(synth.add_noise(view, rng(30 + i), sigma), q)
+        for i, q in enumerate((90, 60, 75, 45))
+    ]
+    assert not lv.frozen(live, expected_traffic=True)
+    people = [
+        synth.encode(
+            synth.add_noise(synth.people(view, rng(40 + i), 1, (0.1, 0.12))[0], rng(i), 1), 80
+        )
+        for i in range(3)
+    ]
+    assert not lv.frozen(people, expected_traffic=True)
+
+
+def test_frozen_png_snapshots_need_the_same_pixels():
+    view = world().render()
+    frame = synth.png(synth.add_noise(view, rng(2), 2))
+    assert lv.frozen([frame] * 3, expected_traffic=True)
+    other = synth.png(synth.add_noise(view, rng(3), 2))
+    assert not lv.frozen([frame, other, frame], expected_traffic=True)
 
 
 # ---- learned reference --------------------------------------------------------------------
@@ -297,6 +350,19 @@ def test_frozen_while_open_fails_and_not_while_closed():
     night = NOW.replace(hour=23)
     [f] = check.run(evidence((), night, extra={"liveview": live_view(same, now=night)}))
     assert f.status is Status.OK and f.code == "clear"
+
+
+def test_frozen_re_encoded_fails_the_check():
+    raw = synth.add_noise(world().render(), rng(21), 2)
+    again = [synth.encode(raw, q) for q in QUALITIES[:4]]
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": live_view(again)}))
+    assert f.status is Status.FAIL and f.code == "frozen"
+    live = [
+        synth.encode(synth.add_noise(world().render(), rng(i), 2), q)
+        for i, q in enumerate(QUALITIES[:4])
+    ]
+    [f] = LiveViewBlocked().run(evidence((), NOW, extra={"liveview": live_view(live)}))
+    assert f.code != "frozen"
 
 
 def test_dark_while_closed_is_not_a_fault():
