@@ -147,7 +147,11 @@ def test_late_upload_fills_the_gap_with_its_arrival_time(world):
 
 def test_live_view_learned_reference_then_confirmed_blockage(world):
     clock, fleet, config, store = world
-    runner = make_runner(config, store, clock=clock)
+    # this test counts snapshots one by one: on a loaded machine a snapshot that misses a 1 s
+    # probe timeout would shift the count (the fault-free path, not what is tested here)
+    agent = config.agent.model_copy(update={"probe_timeout_seconds": 5})
+    fleet.clear_fault("HUNG", "hung")  # a hung counter would cost the whole 5 s every cycle
+    runner = make_runner(config.model_copy(update={"agent": agent}), store, clock=clock)
 
     def liveview():
         result = runner.run_cycle()
