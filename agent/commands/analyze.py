@@ -27,13 +27,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent.commands.common import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG,
     EX_DATAERR,
     _aware,
     _load,
     _print_json,
     clock,
+    config_option_with,
     json_option,
     out,
 )
@@ -275,15 +274,7 @@ def analyze() -> None:
 
 @analyze.command("counts")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(readable=False, path_type=Path),
-    envvar=CONFIG_ENV,
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="The sites and counters the CSV is about.",
-)
+@config_option_with("The sites and counters the CSV is about.")
 @click.option("--site", help="Judge only this site.")
 @click.option(
     "--now",
@@ -407,15 +398,7 @@ def _num(value: float | None) -> str:
 @analyze.command("audit")
 @click.argument("manual", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--counter", "serial", required=True, help="The counter the tally is about.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar=CONFIG_ENV,
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="The agent's configuration (its state directory holds the stored counts).",
-)
+@config_option_with("The agent's configuration (its state directory holds the stored counts).")
 @click.option(
     "--confidence",
     type=click.FloatRange(0.5, 0.999),

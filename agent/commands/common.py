@@ -12,9 +12,10 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -46,18 +47,26 @@ class _Console:
 out = _Console(highlight=False, soft_wrap=True)
 err = _Console(stderr=True, highlight=False)
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    # no dir_okay=False, readable=False: click would exit 2 for a directory or an unreadable
-    # file; load_config says what is wrong, exit 78
-    type=click.Path(readable=False, path_type=Path),
-    envvar=CONFIG_ENV,
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    show_envvar=True,
-    help="The agent's TOML configuration.",
-)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option_with(help: str) -> Callable[[F], F]:
+    """``--config FILE`` (or ``FFC_AGENT_CONFIG``), with the help a command gives it."""
+    return click.option(
+        "--config",
+        "config_path",
+        # no dir_okay=False, readable=False: click would exit 2 for a directory or an
+        # unreadable file; load_config says what is wrong, exit 78
+        type=click.Path(readable=False, path_type=Path),
+        envvar=CONFIG_ENV,
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        show_envvar=True,
+        help=help,
+    )
+
+
+config_option = config_option_with("The agent's TOML configuration.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import CONFIG_ENV, DEFAULT_CONFIG, _load, plural
+from agent.commands.common import _load, config_option_with, plural
 
 
 @click.group()
@@ -16,18 +16,7 @@ def config() -> None:
 
 @config.command("check")
 @click.argument("file", type=click.Path(readable=False, path_type=Path), required=False)
-@click.option(
-    "--config",
-    "config_path",
-    # no dir_okay=False, readable=False: click would exit 2 for a directory or an unreadable
-    # file; load_config says what is wrong, exit 78
-    type=click.Path(readable=False, path_type=Path),
-    envvar=CONFIG_ENV,
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    show_envvar=True,
-    help="The file to check when FILE is not given.",
-)
+@config_option_with("The file to check when FILE is not given.")
 def config_check(file: Path | None, config_path: Path) -> None:
     """Validate FILE (default: the configured file): one line per bad field, exit 78 if any."""
     file = file or config_path
