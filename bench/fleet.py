@@ -77,6 +77,16 @@ def start_fleet(counters: int, tmp: Path, timeout: float, slow_delay: float, *se
     return child, out
 
 
+def stop(child: subprocess.Popen) -> None:
+    """End the simulator: close its stdin; kill it if its hung handlers keep it past 30 s."""
+    child.stdin.close()
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -134,8 +144,7 @@ def measure(args: argparse.Namespace) -> None:
             finally:
                 runner.close()
     finally:
-        child.stdin.close()
-        child.wait(timeout=30)
+        stop(child)
     n, t = args.counters, args.timeout
     print(f"{n} simulated counters in sites of {PER_SITE} (20 % hung, 10 % slow by "
           f"{args.slow_delay:g} s, rest healthy = {healthy}); probe timeout {t:g} s, "

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from fleet import start_fleet  # noqa: E402  (bench/ is not a package)
+from fleet import start_fleet, stop  # noqa: E402  (bench/ is not a package)
 
 CYCLES = re.compile(r"^ffc_agent_cycles_total (\S+)$", re.M)
 
@@ -83,8 +83,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             daemon.kill()
             code = "killed after 30 s"
-        fleet.stdin.close()
-        fleet.wait(timeout=30)
+        stop(fleet)
     print(f"{args.counters} counters (20 % hung, 10 % slow), cycle_seconds {args.cycle_seconds}, "
           f"probe timeout {args.timeout:g} s, max_parallel {args.max_parallel}: "
           f"{len(series)} cycles in {time.monotonic() - began:.0f} s; "
