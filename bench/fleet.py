@@ -151,12 +151,13 @@ def measure(args: argparse.Namespace) -> None:
           f"max_parallel {config.agent.max_parallel}; simulator in a child process "
           f"(started in {served:.1f} s); runner built in {built:.2f} s")  # fmt: skip
     for cycle, timed, wall, probe, used, ok, never, rss in rows:
-        label = (
-            "first (fills history)"
-            if cycle == 0
-            else f"#{cycle} " + ("steady (timed)" if timed else "catching up")
-        )
-        print(f"  cycle {label:22} wall {wall:6.2f} s (probe phase {probe:5.2f} s), "
+        if cycle == 0:
+            label = "first (fills history)"
+        elif not timed:
+            label = f"#{cycle} catching up"
+        else:  # timed: steady only if every counter was asked in it
+            label = f"#{cycle} timed, " + ("NOT settled" if never else "steady")
+        print(f"  cycle {label:24} wall {wall:6.2f} s (probe phase {probe:5.2f} s), "
               f"CPU {used:6.2f} s = {used * 1000 / n:5.1f} ms/counter, "
               f"{used * 1000 / healthy:5.1f} ms/healthy counter; api answered {ok}/{n} "
               f"(healthy + slow: {n - n // 5}), never started {never}; "
