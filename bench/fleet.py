@@ -2,18 +2,20 @@
 
 N simulated counters (sites of ten) are served on 127.0.0.1 by a child process (this script
 with ``--serve``), so the simulator's own threads do not count in the agent's CPU or RSS.
-Every tenth counter pair is faulty: 20 % ``hung`` (the device accepts and never answers) and
-10 % ``slow`` (the simulator's ``slow`` kind, every answer delayed ``--slow-delay`` seconds,
-inside the probe timeout). The agent (a real ``Runner`` in this process, real clock) runs one
-cycle to fill its history, then the timed cycle(s). Printed: the wall time of each timed
-cycle and of its probe phase, process CPU (all threads) per counter and per healthy counter,
-and peak RSS (``ru_maxrss`` of this process only). Then the baseline in the same run: the
-naive one-at-a-time prober, the runner's own ``probe_counter`` called on a sample of counters
-in turn, each with the same budget as a cycle (twice the probe timeout), extrapolated to N.
+20 % are ``hung`` (the device accepts and never answers) and 10 % ``slow`` (the simulator's
+``slow`` kind, every answer delayed ``--slow-delay`` seconds, inside the probe timeout); the
+devices hold three days of counts. The agent (a real ``Runner`` in this process, real clock)
+runs cycles until one has asked every counter (the first ones back-fill each counter's
+history; at most ``--warmup`` of them), then times the next one(s); a timed cycle that still
+left counters unasked is labelled NOT settled. Printed: the wall time of each cycle and of
+its probe phase, process CPU (all threads) per counter and per healthy counter, and peak RSS
+(``ru_maxrss`` of this process only). Then the baseline in the same run: the naive
+one-at-a-time prober, the runner's own ``probe_counter`` called on a sample of counters in
+turn, each with the same budget as a cycle (twice the probe timeout), extrapolated to N.
 Targets are printed beside the figures. Asserts nothing.
 
 Run: ``python3 bench/fleet.py [--counters 1000] [--timeout 3] [--max-parallel 64]
-[--cycles 1] [--sample 20]``.
+[--cycles 1] [--warmup 12] [--sample 20]``.
 """
 
 from __future__ import annotations
