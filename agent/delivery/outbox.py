@@ -62,7 +62,7 @@ from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import DB_NAME, Store
 from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
 from diagnostics.model import Finding
-from rma.tickets import Ticket
+from rma.tickets import Task, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ PENDING, SENDING, UNKNOWN, DELIVERED, FAILED = (
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
 EMAIL, CHAT = "email", "chat"
-NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status") go to ticket sinks
+NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status", "task") go to sinks
 TAKEN = "another process took it first"  # a skipped item's error: none of this pass's business
 GIVE_UP_AFTER = timedelta(days=3)  # the longest SLA: a notice older than that is stale news
 CRASH_ENV = "FFC_AGENT_TEST_CRASH_AT"
@@ -110,7 +110,7 @@ class Channel(Protocol):
 class Item:
     id: int
     sink: str  # a ticket sink's name, or a notification channel's
-    kind: str  # "create", "message", "status"; or a notice: "email", "chat"
+    kind: str  # "create", "message", "status", "task"; or a notice: "email", "chat"
     key: str  # the ticket's idempotency key
     payload: dict[str, Any]
     state: str
@@ -153,16 +153,21 @@ class Outbox:
         *,
         incident_id: int | None,
         attachments: Mapping[str, bytes] | None = None,
+        join: bool = True,
         now: datetime,
     ) -> list[int]:
         """One ``create`` item per destination. Call inside ``store.transaction()`` together
-        with the incident change, so both happen or neither does."""
+        with the incident change, so both happen or neither does. ``join=False`` (a ticket a
+        person raises by hand) files a new ticket even beside an open one on the same problem."""
+        payload: dict[str, Any] = {"ticket": ticket.to_json()}
+        if not join:
+            payload["join"] = False
         return [
             self._enqueue(
                 sink.name,
                 "create",
                 ticket.key,
-                {"ticket": ticket.to_json()},
+                payload,
                 incident_id,
                 attachments,
                 now,
@@ -179,15 +184,19 @@ class Outbox:
         body: str,
         at: datetime,
         status: str | None = None,
+        stage: str | None = None,
         incident_id: int | None = None,
         attachments: Mapping[str, bytes] | None = None,
         number: str | None = None,
         now: datetime,
     ) -> list[int]:
-        """A follow-up on the ticket ``key``: a message, optionally with files and a status
-        change. ``number`` names the ticket in a destination this outbox did not file it in
-        (a ticket raised by hand, or by another gateway); give it for one sink at a time."""
+        """A follow-up on the ticket ``key``: a message, optionally with files, a status
+        change and a hand-over to support line ``stage`` (an escalation; only to sinks with
+        ``set_stage``). ``number`` names the ticket in a destination this outbox did not file
+        it in (a ticket raised by hand, or by another gateway); give it for one sink at a time."""
         payload: dict[str, Any] = {"author": author, "body": body, "at": _iso(at), "status": status}
+        if stage is not None:
+            payload["stage"] = stage
         if attachments:
             # the files' hashes make another file another follow-up (their bytes stay on disk)
             payload["attachments"] = {
@@ -198,6 +207,29 @@ class Outbox:
         kind = "status" if status else "message"
         return [
             self._enqueue(s.name, kind, key, payload, incident_id, attachments, now) for s in sinks
+        ]
+
+    def enqueue_task(
+        self,
+        sinks: Sequence[Sink],
+        key: str,
+        task: Task,
+        *,
+        at: datetime,
+        number: str | None = None,
+        incident_id: int | None = None,
+        now: datetime,
+    ) -> list[int]:
+        """A ``task`` item: add ``task`` to the ticket ``key``'s task list (or update the task
+        of its name) in each of ``sinks`` that keeps tasks (``add_task``); the others are
+        skipped. ``number`` as for ``enqueue_message``."""
+        payload: dict[str, Any] = {"task": task.model_dump(mode="json"), "at": _iso(at)}
+        if number is not None:
+            payload["number"] = number
+        return [
+            self._enqueue(s.name, "task", key, payload, incident_id, None, now)
+            for s in sinks
+            if hasattr(s, "add_task")
         ]
 
     def enqueue_notice(
@@ -423,6 +455,8 @@ class Outbox:
         try:
             if item.kind == "create":
                 answer, outcome = self._create(sink, item, uncertain)
+            elif item.kind == "task":
+                answer, outcome = self._task(sink, item, uncertain or item.attempts > 0)
             else:
                 answer, outcome = self._follow_up(sink, item, uncertain or item.attempts > 0)
             number = answer.number if answer is not None else self._parent_number(item)
@@ -462,7 +496,9 @@ class Outbox:
             found = sink.find_by_key(item.key)
             if found is not None:
                 return found, "found"
-        existing = sink.find_open(ticket.site, ticket.counters, ticket.category)
+        existing = None
+        if item.payload.get("join", True):
+            existing = sink.find_open(ticket.site, ticket.counters, ticket.category)
         if existing is not None and existing.key != ticket.key and existing.number:
             # The joined ticket keeps its own key, so find_by_key cannot tell whether an earlier
             # try got there (a kill after sending, a lost answer): the message carries ours.
@@ -511,9 +547,26 @@ class Outbox:
                     # the message of this same item yet
                     changed = answer.with_status(changed.status, at, changed.next_action)
                 answer = changed
+        if p.get("stage") and hasattr(sink, "set_stage"):
+            if current is None or str(current.stage) != p["stage"]:
+                answer = sink.set_stage(number, p["stage"], at)
         if answer is not None and answer.number != number:
             answer = answer.model_copy(update={"number": number})
         return answer, "delivered"
+
+    def _task(self, sink: Sink, item: Item, tried: bool) -> tuple[Ticket | None, str]:
+        """Add the item's task; tried before, only if the ticket does not show it yet."""
+        number = self._parent_number(item)
+        assert number is not None
+        task = Task.model_validate(item.payload["task"])
+        if not hasattr(sink, "add_task"):
+            raise SinkError(f"{sink.name} keeps no task list", permanent=True)
+        if tried:
+            current = sink.get(number)
+            if current is not None and task in current.tasks:
+                return current, "found"
+        answer: Ticket = sink.add_task(number, task, datetime.fromisoformat(item.payload["at"]))
+        return answer.model_copy(update={"number": number}), "delivered"
 
     def _on_ticket(self, item: Item, ticket: Ticket) -> bool:
         """Did an earlier try of this follow-up reach ``ticket``? It did when the ticket holds
