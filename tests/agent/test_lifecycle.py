@@ -31,7 +31,12 @@ REQUESTER = "store-it@example.com"
 CC = "area-manager@example.com"
 
 
-def write_config(tmp_path: Path, smtp: SmtpServer | None = None, role: str = "customer") -> Path:
+LOCAL = '[[sinks]]\ntype = "local"\n'
+
+
+def write_config(
+    tmp_path: Path, smtp: SmtpServer | None = None, role: str = "customer", sinks: str = LOCAL
+) -> Path:
     notifications = ""
     if smtp is not None:
         notifications = f"""
@@ -68,8 +73,7 @@ site = "LDN01"
 host = "127.0.0.1"
 password = "{COUNTER_PASSWORD}"
 
-[[sinks]]
-type = "local"
+{sinks}
 {notifications}"""
     )
     return path
@@ -398,3 +402,31 @@ def test_no_escalation_while_the_ticket_waits_on_the_customer(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["escalated"] == []
     assert local(tmp_path).get("1").stage is Stage.FIRST_LINE  # type: ignore[union-attr]
+
+
+def test_an_escalation_not_delivered_yet_is_not_queued_again(tmp_path: Path) -> None:
+    """The helpdesk is down between two syncs: the ticket still reads as first line, and the
+    hand-over already queued is the only one."""
+    config = load_config(write_config(tmp_path))
+    clock = FakeClock(NOW)
+    with App.open(config, clock) as app:
+        ticket = make_ticket()
+        with app.store.transaction():
+            app.outbox.enqueue_ticket(app.sinks, ticket, incident_id=None, now=NOW)
+        app.tickets.deliver(NOW)
+        later = ticket.created_at + timedelta(days=1, minutes=5)
+        app.tickets.sync(later)
+        assert [e["to"] for e in app.tickets.escalated] == ["second_line"]
+        app.tickets.sync(later + timedelta(hours=1))  # nothing delivered in between
+        assert app.tickets.escalated == []
+        handovers = [i for i in app.outbox.items() if i.payload.get("stage")]
+        assert [(i.kind, i.state, i.payload["stage"]) for i in handovers] == [
+            ("message", "pending", "second_line")
+        ]
+        app.tickets.deliver(later + timedelta(hours=1))
+        [filed] = app.sinks[0].list()
+        assert filed.stage is Stage.SECOND_LINE and len(filed.messages) == 1
+        audit = app.store._db.execute(
+            "SELECT COUNT(*) FROM audit WHERE action = 'ticket.escalated'"
+        ).fetchone()[0]
+        assert audit == 1
