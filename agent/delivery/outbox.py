@@ -24,6 +24,11 @@ ticket delivery exactly-once across crashes, kills and network outages:
   that keeps failing permanently is reported by the ``agent.outbox`` check (fed by
   ``Outbox.state``), not retried forever.
 
+A ``task`` item puts a line on a ticket's task list (``add_task``, in the sinks that keep one:
+the local store, RT); tried before, it is added only if the ticket does not show it yet. A
+follow-up may carry a ``stage`` (an escalation to the next support line: ``set_stage``), applied
+only when the ticket is not in that stage already.
+
 Notices (kinds ``email`` and ``chat``) go through the same claim, retry and failure rules to a
 notification channel (``Channel``) instead of a ticket sink. They are rendered and redacted
 when queued, keyed by (ticket key, event kind, detail hash, channel) so one change is one
