@@ -135,6 +135,7 @@ def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json
     from rich.markdown import Markdown
 
     out.print(Markdown(render_markdown(ticket)))
+    out.print()
     out.print(_sla_table(ticket, now))
 
 

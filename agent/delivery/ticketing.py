@@ -31,7 +31,7 @@ from typing import Any
 from agent.config import Config
 from agent.delivery.bundling import Bundler, problem_start
 from agent.delivery.notify import Event, Notifier
-from agent.delivery.outbox import DELIVERED, FAILED, Channel, Delivery, Outbox
+from agent.delivery.outbox import DELIVERED, Channel, Delivery, Outbox
 from agent.delivery.sinks import LocalSink, Sink, SinkError
 from agent.incidents import (
     FILED_STATES,
@@ -378,12 +378,12 @@ class Ticketing:
         if self._escalated(sink.name, key, to):
             return None
         line = view.current
-        due = line.due.isoformat(timespec="minutes") if line.due else "?"
+        due = line.due.isoformat() if line.due else ""
         body = (
             f"The {line.stage.label.lower()} has had this ticket since "
-            f"{(line.since or ticket.created_at).isoformat(timespec='minutes')}, and its "
-            f"{line.sla_days}-day SLA ran out on {due} without an answer. The agent escalates "
-            f"the ticket to the {to.label.lower()} ({to.description})."
+            f"{_when(line.since or ticket.created_at)}, and its {line.sla_days}-day SLA ran out "
+            f"on {_when(line.due)} without an answer. The agent escalates the ticket to the "
+            f"{to.label.lower()} ({to.description})."
         )
         with self.store.transaction():  # the hand-over, its notice and the audit: all or none
             self.outbox.enqueue_message(
@@ -407,10 +407,13 @@ class Ticketing:
         return to
 
     def _escalated(self, sink: str, key: str, to: Stage) -> bool:
+        """Whether a hand-over of ``key`` to ``to`` was ever queued for ``sink``. One the
+        destination refused counts too: it is an ``agent.outbox`` finding, and ``tickets
+        retry`` sends it again; a fresh one every cycle would pile up refusals."""
         return any(
             i.sink == sink and i.key == key and i.payload.get("stage") == to.value
             for i in self.outbox.items()
-            if i.kind in ("message", "status") and i.state != FAILED
+            if i.kind in ("message", "status")
         )
 
     def add_task(
@@ -429,6 +432,10 @@ class Ticketing:
             for i in self.outbox.items(states=(DELIVERED,))
             if i.sink == sink and i.key == key and i.kind == "status"
         }
+
+
+def _when(at: datetime | None) -> str:
+    return f"{at:%Y-%m-%d %H:%M %Z}".strip() if at else "its due time"
 
 
 @dataclass(frozen=True)
