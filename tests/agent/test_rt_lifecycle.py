@@ -11,7 +11,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from agent.config import RtSinkConfig
 from agent.delivery.sinks.local import LocalSink
 from agent.delivery.sinks.rt import RtSink
 from rma.tickets import Stage, Task, TaskType
@@ -21,8 +24,6 @@ from tests.agent.test_lifecycle import LOCAL, NOW, REQUESTER, run, write_config
 from tests.agent.test_rt_sink import make_sink, make_ticket
 from tests.agent.test_smtp_sink import SmtpServer, smtp_server
 from tests.rt import RtServer
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -51,6 +52,7 @@ def history(rt: RtServer, number: str, kind: str) -> list[str]:
     return texts
 
 
+@pytest.mark.integration
 def test_stage_and_tasks_are_comments_rt_reads_back(rt_server: RtServer) -> None:
     sink: RtSink = make_sink(rt_server)
     filed = sink.file(make_ticket())
@@ -96,6 +98,7 @@ def test_stage_and_tasks_are_comments_rt_reads_back(rt_server: RtServer) -> None
     assert history(rt_server, filed.number, "Correspond") == []
 
 
+@pytest.mark.integration
 def test_the_lifecycle_by_hand_and_by_the_clock_in_rt_and_the_local_store(
     tmp_path: Path, rt_server: RtServer, smtp: SmtpServer
 ) -> None:
@@ -175,3 +178,46 @@ def test_the_lifecycle_by_hand_and_by_the_clock_in_rt_and_the_local_store(
     escalated_mails = [m for m in smtp.mailbox.received if "escalated" in m.message["Subject"]]
     assert len(escalated_mails) == 1  # one hand-over in two destinations: one e-mail
     assert "second line" in escalated_mails[0].message.get_body().get_content()
+
+
+# --- the comment lines, whatever support writes
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12))
+_LINE = st.one_of(
+    st.text(max_size=60),
+    st.builds(
+        lambda kind, data: f"ffc-{kind}: {json.dumps(data)}",
+        st.sampled_from(["stage", "task"]),
+        st.dictionaries(
+            st.sampled_from(["stage", "since", "plan", "eta", "task", "hours", "type", "due"]),
+            st.one_of(
+                _VALUES,
+                st.sampled_from(["second_line", "third_line", "2026-03-20", "internal note"]),
+            ),
+        ),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@example([['ffc-stage: {"stage": "second_line", "plan": 5}', 'ffc-task: {"task": "x"}']])
+@example([['ffc-stage: {"stage": "third_line", "since": "2026-03-11T09:00:00"}']])
+@given(st.lists(st.lists(_LINE, max_size=4), max_size=4))
+def test_any_comment_text_reads_back_as_a_valid_ticket_or_is_ignored(
+    comments: list[list[str]],
+) -> None:
+    """No comment support writes can break reading a ticket: a line that does not parse is
+    ignored, and what parses leaves a ticket that still validates."""
+    config = RtSinkConfig.model_validate({"type": "rt", "url": "http://127.0.0.1:9", "token": "t"})
+    sink = RtSink(config)
+    ticket = make_ticket().filed("7")
+    history = [
+        {"id": i, "Type": "Comment", "Created": NOW.isoformat()} for i in range(len(comments))
+    ]
+    texts = {str(i): "\n".join(lines) for i, lines in enumerate(comments)}
+    read = sink._structured_lines("7", ticket, history, texts)
+    assert type(read).model_validate(read.model_dump()) == read
+    assert read.key == ticket.key and read.messages == ticket.messages
+    assert isinstance(read.plan, str)
+    assert read.stage_since is None or read.stage_since.tzinfo is not None

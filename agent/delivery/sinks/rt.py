@@ -75,6 +75,8 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from pydantic import BaseModel, ConfigDict
+
 from agent.delivery.sinks.base import (
     OutcomeUnknown,
     SinkError,
@@ -124,6 +126,17 @@ _MARKER_RE = re.compile(r"\[ffc-status:\s*([^;\]]+?)\s*(?:;\s*next:\s*([^\]]+?)\
 _LINE_RE = re.compile(r"^ffc-(stage|task): (\{.*\})\s*$", re.MULTILINE)
 _TRANSIENT = {408, 425, 429}
 _HERE = "this-ticket"  # the number placeholder while rendering a page RT will number
+
+
+class _StageLine(BaseModel):
+    """An ``ffc-stage:`` line's JSON (module docstring); ``since`` defaults to the comment's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stage: Stage
+    since: datetime | None = None
+    plan: str | None = None
+    eta: date | None = None
 
 
 class RtError(SinkError):
@@ -591,12 +604,12 @@ class RtSink:
                     if kind == "task":
                         ticket = ticket.with_task(Task.model_validate(data), ticket.updated_at)
                         continue
-                    since = datetime.fromisoformat(data["since"]) if data.get("since") else at
-                    if since.tzinfo is None:
+                    line = _StageLine.model_validate(data)
+                    since = line.since or at
+                    if since.tzinfo is None:  # written by a person: RT speaks UTC
                         since = since.replace(tzinfo=UTC)
-                    eta = date.fromisoformat(data["eta"]) if data.get("eta") else None
                     ticket = ticket.with_stage(
-                        data["stage"], since, plan=data.get("plan"), eta=eta
+                        line.stage, since, plan=line.plan, eta=line.eta
                     ).model_copy(update={"updated_at": ticket.updated_at})
                 except (ValueError, KeyError, TypeError) as exc:
                     log.warning(
