@@ -6,8 +6,13 @@ overdue line escalated once — beside the local store, with one e-mail per chan
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,11 +20,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import RtSinkConfig
+from agent.delivery.outbox import CRASH_ENV, DELIVERED, Outbox
 from agent.delivery.sinks.local import LocalSink
 from agent.delivery.sinks.rt import RtSink
+from agent.store import Store
 from rma.tickets import Stage, Task, TaskType
 from simulator import FakeClock
-from tests.agent.test_delivery_e2e import rt_sinks_toml
+from tests.agent.test_delivery_e2e import ROOT, rt_sinks_toml
 from tests.agent.test_lifecycle import LOCAL, NOW, REQUESTER, run, write_config
 from tests.agent.test_rt_sink import make_sink, make_ticket
 from tests.agent.test_smtp_sink import SmtpServer, smtp_server
@@ -221,3 +228,44 @@ def test_any_comment_text_reads_back_as_a_valid_ticket_or_is_ignored(
     assert read.key == ticket.key and read.messages == ticket.messages
     assert isinstance(read.plan, str)
     assert read.stage_since is None or read.stage_since.tzinfo is not None
+
+
+@pytest.mark.integration
+def test_a_reply_whose_sender_is_killed_after_sending_is_not_sent_twice(
+    tmp_path: Path, rt_server: RtServer
+) -> None:
+    """``tickets reply`` killed (SIGKILL) after RT took the reply, before the outbox recorded
+    it: the next delivery finds the reply on the ticket and does not send it again."""
+    config = write_config(tmp_path, sinks=rt_sinks_toml(tmp_path, rt_server))
+    clock = FakeClock(datetime.now(UTC))
+    raised = run(
+        clock, "tickets", "new", "--category", "service", "--subject", "Relocate the counter",
+        "--what", "The entrance moves in April.", "--config", str(config), "--json",
+    )  # fmt: skip
+    assert raised.exit_code == 0, raised.output
+    [item] = json.loads(raised.stdout)["items"]
+    number = item["number"]
+
+    text = f"Killed after sending {uuid.uuid4().hex[:8]}."
+    killed = subprocess.run(
+        [sys.executable, "-m", "agent", "tickets", "reply", number, "-m", text,
+         "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, CRASH_ENV: "after_send"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert history(rt_server, number, "Correspond").count(text) == 1  # it got there
+
+    clock.set(datetime.now(UTC))  # the killed process queued the reply on the system clock
+    synced = run(clock, "tickets", "sync", "--config", str(config), "--json")
+    assert synced.exit_code == 0, synced.output
+    assert history(rt_server, number, "Correspond").count(text) == 1  # and only once
+    with Store.open(tmp_path / "state") as store:
+        replies = [
+            i for i in Outbox(store, tmp_path / "state").items() if i.payload.get("body") == text
+        ]
+    assert [(i.sink, i.state) for i in replies] == [("helpdesk", DELIVERED)]
