@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -33,7 +32,7 @@ from pydantic import ValidationError
 
 from agent.delivery.attach import AttachError, find_tickets, read_file
 from agent.delivery.notify import Event
-from agent.delivery.sinks.base import Sink, SinkError
+from agent.delivery.sinks.base import Sink
 from rma.tickets import (
     Category,
     CategoryNotAllowed,
@@ -47,8 +46,6 @@ from rma.tickets import (
 
 if TYPE_CHECKING:
     from agent.app import App
-
-log = logging.getLogger(__name__)
 
 
 class ConversationError(Exception):
@@ -285,33 +282,15 @@ def _files(app: App, paths: Sequence[Path]) -> dict[str, bytes]:
 
 
 def _where(app: App, number: str) -> list[tuple[Sink, Ticket]]:
-    """Ticket ``number`` in every destination: where the number names it, and where the same
-    ticket (its key) carries another number (``L-000003`` in the local store is ``57`` in RT).
-    A number that names two different tickets (``1``: ``L-000001`` and RT's ``1``) is refused."""
-    found = find_tickets(app.sinks, number)
-    if not found:
+    """Ticket ``number`` in every destination that has it (``attach.find_tickets``)."""
+    try:
+        where = find_tickets(app.sinks, number)
+    except AttachError as exc:
+        raise ConversationError(str(exc)) from None
+    if not where:
         names = ", ".join(s.name for s in app.sinks) or "none"
         raise ConversationError(f"no ticket {number} in any configured destination ({names})")
-    keys = {t.key for _, t in found}
-    if len(keys) > 1:
-        named = ", ".join(f"{s.name} {t.number}" for s, t in found)
-        raise ConversationError(
-            f"{number!r} names different tickets ({named}): give the number as the "
-            "destination writes it"
-        )
-    [key] = keys
-    where = dict((s.name, (s, t)) for s, t in found)
-    for sink in app.sinks:
-        if sink.name in where:
-            continue
-        try:
-            other = sink.find_by_key(key)
-        except SinkError as exc:  # as ``find_tickets``: one that cannot answer is skipped
-            log.warning("cannot look for ticket %s in %s: %s", number, sink.name, exc)
-            continue
-        if other is not None and other.number:
-            where[sink.name] = (sink, other)
-    return [where[s.name] for s in app.sinks if s.name in where]
+    return where
 
 
 def _names(queued: Sequence[tuple[Sink, int]]) -> list[str]:

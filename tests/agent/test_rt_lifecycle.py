@@ -269,3 +269,23 @@ def test_a_reply_whose_sender_is_killed_after_sending_is_not_sent_twice(
             i for i in Outbox(store, tmp_path / "state").items() if i.payload.get("body") == text
         ]
     assert [(i.sink, i.state) for i in replies] == [("helpdesk", DELIVERED)]
+
+
+@pytest.mark.integration
+def test_a_bare_number_naming_two_different_tickets_is_refused(
+    tmp_path: Path, rt_server: RtServer
+) -> None:
+    """``1`` is ``L-000001`` in the local store and RT's ticket 1, two different tickets: a
+    reply, a task or a file must not land on both, and each says so in one line."""
+    rt_server.create_ticket("General", "Any ticket: RT numbers from 1")  # so RT has a ticket 1
+    config = write_config(tmp_path, sinks=LOCAL + rt_sinks_toml(tmp_path, rt_server))
+    LocalSink(tmp_path / "state" / "tickets").file(make_ticket())
+    clock = FakeClock(NOW)
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    for args in (["reply", "1", "-m", "hello"], ["task", "1", "Call"], ["attach", "1", str(note)]):
+        result = run(clock, "tickets", *args, "--config", str(config))
+        assert result.exit_code == 1, result.output
+        assert "'1' names different tickets (local L-000001, helpdesk 1)" in result.output
+    local = LocalSink(tmp_path / "state" / "tickets").get("1")
+    assert local is not None and local.messages == [] and local.tasks == []
