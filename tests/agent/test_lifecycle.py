@@ -430,3 +430,33 @@ def test_an_escalation_not_delivered_yet_is_not_queued_again(tmp_path: Path) -> 
             "SELECT COUNT(*) FROM audit WHERE action = 'ticket.escalated'"
         ).fetchone()[0]
         assert audit == 1
+
+
+@pytest.mark.integration
+def test_the_cycle_escalates_an_incidents_ticket_once_its_first_line_runs_out(
+    tmp_path: Path,
+) -> None:
+    """The service, not only `tickets sync`: a simulated counter stays offline, its Technical
+    Issue waits past the first line's day, and the cycles hand it to the second line once."""
+    from tests.agent.test_delivery_e2e import (
+        LOCAL_SINK,
+        fresh_serial,
+        offline_counter,
+        runner_for,
+    )
+    from tests.agent.test_delivery_e2e import NOW as E2E_NOW
+
+    with (
+        offline_counter(tmp_path, fresh_serial("E"), LOCAL_SINK) as world,
+        runner_for(world) as runner,
+    ):
+        [filed] = runner.run_cycle().tickets
+        assert filed.number and filed.stage is Stage.FIRST_LINE
+        for hours in (20, 25, 25.25, 26):
+            world.clock.set(E2E_NOW + timedelta(hours=hours))
+            runner.run_cycle()
+        ticket = LocalSink(world.state / "tickets").get(filed.number)
+        assert ticket is not None and ticket.stage is Stage.SECOND_LINE
+        assert ticket.stage_since == E2E_NOW + timedelta(hours=25)
+        handovers = [m for m in ticket.messages if "escalates the ticket" in m.body]
+        assert len(handovers) == 1
