@@ -326,7 +326,7 @@ def completeness(config: Config, store: Store, now: datetime) -> dict[str, list[
         columns = store.slot_columns(serials, since)
         _, minutes, _ = grid_span(columns, now=due_by)
         step = minutes * 60
-        start = datetime.fromtimestamp(int(since.timestamp()) // step * step + step, UTC)
+        start = datetime.fromtimestamp(-(-int(since.timestamp()) // step) * step, UTC)
         arrays = CountArrays.from_columns(
             columns, site.calendar(), now=due_by, start=start, minutes=minutes
         )

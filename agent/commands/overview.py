@@ -60,7 +60,7 @@ def overview_cmd(
         return
     _print_tables(data)
     if html_path is not None:
-        out.print(f"page: {html_path}")
+        out.print(f"page: {html_path}", markup=False, highlight=False)
 
 
 def _print_tables(data: dict[str, Any]) -> None:
@@ -70,20 +70,21 @@ def _print_tables(data: dict[str, Any]) -> None:
     t = data["totals"]
     out.print(
         f"Overview at {_when(data['at'])} ({data['scope']}): {t['open_issues']} open issue(s), "
-        f"{t['overdue']} overdue, {t['rmas_in_progress']} RMA(s) in progress"
+        f"{t['overdue']} overdue, {t['rmas_in_progress']} RMA(s) in progress",
+        soft_wrap=False,  # wrapped at the terminal's width, between words
     )
     for read in data["helpdesk"]:
         said = f"{read['tickets']} open ticket(s)" if read["error"] is None else read["error"]
-        out.print(f"helpdesk {read['sink']}: {said}", markup=False)
+        out.print(f"helpdesk {read['sink']}: {said}", markup=False, soft_wrap=False)
     if data["gateway"]["issues"]:
         out.print()
-        out.print("[bold]The gateway and the agent[/] (the store's IT)")
+        out.print("[bold]The gateway and the agent[/] (the store's IT)", soft_wrap=False)
         out.print(_issue_table(data["gateway"]["issues"]))
     for site in data["sites"]:
         name = site["code"] if site["name"] == site["code"] else f"{site['code']} {site['name']}"
         where = "" if site["here"] else " (another gateway's site)"
         out.print()
-        out.print(f"[bold]{escape(name)}[/]{where}")
+        out.print(f"[bold]{escape(name)}[/]{where}", soft_wrap=False)
         if site["issues"]:
             out.print(_issue_table(site["issues"]))
         else:
