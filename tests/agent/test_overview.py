@@ -203,6 +203,34 @@ def test_overview_shows_each_open_issue_with_its_sla_and_plan(world: World, tmp_
     totals = data["totals"]
     assert totals["open_issues"] == 1 + len(data["gateway"]["issues"])
     assert totals["rmas_in_progress"] == 1 and totals["by_stage"]["first_line"] == 1
+    # the documented shape (README, Contracts), key for key
+    assert set(data) == {"version", "at", "scope", "gateway", "sites", "helpdesk", "totals"}
+    assert set(site) == {"code", "name", "here", "issues", "counters", "rmas"}
+    assert set(issue) == {
+        *("origin", "site", "counters", "title", "summary", "opened_at", "incident", "kind"),
+        *("rma", "helpdesk", "ticket", "stage", "sla", "overdue", "action"),
+    }
+    assert set(issue["incident"]) == {"id", "check_id", "state", "opened_at", "resolved_at"}
+    assert set(ticket) == {
+        *("number", "sink", "key", "subject", "category", "status", "next_action", "stage"),
+        *("requester", "created_at", "updated_at"),
+    }
+    assert set(issue["sla"]) == {"category", "stage", "lines", "plan", "eta", "escalate_to"}
+    assert set(issue["sla"]["lines"][0]) == {
+        *("stage", "label", "sla_days", "description", "state", "since", "due", "overdue")
+    }
+    assert set(issue["action"]) == {"owner", "next", "plan"}
+    assert set(site["counters"][0]) == {"serial", "name", "first_slot", "minutes", "windows"}
+    assert set(site["counters"][0]["windows"]["7d"]) == {
+        *("days", "expected", "recorded", "ratio", "all_expected", "all_recorded")
+    }
+    assert set(rma) == {
+        *("id", "counter", "state", "meaning", "opened_at", "updated_at", "new_serial")
+    }
+    assert set(data["totals"]) == {
+        *("sites", "open_issues", "overdue", "from_other_gateways", "rmas_in_progress"),
+        *("by_owner", "by_stage"),
+    }
     text = json.dumps(data)
     assert SECRET not in text and "[REDACTED]" in issue["summary"]
 
