@@ -732,6 +732,13 @@ class Store:
         ).fetchall()
         return {datetime.fromtimestamp(r[0], UTC) for r in rows}
 
+    def first_slot(self, counter: str) -> datetime | None:
+        """The start of the oldest slot held for the counter, or None before the first."""
+        row = self._db.execute(
+            "SELECT MIN(start) FROM count_slots WHERE counter = ?", (counter,)
+        ).fetchone()
+        return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
+
     def watermark(self, counter: str) -> datetime | None:
         """The start of the newest slot held for the counter, or None before the first."""
         row = self._db.execute(
@@ -886,6 +893,16 @@ class Store:
             "SELECT status FROM ticket_states WHERE sink = ? AND number = ?", (sink, number)
         ).fetchone()
         return row[0] if row else None
+
+    def ticket_statuses(self, key: str) -> list[dict[str, Any]]:
+        """Ticket ``key``'s status as last read from each destination: sink, number, status,
+        synced_at; the most recently read first."""
+        rows = self._db.execute(
+            "SELECT sink, number, status, synced_at FROM ticket_states WHERE key = ? "
+            "ORDER BY synced_at DESC",
+            (key,),
+        ).fetchall()
+        return [{**dict(r), "synced_at": _from_iso(r["synced_at"])} for r in rows]
 
     def set_ticket_status(
         self, sink: str, number: str, key: str, status: str, at: datetime
