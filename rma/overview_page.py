@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from diagnostics.model import plural
+
 # stage -> (label, colour); the chart's legend and the chips use the same
 STAGES: dict[str, tuple[str, str]] = {
     "first_line": ("First line", "#2b6cb0"),
@@ -298,7 +300,7 @@ def _helpdesk_section(read: Sequence[dict[str, Any]]) -> str:
         return ""
     items = "".join(
         f"<li>{_e(r['sink'])}: "
-        + (f"{r['tickets']} open ticket(s) read" if r["error"] is None else _e(r["error"]))
+        + (f"{plural(r['tickets'], 'open ticket')} read" if r["error"] is None else _e(r["error"]))
         + "</li>"
         for r in read
     )

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+from diagnostics.model import plural
 
 
 @click.command("overview")
@@ -69,12 +70,13 @@ def _print_tables(data: dict[str, Any]) -> None:
 
     t = data["totals"]
     out.print(
-        f"Overview at {_when(data['at'])} ({data['scope']}): {t['open_issues']} open issue(s), "
-        f"{t['overdue']} overdue, {t['rmas_in_progress']} RMA(s) in progress",
+        f"Overview at {_when(data['at'])} ({data['scope']}): "
+        f"{plural(t['open_issues'], 'open issue')}, {t['overdue']} overdue, "
+        f"{plural(t['rmas_in_progress'], 'RMA')} in progress",
         soft_wrap=False,  # wrapped at the terminal's width, between words
     )
     for read in data["helpdesk"]:
-        said = f"{read['tickets']} open ticket(s)" if read["error"] is None else read["error"]
+        said = plural(read["tickets"], "open ticket") if read["error"] is None else read["error"]
         out.print(f"helpdesk {read['sink']}: {said}", markup=False, soft_wrap=False)
     if data["gateway"]["issues"]:
         out.print()
@@ -118,7 +120,9 @@ def _issue_table(issues: list[dict[str, Any]]) -> Any:
         table.add_column(col, overflow="fold")
     for i in issues:
         tk = i["ticket"]
-        issue = i["title"] + (f"\n{', '.join(i['counters'])}" if i["counters"] else "")
+        issue = (i["summary"] or i["title"]) + (
+            f"\n{', '.join(i['counters'])}" if i["counters"] else ""
+        )
         if i["origin"] != "this gateway":
             issue += f"\n(filed by {i['origin']})"
         ticket = "-"
