@@ -362,10 +362,15 @@ class RtSink:
             record = self._hand_ticket(tid, data, history, texts, site, counters, category)
         return self._current(tid, record, data, history, texts)
 
-    def list(self) -> builtins.list[Ticket]:
+    def list(self, *, active_only: bool = False) -> builtins.list[Ticket]:
         """Every ffc-agent ticket in RT, oldest first (at most MAX_LISTED); a rejected
-        duplicate of a key is left out, as ``find_by_key`` would never answer it."""
-        items = self._search(self._has_key_sql(), fields="Subject,CustomFields", order="ASC")
+        duplicate of a key is left out, as ``find_by_key`` would never answer it. Whichever
+        gateway filed it: all of a chain's gateways file into the same RT. ``active_only``:
+        only those RT still has in play (new, open, stalled)."""
+        query = self._has_key_sql()
+        if active_only:
+            query = f"Status = '__Active__' AND {query}"
+        items = self._search(query, fields="Subject,CustomFields", order="ASC")
         tickets = []
         keys: set[str] = set()
         for item in items[:MAX_LISTED]:
