@@ -7,11 +7,8 @@ the ball (the customer, FootfallCam support, the store's IT or the agent itself)
 step, and the steps after it. It is the one place that words this; ``ffc-agent overview``
 shows it per issue, in tables, JSON and the HTML page.
 
-``ticket_clocks`` is the ticket's SLAs side by side: its category's and its support line's.
-It is an adapter in one place: until ``rma.sla`` offers each support line's own clock (the
-stage's start is not recorded yet), the current line's clock is counted from the ticket's
-creation for the first line and is unknown for the others; the JSON shape is the one the
-per-line function will have, so switching is a change of this function's body alone.
+``ticket_clocks`` is the ticket's SLAs side by side, its category's and its support line's,
+as ``rma.sla.ticket_sla`` computes them (the one place), in JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rma.sla import is_overdue, sla_due
+from rma.sla import ticket_sla
 from rma.tickets import Category, NextAction, Stage, Ticket, TicketStatus
 from rma.workflow import FINAL
 from rma.workflow import State as RmaState
@@ -32,50 +29,12 @@ _LINES = (Stage.FIRST_LINE, Stage.SECOND_LINE, Stage.THIRD_LINE)
 
 
 def ticket_clocks(ticket: Ticket, now: datetime) -> dict[str, Any]:
-    """The category's SLA and each support line's, as JSON (see the module docstring).
+    """The category's SLA and each support line's, as JSON: ``rma.sla.ticket_sla``'s.
 
     ``{"category": {"sla_days", "due", "overdue"}, "stage", "lines": [{"stage", "label",
     "sla_days", "description", "state", "since", "due", "overdue"}, ...], "plan", "eta",
     "escalate_to"}``; ``state`` is ``done``, ``current`` or ``ahead``."""
-    due = sla_due(ticket)
-    held = _LINES.index(ticket.stage)
-    lines = []
-    escalate_to = None
-    for i, stage in enumerate(_LINES):
-        line: dict[str, Any] = {
-            "stage": stage.value,
-            "label": stage.label,
-            "sla_days": stage.sla_days,
-            "description": stage.description,
-            "state": "done" if i < held else "ahead" if i > held else "current",
-            "since": None,
-            "due": None,
-            "overdue": False,
-        }
-        if i == held and stage is Stage.FIRST_LINE:
-            # the first line holds the ticket from its creation: the category's rule, own days
-            mine = ticket.model_copy(update={"sla_days": stage.sla_days})
-            line_due = sla_due(mine)
-            line |= {
-                "since": ticket.created_at.isoformat(),
-                "due": line_due.isoformat() if line_due else None,
-                "overdue": is_overdue(mine, now),
-            }
-            if line["overdue"]:
-                escalate_to = _LINES[i + 1].value
-        lines.append(line)
-    return {
-        "category": {
-            "sla_days": ticket.sla_days,
-            "due": due.isoformat() if due else None,
-            "overdue": is_overdue(ticket, now),
-        },
-        "stage": ticket.stage.value,
-        "lines": lines,
-        "plan": "",
-        "eta": None,
-        "escalate_to": escalate_to,
-    }
+    return ticket_sla(ticket, now).to_json()
 
 
 def overdue(clocks: dict[str, Any] | None) -> bool:

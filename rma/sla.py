@@ -22,8 +22,9 @@ day of taking the ticket (initial assessment and localisation), the second withi
 (diagnosis), and the third with a plan and an ETA, the ETA being its own due date.
 ``ticket_sla`` puts the line's clock beside the category's, for every caller (``tickets show``,
 the overview, the escalation in ``agent.delivery.ticketing``): a line's clock starts when the
-line took the ticket (``stage_since``; the creation for the first line), is paused by the same
-rule as the category's, and a line that runs out is escalated to the next one (``escalate_to``).
+line took the ticket (``stage_since``; the creation for the first line; a later line whose
+start was never recorded has no clock), is paused by the same rule as the category's, and a
+line that runs out is escalated to the next one (``escalate_to``).
 The third line is due at the end of its ETA day (in ``created_at``'s zone) and has no next line.
 """
 
@@ -138,15 +139,25 @@ class TicketSla:
 def line_due(ticket: Ticket) -> datetime | None:
     """When the support line holding ``ticket`` owes its answer: the line's start plus its
     SLA days (24-hour days, as ``sla_due``); for the third line the end of its ETA day; None
-    when the third line has no ETA yet."""
+    when the third line has no ETA yet, or a later line's start was never recorded."""
     created = ticket.created_at
-    since = ticket.stage_since or created
+    since = _line_start(ticket)
     days = ticket.stage.sla_days
     if days is not None:
+        if since is None:
+            return None
         return (since.astimezone(UTC) + timedelta(days=days)).astimezone(created.tzinfo)
     if ticket.eta is None:
         return None
     return datetime.combine(ticket.eta + timedelta(days=1), time(), tzinfo=created.tzinfo)
+
+
+def _line_start(ticket: Ticket) -> datetime | None:
+    """When the current line took the ticket: recorded, or the creation for the first line;
+    None for a later line whose start was never recorded (its clock is unknown, never late)."""
+    if ticket.stage_since is not None:
+        return ticket.stage_since
+    return ticket.created_at if ticket.stage is Stage.FIRST_LINE else None
 
 
 def ticket_sla(ticket: Ticket, now: datetime) -> TicketSla:
@@ -166,7 +177,7 @@ def ticket_sla(ticket: Ticket, now: datetime) -> TicketSla:
                 stage,
                 stage.sla_days,
                 "current",
-                since=ticket.stage_since or ticket.created_at,
+                since=_line_start(ticket),
                 due=due,
                 overdue=due is not None and _with_support(ticket) and now > due,
             )

@@ -180,3 +180,12 @@ def test_the_stage_and_its_start_survive_a_json_round_trip() -> None:
     back = Ticket.from_json(t.to_json())
     assert back.stage is Stage.SECOND_LINE and back.stage_since == t.stage_since
     assert ticket_sla(back, NOW).to_json() == ticket_sla(t, NOW).to_json()
+
+
+def test_a_later_line_whose_start_was_never_recorded_has_no_clock() -> None:
+    t = ticket(Category.TECHNICAL_ISSUE, NOW - timedelta(days=5))
+    legacy = Ticket.from_json({**t.to_json(), "stage": "second_line"})  # no stage_since
+    view = ticket_sla(legacy, NOW)
+    assert line_due(legacy) is None and view.current.since is None
+    assert not view.current.overdue and view.escalate_to is None
+    assert view.category_overdue
