@@ -18,10 +18,10 @@ then the customer's). Completeness: of the count slots due in the site's opening
 counter's first slot if it is newer — the share that arrived; a slot is due two cycles after
 it ended. The result is JSON-ready and scrubbed of the configuration's secrets.
 
-The shape (``version`` 1) is documented in the README's *Contracts* and pinned by the tests: ``at``, ``scope``, ``sites`` (``code``, ``name``, ``here``, ``issues``, ``counters``,
-``rmas``), ``helpdesk`` (per RT destination read: ``sink``, ``tickets``, ``error``) and
-``totals``; ``gateway`` (``issues``) holds the gateway's and the agent's own, which are the
-store's IT's.
+The shape (``version`` 1) is documented in the README's *Contracts* and pinned by the tests:
+``at``, ``scope``, ``sites`` (``code``, ``name``, ``here``, ``issues``, ``counters``, ``rmas``),
+``helpdesk`` (per RT destination read: ``sink``, ``tickets``, ``error``) and ``totals``;
+``gateway`` (``issues``) holds the gateway's and the agent's own, which are the store's IT's.
 """
 
 from __future__ import annotations
