@@ -8,7 +8,6 @@ support line ran past its SLA. ``new``, ``reply`` and ``task`` write through the
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from agent.commands.common import (
     json_option,
     out,
 )
+from diagnostics.model import plural
 
 
 def _task_types() -> list[Any]:
@@ -84,7 +84,8 @@ def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> No
             rows += [_ticket_row(sink, t, now) for t in sink.list()]
         except SinkError as exc:
             click.echo(f"warning: cannot list {sink.name}: {exc}", err=True)
-    rows.sort(key=lambda r: r["created_at"], reverse=True)
+    # newest first; tickets filed in one cycle share a time, so the later number goes first
+    rows.sort(key=lambda r: (r["created_at"], _digits(r["number"] or "")), reverse=True)
     if as_json:
         _print_json(rows)
         return
@@ -134,7 +135,7 @@ def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json
         return
     from rich.markdown import Markdown
 
-    out.print(Markdown(render_markdown(ticket)))
+    out.print(Markdown(render_markdown(ticket)), soft_wrap=False)  # wrapped, never cut
     out.print()
     out.print(_sla_table(ticket, now))
 
@@ -382,6 +383,8 @@ def tickets_preview(incident: int, config_path: Path, as_json: bool) -> None:
                 "belongs to the store's IT, and the agent files no support ticket for it"
             )
         ticket = app.tickets.compose(inc, now)
+        if inc.ticket_number:  # filed already: the preview shows it under its number
+            ticket = ticket.model_copy(update={"number": inc.ticket_number})
         attachments = app.bundler.for_ticket(inc, ticket, now, [])
     files = [{"name": n, "size": len(d)} for n, d in attachments.items()]
     if as_json:
@@ -391,7 +394,7 @@ def tickets_preview(incident: int, config_path: Path, as_json: bool) -> None:
 
     from agent.delivery.sinks.local import render_markdown
 
-    out.print(Markdown(render_markdown(ticket)))
+    out.print(Markdown(render_markdown(ticket)), soft_wrap=False)
     for f in files:
         out.print(f"attachment: {f['name']} ({f['size']:,} bytes)")
 
@@ -443,8 +446,35 @@ def tickets_sync(config_path: Path, dry_run: bool, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
-    for key, value in data.items():
-        out.print(f"{key}: {json.dumps(value, default=str)}")
+    _print_sync(data)
+
+
+def _print_sync(data: dict[str, Any]) -> None:
+    """``tickets sync`` for a person: one line per thing that happened, or that nothing did."""
+    if "would_deliver" in data:
+        items = data["would_deliver"]
+        out.print(f"would deliver {plural(len(items), 'item')}" + (":" if items else ""))
+        for i in items:
+            out.print(f"  {i['sink']}: {i['kind']} {i['key']} ({i['state']})")
+        return
+    delivered = data["delivered"]
+    out.print(
+        f"delivered {plural(len(delivered), 'ticket')}"
+        + (f": {', '.join(n or '?' for n in delivered)}" if delivered else "")
+    )
+    for c in data["status_changes"]:
+        out.print(f"{c['sink']} ticket {c['number']}: {c['from']} → {c['to']}")
+    for e in data["escalated"]:
+        out.print(f"{e['sink']} ticket {e['number']}: escalated from {e['from']} to {e['to']}")
+    for sink, q in data["outbox"].items():
+        out.print(
+            f"{sink}: {plural(q['depth'], 'item')} waiting, the oldest for "
+            f"{q['oldest_age_s'] / 60:.0f} min"
+        )
+    for f in data["failed"]:
+        out.print(f"{f['sink']}: {f['key']} failed for good: {f['error']}")
+    if not (data["status_changes"] or data["escalated"] or data["outbox"] or data["failed"]):
+        out.print("no status changes, nothing waiting")
 
 
 @tickets.command("attach")
