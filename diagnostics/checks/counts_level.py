@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from diagnostics.checks.base import Wording
@@ -52,25 +53,43 @@ class CountLevel(CountCheck):
         fail_change: float = Field(
             0.2, gt=0, description="this far off (0.8× or 1.25×) is critical, not a warning"
         )
+        min_open_hours: float = Field(
+            6.0,
+            ge=0,
+            description="a level shift lasts: it is raised once it has held over this much "
+            "opening time (a few odd hours are traffic, or a zero run)",
+        )
 
     options: Options
 
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
         i = model.index(evidence.serial)
         lo = self.low(model, evidence)
-        shifts = [s for s in model.shifts(i) if s.alarm >= lo and self._material(s)]
+        held = [(s, at) for s in model.shifts(i) if (at := self._held(model, s)) is not None]
+        shifts = [(s, at) for s, at in held if at >= lo and self._material(s)]
         if self.options.scope != "all":
-            shifts = [s for s in shifts if s.ongoing][-1:]
-        found = [self._finding(model, evidence, s) for s in shifts]
+            shifts = [(s, at) for s, at in shifts if s.ongoing][-1:]
+        found = [self._finding(model, evidence, s, at) for s, at in shifts]
         return self.settle(found, evidence, "level", "the counter counts at its usual level")
+
+    def _held(self, model: CountModel, shift: Shift) -> int | None:
+        """The slot at whose end the shift had both crossed the threshold and lasted
+        ``min_open_hours`` of opening time; None if it has not (yet)."""
+        g = model.grid
+        need = self.options.min_open_hours * 60 / g.minutes  # slots of opening time
+        opened = np.cumsum(g.open_regular[shift.first : shift.last + 1])
+        enough = np.flatnonzero(opened >= need - 1e-9)
+        if not enough.size:
+            return None
+        return max(shift.alarm, shift.first + int(enough[0]))
 
     def _material(self, shift: Shift) -> bool:
         change = shift.factor - 1 if shift.factor >= 1 else 1 / shift.factor - 1
         return change >= self.options.min_change
 
-    def _finding(self, model: CountModel, evidence: Any, shift: Shift) -> Finding:
+    def _finding(self, model: CountModel, evidence: Any, shift: Shift, held: int) -> Finding:
         start, end = span(model, shift.first, shift.last)
-        alarm = model.grid.at(shift.alarm + 1)
+        alarm = model.grid.at(held + 1)
         under = shift.direction < 0
         change = 1 / shift.factor - 1 if under else shift.factor - 1
         status = Status.FAIL if change >= self.options.fail_change else Status.WARN
