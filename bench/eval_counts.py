@@ -27,7 +27,7 @@ import os
 import sys
 import time as clock
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -265,6 +265,7 @@ class Case:
     note: str = ""
     hits: int = 0  # genuine findings of the fault's kind about it
     wrong: int = 0  # genuine findings of the fault's kind about something else (near it)
+    codes: set[str] = field(default_factory=set)  # kinds of genuine findings about the fault
 
 
 def open_slots(site: Site, lo: int, hi: int) -> np.ndarray:
@@ -378,6 +379,8 @@ def _score(case: Case, kind: str, serial, assessed) -> None:
             and (f.subject == serial or (kind == "imbalance" and f.subject is None))
         )
         near = end is not None and start is not None and end > case.onset - timedelta(days=7)
+        if a.genuine and overlaps and f.subject in (serial, None):
+            case.codes.add(f.code)
         if a.genuine and f.code == want and near:
             if mine:
                 case.hits += 1
@@ -742,6 +745,15 @@ def main() -> None:
         shift_table(
             shift_sites, bank_m, np.random.default_rng(args.seed + 2), args.half, args.cases
         )
+    print("\n## confusion: kinds of genuine findings about each fault (counter or site)\n")
+    found_kinds = ("zero_run", "missing", "site_outage", "under_count", "over_count", "imbalance")
+    print(f"| injected | cases | {' | '.join(found_kinds)} | none |")
+    print("|---|---|" + "---|" * (len(found_kinds) + 1))
+    for kind in [k for k in args.kinds if k in KINDS]:
+        cases = totals[kind]
+        cells = [sum(k in c.codes for c in cases) for k in found_kinds]
+        none = sum(not c.codes for c in cases)
+        print(f"| {kind} | {len(cases)} | {' | '.join(map(str, cells))} | {none} |")
     print("\n## precision of the findings of each kind (genuine, within a week of the fault)\n")
     print("| kind | about the fault | about something else | precision |")
     print("|---|---|---|---|")
