@@ -752,16 +752,18 @@ class CountModel:
         ]
 
     def shifts(self, i: int) -> list[Shift]:
-        """Level shifts of counter ``i`` by a two-sided CUSUM on its log ratio to its peers.
+        """Level shifts of counter ``i`` by CUSUMs on its log ratio to its peers, each shift a
+        change-point with recovery (see ``_episodes``).
 
         Both the counter and its peers are measured against their own expectation, so the
         historical ratio between doors is built in, and a store-wide dip cancels out. Slots
         are pooled into blocks of about ``block_expected`` visitors within a local day; a
         block's variance is Poisson on both sides plus an extra part fitted robustly (MAD)
         from the counter's own record, inflated by how much blocks of one day or one week
-        move together. The CUSUM adds the log-likelihood ratio of "shifted by ``shift``"
-        against "no shift", so its threshold reads as a false-alarm rate: at least e^threshold
-        blocks between false alarms, set to ``false_alarm_days`` of the counter's blocks.
+        move together. Each CUSUM adds the log-likelihood ratio of "shifted by d" against "no
+        shift" (d in ``shifts``), so its threshold reads as a false-alarm rate: at least
+        e^threshold blocks between false alarms, set to ``false_alarm_days`` of the counter's
+        effective blocks (blocks of a day that move together count as fewer).
         Without peers the counter is compared with its own baseline, a noisier yardstick that
         the fitted variance makes correspondingly cautious.
         """

@@ -5,13 +5,15 @@ at the front and leave by the side) is normal, and flagging it every day is a ti
 nothing. So a day's IN share is judged against the door's own usual share, with the volume
 that day: with n crossings the share's binomial variance is p(1 − p)/n, plus a day-to-day part
 τ² that real doors have on top (events, weather, a queue at the side door), fitted robustly
-from the door's own history, plus the uncertainty of the usual share itself. A day is
-significant when its z-score passes the confidence level *and* the share moved by at least
-the tolerance (so an enormous door's tiny drift is not a fault). An episode is a run of
-significant days in one direction; it matters once it lasts the required days.
+from the door's own history, plus the uncertainty of the usual share itself. A day alone is
+*unusual* when its z-score passes the confidence level *and* the share moved by at least the
+tolerance (so an enormous door's tiny drift is not a fault). A *lasting move* is found by a
+sequential test (a CUSUM per direction, each day weighted by its own variance), so a modest
+move that no single day shows is found over a few days and a large one in two; it ends when
+a test the other way says the share is back to usual.
 
 The usual share is a volume-weighted median of the earlier days (robust to a few bad days)
-that were not themselves significant, so a long fault does not become the new normal; when
+that were not part of a move, so a long fault does not become the new normal; when
 fewer than ``min_history`` clean days remain in the window (a lasting change: a re-tuned
 counter, a new layout), every day of the window counts and the change is accepted.
 

@@ -7,9 +7,10 @@ so a door is judged against *its own* usual split, never against 50/50: a door t
 55/45 is normal. A counter whose counting line moved, or whose directions got mixed up,
 shows as a change. Each whole day's IN share is tested against the usual share with an
 overdispersed binomial (``diagnostics.share``: the volume of the day, the door's own
-day-to-day spread, the uncertainty of the usual share), and a finding needs ``min_days``
-consecutive significant days in one direction, each at least ``tolerance`` away: quiet days
-cannot reach significance on noise, and one odd day is not a fault. The finding says what the
+day-to-day spread, the uncertainty of the usual share), sequentially: a finding needs the
+evidence of at least ``min_days`` days that the share moved by ``tolerance`` one way, at a
+false-alarm rate of one per door and direction in ``false_alarm_days``: quiet days cannot
+reach it on noise, and one odd day is not a fault. The finding says what the
 usual split is, what it is now, over which days, and how sure.
 """
 

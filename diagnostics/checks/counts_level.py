@@ -3,9 +3,10 @@
 A partly blocked view, a moved camera or a mis-tuned counting line does not stop a counter: it
 keeps counting, 30 % too few or too many, and nobody notices until the figures are questioned
 at the end of the quarter. The counter's ratio to its peers (each against its own usual
-level) is followed with a CUSUM, which catches sudden shifts in hours and slow drifts in days;
-without peers, the counter is held against its own history. The finding names the estimated
-factor (``0.62×``) and when the shift began.
+level) is followed with two CUSUMs (for small and large shifts), which catch a 0.6× or 1.5×
+counter in hours and slow drifts in days; without peers, the counter is held against its own
+history. The finding names the estimated factor (``0.62×``), when the shift began and, once
+the ratio is back, when it ended: the current finding is then ok again.
 """
 
 from __future__ import annotations
