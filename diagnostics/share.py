@@ -133,24 +133,27 @@ def judge_days(
     back = 0.0  # the CUSUM back to normal while a move is in progress
     moved_by: list[tuple[float, float]] = []  # (weight, move) of the move's days
     last_normal = 0  # index of the last day of the move where ``back`` was zero
+    lo = 0  # the days arrive in order: the window's first day only moves forward
     for d in days:
         if d.n <= 0:
             continue
-        window = [x for x in out if d.day - history_days <= x.day < d.day]
+        while lo < len(out) and out[lo].day < d.day - history_days:
+            lo += 1
+        window = out[lo:]
         clean = [x for x in window if not x.significant]
         hist = clean if len(clean) >= min_history else window
         if len(hist) < min_history:
             out.append(d)
             continue
-        shares = np.array([x.share for x in hist])
-        weights = np.array([x.n for x in hist])
-        usual = _weighted_median(shares, weights)
+        # a few dozen numbers: plain Python beats numpy's per-call cost here
+        shares = [x.share for x in hist]
+        usual = _weighted_median(shares, [x.n for x in hist])
         usual = min(max(usual, 0.02), 0.98)
-        binom = usual * (1 - usual) / weights
-        mad = 1.4826 * float(np.median(np.abs(shares - usual)))
-        tau2 = max(MIN_TAU**2, mad * mad - float(np.median(binom)))
+        binom = _median([usual * (1 - usual) / x.n for x in hist])
+        mad = 1.4826 * _median([abs(v - usual) for v in shares])
+        tau2 = max(MIN_TAU**2, mad * mad - binom)
         # the usual share is itself an estimate: the variance of a median of len(hist) days
-        var_usual = (math.pi / 2) * float(np.median(binom + tau2)) / len(hist)
+        var_usual = (math.pi / 2) * (binom + tau2) / len(hist)
         var = usual * (1 - usual) / d.n + tau2 + var_usual
         sd = math.sqrt(var)
         x = d.share - usual
@@ -222,7 +225,18 @@ def episodes(days: list[ShareDay], taus: dict[int, float]) -> list[Episode]:
     return found
 
 
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    return float(values[order][int(np.searchsorted(cum, cum[-1] / 2))])
+def _weighted_median(values: list[float], weights: list[float]) -> float:
+    pairs = sorted(zip(values, weights, strict=True))
+    half = sum(weights) / 2
+    acc = 0.0
+    for value, weight in pairs:
+        acc += weight
+        if acc >= half:
+            return value
+    return pairs[-1][0]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
