@@ -75,14 +75,21 @@ class CountLevel(CountCheck):
 
     def _held(self, model: CountModel, shift: Shift) -> int | None:
         """The slot at whose end the shift had both crossed the threshold and lasted
-        ``min_open_hours`` of opening time; None if it has not (yet)."""
+        ``min_open_hours`` of opening time, or lasted until the store closed that day (a
+        shift that begins late in the day is not held back over the night or the weekend);
+        None if it has not (yet)."""
         g = model.grid
         need = self.options.min_open_hours * 60 / g.minutes  # slots of opening time
         opened = np.cumsum(g.open_regular[shift.first : shift.last + 1])
         enough = np.flatnonzero(opened >= need - 1e-9)
-        if not enough.size:
-            return None
-        return max(shift.alarm, shift.first + int(enough[0]))
+        held = shift.first + int(enough[0]) if enough.size else None
+        # the last slot open on the shift's first day
+        same_day = np.flatnonzero(g.day[shift.first :] == g.day[shift.first])
+        day_open = shift.first + same_day[g.open_regular[shift.first + same_day] > 0]
+        if day_open.size and shift.last >= day_open[-1]:
+            closing = int(day_open[-1])
+            held = closing if held is None else min(held, closing)
+        return None if held is None else max(shift.alarm, held)
 
     def _material(self, shift: Shift) -> bool:
         change = shift.factor - 1 if shift.factor >= 1 else 1 / shift.factor - 1

@@ -207,3 +207,12 @@ def test_without_peers_the_days_around_a_public_holiday_are_not_judged():
 
     assert not judged(eve)  # a quiet eve, holiday and day after: nothing to compare with
     assert [f.code for f in judged(eve + timedelta(days=7))] == ["under_count"]
+
+
+def test_a_shift_that_begins_late_in_the_day_is_raised_at_the_close_not_days_later():
+    slots = four_doors()
+    late = NOW.replace(hour=15, minute=0) - timedelta(days=4)  # Saturday, closes at 20:00
+    slots["A"] = window(slots["A"], 0.5, late, NOW)
+    [f] = run(slots, scope="all")
+    assert f.code == "under_count" and f.evidence["ongoing"]
+    assert when(f.evidence["detected_at"]) <= late.replace(hour=20)
