@@ -557,7 +557,9 @@ class CountModel:
             for a, b in zip(firsts[hit].tolist(), lasts[hit].tolist(), strict=True):
                 mask[i, a : b + 1] = True
         self.zero_mask = mask
-        self._peers_clean = self._peer_totals(mask)
+        # a peer's own fault is no yardstick: its zero runs, and (second pass) the days it
+        # was flagged shifted, are left out of the level its peers are held against
+        self._peers_clean = self._peer_totals(mask | self._bad)
 
     def _share_k(self, i: int, usable: np.ndarray) -> float:
         """How steady the counter's share of its site's traffic is from day to day, as the

@@ -216,3 +216,14 @@ def test_a_shift_that_begins_late_in_the_day_is_raised_at_the_close_not_days_lat
     [f] = run(slots, scope="all")
     assert f.code == "under_count" and f.evidence["ongoing"]
     assert when(f.evidence["detected_at"]) <= late.replace(hour=20)
+
+
+def test_a_broken_peer_is_no_yardstick_for_the_others():
+    # A under-counts for four days while C happens to be a little busier than usual: held
+    # against A and B together C would look 1.5x; A's shifted days are left out of its level
+    slots = site(days=56)
+    slots["A"] = window(slots["A"], 0.5, ONSET, RECOVERY)
+    slots["C"] = window(slots["C"], 1.12, ONSET, RECOVERY)
+    assert [f.code for f in run(slots, "A", scope="all")] == ["under_count"]
+    for serial in "BC":
+        assert not [f for f in run(slots, serial, scope="all") if f.problem], serial
