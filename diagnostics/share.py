@@ -152,6 +152,11 @@ def judge_days(
         binom = _median([usual * (1 - usual) / x.n for x in hist])
         mad = 1.4826 * _median([abs(v - usual) for v in shares])
         tau2 = max(MIN_TAU**2, mad * mad - binom)
+        # τ is itself estimated, from a few weeks of days by the MAD (about 37 % as efficient
+        # as the variance): a new day's spread is a t with that many degrees of freedom, not
+        # a normal, and a τ that came out low by chance must not make ordinary days look odd
+        df = max(3.0, 0.37 * len(hist))
+        tau2 *= df / (df - 2)
         # the usual share is itself an estimate: the variance of a median of len(hist) days
         var_usual = (math.pi / 2) * (binom + tau2) / len(hist)
         var = usual * (1 - usual) / d.n + tau2 + var_usual

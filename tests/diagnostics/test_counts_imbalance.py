@@ -110,7 +110,7 @@ def test_one_odd_day_is_not_a_fault():
 
 
 def test_options_set_the_days_required_and_the_confidence():
-    slots = split(door(), moved=0.6, since=DAY, until=DAY + timedelta(days=1))
+    slots = split(door(), moved=0.65, since=DAY, until=DAY + timedelta(days=1))
     [f] = run(slots, min_days=1)
     assert f.problem and f.evidence["days"] == 1
     slots = split(door(), moved=0.53, since=DAY - timedelta(days=2))
