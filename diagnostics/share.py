@@ -133,23 +133,35 @@ def judge_days(
     back = 0.0  # the CUSUM back to normal while a move is in progress
     moved_by: list[tuple[float, float]] = []  # (weight, move) of the move's days
     last_normal = 0  # index of the last day of the move where ``back`` was zero
+    # each judged day's share and crossings, and whether it is part of a move, beside ``out``
+    # (a few dozen numbers a day: plain Python beats numpy's per-call cost here)
+    facts: list[tuple[float, float]] = []
+    moving: list[bool] = []
+
+    def mark(j: int, significant: int, alarm: bool = False) -> None:
+        out[j] = replace(out[j], significant=significant, alarm=alarm)
+        moving[j] = bool(significant)
+
     lo = 0  # the days arrive in order: the window's first day only moves forward
     for d in days:
-        if d.n <= 0:
+        n = d.n
+        if n <= 0:
             continue
         while lo < len(out) and out[lo].day < d.day - history_days:
             lo += 1
-        window = out[lo:]
-        clean = [x for x in window if not x.significant]
-        hist = clean if len(clean) >= min_history else window
+        span = range(lo, len(out))
+        clean = [j for j in span if not moving[j]]
+        hist = clean if len(clean) >= min_history else list(span)
         if len(hist) < min_history:
             out.append(d)
+            facts.append((d.share, n))
+            moving.append(False)
             continue
-        # a few dozen numbers: plain Python beats numpy's per-call cost here
-        shares = [x.share for x in hist]
-        usual = _weighted_median(shares, [x.n for x in hist])
+        shares = [facts[j][0] for j in hist]
+        crossings = [facts[j][1] for j in hist]
+        usual = _weighted_median(shares, crossings)
         usual = min(max(usual, 0.02), 0.98)
-        binom = _median([usual * (1 - usual) / x.n for x in hist])
+        binom = usual * (1 - usual) * _median([1 / c for c in crossings])
         mad = 1.4826 * _median([abs(v - usual) for v in shares])
         tau2 = max(MIN_TAU**2, mad * mad - binom)
         # τ is itself estimated, from a few weeks of days by the MAD (about 37 % as efficient
@@ -168,6 +180,8 @@ def judge_days(
         out.append(
             ShareDay(d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, 0, unusual)
         )
+        facts.append((d.share, n))
+        moving.append(False)
         here = len(out) - 1
         if state:
             y = state * x
@@ -178,11 +192,11 @@ def judge_days(
             if back == 0.0:
                 last_normal = here
             if back < h:
-                out[here] = replace(out[here], significant=state)
+                mark(here, state)
                 continue
             # back to usual: the move ended on the last day that still looked moved
             for j in range(last_normal + 1, here + 1):
-                out[j] = replace(out[j], significant=0)
+                mark(j, 0)
             state, up, down = 0, 0.0, 0.0
             since = {1: here + 1, -1: here + 1}
             continue
@@ -206,7 +220,7 @@ def judge_days(
                 first = int(np.argmax(tail))
                 moved_by = moves[first:]
                 for j in judged[first:]:
-                    out[j] = replace(out[j], significant=k, alarm=j == here)
+                    mark(j, k, j == here)
                 break
     return out, taus
 
