@@ -369,6 +369,22 @@ class CounterRef:
 
 
 @dataclass(frozen=True)
+class DeviceFacts:
+    """What the agent knows of one counter's identity, for the ticket's "which device?".
+
+    ``model``, ``firmware`` and ``reported_serial`` as the device last reported them (None:
+    never reported), ``mac`` from the gateway's ARP table where known, ``remote_access`` one
+    plain sentence ("SSH not configured: deep checks unavailable")."""
+
+    serial: str
+    model: str | None = None
+    firmware: str | None = None
+    reported_serial: str | None = None
+    mac: str | None = None
+    remote_access: str = ""
+
+
+@dataclass(frozen=True)
 class ProblemContext:
     """Everything the composer may use: one incident's findings and where they happened."""
 
@@ -383,6 +399,7 @@ class ProblemContext:
     cc: tuple[str, ...]
     role: Role
     now: datetime
+    devices: tuple[DeviceFacts, ...] = ()  # the identity of ``counters``, where known
 
 
 def idempotency_key(check_id: str, subject: str, started_at: datetime) -> str:
@@ -637,6 +654,8 @@ class _Writer:
         also = [s for s in (_sentence(o.summary) for o in others[:3]) if s and s != said]
         if also:
             text += " Also observed: " + " ".join(also)
+        if kind.ticket_ask:
+            text += f" What we ask: {_sentence(self.fill(kind.ticket_ask, f))}"
         return _squash(text)
 
     def where(self) -> str:
@@ -666,7 +685,7 @@ class _Writer:
             found = next((x[key] for x in (f.evidence for f in findings) if x.get(key)), None)
             if found is not None:
                 facts.append(f"{_words(key)} {self.value(found)}")
-        extra = f" Reported {', '.join(facts)}." if facts else ""
+        extra = f" Reported {', '.join(facts)}." if facts and not self.ctx.devices else ""
         if kind.family is Family.GATEWAY:
             return f"The site gateway at {self.site} that runs the monitoring agent.{extra}"
         if self.site_level:
@@ -676,7 +695,8 @@ class _Writer:
                     f"{_join([_ref(c, host=True) for c in self.ctx.counters])}.{extra}"
                 )
             return f"No single device: the whole site is affected.{extra}"
-        devices = [_device(c) for c in self.ctx.counters]
+        known = {d.serial: d for d in self.ctx.devices}
+        devices = [_device(c, known.get(c.serial)) for c in self.ctx.counters]
         return _squash(" ".join(devices) + extra)
 
     def how(self, kind: CheckMeta, f: Finding, others: Sequence[Finding]) -> str:
@@ -714,15 +734,77 @@ class _Writer:
             first += f"; it was first seen failing at {self.clock(self.ctx.started_at)}"
         parts = [first + "."]
 
-        rest = [self.item(k, v) for k, v in ev.items() if k not in used][:_MAX_EVIDENCE_ITEMS]
+        # only what the check declares worth a person's reading; the rest (model statistics,
+        # raw image metrics) is in the bundle's findings.json
+        shown = [k for k in kind.ticket_evidence if k in ev and k not in used]
+        rest = [self.item(k, ev[k]) for k in shown if k != _REACH][:_MAX_EVIDENCE_ITEMS]
         if rest:
             parts.append(f"Evidence: {'; '.join(rest)}.")
+        if _REACH in shown and isinstance(ev[_REACH], Mapping):
+            parts.append(_reach(ev[_REACH]))
+        tried = self.tried(f.evidence)
+        if tried:
+            parts.append(tried)
         for other in others[:3]:
             said = _lower_first(_sentence(other.summary).rstrip(".")) or _words(other.code)
             parts.append(
                 f"The {other.check_id} check also reported at {self.clock(other.at)}: {said}."
             )
+        if kind.store_questions:
+            parts.append(
+                "Asked of the store, answers to follow on this ticket: "
+                + " ".join(_sentence(q) for q in kind.store_questions)
+            )
+        parts.append("The full evidence is in the attached bundle (findings.json, report.html).")
         return _squash(" ".join(parts))
+
+    def tried(self, ev: Mapping[str, Any]) -> str:
+        """The remote fixes the agent tried, in words (the remediation ladder's record)."""
+        steps = ev.get("remediation")
+        ladder = ev.get("ladder")
+        if not isinstance(steps, list):
+            return ""
+        done = []
+        for step in steps:
+            if not isinstance(step, Mapping):
+                continue
+            at = _parse_time(str(step.get("at", "")))
+            when = f" at {self.clock(at)}" if at else ""
+            outcome = _words(str(step.get("outcome") or "outcome not known"))
+            done.append(f"{_words(str(step.get('step') or 'a fix'))}{when} ({outcome})")
+        if done:
+            return f"Remote fixes tried: {_join(done)}."
+        why = ladder.get("reason") if isinstance(ladder, Mapping) else None
+        return f"No remote fix was tried: {_clip(str(why))}." if why else ""
+
+
+_REACH = "reachability"
+
+
+def _reach(r: Mapping[str, Any]) -> str:
+    """The reachability evidence of an offline counter as support reads it."""
+    answered = r.get("ping")
+    ping = (
+        "answers ping" if answered is True else "does not answer ping" if answered is False else ""
+    )
+    if not ping:
+        notes = r.get("notes")
+        why = f" ({_clip(str(notes[0]), 60)})" if isinstance(notes, list) and notes else ""
+        ping = f"ping not tried{why}"
+    arp = r.get("arp")
+    if arp == "incomplete":
+        arp_text = "the gateway's ARP entry for it is incomplete (nothing answered at that address)"
+    elif arp:
+        arp_text = f"the gateway's ARP table has it at MAC {_clip(str(arp), 40)}"
+    else:
+        arp_text = "the gateway has no ARP entry for it"
+    ports = [
+        f"port {k[5:]} {_clip(str(v), 20)}"
+        for k, v in r.items()
+        if k.startswith("port_") and isinstance(v, str)
+    ]
+    port_text = f"; {_join(ports)}" if ports else ""
+    return f"Reachability from the gateway: it {ping}; {arp_text}{port_text}."
 
 
 class _Words(dict[str, str]):
@@ -735,10 +817,34 @@ def _ref(c: CounterRef, host: bool = False) -> str:
     return f"{text} ({c.host})" if host and c.host else text
 
 
-def _device(c: CounterRef) -> str:
+def _device(c: CounterRef, facts: DeviceFacts | None = None) -> str:
     named = f", named '{c.name}'" if c.name else ""
     at = f", at network address {c.host}" if c.host else ""
-    return f"FootfallCam counter serial {c.serial}{named}{at}."
+    text = f"FootfallCam counter serial {c.serial}{named}{at}."
+    if facts is None:
+        return text
+    reported = [
+        f"{label} {_clip(value, 80)}"
+        for label, value in (
+            ("model", facts.model),
+            ("firmware", facts.firmware),
+            ("serial", facts.reported_serial),
+        )
+        if value
+    ]
+    if reported:
+        text += f" As the device reports itself: {', '.join(reported)}."
+        if facts.reported_serial and facts.reported_serial != c.serial:
+            text += (
+                f" The device's own serial is not the configured {c.serial}: the unit may have "
+                "been swapped."
+            )
+    else:
+        text += " The device has not reported its model, firmware or serial to the agent yet."
+    text += f" MAC address {facts.mac}." if facts.mac else " MAC address not known."
+    if facts.remote_access:
+        text += f" Remote access: {_sentence(facts.remote_access)}"
+    return text
 
 
 def _reason(f: Finding) -> str:

@@ -44,6 +44,7 @@ from agent.incidents import (
     apply,
 )
 from agent.probes.counter_api import CounterClient
+from agent.probes.reach import arp_entry
 from agent.store import Incident, Store
 from diagnostics.checks import meta
 from diagnostics.model import Assessed, Finding
@@ -51,6 +52,7 @@ from rma.redact import Redactor
 from rma.sla import is_overdue, ticket_sla
 from rma.tickets import (
     CounterRef,
+    DeviceFacts,
     Message,
     ProblemContext,
     Role,
@@ -181,6 +183,7 @@ class Ticketing:
             for c in self.config.counters
             if c.serial == inc.subject
         )
+        devices = tuple(device_facts(self.config, self.store, c.serial) for c in counters)
         started_at = problem_start(finding, inc.opened_at)
         ctx = ProblemContext(
             key=idempotency_key(inc.check_id, inc.subject or inc.site, started_at),
@@ -194,6 +197,7 @@ class Ticketing:
             cc=tuple(self.config.agent.cc),
             role=Role(self.config.agent.role),
             now=now,
+            devices=devices,
         )
         ticket = compose(ctx)
         earlier = self.earlier_ticket(inc)
@@ -436,6 +440,52 @@ class Ticketing:
 
 def _when(at: datetime | None) -> str:
     return f"{at:%Y-%m-%d %H:%M %Z}".strip() if at else "its due time"
+
+
+def device_facts(config: Config, store: Store, serial: str) -> DeviceFacts:
+    """A counter's identity as the device last reported it (its API answers, newest first),
+    its MAC from the gateway's ARP table, and what remote access the agent has to it."""
+    counter = config.counter(serial)
+    reported: dict[str, str] = {}
+    for obs in store.observations(serial, "api", limit=50):
+        for key in ("serial", "model", "firmware"):
+            value = obs.data.get(key)
+            if isinstance(value, str) and value and key not in reported:
+                reported[key] = value
+        if len(reported) == 3:
+            break
+    entry = arp_entry(counter.host) if counter.host else None
+    return DeviceFacts(
+        serial=serial,
+        model=reported.get("model"),
+        firmware=reported.get("firmware"),
+        reported_serial=reported.get("serial"),
+        mac=entry["mac"] if entry and entry.get("complete") else None,
+        remote_access=remote_access(config, store, serial),
+    )
+
+
+def remote_access(config: Config, store: Store, serial: str) -> str:
+    """The agent's remote access to a counter, in one plain sentence for support."""
+    counter = config.counter(serial)
+    poe = (
+        "the agent can power-cycle it (PoE)"
+        if counter.poe_port and config.remediation.poe_command
+        else "no remote power-cycle configured"
+    )
+    if counter.ssh is None:
+        return f"SSH not configured: deep checks unavailable; {poe}"
+    last = next(iter(store.observations(serial, "ssh", limit=1)), None)
+    if last is None:
+        return f"SSH configured but not tried yet; {poe}"
+    if not last.ok:
+        why = _words(str(last.error_code or "error"))
+        return f"SSH configured but failing ({why}): deep checks unavailable; {poe}"
+    return f"SSH works: deep checks available; {poe}"
+
+
+def _words(code: str) -> str:
+    return code.replace("_", " ")
 
 
 @dataclass(frozen=True)
