@@ -34,6 +34,7 @@ from pydantic import (
 
 from diagnostics.checks import CheckMeta, Family, TicketKind, meta
 from diagnostics.model import Finding, ProbeErrorCode, Status
+from rma.redact import scrub
 
 # ---------------------------------------------------------------------------------------------
 # The portal's vocabulary
@@ -352,6 +353,9 @@ class Ticket(_Frozen):
         self, status: TicketStatus | str, at: datetime, next_action: NextAction | None = None
     ) -> Ticket:
         update: dict[str, Any] = {"status": TicketStatus(status), "updated_at": at}
+        if next_action is None and update["status"] is TicketStatus.SUGGEST_TO_CLOSE:
+            # support (or the agent) suggests closing: the customer confirms or objects
+            next_action = NextAction.WAITING_ON_CUSTOMER
         if next_action is not None:
             update["next_action"] = NextAction(next_action)
         return self.model_validate({**self.model_dump(), **update})
@@ -502,11 +506,6 @@ _REASON_CODES = frozenset(c.value for c in ProbeErrorCode)
 
 # Evidence keys never copied into a ticket, whatever a check put there.
 _SECRET_RE = re.compile(r"pass|secret|token|credential|api_?key|private|auth|cookie", re.I)
-_SECRET_PARAM_RE = re.compile(
-    r"(?i)\b((?:access_?token|token|password|passwd|pass|pwd|secret|api_?key|auth)[=:]\s*)"
-    r"[^&\s,;'\"]+"
-)
-_URL_USERINFO_RE = re.compile(r"(://[^/@:\s]+:)[^/@\s]+@")
 _ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _FAILURE_KEYS = ("consecutive_failures", "consecutive", "failures", "failed_checks", "attempts")
 _LAST_OK_KEYS = (
@@ -891,14 +890,10 @@ def _words(code: str) -> str:
     return code.replace("_", " ").replace(".", " ").strip()
 
 
-def _scrub(text: str) -> str:
-    """Blank secrets that ride inside values: tokens in URLs, passwords in user:pass@host."""
-    text = _URL_USERINFO_RE.sub(r"\1***@", text)
-    return _SECRET_PARAM_RE.sub(r"\1***", text)
-
-
 def _clip(text: str, limit: int = _MAX_TEXT) -> str:
-    text = " ".join(_scrub(str(text)).split())
+    # secrets that ride inside values (tokens in URLs, user:pass@host): the redactor's
+    # pattern layer, the one that scrubs logs and bundles
+    text = " ".join(scrub(str(text)).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 

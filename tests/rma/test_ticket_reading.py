@@ -250,3 +250,38 @@ def test_every_ticketed_check_asks_for_something() -> None:
                 assert m.ticket_ask.strip(), (check_id, code)
                 assert m.ticket_ask.rstrip().endswith("."), (check_id, code)
                 assert all(q.endswith("?") for q in m.store_questions), (check_id, code)
+
+
+# --- the bundle's report: its header ------------------------------------------------------------
+
+
+def test_the_report_header_shows_the_ticket_number_and_counts_no_skip_as_ok() -> None:
+    import re
+
+    from rma.report import render_report
+    from tests.rma.bundle_sample import SERIAL, findings, sample_input
+
+    skipped = Finding(
+        check_id="counter.device.health",
+        status=Status.SKIP,
+        code="ssh_not_configured",
+        summary="SSH is not configured for this counter: deep device checks are off",
+        at=NOW,
+        site="LDN01",
+        subject=SERIAL,
+    )
+    healthy = replace(skipped, check_id="counter.offline", status=Status.OK, code="online")
+    inp = sample_input(findings=[*findings(), skipped, skipped, healthy], ticket_number="L-000042")
+    page = render_report(inp)
+    header = page.split("</header>", 1)[0]
+    assert "Ticket L-000042" in header and "<dd>L-000042</dd>" in header
+    chips = dict(
+        (words, int(n))
+        for n, words in re.findall(r'<span class="chip [a-z_]+">(\d+) ([^<]+)<', header)
+    )
+    assert chips["ok"] == 1  # the one check that passed; not the two that were skipped
+    assert chips["skipped"] == 2
+    assert chips["genuine"] == 2 and chips["ruled out"] == 1 and chips["pending"] == 1
+    # not filed yet: the header says so instead of showing a number it cannot know
+    unfiled = render_report(sample_input()).split("</header>", 1)[0]
+    assert "not filed yet" in unfiled and "Ticket L-" not in unfiled
