@@ -46,7 +46,7 @@ from agent.incidents import (
 from agent.probes.counter_api import CounterClient
 from agent.probes.reach import arp_entry
 from agent.store import Incident, Store
-from diagnostics.checks import meta
+from diagnostics.checks import Family, meta
 from diagnostics.model import Assessed, Finding
 from rma.redact import Redactor
 from rma.sla import is_overdue, ticket_sla
@@ -101,15 +101,78 @@ class Ticketing:
             return f"the site {site} runs in shadow mode"
         return ""
 
-    def _due(self) -> Iterator[Incident]:
+    def _due(self, now: datetime) -> Iterator[Incident]:
         """Filed-state incidents with no ticket yet (a new flip, or one a crash or a dry run
-        left without), about the counters and sites."""
+        left without), about the counters and sites, and not held back (``held``)."""
+        for inc in self._unfiled():
+            if self.held(inc, now) is None:
+                yield inc
+
+    def _unfiled(self) -> Iterator[Incident]:
         for inc in self.store.incidents(open_only=True):
             if inc.state not in FILED_STATES or inc.ticket_key is not None:
                 continue
             if not meta(inc.check_id).ticketed:
                 continue  # the gateway and the agent belong to the store's IT, not FootfallCam
             yield inc
+
+    def held(self, inc: Incident, now: datetime) -> Held | None:
+        """Why this incident's ticket waits, and until when; None when it may be filed.
+
+        An offline counter waits ``offline_ticket_minutes`` from when it stopped answering:
+        a reboot is not a ticket. A covered or blocked view is first the store's to clear: it
+        waits ``blocked_view_grace_minutes`` (the store is asked meanwhile, ``ask_store``),
+        unless the counter's counts already suffer (an open count incident), when support
+        must hear at once."""
+        kind = meta(inc.check_id)
+        agent = self.config.agent
+        if kind.liveness:
+            wait, why = agent.offline_ticket_minutes, "ruling out a reboot"
+        elif kind.family is Family.LIVEVIEW:
+            if self._counts_affected(inc):
+                return None
+            wait, why = agent.blocked_view_grace_minutes, "the store is asked to clear the view"
+        else:
+            return None
+        until = self.started(inc) + timedelta(minutes=wait)
+        return Held(why, until) if now < until else None
+
+    def started(self, inc: Incident) -> datetime:
+        """When the incident's problem began: from its finding's evidence (an offline
+        counter's first failed probe), but a blocked view's from when it was confirmed: the
+        check sees a short ring of snapshots, so its "since" slides on while the view stays
+        blocked, and the ticket's key, subject and grace must not."""
+        if meta(inc.check_id).family is Family.LIVEVIEW:
+            return inc.opened_at
+        return problem_start(Finding.from_json(inc.last_finding), inc.opened_at)
+
+    def _counts_affected(self, inc: Incident) -> bool:
+        return any(
+            other.subject == inc.subject
+            and other.site == inc.site
+            and other.state in FILED_STATES
+            and meta(other.check_id).family is Family.COUNTS
+            for other in self.store.incidents(open_only=True)
+        )
+
+    def ask_store(self, now: datetime) -> None:
+        """Tell the store (requester, CC, the site's chat) once about each held problem only
+        it can fix — a covered or blocked view — and when a ticket follows if it stays."""
+        for inc in self._unfiled():
+            hold = self.held(inc, now)
+            kind = meta(inc.check_id)
+            if hold is None or kind.family is not Family.LIVEVIEW:
+                continue
+            ticket = self.compose(inc, now)
+            finding = Finding.from_json(inc.last_finding)
+            site = self.config.site(inc.site)
+            until = hold.until.astimezone(site.calendar().tz)
+            ask = (
+                f"{ticket.subject}. Please clear it at the store: "
+                f"{finding.remediation or 'see the ticket preview'} If it is still blocked at "
+                f"{until:%H:%M} on {until:%d %b}, a ticket goes to FootfallCam support."
+            )
+            self.notifier.notify(Event.store_action(ticket, hold.until, ask), now)
 
     def prepare(
         self, now: datetime, assessed: list[Assessed], policy: Policy, *, dry_run: bool = False
@@ -127,7 +190,7 @@ class Ticketing:
             apply(self.store, assessed, now, policy)
             due = [
                 (inc, self.compose(inc, now))
-                for inc in self._due()
+                for inc in self._due(now)
                 if not self.shadowed(inc.check_id, inc.site)
             ]
         return {
@@ -152,7 +215,7 @@ class Ticketing:
         holds this very ticket, else they are built here (a ticket never leaves without its
         bundle; the runner prepares every one, so this is a fallback, not the way)."""
         out: list[Ticket] = []
-        for inc in self._due():
+        for inc in self._due(now):
             ticket = self.compose(inc, now)
             out.append(ticket)
             if dry_run:
@@ -173,6 +236,8 @@ class Ticketing:
                 self.sinks, ticket, incident_id=inc.id, attachments=attachments, now=now
             )
             self.store.set_incident_ticket(inc.id, ticket.key, None)
+        if not dry_run:
+            self.ask_store(now)
         return out
 
     def compose(self, inc: Incident, now: datetime) -> Ticket:
@@ -184,7 +249,7 @@ class Ticketing:
             if c.serial == inc.subject
         )
         devices = tuple(device_facts(self.config, self.store, c.serial) for c in counters)
-        started_at = problem_start(finding, inc.opened_at)
+        started_at = self.started(inc)
         ctx = ProblemContext(
             key=idempotency_key(inc.check_id, inc.subject or inc.site, started_at),
             site_code=site.code,
@@ -230,9 +295,11 @@ class Ticketing:
             if inc.ticket_key is None:
                 continue  # a ticket filed is followed up, whatever its check is called now
             if flip.to_state == RESOLVED:
+                why = flip.reason.removeprefix("recovered: ")
                 body = (
-                    f"Recovered: {flip.reason}. The agent suggests closing this ticket; "
-                    "a ticket left in Suggest To Close closes itself after 7 days."
+                    f"Recovered: {why}. The agent suggests closing this ticket; the next step "
+                    "is the customer's: confirm, or reply if the store still sees the problem "
+                    "(a ticket left in Suggest To Close closes itself after 7 days)."
                 )
                 status = "Suggest To Close"
             elif flip.from_state == RECOVERING and flip.to_state == OPEN:
@@ -486,6 +553,14 @@ def remote_access(config: Config, store: Store, serial: str) -> str:
 
 def _words(code: str) -> str:
     return code.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Held:
+    """Why a ticket waits, and until when."""
+
+    why: str
+    until: datetime
 
 
 @dataclass(frozen=True)

@@ -120,8 +120,8 @@ class LiveViewBlocked(Check):
         "The live view of {low} is {code}, so it cannot see and count visitors reliably. {said}"
     )
     ticket_ask = (
-        "The store has been asked to clear the view; please check the view remotely against "
-        "the tuned reference and re-aim or re-tune the counter if it was moved."
+        "Please check the view remotely against the tuned reference, and re-aim or re-tune "
+        "the counter if it was moved or the store cannot clear it."
     )
     store_questions = (
         "Is anything covering or standing in front of the counter (a sign, a display, stock)?",
