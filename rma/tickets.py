@@ -789,7 +789,7 @@ def _reach(r: Mapping[str, Any]) -> str:
     if not ping:
         notes = r.get("notes")
         why = f" ({_clip(str(notes[0]), 60)})" if isinstance(notes, list) and notes else ""
-        ping = f"ping not tried{why}"
+        ping = f"was not pinged{why}"
     arp = r.get("arp")
     if arp == "incomplete":
         arp_text = "the gateway's ARP entry for it is incomplete (nothing answered at that address)"

@@ -6,7 +6,10 @@ answered at the link layer (power and cable are fine), an ICMP echo that comes b
 network stack runs, and the state of its HTTP and SSH ports separates a dead service
 (``refused``) from a hung or unplugged device (``timeout``). ``reachability`` gathers the
 three, each with a short timeout, and never raises: a reading that cannot be taken is ``None``
-with a note ("ping not permitted for this user"), never a fault of the counter.
+with a note ("ping not permitted for this user"), never a fault of the counter. A counter
+on the gateway's own segment whose ARP entry is incomplete (nothing answered at the link layer
+when the API probe tried) gets no ping or port probe: none could answer, and each would cost
+its whole timeout.
 
 The ARP table is read from ``/proc/net/arp``; ICMP uses an unprivileged datagram socket where
 ``net.ipv4.ping_group_range`` allows it, else a raw one (root or ``CAP_NET_RAW``), else it is
@@ -119,15 +122,17 @@ def reachability(
     ``incomplete`` when the neighbour did not answer, or None: no entry, which on the
     gateway's own segment means nothing with that address has been heard), and each port's
     state; ``notes`` says what could not be read."""
-    notes: list[str] = []
-    answered, note = ping(host, timeout_s)
-    if note:
-        notes.append(note)
     entry = arp_entry(host, table)
     arp = None if entry is None else (entry["mac"] if entry["complete"] else "incomplete")
+    if arp == "incomplete":
+        # on the gateway's own segment and nothing answered the API probe's ARP request:
+        # no ping or port can answer either, and each would cost its whole timeout
+        note = "nothing answers ARP at that address"
+        return {"ping": None, "arp": arp, "notes": [note]}
+    answered, note = ping(host, timeout_s)
     out: dict[str, Any] = {"ping": answered, "arp": arp}
     for port in ports:
         out[f"port_{port}"] = port_state(host, port, timeout_s)
-    if notes:
-        out["notes"] = notes
+    if note:
+        out["notes"] = [note]
     return out

@@ -148,6 +148,15 @@ def test_an_offline_ticket_asks_once_and_carries_last_good_data_and_reachability
         assert noise not in answers(t), noise
 
 
+def test_an_unplugged_counter_reads_as_such() -> None:
+    reach = {"ping": None, "arp": "incomplete", "notes": ["nothing answers ARP at that address"]}
+    how = ticket(replace(OFFLINE, evidence={**OFFLINE.evidence, "reachability": reach})).comment.how
+    assert (
+        "Reachability from the gateway: it was not pinged (nothing answers ARP at that address); "
+        "the gateway's ARP entry for it is incomplete (nothing answered at that address)."
+    ) in how
+
+
 def test_bad_credentials_ask_about_the_login_not_power_and_cable() -> None:
     obs = Observation.failed(
         "FFC0002",
