@@ -20,11 +20,12 @@ the same way, through the outbox, in every destination that keeps one.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -138,13 +139,19 @@ class Ticketing:
         return Held(why, until) if now < until else None
 
     def started(self, inc: Incident) -> datetime:
-        """When the incident's problem began: from its finding's evidence (an offline
-        counter's first failed probe), but a blocked view's from when it was confirmed: the
-        check sees a short ring of snapshots, so its "since" slides on while the view stays
-        blocked, and the ticket's key, subject and grace must not."""
-        if meta(inc.check_id).family is Family.LIVEVIEW:
-            return inc.opened_at
-        return problem_start(Finding.from_json(inc.last_finding), inc.opened_at)
+        """When the incident's problem began, from its finding's evidence (an offline
+        counter's first failed probe). A blocked view's from the finding that opened the
+        incident: the check sees a short ring of snapshots, so its latest "since" slides on
+        while the view stays blocked, and the ticket's key, subject and grace must not."""
+        if meta(inc.check_id).family is not Family.LIVEVIEW:
+            return problem_start(Finding.from_json(inc.last_finding), inc.opened_at)
+        rows = self.store.findings_between(inc.opened_at, inc.opened_at + timedelta(seconds=1))
+        for row in rows:
+            if (row["check_id"], row["subject"]) == (inc.check_id, inc.subject or None):
+                evidence = json.loads(row["evidence"] or "{}")
+                first = replace(Finding.from_json(inc.last_finding), evidence=evidence)
+                return min(problem_start(first, inc.opened_at), inc.opened_at)
+        return inc.opened_at
 
     def _counts_affected(self, inc: Incident) -> bool:
         return any(

@@ -114,7 +114,7 @@ def test_a_covered_view_asks_the_store_first_and_files_after_the_grace(
     with world(tmp_path, serial, "covered", agent, notifications_toml(smtp)) as env:
         clock, fleet, runner, state = env
         filed = runner.run_cycle().tickets
-        for _ in range(6):  # confirmed over 3 snapshots (14:10), then 20 minutes of grace
+        for _ in range(5):  # blocked from 14:00, confirmed over 3 snapshots (14:10), 14:25
             filed += step(clock, fleet, runner)
         assert filed == [] and local_tickets(state) == []
         [incident] = [i for i in runner.store.incidents() if i.subject == serial]
@@ -129,7 +129,8 @@ def test_a_covered_view_asks_the_store_first_and_files_after_the_grace(
         while not filed and clock.now() < NOW + timedelta(hours=2):
             filed = step(clock, fleet, runner)
     [ticket] = filed
-    assert ticket.created_at == NOW + timedelta(minutes=40)  # confirmed at 14:10, + 30
+    assert ticket.created_at == NOW + timedelta(minutes=30)  # blocked since 14:00, + 30
+    assert "live view covered since 25 Nov 14:00" in ticket.subject  # not where the ring is
     assert "re-tune" in ticket.comment.what
     assert "Is anything covering or standing in front of the counter" in ticket.comment.how
 
@@ -149,3 +150,35 @@ def test_after_suggest_to_close_the_next_action_is_the_customers(tmp_path: Path)
     assert body.startswith("Recovered: healthy on 2 checks in a row.")
     assert "recovered:" not in body.lower().replace("recovered: healthy", "")
     assert "the next step is the customer's" in body
+
+
+def test_a_blocked_view_whose_counts_suffer_is_ticketed_at_once(tmp_path: Path) -> None:
+    from agent.incidents import Policy, apply
+    from diagnostics.model import Assessed, Decision, Finding, Status, Verdict
+
+    serial = fresh_serial("C")
+    with world(tmp_path, serial, "covered", {"blocked_view_grace_minutes": 240}) as env:
+        clock, fleet, runner, _state = env
+        runner.run_cycle()
+        for _ in range(2):
+            assert step(clock, fleet, runner) == []
+        [view] = [i for i in runner.store.incidents() if i.subject == serial]
+        hold = runner.tickets.held(view, clock.now())
+        assert hold is not None and hold.until == NOW + timedelta(hours=4)
+        # the counter's counts stop too: support must hear now, not in four hours
+        stopped = Finding(
+            check_id="counter.counts.stopped",
+            status=Status.FAIL,
+            code="zero_run",
+            summary="no counts for 2.0 h of opening time",
+            at=clock.now(),
+            site="LDN01",
+            subject=serial,
+        )
+        genuine = [Assessed(stopped, Verdict(Decision.GENUINE, ("no rule explains it",)))]
+        cycle = runner.store.begin_cycle(clock.now())
+        runner.store.add_findings(cycle, genuine)
+        with runner.store.transaction():
+            apply(runner.store, genuine, clock.now(), Policy(confirm_checks=1))
+        assert "open" in states(runner, serial)[1:]
+        assert runner.tickets.held(view, clock.now()) is None
