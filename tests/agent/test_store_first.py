@@ -132,6 +132,11 @@ def test_a_covered_view_asks_the_store_first_and_files_after_the_grace(
     assert ticket.created_at == NOW + timedelta(minutes=30)  # blocked since 14:00, + 30
     assert "live view covered since 25 Nov 14:00" in ticket.subject  # not where the ring is
     assert "re-tune" in ticket.comment.what
+    # the unit as its API reports itself (the simulator's model and firmware), and the access
+    device = ticket.comment.which_device
+    assert "As the device reports itself: model FootfallCam" in device
+    assert f"firmware 4.3.1, serial {serial}." in device
+    assert "Remote access: SSH not configured: deep checks unavailable" in device
     assert "Is anything covering or standing in front of the counter" in ticket.comment.how
 
 
