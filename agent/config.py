@@ -250,6 +250,12 @@ class AgentConfig(_Model):
     confirm_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
     confirm_minutes: Annotated[StrictInt, Field(ge=0)] = 0
     recover_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    # a counter that stopped answering is ticketed once it has been down this long (a
+    # counter's reboot takes a few minutes: it is not a ticket)
+    offline_ticket_minutes: Annotated[StrictInt, Field(ge=0, le=1440)] = 10
+    # a covered or blocked view is first the store's to clear (a notice to the store); a
+    # ticket follows when it stays blocked this long, or at once when the counts suffer
+    blocked_view_grace_minutes: Annotated[StrictInt, Field(ge=0, le=10080)] = 60
     # decide as usual, file nothing: the whole agent, or only these checks (see also sites)
     shadow: StrictBool = False
     shadow_checks: tuple[str, ...] = ()
@@ -738,8 +744,14 @@ class MetricsConfig(_Model):
 
 # --- [notifications] ---------------------------------------------------------------------------
 
-NotifyEvent = Literal["filed", "message", "status", "sla_overdue"]
-NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("filed", "message", "status", "sla_overdue")
+NotifyEvent = Literal["filed", "message", "status", "sla_overdue", "store_action"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
+    "filed",
+    "message",
+    "status",
+    "sla_overdue",
+    "store_action",  # the store is asked to fix something itself before a ticket is filed
+)
 
 
 def parse_quiet_hours(text: str) -> tuple[time, time]:

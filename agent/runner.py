@@ -36,6 +36,7 @@ from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
+from agent.probes.reach import reachability
 from agent.probes.schedule import run_bounded
 from agent.probes.ssh import SshTarget
 from agent.remediate import LadderStage, Remediator
@@ -76,6 +77,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SLOT_MINUTES = 15
+# how an API probe failed when the counter may be off the network: then the agent looks
+# whether it is there at all (ping, ARP, ports) for the ticket; a counter that answers (a
+# refused login, an HTTP error) plainly is
+_UNREACHABLE = frozenset({"refused", "timeout", "unreachable"})
 UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplink is down
 # Probe results held in memory while the state directory is full (observations and slots):
 # about a day of cycles for 20 counters, some tens of MB. Older ones are dropped beyond it.
@@ -296,6 +301,10 @@ class Runner:
             if plan.snapshot:
                 counts_by -= min(client.timeout_s, (deadline - time.monotonic()) / 4)
             api = self._probe_api(client, counter, plan.fetch_from, now, counts_by, result)
+            if not api.ok and str(api.error_code) in _UNREACHABLE:
+                api = replace(
+                    api, data={**api.data, "reachability": self._reach(counter, deadline)}
+                )
             result.observations.append(api)
             if api.ok and plan.snapshot:
                 result.observations.append(self._probe_snapshot(client, now, deadline, result))
@@ -316,6 +325,15 @@ class Runner:
         # command line's output or a diagnose report can carry it anywhere.
         result.observations = [self._scrubbed(o) for o in result.observations]
         return result
+
+    def _reach(self, counter: CounterConfig, deadline: float) -> dict[str, Any]:
+        """Ping, ARP entry and port states of a counter whose API did not answer: whether it
+        is on the network at all (the evidence of an offline ticket); short, within the
+        cycle's deadline."""
+        left = deadline - time.monotonic()
+        timeout = max(0.05, min(1.0, self.config.agent.probe_timeout_seconds, left / 4))
+        ports = (counter.port, 22) if counter.ssh is not None else (counter.port,)
+        return reachability(counter.host or "", ports, timeout)
 
     def _scrubbed(self, obs: Observation) -> Observation:
         return replace(obs, data=self.redactor.data(obs.data), error=self.redactor.text(obs.error))
@@ -340,7 +358,7 @@ class Runner:
             data["partial"] = True  # the backfill goes on next cycle from the watermark
         if reply.device_time is not None:
             data["clock_offset_s"] = round((reply.device_time - now).total_seconds(), 1)
-        for key in ("model", "firmware"):
+        for key in ("serial", "model", "firmware"):  # as the device reports itself
             if getattr(reply, key, None):
                 data[key] = getattr(reply, key)
         return Observation(
