@@ -34,7 +34,7 @@ from agent.probes.ssh import SshSession, SshTarget
 from agent.rmas import Rmas
 from agent.store import Incident, Store
 from diagnostics.model import Assessed, Clock, Finding, ProbeError, ProbeErrorCode, Status
-from rma.gate import Evidence, GateVerdict, judge
+from rma.gate import Evidence, GateVerdict, is_hardware, judge
 from rma.ladder import (
     TITLES,
     Attempt,
@@ -452,7 +452,7 @@ class LadderStage:
             self._request(counter, f, inc, verdict.reason, evidence, now)
             code = "hardware_fault"
             summary = f"{f.summary} — hardware fault confirmed: {verdict.reason}"
-        elif f.code == "hardware_fault" or verdict.signatures:
+        elif is_hardware(f) or verdict.signatures:
             code, summary = "hardware_unconfirmed", f"{f.summary} — {verdict.reason}"
         else:
             code, summary = f.code, f.summary

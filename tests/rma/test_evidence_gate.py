@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from diagnostics.model import Finding, Status
-from rma.gate import Evidence, is_hardware_code, judge
+from rma.gate import Evidence, counts_normal_in, is_hardware, judge
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -88,8 +88,34 @@ def test_red_led_and_counts_wrong_after_fixes_and_repeat_offender() -> None:
     assert v.rma and "3 times" in v.reason
 
 
-def test_hardware_codes() -> None:
-    assert is_hardware_code("hardware_fault") and not is_hardware_code("zero_run")
+def test_hardware_is_what_the_check_registry_files_as_hardware() -> None:
+    assert is_hardware(CAMERA_GONE)
+    assert not is_hardware(ZEROS)
+    # the same code from a check that does not file it as hardware is not hardware
+    assert not is_hardware(f("counter.liveview.blocked", Status.FAIL, "hardware_fault"))
+    assert not is_hardware(f("counter.device.health", Status.FAIL, "hardware_unconfirmed"))
+
+
+def test_a_frozen_live_view_is_not_a_count_fault() -> None:
+    frozen = f("counter.liveview.blocked", Status.FAIL, "frozen")
+    v = judge(Evidence((frozen, COUNTING), ladder_exhausted=True))
+    assert not v.rma and not v.signatures
+    assert counts_normal_in((frozen, COUNTING))
+
+
+def test_a_count_finding_that_stays_wrong_after_every_fix_is_a_count_fault() -> None:
+    under = f("counter.counts.level", Status.WARN, "under_count")
+    v = judge(Evidence((under, CLEAR), ladder_exhausted=True))
+    assert v.rma and [s.code for s in v.held] == ["counts_wrong_after_fixes"]
+    assert "under count" in v.reason
+    assert not counts_normal_in((under, COUNTING))
+
+
+def test_unreachable_means_the_liveness_check_not_a_code_elsewhere() -> None:
+    # counts.stopped says "offline" when it cannot judge: that is not the counter unreachable
+    skipped = f("counter.counts.stopped", Status.SKIP, "offline")
+    port = {"link": True, "power": True}
+    assert not judge(Evidence((skipped,), port=port, ladder_exhausted=True)).signatures
 
 
 def test_the_rma_request_answers_support_before_it_asks() -> None:
