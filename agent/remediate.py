@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config, CounterConfig
+from agent.delivery.outbox import crashpoint
 from agent.incidents import RESOLVED
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import COUNTING_SERVICE, probe_device_ssh
 from agent.probes.ssh import SshSession, SshTarget
-from agent.rmas import Rmas
+from agent.rmas import Rma, Rmas
 from agent.store import Incident, Store
 from diagnostics.model import Assessed, Clock, Finding, ProbeError, ProbeErrorCode, Status
 from rma.gate import Evidence, GateVerdict, is_hardware, judge
@@ -152,6 +153,7 @@ class Remediator:
                 counter, plan.step, actor=actor, code=code, incident_id=incident_id, dry_run=dry
             )
             made.append(attempt)
+            crashpoint(f"remediate.{attempt.step.value}.recorded")
             if dry or attempt.outcome is Outcome.HEALED:
                 return made, plan
 
@@ -399,6 +401,10 @@ class LadderStage:
     ) -> Assessed:
         f = a.finding
         since = inc.opened_at if inc is not None else now
+        rma = None if dry_run else self._begin(counter, f, inc, assessed, since, now)
+        if rma is not None and rma.state is State.REMEDIATING:
+            # a run killed mid-ladder resumes this ladder: the rungs it ran count as tried
+            since = min(since, self._remediating_since(rma.id, now))
         _made, plan = self.fixer.walk(
             counter,
             f.code,
@@ -412,6 +418,8 @@ class LadderStage:
             note = f"healed by the remediation ladder: {TITLES[healed.step]}"
             if inc is not None:
                 self.store.update_incident(inc.id, at=now, state=RESOLVED, reason=note)
+            if rma is not None and rma.state is State.REMEDIATING:
+                self._healed(rma, note, now)
             self._repeat_offender(counter, now)
             ok = replace(f, status=Status.OK, code="healed", summary=note)
             return Assessed(ok, None)
@@ -466,6 +474,64 @@ class LadderStage:
         if code != f.code:
             evidence["original_code"] = f.code
         return Assessed(replace(f, code=code, summary=summary, evidence=evidence), a.verdict)
+
+    def _begin(
+        self,
+        counter: CounterConfig,
+        f: Finding,
+        inc: Incident | None,
+        assessed: list[Assessed],
+        since: datetime,
+        now: datetime,
+    ) -> Rma | None:
+        """Before the first rung: the counter's RMA candidate moves to ``remediating``.
+
+        The candidate is the counter's open RMA (a person's, a repeat offender's) or, when a
+        hardware signature already holds before any fix (a camera gone while the view is not
+        clear, storage errors, a reboot loop), one the ladder opens now. Each move is recorded
+        with its reason and "agent" as who made it; a run killed between them resumes from the
+        state it reached.
+        """
+        rmas = self.fixer.rmas
+        rma = rmas.open_for(counter.serial)
+        if rma is None:
+            before = judge(Evidence(latest_for(assessed, counter.serial)))
+            if not before.rma:
+                return None
+            rma, _created = rmas.start(
+                counter.serial,
+                site=counter.site,
+                actor="agent",
+                reason=f"suspected hardware fault: {before.reason}",
+                at=now,
+                incident_id=inc.id if inc is not None else None,
+                data={"opened_by": "ladder"},
+            )
+            crashpoint("rma.ladder.candidate")
+        if rma.state is not State.CANDIDATE:
+            return rma
+        plan = self.fixer.plan(counter, f.code, since)
+        if plan.step is None:
+            return rma  # nothing to try: it stays a candidate, the gate decides
+        rma = rmas.advance(
+            rma.id,
+            State.REMEDIATING,
+            actor="agent",
+            at=now,
+            reason=f"the safe remote fixes come first ({plan.reason}) for: {f.summary}",
+        )
+        crashpoint("rma.ladder.remediating")
+        return rma
+
+    def _remediating_since(self, rma_id: int, now: datetime) -> datetime:
+        moves = [m for m in self.fixer.rmas.moves(rma_id) if m.to_state is State.REMEDIATING]
+        return moves[-1].at if moves else now
+
+    def _healed(self, rma: Rma, note: str, now: datetime) -> None:
+        """The ladder healed the counter: an RMA it opened itself is cancelled; one a person or
+        the repeat-offender rule opened goes back to ``candidate`` (the suspicion stays)."""
+        to = State.CANCELLED if rma.data.get("opened_by") == "ladder" else State.CANDIDATE
+        self.fixer.rmas.advance(rma.id, to, actor="agent", at=now, reason=note)
 
     def _request_text(
         self,
@@ -548,6 +614,8 @@ class LadderStage:
             incident_id=inc.id if inc is not None else None,
             data={"finding": f.to_json(), "evidence": evidence},
         )
+        if not created:  # a candidate opened earlier: the request's evidence joins it
+            rma = rmas.update(rma.id, at=now, data={"finding": f.to_json(), "evidence": evidence})
         if rma.state in (State.CANDIDATE, State.REMEDIATING):
             rmas.advance(
                 rma.id,

@@ -40,7 +40,9 @@ FINAL = frozenset({State.CLOSED, State.REJECTED, State.CANCELLED})
 _NEXT: Mapping[State, frozenset[State]] = MappingProxyType(
     {
         State.CANDIDATE: frozenset({State.REMEDIATING, State.REQUESTED, State.CANCELLED}),
-        State.REMEDIATING: frozenset({State.REQUESTED, State.CANCELLED}),
+        # back to candidate: the ladder healed it, but a person or the repeat-offender rule
+        # still suspects the unit
+        State.REMEDIATING: frozenset({State.CANDIDATE, State.REQUESTED, State.CANCELLED}),
         State.REQUESTED: frozenset({State.APPROVED, State.REJECTED, State.CANCELLED}),
         State.APPROVED: frozenset({State.SHIPPED, State.CANCELLED}),
         State.SHIPPED: frozenset({State.REPLACED}),

@@ -189,3 +189,25 @@ def test_a_red_led_reported_on_site_tips_a_doubtful_fault_into_an_rma(world):
     assert rma.state.value == "requested"
     moves = Rmas(store).moves(rma.id)
     assert "red LED" in moves[-1].reason and moves[0].actor == "alice"
+
+
+def test_a_candidate_the_ladder_heals_goes_back_to_candidate_with_its_moves_recorded(world):
+    from agent.rma_flow import RmaFlow
+
+    clock, _fleet, config, store, sshd = world
+    runner = make_runner(config, store, clock=clock)
+    RmaFlow(runner).start("FFC1", actor="alice", reason="the store saw it flicker")
+    sshd.write_state(service="failed")
+    result = runner.run_cycle()
+    assert ffc1_tickets(result) == []
+    assert DeviceState.read(sshd.state_file).fixes == [RESTART]
+    [rma] = Rmas(store).all()
+    moves = Rmas(store).moves(rma.id)
+    assert [(m.to_state.value, m.actor) for m in moves] == [
+        ("candidate", "alice"),
+        ("remediating", "agent"),
+        ("candidate", "agent"),
+    ]
+    assert "restart the counting service" in moves[1].reason
+    assert moves[2].reason.startswith("healed by the remediation ladder")
+    assert rma.state.value == "candidate"

@@ -151,6 +151,7 @@ def test_rma_requested_rescued_shipped_replaced_verified(road):
     shown = json.loads(stdout)
     assert [m["to"] for m in shown["moves"]] == [
         "candidate",
+        "remediating",
         "requested",
         "approved",
         "shipped",
@@ -201,4 +202,49 @@ def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
     assert len([m for m in bodies if m.startswith("Data rescued")]) == 1
     assert len([m for m in bodies if m.startswith("The replacement unit NEW1")]) == 1
     moves = [m["to"] for m in json.loads(rma_cli(path, "show", rma_id)[1])["moves"]]
-    assert moves == ["candidate", "requested", "approved", "shipped", "replaced", "verified"]
+    assert moves == [
+        "candidate",
+        "remediating",
+        "requested",
+        "approved",
+        "shipped",
+        "replaced",
+        "verified",
+    ]
+
+
+def check_killed(path, crash_at: str) -> int:
+    """Run one cycle (`ffc-agent check`) in its own process, killed (SIGKILL) at ``crash_at``."""
+    env = {**os.environ, "FFC_AGENT_TEST_CRASH_AT": crash_at}
+    cmd = [sys.executable, "-m", "agent", "check", "--config", str(path), "--json"]
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=240, check=False).returncode
+
+
+def test_the_ladder_moves_the_candidate_through_remediating_and_a_kill_resumes_it(road):
+    from simulator.shell import REBOOT, DeviceState
+
+    clock, fleet, path, sshd, _hole = road
+    sshd.write_state(camera=False)
+    fleet.set_fault("FFC1", "covered")
+    # killed after the candidate is opened, after it moved to remediating, after the reboot
+    for step in ("rma.ladder.candidate", "rma.ladder.remediating", "remediate.reboot.recorded"):
+        assert check_killed(path, step) == -signal.SIGKILL, step
+    assert DeviceState.read(sshd.state_file).fixes == [REBOOT]
+    [listed] = json.loads(rma_cli(path, "list")[1])
+    assert listed["state"] == "remediating"
+    clock.set(datetime.now(UTC))  # the killed runs used the real clock: carry on from there
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        make_runner(config, store, clock=clock).run_cycle()
+        rmas = Rmas(store)
+        [rma] = rmas.all()
+        moves = rmas.moves(rma.id)
+        [reboot] = rmas.attempts("FFC1")  # resumed: the reboot was not run again
+        assert reboot.step.value == "reboot"
+    assert DeviceState.read(sshd.state_file).fixes == [REBOOT]
+    assert rma.state.value == "requested"
+    assert [m.to_state.value for m in moves] == ["candidate", "remediating", "requested"]
+    assert all(m.actor == "agent" for m in moves)
+    assert "suspected hardware fault: camera not present" in moves[0].reason
+    assert "safe remote fixes come first" in moves[1].reason
+    assert "every safe fix tried" in moves[2].reason
