@@ -34,7 +34,16 @@ from agent.probes.device import COUNTING_SERVICE, probe_device_ssh
 from agent.probes.ssh import SshSession, SshTarget
 from agent.rmas import Rma, Rmas
 from agent.store import Incident, Store
-from diagnostics.model import Assessed, Clock, Finding, ProbeError, ProbeErrorCode, Status
+from diagnostics.model import (
+    Assessed,
+    Clock,
+    Decision,
+    Finding,
+    ProbeError,
+    ProbeErrorCode,
+    Status,
+    Verdict,
+)
 from rma.gate import Evidence, GateVerdict, is_hardware, judge
 from rma.ladder import (
     TITLES,
@@ -60,6 +69,7 @@ REBOOT_COMMAND = "sudo reboot"
 _RUNNING = ("active", "reloading", "activating")
 _DETAIL_MAX = 2000
 _RECHECK_EVERY_S = 5.0
+_BOOTS = frozenset({Step.REBOOT, Step.POE_CYCLE})  # the counter needs time to come back
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +147,14 @@ class Remediator:
         actor: str = "agent",
         incident_id: int | None = None,
         dry_run: bool | None = None,
+        defer: bool = False,
     ) -> tuple[list[Attempt], Plan]:
         """Climb the ladder for a fault until a step heals it or no rung is left.
 
         Returns the attempts made now and the ladder's last word (why it stopped). A dry run
         records the first rung it would take and stops: the rest depends on that rung's result.
+        With ``defer`` (the cycle) a reboot or power cycle is not waited for: it is recorded
+        ``pending`` and the walk stops; ``settle_pending`` in the next cycles says how it went.
         """
         dry = self.settings.dry_run if dry_run is None else dry_run
         made: list[Attempt] = []
@@ -150,10 +163,18 @@ class Remediator:
             if plan.step is None:
                 return made, plan
             attempt = self.run_step(
-                counter, plan.step, actor=actor, code=code, incident_id=incident_id, dry_run=dry
+                counter,
+                plan.step,
+                actor=actor,
+                code=code,
+                incident_id=incident_id,
+                dry_run=dry,
+                defer=defer,
             )
             made.append(attempt)
             crashpoint(f"remediate.{attempt.step.value}.recorded")
+            if attempt.outcome is Outcome.PENDING:
+                return made, self.plan(counter, code, since)  # the ladder's word: waiting
             if dry or attempt.outcome is Outcome.HEALED:
                 return made, plan
 
@@ -166,8 +187,14 @@ class Remediator:
         code: str = "",
         incident_id: int | None = None,
         dry_run: bool = False,
+        defer: bool = False,
     ) -> Attempt:
-        """Run one rung now (no budget check: the caller decided), check again, record it."""
+        """Run one rung now (no budget check: the caller decided), check again, record it.
+
+        After a reboot or power cycle the counter needs time to boot: a person at the terminal
+        waits up to ``recheck_seconds`` here; with ``defer`` (the cycle) the attempt is recorded
+        ``pending`` "awaiting recheck until T" and the next cycles check (``settle_pending``).
+        """
         at = self.clock.now()
         if dry_run:
             what = self._describe(counter, step)
@@ -178,8 +205,11 @@ class Remediator:
         result = self._act(counter, step)
         if not result.ran:
             outcome, detail = Outcome.FAILED, result.detail
+        elif defer and step in _BOOTS and self.settings.recheck_seconds > 0:
+            until = self.recheck_until(at).isoformat(timespec="seconds")
+            outcome, detail = Outcome.PENDING, f"{result.detail}; awaiting recheck until {until}"
         else:
-            healed, why = self.recheck(counter, code, patient=step in (Step.REBOOT, Step.POE_CYCLE))
+            healed, why = self.recheck(counter, code, patient=step in _BOOTS)
             outcome = Outcome.HEALED if healed else Outcome.NOT_HEALED
             detail = f"{result.detail}; check after: {why}".strip("; ")
         attempt = Attempt(
@@ -274,6 +304,36 @@ class Remediator:
 
     # -- checking again -------------------------------------------------------------------------
 
+    def recheck_until(self, sent_at: datetime) -> datetime:
+        return sent_at + timedelta(seconds=self.settings.recheck_seconds)
+
+    def settle_pending(self) -> list[Attempt]:
+        """Check once, without waiting, each counter a reboot or power cycle was sent to.
+
+        Back and well: the rung ``healed``. Not yet, before its recheck time: still pending.
+        Not back when the time is over: ``not_healed``, and the ladder goes on. Returns the
+        attempts settled now, with their new outcome.
+        """
+        settled: list[Attempt] = []
+        now = self.clock.now()
+        for attempt in self.rmas.pending():
+            try:
+                counter = self.config.counter(attempt.counter)
+            except KeyError:
+                continue  # left the configuration: it stays pending, on record
+            healed, why = self._well(counter, "")
+            until = self.recheck_until(attempt.at)
+            if not healed and now < until:
+                continue
+            outcome = Outcome.HEALED if healed else Outcome.NOT_HEALED
+            sent = attempt.detail.split("; awaiting recheck", 1)[0]
+            when = "checked" if healed else f"not back by {until.isoformat(timespec='seconds')}"
+            detail = self.redactor.text(f"{sent}; {when}: {why}")[:_DETAIL_MAX]
+            self.rmas.settle(attempt, outcome, detail, now)
+            settled.append(replace(attempt, outcome=outcome, detail=detail))
+            log.info("%s on %s: %s", TITLES[attempt.step], attempt.counter, outcome.value)
+        return settled
+
     def recheck(self, counter: CounterConfig, code: str, *, patient: bool) -> tuple[bool, str]:
         """Whether the counter is well again; after a reboot or power cycle, keep asking for up
         to ``recheck_seconds`` while it boots."""
@@ -365,6 +425,14 @@ class LadderStage:
     ) -> list[Assessed]:
         if not self.fixer.settings.enabled:
             return assessed
+        back: dict[str, Attempt] = {}
+        if not dry_run:
+            try:  # the reboots sent in earlier cycles: is the counter back yet?
+                settled = self.fixer.settle_pending()
+            except Exception:  # the cycle's boundary, as below
+                log.exception("checking the counters rebooted earlier failed")
+                settled = []
+            back = {t.counter: t for t in settled if t.outcome is Outcome.HEALED}
         out: list[Assessed] = []
         for a in assessed:
             f = a.finding
@@ -380,6 +448,10 @@ class LadderStage:
             if inc is not None and inc.ticket_key is not None:
                 out.append(a)  # already filed: support has it, the ladder had its turn
                 continue
+            if counter.serial in back:
+                # probed before the recheck found it back: the recheck is the newer word
+                out.append(self._heal(f, counter, inc, back.pop(counter.serial), now))
+                continue
             if inc is None and self.confirm_checks > 1:
                 out.append(a)  # first sighting: confirm before touching the device
                 continue
@@ -388,6 +460,9 @@ class LadderStage:
             except Exception:  # the cycle's boundary: a broken fix must not stop the tickets
                 log.exception("remediation of %s failed; filing as usual", counter.serial)
                 out.append(a)
+        for serial, healed in back.items():  # back, and this cycle saw no fault: the RMA's turn
+            note = f"healed by the remediation ladder: {TITLES[healed.step]}"
+            self._healed(self.fixer.config.counter(serial), note, now)
         return out
 
     def _remediate(
@@ -411,18 +486,12 @@ class LadderStage:
             since,
             incident_id=inc.id if inc is not None else None,
             dry_run=True if dry_run else None,
+            defer=True,
         )
         tried = self.fixer.rmas.attempts(counter.serial, since)
         healed = next((t for t in tried if t.outcome is Outcome.HEALED), None)
         if healed is not None:
-            note = f"healed by the remediation ladder: {TITLES[healed.step]}"
-            if inc is not None:
-                self.store.update_incident(inc.id, at=now, state=RESOLVED, reason=note)
-            if rma is not None and rma.state is State.REMEDIATING:
-                self._healed(rma, note, now)
-            self._repeat_offender(counter, now)
-            ok = replace(f, status=Status.OK, code="healed", summary=note)
-            return Assessed(ok, None)
+            return self._heal(f, counter, inc, healed, now)
         ladder = {
             "remediation": [
                 {
@@ -436,6 +505,16 @@ class LadderStage:
             ],
             "ladder": plan.to_json(),
         }
+        if plan.waiting is not None:
+            # sent a reboot or power cycle: neither filed nor judged until it had time to boot
+            sent = next(t for t in reversed(tried) if t.step is plan.waiting)
+            until = self.fixer.recheck_until(sent.at)
+            why = f"{plan.reason} (recheck until {until.isoformat(timespec='seconds')})"
+            evidence = {**f.evidence, **ladder}
+            return Assessed(
+                replace(f, evidence=evidence, summary=f"{f.summary} ({why})"),
+                Verdict(Decision.PENDING, (why,), rule="remediation", until=until),
+            )
         ran = [t for t in tried if t.outcome in (Outcome.NOT_HEALED, Outcome.FAILED)]
         # "every fix tried" only when some fix ran and none is left for a reason other than
         # the budget: a counter the agent cannot reach or may not touch today is not proven sick
@@ -527,11 +606,30 @@ class LadderStage:
         moves = [m for m in self.fixer.rmas.moves(rma_id) if m.to_state is State.REMEDIATING]
         return moves[-1].at if moves else now
 
-    def _healed(self, rma: Rma, note: str, now: datetime) -> None:
-        """The ladder healed the counter: an RMA it opened itself is cancelled; one a person or
-        the repeat-offender rule opened goes back to ``candidate`` (the suspicion stays)."""
-        to = State.CANCELLED if rma.data.get("opened_by") == "ladder" else State.CANDIDATE
-        self.fixer.rmas.advance(rma.id, to, actor="agent", at=now, reason=note)
+    def _heal(
+        self,
+        f: Finding,
+        counter: CounterConfig,
+        inc: Incident | None,
+        healed: Attempt,
+        now: datetime,
+    ) -> Assessed:
+        """A rung healed the fault: the finding is ok, its incident resolves with a note."""
+        note = f"healed by the remediation ladder: {TITLES[healed.step]}"
+        if inc is not None:
+            self.store.update_incident(inc.id, at=now, state=RESOLVED, reason=note)
+        self._healed(counter, note, now)
+        return Assessed(replace(f, status=Status.OK, code="healed", summary=note), None)
+
+    def _healed(self, counter: CounterConfig, note: str, now: datetime) -> None:
+        """After a heal: a remediating RMA the ladder opened itself is cancelled; one a person
+        or the repeat-offender rule opened goes back to ``candidate`` (the suspicion stays).
+        A counter healed too often becomes a candidate."""
+        rma = self.fixer.rmas.open_for(counter.serial)
+        if rma is not None and rma.state is State.REMEDIATING:
+            to = State.CANCELLED if rma.data.get("opened_by") == "ladder" else State.CANDIDATE
+            self.fixer.rmas.advance(rma.id, to, actor="agent", at=now, reason=note)
+        self._repeat_offender(counter, now)
 
     def _request_text(
         self,

@@ -101,6 +101,37 @@ class Rmas:
                 },
             )
 
+    def pending(self) -> list[Attempt]:
+        """Every rung sent whose recheck is still to come (``Outcome.PENDING``), oldest first."""
+        with self.store.transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM repairs WHERE outcome = ? ORDER BY at, id", (Outcome.PENDING.value,)
+            ).fetchall()
+        return [_attempt(r) for r in rows]
+
+    def settle(self, attempt: Attempt, outcome: Outcome, detail: str, at: datetime) -> None:
+        """A pending rung's recheck came in: its outcome and detail, audited with the recheck."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE repairs SET outcome = ?, detail = ? "
+                "WHERE counter = ? AND step = ? AND at = ? AND outcome = ?",
+                (
+                    outcome.value,
+                    detail,
+                    attempt.counter,
+                    attempt.step.value,
+                    _iso(attempt.at),
+                    Outcome.PENDING.value,
+                ),
+            )
+            self.store.audit(
+                at,
+                "agent",
+                f"remediate.{attempt.step.value}.recheck",
+                attempt.counter,
+                {"outcome": outcome.value, "detail": detail, "sent_at": _iso(attempt.at)},
+            )
+
     def attempts(self, counter: str, since: datetime | None = None) -> list[Attempt]:
         query, args = "SELECT * FROM repairs WHERE counter = ?", [counter]
         if since is not None:
@@ -108,17 +139,7 @@ class Rmas:
             args.append(_iso(since))
         with self.store.transaction() as db:
             rows = db.execute(query + " ORDER BY at, id", args).fetchall()
-        return [
-            Attempt(
-                r["counter"],
-                Step(r["step"]),
-                datetime.fromisoformat(r["at"]),
-                Outcome(r["outcome"]),
-                r["actor"],
-                r["detail"],
-            )
-            for r in rows
-        ]
+        return [_attempt(r) for r in rows]
 
     # -- RMAs ---------------------------------------------------------------------------------
 
@@ -319,6 +340,17 @@ class Rmas:
                 reason,
             ),
         )
+
+
+def _attempt(r: sqlite3.Row) -> Attempt:
+    return Attempt(
+        r["counter"],
+        Step(r["step"]),
+        datetime.fromisoformat(r["at"]),
+        Outcome(r["outcome"]),
+        r["actor"],
+        r["detail"],
+    )
 
 
 def _rma(row: sqlite3.Row) -> Rma:

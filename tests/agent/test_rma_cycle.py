@@ -211,3 +211,69 @@ def test_a_candidate_the_ladder_heals_goes_back_to_candidate_with_its_moves_reco
     assert "restart the counting service" in moves[1].reason
     assert moves[2].reason.startswith("healed by the remediation ladder")
     assert rma.state.value == "candidate"
+
+
+def _patient(config, seconds: float = 120.0):
+    """The config with the real default: a reboot gets ``seconds`` to come back."""
+    return config.model_copy(
+        update={"remediation": config.remediation.model_copy(update={"recheck_seconds": seconds})}
+    )
+
+
+def test_a_reboot_is_rechecked_by_the_next_cycle_not_waited_for(world):
+    from datetime import timedelta
+
+    from simulator.shell import REBOOT
+
+    clock, _fleet, config, store, sshd = world
+    config = _patient(config)
+    sshd.write_state(service="failed", wedged=True)  # a restart cannot help, a reboot can
+    runner = make_runner(config, store, clock=clock)
+    result = runner.run_cycle()
+    assert ffc1_tickets(result) == []  # nothing filed while the counter boots
+    restart, reboot = Rmas(store).attempts("FFC1")
+    assert (restart.step.value, restart.outcome.value) == ("restart_service", "failed")
+    assert reboot.step.value == "reboot" and reboot.outcome.value == "pending"
+    until = (NOW + timedelta(seconds=120)).isoformat(timespec="seconds")
+    assert f"awaiting recheck until {until}" in reboot.detail
+    health = next(a for a in result.assessed if a.finding.check_id == "counter.device.health")
+    assert health.verdict is not None and health.verdict.decision.value == "pending"
+    assert health.verdict.until == NOW + timedelta(seconds=120)
+    clock.advance(timedelta(seconds=60))
+    result = runner.run_cycle()  # the next cycle finds it back: healed, no ticket
+    assert ffc1_tickets(result) == []
+    _restart, reboot = Rmas(store).attempts("FFC1")
+    assert reboot.outcome.value == "healed", reboot.detail
+    assert DeviceState.read(sshd.state_file).fixes == [RESTART, REBOOT]
+    audited = [
+        r[0] for r in store._db.execute("SELECT action FROM audit WHERE action LIKE 'remediate.%'")
+    ]
+    assert audited == ["remediate.restart_service", "remediate.reboot", "remediate.reboot.recheck"]
+
+
+def test_a_reboot_that_does_not_bring_it_back_is_not_healed_once_its_time_is_over(world):
+    from datetime import timedelta
+
+    from simulator.shell import REBOOT
+
+    clock, fleet, config, store, sshd = world
+    config = _patient(config)
+    sshd.write_state(camera=False)
+    fleet.set_fault("FFC1", "covered")
+    runner = make_runner(config, store, clock=clock)
+    assert ffc1_tickets(runner.run_cycle()) == []
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "remediating"
+    clock.advance(timedelta(seconds=60))
+    assert ffc1_tickets(runner.run_cycle()) == []  # still within its 120 s: still waiting
+    [reboot] = Rmas(store).attempts("FFC1")
+    assert reboot.outcome.value == "pending"
+    clock.advance(timedelta(seconds=70))
+    [ticket] = ffc1_tickets(runner.run_cycle())
+    assert ticket.subject.startswith("RMA request")
+    [reboot] = Rmas(store).attempts("FFC1")
+    assert reboot.outcome.value == "not_healed"
+    assert "not back by" in reboot.detail and "camera is still not detected" in reboot.detail
+    assert DeviceState.read(sshd.state_file).fixes == [REBOOT]  # sent once, never again
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "requested"
