@@ -44,7 +44,14 @@ from diagnostics.model import (
     Status,
     Verdict,
 )
-from rma.gate import Evidence, GateVerdict, is_hardware, judge
+from rma.gate import (
+    Evidence,
+    GateVerdict,
+    is_hardware,
+    judge,
+    parse_port_status,
+    unreachable_in,
+)
 from rma.ladder import (
     TITLES,
     Attempt,
@@ -267,10 +274,13 @@ class Remediator:
             return StepResult(False, f"'{command}' exited {result.exit_status}{tail}")
         return StepResult(True, f"'{command}' ran{tail}")
 
-    def _poe_argv(self, counter: CounterConfig) -> list[str]:
+    def _poe_argv(
+        self, counter: CounterConfig, command: tuple[str, ...] | None = None
+    ) -> list[str]:
         values = {"serial": counter.serial, "host": counter.host or "", "poe_port": ""}
         values["poe_port"] = counter.poe_port or ""
-        return [arg.format_map(values) for arg in self.settings.poe_command]
+        template = self.settings.poe_command if command is None else command
+        return [arg.format_map(values) for arg in template]
 
     def _poe(self, counter: CounterConfig) -> StepResult:
         try:
@@ -280,27 +290,37 @@ class Remediator:
         if not argv:
             return StepResult(False, "no PoE command is configured ([remediation] poe_command)")
         limit = self.settings.poe_timeout_seconds
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - the operator's own command, no shell
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so a hang is killed whole
-            )
-        except OSError as exc:
-            return StepResult(False, f"PoE command could not start: {exc.strerror or exc}")
-        try:
-            out, _ = proc.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            out, _ = proc.communicate()
-            said = _tail(out)
-            return StepResult(False, f"PoE command did not finish within {limit:g}s{said}")
+        code, out, why = _operator(argv, limit)
         said = _tail(out)
-        if proc.returncode != 0:
-            return StepResult(False, f"PoE command exited {proc.returncode}{said}")
+        if code is None:
+            return StepResult(False, f"PoE command {why}{said}")
+        if code != 0:
+            return StepResult(False, f"PoE command exited {code}{said}")
         return StepResult(True, f"PoE port power-cycled{said}")
+
+    def port_status(self, counter: CounterConfig) -> dict[str, Any] | None:
+        """What the switch says of the counter's port, from ``[remediation]
+        port_status_command``: ``{"link": bool, "power": bool, "output": ...}``, or with an
+        ``error`` when the command failed, hung or said something unreadable; None when no
+        command is configured. Read-only: it is asked whenever the gate needs it."""
+        if not self.settings.port_status_command:
+            return None
+        try:
+            argv = self._poe_argv(counter, self.settings.port_status_command)
+        except (KeyError, IndexError, ValueError) as exc:
+            return {"error": f"port_status_command has a placeholder it cannot fill: {exc}"}
+        limit = self.settings.port_status_timeout_seconds
+        code, out, why = _operator(argv, limit)
+        text = self.redactor.text((out or b"").decode("utf-8", "replace").strip())[-500:]
+        facts: dict[str, Any] = {"output": text, "at": self.clock.now().isoformat()}
+        if code is None:
+            return {**facts, "error": f"port status command {why}"}
+        if code != 0:
+            return {**facts, "error": f"port status command exited {code}"}
+        try:
+            return {**facts, **parse_port_status(text)}
+        except ValueError as exc:
+            return {**facts, "error": f"port status not understood: {exc}"}
 
     # -- checking again -------------------------------------------------------------------------
 
@@ -376,6 +396,28 @@ class Remediator:
         if camera is False:
             return False, "the camera is still not detected"
         return True, "the API answers and the counting service runs"
+
+
+def _operator(argv: list[str], limit: float) -> tuple[int | None, bytes | None, str]:
+    """Run the operator's own command without a shell, in its own process group, killed whole
+    when it overruns ``limit``: (exit code or None, its output, why it did not finish)."""
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - the operator's own command, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a hang is killed whole
+        )
+    except OSError as exc:
+        return None, None, f"could not start: {exc.strerror or exc}"
+    try:
+        out, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, _ = proc.communicate()
+        return None, out, f"did not finish within {limit:g}s"
+    return proc.returncode, out, ""
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -521,9 +563,14 @@ class LadderStage:
         exhausted = plan.exhausted and bool(ran) and not plan.over_budget
         open_rma = self.fixer.rmas.open_for(counter.serial)
         reports = dict(open_rma.data.get("reports", {})) if open_rma is not None else {}
+        latest = latest_for(assessed, counter.serial)
+        port = self.fixer.port_status(counter) if unreachable_in(latest) else None
+        if port is not None:
+            ladder["switch_port"] = port
         verdict = judge(
             Evidence(
-                latest_for(assessed, counter.serial),
+                latest,
+                port=port if port is not None and "error" not in port else None,
                 reports=reports,
                 ladder_exhausted=exhausted,
                 repeat_offender=self.fixer.repeat_offender(counter.serial),
@@ -534,13 +581,15 @@ class LadderStage:
         )
         evidence = {**f.evidence, **ladder, "gate": verdict.to_json()}
         if verdict.rma and not dry_run:
-            text = self._request_text(counter, f, inc, verdict, tried, now)
+            text = self._request_text(counter, f, inc, verdict, tried, now, port)
             evidence["rma_request"] = text
             self._request(counter, f, inc, verdict.reason, evidence, now)
             code = "hardware_fault"
             summary = f"{f.summary} — hardware fault confirmed: {verdict.reason}"
-        elif is_hardware(f) or verdict.signatures:
+        elif is_hardware(f):
             code, summary = "hardware_unconfirmed", f"{f.summary} — {verdict.reason}"
+        elif verdict.signatures:  # weighed and ruled out: say why, keep what the check said
+            code, summary = f.code, f"{f.summary} — {verdict.reason}"
         else:
             code, summary = f.code, f.summary
         if ran or plan.over_budget:
@@ -639,6 +688,7 @@ class LadderStage:
         verdict: GateVerdict,
         tried: list[Attempt],
         now: datetime,
+        port: dict[str, Any] | None = None,
     ) -> str:
         api = self.store.observations(counter.serial, "api", limit=20)
         device: dict[str, Any] = {}
@@ -668,6 +718,7 @@ class LadderStage:
                 history=history[-10:],
                 attempts=tried,
                 last_good=last,
+                port=port,
             )
         )
 

@@ -18,6 +18,7 @@ finding ask for a replacement unit?").
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,60 @@ QUESTIONS_FOR_SITE: tuple[str, ...] = (
     "Has the counter been moved, re-aimed, covered or modified recently?",
     "Has there been building work, a power cut or network change near the counter?",
 )
+
+
+_UP = frozenset({"up", "on", "true", "yes", "1", "enabled", "delivering"})
+_DOWN = frozenset({"down", "off", "false", "no", "0", "disabled", "searching"})
+
+
+def parse_port_status(text: str) -> dict[str, bool]:
+    """The switch port's facts from the operator's status command: ``link`` and ``power``.
+
+    The command prints a JSON object (``{"link": true, "power": "on"}``) or key=value words
+    (``link=up power=on``); keys it does not print are absent, words it cannot read raise
+    ``ValueError`` with what it said, so a garbled answer never passes for "link up".
+    """
+    text = text.strip()
+    raw: dict[str, Any]
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc.msg}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError("not a JSON object")
+        raw = loaded
+    else:
+        raw = {}
+        for word in text.split():
+            key, sep, value = word.partition("=")
+            if sep:
+                raw[key.strip().lower()] = value.strip()
+    out: dict[str, bool] = {}
+    for key in ("link", "power"):
+        if key not in raw:
+            continue
+        value = raw[key]
+        word = str(value).strip().lower() if not isinstance(value, bool) else str(value).lower()
+        if word in _UP:
+            out[key] = True
+        elif word in _DOWN:
+            out[key] = False
+        else:
+            raise ValueError(f"{key}={value!r} is neither up/on nor down/off")
+    if not out:
+        raise ValueError("it said neither link nor power")
+    return out
+
+
+def port_words(port: Mapping[str, Any]) -> str:
+    """``switch port: link up, power on`` — what the switch said, for people."""
+
+    def word(key: str, yes: str, no: str) -> str:
+        value = port.get(key)
+        return f"{key} {yes if value else no}" if value is not None else f"{key} not reported"
+
+    return f"switch port: {word('link', 'up', 'down')}, {word('power', 'on', 'off')}"
 
 
 def is_hardware(finding: Finding) -> bool:
@@ -61,7 +116,8 @@ class Evidence:
 
     ``findings`` are the counter's latest findings of every check (ok ones included: a clear
     live view is evidence too). ``port`` is what the switch says of the counter's port
-    (``{"link": bool, "power": bool}``) when the operator's PoE tooling can tell;
+    (``{"link": bool, "power": bool}``, see ``parse_port_status``) when the operator's
+    ``port_status_command`` can tell;
     ``reports`` are what people on site reported (``{"led": "red"}``).
     """
 
@@ -146,13 +202,16 @@ def _signatures(ev: Evidence) -> Iterable[Signature]:
         contra = "" if ev.ladder_exhausted else "not yet tried to cool it down with a restart"
         yield Signature("overheating", f"overheating ({temp} °C)", contra)
     if unreachable_in(ev.findings) and ev.port is not None:
-        if ev.port.get("link") and ev.port.get("power"):
+        link, power = ev.port.get("link"), ev.port.get("power")
+        if link is False:
+            contra = "its switch port has no link: a cabling or switch problem for the store"
+        elif power is False:
+            contra = "its switch port delivers no power: a PoE or switch problem for the store"
+        elif link and power:
             contra = "" if ev.ladder_exhausted else "the power-cycle has not been tried yet"
-            yield Signature(
-                "unreachable_with_link",
-                "unreachable while its switch port has link and power",
-                contra,
-            )
+        else:
+            contra = "the switch did not say both link and power"
+        yield Signature("unreachable_with_link", f"unreachable ({port_words(ev.port)})", contra)
     wrong = counts_wrong_in(ev.findings)
     if wrong and ev.ladder_exhausted:
         what = ", ".join(sorted({f.code for f in wrong})).replace("_", " ")

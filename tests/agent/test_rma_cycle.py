@@ -277,3 +277,51 @@ def test_a_reboot_that_does_not_bring_it_back_is_not_healed_once_its_time_is_ove
     assert DeviceState.read(sshd.state_file).fixes == [REBOOT]  # sent once, never again
     [rma] = Rmas(store).all()
     assert rma.state.value == "requested"
+
+
+def _switch(config, tmp_path, port_says: str):
+    """The config with a PoE script and a port status script (real scripts, run for real)."""
+    import stat
+
+    def script(name: str, body: str) -> str:
+        path = tmp_path / name
+        path.write_text("#!/bin/sh\n" + body + "\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+        return str(path)
+
+    poe = script("poe.sh", 'echo "port of $1 power-cycled"')
+    status = script("port-status.sh", f'echo "port of $1: {port_says}"')
+    remediation = config.remediation.model_copy(
+        update={"poe_command": (poe, "{serial}"), "port_status_command": (status, "{serial}")}
+    )
+    return config.model_copy(update={"remediation": remediation})
+
+
+def test_unreachable_with_link_and_power_after_every_fix_is_an_rma_request(world, tmp_path):
+    clock, fleet, config, store, _sshd = world
+    config = _switch(config, tmp_path, "link=up power=on")
+    fleet.set_fault("FFC1", "offline")
+    result = make_runner(config, store, clock=clock).run_cycle()
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "requested"
+    assert "unreachable (switch port: link up, power on)" in rma.reason
+    steps = [(a.step.value, a.outcome.value) for a in Rmas(store).attempts("FFC1")]
+    assert steps[-1] == ("poe_cycle", "not_healed")
+    offline = next(a for a in result.assessed if a.finding.check_id == "counter.offline")
+    assert offline.finding.evidence["switch_port"]["output"] == "port of FFC1: link=up power=on"
+    request = offline.finding.evidence["rma_request"]
+    assert "Switch port (the store's switch, asked" in request
+    assert "switch port: link up, power on" in request
+
+
+def test_unreachable_with_its_link_down_is_a_cabling_problem_not_an_rma(world, tmp_path):
+    clock, fleet, config, store, _sshd = world
+    config = _switch(config, tmp_path, "link=down power=on")
+    fleet.set_fault("FFC1", "offline")
+    result = make_runner(config, store, clock=clock).run_cycle()
+    assert Rmas(store).all() == []
+    [ticket] = ffc1_tickets(result)
+    assert "RMA" not in ticket.subject and ticket.category == "Technical Issue"
+    offline = next(a for a in result.assessed if a.finding.check_id == "counter.offline")
+    assert "cabling or switch problem for the store" in offline.finding.summary
+    assert offline.finding.evidence["switch_port"]["link"] is False

@@ -147,3 +147,29 @@ def test_the_rma_request_answers_support_before_it_asks() -> None:
         "physical damage",
     ):
         assert part in text, part
+
+
+def test_the_switch_ports_answer_is_read_as_key_values_or_json() -> None:
+    import pytest
+
+    from rma.gate import parse_port_status
+
+    assert parse_port_status("link=up power=on\n") == {"link": True, "power": True}
+    assert parse_port_status("port 7: link=down power=on") == {"link": False, "power": True}
+    assert parse_port_status('{"link": true, "power": "off", "speed": 100}') == {
+        "link": True,
+        "power": False,
+    }
+    for garbled in ("", "all good", "link=maybe power=on", "[1, 2]", "{not json"):
+        with pytest.raises(ValueError):
+            parse_port_status(garbled)
+
+
+def test_unreachable_with_link_down_is_the_stores_cabling_not_an_rma() -> None:
+    off = f("counter.offline", Status.FAIL, "timeout")
+    v = judge(Evidence((off,), port={"link": False, "power": True}, ladder_exhausted=True))
+    assert not v.rma and "cabling or switch problem for the store" in v.reason
+    v = judge(Evidence((off,), port={"link": True, "power": False}, ladder_exhausted=True))
+    assert not v.rma and "delivers no power" in v.reason
+    v = judge(Evidence((off,), port={"link": True, "power": True}, ladder_exhausted=True))
+    assert v.rma and "switch port: link up, power on" in v.reason
