@@ -167,6 +167,7 @@ class GateVerdict:
 def judge(ev: Evidence) -> GateVerdict:
     """Whether the evidence supports an RMA request, with every signature and its cross-check."""
     sigs = list(_signatures(ev))
+    sigs += _red_led(ev, sigs)
     held = [s for s in sigs if s.holds]
     if held:
         return GateVerdict(True, "; ".join(s.summary for s in held), tuple(sigs))
@@ -221,9 +222,21 @@ def _signatures(ev: Evidence) -> Iterable[Signature]:
         )
     if ev.repeat_offender:
         yield Signature("repeat_offender", f"repeat offender: healed {ev.heals} times recently")
+
+
+def _red_led(ev: Evidence, others: list[Signature]) -> Iterable[Signature]:
+    """A person's report of a red LED corroborates, it never decides alone: it holds with
+    another signature that holds, or once every safe fix was tried and none healed."""
     led = (ev.reports.get("led") or "").strip().lower()
-    if led == "red":
-        yield Signature("red_led", "a person on site reports a red LED")
+    if led != "red":
+        return
+    contra = ""
+    if not ev.ladder_exhausted and not any(s.holds for s in others):
+        contra = (
+            "a person's report alone needs corroboration: another hardware signature "
+            "or the safe fixes tried and failed"
+        )
+    yield Signature("red_led", "a person on site reports a red LED", contra)
 
 
 def _health(findings: Iterable[Finding]) -> Mapping[str, Any]:

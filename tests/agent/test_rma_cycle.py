@@ -325,3 +325,29 @@ def test_unreachable_with_its_link_down_is_a_cabling_problem_not_an_rma(world, t
     offline = next(a for a in result.assessed if a.finding.check_id == "counter.offline")
     assert "cabling or switch problem for the store" in offline.finding.summary
     assert offline.finding.evidence["switch_port"]["link"] is False
+
+
+def test_a_red_led_reported_alone_requests_no_rma(world):
+    from agent.rma_flow import RmaFlow
+
+    clock, _fleet, config, store, sshd = world
+    runner = make_runner(config, store, clock=clock)
+    RmaFlow(runner).start("FFC1", actor="alice", reason="store says red", reports={"led": "red"})
+    result = runner.run_cycle()  # nothing wrong with the counter: the report stays a report
+    assert ffc1_tickets(result) == []
+    # a fault the ladder cannot finish today (the reboots are spent): not a failed ladder
+    from datetime import timedelta
+
+    from rma.ladder import Attempt, Outcome, Step
+
+    for hours in (2, 5):
+        Rmas(store).record_attempt(
+            Attempt("FFC1", Step.REBOOT, NOW - timedelta(hours=hours), Outcome.HEALED)
+        )
+    sshd.write_state(service="failed", wedged=True)
+    result = runner.run_cycle()
+    [ticket] = ffc1_tickets(result)
+    assert "RMA" not in ticket.subject and ticket.category == "Technical Issue"
+    assert "needs corroboration" in json.dumps(ticket.to_json())
+    [rma] = Rmas(store).all()
+    assert rma.state.value == "remediating"  # the ladder is not done with it: no request

@@ -81,7 +81,8 @@ def test_unreachable_with_link_and_power_after_every_fix() -> None:
 
 
 def test_red_led_and_counts_wrong_after_fixes_and_repeat_offender() -> None:
-    assert judge(Evidence((), reports={"led": "Red"})).rma
+    alone = judge(Evidence((), reports={"led": "Red"}))
+    assert not alone.rma and "needs corroboration" in alone.reason
     assert not judge(Evidence((ZEROS,))).rma
     assert judge(Evidence((ZEROS,), ladder_exhausted=True)).rma
     v = judge(Evidence((), repeat_offender=True, heals=3))
@@ -173,3 +174,16 @@ def test_unreachable_with_link_down_is_the_stores_cabling_not_an_rma() -> None:
     assert not v.rma and "delivers no power" in v.reason
     v = judge(Evidence((off,), port={"link": True, "power": True}, ladder_exhausted=True))
     assert v.rma and "switch port: link up, power on" in v.reason
+
+
+def test_a_red_led_is_corroborated_by_a_failed_ladder_or_another_signature() -> None:
+    red = {"led": "red"}
+    doubtful = f("counter.device.health", Status.FAIL, "counting_service_down")
+    assert not judge(Evidence((doubtful,), reports=red)).rma
+    v = judge(Evidence((doubtful,), reports=red, ladder_exhausted=True))
+    assert v.rma and [s.code for s in v.held] == ["red_led"]
+    v = judge(Evidence((CAMERA_GONE, ZEROS), reports=red))
+    assert v.rma and [s.code for s in v.held] == ["camera_missing", "red_led"]
+    # a contradicted signature is no corroboration
+    v = judge(Evidence((CAMERA_GONE, CLEAR, COUNTING), reports=red))
+    assert not v.rma and all(not s.holds for s in v.signatures)
