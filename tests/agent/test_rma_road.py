@@ -248,3 +248,53 @@ def test_the_ladder_moves_the_candidate_through_remediating_and_a_kill_resumes_i
     assert "suspected hardware fault: camera not present" in moves[0].reason
     assert "safe remote fixes come first" in moves[1].reason
     assert "every safe fix tried" in moves[2].reason
+
+
+def test_the_rescue_pulls_the_devices_count_file_over_ssh_and_names_the_slots_lost(road):
+    _clock, _fleet, path, sshd, hole = road
+    slot = timedelta(minutes=15)
+    # the device's own file holds the first half of the hour its API lost, and two slots the
+    # API served too (with other numbers: the API's stay, the file only fills what is missing)
+    served = hole - 2 * slot
+    sshd.write_state(
+        stored_counts=[
+            [served.isoformat(), "FFC1", 999, 999],
+            [(served + slot).isoformat(), "FFC1", 999, 999],
+            [hole.isoformat(), "FFC1", 7, 5],
+            [(hole + slot).isoformat(), "FFC1", 3, 4],
+        ]
+    )
+    code, stdout, _ = rma_cli(path, "start", "FFC1")
+    assert code == 0
+    rma_id = str(json.loads(stdout)["id"])
+    code, stdout, _ = rma_cli(path, "rescue", rma_id)
+    assert code == 0, stdout
+    rescued = json.loads(stdout)
+    assert "SSH count file (4 slots, 2 not held before)" in rescued["sources"]
+    lost = [
+        h for h in rescued["holes"] if hole <= datetime.fromisoformat(h["start"]) < hole + 4 * slot
+    ]
+    [gap] = lost
+    assert gap == {
+        "start": (hole + 2 * slot).isoformat(),
+        "end": (hole + 4 * slot).isoformat(),
+        "slots": 2,
+    }
+    assert f"{(hole + 2 * slot).isoformat(timespec='minutes')} to " in rescued["summary"]
+    with open(rescued["csv"]) as fh:
+        rows = fh.read().splitlines()
+    assert (
+        f"{hole.isoformat()},FFC1,7,5" in rows and f"{(hole + slot).isoformat()},FFC1,3,4" in rows
+    )
+    assert not [r for r in rows if r.endswith(",999,999")]  # the API's numbers were kept
+
+
+def test_the_rescue_says_when_the_device_keeps_no_count_file(road):
+    _clock, _fleet, path, _sshd, hole = road
+    code, stdout, _ = rma_cli(path, "start", "FFC1")
+    rma_id = str(json.loads(stdout)["id"])
+    code, stdout, _ = rma_cli(path, "rescue", rma_id)
+    assert code == 0
+    rescued = json.loads(stdout)
+    assert any("SSH: no count file on the device" in n for n in rescued["notes"])
+    assert [h["slots"] for h in rescued["holes"] if h["start"] == hole.isoformat()] == [4]
