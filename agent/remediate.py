@@ -723,12 +723,14 @@ class LadderStage:
         )
 
     def post_requests(self, now: datetime) -> None:
-        """Post each requested RMA's full request on its ticket once the ticket exists."""
+        """Post each requested RMA's full request on its ticket once the ticket exists, then
+        its moves as lines of the ticket's task list (RMAs still open or moved this week)."""
         if self.post is None:
             return
-        for rma in self.fixer.rmas.all(open_only=True):
-            text = rma.data.get("evidence", {}).get("rma_request")
-            if not text or self.fixer.rmas.done(rma.id, "request_message"):
+        rmas = self.fixer.rmas
+        recent = now - timedelta(days=7)
+        for rma in rmas.all():
+            if not rma.open and rma.updated_at < recent:
                 continue
             key = rma.ticket_key or next(
                 (
@@ -740,9 +742,12 @@ class LadderStage:
             )
             if key is None:
                 continue
-            with self.store.transaction():
-                self.post(key, text, rma.incident_id, now)
-                self.fixer.rmas.mark_done(rma.id, "request_message", now, {"ticket": key}, "agent")
+            text = rma.data.get("evidence", {}).get("rma_request")
+            if text and not rmas.done(rma.id, "request_message"):
+                with self.store.transaction():
+                    self.post(key, text, rma.incident_id, now)
+                    rmas.mark_done(rma.id, "request_message", now, {"ticket": key}, "agent")
+            rmas.post_tasks(rma, key, self.post, now)
 
     def _request(
         self,

@@ -102,7 +102,17 @@ class RmaFlow:
             rma = self.rmas.get(rma_id)
             if rma.state is State.APPROVED:
                 self.rescue(rma_id, actor=actor)
-        return self.rmas.advance(rma_id, state, actor=actor, reason=note, at=self.clock.now())
+        moved = self.rmas.advance(rma_id, state, actor=actor, reason=note, at=self.clock.now())
+        crashpoint("rma.advance.moved")
+        self.post_tasks(moved)
+        return moved
+
+    def post_tasks(self, rma: Rma) -> int:
+        """The RMA's moves not yet on its ticket's task list, as follow-ups (once each)."""
+        key = self.ticket_key(rma)
+        if key is None:
+            return 0  # no ticket yet: the cycle posts them once it is filed
+        return self.rmas.post_tasks(rma, key, self.runner._post, self.clock.now())
 
     def ticket_key(self, rma: Rma) -> str | None:
         if rma.ticket_key:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.store import Store, StoreError
 from rma.ladder import Attempt, Outcome, Step
-from rma.workflow import FINAL, Facts, Move, State, check_transition
+from rma.workflow import FINAL, Facts, Move, State, check_transition, task_line
 
 FINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINAL))
 
@@ -267,6 +268,27 @@ class Rmas:
             )
             for r in rows
         ]
+
+    def post_tasks(
+        self,
+        rma: Rma,
+        key: str,
+        post: Callable[[str, str, int | None, datetime], object],
+        now: datetime,
+    ) -> int:
+        """Each move of the RMA not yet shown on its ticket, as a task-list follow-up on ``key``
+        (``rma.workflow.task_line``); the follow-up and its "posted" mark in one transaction,
+        so a killed run never posts a move twice. Returns how many were posted."""
+        posted = 0
+        for i, move in enumerate(self.moves(rma.id)):
+            name = f"task.{i}"
+            if self.done(rma.id, name):
+                continue
+            with self.store.transaction():
+                post(key, task_line(rma.id, move), rma.incident_id, now)
+                self.mark_done(rma.id, name, now, {"ticket": key, "to": move.to_state}, "agent")
+            posted += 1
+        return posted
 
     # -- workflow steps done (resume without doing anything twice) --------------------------
 

@@ -115,11 +115,16 @@ def test_camera_missing_with_a_covered_view_is_an_rma_request(world):
     assert rma.counter == "FFC1" and rma.state.value == "requested"
     assert "camera not present" in rma.reason
     # the full request follows on the ticket, once: what FootfallCam needs to approve it
-    [body] = [
+    bodies = [
         json.loads(r[0])["body"]
-        for r in store._db.execute("SELECT payload FROM outbox WHERE kind = 'message'")
+        for r in store._db.execute("SELECT payload FROM outbox WHERE kind = 'message' ORDER BY id")
     ]
+    [body] = [b for b in bodies if b.startswith("RMA request for counter")]
     assert body.startswith("RMA request for counter FFC1 (Main door) at site LDN01")
+    # then each move, once, as a line of the ticket's task list
+    assert [b.splitlines()[0] for b in bodies if b.startswith("Task: ")] == [
+        f"Task: RMA {state} (RMA {rma.id})" for state in ("candidate", "remediating", "requested")
+    ]
     for part in (
         "firmware:",
         "camera not present",

@@ -86,6 +86,14 @@ def road(tmp_path, sshd):
         yield clock, fleet, path, sshd, hole
 
 
+def load_rma_ticket(path) -> str:
+    """The ticket key FFC1's fault was filed under (the RMA's ticket)."""
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        [key] = {i.ticket_key for i in store.incidents() if i.subject == "FFC1" and i.ticket_key}
+        return str(key)
+
+
 def rma_cli(path, *args):
     result = CliRunner().invoke(cli, ["rma", *args, "--config", str(path), "--json"])
     return result.exit_code, result.stdout, result.stderr
@@ -112,10 +120,32 @@ def test_rma_requested_rescued_shipped_replaced_verified(road):
     rma_id = listed["id"]
     assert listed["state"] == "requested" and listed["counter"] == "FFC1"
 
+    # the moves so far are lines of the ticket's task list, posted with the request
+    key = load_rma_ticket(path)
+    requested = [
+        m for m in messages(path, key) if m.startswith(f"Task: RMA requested (RMA {rma_id})")
+    ]
+    [line] = requested
+    moved = datetime.fromisoformat(
+        next(
+            m
+            for m in json.loads(rma_cli(path, "show", str(rma_id))[1])["moves"]
+            if m["to"] == "requested"
+        )["at"]
+    )
+    assert f"Status: open\nDue: {(moved + timedelta(days=1)).date().isoformat()}\n" in line
+    assert "Type: support operation" in line and "by agent" in line
     code, _, stderr = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "too soon")
     assert code == 1 and "cannot move to shipped (allowed: approved, cancelled, rejected)" in stderr
     code, _, _ = rma_cli(path, "advance", str(rma_id), "approved", "--note", "RMA-4711 approved")
     assert code == 0
+    status = CliRunner().invoke(cli, ["status", "--config", str(path), "--json"])
+    [ffc1] = [c for c in json.loads(status.stdout)["counters"] if c["serial"] == "FFC1"]
+    assert ffc1["rma"] == {"id": rma_id, "state": "approved"}
+    [approved] = [m for m in messages(path, key) if m.startswith("Task: RMA approved")]
+    shown = json.loads(rma_cli(path, "show", str(rma_id))[1])
+    at = datetime.fromisoformat(next(m["at"] for m in shown["moves"] if m["to"] == "approved"))
+    assert f"Due: {(at + timedelta(days=3)).date().isoformat()}" in approved
     # shipping runs the rescue first: the returned unit's data would be lost
     code, stdout, _ = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "DHL 123")
     assert code == 0 and json.loads(stdout)["state"] == "shipped"
@@ -184,7 +214,11 @@ def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
         make_runner(config, store, clock=clock).run_cycle()
     [listed] = json.loads(rma_cli(path, "list")[1])
     rma_id = str(listed["id"])
-    assert rma_cli(path, "advance", rma_id, "approved", "--note", "ok")[0] == 0
+    # killed after the move, before its task line was posted: the next command posts it
+    assert killed(path, "rma.advance.moved", "advance", rma_id, "approved", "--note", "ok") == (
+        -signal.SIGKILL
+    )
+    assert json.loads(rma_cli(path, "show", rma_id)[1])["state"] == "approved"
     for step in ("rma.rescue.pulled", "rma.rescue.written"):
         assert killed(path, step, "rescue", rma_id) == -signal.SIGKILL, step
     code, stdout, _ = rma_cli(path, "rescue", rma_id)
@@ -201,6 +235,19 @@ def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
     bodies = messages(path, key)
     assert len([m for m in bodies if m.startswith("Data rescued")]) == 1
     assert len([m for m in bodies if m.startswith("The replacement unit NEW1")]) == 1
+    tasks = [m.splitlines()[0] for m in bodies if m.startswith("Task: ")]
+    assert tasks == [
+        f"Task: RMA {state} (RMA {rma_id})"
+        for state in (
+            "candidate",
+            "remediating",
+            "requested",
+            "approved",
+            "shipped",
+            "replaced",
+            "verified",
+        )
+    ]
     moves = [m["to"] for m in json.loads(rma_cli(path, "show", rma_id)[1])["moves"]]
     assert moves == [
         "candidate",
