@@ -446,7 +446,7 @@ class RemediationConfig(_Model):
     # what the switch says of the counter's port: prints `link=up power=on` or a JSON object
     port_status_command: tuple[NonBlank, ...] = ()
     port_status_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=120)] = 15.0
-    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # wait for a reboot
+    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # a reboot has this long
     rma_counts_verify_hours: Annotated[StrictFloat, Field(ge=0)] = 24.0  # counts must flow
 
     @field_validator("poe_command", "port_status_command")
