@@ -356,3 +356,24 @@ def test_a_red_led_reported_alone_requests_no_rma(world):
     assert "needs corroboration" in json.dumps(ticket.to_json())
     [rma] = Rmas(store).all()
     assert rma.state.value == "remediating"  # the ladder is not done with it: no request
+
+
+def test_an_rma_the_ladder_opened_is_cancelled_when_the_ladder_heals_the_counter(world):
+    from simulator.shell import REBOOT
+
+    clock, _fleet, config, store, sshd = world
+    # a reboot loop holds before any fix: the ladder opens the candidate itself
+    hours = [3600.0 * k for k in range(1, 7)]
+    sshd.write_state(service="failed", wedged=True, uptime_s=600.0, earlier_boots_ago_s=hours)
+    result = make_runner(config, store, clock=clock).run_cycle()
+    assert ffc1_tickets(result) == []  # the reboot brought the service back
+    assert DeviceState.read(sshd.state_file).fixes == [RESTART, REBOOT]
+    [rma] = Rmas(store).all()
+    moves = Rmas(store).moves(rma.id)
+    assert [(m.to_state.value, m.actor) for m in moves] == [
+        ("candidate", "agent"),
+        ("remediating", "agent"),
+        ("cancelled", "agent"),
+    ]
+    assert "reboot loop" in moves[0].reason
+    assert moves[2].reason == "healed by the remediation ladder: reboot the counter (SSH)"
