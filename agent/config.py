@@ -435,6 +435,8 @@ class RemediationConfig(_Model):
     ``poe_command`` is the operator's own switch script as an argument list; ``{serial}``,
     ``{host}`` and ``{poe_port}`` in it are replaced by the counter's. It runs without a shell,
     under ``poe_timeout_seconds``, and its output is recorded (redacted) in the audit log.
+    ``port_status_command`` (same placeholders, under ``port_status_timeout_seconds``) asks the
+    switch about the counter's port; its answer is evidence for the RMA gate.
     """
 
     enabled: StrictBool = True
@@ -447,10 +449,13 @@ class RemediationConfig(_Model):
     repeat_window_days: Annotated[StrictFloat, Field(gt=0)] = 14.0
     poe_command: tuple[NonBlank, ...] = ()
     poe_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 60.0
-    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # wait for a reboot
+    # what the switch says of the counter's port: prints `link=up power=on` or a JSON object
+    port_status_command: tuple[NonBlank, ...] = ()
+    port_status_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=120)] = 15.0
+    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # a reboot has this long
     rma_counts_verify_hours: Annotated[StrictFloat, Field(ge=0)] = 24.0  # counts must flow
 
-    @field_validator("poe_command")
+    @field_validator("poe_command", "port_status_command")
     @classmethod
     def _placeholders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         known = {"serial", "host", "poe_port"}
