@@ -20,6 +20,7 @@ confirmed.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +55,9 @@ from diagnostics.checks import (
     fold_site_outages,
 )
 from diagnostics.checks.agent import ProbeFailure
+from diagnostics.checks.base import Family
 from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
+from diagnostics.checks.liveview import LiveView
 from diagnostics.flapping import WINDOW as FLAP_WINDOW
 from diagnostics.model import (
     Assessed,
@@ -186,6 +189,8 @@ class Runner:
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
+        # each counter's live view as last judged (key, reference, check id -> findings)
+        self._judged_views: dict[str, tuple[tuple[Any, ...], Any, dict[str, list[Finding]]]] = {}
         # where a first fetch cut short before any slot came goes on (in memory: a restart
         # asks again from the start of the history)
         self._resume: dict[str, datetime] = {}
@@ -595,7 +600,12 @@ class Runner:
         history = history if history is not None else self.history(now)
         observations: dict[str, Observation] = {}
         extra: dict[str, Any] = {}
-        api_history = self.store.observations(counter.serial, "api", limit=API_HISTORY)
+        # the latest answer first: the history behind it (up to API_HISTORY rows, each parsed)
+        # is read only for a counter that is failing, to measure its streak, so a healthy
+        # counter's cost does not grow with the cycles kept
+        api_history = self.store.observations(counter.serial, "api", limit=1)
+        if api_history and not api_history[0].ok:
+            api_history = self.store.observations(counter.serial, "api", limit=API_HISTORY)
         if api_history:
             observations["api"] = api_history[0]
             if not api_history[0].ok:
@@ -665,6 +675,33 @@ class Runner:
                 findings.append(_check_error(check, evidence, f"{type(exc).__name__}: {exc}"))
         return findings
 
+    def counter_checks(self, evidence: CounterEvidence) -> list[Finding]:
+        """Every counter check on ``evidence`` (``run_checks``), but the live view judged only
+        when it changed: the snapshots are taken on their own, slower schedule, and judging a
+        ring of unchanged snapshots again every cycle was most of a cycle's CPU. While the ring
+        and the reference are the same as when they were last judged, the live-view checks'
+        findings of then stand, dated now; a check that failed (``error``) runs again."""
+        view = evidence.extra.get("liveview")
+        key = _view_key(view)
+        held = self._judged_views.get(evidence.serial)
+        stands = held[2] if held is not None and key is not None and held[0] == key else {}
+        findings: list[Finding] = []
+        judged: dict[str, list[Finding]] = {}
+        for check in self.checks:
+            if getattr(check, "family", None) is not Family.LIVEVIEW:
+                findings.extend(self.run_checks(evidence, [check]))
+            elif check.id in stands:
+                findings.extend(replace(f, at=evidence.now) for f in stands[check.id])
+            else:
+                got = self.run_checks(evidence, [check])
+                findings.extend(got)
+                if all(f.status is not Status.ERROR for f in got):
+                    judged[check.id] = got
+        if isinstance(view, LiveView) and key is not None:
+            # the reference is held with its key, so its id() is not reused meanwhile
+            self._judged_views[evidence.serial] = (key, view.reference, {**stands, **judged})
+        return findings
+
     # -- the cycle -----------------------------------------------------------------------------
 
     def run_cycle(self) -> CycleResult:
@@ -697,7 +734,7 @@ class Runner:
         if self.push is not None:
             self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
         for counter in self.config.counters:
-            findings.extend(self.run_checks(self.evidence(counter, now, history)))
+            findings.extend(self.counter_checks(self.evidence(counter, now, history)))
         self.views.keep_learned(findings)  # the live-view check judged, the agent saves
         for site in self.config.sites:
             members = self.config.counters_at(site.code)
@@ -774,6 +811,19 @@ class Runner:
     def policy(self) -> Policy:
         agent = self.config.agent
         return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
+
+
+def _view_key(view: Any) -> tuple[Any, ...] | None:
+    """What the live-view checks judge: the ring (names, times, a digest of the bytes), the
+    reference (the prepared object itself: ``LiveViews`` keeps it until its file changes),
+    where it came from, and the notes."""
+    if not isinstance(view, LiveView):
+        return None
+    shots = tuple(
+        (s.name, s.at, hashlib.blake2b(s.data, digest_size=16).digest()) for s in view.snapshots
+    )
+    notes = tuple(sorted((k, str(v)) for k, v in view.notes.items()))
+    return (view.source, id(view.reference), shots, notes, view.learn_needed)
 
 
 def _probe_error(serial: str, site: str | None, now: datetime, code: str, summary: str) -> Finding:
