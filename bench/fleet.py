@@ -6,9 +6,9 @@ so the simulator's CPU is not the agent's and it does not starve the agent at 1,
 20 % are ``hung`` (the device accepts and never answers) and 10 % ``slow`` (the simulator's
 ``slow`` kind, every answer delayed ``--slow-delay`` seconds, inside the probe timeout); the
 devices hold three days of counts. The agent (a real ``Runner`` in this process, real clock)
-runs cycles until one has asked every counter (the first ones back-fill each counter's
-history; at most ``--warmup`` of them), then times the next one(s); a timed cycle that still
-left counters unasked is labelled NOT settled. Printed: the wall time of each cycle and of
+runs cycles until one has asked every counter and none is still back-filling its history (at
+most ``--warmup`` of them), then times the next one(s); a timed cycle that still left counters
+unasked or back-filling is labelled NOT settled. Printed: the wall time of each cycle and of
 its probe phase, the agent's CPU (this process, all threads) per counter and per healthy
 counter, split by thread (probe workers, checks, main thread) with the live-view analysis
 apart (its cost per snapshot judged; the target of 5 ms per healthy counter leaves it out),
@@ -117,7 +117,7 @@ class CpuSplit:
 
         runner.probe_counter = probe_counter
         for check in [*runner.checks, *runner.site_checks]:
-            live = check.family is Family.LIVEVIEW
+            live = getattr(check, "family", None) is Family.LIVEVIEW
             check.run = self._timed(check.run, "live" if live else "checks", live)
 
     def _timed(self, run, bucket: str, live: bool):
@@ -211,11 +211,17 @@ def measure(args: argparse.Namespace) -> None:
                     sim_used = sum(sim.cpu_times()[:2]) - sim_cpu
                     ok = sum(o.ok for o in result.observations if o.probe == "api")
                     never = sum(f.code == "not_probed" for f in runner.probe_errors)
+                    # still back-filling: a fetch cut short by the deadline, or never started
+                    never += sum(
+                        bool(o.data.get("partial"))
+                        for o in result.observations
+                        if o.probe == "api" and o.ok
+                    )
                     rows.append((cycle, timing, wall, *probe, used, ok, never, rss_mib(), sim_used))
                     splits.append(split.figures())
                     timed_n += timing
                     cycle += 1
-                    # steady once a cycle has asked every counter (its history is then filled)
+                    # steady once a cycle has asked every counter and none is still back-filling
                     timing = timing or not never or cycle >= args.warmup
                 base = baseline(runner, config, args.sample)
             finally:
@@ -238,7 +244,7 @@ def measure(args: argparse.Namespace) -> None:
               f"after it {wall - probe:5.2f} s), agent CPU {used:6.2f} s (probe phase "
               f"{probe_cpu:5.2f} s) = {used * 1000 / n:5.1f} ms/counter, "
               f"{used * 1000 / healthy:5.1f} ms/healthy counter; api answered {ok}/{n} "
-              f"(healthy + slow: {n - n // 5}), never started {never}; "
+              f"(healthy + slow: {n - n // 5}), not started or back-filling {never}; "
               f"peak RSS {rss:5.0f} MiB; simulator CPU {sim_used:5.2f} s")  # fmt: skip
         print("    where the CPU went: " + splits[cycle][0])
     steady = [r[2:] for r in rows if r[1]] or [r[2:] for r in rows[-args.cycles :]]
