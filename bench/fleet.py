@@ -184,7 +184,7 @@ def measure(args: argparse.Namespace) -> None:
             rows, splits = [], []
             try:
                 cycle, timing, timed_n = 0, False, 0
-                sim = psutil.Process(child.pid)
+                sim, me = psutil.Process(child.pid), psutil.Process()
                 split = CpuSplit(runner)
                 while timed_n < args.cycles:
                     split.reset()
@@ -210,19 +210,22 @@ def measure(args: argparse.Namespace) -> None:
                     split.main = time.thread_time() - main_cpu
                     sim_used = sum(sim.cpu_times()[:2]) - sim_cpu
                     ok = sum(o.ok for o in result.observations if o.probe == "api")
-                    never = sum(f.code == "not_probed" for f in runner.probe_errors)
-                    # still back-filling: a fetch cut short by the deadline, or never started
-                    never += sum(
+                    unasked = sum(f.code == "not_probed" for f in runner.probe_errors)
+                    # still back-filling: a first fetch cut short by the deadline
+                    filling = sum(
                         bool(o.data.get("partial"))
                         for o in result.observations
                         if o.probe == "api" and o.ok
                     )
+                    never = (unasked, filling, me.memory_info().rss / 2**20)
                     rows.append((cycle, timing, wall, *probe, used, ok, never, rss_mib(), sim_used))
                     splits.append(split.figures())
                     timed_n += timing
                     cycle += 1
-                    # steady once a cycle has asked every counter and none is still back-filling
-                    timing = timing or not never or cycle >= args.warmup
+                    # steady once no counter is still back-filling its history (with many hung
+                    # counters and max_parallel at its ceiling, some may be left unasked for good:
+                    # each hung one holds a slot for a whole probe timeout)
+                    timing = timing or not filling or cycle >= args.warmup
                 base = baseline(runner, config, args.sample)
             finally:
                 runner.close()
@@ -239,13 +242,14 @@ def measure(args: argparse.Namespace) -> None:
         elif not timed:
             label = f"#{cycle} catching up"
         else:  # timed: steady only if every counter was asked in it
-            label = f"#{cycle} timed, " + ("NOT settled" if never else "steady")
+            label = f"#{cycle} timed, " + ("NOT settled" if never[1] else "steady")
         print(f"  cycle {label:24} wall {wall:6.2f} s (probe phase {probe:5.2f} s, "
               f"after it {wall - probe:5.2f} s), agent CPU {used:6.2f} s (probe phase "
               f"{probe_cpu:5.2f} s) = {used * 1000 / n:5.1f} ms/counter, "
               f"{used * 1000 / healthy:5.1f} ms/healthy counter; api answered {ok}/{n} "
-              f"(healthy + slow: {n - n // 5}), not started or back-filling {never}; "
-              f"peak RSS {rss:5.0f} MiB; simulator CPU {sim_used:5.2f} s")  # fmt: skip
+              f"(healthy + slow: {n - n // 5}), not started {never[0]}, back-filling {never[1]}; "
+              f"RSS now {never[2]:5.0f} MiB, peak {rss:5.0f} MiB; "
+              f"simulator CPU {sim_used:5.2f} s")  # fmt: skip
         print("    where the CPU went: " + splits[cycle][0])
     steady = [r[2:] for r in rows if r[1]] or [r[2:] for r in rows[-args.cycles :]]
     worst = max(r[0] for r in steady)
@@ -259,7 +263,8 @@ def measure(args: argparse.Namespace) -> None:
           "(all the agent's CPU in the cycle but the live-view analysis, charged to the "
           "healthy ones; the live view is in the split above)")  # fmt: skip
     print(f"  target: peak RSS <= 150 MB at 1,000         measured: {rows[-1][8]:.0f} MiB "
-          f"at {n}")  # fmt: skip
+          f"at {n} (the peak of the whole run, back-fill included; RSS after the last cycle "
+          f"{rows[-1][7][2]:.0f} MiB)")  # fmt: skip
     took, k, kinds = base
     print(f"  baseline: naive one-at-a-time probe_counter on {k} counters ({kinds}): "
           f"{took:.1f} s, extrapolated to {n}: {took * n / k:.0f} s "
