@@ -32,7 +32,7 @@ from agent.incidents import RESOLVED
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import COUNTING_SERVICE, probe_device_ssh
 from agent.probes.ssh import SshSession, SshTarget
-from agent.rmas import Rma, Rmas
+from agent.rmas import PostTasks, Rma, Rmas
 from agent.store import Incident, Store
 from diagnostics.model import (
     Assessed,
@@ -456,11 +456,13 @@ class LadderStage:
         *,
         confirm_checks: int,
         post: Callable[[str, str, int | None, datetime], object] | None = None,
+        post_tasks: PostTasks | None = None,
     ) -> None:
         self.fixer = fixer
         self.store = store
         self.confirm_checks = confirm_checks
         self.post = post  # (ticket key, text, incident id, now): a message on a ticket
+        self.post_tasks = post_tasks  # an RMA move: task-list lines and a message
 
     def run(
         self, assessed: list[Assessed], now: datetime, *, dry_run: bool = False
@@ -747,7 +749,8 @@ class LadderStage:
                 with self.store.transaction():
                     self.post(key, text, rma.incident_id, now)
                     rmas.mark_done(rma.id, "request_message", now, {"ticket": key}, "agent")
-            rmas.post_tasks(rma, key, self.post, now)
+            if self.post_tasks is not None:
+                rmas.post_tasks(rma, key, self.post_tasks, now)
 
     def _request(
         self,

@@ -112,7 +112,7 @@ class RmaFlow:
         key = self.ticket_key(rma)
         if key is None:
             return 0  # no ticket yet: the cycle posts them once it is filed
-        return self.rmas.post_tasks(rma, key, self.runner._post, self.clock.now())
+        return self.rmas.post_tasks(rma, key, self.runner.post_tasks, self.clock.now())
 
     def ticket_key(self, rma: Rma) -> str | None:
         if rma.ticket_key:

@@ -19,7 +19,11 @@ from typing import Any
 
 from agent.store import Store, StoreError
 from rma.ladder import Attempt, Outcome, Step
-from rma.workflow import FINAL, Facts, Move, State, check_transition, task_line
+from rma.tickets import Task
+from rma.workflow import FINAL, Facts, Move, State, check_transition, task_line, tasks_for
+
+# (ticket key, task-list lines, the follow-up's text, incident id, now): one move on a ticket
+PostTasks = Callable[[str, list[Task], str, int | None, datetime], object]
 
 FINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINAL))
 
@@ -269,23 +273,18 @@ class Rmas:
             for r in rows
         ]
 
-    def post_tasks(
-        self,
-        rma: Rma,
-        key: str,
-        post: Callable[[str, str, int | None, datetime], object],
-        now: datetime,
-    ) -> int:
-        """Each move of the RMA not yet shown on its ticket, as a task-list follow-up on ``key``
-        (``rma.workflow.task_line``); the follow-up and its "posted" mark in one transaction,
-        so a killed run never posts a move twice. Returns how many were posted."""
+    def post_tasks(self, rma: Rma, key: str, post: PostTasks, now: datetime) -> int:
+        """Each move of the RMA not yet shown on its ticket ``key``: its lines in the ticket's
+        task list (``rma.workflow.tasks_for``) and a follow-up saying it
+        (``rma.workflow.task_line``), queued with its "posted" mark in one transaction, so a
+        killed run never posts a move twice. Returns how many were posted."""
         posted = 0
         for i, move in enumerate(self.moves(rma.id)):
             name = f"task.{i}"
             if self.done(rma.id, name):
                 continue
             with self.store.transaction():
-                post(key, task_line(rma.id, move), rma.incident_id, now)
+                post(key, tasks_for(move), task_line(rma.id, move), rma.incident_id, now)
                 self.mark_done(rma.id, name, now, {"ticket": key, "to": move.to_state}, "agent")
             posted += 1
         return posted

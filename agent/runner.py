@@ -73,7 +73,7 @@ from diagnostics.model import (
     Verdict,
 )
 from diagnostics.series import ModelCache, SlotColumns
-from rma.tickets import Ticket
+from rma.tickets import Task, Ticket
 
 if TYPE_CHECKING:
     from agent.delivery.ticketing import Ticketing
@@ -214,7 +214,11 @@ class Runner:
             known_hosts=self.known_hosts,
         )
         self.ladder = LadderStage(
-            self.remediator, self.store, confirm_checks=config.agent.confirm_checks, post=self._post
+            self.remediator,
+            self.store,
+            confirm_checks=config.agent.confirm_checks,
+            post=self._post,
+            post_tasks=self.post_tasks,
         )
 
     def close(self) -> None:
@@ -232,6 +236,16 @@ class Runner:
             incident_id=incident_id,
             now=now,
         )
+
+    def post_tasks(
+        self, key: str, tasks: list[Task], text: str, incident_id: int | None, now: datetime
+    ) -> object:
+        """An RMA move on the ticket ``key``: its lines in the task list of every destination
+        that keeps one, and a message saying it (the destinations without a task list read
+        the move there)."""
+        for task in tasks:
+            self.tickets.add_task(key, task, now, incident_id=incident_id)
+        return self._post(key, text, incident_id, now)
 
     # -- probe ---------------------------------------------------------------------------------
 

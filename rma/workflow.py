@@ -162,6 +162,16 @@ def task_for(move: Move) -> Task:
     return Task(task=title, type=TaskType.SUPPORT_OPERATION, due=due, status=status)
 
 
+def tasks_for(move: Move) -> list[Task]:
+    """The task-list changes one move makes: the state left behind is done (a task of the same
+    name is updated in place), and the new state's task is added."""
+    done: list[Task] = []
+    if move.from_state is not None and _TASKS[move.from_state][1] == "open":
+        left = task_for(Move(move.at, None, move.from_state, move.actor, move.reason))
+        done.append(left.model_copy(update={"status": "done", "due": None}))
+    return [*done, task_for(move)]
+
+
 def task_line(rma_id: int, move: Move) -> str:
     """The follow-up that shows one move in the ticket's task list, one line per fact."""
     task = task_for(move)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from agent.app import make_runner
+from agent.app import App, make_runner
 from agent.cli import cli
 from agent.config import load_config
 from agent.delivery.outbox import Outbox  # noqa: F401 - the outbox table is what we read
@@ -25,6 +25,7 @@ from agent.probes.ssh import SshTarget, enroll
 from agent.rma_flow import RmaFlow
 from agent.rmas import Rmas
 from agent.store import Store
+from diagnostics.model import SYSTEM_CLOCK
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 
 pytestmark = pytest.mark.integration
@@ -257,6 +258,15 @@ def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
         "shipped",
         "replaced",
         "verified",
+    ]
+    # and the ticket's own task list holds one line per state, each past one done
+    config = load_config(path)
+    with App.open(config, clock) as app:
+        # the `rma` commands ran in their own processes, on the real clock
+        app.tickets.deliver(max(clock.now(), SYSTEM_CLOCK.now()))
+        [ticket] = [t for t in app.sinks[0].list() if t.key == key]
+    assert [(t.task, t.status) for t in ticket.tasks] == [
+        (f"RMA {state}", "done") for state in moves
     ]
 
 
