@@ -245,6 +245,42 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (old_serial, new_serial)
     );
     """,
+    # 6 (outbox branch; the lead renumbers): outbox ids are never reused (AUTOINCREMENT), and
+    # each item names its own files: the folder they were staged in under a key of their own,
+    # and their sha256 by name. An item queued by an older agent keeps its folder (its id).
+    # ``tried_since``: when its tries began (queued, or ``tickets retry``): the give-up clock
+    """
+    CREATE TABLE outbox_v6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        number TEXT,
+        incident_id INTEGER REFERENCES incidents (id),
+        created_at TEXT NOT NULL,
+        delivered_at TEXT,
+        result TEXT
+    );
+    INSERT INTO outbox_v6 (id, sink, kind, key, digest, payload, state, attempts,
+        next_attempt_at, last_error, number, incident_id, created_at, delivered_at, result)
+        SELECT id, sink, kind, key, digest, payload, state, attempts, next_attempt_at,
+            last_error, number, incident_id, created_at, delivered_at, result FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v6 RENAME TO outbox;
+    CREATE UNIQUE INDEX outbox_once ON outbox (sink, kind, key, digest);
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE INDEX outbox_record ON outbox (sink, state, key);
+    ALTER TABLE outbox ADD COLUMN files TEXT;
+    ALTER TABLE outbox ADD COLUMN tried_since TEXT;
+    UPDATE outbox SET files = json_object('dir', CAST(id AS TEXT))
+        WHERE state != 'delivered' AND kind NOT IN ('email', 'chat');
+    """,
 )
 
 
