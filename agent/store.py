@@ -2,8 +2,9 @@
 
 It holds observations, count slots (with the time each arrived, so late uploads show), the
 findings of every cycle, incidents and their transitions, and an audit log. The schema is
-versioned from the first release: ``MIGRATIONS`` only ever grows, each step runs once in its
-own transaction, and a database from a newer agent is refused rather than damaged.
+versioned from the first release: ``MIGRATIONS`` only ever grows, the steps a file lacks run
+once, in one transaction that a second process opening the file waits for, and a database from
+a newer agent is refused rather than damaged.
 
 Times are stored as UTC: slot starts as integer epoch seconds (fast range scans over a year of
 slots), everything else as ISO-8601 text.
@@ -515,6 +516,16 @@ class Store:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
+        if self.schema_version < len(MIGRATIONS):
+            # one process migrates; another opening the file at the same moment (``check``
+            # beside the service on a fresh install) waits for it, then finds it done
+            with self.transaction():
+                self._migrate_steps()
+        else:
+            self._migrate_steps()
+        self._vacuum_mode()
+
+    def _migrate_steps(self) -> None:
         current = self.schema_version
         if current > len(MIGRATIONS):
             raise StoreSchemaError(
@@ -544,7 +555,6 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version:d}")
-        self._vacuum_mode()
 
     def _columns(self, table: str) -> set[str]:
         return {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}

@@ -185,6 +185,24 @@ class Outbox:
         self.lock_path = self.files / LOCK_NAME
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.give_up_after = give_up_after
+        if store.moved_aside is not None:
+            self._keep_with(store.moved_aside)
+
+    def _keep_with(self, aside: Path) -> None:
+        """The store was damaged and moved aside: the attachments of its undelivered items
+        go with it (``<aside>-outbox``), so the fresh store starts with none of them and the
+        old outbox stays whole beside the old file."""
+        target = aside.with_name(f"{aside.name}-outbox")
+        if target.exists() or not self.files.is_dir():
+            return
+        if self.store._db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None:
+            return  # the fresh store has items already: these folders are theirs
+        try:
+            self.files.rename(target)
+        except OSError as exc:
+            log.warning("outbox: cannot keep %s with %s: %s", self.files, aside, exc)
+        else:
+            log.warning("outbox: the damaged store's attachments are kept as %s", target.name)
 
     # -- enqueue (inside the caller's transaction) ---------------------------------------------
 
