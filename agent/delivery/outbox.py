@@ -185,6 +185,7 @@ class Outbox:
         self.lock_path = self.files / LOCK_NAME
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.give_up_after = give_up_after
+        self._swept = float("-inf")
         if store.moved_aside is not None:
             self._keep_with(store.moved_aside)
 
@@ -528,7 +529,9 @@ class Outbox:
                     self.files.parent,
                 )
                 return []
-            self.sweep()
+            if time.monotonic() - self._swept >= SWEEP_AFTER.total_seconds() / 3:
+                self.sweep()  # the first pass of a process, then every ten minutes
+                self._swept = time.monotonic()
             return self._deliver(sinks, now, limit, heartbeat, kinds, announce)
 
     @contextlib.contextmanager
