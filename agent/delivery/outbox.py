@@ -28,9 +28,10 @@ ticket delivery exactly-once across crashes, kills and network outages:
   random key (``outbox/<uuid>/``) before the row that names them (that key, and each file's
   name and sha256) is inserted, so the row and its files appear in the one commit. An item
   rolled back or killed before its commit leaves a folder no row names, which ``sweep``
-  removes once it is 30 minutes old; ids are never reused (AUTOINCREMENT), and no file is
-  keyed by one. Only the files the row names are sent, each checked against its hash: a
-  missing or changed file fails the item rather than send other bytes;
+  removes once it is 30 minutes old. A committed id is never handed out again
+  (AUTOINCREMENT); one rolled back may be, so no file is keyed by an id. Only the files the
+  row names are sent, each checked against its hash: a missing or changed file fails the item
+  rather than send other bytes;
 - one process at a time delivers from a state directory (the service, ``check`` from Nagios,
   ``tickets sync`` by hand): ``deliver`` holds an exclusive ``flock`` on
   ``<state_dir>/outbox/.lock`` for its pass, and a pass that finds it held delivers nothing
