@@ -57,6 +57,10 @@ COMMANDS: Mapping[str, tuple[str, str]] = {
         "agent.commands.incidents:incidents_cmd",
         "List the incidents (open ones unless --all), with their ids and tickets.",
     ),
+    "overview": (
+        "agent.commands.overview:overview_cmd",
+        "Open issues per site with SLA and action plan, data completeness, RMAs in progress.",
+    ),
     "remote": (
         "agent.commands.remote:remote",
         "Remote-access sessions with a counter over SSH: recorded and audited.",

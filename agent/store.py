@@ -370,11 +370,40 @@ class _DamagedFile(Exception):
     """The file failed its integrity check or is not a database: move it aside."""
 
 
-def _damaged(exc: sqlite3.Error) -> bool:
+def _damaged(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.Error):
+        return False
     code = getattr(exc, "sqlite_errorcode", None)
     return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or any(
         words in str(exc) for words in ("malformed", "not a database")
     )
+
+
+def damage_in(exc: BaseException | None) -> str | None:
+    """The damage ``exc`` (or an exception it was raised from or during) reports, if any: how a
+    caller that caught a failure tells a damaged file from any other error."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if _damaged(exc):
+            return " ".join(str(exc).split())
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that remembers the first sign of a damaged file met by any statement, so
+    the damage is noticed even where the error itself is caught and turned into a finding."""
+
+    damage: str | None = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.Error as exc:
+            if _damaged(exc) and self.damage is None:
+                self.damage = " ".join(str(exc).split())
+            raise
 
 
 def _ts(at: datetime) -> int:
@@ -442,7 +471,9 @@ class Store:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         _tighten(self.path)
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, factory=_Connection
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from None
         try:
@@ -495,6 +526,35 @@ class Store:
             aside.name,
         )
         self.moved_aside = aside
+
+    @property
+    def damage(self) -> str | None:
+        """What showed the open file to be damaged since it was opened, or None."""
+        return self._db.damage if isinstance(self._db, _Connection) else None
+
+    def check_integrity(self) -> str | None:
+        """``PRAGMA quick_check`` on the open file (the service runs it once a day): the damage
+        it found, also remembered in ``damage``, or None."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+        except sqlite3.Error as exc:
+            return damage_in(exc) or self.damage
+        if problems != ["ok"] and isinstance(self._db, _Connection):
+            self._db.damage = self._db.damage or "quick_check: " + "; ".join(problems)
+        return self.damage
+
+    def recover(self, why: str) -> None:
+        """The open file turned out damaged: close it, keep it aside untouched (one error
+        line) and go on with a fresh store in its place. The same ``Store`` object stays in
+        use, so every part that holds it writes into the fresh file from now on."""
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._move_aside(why)
+            self._db = self._connect()
+            self._migrate()
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
@@ -718,6 +778,13 @@ class Store:
         ).fetchall()
         return {datetime.fromtimestamp(r[0], UTC) for r in rows}
 
+    def first_slot(self, counter: str) -> datetime | None:
+        """The start of the oldest slot held for the counter, or None before the first."""
+        row = self._db.execute(
+            "SELECT MIN(start) FROM count_slots WHERE counter = ?", (counter,)
+        ).fetchone()
+        return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
+
     def watermark(self, counter: str) -> datetime | None:
         """The start of the newest slot held for the counter, or None before the first."""
         row = self._db.execute(
@@ -873,6 +940,16 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
+    def ticket_statuses(self, key: str) -> list[dict[str, Any]]:
+        """Ticket ``key``'s status as last read from each destination: sink, number, status,
+        synced_at; the most recently read first."""
+        rows = self._db.execute(
+            "SELECT sink, number, status, synced_at FROM ticket_states WHERE key = ? "
+            "ORDER BY synced_at DESC",
+            (key,),
+        ).fetchall()
+        return [{**dict(r), "synced_at": _from_iso(r["synced_at"])} for r in rows]
+
     def set_ticket_status(
         self, sink: str, number: str, key: str, status: str, at: datetime
     ) -> None:
@@ -1017,10 +1094,14 @@ class Store:
         quiet_days: int = 2,
         heartbeat: Callable[[], object] = lambda: None,
     ) -> dict[str, int] | None:
-        """Prune once a day at most (the audit log remembers when); None if not due."""
+        """Check the file and prune it once a day at most (the audit log remembers when);
+        None if not due, or if the check found the file damaged (``damage`` says how: the
+        service keeps it aside and goes on with a fresh one)."""
         last = self.last_pruned()
         if last is not None and now - last < PRUNE_EVERY:
             return None
+        if self.check_integrity() is not None:
+            return None  # never rewrite the pages of a damaged file
         removed = self.prune(
             now,
             findings_days=findings_days,

@@ -27,7 +27,7 @@ import os
 import sys
 import time as clock
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -77,7 +77,9 @@ def _index(start: datetime, stamps) -> np.ndarray:
     return (seconds // (SLOT * 60)).astype(int)
 
 
-def load_bank(rng: np.random.Generator) -> list[Site]:
+def bank_totals() -> tuple[datetime, np.ndarray, datetime]:
+    """Every call of bank_calls per 15-minute slot (NaN on the weekdays absent from the
+    source), its UTC start and the dev/test split."""
     from zoneinfo import ZoneInfo
 
     import pandas as pd
@@ -103,7 +105,13 @@ def load_bank(rng: np.random.Generator) -> list[Site]:
     }
     present = ~np.isin(grid.day, list(absent))
     total[~present] = np.nan
-    split = datetime(2003, 6, 30, tzinfo=tz)
+    return start, total, datetime(2003, 6, 30, tzinfo=tz)
+
+
+def load_bank(rng: np.random.Generator) -> list[Site]:
+    start, total, split = bank_totals()
+    n = total.size
+    grid = Grid.build(start, SLOT, n, _bank_calendar())
     sites = []
     for code, shares in (("BANK-L", (0.5, 0.3, 0.2)), ("BANK-S", (0.06, 0.04, 0.03))):
         doors = _split_doors(total, shares, rng)
@@ -128,6 +136,15 @@ def _bank_calendar() -> SiteCalendar:
     return SiteCalendar(
         TZ, (day,) * 5 + (None, None), holiday_region="US", closed_on_public_holidays=True
     )
+
+
+def load_bank_m(seed: int) -> Site:
+    """BANK-M: four doors (12/10/8/6 % of the calls, 10-60 a slot), so each has three peers.
+    Drawn from its own random stream: the other sites stay exactly as they were."""
+    rng = np.random.default_rng(seed + 1)
+    start, total, split = bank_totals()
+    doors = _split_doors(total, (0.12, 0.10, 0.08, 0.06), rng)
+    return _site("BANK-M", _bank_calendar(), start, doors, rng, split)
 
 
 def load_flights(rng: np.random.Generator) -> Site:
@@ -248,6 +265,7 @@ class Case:
     note: str = ""
     hits: int = 0  # genuine findings of the fault's kind about it
     wrong: int = 0  # genuine findings of the fault's kind about something else (near it)
+    codes: set[str] = field(default_factory=set)  # kinds of genuine findings about the fault
 
 
 def open_slots(site: Site, lo: int, hi: int) -> np.ndarray:
@@ -361,6 +379,8 @@ def _score(case: Case, kind: str, serial, assessed) -> None:
             and (f.subject == serial or (kind == "imbalance" and f.subject is None))
         )
         near = end is not None and start is not None and end > case.onset - timedelta(days=7)
+        if a.genuine and overlaps and f.subject in (serial, None):
+            case.codes.add(f.code)
         if a.genuine and f.code == want and near:
             if mine:
                 case.hits += 1
@@ -516,6 +536,154 @@ def real_gaps(site: Site) -> list[tuple[str, str, str]]:
     return out
 
 
+# --- level shifts that end: delay, start and end (issue 13 item 2) ------------------------------
+
+SHIFT_FACTORS = (0.5, 0.6, 1.5)
+SHIFT_DAYS = 4  # the fault lasts four days, then the counter recovers
+SHIFT_AFTER = 7  # judged a week after it ended, so the finding's end can be seen
+
+
+@dataclass
+class ShiftCase:
+    setting: str  # "3 peers", "2 peers" or "alone"
+    site: str
+    factor: float
+    detected: bool = False
+    delay_h: float | None = None  # onset to the alarm, wall-clock hours
+    start_err_h: float | None = None  # finding start - onset
+    end_err_h: float | None = None  # finding end - the end of the fault's last open slot
+    ended: bool = False  # the finding ends (not still ongoing a week after the recovery)
+    wrong: int = 0  # genuine level findings about anything else in the window
+
+
+def _alone(site: Site, c: int) -> Site:
+    return Site(
+        site.code,
+        site.calendar,
+        site.start,
+        site.cin[c : c + 1],
+        site.cout[c : c + 1],
+        site.serials[c : c + 1],
+        site.split,
+    )
+
+
+def run_shift(site: Site, setting: str, factor: float, rng, half: str) -> ShiftCase | None:
+    """A four-day level shift of one counter by ``factor`` (a binomial thinning, or extra
+    counts, of the real counts), after which it counts as before; judged a week later."""
+    room = (SHIFT_DAYS + SHIFT_AFTER + 1) * PER_DAY
+    onset = pick_onset(site, rng, half, room)
+    if onset is None:
+        return None
+    c = int(rng.integers(len(site.serials)))
+    if setting == "alone":
+        site, c = _alone(site, c), 0
+    lo = max(0, onset - HISTORY)
+    stop = onset + SHIFT_DAYS * PER_DAY  # exclusive
+    hi = stop + SHIFT_AFTER * PER_DAY
+    cin, cout = site.window(lo, hi)
+    for arr in (cin, cout):
+        x = arr[c, onset - lo : stop - lo]
+        base = np.nan_to_num(x).astype(int)
+        if factor < 1:
+            new = rng.binomial(base, factor)
+        else:
+            new = base + rng.binomial(base, factor - 1)
+        arr[c, onset - lo : stop - lo] = np.where(np.isnan(x), np.nan, new)
+    opened = open_slots(site, onset, stop)
+    truth_start, truth_end = _after(site, onset), _after(site, int(opened[-1]) + 1)
+    case = ShiftCase(setting, site.code, factor)
+    _, assessed = judge(site, lo, hi, cin, cout)
+    want = "under_count" if factor < 1 else "over_count"
+    for a in assessed:
+        f = a.finding
+        if not a.genuine or f.code not in ("under_count", "over_count"):
+            continue
+        start, end = _when(f.evidence.get("start")), _when(f.evidence.get("end"))
+        if start is None or end is None:
+            continue
+        mine = (
+            f.subject == site.serials[c]
+            and f.code == want
+            and start < _after(site, stop)
+            and end > truth_start
+        )
+        if not mine:
+            case.wrong += 1
+            continue
+        alarm = _when(f.evidence.get("detected_at"))
+        delay = (alarm - truth_start).total_seconds() / 3600 if alarm else None
+        if case.detected and (delay is None or (case.delay_h or 0) <= delay):
+            continue
+        case.detected = True
+        case.delay_h = delay
+        case.start_err_h = (start - truth_start).total_seconds() / 3600
+        case.end_err_h = (end - truth_end).total_seconds() / 3600
+        case.ended = not f.evidence.get("ongoing", False)
+    return case
+
+
+def shift_table(sites: list[Site], bank_m: Site, rng, half: str, cases: int) -> None:
+    settings = [("3 peers", bank_m)]
+    settings += [("2 peers", s) for s in sites if s.code in ("BANK-L", "BANK-S", "FLIGHTS")]
+    settings += [("alone", s) for s in (*sites, bank_m) if s.code != "BANK-X"]
+    print("\n## level shifts of four days that end (issue 13 item 2)\n")
+    print(
+        "| setting | site | factor | found | median delay (h) | found within 2 d / 4 d | "
+        "median start error (h) | median end error (h) | \\|end error\\| <= 6 h | "
+        "ended | other level findings |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    by: dict[tuple[str, float], list[ShiftCase]] = defaultdict(list)
+    for setting, site in settings:
+        for factor in SHIFT_FACTORS:
+            done = [c for _ in range(cases) if (c := run_shift(site, setting, factor, rng, half))]
+            by[(setting, factor)].extend(done)
+            print(_shift_row(setting, site.code, factor, done))
+    for setting in ("3 peers", "2 peers", "alone"):
+        for factor in SHIFT_FACTORS:
+            print(_shift_row(setting, "all", factor, by[(setting, factor)]))
+    print("\n### untouched: genuine level findings, judged as the service does (8-week windows)\n")
+    print("| setting | site | counter-weeks | under / over |")
+    print("|---|---|---|---|")
+    for setting, site in settings:
+        if setting == "2 peers":
+            continue  # the main table's untouched rows hold these sites
+        judged = (
+            [site] if setting != "alone" else [_alone(site, c) for c in range(len(site.serials))]
+        )
+        under = over = 0
+        weeks = 0.0
+        for one in judged:
+            counts, w = false_alarms_windowed(one, half)
+            under += counts.get("under_count", 0)
+            over += counts.get("over_count", 0)
+            weeks += w
+        print(f"| {setting} | {site.code} | {weeks:.0f} | {under} / {over} |")
+
+
+def _shift_row(setting: str, site: str, factor: float, cases: list[ShiftCase]) -> str:
+    if not cases:
+        return f"| {setting} | {site} | {factor} | 0 | - | - | - | - | - | - | - |"
+    det = [c for c in cases if c.detected]
+    n = len(cases)
+
+    def med(values: list[float | None]) -> str:
+        vals = [v for v in values if v is not None]
+        return f"{np.median(vals):.1f}" if vals else "-"
+
+    within2 = sum(c.delay_h is not None and c.delay_h <= 48 for c in det)
+    within4 = sum(c.delay_h is not None and c.delay_h <= 96 for c in det)
+    close = sum(c.end_err_h is not None and abs(c.end_err_h) <= 6 for c in det)
+    return (
+        f"| {setting} | {site} | {factor} | {len(det)}/{n} ({len(det) / n:.0%}) | "
+        f"{med([c.delay_h for c in det])} | {within2 / n:.0%} / {within4 / n:.0%} | "
+        f"{med([c.start_err_h for c in det])} | {med([c.end_err_h for c in det])} | "
+        f"{close}/{len(det)} | {sum(c.ended for c in det)}/{len(det)} | "
+        f"{sum(c.wrong for c in cases)} |"
+    )
+
+
 KINDS = (
     "zero_run",
     "missing",
@@ -525,6 +693,7 @@ KINDS = (
     "over_count",
     "imbalance",
 )
+EXTRA = ("shift",)  # the four-day shifts that end, with three peers, two and none
 
 
 def main() -> None:
@@ -533,10 +702,13 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=40, help="cases per kind and site")
     parser.add_argument("--seed", type=int, default=2003)
     parser.add_argument("--verbose", action="store_true")
-    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--kinds", nargs="*", default=[*KINDS, *EXTRA], choices=[*KINDS, *EXTRA])
     parser.add_argument("--only", nargs="*", default=None, help="site codes")
     parser.add_argument(
         "--quick", action="store_true", help="skip the benign storms and the real gaps"
+    )
+    parser.add_argument(
+        "--faults-only", action="store_true", help="only the injected faults, no untouched data"
     )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -553,6 +725,8 @@ def main() -> None:
     if args.only:
         sites = [s for s in sites if s.code in args.only]
     for kind in args.kinds:
+        if kind in EXTRA:
+            continue
         for site in sites:
             cases = [c for _ in range(args.cases) if (c := run_case(site, kind, rng, args.half))]
             totals[kind].extend(cases)
@@ -563,15 +737,34 @@ def main() -> None:
                     when = f"{c.onset:%d %b %H:%M}"
                     print(f"    {word} {c.counter} {when} {c.verdict} {c.delay_h} {c.note}")
     for kind in KINDS:
-        print(_row(kind, "all", totals[kind]))
+        if kind in args.kinds:
+            print(_row(kind, "all", totals[kind]))
+    if "shift" in args.kinds:
+        bank_m = load_bank_m(args.seed)
+        shift_sites = [s for s in sites if not args.only or s.code in args.only]
+        shift_table(
+            shift_sites, bank_m, np.random.default_rng(args.seed + 2), args.half, args.cases
+        )
+    print("\n## confusion: kinds of genuine findings about each fault (counter or site)\n")
+    found_kinds = ("zero_run", "missing", "site_outage", "under_count", "over_count", "imbalance")
+    print(f"| injected | cases | {' | '.join(found_kinds)} | none |")
+    print("|---|---|" + "---|" * (len(found_kinds) + 1))
+    for kind in [k for k in args.kinds if k in KINDS]:
+        cases = totals[kind]
+        cells = [sum(k in c.codes for c in cases) for k in found_kinds]
+        none = sum(not c.codes for c in cases)
+        print(f"| {kind} | {len(cases)} | {' | '.join(map(str, cells))} | {none} |")
     print("\n## precision of the findings of each kind (genuine, within a week of the fault)\n")
     print("| kind | about the fault | about something else | precision |")
     print("|---|---|---|---|")
-    for kind in args.kinds:
+    for kind in [k for k in args.kinds if k in KINDS]:
         hits = sum(c.hits for c in totals[kind])
         wrong = sum(c.wrong for c in totals[kind])
         prec = f"{hits / (hits + wrong):.0%}" if hits + wrong else "-"
         print(f"| {kind} | {hits} | {wrong} | {prec} |")
+    if args.faults_only:
+        print(f"\n(ran in {clock.monotonic() - began:.0f} s)")
+        return
     print("\n## untouched real data: findings per kind (verdict)\n")
     print("| site | counter-weeks | findings (kind:verdict) |")
     print("|---|---|---|")

@@ -228,3 +228,8 @@ class SystemClock:
 
 
 SYSTEM_CLOCK: Clock = SystemClock()
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 site``, ``2 sites``: every count a person reads is worded with this."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"

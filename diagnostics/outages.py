@@ -8,6 +8,10 @@ cycle's findings and folds them:
 - a storm, more than half of the gateway's counters failing at once: automatic tickets stop,
   and one finding names the likely common cause for a person to look at;
 - a whole site down at once: one site-level finding (one site ticket), not one per counter;
+  and no count finding of its counters inside the outage (a gap, zeros, a low level or an
+  odd split there are the outage, seen from one counter), whichever check saw the outage —
+  the counters not answering (``site.offline``) or every counter's slots missing
+  (``site.counts.outage``);
 - a site finding a counter's own problem already explains (``explained_by_counter``).
 
 It returns the findings (with any new ones appended) and the verdicts it decided, by index.
@@ -18,7 +22,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
-from diagnostics.checks import meta
+from diagnostics.checks import Family, meta
+from diagnostics.checks.counts_missing import SiteCountsOutage
 from diagnostics.checks.gateway import GATEWAY, GatewayHealth
 from diagnostics.checks.outages import GatewayStorm, SiteOffline
 from diagnostics.model import Decision, Finding, Status, Verdict, as_datetime
@@ -80,7 +85,61 @@ def group_pass(
             decided[i] = Verdict(Decision.FALSE_ALARM, (why,), rule="site_outage")
         decided[len(findings) + len(extra)] = Verdict(Decision.GENUINE, (why,), rule="site_outage")
         extra.append(site_finding)
-    return [*findings, *extra], decided
+    findings = [*findings, *extra]
+    for i, verdict in inside_site_outage(findings).items():
+        decided.setdefault(i, verdict)
+    return findings, decided
+
+
+def inside_site_outage(findings: Sequence[Finding]) -> dict[int, Verdict]:
+    """Rule out each counter's count finding that lies inside a whole-site outage.
+
+    When every counter of a site is down (``site.offline``: none answers; or
+    ``site.counts.outage``: every counter's slots are missing), what one counter's count
+    checks see over that time — slots missing, zeros, a level or split gone odd — is the
+    outage itself, which the site finding reports once. A counter's count finding is a false
+    alarm, rule ``site_outage``, when its counter is one of the outage's and its span lies
+    within the outage's (from the first counter failing to the last slot missing, or to now
+    while the site is still down). A counter's own fault that began before or lasts beyond
+    the outage stays its own.
+    """
+    windows = []
+    for f in findings:
+        if not (f.problem and f.subject is None):
+            continue
+        if f.check_id == SiteCountsOutage.id:
+            start, end = as_datetime(f.evidence.get("start")), as_datetime(f.evidence.get("end"))
+        elif f.check_id == SiteOffline.id:
+            start, end = as_datetime(f.evidence.get("failing_since")), f.at
+        else:
+            continue
+        if start is not None and end is not None:
+            windows.append((f, start, end))
+    decided: dict[int, Verdict] = {}
+    if not windows:
+        return decided
+    for i, f in enumerate(findings):
+        if not (f.problem and f.subject is not None and meta(f).family is Family.COUNTS):
+            continue
+        ev = f.evidence
+        start = as_datetime(ev.get("zero_since")) or as_datetime(ev.get("start"))
+        end = as_datetime(ev.get("last_slot_end")) or as_datetime(ev.get("end"))
+        if start is None or end is None:
+            continue
+        for outage, o_start, o_end in windows:
+            if (
+                outage.site == f.site
+                and f.subject in outage.evidence.get("counters", ())
+                and o_start <= start
+                and end <= o_end
+            ):
+                why = (
+                    f"inside the whole-site outage of {f.site} ({outage.summary}): one finding, "
+                    "about the site, not one per counter"
+                )
+                decided[i] = Verdict(Decision.FALSE_ALARM, (why,), rule="site_outage")
+                break
+    return decided
 
 
 def explained_by_counter(findings: Sequence[Finding]) -> dict[int, Verdict]:

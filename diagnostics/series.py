@@ -99,6 +99,7 @@ class Grid:
     day: np.ndarray  # local date as a proleptic ordinal
     open_regular: np.ndarray  # share of the slot inside the regular weekly hours
     open_actual: np.ndarray  # the same, with closures and closed public holidays
+    near_holiday: np.ndarray  # a public holiday, or the day before or after one
 
     @classmethod
     def build(cls, start: datetime, minutes: int, n: int, calendar: SiteCalendar) -> Grid:
@@ -120,9 +121,14 @@ class Grid:
                 )
         overlap = np.minimum(minute + minutes, closes[weekday]) - np.maximum(minute, opens[weekday])
         regular = np.clip(overlap, 0, None) / minutes
-        open_day = {d: calendar.day(date.fromordinal(int(d))).open for d in np.unique(day)}
+        days = np.unique(day)
+        open_day = {d: calendar.day(date.fromordinal(int(d))).open for d in days}
         actual = regular * np.array([open_day[d] for d in day], dtype=float) if n else regular
-        return cls(start, minutes, n, calendar.tz, weekday, minute, day, regular, actual)
+        holidays = [
+            d for d in days.tolist() if calendar.holiday(date.fromordinal(int(d))) is not None
+        ]
+        near = np.isin(day, np.array([h + k for h in holidays for k in (-1, 0, 1)], dtype=np.int64))
+        return cls(start, minutes, n, calendar.tz, weekday, minute, day, regular, actual, near)
 
     @property
     def slots_per_day(self) -> int:
@@ -466,7 +472,8 @@ class Params:
     zero_min_open_minutes: float = 60.0
     peer_prior: float = 4.0  # Gamma(a, a) prior on a site's daily level: shrinks small peers
     block_expected: float = 25.0  # visitors per block of the level CUSUM
-    shift: float = 0.15  # log-ratio shift the CUSUM is tuned for (about 14 %)
+    # log-ratio shifts the CUSUMs are tuned for: about 14 % (slow drifts) and 0.67×/1.5×
+    shifts: tuple[float, ...] = (0.15, 0.4)
     # the CUSUM's threshold is ln(blocks between false alarms) (Wald's bound, conservative):
     # one false alarm per counter and direction in this many days of blocks
     false_alarm_days: float = 730.0
@@ -550,7 +557,9 @@ class CountModel:
             for a, b in zip(firsts[hit].tolist(), lasts[hit].tolist(), strict=True):
                 mask[i, a : b + 1] = True
         self.zero_mask = mask
-        self._peers_clean = self._peer_totals(mask)
+        # a peer's own fault is no yardstick: its zero runs, and (second pass) the days it
+        # was flagged shifted, are left out of the level its peers are held against
+        self._peers_clean = self._peer_totals(mask | self._bad)
 
     def _share_k(self, i: int, usable: np.ndarray) -> float:
         """How steady the counter's share of its site's traffic is from day to day, as the
@@ -745,16 +754,18 @@ class CountModel:
         ]
 
     def shifts(self, i: int) -> list[Shift]:
-        """Level shifts of counter ``i`` by a two-sided CUSUM on its log ratio to its peers.
+        """Level shifts of counter ``i`` by CUSUMs on its log ratio to its peers, each shift a
+        change-point with recovery (see ``_episodes``).
 
         Both the counter and its peers are measured against their own expectation, so the
         historical ratio between doors is built in, and a store-wide dip cancels out. Slots
         are pooled into blocks of about ``block_expected`` visitors within a local day; a
         block's variance is Poisson on both sides plus an extra part fitted robustly (MAD)
         from the counter's own record, inflated by how much blocks of one day or one week
-        move together. The CUSUM adds the log-likelihood ratio of "shifted by ``shift``"
-        against "no shift", so its threshold reads as a false-alarm rate: at least e^threshold
-        blocks between false alarms, set to ``false_alarm_days`` of the counter's blocks.
+        move together. Each CUSUM adds the log-likelihood ratio of "shifted by d" against "no
+        shift" (d in ``shifts``), so its threshold reads as a false-alarm rate: at least
+        e^threshold blocks between false alarms, set to ``false_alarm_days`` of the counter's
+        effective blocks (blocks of a day that move together count as fewer).
         Without peers the counter is compared with its own baseline, a noisier yardstick that
         the fitted variance makes correspondingly cautious.
         """
@@ -766,6 +777,10 @@ class CountModel:
         if has_peers:
             pobs, pexp = self._peers_clean[0][i], self._peers_clean[1][i]
             ok &= pexp > 0
+        else:
+            # without peers nothing tells a quiet holiday (or its eve, or the day after) from
+            # a counter counting too few: those days are not judged against history
+            ok &= ~g.near_holiday
         if ok.sum() < 2:
             return []
         e = np.where(ok, self.expected[i], 0.0)
@@ -807,64 +822,95 @@ class CountModel:
         mad = 1.4826 * np.median(np.abs(z[clean] - np.median(z[clean])))
         var = v0 + max(0.0, mad * mad - float(np.median(v0[clean])))
         u = z / np.sqrt(var)
-        var *= _inflation(u[clean], days[clean], g.week[first_slot][clean])
-        d = p.shift
+        infl = _inflation(u[clean], days[clean], g.week[first_slot][clean])
+        var *= infl
+        # Wald's bound counts independent samples: blocks of one day that move together are
+        # worth fewer than their number, so the false-alarm rate is set on effective blocks
         per_day = len(first_slot) / max(1, np.unique(days).size)
-        h = max(p.min_threshold, math.log(p.false_alarm_days * per_day))
+        effective = max(1.0, per_day / infl)
+        # two CUSUMs, tuned for a small and for a large shift: the large one sees a 0.6× or
+        # 1.5× counter in a fraction of the time; the threshold pays ln 2 for asking twice
+        h = max(p.min_threshold, math.log(p.false_alarm_days * effective * len(p.shifts)))
         found: list[Shift] = []
         against = "peers" if has_peers else "history"
+        blocks = _Blocks(z, var, xb, expected, first_slot, last_slot)
         for direction in (-1, 1):
-            s = _cusum((d / var) * (direction * z - d / 2))
-            found.extend(
-                self._episodes(
-                    s, h, direction, z, var, xb, expected, first_slot, last_slot, against
-                )
-            )
+            found.extend(self._episodes(blocks, h, direction, against))
         found.sort(key=lambda sh: sh.first)
         return [sh for sh in found if not has_peers or self._blame(i, sh)]
 
-    def _episodes(
-        self,
-        s: np.ndarray,
-        h: float,
-        direction: int,
-        z: np.ndarray,
-        var: np.ndarray,
-        xb: np.ndarray,
-        expected: np.ndarray,
-        first_slot: np.ndarray,
-        last_slot: np.ndarray,
-        against: str,
-    ) -> list[Shift]:
+    def _episodes(self, b: _Blocks, h: float, direction: int, against: str) -> list[Shift]:
+        """The shifts in one direction, each a change-point with recovery.
+
+        A shift is raised where a CUSUM crosses ``h``; it began where that CUSUM last left
+        zero, moved to the change-point that best explains the blocks up to the alarm at the
+        shift's own size. It ends when the blocks since favour "back to normal" over "still
+        shifted by the size seen so far" by the same likelihood ratio ``h`` (a CUSUM the other
+        way): the end is where that one last left zero. The detectors then start afresh after
+        the end, so a later fault is a new finding and a recovered counter is no longer open.
+        """
+        p = self.params
+        z, var = b.z, b.var
+        n = z.size
+        w = 1.0 / var
+        incs = [(d / var) * (direction * z - d / 2) for d in p.shifts]
         out: list[Shift] = []
-        above = np.flatnonzero(s >= h)
-        zeros = np.flatnonzero(s == 0)
-        done = -1
-        for alarm in above.tolist():
-            if alarm <= done:
-                continue
-            before = zeros[zeros < alarm]
-            start = int(before[-1]) + 1 if before.size else 0
-            after = zeros[zeros > alarm]
-            stop = int(after[0]) if after.size else s.size  # exclusive
-            peak = start + int(np.argmax(s[start:stop]))
-            done = stop
-            w = 1.0 / var[start : peak + 1]
-            factor = float(np.exp(np.sum(w * z[start : peak + 1]) / np.sum(w)))
+        pos = 0
+        while pos < n:
+            hit: tuple[int, int, np.ndarray] | None = None
+            for inc in incs:
+                s = _cusum(inc[pos:])
+                above = np.flatnonzero(s >= h)
+                if above.size and (hit is None or above[0] < hit[0]):
+                    zeros = np.flatnonzero(s[: above[0]] == 0)
+                    hit = (int(above[0]), int(zeros[-1]) + 1 if zeros.size else 0, s)
+            if hit is None:
+                break
+            alarm, start, s = pos + hit[0], pos + hit[1], hit[2]
+            # the shift's size as seen from its start to each block: at least the smallest
+            # shift looked for, and always in the alarm's direction
+            sl = slice(start, alarm + 1)
+            m = float(np.sum(w[sl] * z[sl]) / np.sum(w[sl]))
+            m = direction * max(direction * m, p.shifts[0])
+            # where did it begin? the change-point, at the size seen at the alarm, that gives
+            # the blocks from it to the alarm the largest likelihood ratio
+            gain = (2 * z[start : alarm + 1] * m - m * m) / (2 * var[start : alarm + 1])
+            tail = np.cumsum(gain[::-1])[::-1]
+            start += int(np.argmax(tail))
+            # has it ended? blocks after the alarm against the size seen up to the one before
+            after = np.arange(alarm + 1, n)
+            m_prev = np.concatenate([[0.0], np.cumsum(w[start:] * z[start:])])
+            c_prev = np.concatenate([[0.0], np.cumsum(w[start:])])
+            k = after - start  # blocks start..after-1 seen before each
+            mu = m_prev[k] / c_prev[k]
+            mu = direction * np.maximum(direction * mu, p.shifts[0])
+            back = _cusum((mu * mu - 2 * z[after] * mu) / (2 * var[after]))
+            over = np.flatnonzero(back >= h)
+            if over.size:
+                zeros = np.flatnonzero(back[: over[0]] == 0)
+                end = int(after[zeros[-1]]) if zeros.size else alarm
+                ongoing = False
+            else:
+                zeros = np.flatnonzero(back == 0)
+                end = int(after[zeros[-1]]) if zeros.size else alarm
+                ongoing = True
+            sl = slice(start, end + 1)
+            factor = float(np.exp(np.sum(w[sl] * z[sl]) / np.sum(w[sl])))
             out.append(
                 Shift(
                     direction=direction,
-                    first=int(first_slot[start]),
-                    last=int(last_slot[peak]),
-                    alarm=int(last_slot[alarm]),
+                    first=int(b.first_slot[start]),
+                    last=int(b.last_slot[end]),
+                    alarm=int(b.last_slot[alarm]),
                     factor=factor,
-                    expected=float(expected[start : peak + 1].sum()),
-                    observed=float(xb[start : peak + 1].sum()),
-                    llr=float(s[peak]),
-                    ongoing=bool(stop == s.size and s[-1] >= h),
+                    expected=float(b.expected[sl].sum()),
+                    observed=float(b.xb[sl].sum()),
+                    llr=float(s[start - pos : end - pos + 1].max()),
+                    ongoing=ongoing,
                     against=against,
                 )
             )
+            pos = end + 1
         return out
 
     def _blame(self, i: int, sh: Shift) -> bool:
@@ -892,7 +938,7 @@ class CountModel:
         if len(moves) == 1:
             a, b = moves[0]
             return sh.direction * (a + b) >= 0
-        agree = sum(sh.direction * (a - b) >= self.params.shift / 2 for a, b in moves)
+        agree = sum(sh.direction * (a - b) >= self.params.shifts[0] / 2 for a, b in moves)
         return agree * 2 > len(moves)
 
     def balances(
@@ -936,6 +982,18 @@ class CountModel:
             elif len(acc) >= max_days:
                 acc = acc[1:]
         return out
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """The level detector's blocks: log ratio, its variance, counted, expected, slots."""
+
+    z: np.ndarray
+    var: np.ndarray
+    xb: np.ndarray
+    expected: np.ndarray
+    first_slot: np.ndarray
+    last_slot: np.ndarray
 
 
 def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:

@@ -5,13 +5,15 @@ at the front and leave by the side) is normal, and flagging it every day is a ti
 nothing. So a day's IN share is judged against the door's own usual share, with the volume
 that day: with n crossings the share's binomial variance is p(1 − p)/n, plus a day-to-day part
 τ² that real doors have on top (events, weather, a queue at the side door), fitted robustly
-from the door's own history, plus the uncertainty of the usual share itself. A day is
-significant when its z-score passes the confidence level *and* the share moved by at least
-the tolerance (so an enormous door's tiny drift is not a fault). An episode is a run of
-significant days in one direction; it matters once it lasts the required days.
+from the door's own history, plus the uncertainty of the usual share itself. A day alone is
+*unusual* when its z-score passes the confidence level *and* the share moved by at least the
+tolerance (so an enormous door's tiny drift is not a fault). A *lasting move* is found by a
+sequential test (a CUSUM per direction, each day weighted by its own variance), so a modest
+move that no single day shows is found over a few days and a large one in two; it ends when
+a test the other way says the share is back to usual.
 
 The usual share is a volume-weighted median of the earlier days (robust to a few bad days)
-that were not themselves significant, so a long fault does not become the new normal; when
+that were not part of a move, so a long fault does not become the new normal; when
 fewer than ``min_history`` clean days remain in the window (a lasting change: a re-tuned
 counter, a new layout), every day of the window counts and the change is accepted.
 
@@ -21,7 +23,7 @@ Pure numpy and the standard library: evidence in, numbers out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -41,7 +43,9 @@ class ShareDay:
     usual: float | None = None  # the usual IN share, None without enough history
     sd: float = 0.0  # the standard deviation of the day's share under the usual one
     z: float = 0.0
-    significant: int = 0  # -1 IN share too low, +1 too high, 0 as usual
+    significant: int = 0  # in a lasting move: -1 IN share too low, +1 too high, 0 as usual
+    unusual: bool = False  # this day alone is significant (z past the level, moved enough)
+    alarm: bool = False  # the day the lasting move was raised
 
     @property
     def n(self) -> float:
@@ -99,35 +103,125 @@ def judge_days(
     tolerance: float,
     history_days: int,
     min_history: int,
+    min_days: int = 2,
+    false_alarm_days: float = 730.0,
 ) -> tuple[list[ShareDay], dict[int, float]]:
-    """Each day with its usual share, spread and significance; and τ per day judged."""
+    """Each day with its usual share and spread, whether it is unusual on its own, and
+    whether it belongs to a lasting move (``significant``); and τ per day judged.
+
+    A lasting move is found by a CUSUM per direction on the day's share against the usual
+    one, each day weighted by its own variance (volume and τ): the log-likelihood ratio of
+    "moved by ``tolerance``" against "as usual", so a busy door's evidence counts more and a
+    move within half the tolerance adds nothing. It is raised when the sum passes
+    ln(``false_alarm_days``) (at most one false alarm per door and direction in that many
+    days, by Wald's bound); no day adds more than 1/(``min_days`` − ½) of that, so it always
+    takes ``min_days`` days. It began where the sum last left zero, and ends where a CUSUM the other
+    way ("as usual" against "moved as much as so far") last left zero once it passed the same
+    threshold; days of a move are left out of the usual share that later days are judged on.
+    """
     crit = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    h = math.log(max(false_alarm_days, 2.0))
+    # one day carries at most 1/(min_days - 1/2) of the threshold: it takes min_days days,
+    # the first of which may be a part day (a fault begins at any hour)
+    cap = h / max(min_days - 0.5, 0.5)
+    delta = tolerance  # the share move looked for; a share move of delta/2 is the tolerance
     out: list[ShareDay] = []
     taus: dict[int, float] = {}
+    up = down = 0.0  # the CUSUMs, towards more IN and towards more OUT
+    since = {1: 0, -1: 0}  # index in ``out`` where each CUSUM last left zero
+    state = 0  # the direction of the move in progress, 0 when none
+    back = 0.0  # the CUSUM back to normal while a move is in progress
+    moved_by: list[tuple[float, float]] = []  # (weight, move) of the move's days
+    last_normal = 0  # index of the last day of the move where ``back`` was zero
+    # each judged day's share and crossings, and whether it is part of a move, beside ``out``
+    # (a few dozen numbers a day: plain Python beats numpy's per-call cost here)
+    facts: list[tuple[float, float]] = []
+    moving: list[bool] = []
+
+    def mark(j: int, significant: int, alarm: bool = False) -> None:
+        out[j] = replace(out[j], significant=significant, alarm=alarm)
+        moving[j] = bool(significant)
+
+    lo = 0  # the days arrive in order: the window's first day only moves forward
     for d in days:
-        if d.n <= 0:
+        n = d.n
+        if n <= 0:
             continue
-        window = [h for h in out if d.day - history_days <= h.day < d.day]
-        clean = [h for h in window if not h.significant]
-        hist = clean if len(clean) >= min_history else window
+        while lo < len(out) and out[lo].day < d.day - history_days:
+            lo += 1
+        span = range(lo, len(out))
+        clean = [j for j in span if not moving[j]]
+        hist = clean if len(clean) >= min_history else list(span)
         if len(hist) < min_history:
             out.append(d)
+            facts.append((d.share, n))
+            moving.append(False)
             continue
-        shares = np.array([h.share for h in hist])
-        weights = np.array([h.n for h in hist])
-        usual = _weighted_median(shares, weights)
+        shares = [facts[j][0] for j in hist]
+        crossings = [facts[j][1] for j in hist]
+        usual = _weighted_median(shares, crossings)
         usual = min(max(usual, 0.02), 0.98)
-        binom = usual * (1 - usual) / weights
-        mad = 1.4826 * float(np.median(np.abs(shares - usual)))
-        tau2 = max(MIN_TAU**2, mad * mad - float(np.median(binom)))
+        binom = usual * (1 - usual) * _median([1 / c for c in crossings])
+        mad = 1.4826 * _median([abs(v - usual) for v in shares])
+        tau2 = max(MIN_TAU**2, mad * mad - binom)
+        # τ is itself estimated, from a few weeks of days by the MAD (about 37 % as efficient
+        # as the variance): a new day's spread is a t with that many degrees of freedom, not
+        # a normal, and a τ that came out low by chance must not make ordinary days look odd
+        df = max(3.0, 0.37 * len(hist))
+        tau2 *= df / (df - 2)
         # the usual share is itself an estimate: the variance of a median of len(hist) days
-        var_usual = (math.pi / 2) * float(np.median(binom + tau2)) / len(hist)
-        sd = math.sqrt(usual * (1 - usual) / d.n + tau2 + var_usual)
-        z = (d.share - usual) / sd
-        moved = 2 * abs(d.share - usual) >= tolerance
-        sig = int(math.copysign(1, z)) if abs(z) >= crit and moved else 0
+        var_usual = (math.pi / 2) * (binom + tau2) / len(hist)
+        var = usual * (1 - usual) / d.n + tau2 + var_usual
+        sd = math.sqrt(var)
+        x = d.share - usual
+        z = x / sd
+        unusual = abs(z) >= crit and 2 * abs(x) >= tolerance
         taus[d.day] = math.sqrt(tau2)
-        out.append(ShareDay(d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, sig))
+        out.append(
+            ShareDay(d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, 0, unusual)
+        )
+        facts.append((d.share, n))
+        moving.append(False)
+        here = len(out) - 1
+        if state:
+            y = state * x
+            # against the size of the move seen before today
+            m = max(sum(w * v for w, v in moved_by) / sum(w for w, _ in moved_by), delta)
+            moved_by.append((1 / var, y))
+            back = max(0.0, back + (m * m - 2 * y * m) / (2 * var))
+            if back == 0.0:
+                last_normal = here
+            if back < h:
+                mark(here, state)
+                continue
+            # back to usual: the move ended on the last day that still looked moved
+            for j in range(last_normal + 1, here + 1):
+                mark(j, 0)
+            state, up, down = 0, 0.0, 0.0
+            since = {1: here + 1, -1: here + 1}
+            continue
+        inc = {k: min(cap, (delta / var) * (k * x - delta / 2)) for k in (1, -1)}
+        up, down = max(0.0, up + inc[1]), max(0.0, down + inc[-1])
+        for k, value in ((1, up), (-1, down)):
+            if value == 0.0:
+                since[k] = here + 1
+        for k, value in ((1, up), (-1, down)):
+            if value >= h - 1e-9:
+                state, back, last_normal = k, 0.0, here
+                judged = [j for j in range(since[k], here + 1) if out[j].usual is not None]
+                moves = [
+                    (1 / out[j].sd ** 2, k * (out[j].share - (out[j].usual or 0.0))) for j in judged
+                ]
+                # where did it begin? the day from which the days up to the alarm, at the
+                # size of the move seen, give the largest likelihood ratio
+                m = max(sum(w * v for w, v in moves) / sum(w for w, _ in moves), delta)
+                gain = [w * (2 * v * m - m * m) / 2 for w, v in moves]
+                tail = np.cumsum(gain[::-1])[::-1]
+                first = int(np.argmax(tail))
+                moved_by = moves[first:]
+                for j in judged[first:]:
+                    mark(j, k, j == here)
+                break
     return out, taus
 
 
@@ -150,7 +244,18 @@ def episodes(days: list[ShareDay], taus: dict[int, float]) -> list[Episode]:
     return found
 
 
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    return float(values[order][int(np.searchsorted(cum, cum[-1] / 2))])
+def _weighted_median(values: list[float], weights: list[float]) -> float:
+    pairs = sorted(zip(values, weights, strict=True))
+    half = sum(weights) / 2
+    acc = 0.0
+    for value, weight in pairs:
+        acc += weight
+        if acc >= half:
+            return value
+    return pairs[-1][0]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -16,13 +16,25 @@ days, so weekends count):
 - the SLA is support's promise to act, so it stops counting once the ball is no longer with
   FootfallCam: in "Suggest To Close" and "Closed", and while the ticket waits on the customer;
 - otherwise it is overdue once ``now`` is past ``created_at + sla_days``.
+
+Each support line has its own promise as well (DESIGN.md §2): the first line answers within 1
+day of taking the ticket (initial assessment and localisation), the second within 3 days
+(diagnosis), and the third with a plan and an ETA, the ETA being its own due date.
+``ticket_sla`` puts the line's clock beside the category's, for every caller (``tickets show``,
+the overview, the escalation in ``agent.delivery.ticketing``): a line's clock starts when the
+line took the ticket (``stage_since``; the creation for the first line; a later line whose
+start was never recorded has no clock), is paused by the same rule as the category's, and a
+line that runs out is escalated to the next one (``escalate_to``).
+The third line is due at the end of its ETA day (in ``created_at``'s zone) and has no next line.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal
 
-from rma.tickets import NextAction, Ticket, TicketStatus
+from rma.tickets import NextAction, Stage, Ticket, TicketStatus
 
 # Support has answered: it suggests closing (the portal closes it by itself 7 days later) or
 # has closed the ticket. Neither can be late.
@@ -45,7 +57,136 @@ def is_overdue(ticket: Ticket, now: datetime) -> bool:
     """Whether the ticket waits on FootfallCam past its SLA at ``now`` (timezone-aware)."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")
-    if ticket.status in _ANSWERED or ticket.next_action is NextAction.WAITING_ON_CUSTOMER:
-        return False
     due = sla_due(ticket)
-    return due is not None and now > due
+    return due is not None and _with_support(ticket) and now > due
+
+
+def _with_support(ticket: Ticket) -> bool:
+    """Whether the ball is with FootfallCam (the SLA clocks run only then)."""
+    return (
+        ticket.status not in _ANSWERED and ticket.next_action is not NextAction.WAITING_ON_CUSTOMER
+    )
+
+
+_LINES = (Stage.FIRST_LINE, Stage.SECOND_LINE, Stage.THIRD_LINE)
+LineState = Literal["done", "current", "ahead"]
+
+
+@dataclass(frozen=True)
+class LineSla:
+    """One support line's part of a ticket: ``done`` (it passed the ticket on), ``current``
+    (it holds it: ``since``, ``due`` and ``overdue`` are set) or ``ahead`` (not reached)."""
+
+    stage: Stage
+    sla_days: int | None  # the line's promise; None for the third line (a plan and an ETA)
+    state: LineState
+    since: datetime | None = None
+    due: datetime | None = None
+    overdue: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage.value,
+            "label": self.stage.label,
+            "sla_days": self.sla_days,
+            "description": self.stage.description,
+            "state": self.state,
+            "since": self.since.isoformat() if self.since else None,
+            "due": self.due.isoformat() if self.due else None,
+            "overdue": self.overdue,
+        }
+
+
+@dataclass(frozen=True)
+class TicketSla:
+    """A ticket's two clocks side by side: its category's SLA and its support line's."""
+
+    category_days: int | None
+    category_due: datetime | None
+    category_overdue: bool
+    lines: tuple[LineSla, ...]  # first, second, third line, in order
+    plan: str
+    eta: str | None  # ISO date
+
+    @property
+    def current(self) -> LineSla:
+        return next(line for line in self.lines if line.state == "current")
+
+    @property
+    def escalate_to(self) -> Stage | None:
+        """The next line, when the current one ran out of time and there is a next one."""
+        now = self.current
+        if not now.overdue:
+            return None
+        i = _LINES.index(now.stage)
+        return _LINES[i + 1] if i + 1 < len(_LINES) else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "category": {
+                "sla_days": self.category_days,
+                "due": self.category_due.isoformat() if self.category_due else None,
+                "overdue": self.category_overdue,
+            },
+            "stage": self.current.stage.value,
+            "lines": [line.to_json() for line in self.lines],
+            "plan": self.plan,
+            "eta": self.eta,
+            "escalate_to": self.escalate_to.value if self.escalate_to else None,
+        }
+
+
+def line_due(ticket: Ticket) -> datetime | None:
+    """When the support line holding ``ticket`` owes its answer: the line's start plus its
+    SLA days (24-hour days, as ``sla_due``); for the third line the end of its ETA day; None
+    when the third line has no ETA yet, or a later line's start was never recorded."""
+    created = ticket.created_at
+    since = _line_start(ticket)
+    days = ticket.stage.sla_days
+    if days is not None:
+        if since is None:
+            return None
+        return (since.astimezone(UTC) + timedelta(days=days)).astimezone(created.tzinfo)
+    if ticket.eta is None:
+        return None
+    return datetime.combine(ticket.eta + timedelta(days=1), time(), tzinfo=created.tzinfo)
+
+
+def _line_start(ticket: Ticket) -> datetime | None:
+    """When the current line took the ticket: recorded, or the creation for the first line;
+    None for a later line whose start was never recorded (its clock is unknown, never late)."""
+    if ticket.stage_since is not None:
+        return ticket.stage_since
+    return ticket.created_at if ticket.stage is Stage.FIRST_LINE else None
+
+
+def ticket_sla(ticket: Ticket, now: datetime) -> TicketSla:
+    """The category's SLA and each support line's, at ``now`` (timezone-aware): the one
+    function the CLI, the overview and the escalation read a ticket's clocks from."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    held = _LINES.index(ticket.stage)
+    lines = []
+    for i, stage in enumerate(_LINES):
+        if i != held:
+            lines.append(LineSla(stage, stage.sla_days, "done" if i < held else "ahead"))
+            continue
+        due = line_due(ticket)
+        lines.append(
+            LineSla(
+                stage,
+                stage.sla_days,
+                "current",
+                since=_line_start(ticket),
+                due=due,
+                overdue=due is not None and _with_support(ticket) and now > due,
+            )
+        )
+    return TicketSla(
+        category_days=ticket.sla_days,
+        category_due=sla_due(ticket),
+        category_overdue=is_overdue(ticket, now),
+        lines=tuple(lines),
+        plan=ticket.plan,
+        eta=ticket.eta.isoformat() if ticket.eta else None,
+    )

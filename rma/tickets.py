@@ -248,7 +248,10 @@ class Message(_Frozen):
 
 
 class Task(_Frozen):
-    task: str
+    """One line of the portal's task list. ``task`` names it: a later task of the same name
+    is the same task with news (hours spent, a new status), not a second one."""
+
+    task: str = Field(min_length=1)
     hours: float = Field(default=0.0, ge=0)
     type: TaskType
     due: date | None = None
@@ -275,6 +278,9 @@ class Ticket(_Frozen):
     status: TicketStatus = TicketStatus.OPEN
     next_action: NextAction = NextAction.WAITING_ON_FOOTFALLCAM
     stage: Stage = Stage.FIRST_LINE
+    stage_since: Timestamp | None = None  # when ``stage`` took the ticket; None: at creation
+    plan: str = ""  # the third line's plan
+    eta: date | None = None  # the third line's ETA
     messages: list[Message] = Field(default_factory=list)
     tasks: list[Task] = Field(default_factory=list)
     created_at: Timestamp
@@ -319,6 +325,28 @@ class Ticket(_Frozen):
         return self.model_copy(
             update={"messages": [*self.messages, message], "updated_at": message.at}
         )
+
+    def with_stage(
+        self, stage: Stage | str, at: datetime, *, plan: str | None = None, eta: date | None = None
+    ) -> Ticket:
+        """The ticket handed to support line ``stage`` at ``at`` (its line SLA starts then);
+        ``plan`` and ``eta`` are the third line's. The same line again keeps its start."""
+        stage = Stage(stage)
+        update: dict[str, Any] = {"updated_at": at}
+        if stage is not self.stage:
+            update |= {"stage": stage, "stage_since": at}
+        if plan is not None:
+            update["plan"] = plan
+        if eta is not None:
+            update["eta"] = eta
+        return self.model_copy(update=update)
+
+    def with_task(self, task: Task, at: datetime) -> Ticket:
+        """The ticket with ``task`` added, or replacing the task of the same name."""
+        tasks = [t for t in self.tasks if t.task != task.task]
+        at_index = next((i for i, t in enumerate(self.tasks) if t.task == task.task), len(tasks))
+        tasks.insert(at_index, task)
+        return self.model_copy(update={"tasks": tasks, "updated_at": at})
 
     def with_status(
         self, status: TicketStatus | str, at: datetime, next_action: NextAction | None = None

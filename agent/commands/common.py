@@ -116,11 +116,6 @@ def _missing(path: Path) -> bool:
     return False
 
 
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """``1 site``, ``2 sites``."""
-    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
-
-
 def clock() -> Clock:
     """The command's clock: the root context's ``obj["clock"]`` if one was given (a test's
     fake: ``CliRunner().invoke(cli, args, obj={"clock": fake})``), else the system clock."""

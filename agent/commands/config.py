@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import _load, config_option_with, plural
+from agent.commands.common import _load, config_option_with
+from diagnostics.model import plural
 
 
 @click.group()

@@ -146,10 +146,14 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
 
 
 def _ticket_exists(cfg: Config, number: str) -> None:
-    from agent.delivery.attach import find_tickets
+    from agent.delivery.attach import AttachError, find_tickets
     from agent.delivery.sinks import make_sinks
 
-    if not find_tickets(make_sinks(cfg, clock()), number):
+    try:
+        found = find_tickets(make_sinks(cfg, clock()), number)
+    except AttachError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not found:
         raise click.ClickException(f"no ticket {number} in any configured destination")
 
 

@@ -85,7 +85,10 @@ def read_file(path: Path, redactor: Redactor) -> bytes:
 
 
 def find_tickets(sinks: Sequence[Sink], number: str) -> list[tuple[Sink, Ticket]]:
-    """Ticket ``number`` in each destination that has it (one that cannot answer is skipped)."""
+    """Ticket ``number`` in each destination that has it: where the number names it, and where
+    the same ticket (its key) carries another number (``L-000003`` in the local store is ``57``
+    in RT). A destination that cannot answer is skipped. A number that names two different
+    tickets (``1``: ``L-000001`` and RT's ``1``) is an ``AttachError``."""
     found = []
     for sink in sinks:
         try:
@@ -95,7 +98,28 @@ def find_tickets(sinks: Sequence[Sink], number: str) -> list[tuple[Sink, Ticket]
             continue
         if ticket is not None and ticket.number:
             found.append((sink, ticket))
-    return found
+    keys = {t.key for _, t in found}
+    if len(keys) > 1:
+        named = ", ".join(f"{s.name} {t.number}" for s, t in found)
+        raise AttachError(
+            f"{number!r} names different tickets ({named}): give the number as the "
+            "destination writes it"
+        )
+    if not keys:
+        return []
+    [key] = keys
+    where = {s.name: (s, t) for s, t in found}
+    for sink in sinks:
+        if sink.name in where:
+            continue
+        try:
+            other = sink.find_by_key(key)
+        except SinkError as exc:
+            log.warning("cannot look for ticket %s in %s: %s", number, sink.name, exc)
+            continue
+        if other is not None and other.number:
+            where[sink.name] = (sink, other)
+    return [where[s.name] for s in sinks if s.name in where]
 
 
 def attach_files(

@@ -91,7 +91,7 @@ from agent.transport.http import make_session, request
 from diagnostics.model import SYSTEM_CLOCK, ProbeError, ProbeErrorCode
 from rma.redact import Redactor
 from rma.sla import sla_due
-from rma.tickets import Message, Ticket
+from rma.tickets import Message, Stage, Ticket
 
 if TYPE_CHECKING:
     from agent.config import Config, SiteConfig
@@ -109,6 +109,7 @@ _URL_RE = re.compile(r"(?i)\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
 _ADDRESS_RE = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
 _TRANSIENT_HTTP = {408, 425, 429}
 
+_TO = " -> "  # between the two lines of an escalation's detail
 _HEADLINES: dict[str, str] = {
     "filed": "Ticket filed",
     "message": "New message",
@@ -176,6 +177,12 @@ class Event:
             author=message.author,
             ref=message.at.isoformat(),
         )
+
+    @classmethod
+    def escalated(cls, ticket: Ticket, line: Stage, to: Stage, at: datetime) -> Event:
+        """Support line ``line`` ran past its own SLA and the ticket goes to line ``to``: one
+        notice per ticket and hand-over, however many destinations carry the ticket."""
+        return cls("sla_overdue", ticket, at, detail=f"{line.value}{_TO}{to.value}")
 
     @classmethod
     def sla_overdue(cls, ticket: Ticket, at: datetime) -> Event:
@@ -641,9 +648,20 @@ def _sla_text(ticket: Ticket, tz: tzinfo, now: datetime) -> str:
     return f"{days}, {state} {_when(due, tz)}"
 
 
+def _handover(event: Event) -> tuple[Stage, Stage] | None:
+    """The lines of an ``Event.escalated``, or None for any other event."""
+    if event.kind != "sla_overdue" or _TO not in event.detail:
+        return None
+    line, _, to = event.detail.partition(_TO)
+    return Stage(line), Stage(to)
+
+
 def _headline(event: Event) -> str:
     if event.kind == "status":
         return f"Status: {event.ticket.status.value}"
+    handover = _handover(event)
+    if handover is not None:
+        return f"SLA overdue: escalated to the {handover[1].label.lower()}"
     return _HEADLINES[event.kind]
 
 
@@ -656,6 +674,14 @@ def _what_happened(event: Event, tz: tzinfo) -> str:
         return (
             f"The ticket is now '{t.status.value}' ({_when(event.at, tz)}); "
             f"next action: {t.next_action.value}."
+        )
+    handover = _handover(event)
+    if handover is not None:
+        line, to = handover
+        return (
+            f"The {line.label.lower()} ran past its {line.sla_days}-day SLA; the agent "
+            f"escalated the ticket to the {to.label.lower()} ({to.description}) on "
+            f"{_when(event.at, tz)}."
         )
     if event.kind == "sla_overdue":
         due = sla_due(t)

@@ -39,6 +39,11 @@ ticket delivery exactly-once across crashes, kills and network outages:
   so an item found ``sending`` by the holder was left by a dead process, never by a live one
   still waiting for its answer. Each item is still claimed by compare-and-set (``_claim``).
 
+A ``task`` item puts a line on a ticket's task list (``add_task``, in the sinks that keep one:
+the local store, RT); tried before, it is added only if the ticket does not show it yet. A
+follow-up may carry a ``stage`` (an escalation to the next support line: ``set_stage``), applied
+only when the ticket is not in that stage already.
+
 Notices (kinds ``email`` and ``chat``) go through the same claim, retry and failure rules to a
 notification channel (``Channel``) instead of a ticket sink. They are rendered and redacted
 when queued, keyed by (ticket key, event kind, detail hash, channel) so one change is one
@@ -86,7 +91,7 @@ from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import DB_NAME, Store, StoreError, StoreFull, is_disk_full
 from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
 from diagnostics.model import Finding
-from rma.tickets import Ticket
+from rma.tickets import Task, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +105,7 @@ PENDING, SENDING, UNKNOWN, DELIVERED, FAILED = (
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
 EMAIL, CHAT = "email", "chat"
-NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status") go to ticket sinks
+NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status", "task") go to sinks
 TAKEN = "another process took it first"  # a skipped item's error: none of this pass's business
 GIVE_UP_AFTER = timedelta(days=3)  # the longest SLA: a notice older than that is stale news
 GIVE_UP_TRANSIENT = timedelta(hours=72)  # the default of agent.delivery_give_up_hours
@@ -141,7 +146,7 @@ class Channel(Protocol):
 class Item:
     id: int
     sink: str  # a ticket sink's name, or a notification channel's
-    kind: str  # "create", "message", "status"; or a notice: "email", "chat"
+    kind: str  # "create", "message", "status", "task"; or a notice: "email", "chat"
     key: str  # the ticket's idempotency key
     payload: dict[str, Any]
     state: str
@@ -187,24 +192,36 @@ class Outbox:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.give_up_after = give_up_after
         self._swept = float("-inf")
+        self._kept_for: Path | None = None
         if store.moved_aside is not None:
             self._keep_with(store.moved_aside)
 
     def _keep_with(self, aside: Path) -> None:
-        """The store was damaged and moved aside: the attachments of its undelivered items
-        go with it (``<aside>-outbox``), so the fresh store starts with none of them and the
-        old outbox stays whole beside the old file."""
-        target = aside.with_name(f"{aside.name}-outbox")
-        if target.exists() or not self.files.is_dir():
+        """The store was found damaged and moved aside (at open, or by ``Store.recover`` in
+        the service): the attachment folders of its items go with it, into
+        ``<aside>-outbox``, so the old outbox stays whole beside the old file and the sweep
+        never takes them. Folders the fresh store names already stay."""
+        self._kept_for = aside
+        if not self.files.is_dir():
             return
-        if self.store._db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None:
-            return  # the fresh store has items already: these folders are theirs
+        named = {
+            json.loads(files)["dir"]
+            for (files,) in self.store._db.execute(
+                "SELECT files FROM outbox WHERE files IS NOT NULL"
+            )
+        }
+        target = aside.with_name(f"{aside.name}-outbox")
+        moved = 0
         try:
-            self.files.rename(target)
+            for entry in self.files.iterdir():
+                if entry.is_dir() and entry.name not in named:
+                    target.mkdir(mode=0o700, exist_ok=True)
+                    entry.rename(target / entry.name)
+                    moved += 1
         except OSError as exc:
-            log.warning("outbox: cannot keep %s with %s: %s", self.files, aside, exc)
-        else:
-            log.warning("outbox: the damaged store's attachments are kept as %s", target.name)
+            log.warning("outbox: cannot keep attachments with %s: %s", aside, exc)
+        if moved:
+            log.warning("outbox: the damaged store's attachments are kept in %s", target.name)
 
     # -- enqueue (inside the caller's transaction) ---------------------------------------------
 
@@ -215,16 +232,21 @@ class Outbox:
         *,
         incident_id: int | None,
         attachments: Mapping[str, bytes] | None = None,
+        join: bool = True,
         now: datetime,
     ) -> list[int]:
         """One ``create`` item per destination. Call inside ``store.transaction()`` together
-        with the incident change, so both happen or neither does."""
+        with the incident change, so both happen or neither does. ``join=False`` (a ticket a
+        person raises by hand) files a new ticket even beside an open one on the same problem."""
+        payload: dict[str, Any] = {"ticket": ticket.to_json()}
+        if not join:
+            payload["join"] = False
         return [
             self._enqueue(
                 sink.name,
                 "create",
                 ticket.key,
-                {"ticket": ticket.to_json()},
+                payload,
                 incident_id,
                 attachments,
                 now,
@@ -241,15 +263,19 @@ class Outbox:
         body: str,
         at: datetime,
         status: str | None = None,
+        stage: str | None = None,
         incident_id: int | None = None,
         attachments: Mapping[str, bytes] | None = None,
         number: str | None = None,
         now: datetime,
     ) -> list[int]:
-        """A follow-up on the ticket ``key``: a message, optionally with files and a status
-        change. ``number`` names the ticket in a destination this outbox did not file it in
-        (a ticket raised by hand, or by another gateway); give it for one sink at a time."""
+        """A follow-up on the ticket ``key``: a message, optionally with files, a status
+        change and a hand-over to support line ``stage`` (an escalation; only to sinks with
+        ``set_stage``). ``number`` names the ticket in a destination this outbox did not file
+        it in (a ticket raised by hand, or by another gateway); give it for one sink at a time."""
         payload: dict[str, Any] = {"author": author, "body": body, "at": _iso(at), "status": status}
+        if stage is not None:
+            payload["stage"] = stage
         if attachments:
             # the files' hashes make another file another follow-up (their bytes stay on disk)
             payload["attachments"] = {
@@ -260,6 +286,29 @@ class Outbox:
         kind = "status" if status else "message"
         return [
             self._enqueue(s.name, kind, key, payload, incident_id, attachments, now) for s in sinks
+        ]
+
+    def enqueue_task(
+        self,
+        sinks: Sequence[Sink],
+        key: str,
+        task: Task,
+        *,
+        at: datetime,
+        number: str | None = None,
+        incident_id: int | None = None,
+        now: datetime,
+    ) -> list[int]:
+        """A ``task`` item: add ``task`` to the ticket ``key``'s task list (or update the task
+        of its name) in each of ``sinks`` that keeps tasks (``add_task``); the others are
+        skipped. ``number`` as for ``enqueue_message``."""
+        payload: dict[str, Any] = {"task": task.model_dump(mode="json"), "at": _iso(at)}
+        if number is not None:
+            payload["number"] = number
+        return [
+            self._enqueue(s.name, "task", key, payload, incident_id, None, now)
+            for s in sinks
+            if hasattr(s, "add_task")
         ]
 
     def enqueue_notice(
@@ -530,6 +579,8 @@ class Outbox:
                     self.files.parent,
                 )
                 return []
+            if self.store.moved_aside not in (None, self._kept_for):
+                self._keep_with(self.store.moved_aside)  # recovered while running
             if time.monotonic() - self._swept >= SWEEP_AFTER.total_seconds() / 3:
                 self.sweep()  # the first pass of a process, then every ten minutes
                 self._swept = time.monotonic()
@@ -653,6 +704,8 @@ class Outbox:
             with wait:
                 if item.kind == "create":
                     answer, outcome = self._create(sink, item, uncertain)
+                elif item.kind == "task":
+                    answer, outcome = self._task(sink, item, uncertain or item.attempts > 0)
                 else:
                     answer, outcome = self._follow_up(sink, item, uncertain or item.attempts > 0)
             number = answer.number if answer is not None else self._parent_number(item)
@@ -745,7 +798,9 @@ class Outbox:
             found = sink.find_by_key(item.key)
             if found is not None:
                 return found, "found"
-        existing = sink.find_open(ticket.site, ticket.counters, ticket.category)
+        existing = None
+        if item.payload.get("join", True):
+            existing = sink.find_open(ticket.site, ticket.counters, ticket.category)
         if existing is not None and existing.key != ticket.key and existing.number:
             # The joined ticket keeps its own key, so find_by_key cannot tell whether an earlier
             # try got there (a kill after sending, a lost answer): the message carries ours.
@@ -794,9 +849,26 @@ class Outbox:
                     # the message of this same item yet
                     changed = answer.with_status(changed.status, at, changed.next_action)
                 answer = changed
+        if p.get("stage") and hasattr(sink, "set_stage"):
+            if current is None or str(current.stage) != p["stage"]:
+                answer = sink.set_stage(number, p["stage"], at)
         if answer is not None and answer.number != number:
             answer = answer.model_copy(update={"number": number})
         return answer, "delivered"
+
+    def _task(self, sink: Sink, item: Item, tried: bool) -> tuple[Ticket | None, str]:
+        """Add the item's task; tried before, only if the ticket does not show it yet."""
+        number = self._parent_number(item)
+        assert number is not None
+        task = Task.model_validate(item.payload["task"])
+        if not hasattr(sink, "add_task"):
+            raise SinkError(f"{sink.name} keeps no task list", permanent=True)
+        if tried:
+            current = sink.get(number)
+            if current is not None and task in current.tasks:
+                return current, "found"
+        answer: Ticket = sink.add_task(number, task, datetime.fromisoformat(item.payload["at"]))
+        return answer.model_copy(update={"number": number}), "delivered"
 
     def _on_ticket(self, item: Item, ticket: Ticket) -> bool:
         """Did an earlier try of this follow-up reach ``ticket``? It did when the ticket holds

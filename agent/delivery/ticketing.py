@@ -8,6 +8,14 @@ that transaction with the incident change (``queue``), and the outbox delivers i
 once. When the problem heals, the ticket is told and closing is suggested; when it
 comes back, the new ticket names the old one. In the local store, a ticket left in Suggest To
 Close closes itself after 7 days.
+
+Every ticket read back by ``sync`` (the local store, RT) is also held to its support line's own
+SLA (``rma.sla.ticket_sla``): a line that ran out is escalated to the next one, once — a message
+on the ticket that hands it over (a follow-up item carrying the new stage) and one notice
+(``Event.escalated``) to the requester and CC. Once is kept by the outbox: a ticket with an
+escalation to that line already queued or delivered in that destination is not escalated again,
+whatever the ticket reads back as meanwhile. ``add_task`` puts a task on a ticket's task list
+the same way, through the outbox, in every destination that keeps one.
 """
 
 from __future__ import annotations
@@ -40,12 +48,14 @@ from agent.store import Incident, Store
 from diagnostics.checks import meta
 from diagnostics.model import Assessed, Finding
 from rma.redact import Redactor
-from rma.sla import is_overdue
+from rma.sla import is_overdue, ticket_sla
 from rma.tickets import (
     CounterRef,
     Message,
     ProblemContext,
     Role,
+    Stage,
+    Task,
     Ticket,
     compose,
     idempotency_key,
@@ -80,6 +90,7 @@ class Ticketing:
         )
         self.notifier = notifier or Notifier(config, self.outbox, redactor=redactor)
         self.last_filed: Counter[str] = Counter()  # tickets filed per destination, last delivery
+        self.escalated: list[dict[str, str]] = []  # hand-overs to the next line, last ``sync``
         self.heartbeat: Callable[[], object] = lambda: None  # between deliveries (watchdog)
 
     def shadowed(self, check_id: str, site: str) -> str:
@@ -316,8 +327,10 @@ class Ticketing:
 
     def sync(self, now: datetime) -> list[StatusChange]:
         """Read every delivered ticket's status back where the destination can be read, and
-        record the changes (the destinations' own status names mapped to the portal's)."""
+        record the changes (the destinations' own status names mapped to the portal's);
+        escalate each one whose support line ran past its SLA (``escalated`` lists them)."""
         changes: list[StatusChange] = []
+        self.escalated = []
         by_name = {s.name: s for s in self.sinks}
         for item in self.outbox.items(states=(DELIVERED,)):
             sink = by_name.get(item.sink)
@@ -334,6 +347,11 @@ class Ticketing:
                 continue
             if ticket is None:
                 continue
+            to = self.escalate(sink, item.key, ticket, now)
+            if to is not None:
+                self.escalated.append(
+                    {"sink": sink.name, "number": item.number, "from": ticket.stage, "to": to}
+                )
             before = self.store.ticket_status(sink.name, item.number)
             status = str(ticket.status)
             if before == status:
@@ -355,12 +373,74 @@ class Ticketing:
                 )
         return changes
 
+    def escalate(self, sink: Sink, key: str, ticket: Ticket, now: datetime) -> Stage | None:
+        """Hand ``ticket`` (the outbox's ticket ``key`` in ``sink``) to the next support line if
+        its line ran past its SLA, once; the line it went to, or None."""
+        view = ticket_sla(ticket, now)
+        to = view.escalate_to
+        if to is None or not ticket.number or not hasattr(sink, "set_stage"):
+            return None
+        if self._escalated(sink.name, key, to):
+            return None
+        line = view.current
+        due = line.due.isoformat() if line.due else ""
+        body = (
+            f"The {line.stage.label.lower()} has had this ticket since "
+            f"{_when(line.since or ticket.created_at)}, and its {line.sla_days}-day SLA ran out "
+            f"on {_when(line.due)} without an answer. The agent escalates the ticket to the "
+            f"{to.label.lower()} ({to.description})."
+        )
+        with self.store.transaction():  # the hand-over, its notice and the audit: all or none
+            self.outbox.enqueue_message(
+                [sink], key, author="ffc-agent", body=body, at=now, stage=to.value, now=now
+            )
+            self.notifier.notify(Event.escalated(ticket, line.stage, to, now), now)
+            self.store.audit(
+                now,
+                "agent",
+                "ticket.escalated",
+                ticket.number,
+                {"sink": sink.name, "from": line.stage.value, "to": to.value, "due": due},
+            )
+        log.warning(
+            "ticket %s in %s: %s SLA ran out, escalated to the %s",
+            ticket.number,
+            sink.name,
+            line.stage.label.lower(),
+            to.label.lower(),
+        )
+        return to
+
+    def _escalated(self, sink: str, key: str, to: Stage) -> bool:
+        """Whether a hand-over of ``key`` to ``to`` was ever queued for ``sink``. One the
+        destination refused counts too: it is an ``agent.outbox`` finding, and ``tickets
+        retry`` sends it again; a fresh one every cycle would pile up refusals."""
+        return any(
+            i.sink == sink and i.key == key and i.payload.get("stage") == to.value
+            for i in self.outbox.items()
+            if i.kind in ("message", "status")
+        )
+
+    def add_task(
+        self, key: str, task: Task, now: datetime, *, incident_id: int | None = None
+    ) -> list[int]:
+        """Queue ``task`` for the task list of ticket ``key`` in every destination that keeps
+        one (the local store, RT); a task of the same name is updated. Call inside the
+        transaction of the change it records; the next ``deliver`` sends it."""
+        return self.outbox.enqueue_task(
+            self.sinks, key, task, at=now, incident_id=incident_id, now=now
+        )
+
     def _statuses_sent(self, sink: str, key: str) -> set[str]:
         return {
             str(i.payload["status"])
             for i in self.outbox.items(states=(DELIVERED,))
             if i.sink == sink and i.key == key and i.kind == "status"
         }
+
+
+def _when(at: datetime | None) -> str:
+    return f"{at:%Y-%m-%d %H:%M %Z}".strip() if at else "its due time"
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ from agent.config import EX_CONFIG, Config, ConfigError, load_config
 from agent.runner import CycleResult, Runner
 from agent.service import sdnotify
 from agent.service.logs import LogRing, config_errors, setup_logging
-from agent.store import Store, StoreError, StoreSchemaError
+from agent.store import Store, StoreError, StoreSchemaError, damage_in
 from diagnostics.checks import counter_up
-from diagnostics.model import SYSTEM_CLOCK
+from diagnostics.model import SYSTEM_CLOCK, plural
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,11 @@ class Daemon:
                 log.error("cannot start: %s", exc)
                 return 1
             self._start_extras(config, runner)
-            sdnotify.ready(f"watching {len(config.counters)} counters")
+            sdnotify.ready(f"watching {plural(len(config.counters), 'counter')}")
             log.warning(
-                "ffc-agent started: %d counters, %d sites, cycle %ds",
-                len(config.counters),
-                len(config.sites),
+                "ffc-agent started: %s, %s, cycle %ds",
+                plural(len(config.counters), "counter"),
+                plural(len(config.sites), "site"),
                 config.agent.cycle_seconds,
             )
             try:
@@ -193,7 +193,12 @@ class Daemon:
                     if self.signals.reload:
                         config, runner = self._reload(config, runner, store)
                     started = time.monotonic()
-                    self._cycle(runner, config)
+                    if self._cycle(runner, config, store):
+                        try:
+                            runner = self._fresh_store(config, runner, store)
+                        except (StoreError, OSError) as exc:
+                            log.error("cannot go on: %s", exc)
+                            return 1
                     self.idle(self.pause(config.agent.cycle_seconds, time.monotonic() - started))
             finally:
                 sdnotify.stopping()
@@ -217,20 +222,38 @@ class Daemon:
         root.addHandler(self.ring)
         return runner
 
-    def _cycle(self, runner: Runner, config: Config) -> None:
+    def _cycle(self, runner: Runner, config: Config, store: Store) -> bool:
+        """One cycle; True when it showed the state file to be damaged."""
         sdnotify.watchdog()
         try:
             result = runner.run_cycle()
-        except Exception:  # process boundary: one bad cycle must not stop the service
+        except Exception as exc:  # process boundary: one bad cycle must not stop the service
+            if damage_in(exc) or store.damage:
+                return True
             log.exception("the cycle failed; the next one runs as usual")
             sdnotify.status("last cycle failed: see the journal")
-            return
+            return False
+        if store.damage:
+            return True
         sdnotify.watchdog()
         sdnotify.status(summary(result, config), runner.redactor)
         try:
             self._metrics(runner, result)
         except Exception:  # process boundary: metrics must never stop the service
             log.exception("updating the metrics failed")
+        return False
+
+    def _fresh_store(self, config: Config, runner: Runner, store: Store) -> Runner:
+        """The state file was found damaged while running: never write into it again. It is
+        kept aside (one error line), a fresh store takes its place, and the parts are built
+        anew on it (their caches belong to the old file)."""
+        store.recover(store.damage or "a statement found the file damaged")
+        sdnotify.status("state database was damaged: kept aside, running on a fresh one")
+        self._stop_extras()
+        runner.app.close()
+        runner = self._runner(config, store)
+        self._start_extras(config, runner)
+        return runner
 
     def pause(self, cycle_seconds: float, elapsed: float) -> float:
         """The wait before the next cycle, with this cycle's jitter drawn."""
@@ -283,9 +306,11 @@ class Daemon:
         runner = new_runner
         self._start_extras(new, runner)
         log.warning(
-            "configuration reloaded: %d counters, %d sites", len(new.counters), len(new.sites)
+            "configuration reloaded: %s, %s",
+            plural(len(new.counters), "counter"),
+            plural(len(new.sites), "site"),
         )
-        sdnotify.ready(f"watching {len(new.counters)} counters")
+        sdnotify.ready(f"watching {plural(len(new.counters), 'counter')}")
         return new, runner
 
     # -- push and metrics ------

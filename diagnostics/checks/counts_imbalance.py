@@ -7,9 +7,10 @@ so a door is judged against *its own* usual split, never against 50/50: a door t
 55/45 is normal. A counter whose counting line moved, or whose directions got mixed up,
 shows as a change. Each whole day's IN share is tested against the usual share with an
 overdispersed binomial (``diagnostics.share``: the volume of the day, the door's own
-day-to-day spread, the uncertainty of the usual share), and a finding needs ``min_days``
-consecutive significant days in one direction, each at least ``tolerance`` away: quiet days
-cannot reach significance on noise, and one odd day is not a fault. The finding says what the
+day-to-day spread, the uncertainty of the usual share), sequentially: a finding needs the
+evidence of at least ``min_days`` days that the share moved by ``tolerance`` one way, at a
+false-alarm rate of one per door and direction in ``false_alarm_days``: quiet days cannot
+reach it on noise, and one odd day is not a fault. The finding says what the
 usual split is, what it is now, over which days, and how sure.
 """
 
@@ -54,6 +55,12 @@ class _Options(CountCheck.Options):
     min_history_days: int = Field(
         5, ge=2, description="whole days of history needed before a day is judged"
     )
+    false_alarm_days: float = Field(
+        730.0,
+        ge=2,
+        description="the sequential test's threshold: at most one false alarm per door and "
+        "direction in this many days (Wald's bound)",
+    )
 
 
 class _Balance(CountCheck):
@@ -72,8 +79,15 @@ class _Balance(CountCheck):
             tolerance=o.warn_ratio,
             history_days=o.history_days,
             min_history=o.min_history_days,
+            min_days=o.min_days,
+            false_alarm_days=o.false_alarm_days,
         )
-        found = [e for e in episodes(judged, taus) if len(e.days) >= o.min_days]
+        # sustained, and sure: the move over its days is itself significant at the level
+        found = [
+            e
+            for e in episodes(judged, taus)
+            if len(e.days) >= o.min_days and e.p_value <= 1 - o.confidence
+        ]
         return found, (judged[-1] if judged else None)
 
     def report(
@@ -97,7 +111,8 @@ class _Balance(CountCheck):
         problems = [self.episode(model, evidence, e, **extra) for e in found]
         usual = f"IN {last.usual:.1%} / OUT {1 - last.usual:.1%}"
         said = f"the IN/OUT split is as usual ({usual}; last whole day IN {last.share:.1%})"
-        if last.significant and self.options.scope != "all":
+        unusual = last.unusual and not last.significant
+        if unusual and self.options.scope != "all":
             # one unusual day is not a fault yet: said, and raised only if it lasts
             said = (
                 f"the last whole day's IN share {last.share:.1%} is unusual (usually "
@@ -106,7 +121,7 @@ class _Balance(CountCheck):
         return self.settle(
             problems,
             evidence,
-            "unusual_day" if last.significant else "balanced",
+            "unusual_day" if unusual else "balanced",
             said,
             usual_share_in=round(last.usual, 4),
             share_in=round(last.share, 4),
@@ -116,7 +131,8 @@ class _Balance(CountCheck):
         o = self.options
         first, last = e.days[0], e.days[-1]
         start, end = span(model, first.first, last.last)
-        detected = span(model, first.first, e.days[o.min_days - 1].last)[1]
+        raised = next((d for d in e.days if d.alarm), e.days[min(o.min_days, len(e.days)) - 1])
+        detected = span(model, first.first, raised.last)[1]
         n = len(e.days)
         when = f"{n} days from {local(start, model.grid.tz)}"
         sure = "p < 0.001" if e.p_value < 0.001 else f"p = {e.p_value:.3f}"
@@ -126,8 +142,8 @@ class _Balance(CountCheck):
             status,
             "imbalance",
             f"IN share {e.share:.1%} over {when} (IN {e.count_in:.0f}, OUT {e.count_out:.0f}); "
-            f"usually {e.usual:.1%}: the imbalance moved {abs(e.shift):.1%} ({sure}, each day "
-            f"significant at {o.confidence:.0%})",
+            f"usually {e.usual:.1%}: the imbalance moved {abs(e.shift):.1%} ({sure}, sustained "
+            f"over {n} days)",
             start=start.isoformat(),
             end=end.isoformat(),
             detected_at=detected.isoformat(),

@@ -3,9 +3,10 @@
 A partly blocked view, a moved camera or a mis-tuned counting line does not stop a counter: it
 keeps counting, 30 % too few or too many, and nobody notices until the figures are questioned
 at the end of the quarter. The counter's ratio to its peers (each against its own usual
-level) is followed with a CUSUM, which catches sudden shifts in hours and slow drifts in days;
-without peers, the counter is held against its own history. The finding names the estimated
-factor (``0.62×``) and when the shift began.
+level) is followed with two CUSUMs (for small and large shifts), which catch a 0.6× or 1.5×
+counter in hours and slow drifts in days; without peers, the counter is held against its own
+history. The finding names the estimated factor (``0.62×``), when the shift began and, once
+the ratio is back, when it ended: the current finding is then ok again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from diagnostics.checks.base import Wording
@@ -52,25 +54,50 @@ class CountLevel(CountCheck):
         fail_change: float = Field(
             0.2, gt=0, description="this far off (0.8× or 1.25×) is critical, not a warning"
         )
+        min_open_hours: float = Field(
+            6.0,
+            ge=0,
+            description="a level shift lasts: it is raised once it has held over this much "
+            "opening time (a few odd hours are traffic, or a zero run)",
+        )
 
     options: Options
 
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
         i = model.index(evidence.serial)
         lo = self.low(model, evidence)
-        shifts = [s for s in model.shifts(i) if s.alarm >= lo and self._material(s)]
+        held = [(s, at) for s in model.shifts(i) if (at := self._held(model, s)) is not None]
+        shifts = [(s, at) for s, at in held if at >= lo and self._material(s)]
         if self.options.scope != "all":
-            shifts = [s for s in shifts if s.ongoing][-1:]
-        found = [self._finding(model, evidence, s) for s in shifts]
+            shifts = [(s, at) for s, at in shifts if s.ongoing][-1:]
+        found = [self._finding(model, evidence, s, at) for s, at in shifts]
         return self.settle(found, evidence, "level", "the counter counts at its usual level")
+
+    def _held(self, model: CountModel, shift: Shift) -> int | None:
+        """The slot at whose end the shift had both crossed the threshold and lasted
+        ``min_open_hours`` of opening time, or lasted until the store closed that day (a
+        shift that begins late in the day is not held back over the night or the weekend);
+        None if it has not (yet)."""
+        g = model.grid
+        need = self.options.min_open_hours * 60 / g.minutes  # slots of opening time
+        opened = np.cumsum(g.open_regular[shift.first : shift.last + 1])
+        enough = np.flatnonzero(opened >= need - 1e-9)
+        held = shift.first + int(enough[0]) if enough.size else None
+        # the last slot open on the shift's first day
+        same_day = np.flatnonzero(g.day[shift.first :] == g.day[shift.first])
+        day_open = shift.first + same_day[g.open_regular[shift.first + same_day] > 0]
+        if day_open.size and shift.last >= day_open[-1]:
+            closing = int(day_open[-1])
+            held = closing if held is None else min(held, closing)
+        return None if held is None else max(shift.alarm, held)
 
     def _material(self, shift: Shift) -> bool:
         change = shift.factor - 1 if shift.factor >= 1 else 1 / shift.factor - 1
         return change >= self.options.min_change
 
-    def _finding(self, model: CountModel, evidence: Any, shift: Shift) -> Finding:
+    def _finding(self, model: CountModel, evidence: Any, shift: Shift, held: int) -> Finding:
         start, end = span(model, shift.first, shift.last)
-        alarm = model.grid.at(shift.alarm + 1)
+        alarm = model.grid.at(held + 1)
         under = shift.direction < 0
         change = 1 / shift.factor - 1 if under else shift.factor - 1
         status = Status.FAIL if change >= self.options.fail_change else Status.WARN

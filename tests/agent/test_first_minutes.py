@@ -184,6 +184,77 @@ def test_tickets_show_takes_the_bare_number(tmp_path: Path) -> None:
     assert invoke("tickets", "show", "2", "--state-dir", state).exit_code == 1
 
 
+def _ticket(n: int, attachments: list[dict[str, object]] | None = None) -> Ticket:
+    return Ticket.from_json(
+        {
+            "key": f"ffc-test-{n}",
+            "issue_level": "counter",
+            "counter_unassigned": False,
+            "site": "LDN01",
+            "counters": ["FFC0001"],
+            "subject": f"Counter FFC0001 problem {n}",
+            "category": "Technical Issue",
+            "occurred_on": "2026-06-26",
+            "comment": {"what": "w", "where": "w", "when": "w", "which_device": "w", "how": "w"},
+            "requester": "it@example.com",
+            "created_at": NOW.isoformat(),  # one cycle files them all at the same time
+            "updated_at": NOW.isoformat(),
+            "attachments": attachments or [],
+        }
+    )
+
+
+def test_tickets_list_is_newest_first_when_one_cycle_filed_several(tmp_path: Path) -> None:
+    from agent.delivery.sinks import LocalSink
+
+    sink = LocalSink(tmp_path / "state" / "tickets")
+    for n in range(1, 5):
+        sink.file(_ticket(n))
+    done = invoke("tickets", "list", "--state-dir", str(tmp_path / "state"), "--json")
+    assert [r["number"] for r in json.loads(done.stdout)] == [
+        "L-000004",
+        "L-000003",
+        "L-000002",
+        "L-000001",
+    ]
+
+
+def test_tickets_show_wraps_attachment_lines_at_80_columns(tmp_path: Path) -> None:
+    from agent.delivery.sinks import LocalSink
+
+    digest = "a5c6572ef6da64133448b2791b061926ae605a348bf5e69fe85ffb569c6d4493"
+    name = "ffc-bundle-LDN01-ffc-c25112d3b51c866b-20261204T152000Z.tar.gz"
+    sink = LocalSink(tmp_path / "state" / "tickets")
+    sink.file(
+        _ticket(
+            1,
+            [{"name": name, "content_type": "application/gzip", "size": 40000, "sha256": digest}],
+        )
+    )
+    done = CliRunner().invoke(
+        cli, ["tickets", "show", "1", "--state-dir", str(tmp_path / "state")], env={"COLUMNS": "80"}
+    )
+    assert done.exit_code == 0, done.output
+    flat = "".join(done.output.split())  # wrapped is fine, cut is not
+    assert name in flat and "application/gzip" in flat and digest in flat
+
+
+def test_preview_of_a_filed_incident_shows_its_ticket_number(config: Path) -> None:
+    incident = add_incident(config, "counter.offline", "LDN01", "FFC0001", "open")
+    with App.open(load_config(config)) as app:
+        app.store.set_incident_ticket(incident, "ffc-test-1", "L-000007")
+    done = invoke("tickets", "preview", str(incident), "--config", str(config), "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["ticket"]["number"] == "L-000007"
+
+
+def test_tickets_sync_speaks_in_sentences(config: Path) -> None:
+    done = invoke("tickets", "sync", "--config", str(config))
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == ["delivered 0 tickets", "no status changes, nothing waiting"]
+    assert "[]" not in done.output and "{}" not in done.output
+
+
 # --- config check, as the README types it
 
 

@@ -121,6 +121,81 @@ def test_a_damaged_file_is_moved_aside_untouched_and_a_fresh_store_starts(tmp_pa
     assert len(list(tmp_path.glob(f"{DB_NAME}.damaged-*"))) == 1
 
 
+def damaged_while_open(tmp_path: Path) -> tuple[Store, Path]:
+    """A filled store, open, whose file is then damaged under it. Its page cache is shrunk
+    first, as on a gateway whose file outgrew the cache: the broken pages are read from disk."""
+    with Store.open(tmp_path) as store:
+        for i in range(300):
+            fill(store, T0 + timedelta(minutes=5 * i))
+    store = Store.open(tmp_path)
+    store._db.execute("PRAGMA cache_size = 10")
+    damage_second_half(tmp_path / DB_NAME)
+    return store, tmp_path / DB_NAME
+
+
+def test_damage_found_while_open_is_remembered_and_the_file_is_kept_aside(tmp_path, caplog):
+    store, db = damaged_while_open(tmp_path)
+    try:
+        assert store.damage is None  # nothing has read a broken page yet
+        with pytest.raises(sqlite3.DatabaseError):
+            store._db.execute("SELECT COUNT(*), SUM(LENGTH(payload)) FROM findings").fetchall()
+        why = store.check_integrity()
+        assert why and store.damage == why
+        with caplog.at_level(logging.ERROR, logger="agent.store"):
+            store.recover(why)
+        [line] = [r.getMessage() for r in caplog.records]
+        assert "damaged" in line and "\n" not in line
+        [aside] = tmp_path.glob(f"{DB_NAME}.damaged-*")
+        assert aside.name in line
+        raw = sqlite3.connect(aside)
+        try:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                assert raw.execute("PRAGMA quick_check").fetchall() != [("ok",)]
+        finally:
+            raw.close()
+        assert store.damage is None and store.incidents() == []  # the fresh file, in place
+        fill(store, T0)
+        assert store.check_integrity() is None
+    finally:
+        store.close()
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_the_daily_check_finds_damage_and_never_prunes_a_damaged_file(tmp_path):
+    store, _ = damaged_while_open(tmp_path)
+    try:
+        removed = store.maintain(
+            T0 + timedelta(days=400), findings_days=30, observations_days=30, slots_days=365
+        )
+        assert removed is None and store.damage  # found, and nothing rewritten
+        assert store.last_pruned() is None
+    finally:
+        store.close()
+
+
+def test_the_service_notices_damage_while_running_and_goes_on_with_a_fresh_file(tmp_path):
+    from agent.config import load_config
+    from agent.service.daemon import Daemon
+
+    state = tmp_path / "state"
+    config_path = tmp_path / "ffc-agent.toml"
+    config_path.write_text(config_toml(state))
+    store, _ = damaged_while_open(state)
+    daemon = Daemon(config_path)
+    try:
+        config = load_config(config_path)
+        runner = daemon._runner(config, store)
+        assert daemon._cycle(runner, config, store)  # the cycle's daily check met the damage
+        runner = daemon._fresh_store(config, runner, store)
+        [aside] = state.glob(f"{DB_NAME}.damaged-*")
+        assert not daemon._cycle(runner, config, store)  # and cycles on the fresh file
+        assert store.damage is None and store.last_pruned() is not None
+        assert list(state.glob(f"{DB_NAME}.damaged-*")) == [aside]
+    finally:
+        daemon.close()
+        store.close()
+
+
 def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path):
     (tmp_path / DB_NAME).write_bytes(b"not SQLite at all\n" * 500)
     with Store.open(tmp_path) as store:

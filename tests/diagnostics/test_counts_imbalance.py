@@ -92,13 +92,25 @@ def test_a_move_from_50_50_to_60_40_is_flagged_on_its_second_day_and_ends_when_i
     assert episode.evidence["days"] == 3 and episode.evidence["end"] == until.isoformat()
 
 
+def test_a_modest_lasting_move_is_found_over_days_and_a_day_of_it_is_not():
+    since = DAY - timedelta(days=6)
+    slots = split(door(), moved=0.54, since=since, until=DAY + timedelta(days=1), seed=7)
+    found = [f for f in run(slots, scope="all") if f.problem]
+    assert [f.code for f in found] == ["imbalance"]
+    ev = found[0].evidence
+    assert ev["days"] >= 3 and since.isoformat() <= ev["start"]
+    assert 0.52 < ev["share_in"] < 0.56
+    one = split(door(), moved=0.54, since=DAY, until=DAY + timedelta(days=1), seed=7)
+    assert not [f for f in run(one, scope="all") if f.problem]
+
+
 def test_one_odd_day_is_not_a_fault():
     slots = split(door(), moved=0.6, since=DAY, until=DAY + timedelta(days=1))
     assert not [f for f in run(slots, scope="all") if f.problem]
 
 
 def test_options_set_the_days_required_and_the_confidence():
-    slots = split(door(), moved=0.6, since=DAY, until=DAY + timedelta(days=1))
+    slots = split(door(), moved=0.65, since=DAY, until=DAY + timedelta(days=1))
     [f] = run(slots, min_days=1)
     assert f.problem and f.evidence["days"] == 1
     slots = split(door(), moved=0.53, since=DAY - timedelta(days=2))
@@ -171,14 +183,18 @@ def test_a_day_with_a_missing_slot_is_not_judged():
 
 
 def test_share_statistics_use_the_volume():
-    # the same 56 % share: nothing at 100 crossings, significant at 10,000
+    # the same 56 % share: nothing at 100 crossings, unusual at 10,000, and on its second
+    # day a lasting move (one day alone never is)
     hist = [ShareDay(d, 0, 0, 500, 500) for d in range(10)]
-    for n, want in ((100, 0), (10_000, 1)):
+    for n, want in ((100, False), (10_000, True)):
         day = ShareDay(10, 0, 0, 0.56 * n, 0.44 * n)
+        again = ShareDay(11, 0, 0, 0.56 * n, 0.44 * n)
         judged, _ = judge_days(
-            [*hist, day], confidence=0.99, tolerance=0.025, history_days=28, min_history=5
+            [*hist, day, again], confidence=0.99, tolerance=0.025, history_days=28, min_history=5
         )
-        assert judged[-1].significant == want
+        assert judged[-2].unusual is want and not judged[-2].alarm
+        assert judged[-1].alarm is want
+        assert judged[-2].significant == judged[-1].significant == int(want)
 
 
 def test_episodes_join_runs_of_one_direction_only():

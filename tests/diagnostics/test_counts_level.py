@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+import pytest
+
 from diagnostics.assess import assess
 from diagnostics.checks.base import CounterEvidence
 from diagnostics.checks.counts_level import CountLevel
@@ -109,3 +111,119 @@ def test_a_shift_that_ended_is_reported_in_all_scope_but_not_as_current():
     assert current.status is Status.OK
     found = run(slots, scope="all")
     assert [f.code for f in found] == ["under_count"]
+
+
+def window(slots, factor, since, until):
+    """``slots`` scaled by ``factor`` from ``since`` until ``until``, then as before."""
+    return tuple(
+        s
+        if not since <= s.start < until
+        else CountSlot(
+            s.counter, s.start, 15, round(s.count_in * factor), round(s.count_out * factor)
+        )
+        for s in slots
+    )
+
+
+def four_doors(days=56):
+    return {
+        s: history(s, NOW, days=days, seed=i + 11, peak=p, k=20.0)
+        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
+    }
+
+
+def when(text):
+    return CountSlot("A", NOW, 15, 0, 0).start.fromisoformat(text)
+
+
+# the shift: Tue 10 Nov 10:00 to Sat 14 Nov 10:00 (store hours 09:00-20:00 every day)
+ONSET = NOW.replace(hour=10, minute=0) - timedelta(days=15)
+RECOVERY = ONSET + timedelta(days=4)
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.6, 1.5])
+def test_a_shift_with_three_peers_is_found_within_two_days_and_ends_when_it_ends(factor):
+    slots = four_doors()
+    slots["A"] = window(slots["A"], factor, ONSET, RECOVERY)
+    [f] = run(slots, scope="all")
+    assert f.code == ("under_count" if factor < 1 else "over_count")
+    assert f.evidence["against"] == "peers" and not f.evidence["ongoing"]
+    assert abs(when(f.evidence["start"]) - ONSET) <= timedelta(hours=3)
+    assert abs(when(f.evidence["end"]) - RECOVERY) <= timedelta(hours=3)
+    assert when(f.evidence["detected_at"]) - ONSET <= timedelta(days=2)
+    assert abs(f.evidence["factor"] - factor) <= 0.15 * factor
+    # the counter recovered: the service's current finding is ok, so the incident closes
+    [current] = run(slots)
+    assert current.status is Status.OK, current.summary
+    for peer in "BCD":
+        assert not [g for g in run(slots, peer, scope="all") if g.problem]
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.5])
+def test_without_peers_a_shift_is_found_within_four_days_and_ends(factor):
+    own = {"A": window(history("A", NOW, days=56, seed=5, k=20.0), factor, ONSET, RECOVERY)}
+    [f] = run(own, scope="all")
+    assert f.evidence["against"] == "history" and not f.evidence["ongoing"]
+    assert when(f.evidence["detected_at"]) - ONSET <= timedelta(days=4)
+    assert abs(when(f.evidence["start"]) - ONSET) <= timedelta(hours=6)
+    assert abs(when(f.evidence["end"]) - RECOVERY) <= timedelta(hours=6)
+
+
+def test_two_faults_are_two_findings_and_an_ongoing_one_stays_open():
+    slots = four_doors()
+    second = NOW - timedelta(days=3)
+    slots["A"] = window(window(slots["A"], 0.5, ONSET, RECOVERY), 0.6, second, NOW)
+    found = run(slots, scope="all")
+    assert [f.code for f in found] == ["under_count", "under_count"]
+    assert not found[0].evidence["ongoing"] and found[1].evidence["ongoing"]
+    assert abs(when(found[1].evidence["start"]) - second) <= timedelta(hours=3)
+    [current] = run(slots)
+    assert current.problem and current.evidence["start"] == found[1].evidence["start"]
+
+
+def test_a_few_odd_hours_are_not_a_level_shift():
+    slots = four_doors()
+    odd = NOW.replace(hour=13, minute=0) - timedelta(days=5)
+    slots["A"] = window(slots["A"], 0.3, odd, odd + timedelta(hours=3))
+    assert not [f for f in run(slots, scope="all") if f.problem]
+    assert [f.code for f in run(slots, scope="all", min_open_hours=2)] == ["under_count"]
+
+
+def test_without_peers_the_days_around_a_public_holiday_are_not_judged():
+    from diagnostics.calendar import SiteCalendar
+    from tests.diagnostics.helpers import WEEK
+
+    us = SiteCalendar("America/New_York", WEEK, holiday_region="US")  # open on holidays
+    eve = NOW.replace(hour=0, minute=0) - timedelta(days=15)  # Tue 10 Nov 2026
+    assert us.holiday((eve + timedelta(days=1)).date()) is not None  # Veterans Day
+
+    def judged(since):
+        own = history("A", NOW, days=56, seed=5, k=20.0, cal=us)
+        own = window(own, 0.6, since, since + timedelta(days=3))
+        ev = CounterEvidence(
+            serial="A", name="A", site="NYC01", calendar=us, now=NOW, slots=own, peers={}
+        )
+        return [f for f in CountLevel(CountLevel.Options(scope="all")).run(ev) if f.problem]
+
+    assert not judged(eve)  # a quiet eve, holiday and day after: nothing to compare with
+    assert [f.code for f in judged(eve + timedelta(days=7))] == ["under_count"]
+
+
+def test_a_shift_that_begins_late_in_the_day_is_raised_at_the_close_not_days_later():
+    slots = four_doors()
+    late = NOW.replace(hour=15, minute=0) - timedelta(days=4)  # Saturday, closes at 20:00
+    slots["A"] = window(slots["A"], 0.5, late, NOW)
+    [f] = run(slots, scope="all")
+    assert f.code == "under_count" and f.evidence["ongoing"]
+    assert when(f.evidence["detected_at"]) <= late.replace(hour=20)
+
+
+def test_a_broken_peer_is_no_yardstick_for_the_others():
+    # A under-counts for four days while C happens to be a little busier than usual: held
+    # against A and B together C would look 1.5x; A's shifted days are left out of its level
+    slots = site(days=56)
+    slots["A"] = window(slots["A"], 0.5, ONSET, RECOVERY)
+    slots["C"] = window(slots["C"], 1.12, ONSET, RECOVERY)
+    assert [f.code for f in run(slots, "A", scope="all")] == ["under_count"]
+    for serial in "BC":
+        assert not [f for f in run(slots, serial, scope="all") if f.problem], serial

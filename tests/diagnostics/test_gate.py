@@ -232,6 +232,72 @@ def test_a_site_outage_and_a_single_counters_fault_on_the_same_day():
     assert by[("counter.counts.stopped", "A1")].genuine  # the other site's fault stays real
 
 
+def count_finding(check_id, code, serial, site, start, end):
+    return Finding(
+        check_id,
+        Status.WARN,
+        code,
+        code,
+        NOW,
+        site,
+        serial,
+        {"start": start.isoformat(), "end": end.isoformat(), "expected": 10.0, "observed": 0},
+    )
+
+
+def test_no_counter_count_finding_inside_a_site_offline_outage():
+    inside = zero_run("M1", "MCR02", since=NOW - timedelta(minutes=15))
+    before = zero_run("M2", "MCR02", since=NOW - timedelta(hours=3))  # its own, earlier
+    elsewhere = zero_run("A1", since=NOW - timedelta(minutes=15))
+    found = assess(
+        [offline("M1", "MCR02"), offline("M2", "MCR02"), inside, before, elsewhere],
+        gate=gate(),
+    )
+    by = {(a.finding.check_id, a.finding.subject or a.finding.site): a for a in found}
+    assert by[("site.offline", "MCR02")].genuine
+    ruled = by[("counter.counts.stopped", "M1")]
+    assert ruled.ruled_out and ruled.verdict.rule == "site_outage"
+    assert "whole-site outage of MCR02" in ruled.verdict.reasons[0]
+    assert by[("counter.counts.stopped", "M2")].genuine
+    assert by[("counter.counts.stopped", "A1")].genuine
+
+
+def test_no_counter_count_finding_inside_a_site_counts_outage():
+    start, end = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    outage = Finding(
+        "site.counts.outage",
+        Status.WARN,
+        "site_outage",
+        "all 4 counters of the site stopped sending",
+        NOW,
+        "LDN01",
+        None,
+        {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "counters": {s: [start.isoformat(), end.isoformat()] for s in SITES["LDN01"]},
+            "lost_at": (start + timedelta(days=7)).isoformat(),
+            "warn_at": (start + timedelta(days=5)).isoformat(),
+        },
+    )
+    hour = timedelta(hours=1)
+    inside = [
+        count_finding("counter.counts.level", "under_count", "A1", "LDN01", start + hour, end),
+        count_finding("counter.counts.imbalance", "imbalance", "A2", "LDN01", start, end - hour),
+        count_finding("counter.counts.missing", "missing", "A3", "LDN01", start, end),
+    ]
+    beyond = count_finding("counter.counts.level", "over_count", "A4", "LDN01", start, NOW)
+    other = count_finding("counter.counts.level", "under_count", "M1", "MCR02", start, end)
+    found = assess([outage, *inside, beyond, other], gate=gate())
+    by = {(a.finding.check_id, a.finding.subject or a.finding.site): a for a in found}
+    assert by[("site.counts.outage", "LDN01")].verdict.decision is Decision.PENDING
+    for f in inside:
+        a = by[(f.check_id, f.subject)]
+        assert a.ruled_out and a.verdict.rule == "site_outage", a.verdict
+    assert by[("counter.counts.level", "A4")].genuine  # lasts beyond the outage: its own
+    assert by[("counter.counts.level", "M1")].genuine  # another site
+
+
 def test_one_counter_down_at_a_two_counter_site_is_not_a_site_outage():
     found = assess([offline("M1", "MCR02")], gate=gate())
     assert [a.finding.check_id for a in found] == ["counter.offline"] and found[0].genuine

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -22,20 +21,12 @@ from PIL import Image
 from rma.bundle import build_bundle
 from rma.redact import Redactor
 from rma.report import BAND_COLOUR, GAP_COLOUR, LINE_COLOUR
+from tests.chromium import chromium
 from tests.rma.bundle_sample import CONFIG_SECRETS, sample_input
 
 pytestmark = pytest.mark.integration
 
 WIDTH, HEIGHT = 1200, 1600
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if path := shutil.which(name):
-            return path
-    if os.environ.get("CI") == "true":
-        pytest.fail("chromium is not installed (Debian package 'chromium')")
-    pytest.skip("chromium is not installed (Debian package 'chromium')")
 
 
 def rgb(colour: str) -> np.ndarray:

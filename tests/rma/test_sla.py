@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rma.sla import is_overdue, sla_due
-from rma.tickets import Category, NextAction, Ticket, TicketStatus
+from rma.sla import is_overdue, line_due, sla_due, ticket_sla
+from rma.tickets import Category, NextAction, Stage, Ticket, TicketStatus
 
 NOW = datetime(2025, 6, 26, 14, 30, tzinfo=UTC)
 
@@ -116,3 +116,76 @@ def test_an_sla_of_zero_days_is_due_at_once_and_none_means_no_sla() -> None:
     assert sla_due(t) == created
     assert is_overdue(t, NOW)
     assert sla_due(t.model_copy(update={"sla_days": None})) is None
+
+
+# --- the support lines' own clocks, beside the category's
+
+
+def test_the_first_line_owes_an_answer_a_day_after_creation_beside_the_category_sla() -> None:
+    created = NOW - timedelta(days=1, hours=2)
+    t = ticket(Category.DATA_ACCURACY_ISSUE, created)
+    view = ticket_sla(t, NOW)
+    assert view.current.stage is Stage.FIRST_LINE
+    assert view.current.due == created + timedelta(days=1)
+    assert view.current.overdue  # a day and two hours: the first line is late ...
+    assert view.category_due == created + timedelta(days=3)
+    assert not view.category_overdue  # ... while the 3-day category SLA still runs
+    assert view.escalate_to is Stage.SECOND_LINE
+    assert [line.state for line in view.lines] == ["current", "ahead", "ahead"]
+
+
+def test_the_second_line_clock_starts_when_it_takes_the_ticket() -> None:
+    created = NOW - timedelta(days=5)
+    taken = NOW - timedelta(days=2)
+    t = ticket(Category.TECHNICAL_ISSUE, created).with_stage(Stage.SECOND_LINE, taken)
+    view = ticket_sla(t, NOW)
+    assert view.current.since == taken
+    assert line_due(t) == taken + timedelta(days=3)
+    assert not view.current.overdue and view.escalate_to is None
+    assert view.category_overdue  # the 1-day category SLA ran out long ago
+    assert [line.state for line in view.lines] == ["done", "current", "ahead"]
+    later = ticket_sla(t, taken + timedelta(days=3, seconds=1))
+    assert later.escalate_to is Stage.THIRD_LINE
+
+
+def test_the_third_line_is_due_at_the_end_of_its_eta_and_escalates_nowhere() -> None:
+    created = NOW - timedelta(days=10)
+    t = ticket(Category.TECHNICAL_ISSUE, created).with_stage(Stage.THIRD_LINE, NOW)
+    assert line_due(t) is None  # no ETA yet: nothing to be late against
+    assert not ticket_sla(t, NOW + timedelta(days=30)).current.overdue
+    planned = t.with_stage(Stage.THIRD_LINE, NOW, plan="firmware 5.2 fixes it", eta=NOW.date())
+    assert planned.stage_since == t.stage_since  # the same line keeps its start
+    end_of_eta = datetime(2025, 6, 27, tzinfo=UTC)
+    assert line_due(planned) == end_of_eta
+    view = ticket_sla(planned, end_of_eta + timedelta(minutes=1))
+    assert view.current.overdue and view.escalate_to is None
+    assert view.to_json()["plan"] == "firmware 5.2 fixes it"
+    assert view.to_json()["eta"] == "2025-06-26"
+
+
+def test_no_line_is_late_while_the_ticket_waits_on_the_customer() -> None:
+    t = ticket(
+        Category.TECHNICAL_ISSUE,
+        NOW - timedelta(days=4),
+        next_action=NextAction.WAITING_ON_CUSTOMER,
+    )
+    view = ticket_sla(t, NOW)
+    assert not view.current.overdue and view.escalate_to is None
+    closed = ticket(Category.TECHNICAL_ISSUE, NOW - timedelta(days=4), TicketStatus.CLOSED)
+    assert ticket_sla(closed, NOW).escalate_to is None
+
+
+def test_the_stage_and_its_start_survive_a_json_round_trip() -> None:
+    t = ticket(Category.TECHNICAL_ISSUE, NOW).with_stage("second_line", NOW + timedelta(hours=30))
+    back = Ticket.from_json(t.to_json())
+    assert back.stage is Stage.SECOND_LINE and back.stage_since == t.stage_since
+    assert ticket_sla(back, NOW).to_json() == ticket_sla(t, NOW).to_json()
+
+
+def test_a_later_line_whose_start_was_never_recorded_has_no_clock() -> None:
+    t = ticket(Category.TECHNICAL_ISSUE, NOW - timedelta(days=5))
+    legacy = Ticket.from_json({**t.to_json(), "stage": "second_line"})  # no stage_since
+    view = ticket_sla(legacy, NOW)
+    assert line_due(legacy) is None and view.current.since is None
+    assert not view.current.overdue and view.escalate_to is None
+    assert view.category_overdue

@@ -6,6 +6,11 @@ after a crash, or a second gateway of a redundant pair, finds the ticket already
 of opening a duplicate. ``find_open`` lets the agent join a ticket a person already raised by
 hand for the same counter and category, rather than filing a second one beside it.
 
+Beyond the contract, a destination that can move a ticket along has ``set_status``, and one
+that keeps the portal's support line and task list (the local store, RT) has ``set_stage`` and
+``add_task``; the outbox calls them only where they exist (``hasattr``), so e-mail and webhook
+destinations, which cannot be read back, take messages but no stages or tasks.
+
 Failures are ``SinkError``; ``permanent`` tells the outbox whether retrying can ever help
 (a rejected ticket, bad credentials) or only time can (a helpdesk that is down).
 """

@@ -27,13 +27,22 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from agent.delivery.sinks.base import SinkError, content_type, free_name, same_problem
-from rma.tickets import Attachment, Category, Comment, NextAction, Ticket, TicketStatus
+from rma.tickets import (
+    Attachment,
+    Category,
+    Comment,
+    NextAction,
+    Stage,
+    Task,
+    Ticket,
+    TicketStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +113,10 @@ class LocalSink:
         return self._update(number, change)
 
     def get(self, number: str) -> Ticket | None:
+        """Ticket ``number``: ``L-000001``, or the bare ``1`` people say."""
+        number = number.strip()
+        if number.isdigit():
+            number = f"{PREFIX}{int(number):06d}"
         if not _NUMBER_RE.match(number):
             return None
         return self._read(self.directory / f"{number}.json")
@@ -132,6 +145,22 @@ class LocalSink:
     ) -> Ticket:
         action = NextAction(next_action) if next_action is not None else None
         return self._update(number, lambda t: t.with_status(status, at, action))
+
+    def set_stage(
+        self,
+        number: str,
+        stage: Stage | str,
+        at: datetime,
+        *,
+        plan: str | None = None,
+        eta: date | None = None,
+    ) -> Ticket:
+        """Hand the ticket to support line ``stage`` (its line SLA starts at ``at``)."""
+        return self._update(number, lambda t: t.with_stage(stage, at, plan=plan, eta=eta))
+
+    def add_task(self, number: str, task: Task, at: datetime) -> Ticket:
+        """Add ``task`` to the task list, or update the task of the same name."""
+        return self._update(number, lambda t: t.with_task(task, at))
 
     # --- inside
 
@@ -265,6 +294,7 @@ def render_markdown(ticket: Ticket) -> str:
         ("Status", t.status.value),
         ("Next action", t.next_action.value),
         ("Stage", f"{t.stage.label}, {stage_sla} ({t.stage.description})"),
+        ("Stage since", _when(t.stage_since or t.created_at)),
         ("Category", f"{t.category.value}, {sla}"),
         ("Issue level", t.issue_level.capitalize()),
         ("Counter unassigned", "Yes" if t.counter_unassigned else "No"),
@@ -277,6 +307,8 @@ def render_markdown(ticket: Ticket) -> str:
         ("Updated", _when(t.updated_at)),
         ("Idempotency key", f"`{t.key}`"),
     ]
+    if t.plan or t.eta:
+        rows[5:5] = [("Plan", t.plan or "—"), ("ETA", t.eta.isoformat() if t.eta else "—")]
     out = [f"# {t.subject}", "", "| Field | Value |", "|---|---|"]
     out += [f"| {name} | {_cell(value)} |" for name, value in rows]
     for field, question in Comment.QUESTIONS:

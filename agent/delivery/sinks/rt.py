@@ -35,6 +35,15 @@ working the ticket in RT always wins):
     Closed                    -> resolved   deleted      -> Closed
                                           other (custom lifecycles) -> Open
 
+The support line (``stage``, with the third line's plan and ETA) and the task list have no
+place in RT's own fields, and custom fields would have to exist in every queue of every RT. So
+they are internal comments, like the status: ``set_stage`` and ``add_task`` write a sentence for
+the people reading RT and one line the agent reads back, ``ffc-stage: {json}`` (stage, since,
+plan, eta) or ``ffc-task: {json}`` (the ``Task`` fields), a JSON object on one line. ``get``
+applies them oldest first: the newest stage line stands, and a task line replaces the task of
+the same name. Support staff can move a ticket or add a task by writing such a line in a
+comment; one that does not parse is ignored (logged), never an error.
+
 ``set_status`` changes RT's status only when the target is in another group (a "new" ticket
 stays "new" for Open); "stalled" rather than "resolved" for Suggest To Close because the portal
 keeps such a ticket open for 7 days, and a stalled ticket is not closed.
@@ -62,9 +71,11 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict
 
 from agent.delivery.sinks.base import (
     OutcomeUnknown,
@@ -82,6 +93,8 @@ from rma.tickets import (
     Comment,
     Message,
     NextAction,
+    Stage,
+    Task,
     Ticket,
     TicketStatus,
 )
@@ -110,8 +123,20 @@ _TO_RT: dict[TicketStatus, str] = {
     TicketStatus.CLOSED: "resolved",
 }
 _MARKER_RE = re.compile(r"\[ffc-status:\s*([^;\]]+?)\s*(?:;\s*next:\s*([^\]]+?)\s*)?\]")
+_LINE_RE = re.compile(r"^ffc-(stage|task): (\{.*\})\s*$", re.MULTILINE)
 _TRANSIENT = {408, 425, 429}
 _HERE = "this-ticket"  # the number placeholder while rendering a page RT will number
+
+
+class _StageLine(BaseModel):
+    """An ``ffc-stage:`` line's JSON (module docstring); ``since`` defaults to the comment's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stage: Stage
+    since: datetime | None = None
+    plan: str | None = None
+    eta: date | None = None
 
 
 class RtError(SinkError):
@@ -337,10 +362,15 @@ class RtSink:
             record = self._hand_ticket(tid, data, history, texts, site, counters, category)
         return self._current(tid, record, data, history, texts)
 
-    def list(self) -> builtins.list[Ticket]:
+    def list(self, *, active_only: bool = False) -> builtins.list[Ticket]:
         """Every ffc-agent ticket in RT, oldest first (at most MAX_LISTED); a rejected
-        duplicate of a key is left out, as ``find_by_key`` would never answer it."""
-        items = self._search(self._has_key_sql(), fields="Subject,CustomFields", order="ASC")
+        duplicate of a key is left out, as ``find_by_key`` would never answer it. Whichever
+        gateway filed it: all of a chain's gateways file into the same RT. ``active_only``:
+        only those RT still has in play (new, open, stalled)."""
+        query = self._has_key_sql()
+        if active_only:
+            query = f"Status = '__Active__' AND {query}"
+        items = self._search(query, fields="Subject,CustomFields", order="ASC")
         tickets = []
         keys: set[str] = set()
         for item in items[:MAX_LISTED]:
@@ -390,6 +420,47 @@ class RtSink:
             "POST",
             f"ticket/{tid}/comment",
             body={"Content": marker, "ContentType": "text/plain"},
+            what=f"comment on ticket {tid}",
+        )
+        return self._must_get(tid)
+
+    def set_stage(
+        self,
+        number: str,
+        stage: Stage | str,
+        at: datetime,
+        *,
+        plan: str | None = None,
+        eta: date | None = None,
+    ) -> Ticket:
+        """Hand the ticket to support line ``stage``: an internal comment (module docstring)."""
+        stage = Stage(stage)
+        line = {"stage": stage.value, "since": at.isoformat(), "plan": plan, "eta": eta}
+        said = (
+            f"ffc-agent: the ticket is with support's {stage.label.lower()} ({stage.description})"
+        )
+        if plan:
+            said += f"; plan: {plan}"
+        if eta:
+            said += f"; ETA {eta.isoformat()}"
+        return self._structured(number, said + ".", "stage", line)
+
+    def add_task(self, number: str, task: Task, at: datetime) -> Ticket:
+        """Add ``task`` (or news of it) to the task list: an internal comment."""
+        due = f", due {task.due.isoformat()}" if task.due else ""
+        said = (
+            f"ffc-agent: task {task.task!r} ({task.type.value}, {task.hours:g} h{due}): "
+            f"{task.status}."
+        )
+        return self._structured(number, said, "task", task.model_dump(mode="json"))
+
+    def _structured(self, number: str, said: str, kind: str, data: Mapping[str, Any]) -> Ticket:
+        tid = self._ticket_id(number)
+        line = json.dumps(data, ensure_ascii=True, default=str, separators=(",", ":"))
+        self._call(
+            "POST",
+            f"ticket/{tid}/comment",
+            body={"Content": f"{said}\nffc-{kind}: {line}", "ContentType": "text/plain"},
             what=f"comment on ticket {tid}",
         )
         return self._must_get(tid)
@@ -508,7 +579,7 @@ class RtSink:
             if txn.get("Type") == "Correspond"
         ]
         updated = _when(data.get("LastUpdated")) or record.updated_at
-        return Ticket.model_validate(
+        current = Ticket.model_validate(
             {
                 **record.model_dump(),
                 "number": tid,
@@ -518,6 +589,42 @@ class RtSink:
                 "updated_at": max(updated, record.created_at),
             }
         )
+        return self._structured_lines(tid, current, history, texts)
+
+    def _structured_lines(
+        self,
+        tid: str,
+        ticket: Ticket,
+        history: builtins.list[dict[str, Any]],
+        texts: Mapping[str, str],
+    ) -> Ticket:
+        """``ticket`` with the stage and task lines of its comments applied, oldest first."""
+        for txn in history:
+            if txn.get("Type") != "Comment":
+                continue
+            for kind, raw in _LINE_RE.findall(texts.get(str(txn["id"]), "")):
+                at = _when(txn.get("Created")) or ticket.updated_at
+                try:
+                    data = json.loads(raw)
+                    if kind == "task":
+                        ticket = ticket.with_task(Task.model_validate(data), ticket.updated_at)
+                        continue
+                    line = _StageLine.model_validate(data)
+                    since = line.since or at
+                    if since.tzinfo is None:  # written by a person: RT speaks UTC
+                        since = since.replace(tzinfo=UTC)
+                    ticket = ticket.with_stage(
+                        line.stage, since, plan=line.plan, eta=line.eta
+                    ).model_copy(update={"updated_at": ticket.updated_at})
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.warning(
+                        "%s: ticket %s: ignoring an unreadable ffc-%s line (%s)",
+                        self.name,
+                        tid,
+                        kind,
+                        type(exc).__name__,
+                    )
+        return ticket
 
     def _history(self, tid: str) -> builtins.list[dict[str, Any]]:
         return self._pages(
