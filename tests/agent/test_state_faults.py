@@ -640,3 +640,22 @@ def test_a_damaged_store_keeps_its_outbox_and_the_fresh_one_sends_only_its_own_f
         assert item_id == 1
         [d] = outbox.deliver([sink], T0)
     assert _sent_files(sink, str(d.number)) == _site_files("B2")
+
+
+def test_a_store_recovered_while_running_keeps_its_outbox_beside_it(tmp_path):
+    sink = LocalSink(tmp_path / "tickets")
+    with Store.open(tmp_path) as store:
+        outbox = Outbox(store, tmp_path)  # the service's, held across the recovery
+        outbox.enqueue_ticket(
+            [sink], ticket("A1"), incident_id=None, attachments=_site_files("A1"), now=T0
+        )
+        store.recover("a statement found the file damaged")
+        aside = store.moved_aside
+        assert aside is not None
+        [item_id] = outbox.enqueue_ticket(
+            [sink], ticket("B2"), incident_id=None, attachments=_site_files("B2"), now=T0
+        )
+        [d] = outbox.deliver([sink], T0)
+        [kept] = (aside.with_name(f"{aside.name}-outbox")).iterdir()
+        assert {p.name: p.read_bytes() for p in kept.iterdir()} == _site_files("A1")
+    assert (d.item.id, _sent_files(sink, str(d.number))) == (item_id, _site_files("B2"))
