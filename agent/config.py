@@ -250,6 +250,12 @@ class AgentConfig(_Model):
     confirm_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
     confirm_minutes: Annotated[StrictInt, Field(ge=0)] = 0
     recover_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    # a counter that stopped answering is ticketed once it has been down this long (a
+    # counter's reboot takes a few minutes: it is not a ticket)
+    offline_ticket_minutes: Annotated[StrictInt, Field(ge=0, le=1440)] = 10
+    # a covered or blocked view is first the store's to clear (a notice to the store); a
+    # ticket follows when it stays blocked this long, or at once when the counts suffer
+    blocked_view_grace_minutes: Annotated[StrictInt, Field(ge=0, le=10080)] = 60
     # decide as usual, file nothing: the whole agent, or only these checks (see also sites)
     shadow: StrictBool = False
     shadow_checks: tuple[str, ...] = ()
@@ -432,6 +438,8 @@ class RemediationConfig(_Model):
     ``poe_command`` is the operator's own switch script as an argument list; ``{serial}``,
     ``{host}`` and ``{poe_port}`` in it are replaced by the counter's. It runs without a shell,
     under ``poe_timeout_seconds``, and its output is recorded (redacted) in the audit log.
+    ``port_status_command`` (same placeholders, under ``port_status_timeout_seconds``) asks the
+    switch about the counter's port; its answer is evidence for the RMA gate.
     """
 
     enabled: StrictBool = True
@@ -444,10 +452,13 @@ class RemediationConfig(_Model):
     repeat_window_days: Annotated[StrictFloat, Field(gt=0)] = 14.0
     poe_command: tuple[NonBlank, ...] = ()
     poe_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=600)] = 60.0
-    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # wait for a reboot
+    # what the switch says of the counter's port: prints `link=up power=on` or a JSON object
+    port_status_command: tuple[NonBlank, ...] = ()
+    port_status_timeout_seconds: Annotated[StrictFloat, Field(gt=0, le=120)] = 15.0
+    recheck_seconds: Annotated[StrictFloat, Field(ge=0, le=900)] = 120.0  # a reboot has this long
     rma_counts_verify_hours: Annotated[StrictFloat, Field(ge=0)] = 24.0  # counts must flow
 
-    @field_validator("poe_command")
+    @field_validator("poe_command", "port_status_command")
     @classmethod
     def _placeholders(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         known = {"serial", "host", "poe_port"}
@@ -741,8 +752,14 @@ class MetricsConfig(_Model):
 
 # --- [notifications] ---------------------------------------------------------------------------
 
-NotifyEvent = Literal["filed", "message", "status", "sla_overdue"]
-NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("filed", "message", "status", "sla_overdue")
+NotifyEvent = Literal["filed", "message", "status", "sla_overdue", "store_action"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
+    "filed",
+    "message",
+    "status",
+    "sla_overdue",
+    "store_action",  # the store is asked to fix something itself before a ticket is filed
+)
 
 
 def parse_quiet_hours(text: str) -> tuple[time, time]:

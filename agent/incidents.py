@@ -150,7 +150,8 @@ def _next_state(
     if state == SUSPECTED:
         return RESOLVED, "not confirmed: healthy again"
     if streak >= policy.recover_checks:
-        return RESOLVED, f"recovered: healthy on {streak} check(s) in a row"
+        checks = "check" if streak == 1 else "checks"
+        return RESOLVED, f"recovered: healthy on {streak} {checks} in a row"
     if state == OPEN:
         return RECOVERING, f"healthy again; waiting for {policy.recover_checks} good checks"
     return None, ""

@@ -27,14 +27,31 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config, CounterConfig
+from agent.delivery.outbox import crashpoint
 from agent.incidents import RESOLVED
 from agent.probes.counter_api import CounterClient
 from agent.probes.device import COUNTING_SERVICE, probe_device_ssh
 from agent.probes.ssh import SshSession, SshTarget
-from agent.rmas import Rmas
+from agent.rmas import Rma, Rmas
 from agent.store import Incident, Store
-from diagnostics.model import Assessed, Clock, Finding, ProbeError, ProbeErrorCode, Status
-from rma.gate import Evidence, GateVerdict, judge
+from diagnostics.model import (
+    Assessed,
+    Clock,
+    Decision,
+    Finding,
+    ProbeError,
+    ProbeErrorCode,
+    Status,
+    Verdict,
+)
+from rma.gate import (
+    Evidence,
+    GateVerdict,
+    is_hardware,
+    judge,
+    parse_port_status,
+    unreachable_in,
+)
 from rma.ladder import (
     TITLES,
     Attempt,
@@ -59,6 +76,7 @@ REBOOT_COMMAND = "sudo reboot"
 _RUNNING = ("active", "reloading", "activating")
 _DETAIL_MAX = 2000
 _RECHECK_EVERY_S = 5.0
+_BOOTS = frozenset({Step.REBOOT, Step.POE_CYCLE})  # the counter needs time to come back
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +154,14 @@ class Remediator:
         actor: str = "agent",
         incident_id: int | None = None,
         dry_run: bool | None = None,
+        defer: bool = False,
     ) -> tuple[list[Attempt], Plan]:
         """Climb the ladder for a fault until a step heals it or no rung is left.
 
         Returns the attempts made now and the ladder's last word (why it stopped). A dry run
         records the first rung it would take and stops: the rest depends on that rung's result.
+        With ``defer`` (the cycle) a reboot or power cycle is not waited for: it is recorded
+        ``pending`` and the walk stops; ``settle_pending`` in the next cycles says how it went.
         """
         dry = self.settings.dry_run if dry_run is None else dry_run
         made: list[Attempt] = []
@@ -149,9 +170,18 @@ class Remediator:
             if plan.step is None:
                 return made, plan
             attempt = self.run_step(
-                counter, plan.step, actor=actor, code=code, incident_id=incident_id, dry_run=dry
+                counter,
+                plan.step,
+                actor=actor,
+                code=code,
+                incident_id=incident_id,
+                dry_run=dry,
+                defer=defer,
             )
             made.append(attempt)
+            crashpoint(f"remediate.{attempt.step.value}.recorded")
+            if attempt.outcome is Outcome.PENDING:
+                return made, self.plan(counter, code, since)  # the ladder's word: waiting
             if dry or attempt.outcome is Outcome.HEALED:
                 return made, plan
 
@@ -164,8 +194,14 @@ class Remediator:
         code: str = "",
         incident_id: int | None = None,
         dry_run: bool = False,
+        defer: bool = False,
     ) -> Attempt:
-        """Run one rung now (no budget check: the caller decided), check again, record it."""
+        """Run one rung now (no budget check: the caller decided), check again, record it.
+
+        After a reboot or power cycle the counter needs time to boot: a person at the terminal
+        waits up to ``recheck_seconds`` here; with ``defer`` (the cycle) the attempt is recorded
+        ``pending`` "awaiting recheck until T" and the next cycles check (``settle_pending``).
+        """
         at = self.clock.now()
         if dry_run:
             what = self._describe(counter, step)
@@ -176,8 +212,11 @@ class Remediator:
         result = self._act(counter, step)
         if not result.ran:
             outcome, detail = Outcome.FAILED, result.detail
+        elif defer and step in _BOOTS and self.settings.recheck_seconds > 0:
+            until = self.recheck_until(at).isoformat(timespec="seconds")
+            outcome, detail = Outcome.PENDING, f"{result.detail}; awaiting recheck until {until}"
         else:
-            healed, why = self.recheck(counter, code, patient=step in (Step.REBOOT, Step.POE_CYCLE))
+            healed, why = self.recheck(counter, code, patient=step in _BOOTS)
             outcome = Outcome.HEALED if healed else Outcome.NOT_HEALED
             detail = f"{result.detail}; check after: {why}".strip("; ")
         attempt = Attempt(
@@ -235,10 +274,13 @@ class Remediator:
             return StepResult(False, f"'{command}' exited {result.exit_status}{tail}")
         return StepResult(True, f"'{command}' ran{tail}")
 
-    def _poe_argv(self, counter: CounterConfig) -> list[str]:
+    def _poe_argv(
+        self, counter: CounterConfig, command: tuple[str, ...] | None = None
+    ) -> list[str]:
         values = {"serial": counter.serial, "host": counter.host or "", "poe_port": ""}
         values["poe_port"] = counter.poe_port or ""
-        return [arg.format_map(values) for arg in self.settings.poe_command]
+        template = self.settings.poe_command if command is None else command
+        return [arg.format_map(values) for arg in template]
 
     def _poe(self, counter: CounterConfig) -> StepResult:
         try:
@@ -248,29 +290,69 @@ class Remediator:
         if not argv:
             return StepResult(False, "no PoE command is configured ([remediation] poe_command)")
         limit = self.settings.poe_timeout_seconds
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - the operator's own command, no shell
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so a hang is killed whole
-            )
-        except OSError as exc:
-            return StepResult(False, f"PoE command could not start: {exc.strerror or exc}")
-        try:
-            out, _ = proc.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            out, _ = proc.communicate()
-            said = _tail(out)
-            return StepResult(False, f"PoE command did not finish within {limit:g}s{said}")
+        code, out, why = _operator(argv, limit)
         said = _tail(out)
-        if proc.returncode != 0:
-            return StepResult(False, f"PoE command exited {proc.returncode}{said}")
+        if code is None:
+            return StepResult(False, f"PoE command {why}{said}")
+        if code != 0:
+            return StepResult(False, f"PoE command exited {code}{said}")
         return StepResult(True, f"PoE port power-cycled{said}")
 
+    def port_status(self, counter: CounterConfig) -> dict[str, Any] | None:
+        """What the switch says of the counter's port, from ``[remediation]
+        port_status_command``: ``{"link": bool, "power": bool, "output": ...}``, or with an
+        ``error`` when the command failed, hung or said something unreadable; None when no
+        command is configured. Read-only: it is asked whenever the gate needs it."""
+        if not self.settings.port_status_command:
+            return None
+        try:
+            argv = self._poe_argv(counter, self.settings.port_status_command)
+        except (KeyError, IndexError, ValueError) as exc:
+            return {"error": f"port_status_command has a placeholder it cannot fill: {exc}"}
+        limit = self.settings.port_status_timeout_seconds
+        code, out, why = _operator(argv, limit)
+        text = self.redactor.text((out or b"").decode("utf-8", "replace").strip())[-500:]
+        facts: dict[str, Any] = {"output": text, "at": self.clock.now().isoformat()}
+        if code is None:
+            return {**facts, "error": f"port status command {why}"}
+        if code != 0:
+            return {**facts, "error": f"port status command exited {code}"}
+        try:
+            return {**facts, **parse_port_status(text)}
+        except ValueError as exc:
+            return {**facts, "error": f"port status not understood: {exc}"}
+
     # -- checking again -------------------------------------------------------------------------
+
+    def recheck_until(self, sent_at: datetime) -> datetime:
+        return sent_at + timedelta(seconds=self.settings.recheck_seconds)
+
+    def settle_pending(self) -> list[Attempt]:
+        """Check once, without waiting, each counter a reboot or power cycle was sent to.
+
+        Back and well: the rung ``healed``. Not yet, before its recheck time: still pending.
+        Not back when the time is over: ``not_healed``, and the ladder goes on. Returns the
+        attempts settled now, with their new outcome.
+        """
+        settled: list[Attempt] = []
+        now = self.clock.now()
+        for attempt in self.rmas.pending():
+            try:
+                counter = self.config.counter(attempt.counter)
+            except KeyError:
+                continue  # left the configuration: it stays pending, on record
+            healed, why = self._well(counter, "")
+            until = self.recheck_until(attempt.at)
+            if not healed and now < until:
+                continue
+            outcome = Outcome.HEALED if healed else Outcome.NOT_HEALED
+            sent = attempt.detail.split("; awaiting recheck", 1)[0]
+            when = "checked" if healed else f"not back by {until.isoformat(timespec='seconds')}"
+            detail = self.redactor.text(f"{sent}; {when}: {why}")[:_DETAIL_MAX]
+            self.rmas.settle(attempt, outcome, detail, now)
+            settled.append(replace(attempt, outcome=outcome, detail=detail))
+            log.info("%s on %s: %s", TITLES[attempt.step], attempt.counter, outcome.value)
+        return settled
 
     def recheck(self, counter: CounterConfig, code: str, *, patient: bool) -> tuple[bool, str]:
         """Whether the counter is well again; after a reboot or power cycle, keep asking for up
@@ -314,6 +396,28 @@ class Remediator:
         if camera is False:
             return False, "the camera is still not detected"
         return True, "the API answers and the counting service runs"
+
+
+def _operator(argv: list[str], limit: float) -> tuple[int | None, bytes | None, str]:
+    """Run the operator's own command without a shell, in its own process group, killed whole
+    when it overruns ``limit``: (exit code or None, its output, why it did not finish)."""
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - the operator's own command, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a hang is killed whole
+        )
+    except OSError as exc:
+        return None, None, f"could not start: {exc.strerror or exc}"
+    try:
+        out, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, _ = proc.communicate()
+        return None, out, f"did not finish within {limit:g}s"
+    return proc.returncode, out, ""
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -363,6 +467,14 @@ class LadderStage:
     ) -> list[Assessed]:
         if not self.fixer.settings.enabled:
             return assessed
+        back: dict[str, Attempt] = {}
+        if not dry_run:
+            try:  # the reboots sent in earlier cycles: is the counter back yet?
+                settled = self.fixer.settle_pending()
+            except Exception:  # the cycle's boundary, as below
+                log.exception("checking the counters rebooted earlier failed")
+                settled = []
+            back = {t.counter: t for t in settled if t.outcome is Outcome.HEALED}
         out: list[Assessed] = []
         for a in assessed:
             f = a.finding
@@ -378,6 +490,10 @@ class LadderStage:
             if inc is not None and inc.ticket_key is not None:
                 out.append(a)  # already filed: support has it, the ladder had its turn
                 continue
+            if counter.serial in back:
+                # probed before the recheck found it back: the recheck is the newer word
+                out.append(self._heal(f, counter, inc, back.pop(counter.serial), now))
+                continue
             if inc is None and self.confirm_checks > 1:
                 out.append(a)  # first sighting: confirm before touching the device
                 continue
@@ -386,6 +502,9 @@ class LadderStage:
             except Exception:  # the cycle's boundary: a broken fix must not stop the tickets
                 log.exception("remediation of %s failed; filing as usual", counter.serial)
                 out.append(a)
+        for serial, healed in back.items():  # back, and this cycle saw no fault: the RMA's turn
+            note = f"healed by the remediation ladder: {TITLES[healed.step]}"
+            self._healed(self.fixer.config.counter(serial), note, now)
         return out
 
     def _remediate(
@@ -399,22 +518,22 @@ class LadderStage:
     ) -> Assessed:
         f = a.finding
         since = inc.opened_at if inc is not None else now
+        rma = None if dry_run else self._begin(counter, f, inc, assessed, since, now)
+        if rma is not None and rma.state is State.REMEDIATING:
+            # a run killed mid-ladder resumes this ladder: the rungs it ran count as tried
+            since = min(since, self._remediating_since(rma.id, now))
         _made, plan = self.fixer.walk(
             counter,
             f.code,
             since,
             incident_id=inc.id if inc is not None else None,
             dry_run=True if dry_run else None,
+            defer=True,
         )
         tried = self.fixer.rmas.attempts(counter.serial, since)
         healed = next((t for t in tried if t.outcome is Outcome.HEALED), None)
         if healed is not None:
-            note = f"healed by the remediation ladder: {TITLES[healed.step]}"
-            if inc is not None:
-                self.store.update_incident(inc.id, at=now, state=RESOLVED, reason=note)
-            self._repeat_offender(counter, now)
-            ok = replace(f, status=Status.OK, code="healed", summary=note)
-            return Assessed(ok, None)
+            return self._heal(f, counter, inc, healed, now)
         ladder = {
             "remediation": [
                 {
@@ -428,15 +547,30 @@ class LadderStage:
             ],
             "ladder": plan.to_json(),
         }
+        if plan.waiting is not None:
+            # sent a reboot or power cycle: neither filed nor judged until it had time to boot
+            sent = next(t for t in reversed(tried) if t.step is plan.waiting)
+            until = self.fixer.recheck_until(sent.at)
+            why = f"{plan.reason} (recheck until {until.isoformat(timespec='seconds')})"
+            evidence = {**f.evidence, **ladder}
+            return Assessed(
+                replace(f, evidence=evidence, summary=f"{f.summary} ({why})"),
+                Verdict(Decision.PENDING, (why,), rule="remediation", until=until),
+            )
         ran = [t for t in tried if t.outcome in (Outcome.NOT_HEALED, Outcome.FAILED)]
         # "every fix tried" only when some fix ran and none is left for a reason other than
         # the budget: a counter the agent cannot reach or may not touch today is not proven sick
         exhausted = plan.exhausted and bool(ran) and not plan.over_budget
         open_rma = self.fixer.rmas.open_for(counter.serial)
         reports = dict(open_rma.data.get("reports", {})) if open_rma is not None else {}
+        latest = latest_for(assessed, counter.serial)
+        port = self.fixer.port_status(counter) if unreachable_in(latest) else None
+        if port is not None:
+            ladder["switch_port"] = port
         verdict = judge(
             Evidence(
-                latest_for(assessed, counter.serial),
+                latest,
+                port=port if port is not None and "error" not in port else None,
                 reports=reports,
                 ladder_exhausted=exhausted,
                 repeat_offender=self.fixer.repeat_offender(counter.serial),
@@ -447,13 +581,15 @@ class LadderStage:
         )
         evidence = {**f.evidence, **ladder, "gate": verdict.to_json()}
         if verdict.rma and not dry_run:
-            text = self._request_text(counter, f, inc, verdict, tried, now)
+            text = self._request_text(counter, f, inc, verdict, tried, now, port)
             evidence["rma_request"] = text
             self._request(counter, f, inc, verdict.reason, evidence, now)
             code = "hardware_fault"
             summary = f"{f.summary} — hardware fault confirmed: {verdict.reason}"
-        elif f.code == "hardware_fault" or verdict.signatures:
+        elif is_hardware(f):
             code, summary = "hardware_unconfirmed", f"{f.summary} — {verdict.reason}"
+        elif verdict.signatures:  # weighed and ruled out: say why, keep what the check said
+            code, summary = f.code, f"{f.summary} — {verdict.reason}"
         else:
             code, summary = f.code, f.summary
         if ran or plan.over_budget:
@@ -467,6 +603,83 @@ class LadderStage:
             evidence["original_code"] = f.code
         return Assessed(replace(f, code=code, summary=summary, evidence=evidence), a.verdict)
 
+    def _begin(
+        self,
+        counter: CounterConfig,
+        f: Finding,
+        inc: Incident | None,
+        assessed: list[Assessed],
+        since: datetime,
+        now: datetime,
+    ) -> Rma | None:
+        """Before the first rung: the counter's RMA candidate moves to ``remediating``.
+
+        The candidate is the counter's open RMA (a person's, a repeat offender's) or, when a
+        hardware signature already holds before any fix (a camera gone while the view is not
+        clear, storage errors, a reboot loop), one the ladder opens now. Each move is recorded
+        with its reason and "agent" as who made it; a run killed between them resumes from the
+        state it reached.
+        """
+        rmas = self.fixer.rmas
+        rma = rmas.open_for(counter.serial)
+        if rma is None:
+            before = judge(Evidence(latest_for(assessed, counter.serial)))
+            if not before.rma:
+                return None
+            rma, _created = rmas.start(
+                counter.serial,
+                site=counter.site,
+                actor="agent",
+                reason=f"suspected hardware fault: {before.reason}",
+                at=now,
+                incident_id=inc.id if inc is not None else None,
+                data={"opened_by": "ladder"},
+            )
+            crashpoint("rma.ladder.candidate")
+        if rma.state is not State.CANDIDATE:
+            return rma
+        plan = self.fixer.plan(counter, f.code, since)
+        if plan.step is None:
+            return rma  # nothing to try: it stays a candidate, the gate decides
+        rma = rmas.advance(
+            rma.id,
+            State.REMEDIATING,
+            actor="agent",
+            at=now,
+            reason=f"the safe remote fixes come first ({plan.reason}) for: {f.summary}",
+        )
+        crashpoint("rma.ladder.remediating")
+        return rma
+
+    def _remediating_since(self, rma_id: int, now: datetime) -> datetime:
+        moves = [m for m in self.fixer.rmas.moves(rma_id) if m.to_state is State.REMEDIATING]
+        return moves[-1].at if moves else now
+
+    def _heal(
+        self,
+        f: Finding,
+        counter: CounterConfig,
+        inc: Incident | None,
+        healed: Attempt,
+        now: datetime,
+    ) -> Assessed:
+        """A rung healed the fault: the finding is ok, its incident resolves with a note."""
+        note = f"healed by the remediation ladder: {TITLES[healed.step]}"
+        if inc is not None:
+            self.store.update_incident(inc.id, at=now, state=RESOLVED, reason=note)
+        self._healed(counter, note, now)
+        return Assessed(replace(f, status=Status.OK, code="healed", summary=note), None)
+
+    def _healed(self, counter: CounterConfig, note: str, now: datetime) -> None:
+        """After a heal: a remediating RMA the ladder opened itself is cancelled; one a person
+        or the repeat-offender rule opened goes back to ``candidate`` (the suspicion stays).
+        A counter healed too often becomes a candidate."""
+        rma = self.fixer.rmas.open_for(counter.serial)
+        if rma is not None and rma.state is State.REMEDIATING:
+            to = State.CANCELLED if rma.data.get("opened_by") == "ladder" else State.CANDIDATE
+            self.fixer.rmas.advance(rma.id, to, actor="agent", at=now, reason=note)
+        self._repeat_offender(counter, now)
+
     def _request_text(
         self,
         counter: CounterConfig,
@@ -475,6 +688,7 @@ class LadderStage:
         verdict: GateVerdict,
         tried: list[Attempt],
         now: datetime,
+        port: dict[str, Any] | None = None,
     ) -> str:
         api = self.store.observations(counter.serial, "api", limit=20)
         device: dict[str, Any] = {}
@@ -504,16 +718,19 @@ class LadderStage:
                 history=history[-10:],
                 attempts=tried,
                 last_good=last,
+                port=port,
             )
         )
 
     def post_requests(self, now: datetime) -> None:
-        """Post each requested RMA's full request on its ticket once the ticket exists."""
+        """Post each requested RMA's full request on its ticket once the ticket exists, then
+        its moves as lines of the ticket's task list (RMAs still open or moved this week)."""
         if self.post is None:
             return
-        for rma in self.fixer.rmas.all(open_only=True):
-            text = rma.data.get("evidence", {}).get("rma_request")
-            if not text or self.fixer.rmas.done(rma.id, "request_message"):
+        rmas = self.fixer.rmas
+        recent = now - timedelta(days=7)
+        for rma in rmas.all():
+            if not rma.open and rma.updated_at < recent:
                 continue
             key = rma.ticket_key or next(
                 (
@@ -525,9 +742,12 @@ class LadderStage:
             )
             if key is None:
                 continue
-            with self.store.transaction():
-                self.post(key, text, rma.incident_id, now)
-                self.fixer.rmas.mark_done(rma.id, "request_message", now, {"ticket": key}, "agent")
+            text = rma.data.get("evidence", {}).get("rma_request")
+            if text and not rmas.done(rma.id, "request_message"):
+                with self.store.transaction():
+                    self.post(key, text, rma.incident_id, now)
+                    rmas.mark_done(rma.id, "request_message", now, {"ticket": key}, "agent")
+            rmas.post_tasks(rma, key, self.post, now)
 
     def _request(
         self,
@@ -548,6 +768,8 @@ class LadderStage:
             incident_id=inc.id if inc is not None else None,
             data={"finding": f.to_json(), "evidence": evidence},
         )
+        if not created:  # a candidate opened earlier: the request's evidence joins it
+            rma = rmas.update(rma.id, at=now, data={"finding": f.to_json(), "evidence": evidence})
         if rma.state in (State.CANDIDATE, State.REMEDIATING):
             rmas.advance(
                 rma.id,

@@ -7,8 +7,10 @@ the rescue's CSV is not attached twice, a closing message is not posted twice, a
 not re-pinned once pinned.
 
 The rescue pulls every count slot the counter still holds from its local API (up to the 7 days
-it keeps) into the agent's store, checks them against the slot ledger, writes the CSV into the
-state directory and attaches it to the RMA ticket with exactly which slots are lost. Verifying a
+it keeps) and, where SSH is configured, from the count file the device keeps
+(``cat /var/lib/footfallcam/counts.csv``) into the agent's store, checks them against the
+slot ledger, writes the CSV into the state directory and attaches it to the RMA ticket with
+exactly which slots are lost. Verifying a
 replacement checks that the new unit answers and reports the new serial, pins its SSH host key
 deliberately, sees counts flow for ``[remediation] rma_counts_verify_hours``, captures a new
 reference image, links the old serial to the new one and moves the configuration over, then
@@ -20,16 +22,18 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.config import CounterConfig
 from agent.delivery.outbox import crashpoint
+from agent.probes.device import stored_counts_ssh
 from agent.probes.ssh import SshTarget, enroll, pinned_fingerprint
 from agent.rmas import Rma, RmaError, Rmas
 from agent.runner import SLOT_MINUTES, Runner
+from diagnostics.countcsv import CountCsvError, parse_counts_csv
 from diagnostics.model import ProbeError
 from rma import rescue as rescue_judge
 from rma.workflow import State
@@ -98,7 +102,17 @@ class RmaFlow:
             rma = self.rmas.get(rma_id)
             if rma.state is State.APPROVED:
                 self.rescue(rma_id, actor=actor)
-        return self.rmas.advance(rma_id, state, actor=actor, reason=note, at=self.clock.now())
+        moved = self.rmas.advance(rma_id, state, actor=actor, reason=note, at=self.clock.now())
+        crashpoint("rma.advance.moved")
+        self.post_tasks(moved)
+        return moved
+
+    def post_tasks(self, rma: Rma) -> int:
+        """The RMA's moves not yet on its ticket's task list, as follow-ups (once each)."""
+        key = self.ticket_key(rma)
+        if key is None:
+            return 0  # no ticket yet: the cycle posts them once it is filed
+        return self.rmas.post_tasks(rma, key, self.runner._post, self.clock.now())
 
     def ticket_key(self, rma: Rma) -> str | None:
         if rma.ticket_key:
@@ -129,7 +143,9 @@ class RmaFlow:
         if done is not None:
             return done
         counter = self._counter(rma.counter)
-        now = self.clock.now()
+        # whole seconds: the API speaks seconds, and a 24-hour chunk with a fraction rounds
+        # out to more than the 24 hours a counter answers per call
+        now = self.clock.now().replace(microsecond=0)
         start = now - timedelta(days=RESCUE_DAYS)
         notes: list[str] = []
         sources: list[str] = []
@@ -143,10 +159,9 @@ class RmaFlow:
             slots = [s for s in reply.slots if s.start < now]
             self.store.add_slots(slots, now)
             sources.append(f"local API ({len(slots)} slots)")
-        if counter.ssh is not None:
-            notes.append(
-                "SSH: the device exposes no count export over SSH; nothing more to pull there"
-            )
+        target = SshTarget.for_counter(counter)
+        if target is not None:
+            self._rescue_ssh(counter.serial, target, start, now, sources, notes)
         crashpoint("rma.rescue.pulled")
         held = self.store.slot_starts(counter.serial, start)
         report = rescue_judge.judge(
@@ -184,6 +199,37 @@ class RmaFlow:
             self.rmas.mark_done(rma_id, "rescue", now, result, actor)
             self.rmas.update(rma_id, at=now, data={"rescue": result})
         return result
+
+    def _rescue_ssh(
+        self,
+        serial: str,
+        target: SshTarget,
+        start: datetime,
+        now: datetime,
+        sources: list[str],
+        notes: list[str],
+    ) -> None:
+        """Add the slots the device's own count file holds and the store does not; the API's
+        slots stay as they are (they are what the device served)."""
+        known = self.state_dir / "known_hosts"
+        timeout = self.config.agent.probe_timeout_seconds * 10
+        try:
+            text = stored_counts_ssh(target, known, timeout_s=timeout)
+        except ProbeError as exc:
+            notes.append(f"SSH: {exc.message}")
+            return
+        try:
+            parsed, warnings = parse_counts_csv(text)
+        except CountCsvError as exc:
+            notes.append(f"SSH: the device's count file could not be read: {exc}")
+            return
+        notes += [f"SSH: {w}" for w in warnings]
+        held = self.store.slot_starts(serial, start)
+        # the device's own file: its rows are this unit's counts, whatever name it gives itself
+        rows = [replace(s, counter=serial) for slots in parsed.values() for s in slots]
+        fresh = [s for s in rows if start <= s.start < now and s.start not in held]
+        self.store.add_slots(fresh, now)
+        sources.append(f"SSH count file ({len(rows)} slots, {len(fresh)} not held before)")
 
     # -- verify the replacement -----------------------------------------------------------------
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.store import Store, StoreError
 from rma.ladder import Attempt, Outcome, Step
-from rma.workflow import FINAL, Facts, Move, State, check_transition
+from rma.workflow import FINAL, Facts, Move, State, check_transition, task_line
 
 FINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINAL))
 
@@ -101,6 +102,37 @@ class Rmas:
                 },
             )
 
+    def pending(self) -> list[Attempt]:
+        """Every rung sent whose recheck is still to come (``Outcome.PENDING``), oldest first."""
+        with self.store.transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM repairs WHERE outcome = ? ORDER BY at, id", (Outcome.PENDING.value,)
+            ).fetchall()
+        return [_attempt(r) for r in rows]
+
+    def settle(self, attempt: Attempt, outcome: Outcome, detail: str, at: datetime) -> None:
+        """A pending rung's recheck came in: its outcome and detail, audited with the recheck."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE repairs SET outcome = ?, detail = ? "
+                "WHERE counter = ? AND step = ? AND at = ? AND outcome = ?",
+                (
+                    outcome.value,
+                    detail,
+                    attempt.counter,
+                    attempt.step.value,
+                    _iso(attempt.at),
+                    Outcome.PENDING.value,
+                ),
+            )
+            self.store.audit(
+                at,
+                "agent",
+                f"remediate.{attempt.step.value}.recheck",
+                attempt.counter,
+                {"outcome": outcome.value, "detail": detail, "sent_at": _iso(attempt.at)},
+            )
+
     def attempts(self, counter: str, since: datetime | None = None) -> list[Attempt]:
         query, args = "SELECT * FROM repairs WHERE counter = ?", [counter]
         if since is not None:
@@ -108,17 +140,7 @@ class Rmas:
             args.append(_iso(since))
         with self.store.transaction() as db:
             rows = db.execute(query + " ORDER BY at, id", args).fetchall()
-        return [
-            Attempt(
-                r["counter"],
-                Step(r["step"]),
-                datetime.fromisoformat(r["at"]),
-                Outcome(r["outcome"]),
-                r["actor"],
-                r["detail"],
-            )
-            for r in rows
-        ]
+        return [_attempt(r) for r in rows]
 
     # -- RMAs ---------------------------------------------------------------------------------
 
@@ -247,6 +269,27 @@ class Rmas:
             for r in rows
         ]
 
+    def post_tasks(
+        self,
+        rma: Rma,
+        key: str,
+        post: Callable[[str, str, int | None, datetime], object],
+        now: datetime,
+    ) -> int:
+        """Each move of the RMA not yet shown on its ticket, as a task-list follow-up on ``key``
+        (``rma.workflow.task_line``); the follow-up and its "posted" mark in one transaction,
+        so a killed run never posts a move twice. Returns how many were posted."""
+        posted = 0
+        for i, move in enumerate(self.moves(rma.id)):
+            name = f"task.{i}"
+            if self.done(rma.id, name):
+                continue
+            with self.store.transaction():
+                post(key, task_line(rma.id, move), rma.incident_id, now)
+                self.mark_done(rma.id, name, now, {"ticket": key, "to": move.to_state}, "agent")
+            posted += 1
+        return posted
+
     # -- workflow steps done (resume without doing anything twice) --------------------------
 
     def done(self, rma_id: int, name: str) -> bool:
@@ -319,6 +362,17 @@ class Rmas:
                 reason,
             ),
         )
+
+
+def _attempt(r: sqlite3.Row) -> Attempt:
+    return Attempt(
+        r["counter"],
+        Step(r["step"]),
+        datetime.fromisoformat(r["at"]),
+        Outcome(r["outcome"]),
+        r["actor"],
+        r["detail"],
+    )
 
 
 def _rma(row: sqlite3.Row) -> Rma:

@@ -2,8 +2,9 @@
 
 The ticket side (compose, queue, deliver, follow up) lives in ``agent/delivery/ticketing.py``;
 the runner takes it and its other parts from the one assembly point, ``agent/app.py``.
-Every counter is probed concurrently under one deadline, twice the probe timeout, so a hung
-counter costs one timeout in parallel with the rest, never the whole cycle. Each request ends
+Every counter is probed concurrently under one deadline (``PROBE_BUDGET``, 1.75 probe
+timeouts, leaving the rest of two timeouts for recording and judging), so a hung counter costs
+one timeout in parallel with the rest, never the whole cycle. Each request ends
 within the probe timeout whatever the counter does (``agent/transport/http.py``); probes run
 in daemon threads, so a stuck one never outlives the cycle's deadline in the cycle's books and
 never holds up exit or SIGTERM. A probe running longer than the probe timeout stops counting
@@ -19,13 +20,16 @@ confirmed.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from agent.config import Config, CounterConfig
 from agent.counts import SlotCache
@@ -36,6 +40,7 @@ from agent.probes.counter_api import CounterClient
 from agent.probes.device import probe_device_ssh
 from agent.probes.gateway import probe_gateway
 from agent.probes.mqtt import push_evidence
+from agent.probes.reach import reachability
 from agent.probes.schedule import run_bounded
 from agent.probes.ssh import SshTarget
 from agent.remediate import LadderStage, Remediator
@@ -51,7 +56,9 @@ from diagnostics.checks import (
     fold_site_outages,
 )
 from diagnostics.checks.agent import ProbeFailure
+from diagnostics.checks.base import Family
 from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
+from diagnostics.checks.liveview import LiveView
 from diagnostics.flapping import WINDOW as FLAP_WINDOW
 from diagnostics.model import (
     Assessed,
@@ -76,10 +83,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SLOT_MINUTES = 15
+# how an API probe failed when the counter may be off the network: then the agent looks
+# whether it is there at all (ping, ARP, ports) for the ticket; a counter that answers (a
+# refused login, an HTTP error) plainly is
+_UNREACHABLE = frozenset({"refused", "timeout", "unreachable"})
 UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplink is down
 # Probe results held in memory while the state directory is full (observations and slots):
 # about a day of cycles for 20 counters, some tens of MB. Older ones are dropped beyond it.
 MAX_HELD_ITEMS = 100_000
+# The probe phase's share of a cycle, in probe timeouts: a hung counter is cut at one timeout,
+# a slow one has three quarters more for its next request, and the last quarter of the cycle's
+# two timeouts is left for recording, judging and filing.
+PROBE_BUDGET = 1.75
 API_HISTORY = 500  # API observations the checks see; pruning keeps at least these cycles' worth
 
 
@@ -179,6 +194,11 @@ class Runner:
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
         self.push: Any = None  # the daemon's MQTT listener, when [mqtt] is configured
         self._push_states: dict[str, Any] = {}
+        # each counter's live view as last judged (key, reference, check id -> findings)
+        self._judged_views: dict[str, tuple[tuple[Any, ...], Any, dict[str, list[Finding]]]] = {}
+        # where a first fetch cut short before any slot came goes on (in memory: a restart
+        # asks again from the start of the history)
+        self._resume: dict[str, datetime] = {}
         # disk full: what could not be recorded yet, with when it was probed, and since when
         self._held: list[tuple[datetime, ProbeResult]] = []
         self._full_since: datetime | None = None
@@ -243,18 +263,22 @@ class Runner:
         mark = self.store.watermark(serial)
         if mark is None:
             start = now - timedelta(days=self.history_days)
-            return start.replace(
+            start = start.replace(
                 minute=start.minute - start.minute % SLOT_MINUTES, second=0, microsecond=0
             )
+            resume = self._resume.get(serial)
+            return resume if resume is not None and start < resume < now else start
         window_start = max(now - UPLOAD_WINDOW, mark - UPLOAD_WINDOW)
-        have = self.store.slot_starts(serial, window_start)
-        if have:
-            t = min(have)
-            step = timedelta(minutes=SLOT_MINUTES)
-            while t < mark:
-                if t not in have:
-                    return t
-                t += step
+        # the starts as integers, not a set of datetimes: this runs for every counter, every
+        # cycle, over a week of slots. The first slot missing after the oldest one held is
+        # the one after the end of the first unbroken run.
+        starts = self.store.slot_columns([serial], window_start)[serial].start
+        if len(starts):
+            step = SLOT_MINUTES * 60
+            breaks = np.flatnonzero(np.diff(starts) != step)
+            last = int(starts[breaks[0]] if len(breaks) else starts[-1])
+            if last + step < mark.timestamp():
+                return datetime.fromtimestamp(last + step, UTC)
         return mark
 
     def plan(self, counter: CounterConfig, now: datetime) -> Plan:
@@ -296,6 +320,10 @@ class Runner:
             if plan.snapshot:
                 counts_by -= min(client.timeout_s, (deadline - time.monotonic()) / 4)
             api = self._probe_api(client, counter, plan.fetch_from, now, counts_by, result)
+            if not api.ok and str(api.error_code) in _UNREACHABLE:
+                api = replace(
+                    api, data={**api.data, "reachability": self._reach(counter, deadline)}
+                )
             result.observations.append(api)
             if api.ok and plan.snapshot:
                 result.observations.append(self._probe_snapshot(client, now, deadline, result))
@@ -317,6 +345,15 @@ class Runner:
         result.observations = [self._scrubbed(o) for o in result.observations]
         return result
 
+    def _reach(self, counter: CounterConfig, deadline: float) -> dict[str, Any]:
+        """Ping, ARP entry and port states of a counter whose API did not answer: whether it
+        is on the network at all (the evidence of an offline ticket); short, within the
+        cycle's deadline."""
+        left = deadline - time.monotonic()
+        timeout = max(0.05, min(1.0, self.config.agent.probe_timeout_seconds, left / 4))
+        ports = (counter.port, 22) if counter.ssh is not None else (counter.port,)
+        return reachability(counter.host or "", ports, timeout)
+
     def _scrubbed(self, obs: Observation) -> Observation:
         return replace(obs, data=self.redactor.data(obs.data), error=self.redactor.text(obs.error))
 
@@ -335,12 +372,16 @@ class Runner:
         except ProbeError as exc:
             return Observation.failed(counter.serial, "api", now, exc, time.monotonic() - started)
         result.slots = [s for s in reply.slots if s.start < now]
+        if reply.partial and reply.reached is not None and not result.slots:
+            self._resume[counter.serial] = reply.reached  # nothing held that far back
+        else:
+            self._resume.pop(counter.serial, None)
         data: dict[str, Any] = {"slots_received": len(result.slots)}
         if reply.partial:
             data["partial"] = True  # the backfill goes on next cycle from the watermark
         if reply.device_time is not None:
             data["clock_offset_s"] = round((reply.device_time - now).total_seconds(), 1)
-        for key in ("model", "firmware"):
+        for key in ("serial", "model", "firmware"):  # as the device reports itself
             if getattr(reply, key, None):
                 data[key] = getattr(reply, key)
         return Observation(
@@ -367,7 +408,9 @@ class Runner:
         )
 
     def probe_all(self, now: datetime) -> dict[str, ProbeResult]:
-        """Probe every counter with a host, under one deadline of twice the probe timeout.
+        """Probe every counter with a host, under one deadline (``PROBE_BUDGET`` times the
+        probe timeout, so that the whole cycle, recording and judging included, fits in about
+        twice the probe timeout).
 
         Counters that are still being probed at the deadline are a ``timeout`` about them;
         counters never started (more slow counters than workers) are an ``agent.probe`` error,
@@ -375,7 +418,8 @@ class Runner:
         agent = self.config.agent
         self.probe_errors = []
         timeout = agent.probe_timeout_seconds
-        deadline = time.monotonic() + min(2 * timeout, agent.cycle_seconds)
+        budget = min(PROBE_BUDGET * timeout, agent.cycle_seconds)
+        deadline = time.monotonic() + budget
         probed = sorted(
             (c for c in self.config.counters if c.host), key=lambda c: self._timed_out(c.serial)
         )
@@ -412,7 +456,7 @@ class Runner:
         for serial in running:
             failed = ProbeError(ProbeErrorCode.TIMEOUT, "no answer before the cycle deadline")
             results[serial] = ProbeResult(
-                serial, [Observation.failed(serial, "api", now, failed, 2 * timeout)]
+                serial, [Observation.failed(serial, "api", now, failed, budget)]
             )
         for serial in unstarted:
             self.probe_errors.append(
@@ -422,7 +466,7 @@ class Runner:
                     now,
                     "not_probed",
                     f"{serial} was not probed this cycle: slower counters held every worker "
-                    f"until the cycle's probe deadline ({2 * timeout:g} s)",
+                    f"until the cycle's probe deadline ({budget:g} s)",
                 )
             )
         return results
@@ -574,7 +618,12 @@ class Runner:
         history = history if history is not None else self.history(now)
         observations: dict[str, Observation] = {}
         extra: dict[str, Any] = {}
-        api_history = self.store.observations(counter.serial, "api", limit=API_HISTORY)
+        # the latest answer first: the history behind it (up to API_HISTORY rows, each parsed)
+        # is read only for a counter that is failing, to measure its streak, so a healthy
+        # counter's cost does not grow with the cycles kept
+        api_history = self.store.observations(counter.serial, "api", limit=1)
+        if api_history and not api_history[0].ok:
+            api_history = self.store.observations(counter.serial, "api", limit=API_HISTORY)
         if api_history:
             observations["api"] = api_history[0]
             if not api_history[0].ok:
@@ -644,6 +693,33 @@ class Runner:
                 findings.append(_check_error(check, evidence, f"{type(exc).__name__}: {exc}"))
         return findings
 
+    def counter_checks(self, evidence: CounterEvidence) -> list[Finding]:
+        """Every counter check on ``evidence`` (``run_checks``), but the live view judged only
+        when it changed: the snapshots are taken on their own, slower schedule, and judging a
+        ring of unchanged snapshots again every cycle was most of a cycle's CPU. While the ring
+        and the reference are the same as when they were last judged, the live-view checks'
+        findings of then stand, dated now; a check that failed (``error``) runs again."""
+        view = evidence.extra.get("liveview")
+        key = _view_key(view)
+        held = self._judged_views.get(evidence.serial)
+        stands = held[2] if held is not None and key is not None and held[0] == key else {}
+        findings: list[Finding] = []
+        judged: dict[str, list[Finding]] = {}
+        for check in self.checks:
+            if getattr(check, "family", None) is not Family.LIVEVIEW:
+                findings.extend(self.run_checks(evidence, [check]))
+            elif check.id in stands:
+                findings.extend(replace(f, at=evidence.now) for f in stands[check.id])
+            else:
+                got = self.run_checks(evidence, [check])
+                findings.extend(got)
+                if all(f.status is not Status.ERROR for f in got):
+                    judged[check.id] = got
+        if isinstance(view, LiveView) and key is not None:
+            # the reference is held with its key, so its id() is not reused meanwhile
+            self._judged_views[evidence.serial] = (key, view.reference, {**stands, **judged})
+        return findings
+
     # -- the cycle -----------------------------------------------------------------------------
 
     def run_cycle(self) -> CycleResult:
@@ -676,7 +752,7 @@ class Runner:
         if self.push is not None:
             self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
         for counter in self.config.counters:
-            findings.extend(self.run_checks(self.evidence(counter, now, history)))
+            findings.extend(self.counter_checks(self.evidence(counter, now, history)))
         self.views.keep_learned(findings)  # the live-view check judged, the agent saves
         for site in self.config.sites:
             members = self.config.counters_at(site.code)
@@ -753,6 +829,19 @@ class Runner:
     def policy(self) -> Policy:
         agent = self.config.agent
         return Policy(agent.confirm_checks, agent.confirm_minutes, agent.recover_checks)
+
+
+def _view_key(view: Any) -> tuple[Any, ...] | None:
+    """What the live-view checks judge: the ring (names, times, a digest of the bytes), the
+    reference (the prepared object itself: ``LiveViews`` keeps it until its file changes),
+    where it came from, and the notes."""
+    if not isinstance(view, LiveView):
+        return None
+    shots = tuple(
+        (s.name, s.at, hashlib.blake2b(s.data, digest_size=16).digest()) for s in view.snapshots
+    )
+    notes = tuple(sorted((k, str(v)) for k, v in view.notes.items()))
+    return (view.source, id(view.reference), shots, notes, view.learn_needed)
 
 
 def _probe_error(serial: str, site: str | None, now: datetime, code: str, summary: str) -> Finding:

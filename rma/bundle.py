@@ -180,6 +180,7 @@ def _redacted(inp: BundleInput, r: Redactor) -> BundleInput:
         counters=tuple(name(c) for c in inp.counters),
         subject=r.text(inp.subject),
         category=r.text(inp.category),
+        ticket_number=r.text(inp.ticket_number),
         findings=tuple(findings),
         series=tuple(
             row if name(row.counter) == row.counter else replace(row, counter=name(row.counter))
@@ -565,6 +566,7 @@ class _Builder:
             "created_at": inp.created_at.isoformat(),
             "incident": {
                 "key": inp.key,
+                "ticket": inp.ticket_number or None,
                 "site": inp.site,
                 "site_name": inp.site_name,
                 "timezone": inp.timezone,

@@ -110,6 +110,7 @@ class BundleInput:
     counters: tuple[str, ...] = ()
     subject: str = ""
     category: str = ""
+    ticket_number: str = ""  # the destination's number, when the ticket is filed already
     started_at: datetime | None = None
     findings: Sequence[Assessed | Finding | Mapping[str, Any]] = ()
     series: Sequence[SeriesRow] = ()

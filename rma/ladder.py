@@ -52,9 +52,12 @@ class Outcome(enum.StrEnum):
     NOT_HEALED = "not_healed"  # the step ran; the fault is still there
     FAILED = "failed"  # the step itself could not run (SSH refused, command exited non-zero)
     DRY_RUN = "dry_run"  # what would have run; nothing touched the device
+    # a reboot or power cycle was sent; the next cycles check whether the counter came back
+    # (healed) until the recheck time is over (not healed): the cycle never waits for a boot
+    PENDING = "pending"
 
 
-RAN = frozenset({Outcome.HEALED, Outcome.NOT_HEALED, Outcome.FAILED})
+RAN = frozenset({Outcome.HEALED, Outcome.NOT_HEALED, Outcome.FAILED, Outcome.PENDING})
 
 # Which rungs can help which fault (by the finding's ``code``, never its check id). A token can
 # only fix what the API refuses; a service restart or reboot needs a device that still answers
@@ -141,11 +144,12 @@ class Plan:
     tried: tuple[Step, ...] = ()
     over_budget: tuple[Step, ...] = ()
     unavailable: tuple[Step, ...] = ()
+    waiting: Step | None = None  # a rung sent, its recheck still to come
 
     @property
     def exhausted(self) -> bool:
         """No rung left to try for this fault: every fix was tried, barred or impossible."""
-        return self.step is None
+        return self.step is None and self.waiting is None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -154,6 +158,7 @@ class Plan:
             "tried": [str(s) for s in self.tried],
             "over_budget": [str(s) for s in self.over_budget],
             "unavailable": [str(s) for s in self.unavailable],
+            "waiting": str(self.waiting) if self.waiting else None,
         }
 
 
@@ -189,6 +194,14 @@ def next_step(
     if any(a.outcome is Outcome.HEALED for a in this_incident):
         return Plan(None, "already healed by the ladder", tried=_steps(this_incident))
     tried = _steps(this_incident)
+    pending = next((a for a in this_incident if a.outcome is Outcome.PENDING), None)
+    if pending is not None:
+        return Plan(
+            None,
+            f"waiting to see whether {TITLES[pending.step]} brought the counter back",
+            tried=tried,
+            waiting=pending.step,
+        )
     over, unavailable = [], []
     for step in rungs:
         if step in tried:

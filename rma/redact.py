@@ -409,7 +409,7 @@ def _patterns(s: str, counts: Counter[str]) -> str:
     def kv(m: re.Match[str]) -> str:
         val = m.group("val")
         bare = val.strip("\"'")
-        if not bare or not is_secret_key(m.group("key")):
+        if not bare or not is_secret_key(m.group("key")) or _prose(m):
             # "error: password=hunter2" pairs the harmless key with the whole secret pair:
             # look inside the value for a pair of its own
             inner = _KV_RE.sub(kv, val) if ("=" in val or ":" in val) else val
@@ -426,6 +426,23 @@ def _patterns(s: str, counts: Counter[str]) -> str:
     s = _KV_RE.sub(kv, s)
     s = _FLAG_RE.sub(kv, s)
     return s
+
+
+_PLAIN_WORD_RE = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_NEXT_WORD_RE = re.compile(r"[ \t]+[A-Za-z]")
+
+
+def _prose(m: re.Match[str]) -> bool:
+    """Is this "key: value" a sentence rather than a key and its secret? "the access token:
+    expired and refused", "no hardware-fault signature: a Technical Issue": a colon and a
+    space, then a plain lower-case word that more words follow on the same line. A secret
+    has digits, capitals or symbols, is quoted, follows ``=``, or ends its line."""
+    sep = m.group("sep")
+    if "=" in sep or not sep.startswith(":") or sep == ":":
+        return False
+    if not _PLAIN_WORD_RE.fullmatch(m.group("val")):
+        return False
+    return _NEXT_WORD_RE.match(m.string, m.end()) is not None
 
 
 def _orphan_pem_ends(s: str, counts: Counter[str]) -> str:

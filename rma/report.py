@@ -203,6 +203,7 @@ def _header(inp: BundleInput, findings: list[dict[str, Any]], page: _Page) -> st
         ("Site", site),
         ("Counter" + ("s" if len(inp.counters) > 1 else ""), counters),
         ("Category", inp.category or _first_summary(findings) or "not chosen"),
+        ("Ticket", inp.ticket_number or "not filed yet: the helpdesk numbers it on filing"),
         ("Began", f"{began} ({page.zone_name})"),
         ("Bundle built", page.full(inp.created_at)),
         ("Ticket key", inp.key),
@@ -210,19 +211,30 @@ def _header(inp: BundleInput, findings: list[dict[str, Any]], page: _Page) -> st
     meta = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in items)
     tally: dict[str, int] = {}
     for f in findings:
-        decision = f.get("verdict") or "none"
+        # a problem's verdict; else what the check said: a skipped check is not "ok"
+        decision = f.get("verdict") or str(f.get("status") or "ok")
         tally[decision] = tally.get(decision, 0) + 1
-    words = {"genuine": "genuine", "false_alarm": "ruled out", "pending": "pending", "none": "ok"}
+    words = {
+        "genuine": "genuine",
+        "false_alarm": "ruled out",
+        "pending": "pending",
+        "fail": "failed, not judged",
+        "warn": "warning, not judged",
+        "ok": "ok",
+        "skip": "skipped",
+        "error": "check errors",
+    }
     chips = "".join(
         f'<span class="chip {_e(k)}">{n} {_e(words.get(k, k))}</span>'
         for k, n in sorted(tally.items(), key=lambda kv: list(words).index(kv[0]))
         if k in words
     )
     title = inp.subject or f"Diagnostics for {site}"
+    number = f"Ticket {inp.ticket_number} · " if inp.ticket_number else ""
     return (
         '<header class="top">'
-        f'<div class="kicker">FootfallCam diagnostics bundle · ffc-agent {_e(inp.agent_version)}'
-        "</div>"
+        f'<div class="kicker">{_e(number)}FootfallCam diagnostics bundle · ffc-agent '
+        f"{_e(inp.agent_version)}</div>"
         f'<h1>{_e(title)}</h1><dl class="meta">{meta}</dl>'
         + (f'<div class="tally">{chips}</div>' if chips else "")
         + "</header>"

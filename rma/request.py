@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rma.gate import QUESTIONS_FOR_SITE, GateVerdict
+from rma.gate import QUESTIONS_FOR_SITE, GateVerdict, port_words
 from rma.ladder import TITLES, Attempt
 
 _FACTS = (
@@ -40,6 +40,7 @@ class RequestFacts:
     history: Sequence[tuple[datetime, str]] = ()  # earlier faults of this unit
     attempts: Sequence[Attempt] = ()
     last_good: tuple[datetime, int, int] | None = None  # slot start, in, out
+    port: Mapping[str, Any] | None = None  # the switch port's facts (port_status_command)
 
 
 def compose_request(f: RequestFacts) -> str:
@@ -82,6 +83,11 @@ def compose_request(f: RequestFacts) -> str:
         if f.readings.get(key) is not None
     ]
     lines += ["", "Device readings (over SSH):", *(facts or ["  not available"])]
+    if f.port is not None:
+        said = f.port.get("error") or port_words(f.port)
+        lines.append(f"Switch port (the store's switch, asked {f.port.get('at', '')}): {said}")
+        if f.port.get("output"):
+            lines.append(f"  the switch said: {f.port['output']}")
     lines += [
         "",
         "Questions for the store (only a person on site can answer):",

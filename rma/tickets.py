@@ -34,6 +34,7 @@ from pydantic import (
 
 from diagnostics.checks import CheckMeta, Family, TicketKind, meta
 from diagnostics.model import Finding, ProbeErrorCode, Status
+from rma.redact import scrub
 
 # ---------------------------------------------------------------------------------------------
 # The portal's vocabulary
@@ -352,6 +353,9 @@ class Ticket(_Frozen):
         self, status: TicketStatus | str, at: datetime, next_action: NextAction | None = None
     ) -> Ticket:
         update: dict[str, Any] = {"status": TicketStatus(status), "updated_at": at}
+        if next_action is None and update["status"] is TicketStatus.SUGGEST_TO_CLOSE:
+            # support (or the agent) suggests closing: the customer confirms or objects
+            next_action = NextAction.WAITING_ON_CUSTOMER
         if next_action is not None:
             update["next_action"] = NextAction(next_action)
         return self.model_validate({**self.model_dump(), **update})
@@ -369,6 +373,22 @@ class CounterRef:
 
 
 @dataclass(frozen=True)
+class DeviceFacts:
+    """What the agent knows of one counter's identity, for the ticket's "which device?".
+
+    ``model``, ``firmware`` and ``reported_serial`` as the device last reported them (None:
+    never reported), ``mac`` from the gateway's ARP table where known, ``remote_access`` one
+    plain sentence ("SSH not configured: deep checks unavailable")."""
+
+    serial: str
+    model: str | None = None
+    firmware: str | None = None
+    reported_serial: str | None = None
+    mac: str | None = None
+    remote_access: str = ""
+
+
+@dataclass(frozen=True)
 class ProblemContext:
     """Everything the composer may use: one incident's findings and where they happened."""
 
@@ -383,6 +403,7 @@ class ProblemContext:
     cc: tuple[str, ...]
     role: Role
     now: datetime
+    devices: tuple[DeviceFacts, ...] = ()  # the identity of ``counters``, where known
 
 
 def idempotency_key(check_id: str, subject: str, started_at: datetime) -> str:
@@ -485,11 +506,6 @@ _REASON_CODES = frozenset(c.value for c in ProbeErrorCode)
 
 # Evidence keys never copied into a ticket, whatever a check put there.
 _SECRET_RE = re.compile(r"pass|secret|token|credential|api_?key|private|auth|cookie", re.I)
-_SECRET_PARAM_RE = re.compile(
-    r"(?i)\b((?:access_?token|token|password|passwd|pass|pwd|secret|api_?key|auth)[=:]\s*)"
-    r"[^&\s,;'\"]+"
-)
-_URL_USERINFO_RE = re.compile(r"(://[^/@:\s]+:)[^/@\s]+@")
 _ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _FAILURE_KEYS = ("consecutive_failures", "consecutive", "failures", "failed_checks", "attempts")
 _LAST_OK_KEYS = (
@@ -637,6 +653,8 @@ class _Writer:
         also = [s for s in (_sentence(o.summary) for o in others[:3]) if s and s != said]
         if also:
             text += " Also observed: " + " ".join(also)
+        if kind.ticket_ask:
+            text += f" What we ask: {_sentence(self.fill(kind.ticket_ask, f))}"
         return _squash(text)
 
     def where(self) -> str:
@@ -666,7 +684,7 @@ class _Writer:
             found = next((x[key] for x in (f.evidence for f in findings) if x.get(key)), None)
             if found is not None:
                 facts.append(f"{_words(key)} {self.value(found)}")
-        extra = f" Reported {', '.join(facts)}." if facts else ""
+        extra = f" Reported {', '.join(facts)}." if facts and not self.ctx.devices else ""
         if kind.family is Family.GATEWAY:
             return f"The site gateway at {self.site} that runs the monitoring agent.{extra}"
         if self.site_level:
@@ -676,7 +694,8 @@ class _Writer:
                     f"{_join([_ref(c, host=True) for c in self.ctx.counters])}.{extra}"
                 )
             return f"No single device: the whole site is affected.{extra}"
-        devices = [_device(c) for c in self.ctx.counters]
+        known = {d.serial: d for d in self.ctx.devices}
+        devices = [_device(c, known.get(c.serial)) for c in self.ctx.counters]
         return _squash(" ".join(devices) + extra)
 
     def how(self, kind: CheckMeta, f: Finding, others: Sequence[Finding]) -> str:
@@ -714,15 +733,77 @@ class _Writer:
             first += f"; it was first seen failing at {self.clock(self.ctx.started_at)}"
         parts = [first + "."]
 
-        rest = [self.item(k, v) for k, v in ev.items() if k not in used][:_MAX_EVIDENCE_ITEMS]
+        # only what the check declares worth a person's reading; the rest (model statistics,
+        # raw image metrics) is in the bundle's findings.json
+        shown = [k for k in kind.ticket_evidence if k in ev and k not in used]
+        rest = [self.item(k, ev[k]) for k in shown if k != _REACH][:_MAX_EVIDENCE_ITEMS]
         if rest:
             parts.append(f"Evidence: {'; '.join(rest)}.")
+        if _REACH in shown and isinstance(ev[_REACH], Mapping):
+            parts.append(_reach(ev[_REACH]))
+        tried = self.tried(f.evidence)
+        if tried:
+            parts.append(tried)
         for other in others[:3]:
             said = _lower_first(_sentence(other.summary).rstrip(".")) or _words(other.code)
             parts.append(
                 f"The {other.check_id} check also reported at {self.clock(other.at)}: {said}."
             )
+        if kind.store_questions:
+            parts.append(
+                "Asked of the store, answers to follow on this ticket: "
+                + " ".join(_sentence(q) for q in kind.store_questions)
+            )
+        parts.append("The full evidence is in the attached bundle (findings.json, report.html).")
         return _squash(" ".join(parts))
+
+    def tried(self, ev: Mapping[str, Any]) -> str:
+        """The remote fixes the agent tried, in words (the remediation ladder's record)."""
+        steps = ev.get("remediation")
+        ladder = ev.get("ladder")
+        if not isinstance(steps, list):
+            return ""
+        done = []
+        for step in steps:
+            if not isinstance(step, Mapping):
+                continue
+            at = _parse_time(str(step.get("at", "")))
+            when = f" at {self.clock(at)}" if at else ""
+            outcome = _words(str(step.get("outcome") or "outcome not known"))
+            done.append(f"{_words(str(step.get('step') or 'a fix'))}{when} ({outcome})")
+        if done:
+            return f"Remote fixes tried: {_join(done)}."
+        why = ladder.get("reason") if isinstance(ladder, Mapping) else None
+        return f"No remote fix was tried: {_clip(str(why))}." if why else ""
+
+
+_REACH = "reachability"
+
+
+def _reach(r: Mapping[str, Any]) -> str:
+    """The reachability evidence of an offline counter as support reads it."""
+    answered = r.get("ping")
+    ping = (
+        "answers ping" if answered is True else "does not answer ping" if answered is False else ""
+    )
+    if not ping:
+        notes = r.get("notes")
+        why = f" ({_clip(str(notes[0]), 60)})" if isinstance(notes, list) and notes else ""
+        ping = f"was not pinged{why}"
+    arp = r.get("arp")
+    if arp == "incomplete":
+        arp_text = "the gateway's ARP entry for it is incomplete (nothing answered at that address)"
+    elif arp:
+        arp_text = f"the gateway's ARP table has it at MAC {_clip(str(arp), 40)}"
+    else:
+        arp_text = "the gateway has no ARP entry for it"
+    ports = [
+        f"port {k[5:]} {_clip(str(v), 20)}"
+        for k, v in r.items()
+        if k.startswith("port_") and isinstance(v, str)
+    ]
+    port_text = f"; {_join(ports)}" if ports else ""
+    return f"Reachability from the gateway: it {ping}; {arp_text}{port_text}."
 
 
 class _Words(dict[str, str]):
@@ -735,10 +816,34 @@ def _ref(c: CounterRef, host: bool = False) -> str:
     return f"{text} ({c.host})" if host and c.host else text
 
 
-def _device(c: CounterRef) -> str:
+def _device(c: CounterRef, facts: DeviceFacts | None = None) -> str:
     named = f", named '{c.name}'" if c.name else ""
     at = f", at network address {c.host}" if c.host else ""
-    return f"FootfallCam counter serial {c.serial}{named}{at}."
+    text = f"FootfallCam counter serial {c.serial}{named}{at}."
+    if facts is None:
+        return text
+    reported = [
+        f"{label} {_clip(value, 80)}"
+        for label, value in (
+            ("model", facts.model),
+            ("firmware", facts.firmware),
+            ("serial", facts.reported_serial),
+        )
+        if value
+    ]
+    if reported:
+        text += f" As the device reports itself: {', '.join(reported)}."
+        if facts.reported_serial and facts.reported_serial != c.serial:
+            text += (
+                f" The device's own serial is not the configured {c.serial}: the unit may have "
+                "been swapped."
+            )
+    else:
+        text += " The device has not reported its model, firmware or serial to the agent yet."
+    text += f" MAC address {facts.mac}." if facts.mac else " MAC address not known."
+    if facts.remote_access:
+        text += f" Remote access: {_sentence(facts.remote_access)}"
+    return text
 
 
 def _reason(f: Finding) -> str:
@@ -785,14 +890,10 @@ def _words(code: str) -> str:
     return code.replace("_", " ").replace(".", " ").strip()
 
 
-def _scrub(text: str) -> str:
-    """Blank secrets that ride inside values: tokens in URLs, passwords in user:pass@host."""
-    text = _URL_USERINFO_RE.sub(r"\1***@", text)
-    return _SECRET_PARAM_RE.sub(r"\1***", text)
-
-
 def _clip(text: str, limit: int = _MAX_TEXT) -> str:
-    text = " ".join(_scrub(str(text)).split())
+    # secrets that ride inside values (tokens in URLs, user:pass@host): the redactor's
+    # pattern layer, the one that scrubs logs and bundles
+    text = " ".join(scrub(str(text)).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 

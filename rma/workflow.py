@@ -17,9 +17,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
+
+from rma.tickets import Task, TaskType
 
 
 class State(enum.StrEnum):
@@ -40,7 +42,9 @@ FINAL = frozenset({State.CLOSED, State.REJECTED, State.CANCELLED})
 _NEXT: Mapping[State, frozenset[State]] = MappingProxyType(
     {
         State.CANDIDATE: frozenset({State.REMEDIATING, State.REQUESTED, State.CANCELLED}),
-        State.REMEDIATING: frozenset({State.REQUESTED, State.CANCELLED}),
+        # back to candidate: the ladder healed it, but a person or the repeat-offender rule
+        # still suspects the unit
+        State.REMEDIATING: frozenset({State.CANDIDATE, State.REQUESTED, State.CANCELLED}),
         State.REQUESTED: frozenset({State.APPROVED, State.REJECTED, State.CANCELLED}),
         State.APPROVED: frozenset({State.SHIPPED, State.CANCELLED}),
         State.SHIPPED: frozenset({State.REPLACED}),
@@ -65,6 +69,26 @@ DESCRIPTIONS: Mapping[State, str] = MappingProxyType(
         State.CLOSED: "closed",
         State.REJECTED: "FootfallCam declined the return",
         State.CANCELLED: "cancelled",
+    }
+)
+
+
+# Each state in the ticket's task list: how many days until its task is due (who acts next has
+# that long; None: nobody is waited on) and the task's status. Requested: the Technical Issue
+# SLA (1 day); approved: rescue and ship within 3; shipped: a replacement within 10; replaced:
+# the counts must flow (24 h by default) before it is verified.
+_TASKS: Mapping[State, tuple[int | None, str]] = MappingProxyType(
+    {
+        State.CANDIDATE: (None, "open"),
+        State.REMEDIATING: (None, "open"),
+        State.REQUESTED: (1, "open"),
+        State.APPROVED: (3, "open"),
+        State.SHIPPED: (10, "open"),
+        State.REPLACED: (2, "open"),
+        State.VERIFIED: (None, "done"),
+        State.CLOSED: (None, "done"),
+        State.REJECTED: (None, "rejected"),
+        State.CANCELLED: (None, "cancelled"),
     }
 )
 
@@ -128,3 +152,27 @@ class Move:
             "actor": self.actor,
             "reason": self.reason,
         }
+
+
+def task_for(move: Move) -> Task:
+    """The ticket's task for the state an RMA just moved to: title, status and due date."""
+    days, status = _TASKS[move.to_state]
+    due = (move.at + timedelta(days=days)).date() if days is not None else None
+    title = f"RMA {move.to_state.value}"
+    return Task(task=title, type=TaskType.SUPPORT_OPERATION, due=due, status=status)
+
+
+def task_line(rma_id: int, move: Move) -> str:
+    """The follow-up that shows one move in the ticket's task list, one line per fact."""
+    task = task_for(move)
+    due = task.due.isoformat() if task.due else "none"
+    came = f"from {move.from_state.value} " if move.from_state else ""
+    return (
+        f"Task: {task.task} (RMA {rma_id})\n"
+        f"Status: {task.status}\n"
+        f"Due: {due}\n"
+        f"Type: {task.type.value}\n"
+        f"What: {DESCRIPTIONS[move.to_state]}\n"
+        f"Moved {came}to {move.to_state.value} by {move.actor} at "
+        f"{move.at.isoformat(timespec='minutes')}: {move.reason}"
+    )

@@ -272,6 +272,10 @@ class Fleet:
             "max_parallel": 8,
             "requester": "store-it@example.com",
             "cc": [],
+            # the simulated faults are for seeing tickets filed: no reboot wait, no grace
+            # for the store (the demo sets the real ones)
+            "offline_ticket_minutes": 0,
+            "blocked_view_grace_minutes": 0,
             **(agent or {}),
         }
         lines = [

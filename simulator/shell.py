@@ -39,6 +39,10 @@ wedged                 bool        false       the counting service is stuck: a 
                                                not bring it back, only a reboot does
 fixes                  [str]       []          the fixes run so far (appended by the shell), so
                                                a test sees what ran and that nothing ran twice
+stored_counts          [[str,str,  []          the count slots the device still holds, each
+                       int,int]]               [start ISO, serial, in, out], served as the count
+                                               CSV by ``cat /var/lib/footfallcam/counts.csv``;
+                                               empty: the device keeps no such file
 =====================  ==========  ==========  =================================================
 
 Ages are relative to the moment the command runs, so a state file written once stays true.
@@ -61,6 +65,7 @@ from typing import Any
 
 COUNTING_SERVICE = "footfallcam-counting"
 LAST_EVENT_FILE = "/var/lib/footfallcam/last_event"
+COUNTS_FILE = "/var/lib/footfallcam/counts.csv"
 CAMERA_DEVICE = "/dev/video0"
 KERNEL = "6.1.21-v8+"
 REFUSED = 126
@@ -74,6 +79,7 @@ ALLOWED = (  # what `help` lists; `answer` is the allowlist itself
     f"systemctl is-active {COUNTING_SERVICE}",
     f"stat -c %Y {LAST_EVENT_FILE}",
     "dmesg --level=err,crit,alert,emerg",
+    f"cat {COUNTS_FILE}",
     "hostname",
     "uname -a",
 )
@@ -103,6 +109,7 @@ class DeviceState:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     wedged: bool = False
     fixes: list[str] = field(default_factory=list)
+    stored_counts: list[list[Any]] = field(default_factory=list)
 
     @classmethod
     def read(cls, path: str | Path | None) -> DeviceState:
@@ -198,6 +205,13 @@ def answer(command: str, state: DeviceState, now: float | None = None) -> Answer
         return 0, f"{int(device_now - state.last_event_ago_s)}\n", ""
     if cmd == "dmesg --level=err,crit,alert,emerg":
         return 0, _dmesg(state), ""
+    if cmd == f"cat {COUNTS_FILE}":
+        if not state.stored_counts:
+            return 1, "", f"cat: {COUNTS_FILE}: No such file or directory\n"
+        rows = "".join(
+            f"{t},{serial},{n_in},{n_out}\n" for t, serial, n_in, n_out in state.stored_counts
+        )
+        return 0, "timestamp,counter,in,out\n" + rows, ""
     if cmd == "hostname":
         return 0, f"{state.hostname}\n", ""
     if cmd == "uname -a":

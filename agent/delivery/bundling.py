@@ -101,6 +101,7 @@ class Bundler:
         now: datetime,
         subject: str = "",
         category: str = "",
+        ticket_number: str = "",
     ) -> Bundle:
         site_cfg = self.config.site(site)
         start = max(started_at - SERIES_BEFORE, now - SERIES_MAX)
@@ -172,6 +173,7 @@ class Bundler:
             counters=counters,
             subject=subject,
             category=category,
+            ticket_number=ticket_number,
             started_at=started_at,
             findings=findings,
             series=rows,
@@ -232,6 +234,7 @@ class Bundler:
             now=now,
             subject=ticket.subject,
             category=str(ticket.category),
+            ticket_number=ticket.number or "",
         )
         out = {bundle.name: bundle.data}
         if ticket.category == Category.DATA_ACCURACY_ISSUE and ticket.counters:

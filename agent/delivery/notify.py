@@ -115,6 +115,7 @@ _HEADLINES: dict[str, str] = {
     "message": "New message",
     "status": "Status changed",
     "sla_overdue": "SLA overdue",
+    "store_action": "Action for the store",
 }
 
 
@@ -183,6 +184,12 @@ class Event:
         """Support line ``line`` ran past its own SLA and the ticket goes to line ``to``: one
         notice per ticket and hand-over, however many destinations carry the ticket."""
         return cls("sla_overdue", ticket, at, detail=f"{line.value}{_TO}{to.value}")
+
+    @classmethod
+    def store_action(cls, ticket: Ticket, at: datetime, ask: str) -> Event:
+        """The store is asked to fix something itself (``ask``); ``ticket`` is the one that
+        would be filed, not filed yet: it follows if the problem stays."""
+        return cls("store_action", ticket, at, detail=ask)
 
     @classmethod
     def sla_overdue(cls, ticket: Ticket, at: datetime) -> Event:
@@ -419,6 +426,8 @@ class Notifier:
             lines.append(f"> {by}{esc(_summary(event.detail, CHAT_SUMMARY_CHARS))}")
         elif event.kind == "filed":
             lines.append(f"> {esc(_summary(t.comment.what, CHAT_SUMMARY_CHARS))}")
+        elif event.kind == "store_action":
+            lines.append(f"> {esc(_summary(event.detail, CHAT_SUMMARY_CHARS))}")
         return self.redactor.text("\n".join(lines))
 
     # --- configuration lookups
@@ -622,7 +631,7 @@ def _recipients(ticket: Ticket) -> tuple[list[str], list[str]]:
 
 
 def _number(ticket: Ticket) -> str:
-    return ticket.number or ticket.key
+    return ticket.number or ticket.key  # a store action comes before any ticket number
 
 
 def _one_line(text: str) -> str:
@@ -683,6 +692,8 @@ def _what_happened(event: Event, tz: tzinfo) -> str:
             f"escalated the ticket to the {to.label.lower()} ({to.description}) on "
             f"{_when(event.at, tz)}."
         )
+    if event.kind == "store_action":
+        return f"Noticed on {_when(event.at, tz)}. {event.detail}"
     if event.kind == "sla_overdue":
         due = sla_due(t)
         when = f" at {_when(due, tz)}" if due else ""

@@ -20,11 +20,12 @@ the same way, through the outbox, in every destination that keeps one.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,13 +45,15 @@ from agent.incidents import (
     apply,
 )
 from agent.probes.counter_api import CounterClient
+from agent.probes.reach import arp_entry
 from agent.store import Incident, Store
-from diagnostics.checks import meta
+from diagnostics.checks import Family, meta
 from diagnostics.model import Assessed, Finding
 from rma.redact import Redactor
 from rma.sla import is_overdue, ticket_sla
 from rma.tickets import (
     CounterRef,
+    DeviceFacts,
     Message,
     ProblemContext,
     Role,
@@ -104,15 +107,84 @@ class Ticketing:
             return f"the site {site} runs in shadow mode"
         return ""
 
-    def _due(self) -> Iterator[Incident]:
+    def _due(self, now: datetime) -> Iterator[Incident]:
         """Filed-state incidents with no ticket yet (a new flip, or one a crash or a dry run
-        left without), about the counters and sites."""
+        left without), about the counters and sites, and not held back (``held``)."""
+        for inc in self._unfiled():
+            if self.held(inc, now) is None:
+                yield inc
+
+    def _unfiled(self) -> Iterator[Incident]:
         for inc in self.store.incidents(open_only=True):
             if inc.state not in FILED_STATES or inc.ticket_key is not None:
                 continue
             if not meta(inc.check_id).ticketed:
                 continue  # the gateway and the agent belong to the store's IT, not FootfallCam
             yield inc
+
+    def held(self, inc: Incident, now: datetime) -> Held | None:
+        """Why this incident's ticket waits, and until when; None when it may be filed.
+
+        An offline counter waits ``offline_ticket_minutes`` from when it stopped answering:
+        a reboot is not a ticket. A covered or blocked view is first the store's to clear: it
+        waits ``blocked_view_grace_minutes`` (the store is asked meanwhile, ``ask_store``),
+        unless the counter's counts already suffer (an open count incident), when support
+        must hear at once."""
+        kind = meta(inc.check_id)
+        agent = self.config.agent
+        if kind.liveness:
+            wait, why = agent.offline_ticket_minutes, "ruling out a reboot"
+        elif kind.family is Family.LIVEVIEW:
+            if self._counts_affected(inc):
+                return None
+            wait, why = agent.blocked_view_grace_minutes, "the store is asked to clear the view"
+        else:
+            return None
+        until = self.started(inc) + timedelta(minutes=wait)
+        return Held(why, until) if now < until else None
+
+    def started(self, inc: Incident) -> datetime:
+        """When the incident's problem began, from its finding's evidence (an offline
+        counter's first failed probe). A blocked view's from the finding that opened the
+        incident: the check sees a short ring of snapshots, so its latest "since" slides on
+        while the view stays blocked, and the ticket's key, subject and grace must not."""
+        if meta(inc.check_id).family is not Family.LIVEVIEW:
+            return problem_start(Finding.from_json(inc.last_finding), inc.opened_at)
+        rows = self.store.findings_between(inc.opened_at, inc.opened_at + timedelta(seconds=1))
+        for row in rows:
+            if (row["check_id"], row["subject"]) == (inc.check_id, inc.subject or None):
+                evidence = json.loads(row["evidence"] or "{}")
+                first = replace(Finding.from_json(inc.last_finding), evidence=evidence)
+                return min(problem_start(first, inc.opened_at), inc.opened_at)
+        return inc.opened_at
+
+    def _counts_affected(self, inc: Incident) -> bool:
+        return any(
+            other.subject == inc.subject
+            and other.site == inc.site
+            and other.state in FILED_STATES
+            and meta(other.check_id).family is Family.COUNTS
+            for other in self.store.incidents(open_only=True)
+        )
+
+    def ask_store(self, now: datetime) -> None:
+        """Tell the store (requester, CC, the site's chat) once about each held problem only
+        it can fix — a covered or blocked view — and when a ticket follows if it stays."""
+        for inc in self._unfiled():
+            hold = self.held(inc, now)
+            kind = meta(inc.check_id)
+            if hold is None or kind.family is not Family.LIVEVIEW:
+                continue
+            ticket = self.compose(inc, now)
+            finding = Finding.from_json(inc.last_finding)
+            site = self.config.site(inc.site)
+            until = hold.until.astimezone(site.calendar().tz)
+            ask = (
+                f"{ticket.subject}. Please clear it at the store: "
+                f"{finding.remediation or 'see the ticket preview'} If it is still blocked at "
+                f"{until:%H:%M} on {until:%d %b}, a ticket goes to FootfallCam support."
+            )
+            self.notifier.notify(Event.store_action(ticket, hold.until, ask), now)
 
     def prepare(
         self, now: datetime, assessed: list[Assessed], policy: Policy, *, dry_run: bool = False
@@ -130,7 +202,7 @@ class Ticketing:
             apply(self.store, assessed, now, policy)
             due = [
                 (inc, self.compose(inc, now))
-                for inc in self._due()
+                for inc in self._due(now)
                 if not self.shadowed(inc.check_id, inc.site)
             ]
         return {
@@ -155,7 +227,7 @@ class Ticketing:
         holds this very ticket, else they are built here (a ticket never leaves without its
         bundle; the runner prepares every one, so this is a fallback, not the way)."""
         out: list[Ticket] = []
-        for inc in self._due():
+        for inc in self._due(now):
             ticket = self.compose(inc, now)
             out.append(ticket)
             if dry_run:
@@ -176,6 +248,8 @@ class Ticketing:
                 self.sinks, ticket, incident_id=inc.id, attachments=attachments, now=now
             )
             self.store.set_incident_ticket(inc.id, ticket.key, None)
+        if not dry_run:
+            self.ask_store(now)
         return out
 
     def compose(self, inc: Incident, now: datetime) -> Ticket:
@@ -186,7 +260,8 @@ class Ticketing:
             for c in self.config.counters
             if c.serial == inc.subject
         )
-        started_at = problem_start(finding, inc.opened_at)
+        devices = tuple(device_facts(self.config, self.store, c.serial) for c in counters)
+        started_at = self.started(inc)
         ctx = ProblemContext(
             key=idempotency_key(inc.check_id, inc.subject or inc.site, started_at),
             site_code=site.code,
@@ -199,6 +274,7 @@ class Ticketing:
             cc=tuple(self.config.agent.cc),
             role=Role(self.config.agent.role),
             now=now,
+            devices=devices,
         )
         ticket = compose(ctx)
         earlier = self.earlier_ticket(inc)
@@ -231,9 +307,11 @@ class Ticketing:
             if inc.ticket_key is None:
                 continue  # a ticket filed is followed up, whatever its check is called now
             if flip.to_state == RESOLVED:
+                why = flip.reason.removeprefix("recovered: ")
                 body = (
-                    f"Recovered: {flip.reason}. The agent suggests closing this ticket; "
-                    "a ticket left in Suggest To Close closes itself after 7 days."
+                    f"Recovered: {why}. The agent suggests closing this ticket; the next step "
+                    "is the customer's: confirm, or reply if the store still sees the problem "
+                    "(a ticket left in Suggest To Close closes itself after 7 days)."
                 )
                 status = "Suggest To Close"
             elif flip.from_state == RECOVERING and flip.to_state == OPEN:
@@ -441,6 +519,60 @@ class Ticketing:
 
 def _when(at: datetime | None) -> str:
     return f"{at:%Y-%m-%d %H:%M %Z}".strip() if at else "its due time"
+
+
+def device_facts(config: Config, store: Store, serial: str) -> DeviceFacts:
+    """A counter's identity as the device last reported it (its API answers, newest first),
+    its MAC from the gateway's ARP table, and what remote access the agent has to it."""
+    counter = config.counter(serial)
+    reported: dict[str, str] = {}
+    for obs in store.observations(serial, "api", limit=50):
+        for key in ("serial", "model", "firmware"):
+            value = obs.data.get(key)
+            if isinstance(value, str) and value and key not in reported:
+                reported[key] = value
+        if len(reported) == 3:
+            break
+    entry = arp_entry(counter.host) if counter.host else None
+    return DeviceFacts(
+        serial=serial,
+        model=reported.get("model"),
+        firmware=reported.get("firmware"),
+        reported_serial=reported.get("serial"),
+        mac=entry["mac"] if entry and entry.get("complete") else None,
+        remote_access=remote_access(config, store, serial),
+    )
+
+
+def remote_access(config: Config, store: Store, serial: str) -> str:
+    """The agent's remote access to a counter, in one plain sentence for support."""
+    counter = config.counter(serial)
+    poe = (
+        "the agent can power-cycle it (PoE)"
+        if counter.poe_port and config.remediation.poe_command
+        else "no remote power-cycle configured"
+    )
+    if counter.ssh is None:
+        return f"SSH not configured: deep checks unavailable; {poe}"
+    last = next(iter(store.observations(serial, "ssh", limit=1)), None)
+    if last is None:
+        return f"SSH configured but not tried yet; {poe}"
+    if not last.ok:
+        why = _words(str(last.error_code or "error"))
+        return f"SSH configured but failing ({why}): deep checks unavailable; {poe}"
+    return f"SSH works: deep checks available; {poe}"
+
+
+def _words(code: str) -> str:
+    return code.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Held:
+    """Why a ticket waits, and until when."""
+
+    why: str
+    until: datetime
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class CounterClient:
                 if replies and cut_by_caller and exc.code is ProbeErrorCode.TIMEOUT:
                     merged = fmt.merge_replies(replies)
                     _refuse_far_future(merged, end)
-                    return replace(merged, partial=True)
+                    return replace(merged, partial=True, reached=chunk_start)
                 raise
             chunk_start = chunk_end
         merged = fmt.merge_replies(replies)

@@ -77,7 +77,8 @@ class CountsReply:
     """A parsed count reply: the device's own details and its slots, oldest first (UTC).
 
     ``partial`` is set by the client when the deadline cut a long fetch short after some
-    24-hour calls were answered: the slots run up to where it stopped."""
+    24-hour calls were answered: the slots run up to where it stopped, ``reached`` (the end of
+    the last call answered, so a fetch that found nothing yet can go on from there)."""
 
     serial: str | None
     model: str | None
@@ -85,6 +86,7 @@ class CountsReply:
     device_time: datetime | None
     slots: tuple[CountSlot, ...]
     partial: bool = False
+    reached: datetime | None = None
 
 
 def _norm(name: str) -> str:

@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.probes.ssh import CommandResult, HostKeyError, SshSession, SshTarget
-from diagnostics.model import SYSTEM_CLOCK, Clock, Observation, ProbeError
+from diagnostics.model import SYSTEM_CLOCK, Clock, Observation, ProbeError, ProbeErrorCode
 
 PROBE = "ssh"
 COUNTING_SERVICE = "footfallcam-counting"
 LAST_EVENT_FILE = "/var/lib/footfallcam/last_event"
+COUNTS_FILE = "/var/lib/footfallcam/counts.csv"  # the slots the device still holds (count CSV)
+COUNT_EXPORT = f"cat {COUNTS_FILE}"
+COUNT_EXPORT_MAX = 8 * 1024 * 1024  # bytes: weeks of 15-minute slots, far more than a device keeps
 CAMERA_DEVICE = "/dev/video0"
 MAX_KERNEL_LINES = 20
 
@@ -283,3 +286,18 @@ def _kernel(result: CommandResult) -> list[str]:
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
     return repr(text[:60] + ("..." if len(text) > 60 else ""))
+
+
+def stored_counts_ssh(target: SshTarget, known_hosts: Path, *, timeout_s: float) -> str:
+    """The count file the device keeps (the project's count CSV), read over SSH.
+
+    For the data rescue before a unit is returned. Raises ``ProbeError``: the session's own
+    failures, or UNSUPPORTED when the device keeps no such file (or will not show it).
+    """
+    with SshSession(target, known_hosts, timeout_s=timeout_s, max_output=COUNT_EXPORT_MAX) as s:
+        result = s.run(COUNT_EXPORT, timeout_s)
+    if result.exit_status != 0:
+        said = (result.stderr or result.stdout).strip().splitlines()
+        why = said[-1] if said else f"exit status {result.exit_status}"
+        raise ProbeError(ProbeErrorCode.UNSUPPORTED, f"no count file on the device ({why})")
+    return result.stdout

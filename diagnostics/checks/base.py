@@ -108,6 +108,11 @@ class TicketKind(enum.StrEnum):
 # said (the finding's summary as a sentence), site ("Oxford Street (LDN01)").
 TEMPLATE_FIELDS = frozenset({"who", "low", "since", "code", "reason", "by", "said", "site"})
 
+# Questions only the people at the store can answer, which support asks first about a counter
+# that does not answer; the checks that need them name them in ``store_questions``.
+LED_QUESTION = "What colour is the counter's LED now (none, yellow, green or red)?"
+POWER_CYCLE_QUESTION = "Has the counter been power-cycled since, and did it come back?"
+
 
 @dataclass(frozen=True)
 class Wording:
@@ -117,6 +122,9 @@ class Wording:
     priority: int | None = None
     ticket_subject: str | None = None
     ticket_what: str | None = None
+    ticket_ask: str | None = None
+    store_questions: tuple[str, ...] | None = None
+    ticket_evidence: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,9 @@ class CheckMeta:
     priority: int
     ticket_subject: str
     ticket_what: str
+    ticket_ask: str = ""
+    store_questions: tuple[str, ...] = ()
+    ticket_evidence: tuple[str, ...] = ()
     liveness: bool = False
     accuracy: bool = False
     derived: bool = False
@@ -163,8 +174,11 @@ class Check:
     ``applies_to`` (which evidence the runner gives it), ``ticket`` (the kind of ticket it
     raises), ``priority`` (lower leads when one incident holds several findings),
     ``ticket_subject``/``ticket_what`` (templates of the ticket's subject and its first
-    answer, "what is the problem?", from
-    ``TEMPLATE_FIELDS``), ``codes`` (per-code overrides of those), ``liveness`` (its ok means
+    answer, "what is the problem?", from ``TEMPLATE_FIELDS``), ``ticket_ask`` (what the
+    ticket asks support to do, one sentence), ``store_questions`` (what only the store can
+    tell support), ``ticket_evidence`` (the evidence keys the ticket's "how" answer shows, in
+    order: the rest — model statistics, raw image metrics — stays in the bundle's
+    ``findings.json``), ``codes`` (per-code overrides of those), ``liveness`` (its ok means
     the counter answers), ``accuracy`` (it judges count accuracy, which an untuned counter
     does not have yet), ``derived`` (its findings are made by the gate or the agent, not by
     ``run``: the runner does not run it), ``explained_by`` (ids of counter checks whose
@@ -180,6 +194,9 @@ class Check:
     priority: ClassVar[int] = 100
     ticket_subject: ClassVar[str] = "{who} {code} {since}"
     ticket_what: ClassVar[str] = "{who} has a problem. {said}"
+    ticket_ask: ClassVar[str] = ""
+    store_questions: ClassVar[tuple[str, ...]] = ()
+    ticket_evidence: ClassVar[tuple[str, ...]] = ()
     codes: ClassVar[Mapping[str, Wording]] = {}
     liveness: ClassVar[bool] = False
     accuracy: ClassVar[bool] = False
@@ -200,6 +217,9 @@ class Check:
             priority=cls.priority,
             ticket_subject=cls.ticket_subject,
             ticket_what=cls.ticket_what,
+            ticket_ask=cls.ticket_ask,
+            store_questions=cls.store_questions,
+            ticket_evidence=cls.ticket_evidence,
             liveness=cls.liveness,
             accuracy=cls.accuracy,
             derived=cls.derived,

@@ -20,7 +20,14 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from diagnostics.calendar import SiteCalendar
-from diagnostics.checks.base import Check, CounterEvidence, Family, SiteEvidence, TicketKind
+from diagnostics.checks.base import (
+    LED_QUESTION,
+    Check,
+    CounterEvidence,
+    Family,
+    SiteEvidence,
+    TicketKind,
+)
 from diagnostics.model import Finding, Status
 from diagnostics.series import (
     CountArrays,
@@ -169,6 +176,23 @@ class CountingStopped(CountCheck):
         "{who} has stopped counting: it records no visitors while the store is open, so "
         "footfall data for this period is missing. {said}"
     )
+    ticket_ask = (
+        "Please restart the counter's counting service and recover the counts it missed; "
+        "where they cannot be recovered, apply the attached estimate to the reports."
+    )
+    store_questions = (
+        "Was the entrance open and used as usual during this time?",
+        LED_QUESTION,
+    )
+    ticket_evidence = (
+        "zero_since",
+        "open_minutes",
+        "observed",
+        "expected",
+        "peers_observed",
+        "peers_expected",
+        "last_slot_end",
+    )
     remediation: ClassVar[str] = (
         "Look at the counter's live view for a blockage; restart the counting service or "
         "power-cycle the counter; if counts stay at zero, raise a data-accuracy ticket."
@@ -277,9 +301,10 @@ class CountingStopped(CountCheck):
                     evidence,
                     Status.FAIL,
                     "zero_run",
+                    # how unlikely that is (``log10_probability``) is for the bundle's
+                    # findings.json, not for the words a ticket quotes
                     f"no counts for {_hours(minutes)} of opening time since {local(start, tz)}; "
-                    f"about {run.expected:.0f} visitors were expected (chance of this by luck "
-                    f"{_odds(run.log10_p)})",
+                    f"about {run.expected:.0f} visitors were expected",
                     **details,
                 )
             return self.finding(
@@ -308,12 +333,6 @@ class CountingStopped(CountCheck):
             f"zeros for {_hours(minutes)}; too little history to judge",
             **details,
         )
-
-
-def _odds(log10_p: float) -> str:
-    if log10_p > -9:
-        return f"1 in {10**-log10_p:,.0f}"
-    return f"less than 1 in 10^{int(-log10_p)}"
 
 
 def _hours(minutes: float) -> str:

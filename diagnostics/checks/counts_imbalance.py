@@ -176,6 +176,14 @@ class CountImbalance(_Balance):
         "{who}'s split between IN and OUT moved away from its usual one, so one direction is "
         "counted more than before. {said}"
     )
+    ticket_ask = (
+        "Please check the counter's counting line and direction settings against its live view "
+        "and re-tune it if needed."
+    )
+    store_questions = (
+        "Has the way people use this entrance changed (a door closed, a one-way system)?",
+    )
+    ticket_evidence = ("start", "end", "days")
     remediation: ClassVar[str] = (
         "Check the counter's direction settings and counting line in its configuration; if "
         "the split stays off its usual one, raise a data-accuracy ticket for re-tuning."
@@ -201,6 +209,12 @@ class SiteImbalance(_Balance):
         "The counts of {low} as a whole do not balance: more people are counted in one "
         "direction than the other, and no single counter's own fault explains it. {said}"
     )
+    ticket_ask = (
+        "Please check whether an entrance has no counter or a counter counts the wrong way, "
+        "and correct the site's setup."
+    )
+    store_questions = ("Has an entrance been opened, closed or moved at the store?",)
+    ticket_evidence = ("start", "end", "days")
     remediation: ClassVar[str] = (
         "The site as a whole counts more in one direction: look for an entrance without a "
         "counter, or a counter counting the wrong way, then raise a data-accuracy ticket."

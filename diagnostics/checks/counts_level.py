@@ -31,6 +31,15 @@ class CountLevel(CountCheck):
     accuracy = True
     ticket_subject = "{who} inaccurate counts ({code}) {since}"
     ticket_what = "The counts from {low} look inaccurate. {said}"
+    ticket_ask = (
+        "Please check the counter's tuning against its live view and correct the reports for "
+        "the period with the attached estimate."
+    )
+    store_questions = (
+        "Did anything change at the entrance (layout, doors, displays, lighting) around then?",
+        "Was trading unusual in this period (an event, roadworks, a closure nearby)?",
+    )
+    ticket_evidence = ("start", "observed", "expected", "against", "ongoing")
     codes: ClassVar[Mapping[str, Wording]] = {
         "under_count": Wording(
             ticket_subject="{who} under-counting{by} {since}",

@@ -96,6 +96,12 @@ class CountsMissing(_Gaps):
     priority = 70
     ticket_subject = "{who} missing count data {since}"
     ticket_what = "Count data from {low} is missing for part of the period. {said}"
+    ticket_ask = (
+        "Please recover the missing slots from the counter if it still holds them; where they "
+        "cannot be recovered, apply the attached estimate to the reports."
+    )
+    store_questions = ("Was the store open and trading as usual during the missing period?",)
+    ticket_evidence = ("start", "end", "slots", "open_minutes", "expected", "lost", "lost_at")
     remediation: ClassVar[str] = (
         "Bring the counter back online (power, network, the gateway's link) within the upload "
         "window so it can send the counts it kept; if the data is lost, raise a data-accuracy "
@@ -162,6 +168,23 @@ class SiteCountsOutage(_Gaps):
     priority = 10
     ticket_subject = "{who} outage {since} ({code})"
     ticket_what = "The whole of {low} is down at once, not just one counter. {said}"
+    ticket_ask = (
+        "Please recover the counts the counters kept during the outage; where they cannot be "
+        "recovered, apply an estimate to the reports."
+    )
+    store_questions = (
+        "Was the store closed, or without power or internet, during this time?",
+        "Has the network equipment the counters hang off been restarted or changed?",
+    )
+    ticket_evidence = (
+        "all_silent_from",
+        "all_silent_to",
+        "counters",
+        "open_minutes",
+        "expected",
+        "lost",
+        "lost_at",
+    )
     remediation: ClassVar[str] = (
         "Every counter stopped sending at the same time: look at what they share — the "
         "store's power, network switch or internet link — before touching any counter."

@@ -29,7 +29,15 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from diagnostics.checks.base import Check, CounterEvidence, Family, TicketKind, Wording
+from diagnostics.checks.base import (
+    LED_QUESTION,
+    POWER_CYCLE_QUESTION,
+    Check,
+    CounterEvidence,
+    Family,
+    TicketKind,
+    Wording,
+)
 from diagnostics.model import Finding, Observation, Status, as_datetime
 
 SSH_NOT_CONFIGURED = "SSH is not configured for this counter: deep device checks are off"
@@ -76,6 +84,11 @@ class _Device(Check):
 class DeviceClock(_Device):
     id: ClassVar[str] = "counter.device.clock"
     title: ClassVar[str] = "Counter clock in step with the gateway"
+    ticket_ask = (
+        "Please set the counter's time source (NTP) right and move the counts it filed in the "
+        "wrong time slots back where they belong."
+    )
+    ticket_evidence = ("offset_s", "source")
     remediation: ClassVar[str] = (
         "Check the counter's NTP settings and that it can reach its time server; until its "
         "clock is right, its counts land in the wrong time slots."
@@ -126,6 +139,21 @@ class DeviceHealth(_Device):
     id: ClassVar[str] = "counter.device.health"
     title: ClassVar[str] = "Counter hardware and software healthy (over SSH)"
     # a missing camera is the one fault no remote fix can help: a replacement unit, first
+    ticket_ask = (
+        "Please restart the counter's counting service (or fix what is listed) remotely and "
+        "recover the counts it missed meanwhile."
+    )
+    store_questions = (LED_QUESTION, POWER_CYCLE_QUESTION)
+    ticket_evidence = (
+        "counting_service",
+        "camera_present",
+        "disk_used_pct",
+        "temperature_c",
+        "reboots_24h",
+        "uptime_s",
+        "last_event_at",
+        "measured_at",
+    )
     codes: ClassVar[Mapping[str, Wording]] = {
         "hardware_fault": Wording(
             ticket=TicketKind.HARDWARE,
@@ -133,6 +161,10 @@ class DeviceHealth(_Device):
             ticket_subject="RMA request: {who} hardware fault {since}",
             ticket_what="{who} has a hardware fault and needs replacing: this is an RMA request. "
             "{said} We will back up the device's data before it is returned.",
+            ticket_ask=(
+                "Please approve the RMA and send a replacement unit configured and tuned like "
+                "this one; we will send the faulty unit back once its counts are backed up."
+            ),
         )
     }
     remediation: ClassVar[str] = (
@@ -231,6 +263,12 @@ class SshHostKey(_Device):
     ticket_what = (
         "{who} shows an SSH host key the agent does not trust: a swapped device, or worse. {said}"
     )
+    ticket_ask = (
+        "Please tell us whether this counter was replaced or re-imaged; if it was not, treat "
+        "it as a security incident."
+    )
+    store_questions = ("Was the counter replaced, re-imaged or sent for repair recently?",)
+    ticket_evidence = ("key_type", "offered", "pinned")
     remediation: ClassVar[str] = (
         "If the counter was replaced on purpose, run `ffc-agent enroll SERIAL` and compare the "
         "fingerprint with the device; otherwise treat it as a security incident."

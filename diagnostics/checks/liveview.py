@@ -119,6 +119,15 @@ class LiveViewBlocked(Check):
     ticket_what = (
         "The live view of {low} is {code}, so it cannot see and count visitors reliably. {said}"
     )
+    ticket_ask = (
+        "Please check the view remotely against the tuned reference, and re-aim or re-tune "
+        "the counter if it was moved or the store cannot clear it."
+    )
+    store_questions = (
+        "Is anything covering or standing in front of the counter (a sign, a display, stock)?",
+        "Has the counter been knocked, moved or cleaned recently?",
+    )
+    ticket_evidence = ("kind", "blocked_fraction", "since", "snapshots", "reference", "reasons")
     remediation: ClassVar[str] = (
         "Look at the snapshot beside the reference image: remove what covers or stands in "
         "front of the counter, clean or dry the lens, restore the lighting, or re-aim the "

@@ -10,9 +10,19 @@ page) or a misconfigured address.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import ClassVar
 
-from diagnostics.checks.base import Check, CounterEvidence, Family, TicketKind
+from diagnostics.checks.base import (
+    LED_QUESTION,
+    POWER_CYCLE_QUESTION,
+    Check,
+    CounterEvidence,
+    Family,
+    TicketKind,
+    Wording,
+)
 from diagnostics.model import Finding, Status
 
 _WORDS = {
@@ -41,10 +51,54 @@ class CounterOffline(Check):
         "{who} is offline: the agent cannot reach it ({reason}), so its counts are not "
         "reaching the portal. {said}"
     )
+    ticket_ask = (
+        "Please bring the counter back online (remotely if you can reach it, else tell us what "
+        "to check on site) and recover the counts it kept while it was offline."
+    )
+    store_questions = (
+        LED_QUESTION,
+        POWER_CYCLE_QUESTION,
+        "Was any work done on the store's power or network around the time it went offline?",
+    )
+    ticket_evidence = (
+        "last_success",
+        "last_count_slot",
+        "consecutive_failures",
+        "reachability",
+    )
+    codes: ClassVar[Mapping[str, Wording]] = {
+        # it answers, so power and cabling are fine: the login is what changed
+        "auth_failed": Wording(
+            ticket_ask=(
+                "Please tell us whether the counter's login was changed or reset (a factory "
+                "reset, a firmware update), and restore the agent's access so its counts can "
+                "be collected again."
+            ),
+            store_questions=(
+                "Has anyone changed the counter's password, reset it or updated it recently?",
+            ),
+        ),
+    }
     remediation: ClassVar[str] = (
         "Check the counter's power and network cable (LED: none/yellow means power or cabling, "
         "red means hardware); power-cycle it; if it still does not answer, raise a ticket."
     )
+    # how it failed says where to look: a counter that answers needs no power or cable check
+    _REMEDIATIONS: ClassVar[Mapping[str, str]] = {
+        "auth_failed": (
+            "The counter answers but refuses the agent's login: its password was changed or "
+            "reset. Put the counter's current credentials in the agent's configuration (or "
+            "reset them on the counter); power and cabling are fine."
+        ),
+        "tls_error": (
+            "The counter answers but its TLS certificate is not trusted: check the configured "
+            "CA or the counter's certificate; power and cabling are fine."
+        ),
+        "redirect": (
+            "Something between the agent and the counter answers in its place (a captive "
+            "portal, a proxy login): check the counter's address and the network path."
+        ),
+    }
 
     def run(self, evidence: CounterEvidence) -> list[Finding]:
         obs = evidence.observations.get("api")
@@ -65,16 +119,18 @@ class CounterOffline(Check):
         since = evidence.extra.get("api_failing_since", obs.at)
         failures = evidence.extra.get("api_consecutive_failures", 1)
         summary = f"counter {evidence.serial} {_WORDS.get(code, 'fails')}: {obs.error}"
-        return [
-            self.finding(
-                evidence,
-                Status.FAIL,
-                code,
-                summary,
-                error=obs.error,
-                failing_since=since.isoformat(),
-                consecutive_failures=failures,
-                last_success=evidence.extra.get("api_last_success"),
-                last_count_slot=evidence.extra.get("last_count_slot"),
-            )
-        ]
+        found = self.finding(
+            evidence,
+            Status.FAIL,
+            code,
+            summary,
+            error=obs.error,
+            failing_since=since.isoformat(),
+            consecutive_failures=failures,
+            last_success=evidence.extra.get("api_last_success"),
+            last_count_slot=evidence.extra.get("last_count_slot"),
+            reachability=obs.data.get("reachability"),
+        )
+        if code in self._REMEDIATIONS:
+            found = replace(found, remediation=self._REMEDIATIONS[code])
+        return [found]

@@ -21,6 +21,14 @@ class SiteOffline(DerivedCheck):
     priority = 10  # the site's power or network explains each counter being offline
     ticket_subject = "{who} outage {since} ({code})"
     ticket_what = "The whole of {low} is down at once, not just one counter. {said}"
+    ticket_ask = (
+        "Please help the store bring its counters back online and recover the counts they kept "
+        "meanwhile; the counters themselves are probably fine."
+    )
+    store_questions = (
+        "Is the store's power and internet up, and the network switch the counters hang off?",
+        "Has anything been changed or restarted on the store's network recently?",
+    )
     remediation: ClassVar[str] = (
         "Check the store's power and its network link to the counters first; the counters "
         "themselves are probably fine."

@@ -36,6 +36,8 @@ class PushSilent(Check):
         "{who} has stopped sending its live MQTT push, though its counts still arrive by the "
         "REST export. {said}"
     )
+    ticket_ask = "Please restore the counter's live MQTT push (its settings or its service)."
+    ticket_evidence = ("silent_since", "silent_min", "counted_meanwhile", "expected")
     remediation: ClassVar[str] = (
         "Check the counter's MQTT settings (broker address, topic, credentials) and its network "
         "path to the broker, then restart the counter; counts still arrive by the REST export."

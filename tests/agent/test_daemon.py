@@ -45,7 +45,7 @@ from simulator import Fleet, SimCounter, SimSite
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Planted-Pa55-q7Zx"  # every counter's password: it must never reach the journal
 ALL_DAY = {d: "00:00-24:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
-# The probe phase's deadline is twice the probe timeout (2 s here); a first fetch of four weeks
+# The probe phase's deadline is 1.75 probe timeouts (1.75 s here); a first fetch of four weeks
 # of counts cut short by it is kept and goes on next cycle. 4 s cycles leave room on 2 cores.
 CYCLE_S = 4
 WATCHDOG_USEC = 1_000_000  # so the idle wait pings every 0.5 s

@@ -45,7 +45,8 @@ port = {sshd.port}
 [[sinks]]""",
         )
         path = tmp_path / "agent.toml"
-        path.write_text(text)
+        # the ladder's reboot is checked at once, not by the next cycle: this is about SSH
+        path.write_text(text + "\n[remediation]\nrecheck_seconds = 0\n")
         yield clock, path, sshd
 
 

@@ -300,7 +300,13 @@ def test_the_configuration_keeps_the_webhook_url_secret(tmp_path: Path) -> None:
     data["sites"][0].update(quiet_hours="22:00-07:00", chat_webhook_url_file=str(tmp_path / "hook"))
     config = parse_config(data)
     assert config.notifications is not None
-    assert config.notifications.events == ("filed", "message", "status", "sla_overdue")
+    assert config.notifications.events == (
+        "filed",
+        "message",
+        "status",
+        "sla_overdue",
+        "store_action",
+    )
     assert config.sites[0].quiet_window() == (time(22, 0), time(7, 0))
     secrets = config.secret_values()
     assert {url, HOOK_TOKEN, site_url, "S1teOwnT0kenForLDN01xyz", COUNTER_PASSWORD} <= secrets

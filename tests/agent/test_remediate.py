@@ -218,3 +218,25 @@ def test_remote_fix_by_hand_asks_first_and_is_audited_as_the_person(rig):
         ("remediate.restart_service", "dry_run"),
         ("remediate.restart_service", "healed"),
     ]
+
+
+def test_the_port_status_command_is_read_and_a_hang_or_garble_is_an_error(rig, tmp_path):
+    status = tmp_path / "status.sh"
+    assert rig.fix.port_status(rig.counter) is None  # none configured: no port facts
+    rig.fix.settings = rig.fix.settings.model_copy(
+        update={"port_status_command": (str(status), "{serial}"), "port_status_timeout_seconds": 1}
+    )
+    script(status, 'echo "{\\"link\\": true, \\"power\\": \\"on\\", \\"port\\": \\"$1\\"}"')
+    port = rig.fix.port_status(rig.counter)
+    assert port is not None and (port["link"], port["power"]) == (True, True)
+    assert '"port": "FFC1"' in port["output"]
+    script(status, "echo 'link=flaky token=s3cret'")
+    port = rig.fix.port_status(rig.counter)
+    assert port is not None and "not understood" in port["error"]
+    assert "s3cret" not in port["output"]  # what the switch said is redacted
+    script(status, "sleep 600 & sleep 600")
+    port = rig.fix.port_status(rig.counter)
+    assert port is not None and "did not finish within 1s" in port["error"]
+    script(status, "echo down; exit 2")
+    port = rig.fix.port_status(rig.counter)
+    assert port is not None and port["error"] == "port status command exited 2"

@@ -86,6 +86,14 @@ def road(tmp_path, sshd):
         yield clock, fleet, path, sshd, hole
 
 
+def load_rma_ticket(path) -> str:
+    """The ticket key FFC1's fault was filed under (the RMA's ticket)."""
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        [key] = {i.ticket_key for i in store.incidents() if i.subject == "FFC1" and i.ticket_key}
+        return str(key)
+
+
 def rma_cli(path, *args):
     result = CliRunner().invoke(cli, ["rma", *args, "--config", str(path), "--json"])
     return result.exit_code, result.stdout, result.stderr
@@ -112,10 +120,32 @@ def test_rma_requested_rescued_shipped_replaced_verified(road):
     rma_id = listed["id"]
     assert listed["state"] == "requested" and listed["counter"] == "FFC1"
 
+    # the moves so far are lines of the ticket's task list, posted with the request
+    key = load_rma_ticket(path)
+    requested = [
+        m for m in messages(path, key) if m.startswith(f"Task: RMA requested (RMA {rma_id})")
+    ]
+    [line] = requested
+    moved = datetime.fromisoformat(
+        next(
+            m
+            for m in json.loads(rma_cli(path, "show", str(rma_id))[1])["moves"]
+            if m["to"] == "requested"
+        )["at"]
+    )
+    assert f"Status: open\nDue: {(moved + timedelta(days=1)).date().isoformat()}\n" in line
+    assert "Type: support operation" in line and "by agent" in line
     code, _, stderr = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "too soon")
     assert code == 1 and "cannot move to shipped (allowed: approved, cancelled, rejected)" in stderr
     code, _, _ = rma_cli(path, "advance", str(rma_id), "approved", "--note", "RMA-4711 approved")
     assert code == 0
+    status = CliRunner().invoke(cli, ["status", "--config", str(path), "--json"])
+    [ffc1] = [c for c in json.loads(status.stdout)["counters"] if c["serial"] == "FFC1"]
+    assert ffc1["rma"] == {"id": rma_id, "state": "approved"}
+    [approved] = [m for m in messages(path, key) if m.startswith("Task: RMA approved")]
+    shown = json.loads(rma_cli(path, "show", str(rma_id))[1])
+    at = datetime.fromisoformat(next(m["at"] for m in shown["moves"] if m["to"] == "approved"))
+    assert f"Due: {(at + timedelta(days=3)).date().isoformat()}" in approved
     # shipping runs the rescue first: the returned unit's data would be lost
     code, stdout, _ = rma_cli(path, "advance", str(rma_id), "shipped", "--note", "DHL 123")
     assert code == 0 and json.loads(stdout)["state"] == "shipped"
@@ -151,6 +181,7 @@ def test_rma_requested_rescued_shipped_replaced_verified(road):
     shown = json.loads(stdout)
     assert [m["to"] for m in shown["moves"]] == [
         "candidate",
+        "remediating",
         "requested",
         "approved",
         "shipped",
@@ -183,7 +214,11 @@ def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
         make_runner(config, store, clock=clock).run_cycle()
     [listed] = json.loads(rma_cli(path, "list")[1])
     rma_id = str(listed["id"])
-    assert rma_cli(path, "advance", rma_id, "approved", "--note", "ok")[0] == 0
+    # killed after the move, before its task line was posted: the next command posts it
+    assert killed(path, "rma.advance.moved", "advance", rma_id, "approved", "--note", "ok") == (
+        -signal.SIGKILL
+    )
+    assert json.loads(rma_cli(path, "show", rma_id)[1])["state"] == "approved"
     for step in ("rma.rescue.pulled", "rma.rescue.written"):
         assert killed(path, step, "rescue", rma_id) == -signal.SIGKILL, step
     code, stdout, _ = rma_cli(path, "rescue", rma_id)
@@ -200,5 +235,113 @@ def test_a_kill_at_each_step_resumes_and_nothing_is_done_twice(road):
     bodies = messages(path, key)
     assert len([m for m in bodies if m.startswith("Data rescued")]) == 1
     assert len([m for m in bodies if m.startswith("The replacement unit NEW1")]) == 1
+    tasks = [m.splitlines()[0] for m in bodies if m.startswith("Task: ")]
+    assert tasks == [
+        f"Task: RMA {state} (RMA {rma_id})"
+        for state in (
+            "candidate",
+            "remediating",
+            "requested",
+            "approved",
+            "shipped",
+            "replaced",
+            "verified",
+        )
+    ]
     moves = [m["to"] for m in json.loads(rma_cli(path, "show", rma_id)[1])["moves"]]
-    assert moves == ["candidate", "requested", "approved", "shipped", "replaced", "verified"]
+    assert moves == [
+        "candidate",
+        "remediating",
+        "requested",
+        "approved",
+        "shipped",
+        "replaced",
+        "verified",
+    ]
+
+
+def check_killed(path, crash_at: str) -> int:
+    """Run one cycle (`ffc-agent check`) in its own process, killed (SIGKILL) at ``crash_at``."""
+    env = {**os.environ, "FFC_AGENT_TEST_CRASH_AT": crash_at}
+    cmd = [sys.executable, "-m", "agent", "check", "--config", str(path), "--json"]
+    return subprocess.run(cmd, env=env, capture_output=True, timeout=240, check=False).returncode
+
+
+def test_the_ladder_moves_the_candidate_through_remediating_and_a_kill_resumes_it(road):
+    from simulator.shell import REBOOT, DeviceState
+
+    clock, fleet, path, sshd, _hole = road
+    sshd.write_state(camera=False)
+    fleet.set_fault("FFC1", "covered")
+    # killed after the candidate is opened, after it moved to remediating, after the reboot
+    for step in ("rma.ladder.candidate", "rma.ladder.remediating", "remediate.reboot.recorded"):
+        assert check_killed(path, step) == -signal.SIGKILL, step
+    assert DeviceState.read(sshd.state_file).fixes == [REBOOT]
+    [listed] = json.loads(rma_cli(path, "list")[1])
+    assert listed["state"] == "remediating"
+    clock.set(datetime.now(UTC))  # the killed runs used the real clock: carry on from there
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        make_runner(config, store, clock=clock).run_cycle()
+        rmas = Rmas(store)
+        [rma] = rmas.all()
+        moves = rmas.moves(rma.id)
+        [reboot] = rmas.attempts("FFC1")  # resumed: the reboot was not run again
+        assert reboot.step.value == "reboot"
+    assert DeviceState.read(sshd.state_file).fixes == [REBOOT]
+    assert rma.state.value == "requested"
+    assert [m.to_state.value for m in moves] == ["candidate", "remediating", "requested"]
+    assert all(m.actor == "agent" for m in moves)
+    assert "suspected hardware fault: camera not present" in moves[0].reason
+    assert "safe remote fixes come first" in moves[1].reason
+    assert "every safe fix tried" in moves[2].reason
+
+
+def test_the_rescue_pulls_the_devices_count_file_over_ssh_and_names_the_slots_lost(road):
+    _clock, _fleet, path, sshd, hole = road
+    slot = timedelta(minutes=15)
+    # the device's own file holds the first half of the hour its API lost, and two slots the
+    # API served too (with other numbers: the API's stay, the file only fills what is missing)
+    served = hole - 2 * slot
+    sshd.write_state(
+        stored_counts=[
+            [served.isoformat(), "FFC1", 999, 999],
+            [(served + slot).isoformat(), "FFC1", 999, 999],
+            [hole.isoformat(), "FFC1", 7, 5],
+            [(hole + slot).isoformat(), "FFC1", 3, 4],
+        ]
+    )
+    code, stdout, _ = rma_cli(path, "start", "FFC1")
+    assert code == 0
+    rma_id = str(json.loads(stdout)["id"])
+    code, stdout, _ = rma_cli(path, "rescue", rma_id)
+    assert code == 0, stdout
+    rescued = json.loads(stdout)
+    assert "SSH count file (4 slots, 2 not held before)" in rescued["sources"]
+    lost = [
+        h for h in rescued["holes"] if hole <= datetime.fromisoformat(h["start"]) < hole + 4 * slot
+    ]
+    [gap] = lost
+    assert gap == {
+        "start": (hole + 2 * slot).isoformat(),
+        "end": (hole + 4 * slot).isoformat(),
+        "slots": 2,
+    }
+    assert f"{(hole + 2 * slot).isoformat(timespec='minutes')} to " in rescued["summary"]
+    with open(rescued["csv"]) as fh:
+        rows = fh.read().splitlines()
+    assert (
+        f"{hole.isoformat()},FFC1,7,5" in rows and f"{(hole + slot).isoformat()},FFC1,3,4" in rows
+    )
+    assert not [r for r in rows if r.endswith(",999,999")]  # the API's numbers were kept
+
+
+def test_the_rescue_says_when_the_device_keeps_no_count_file(road):
+    _clock, _fleet, path, _sshd, hole = road
+    code, stdout, _ = rma_cli(path, "start", "FFC1")
+    rma_id = str(json.loads(stdout)["id"])
+    code, stdout, _ = rma_cli(path, "rescue", rma_id)
+    assert code == 0
+    rescued = json.loads(stdout)
+    assert any("SSH: no count file on the device" in n for n in rescued["notes"])
+    assert [h["slots"] for h in rescued["holes"] if h["start"] == hole.isoformat()] == [4]

@@ -131,7 +131,8 @@ timeout_seconds = 10
 """,
     )
     path = tmp_path / "agent.toml"
-    path.write_text(text)
+    # the ladder's reboot is checked at once, not by the next cycle: this is about secrets
+    path.write_text(text + "\n[remediation]\nrecheck_seconds = 0\n")
     return path
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from diagnostics.model import Finding, Status
-from rma.gate import Evidence, is_hardware_code, judge
+from rma.gate import Evidence, counts_normal_in, is_hardware, judge
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -81,15 +81,42 @@ def test_unreachable_with_link_and_power_after_every_fix() -> None:
 
 
 def test_red_led_and_counts_wrong_after_fixes_and_repeat_offender() -> None:
-    assert judge(Evidence((), reports={"led": "Red"})).rma
+    alone = judge(Evidence((), reports={"led": "Red"}))
+    assert not alone.rma and "needs corroboration" in alone.reason
     assert not judge(Evidence((ZEROS,))).rma
     assert judge(Evidence((ZEROS,), ladder_exhausted=True)).rma
     v = judge(Evidence((), repeat_offender=True, heals=3))
     assert v.rma and "3 times" in v.reason
 
 
-def test_hardware_codes() -> None:
-    assert is_hardware_code("hardware_fault") and not is_hardware_code("zero_run")
+def test_hardware_is_what_the_check_registry_files_as_hardware() -> None:
+    assert is_hardware(CAMERA_GONE)
+    assert not is_hardware(ZEROS)
+    # the same code from a check that does not file it as hardware is not hardware
+    assert not is_hardware(f("counter.liveview.blocked", Status.FAIL, "hardware_fault"))
+    assert not is_hardware(f("counter.device.health", Status.FAIL, "hardware_unconfirmed"))
+
+
+def test_a_frozen_live_view_is_not_a_count_fault() -> None:
+    frozen = f("counter.liveview.blocked", Status.FAIL, "frozen")
+    v = judge(Evidence((frozen, COUNTING), ladder_exhausted=True))
+    assert not v.rma and not v.signatures
+    assert counts_normal_in((frozen, COUNTING))
+
+
+def test_a_count_finding_that_stays_wrong_after_every_fix_is_a_count_fault() -> None:
+    under = f("counter.counts.level", Status.WARN, "under_count")
+    v = judge(Evidence((under, CLEAR), ladder_exhausted=True))
+    assert v.rma and [s.code for s in v.held] == ["counts_wrong_after_fixes"]
+    assert "under count" in v.reason
+    assert not counts_normal_in((under, COUNTING))
+
+
+def test_unreachable_means_the_liveness_check_not_a_code_elsewhere() -> None:
+    # counts.stopped says "offline" when it cannot judge: that is not the counter unreachable
+    skipped = f("counter.counts.stopped", Status.SKIP, "offline")
+    port = {"link": True, "power": True}
+    assert not judge(Evidence((skipped,), port=port, ladder_exhausted=True)).signatures
 
 
 def test_the_rma_request_answers_support_before_it_asks() -> None:
@@ -121,3 +148,42 @@ def test_the_rma_request_answers_support_before_it_asks() -> None:
         "physical damage",
     ):
         assert part in text, part
+
+
+def test_the_switch_ports_answer_is_read_as_key_values_or_json() -> None:
+    import pytest
+
+    from rma.gate import parse_port_status
+
+    assert parse_port_status("link=up power=on\n") == {"link": True, "power": True}
+    assert parse_port_status("port 7: link=down power=on") == {"link": False, "power": True}
+    assert parse_port_status('{"link": true, "power": "off", "speed": 100}') == {
+        "link": True,
+        "power": False,
+    }
+    for garbled in ("", "all good", "link=maybe power=on", "[1, 2]", "{not json"):
+        with pytest.raises(ValueError):
+            parse_port_status(garbled)
+
+
+def test_unreachable_with_link_down_is_the_stores_cabling_not_an_rma() -> None:
+    off = f("counter.offline", Status.FAIL, "timeout")
+    v = judge(Evidence((off,), port={"link": False, "power": True}, ladder_exhausted=True))
+    assert not v.rma and "cabling or switch problem for the store" in v.reason
+    v = judge(Evidence((off,), port={"link": True, "power": False}, ladder_exhausted=True))
+    assert not v.rma and "delivers no power" in v.reason
+    v = judge(Evidence((off,), port={"link": True, "power": True}, ladder_exhausted=True))
+    assert v.rma and "switch port: link up, power on" in v.reason
+
+
+def test_a_red_led_is_corroborated_by_a_failed_ladder_or_another_signature() -> None:
+    red = {"led": "red"}
+    doubtful = f("counter.device.health", Status.FAIL, "counting_service_down")
+    assert not judge(Evidence((doubtful,), reports=red)).rma
+    v = judge(Evidence((doubtful,), reports=red, ladder_exhausted=True))
+    assert v.rma and [s.code for s in v.held] == ["red_led"]
+    v = judge(Evidence((CAMERA_GONE, ZEROS), reports=red))
+    assert v.rma and [s.code for s in v.held] == ["camera_missing", "red_led"]
+    # a contradicted signature is no corroboration
+    v = judge(Evidence((CAMERA_GONE, CLEAR, COUNTING), reports=red))
+    assert not v.rma and all(not s.holds for s in v.signatures)

@@ -102,3 +102,17 @@ def test_repeat_offender_three_heals_in_fourteen_days() -> None:
     old = [attempt(Step.REBOOT, d * day, Outcome.HEALED) for d in (1, 5, 15)]
     assert not repeat_offender(old, Budget(), NOW)
     assert repeat_offender(old, Budget(repeat_window_days=16), NOW)
+
+
+def test_a_reboot_awaiting_its_recheck_holds_the_ladder_and_costs_budget() -> None:
+    sent = [attempt(Step.RESTART_SERVICE, 9), attempt(Step.REBOOT, 1, Outcome.PENDING)]
+    p = plan("counting_service_down", sent)
+    assert p.step is None and p.waiting is Step.REBOOT and not p.exhausted
+    assert "waiting to see whether reboot the counter" in p.reason
+    assert p.to_json()["waiting"] == "reboot"
+    # a pending reboot ran: with a budget of one a day, the next incident may not reboot again
+    later = [attempt(Step.REBOOT, 40, Outcome.PENDING)]
+    one = Budget(per_day={Step.RESTART_SERVICE: 3, Step.REBOOT: 1, Step.POE_CYCLE: 1})
+    assert plan("counting_service_down", later, budget=one).step is Step.RESTART_SERVICE
+    later.append(attempt(Step.RESTART_SERVICE, 5))
+    assert plan("counting_service_down", later, budget=one).over_budget == (Step.REBOOT,)

@@ -382,3 +382,37 @@ def test_short_secrets_and_keys_keep_the_data_whole() -> None:
     assert data["updated_at"] == "at tea time"
     assert data["note"] == "pw [REDACTED]"
     assert set(data) == {"updated_at", "note", "[REDACTED]"}  # a key that IS a secret goes
+
+
+# --- prose is not a key and its secret (issue 14: "access token: [REDACTED] garbage") --------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "login failed: the access token: expired and refused by the counter",
+        "no hardware-fault signature: a Technical Issue, signatures none",
+        "the token: is no longer accepted",
+        "password: not set for this counter",
+    ],
+)
+def test_ordinary_words_after_a_secret_word_are_kept(text: str) -> None:
+    for out in (Redactor().text(text), scrub(text)):
+        assert out == text
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("token: VALUE and more", "VALUE"),
+        ("password: hunter2 then words", "hunter2"),
+        ("password: letmein\nuser: admin", "letmein"),
+        ("password=letmein and more", "letmein"),
+        ("access token: 9f8e7d6c5b garbage", "9f8e7d6c5b"),
+        ('"token": "plain words here"', "plain words"),
+        ("token: s3cret-Value", "s3cret-Value"),
+    ],
+)
+def test_a_secret_after_a_secret_word_still_goes(text: str, secret: str) -> None:
+    for out in (Redactor().text(text), scrub(text)):
+        assert secret not in out and REDACTED in out, out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -68,3 +68,26 @@ def test_rescue_csv_is_the_project_count_format() -> None:
     assert sorted((s.start, s.count_in) for s in parsed["C1"]) == sorted(
         (s.start, s.count_in) for s in slots
     )
+
+
+def test_each_move_is_a_task_line_with_its_status_and_due_date() -> None:
+    from rma.tickets import TaskType
+    from rma.workflow import Move, task_for, task_line
+
+    requested = Move(NOW, State.REMEDIATING, State.REQUESTED, "agent", "camera not present")
+    task = task_for(requested)
+    assert (task.task, task.status, task.due) == ("RMA requested", "open", date(2026, 3, 3))
+    assert task.type is TaskType.SUPPORT_OPERATION
+    line = task_line(7, requested)
+    assert line.splitlines()[:4] == [
+        "Task: RMA requested (RMA 7)",
+        "Status: open",
+        "Due: 2026-03-03",
+        "Type: support operation",
+    ]
+    assert "from remediating to requested by agent" in line and "camera not present" in line
+    shipped = task_for(Move(NOW, State.APPROVED, State.SHIPPED, "alice", "DHL 1"))
+    assert shipped.due == date(2026, 3, 12)
+    closed = task_for(Move(NOW, State.VERIFIED, State.CLOSED, "alice", "done"))
+    assert (closed.status, closed.due) == ("done", None)
+    assert task_for(Move(NOW, State.REQUESTED, State.REJECTED, "bob", "no")).status == "rejected"

@@ -364,6 +364,7 @@ def test_odd_evidence_is_written_as_words_and_secrets_are_left_out() -> None:
         under_pct=40.0,
         peers={"FFC0001": {"ratio": 0.98}, "FFC0003": None},
         window=["2025-06-26T08:00:00+00:00", "2025-06-26T14:00:00+00:00"],
+        start="2025-06-26T08:00:00+00:00",
         password="hunter2",
         api_token="abc123",
         url="http://admin:s3cret@10.20.0.12/cgi-bin/apiCount.cgi?access_token=tok42",
@@ -375,7 +376,7 @@ def test_odd_evidence_is_written_as_words_and_secrets_are_left_out() -> None:
     assert "hunter2" not in text and "abc123" not in text
     assert "s3cret" not in text and "tok42" not in text
     assert "{" not in ticket.comment.how
-    assert "09:00" in ticket.comment.how  # the window, in site time
+    assert "09:00" in ticket.comment.how  # the start, in site time
     assert "by 40%" in ticket.subject
     assert ticket.category is Category.DATA_ACCURACY_ISSUE
 

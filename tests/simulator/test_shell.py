@@ -47,8 +47,8 @@ def test_healthy_device_answers_like_a_pi():
 
 
 def test_every_allowed_command_is_answered():
-    for command in ALLOWED:
-        assert answer(command, DeviceState(), T)[0] in (0, 2, 3), command
+    for command in ALLOWED:  # 1: `cat` of a file the device does not keep
+        assert answer(command, DeviceState(), T)[0] in (0, 1, 2, 3), command
 
 
 def test_faults_show_the_way_a_real_device_shows_them():
@@ -148,3 +148,22 @@ def test_reboot_clears_a_wedge_starts_a_new_boot_and_leaves_hardware_alone() -> 
     assert status == 0 and after.service == "active" and not after.wedged
     assert after.uptime_s < 60 and after.earlier_boots_ago_s == [5000.0]
     assert after.camera is False
+
+
+def test_the_count_file_serves_the_slots_the_device_still_holds() -> None:
+    from simulator.shell import COUNTS_FILE
+
+    command = f"cat {COUNTS_FILE}"
+    status, _, err = answer(command, DeviceState(), T)
+    assert status == 1 and "No such file or directory" in err  # no count file kept
+    held = [
+        ["2026-11-23T10:00:00+00:00", "FFC1", 4, 3],
+        ["2026-11-23T10:15:00+00:00", "FFC1", 0, 1],
+    ]
+    status, out, _ = answer(command, DeviceState(stored_counts=held), T)
+    assert status == 0
+    assert out.splitlines() == [
+        "timestamp,counter,in,out",
+        "2026-11-23T10:00:00+00:00,FFC1,4,3",
+        "2026-11-23T10:15:00+00:00,FFC1,0,1",
+    ]

@@ -1,0 +1,79 @@
+"""The live view is judged when it changes, not every cycle.
+
+Snapshots come on their own schedule (``snapshot_seconds``); between two of them the ring and
+the reference are the same, and so is the judgement. The runner keeps the live-view checks'
+findings of the last judgement and dates them now, and judges again when a snapshot arrives.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent.app import make_runner
+from agent.config import parse_config
+from agent.store import Store
+from diagnostics.checks.base import Family
+from simulator import FakeClock, Fleet, SimCounter, SimSite
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)  # a Wednesday afternoon: the store is open
+WEEK = {d: "09:00-20:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def live(result):
+    return sorted(
+        (a.finding for a in result.assessed if a.finding.check_id in LIVE_IDS),
+        key=lambda f: (f.subject, f.check_id),
+    )
+
+
+LIVE_IDS: set[str] = set()
+
+
+def test_the_live_view_is_judged_again_only_when_a_snapshot_arrives(tmp_path):
+    clock = FakeClock(NOW)
+    site = SimSite("LDN01", "London", "Europe/London", WEEK)
+    counters = [SimCounter(f"C{i}", f"door {i}", "LDN01") for i in range(2)]
+    with Fleet([site], counters, clock=clock, history_days=2) as fleet:
+        settings = {"snapshot_seconds": 300, "cycle_seconds": 60}
+        text = fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=2, agent=settings)
+        config = parse_config(tomllib.loads(text), base_dir=tmp_path)
+        with Store.open(tmp_path / "state") as store:
+            runner = make_runner(config, store, clock=clock, history_days=2)
+            judged: list[str] = []
+            for check in runner.checks:
+                if check.family is Family.LIVEVIEW:
+                    LIVE_IDS.add(check.id)
+                    inner = check.run
+
+                    def run(evidence, inner=inner):
+                        judged.append(evidence.serial)
+                        return inner(evidence)
+
+                    check.run = run
+            assert LIVE_IDS
+
+            first = runner.run_cycle()
+            assert sorted(judged) == sorted(["C0", "C1"] * len(LIVE_IDS))
+            before = live(first)
+            assert {f.subject for f in before} == {"C0", "C1"}
+
+            judged.clear()
+            clock.set(NOW + timedelta(seconds=60))  # no snapshot due yet
+            second = runner.run_cycle()
+            assert not [o for o in second.observations if o.probe == "snapshot"]
+            assert judged == []  # nothing new to judge
+            after = live(second)
+            assert [f.at for f in after] == [NOW + timedelta(seconds=60)] * len(after)
+            strip = [(f.check_id, f.subject, f.status, f.code, f.summary) for f in before]
+            assert [(f.check_id, f.subject, f.status, f.code, f.summary) for f in after] == strip
+
+            clock.set(NOW + timedelta(seconds=300))  # a new snapshot: judged again
+            third = runner.run_cycle()
+            assert len([o for o in third.observations if o.probe == "snapshot" and o.ok]) == 2
+            assert sorted(judged) == sorted(["C0", "C1"] * len(LIVE_IDS))
+            runner.close()
