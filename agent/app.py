@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,7 +118,8 @@ class App:
         """The durable queue of everything that leaves the gateway."""
         from agent.delivery.outbox import Outbox
 
-        return Outbox(self.store, self.state_dir)
+        give_up = timedelta(hours=self.config.agent.delivery_give_up_hours)
+        return Outbox(self.store, self.state_dir, give_up_after=give_up)
 
     @cached_property
     def notifier(self) -> Notifier:

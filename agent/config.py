@@ -263,6 +263,9 @@ class AgentConfig(_Model):
     keep_findings_days: Annotated[StrictInt, Field(ge=1, le=3660)] = 30
     keep_observations_days: Annotated[StrictInt, Field(ge=1, le=3660)] = 30
     keep_slots_days: Annotated[StrictInt, Field(ge=30, le=3660)] = 400
+    # a ticket or follow-up that keeps failing transiently (a helpdesk down) fails for good,
+    # and the agent.outbox check reports it, after this long
+    delivery_give_up_hours: Annotated[StrictFloat, Field(gt=0, le=24 * 366)] = 72.0
 
     @field_validator("shadow_checks")
     @classmethod

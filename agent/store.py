@@ -2,8 +2,9 @@
 
 It holds observations, count slots (with the time each arrived, so late uploads show), the
 findings of every cycle, incidents and their transitions, and an audit log. The schema is
-versioned from the first release: ``MIGRATIONS`` only ever grows, each step runs once in its
-own transaction, and a database from a newer agent is refused rather than damaged.
+versioned from the first release: ``MIGRATIONS`` only ever grows, the steps a file lacks run
+once, in one transaction that a second process opening the file waits for, and a database from
+a newer agent is refused rather than damaged.
 
 Times are stored as UTC: slot starts as integer epoch seconds (fast range scans over a year of
 slots), everything else as ISO-8601 text.
@@ -244,6 +245,42 @@ MIGRATIONS: tuple[str, ...] = (
         at TEXT NOT NULL,
         PRIMARY KEY (old_serial, new_serial)
     );
+    """,
+    # 6 (outbox branch; the lead renumbers): outbox ids are never reused (AUTOINCREMENT), and
+    # each item names its own files: the folder they were staged in under a key of their own,
+    # and their sha256 by name. An item queued by an older agent keeps its folder (its id).
+    # ``tried_since``: when its tries began (queued, or ``tickets retry``): the give-up clock
+    """
+    CREATE TABLE outbox_v6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sink TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        number TEXT,
+        incident_id INTEGER REFERENCES incidents (id),
+        created_at TEXT NOT NULL,
+        delivered_at TEXT,
+        result TEXT
+    );
+    INSERT INTO outbox_v6 (id, sink, kind, key, digest, payload, state, attempts,
+        next_attempt_at, last_error, number, incident_id, created_at, delivered_at, result)
+        SELECT id, sink, kind, key, digest, payload, state, attempts, next_attempt_at,
+            last_error, number, incident_id, created_at, delivered_at, result FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v6 RENAME TO outbox;
+    CREATE UNIQUE INDEX outbox_once ON outbox (sink, kind, key, digest);
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE INDEX outbox_record ON outbox (sink, state, key);
+    ALTER TABLE outbox ADD COLUMN files TEXT;
+    ALTER TABLE outbox ADD COLUMN tried_since TEXT;
+    UPDATE outbox SET files = json_object('dir', CAST(id AS TEXT))
+        WHERE state != 'delivered' AND kind NOT IN ('email', 'chat');
     """,
 )
 
@@ -539,6 +576,16 @@ class Store:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
+        if self.schema_version < len(MIGRATIONS):
+            # one process migrates; another opening the file at the same moment (``check``
+            # beside the service on a fresh install) waits for it, then finds it done
+            with self.transaction():
+                self._migrate_steps()
+        else:
+            self._migrate_steps()
+        self._vacuum_mode()
+
+    def _migrate_steps(self) -> None:
         current = self.schema_version
         if current > len(MIGRATIONS):
             raise StoreSchemaError(
@@ -568,7 +615,6 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version:d}")
-        self._vacuum_mode()
 
     def _columns(self, table: str) -> set[str]:
         return {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}

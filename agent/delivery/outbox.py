@@ -20,9 +20,24 @@ ticket delivery exactly-once across crashes, kills and network outages:
   (a session transcript) go with its message, so they are sent exactly when it is; the same
   files on the same ticket with the same text are one follow-up, whenever they were queued;
 - errors are transient (timeouts, 5xx, 429: retried with exponential backoff and jitter) or
-  permanent (other 4xx, refused credentials: the item fails and stays failed). A destination
-  that keeps failing permanently is reported by the ``agent.outbox`` check (fed by
-  ``Outbox.state``), not retried forever.
+  permanent (other 4xx, refused credentials: the item fails and stays failed). A transient
+  failure still there ``give_up_after`` (``agent.delivery_give_up_hours``, 72) after the item
+  was queued (or sent again by ``tickets retry``) fails it too. Failed items are reported by
+  the ``agent.outbox`` check (fed by ``Outbox.state``), not retried forever;
+- an item's files are its own: they are written, and synced, into a new folder named by a
+  random key (``outbox/<uuid>/``) before the row that names them (that key, and each file's
+  name and sha256) is inserted, so the row and its files appear in the one commit. An item
+  rolled back or killed before its commit leaves a folder no row names, which ``sweep``
+  removes once it is 30 minutes old. A committed id is never handed out again
+  (AUTOINCREMENT); one rolled back may be, so no file is keyed by an id. Only the files the
+  row names are sent, each checked against its hash: a missing or changed file fails the item
+  rather than send other bytes;
+- one process at a time delivers from a state directory (the service, ``check`` from Nagios,
+  ``tickets sync`` by hand): ``deliver`` holds an exclusive ``flock`` on
+  ``<state_dir>/outbox/.lock`` for its pass, and a pass that finds it held delivers nothing
+  (its items go with the holder's next pass). The kernel drops the lock of a killed process,
+  so an item found ``sending`` by the holder was left by a dead process, never by a live one
+  still waiting for its answer. Each item is still claimed by compare-and-set (``_claim``).
 
 A ``task`` item puts a line on a ticket's task list (``add_task``, in the sinks that keep one:
 the local store, RT); tried before, it is added only if the ticket does not show it yet. A
@@ -44,11 +59,17 @@ Each delivered ticket item keeps the destination's answer (the ticket as it took
 back, answers ``find_by_key``, ``get`` and ``list`` from. Searching such a destination is
 reading that record, so for them "exactly once" weakens to at least once: a kill between the
 server's yes and the record of it sends the ticket again, with the same Message-ID or
-Idempotency-Key for the receiver to drop.
+Idempotency-Key for the receiver to drop. A request to such a destination that got no answer
+(a receiver that answers after our read timeout) is sent once more, with the same key, after
+``RESEND_UNANSWERED`` and with ``PATIENCE`` times the timeout for its answer (``patient()``
+on the sink, where it has one); unanswered again, the item fails instead of being sent on
+every pass. So a late receiver gets one POST, at most two with one Idempotency-Key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -57,14 +78,17 @@ import random
 import shutil
 import signal
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
-from agent.store import DB_NAME, Store
+from agent.store import DB_NAME, Store, StoreError, StoreFull, is_disk_full
 from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
 from diagnostics.model import Finding
 from rma.tickets import Task, Ticket
@@ -84,6 +108,13 @@ EMAIL, CHAT = "email", "chat"
 NOTICE_KINDS = (EMAIL, CHAT)  # the rest ("create", "message", "status", "task") go to sinks
 TAKEN = "another process took it first"  # a skipped item's error: none of this pass's business
 GIVE_UP_AFTER = timedelta(days=3)  # the longest SLA: a notice older than that is stale news
+GIVE_UP_TRANSIENT = timedelta(hours=72)  # the default of agent.delivery_give_up_hours
+# a destination that cannot be searched (a webhook, e-mail) and did not answer in time: the
+# one re-send waits this long first, and PATIENCE times as long for its answer
+RESEND_UNANSWERED = timedelta(minutes=15)
+PATIENCE = 4
+SWEEP_AFTER = timedelta(minutes=30)  # a staged folder no item names, untouched this long
+LOCK_NAME = ".lock"  # in the attachments folder, beside what it guards
 CRASH_ENV = "FFC_AGENT_TEST_CRASH_AT"
 
 
@@ -125,6 +156,7 @@ class Item:
     number: str | None
     incident_id: int | None
     created_at: datetime
+    tried_since: datetime | None = None  # since ``tickets retry``; None: since created_at
 
 
 @dataclass(frozen=True)
@@ -142,12 +174,54 @@ def _iso(at: datetime) -> str:
 
 class Outbox:
     """The outbox of one state directory. Items are rows of the store's ``outbox`` table;
-    attachments are files under ``<state_dir>/outbox/<item id>/``."""
+    an item's attachments are files under ``<state_dir>/outbox/<its own random key>/``, named
+    with their sha256 in its row. ``give_up_after``: how long transient failures are retried
+    before the item fails for good (``agent.delivery_give_up_hours``)."""
 
-    def __init__(self, store: Store, state_dir: Path, *, rng: random.Random | None = None):
+    def __init__(
+        self,
+        store: Store,
+        state_dir: Path,
+        *,
+        rng: random.Random | None = None,
+        give_up_after: timedelta = GIVE_UP_TRANSIENT,
+    ):
         self.store = store
         self.files = Path(state_dir) / "outbox"
+        self.lock_path = self.files / LOCK_NAME
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.give_up_after = give_up_after
+        self._swept = float("-inf")
+        self._kept_for: Path | None = None
+        if store.moved_aside is not None:
+            self._keep_with(store.moved_aside)
+
+    def _keep_with(self, aside: Path) -> None:
+        """The store was found damaged and moved aside (at open, or by ``Store.recover`` in
+        the service): the attachment folders of its items go with it, into
+        ``<aside>-outbox``, so the old outbox stays whole beside the old file and the sweep
+        never takes them. Folders the fresh store names already stay."""
+        self._kept_for = aside
+        if not self.files.is_dir():
+            return
+        named = {
+            json.loads(files)["dir"]
+            for (files,) in self.store._db.execute(
+                "SELECT files FROM outbox WHERE files IS NOT NULL"
+            )
+        }
+        target = aside.with_name(f"{aside.name}-outbox")
+        moved = 0
+        try:
+            for entry in self.files.iterdir():
+                if entry.is_dir() and entry.name not in named:
+                    target.mkdir(mode=0o700, exist_ok=True)
+                    entry.rename(target / entry.name)
+                    moved += 1
+        except OSError as exc:
+            log.warning("outbox: cannot keep attachments with %s: %s", aside, exc)
+        if moved:
+            log.warning("outbox: the damaged store's attachments are kept in %s", target.name)
 
     # -- enqueue (inside the caller's transaction) ---------------------------------------------
 
@@ -299,30 +373,73 @@ class Outbox:
             ).fetchone()
             if row is not None:
                 return int(row[0])  # the same follow-up twice is one follow-up
-            cur = db.execute(
-                "INSERT INTO outbox (sink, kind, key, digest, payload, state, attempts, "
-                "next_attempt_at, incident_id, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-                (
-                    sink,
-                    kind,
-                    key,
-                    digest,
-                    json.dumps(payload),
-                    PENDING,
-                    _iso(now),
-                    incident_id,
-                    _iso(now),
-                ),
-            )
-            item_id = int(cur.lastrowid or 0)
-        if attachments:
-            folder = self.files / str(item_id)
-            folder.mkdir(parents=True, exist_ok=True)
+            # The files are staged, and made durable, under a key of their own before the row
+            # that names them is written: the row and its files appear in the one commit, and a
+            # rollback or a kill before it leaves a folder no row names (swept later).
+            files = self._stage(attachments) if attachments else None
+            try:
+                cur = db.execute(
+                    "INSERT INTO outbox (sink, kind, key, digest, payload, state, attempts, "
+                    "next_attempt_at, incident_id, created_at, files) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                    (
+                        sink,
+                        kind,
+                        key,
+                        digest,
+                        json.dumps(payload),
+                        PENDING,
+                        _iso(now),
+                        incident_id,
+                        _iso(now),
+                        json.dumps(files) if files else None,
+                    ),
+                )
+            except BaseException:
+                if files:
+                    shutil.rmtree(self.files / files["dir"], ignore_errors=True)
+                raise
+            crashpoint("after_insert")
+            return int(cur.lastrowid or 0)
+
+    def _stage(self, attachments: Mapping[str, bytes]) -> dict[str, Any]:
+        """Write ``attachments`` into a new folder of their own, synced to disk; returns what
+        the row records of them. A full disk is ``StoreFull``, as a failed write to the store."""
+        token = uuid.uuid4().hex
+        folder = self.files / token
+        try:
+            self.files.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700)
             for name, data in attachments.items():
-                tmp = folder / f".{name}.tmp"
-                tmp.write_bytes(data)
-                tmp.replace(folder / name)
-        return item_id
+                if not _safe_name(name):
+                    raise SinkError(f"an attachment may not be called {name!r}", permanent=True)
+                fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            crashpoint("after_staging")
+            _fsync_dir(folder)
+            _fsync_dir(self.files)
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            if is_disk_full(exc):
+                raise StoreFull(f"outbox {self.files}: the disk is full") from None
+            raise StoreError(
+                f"outbox {self.files}: cannot write attachments: {exc.strerror or exc}"
+            ) from None
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return {
+            "dir": token,
+            "sha256": {
+                name: hashlib.sha256(data).hexdigest() for name, data in attachments.items()
+            },
+        }
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -355,12 +472,82 @@ class Outbox:
         return out
 
     def attachments(self, item_id: int) -> dict[str, bytes]:
-        folder = self.files / str(item_id)
-        if not folder.is_dir():
+        """The files of item ``item_id``: exactly those its row names, each checked against
+        its sha256. A file missing or changed is a permanent ``SinkError``: nothing but the
+        item's own bytes is ever sent."""
+        row = self.store._db.execute("SELECT files FROM outbox WHERE id = ?", (item_id,)).fetchone()
+        if row is None or not row[0]:
             return {}
-        return {
-            p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")
+        files = json.loads(row[0])
+        folder = self.files / files["dir"]
+        if "sha256" not in files:
+            # queued by an agent before schema 6, in a folder named by its id: what is there
+            if not folder.is_dir():
+                return {}
+            return {
+                p.name: p.read_bytes()
+                for p in sorted(folder.iterdir())
+                if not p.name.startswith(".")
+            }
+        out: dict[str, bytes] = {}
+        for name, digest in files["sha256"].items():
+            try:
+                data = (folder / name).read_bytes()
+            except OSError as exc:
+                raise SinkError(
+                    f"outbox item {item_id}: its file {name} cannot be read from {folder}: "
+                    f"{exc.strerror or exc}",
+                    permanent=True,
+                ) from None
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise SinkError(
+                    f"outbox item {item_id}: its file {name} in {folder} changed since it was "
+                    "queued",
+                    permanent=True,
+                )
+            out[name] = data
+        return out
+
+    def _folder(self, item_id: int) -> Path | None:
+        row = self.store._db.execute("SELECT files FROM outbox WHERE id = ?", (item_id,)).fetchone()
+        if row is None or not row[0]:
+            return None
+        return self.files / json.loads(row[0])["dir"]
+
+    def sweep(self, *, older_than: timedelta = SWEEP_AFTER) -> list[str]:
+        """Remove the attachment folders no undelivered item names: staged by a transaction
+        that rolled back or a process killed before its commit, or left by a delivered item
+        (a kill between its record and the clean-up). Only folders untouched for
+        ``older_than`` (by the file system's clock), so one being staged now is never taken.
+        Returns the folders removed."""
+        try:
+            entries = list(self.files.iterdir())
+        except OSError:
+            return []
+        cutoff = time.time() - older_than.total_seconds()
+        old = []
+        for entry in entries:
+            try:
+                if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                    old.append(entry)
+            except OSError:
+                continue
+        if not old:
+            return []
+        named = {
+            json.loads(files)["dir"]
+            for (files,) in self.store._db.execute(
+                "SELECT files FROM outbox WHERE files IS NOT NULL AND state != ?", (DELIVERED,)
+            )
         }
+        removed = []
+        for entry in old:
+            if entry.name not in named:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+        if removed:
+            log.info("outbox: removed %d attachment folder(s) no item names", len(removed))
+        return removed
 
     # -- delivery ----------------------------------------------------------------------------------
 
@@ -377,7 +564,58 @@ class Outbox:
         """Deliver every due item (of ``kinds``, default all) once, to the ticket sinks and
         notification channels in ``sinks``; never raises for a destination's failure.
         ``announce`` is called with each ticket item delivered, inside the transaction that
-        records it, so the notice it queues is kept exactly when the delivery is."""
+        records it, so the notice it queues is kept exactly when the delivery is.
+
+        One process at a time delivers from a state directory: the pass holds an exclusive
+        ``flock`` on ``<state_dir>/outbox/.lock``, and a pass that finds it held (the service
+        delivering while ``check`` or ``tickets sync`` runs beside it) delivers nothing and
+        returns ``[]``; what it queued goes with the holder's next pass. So an item found
+        ``sending`` was left by a process that died, never one still sending."""
+        with self._delivery_lock() as mine:
+            if not mine:
+                log.info(
+                    "another ffc-agent process is delivering from %s: its passes deliver "
+                    "what is queued",
+                    self.files.parent,
+                )
+                return []
+            if self.store.moved_aside not in (None, self._kept_for):
+                self._keep_with(self.store.moved_aside)  # recovered while running
+            if time.monotonic() - self._swept >= SWEEP_AFTER.total_seconds() / 3:
+                self.sweep()  # the first pass of a process, then every ten minutes
+                self._swept = time.monotonic()
+            return self._deliver(sinks, now, limit, heartbeat, kinds, announce)
+
+    @contextlib.contextmanager
+    def _delivery_lock(self) -> Iterator[bool]:
+        """The state directory's delivery lock, taken without waiting: yields whether this
+        process holds it. The kernel drops it when the holder dies, SIGKILL included."""
+        try:
+            self.files.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("outbox: cannot open %s: %s", self.lock_path, exc.strerror or exc)
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _deliver(
+        self,
+        sinks: Sequence[Sink | Channel],
+        now: datetime,
+        limit: int,
+        heartbeat: Callable[[], object],
+        kinds: Sequence[str] | None,
+        announce: Callable[[Delivery], object] | None,
+    ) -> list[Delivery]:
         by_name = {s.name: s for s in sinks}
         query = "SELECT * FROM outbox WHERE state IN (?, ?, ?) AND next_attempt_at <= ?"
         args: list[Any] = [PENDING, SENDING, UNKNOWN, _iso(now)]
@@ -454,32 +692,33 @@ class Outbox:
         announce: Callable[[Delivery], object] | None = None,
     ) -> Delivery:
         uncertain = item.state in (SENDING, UNKNOWN)
+        searchable = getattr(sink, "readable", True)
         if not self._claim(item):  # committed before any send
             return Delivery(item, "skipped", error=TAKEN)
         crashpoint("before_send")
+        # a destination that cannot be searched gets an uncertain item again with more
+        # patience for its answer (a receiver that answers late has the first copy)
+        patient = getattr(sink, "patient", None)
+        wait = patient(PATIENCE) if uncertain and not searchable and patient else nullcontext()
         try:
-            if item.kind == "create":
-                answer, outcome = self._create(sink, item, uncertain)
-            elif item.kind == "task":
-                answer, outcome = self._task(sink, item, uncertain or item.attempts > 0)
-            else:
-                answer, outcome = self._follow_up(sink, item, uncertain or item.attempts > 0)
+            with wait:
+                if item.kind == "create":
+                    answer, outcome = self._create(sink, item, uncertain)
+                elif item.kind == "task":
+                    answer, outcome = self._task(sink, item, uncertain or item.attempts > 0)
+                else:
+                    answer, outcome = self._follow_up(sink, item, uncertain or item.attempts > 0)
             number = answer.number if answer is not None else self._parent_number(item)
             crashpoint("after_send")
         except OutcomeUnknown as exc:
-            self._retry(item, UNKNOWN, str(exc), now)
-            log.warning(
-                "%s: outcome of %s unknown, will search before retrying: %s",
-                sink.name,
-                item.key,
-                exc,
-            )
-            return Delivery(item, "unknown", error=str(exc))
+            return self._unknown(sink, item, exc, now, uncertain=uncertain, searchable=searchable)
         except SinkError as exc:
             if exc.permanent:
                 self._mark(item.id, FAILED, error=str(exc))
                 log.error("%s refused %s for good: %s", sink.name, item.key, exc)
                 return Delivery(item, "failed", error=str(exc))
+            if self._given_up(item, str(exc), now):
+                return Delivery(item, "failed", error=self._give_up_error(str(exc)))
             self._retry(item, PENDING, str(exc), now, exc.retry_after)
             return Delivery(item, "retry", error=str(exc))
         delivery = Delivery(item, outcome, number)
@@ -491,8 +730,66 @@ class Outbox:
                 self.store.set_incident_ticket(item.incident_id, item.key, number)
             if announce is not None:
                 announce(delivery)
-        shutil.rmtree(self.files / str(item.id), ignore_errors=True)
+        folder = self._folder(item.id)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         return delivery
+
+    def _unknown(
+        self,
+        sink: Sink,
+        item: Item,
+        exc: OutcomeUnknown,
+        now: datetime,
+        *,
+        uncertain: bool,
+        searchable: bool,
+    ) -> Delivery:
+        """The request went out and no answer came. A destination that can be searched is
+        searched before the next try; one that cannot (a webhook, e-mail) gets the item once
+        more, with the same Idempotency-Key or Message-ID, after ``RESEND_UNANSWERED``, and
+        never a third time: the item then fails, and ``agent.outbox`` says so."""
+        error = str(exc)
+        if not searchable and uncertain:
+            error = (
+                f"no answer to two sends; it may have arrived, so it is not sent again "
+                f"(raise the destination's timeout_seconds, then `ffc-agent tickets retry`): "
+                f"{error}"
+            )
+            self._mark(item.id, FAILED, error=error)
+            log.error("%s: %s", sink.name, error)
+            return Delivery(item, "failed", error=error)
+        if self._given_up(item, error, now):
+            return Delivery(item, "failed", error=self._give_up_error(error))
+        if searchable:
+            self._retry(item, UNKNOWN, error, now)
+            log.warning(
+                "%s: outcome of %s unknown, will search before retrying: %s",
+                sink.name,
+                item.key,
+                error,
+            )
+        else:
+            self._mark(item.id, UNKNOWN, error=error, next_attempt_at=now + RESEND_UNANSWERED)
+            log.warning(
+                "%s: no answer for %s; sent once more, with the same key, in %d minutes",
+                sink.name,
+                item.key,
+                RESEND_UNANSWERED.total_seconds() // 60,
+            )
+        return Delivery(item, "unknown", error=error)
+
+    def _given_up(self, item: Item, error: str, now: datetime) -> bool:
+        """Fail ``item`` for good when it has failed transiently for ``give_up_after``."""
+        if now - (item.tried_since or item.created_at) < self.give_up_after:
+            return False
+        self._mark(item.id, FAILED, error=self._give_up_error(error))
+        log.error("%s: gave up on %s: %s", item.sink, item.key, self._give_up_error(error))
+        return True
+
+    def _give_up_error(self, error: str) -> str:
+        hours = self.give_up_after.total_seconds() / 3600
+        return f"still failing after {hours:g} hours, given up: {error}"
 
     def _create(self, sink: Sink, item: Item, uncertain: bool) -> tuple[Ticket | None, str]:
         """File the ticket, or find it there; returns the ticket as the destination has it."""
@@ -678,10 +975,23 @@ class Outbox:
     def retry_failed(self, now: datetime) -> int:
         with self.store.transaction() as db:
             cur = db.execute(
-                "UPDATE outbox SET state = ?, next_attempt_at = ? WHERE state = ?",
-                (PENDING, _iso(now), FAILED),
+                "UPDATE outbox SET state = ?, next_attempt_at = ?, tried_since = ? WHERE state = ?",
+                (PENDING, _iso(now), _iso(now), FAILED),
             )
             return cur.rowcount
+
+
+def _safe_name(name: str) -> bool:
+    """A plain file name: the folder's own, never a path out of it."""
+    return bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _item(row: Any) -> Item:
@@ -698,6 +1008,7 @@ def _item(row: Any) -> Item:
         number=row["number"],
         incident_id=row["incident_id"],
         created_at=datetime.fromisoformat(row["created_at"]),
+        tried_since=datetime.fromisoformat(row["tried_since"]) if row["tried_since"] else None,
     )
 
 

@@ -85,7 +85,12 @@ class Ticketing:
         self.sinks = list(sinks)
         self.evidence = evidence  # the bundler (``App.bundler``)
         self.redactor = redactor
-        self.outbox = outbox if outbox is not None else Outbox(store, config.agent.state_dir)
+        give_up = timedelta(hours=config.agent.delivery_give_up_hours)
+        self.outbox = (
+            outbox
+            if outbox is not None
+            else Outbox(store, config.agent.state_dir, give_up_after=give_up)
+        )
         self.notifier = notifier or Notifier(config, self.outbox, redactor=redactor)
         self.last_filed: Counter[str] = Counter()  # tickets filed per destination, last delivery
         self.escalated: list[dict[str, str]] = []  # hand-overs to the next line, last ``sync``

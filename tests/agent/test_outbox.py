@@ -260,18 +260,178 @@ class Recording:
         self.sent.append(payload["text"])
 
 
-def test_two_processes_never_both_send_an_item_they_both_found_pending(tmp_path):
+def test_a_second_process_delivers_nothing_while_one_is_delivering(tmp_path):
     with Store.open(tmp_path) as mine, Store.open(tmp_path) as theirs:
         outbox, other = Outbox(mine, tmp_path), Outbox(theirs, tmp_path)
         fast = Recording("fast")
-        # while this pass sends its first item, another process delivers the second
-        slow = Recording("slow", during_send=lambda: other.deliver([fast], NOW))
+        beside: list = []
+        # while this pass sends its first item, another process tries a pass of its own
+        slow = Recording("slow", during_send=lambda: beside.append(other.deliver([fast], NOW)))
         for channel, text in ((slow, "one"), (fast, "two")):
             outbox.enqueue_notice(
                 channel.name, "chat", "ffc-1", f"e-{text}", {"text": text}, not_before=NOW, now=NOW
             )
         done = outbox.deliver([slow, fast], NOW)
-        assert [d.outcome for d in done] == ["delivered", "skipped"]
-        assert done[1].error == "another process took it first"
+        assert beside == [[]]  # the lock was held: it sent nothing, judged nothing crashed
+        assert [d.outcome for d in done] == ["delivered", "delivered"]
         assert (slow.sent, fast.sent) == (["one"], ["two"])
         assert [i.state for i in outbox.items()] == [DELIVERED, DELIVERED]
+        # once the pass is over, the lock is free for the other process
+        outbox.enqueue_notice(
+            "fast", "chat", "ffc-1", "e-three", {"text": "3"}, not_before=NOW, now=NOW
+        )
+        assert [d.outcome for d in other.deliver([fast], NOW)] == ["delivered"]
+
+
+def test_an_item_is_claimed_by_compare_and_set(tmp_path):
+    with Store.open(tmp_path) as mine, Store.open(tmp_path) as theirs:
+        outbox, other = Outbox(mine, tmp_path), Outbox(theirs, tmp_path)
+        outbox.enqueue_notice("c", "chat", "ffc-1", "e", {"text": "x"}, not_before=NOW, now=NOW)
+        [seen_by_me] = outbox.items()
+        [seen_by_them] = other.items()
+        assert outbox._claim(seen_by_me) is True
+        assert other._claim(seen_by_them) is False  # it changed since they read it
+
+
+# --- an item's files are its own ---------------------------------------------------------------
+
+
+def staged(tmp_path):
+    """The attachment folders on disk (the lock file aside)."""
+    folder = tmp_path / "outbox"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+
+def test_a_rolled_back_item_leaves_its_files_to_nobody(world, tmp_path):
+    store, sink, outbox = world
+    with pytest.raises(RuntimeError), store.transaction():
+        [gone] = outbox.enqueue_ticket(
+            [sink], ticket("C1"), incident_id=None, attachments={"bundle.txt": b"site A"}, now=NOW
+        )
+        raise RuntimeError("the incident change failed after the enqueue")
+    assert outbox.items() == []
+    [orphan] = staged(tmp_path)  # staged before the insert, named by no row
+    # the next item may get the same id (SQLite hands out a rolled-back id again): it is
+    # still only its own files that go
+    [item_id] = outbox.enqueue_ticket(
+        [sink], ticket("C2"), incident_id=None, attachments={"other.txt": b"site B"}, now=NOW
+    )
+    assert item_id == gone
+    assert outbox.attachments(item_id) == {"other.txt": b"site B"}
+    [d] = outbox.deliver([sink], NOW)
+    assert sorted(p.name for p in (sink.directory / d.number).iterdir() if p.suffix == ".txt") == [
+        "other.txt"
+    ]
+    assert staged(tmp_path) == [orphan]  # its own folder went with the delivery
+
+
+def test_only_the_files_the_row_names_are_sent_and_each_is_checked(world, tmp_path):
+    _store, sink, outbox = world
+    [item_id] = outbox.enqueue_ticket(
+        [sink], ticket(), incident_id=None, attachments={"a.txt": b"mine"}, now=NOW
+    )
+    [folder] = staged(tmp_path)
+    (tmp_path / "outbox" / folder / "stray.txt").write_bytes(b"someone else's")
+    assert outbox.attachments(item_id) == {"a.txt": b"mine"}
+    (tmp_path / "outbox" / folder / "a.txt").write_bytes(b"changed")
+    [d] = outbox.deliver([sink], NOW)
+    assert d.outcome == "failed" and "a.txt" in d.error and "changed" in d.error
+    assert sink.files == 0  # nothing but the item's own bytes is ever sent
+
+
+def test_folders_no_item_names_are_swept_once_old(world, tmp_path):
+    import os
+    import time
+
+    store, sink, outbox = world
+    with pytest.raises(RuntimeError), store.transaction():
+        outbox.enqueue_ticket(
+            [sink], ticket("C1"), incident_id=None, attachments={"x": b"1"}, now=NOW
+        )
+        raise RuntimeError
+    [orphan] = staged(tmp_path)
+    outbox.enqueue_ticket([sink], ticket("C2"), incident_id=None, attachments={"y": b"2"}, now=NOW)
+    [waiting] = set(staged(tmp_path)) - {orphan}
+    assert outbox.sweep() == []  # young: it may be another process's, not committed yet
+    old = time.time() - 3600
+    for name in (orphan, waiting):
+        os.utime(tmp_path / "outbox" / name, (old, old))
+    assert outbox.sweep() == [orphan]
+    assert staged(tmp_path) == [waiting]  # an undelivered item's files are never swept
+    [d] = outbox.deliver([sink], NOW)
+    assert d.outcome == "delivered" and staged(tmp_path) == []
+
+
+def test_ids_are_never_reused_and_an_older_outbox_keeps_its_files(tmp_path):
+    import sqlite3
+
+    from agent.store import DB_NAME, MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    for script in MIGRATIONS[:5]:
+        db.executescript(script)
+    t, times = ticket(), (NOW.isoformat(), NOW.isoformat())
+    for item_id, state in ((7, "pending"), (9, "delivered")):
+        db.execute(
+            "INSERT INTO outbox (id, sink, kind, key, digest, payload, state, next_attempt_at, "
+            "created_at) VALUES (?, 'local', 'create', ?, ?, ?, ?, ?, ?)",
+            (item_id, t.key, str(item_id), json.dumps({"ticket": t.to_json()}), state, *times),
+        )
+    db.execute("PRAGMA user_version = 5")
+    db.commit()
+    db.close()
+    legacy = tmp_path / "outbox" / "7"
+    legacy.mkdir(parents=True)
+    (legacy / "bundle.tar.gz").write_bytes(b"queued by the older agent")
+    with Store.open(tmp_path) as store:
+        assert store.schema_version == len(MIGRATIONS) >= 6
+        outbox = Outbox(store, tmp_path)
+        assert [(i.id, i.state) for i in outbox.items()] == [(7, PENDING), (9, DELIVERED)]
+        assert outbox.attachments(7) == {"bundle.tar.gz": b"queued by the older agent"}
+        assert outbox.attachments(9) == {}
+        # the highest id is deleted (nothing does this today): its id is still not given out
+        with store.transaction() as db:
+            db.execute("DELETE FROM outbox WHERE id = 9")
+        [new] = outbox.enqueue_ticket(
+            [Scripted(tmp_path / "t")], ticket("C9"), incident_id=None, now=NOW
+        )
+        assert new == 10
+
+
+# --- transient failures give up ------------------------------------------------------------------
+
+
+def test_transient_failures_give_up_after_the_configured_time(world, tmp_path):
+    store, sink, _ = world
+    outbox = Outbox(store, tmp_path, give_up_after=timedelta(hours=6))
+    outbox.enqueue_ticket([sink], ticket(), incident_id=None, now=NOW)
+    sink.fail_next = [SinkError("HTTP 503") for _ in range(20)]
+    at = NOW
+    outcomes = []
+    while at < NOW + timedelta(hours=12):
+        for d in outbox.deliver([sink], at):
+            outcomes.append(d.outcome)
+            failed_at = at
+        at += timedelta(minutes=10)  # the fake clock: a pass every ten minutes
+    assert outcomes[-1] == "failed" and set(outcomes[:-1]) == {"retry"} and len(outcomes) > 3
+    assert timedelta(hours=6) <= failed_at - NOW <= timedelta(hours=7, minutes=10)
+    [item] = outbox.items()
+    assert item.state == FAILED and "6 hours" in item.last_error and "503" in item.last_error
+    [f] = outbox.health(at)
+    assert f.check_id == "agent.outbox" and "given up" in f.summary
+    # ``tickets retry`` starts the clock again: the next 503 is a retry, not a failure
+    assert outbox.retry_failed(at) == 1
+    [d] = outbox.deliver([sink], at)
+    assert d.outcome == "retry"
+    sink.fail_next = []
+    [d] = outbox.deliver([sink], at + timedelta(hours=2))
+    assert d.outcome == "delivered" and outbox.health(at + timedelta(hours=2)) == []
+
+
+def test_the_give_up_time_is_a_setting():
+    from agent.config import AgentConfig
+
+    assert AgentConfig().delivery_give_up_hours == 72
+    assert AgentConfig.model_validate({"delivery_give_up_hours": 0.5}).delivery_give_up_hours == 0.5
+    with pytest.raises(ValueError):
+        AgentConfig.model_validate({"delivery_give_up_hours": 0})

@@ -28,9 +28,12 @@ from click.testing import CliRunner
 from agent.app import make_runner
 from agent.cli import cli
 from agent.config import parse_config
+from agent.delivery.outbox import Outbox
+from agent.delivery.sinks.local import LocalSink
 from agent.runner import Runner
 from agent.store import DB_NAME, EX_SCHEMA, MIGRATIONS, Store, StoreFull, StoreSchemaError
 from diagnostics.model import Assessed, CountSlot, Decision, Finding, Observation, Status, Verdict
+from tests.agent.test_outbox import ticket
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -573,3 +576,86 @@ def test_local_tickets_and_their_attachments_are_private_whatever_the_umask(tmp_
     files = {k: v for k, v in found.items() if k not in dirs}
     assert any(k.endswith(".json") for k in files) and any("snapshot" in k for k in files)
     assert all(mode == 0o600 for mode in files.values()), found
+
+
+# -- the outbox's files under the same faults ------------------------------------------------------
+
+
+def _sent_files(sink: LocalSink, number: str) -> dict[str, bytes]:
+    """The files a local ticket carries, less the sink's own record of the ticket."""
+    folder = sink.directory / number
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name.startswith("site-")}
+
+
+def _site_files(serial: str) -> dict[str, bytes]:
+    return {f"site-{serial}.bin": serial.encode() * 40_000}  # 160-240 KB, whose every byte says
+
+
+def test_a_full_disk_while_queueing_keeps_each_ticket_to_its_own_files(small_disk, tmp_path):
+    state = small_disk / "state"
+    sink = LocalSink(tmp_path / "tickets")  # the helpdesk is elsewhere, with room
+    with Store.open(state) as store:
+        outbox = Outbox(store, state)
+        filler = fill_disk(small_disk)
+        with pytest.raises(StoreFull), store.transaction():
+            outbox.enqueue_ticket(
+                [sink], ticket("A1"), incident_id=None, attachments=_site_files("A1"), now=T0
+            )
+        assert outbox.items() == []  # the ticket is not queued: the next cycle queues it
+        assert [p.name for p in (state / "outbox").iterdir() if p.is_dir()] == []  # nor its files
+        filler.unlink()
+        for serial in ("B2", "A1"):  # another site's ticket first, then the one that failed
+            with store.transaction():
+                outbox.enqueue_ticket(
+                    [sink],
+                    ticket(serial),
+                    incident_id=None,
+                    attachments=_site_files(serial),
+                    now=T0,
+                )
+        done = outbox.deliver([sink], T0)
+    assert [d.outcome for d in done] == ["delivered", "delivered"]
+    for d, serial in zip(done, ("B2", "A1"), strict=True):
+        assert _sent_files(sink, str(d.number)) == _site_files(serial)
+
+
+def test_a_damaged_store_keeps_its_outbox_and_the_fresh_one_sends_only_its_own_files(tmp_path):
+    sink = LocalSink(tmp_path / "tickets")
+    with Store.open(tmp_path) as store:
+        Outbox(store, tmp_path).enqueue_ticket(
+            [sink], ticket("A1"), incident_id=None, attachments=_site_files("A1"), now=T0
+        )
+    (tmp_path / DB_NAME).write_bytes(b"\xa5" * 8192)  # no longer a database
+    with Store.open(tmp_path) as store:
+        aside = store.moved_aside
+        assert aside is not None
+        outbox = Outbox(store, tmp_path)
+        kept = aside.with_name(f"{aside.name}-outbox")
+        [folder] = [p for p in kept.iterdir() if p.is_dir()]  # the old item's, beside its file
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == _site_files("A1")
+        # the fresh store's first item (id 1 again) carries its own files, not the old item 1's
+        [item_id] = outbox.enqueue_ticket(
+            [sink], ticket("B2"), incident_id=None, attachments=_site_files("B2"), now=T0
+        )
+        assert item_id == 1
+        [d] = outbox.deliver([sink], T0)
+    assert _sent_files(sink, str(d.number)) == _site_files("B2")
+
+
+def test_a_store_recovered_while_running_keeps_its_outbox_beside_it(tmp_path):
+    sink = LocalSink(tmp_path / "tickets")
+    with Store.open(tmp_path) as store:
+        outbox = Outbox(store, tmp_path)  # the service's, held across the recovery
+        outbox.enqueue_ticket(
+            [sink], ticket("A1"), incident_id=None, attachments=_site_files("A1"), now=T0
+        )
+        store.recover("a statement found the file damaged")
+        aside = store.moved_aside
+        assert aside is not None
+        [item_id] = outbox.enqueue_ticket(
+            [sink], ticket("B2"), incident_id=None, attachments=_site_files("B2"), now=T0
+        )
+        [d] = outbox.deliver([sink], T0)
+        [kept] = (aside.with_name(f"{aside.name}-outbox")).iterdir()
+        assert {p.name: p.read_bytes() for p in kept.iterdir()} == _site_files("A1")
+    assert (d.item.id, _sent_files(sink, str(d.number))) == (item_id, _site_files("B2"))

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from agent.config import WebhookSinkConfig
+from agent.delivery.outbox import DELIVERED, FAILED, RESEND_UNANSWERED, UNKNOWN, Outbox
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.delivery.sinks.webhook import (
     WebhookError,
@@ -34,6 +35,7 @@ from agent.delivery.sinks.webhook import (
     sign,
     verify_signature,
 )
+from agent.store import Store
 from tests.agent.sink_helpers import (
     NOW,
     Cert,
@@ -106,6 +108,7 @@ class Answer:
     body: bytes = b'{"number": "HD-1001"}'
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
+    late: float = 0.0  # seconds before it answers: a receiver slower than our timeout
 
 
 @dataclass
@@ -139,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
             receiver.release.wait(30)
             self.close_connection = True
             return
+        if answer.late:
+            time.sleep(answer.late)
         self.send_response(answer.status)
         for name, value in {"Content-Type": "application/json", **answer.headers}.items():
             self.send_header(name, value)
@@ -472,3 +477,59 @@ def test_a_refused_connection_is_transient(
 def test_a_webhook_needs_its_secret_at_load_time() -> None:
     with pytest.raises(ValueError, match="secret"):
         WebhookSinkConfig.model_validate({"type": "webhook", "url": "https://x.example/h"})
+
+
+# --- a receiver that answers late: one POST, at most two with one key, never one per pass
+
+
+@integration
+def test_a_receiver_that_answers_late_gets_the_ticket_once_more_at_most(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    ticket = make_ticket()
+    # it takes 2 s to answer, every time; the sink waits 1 s (4 s when it sends again)
+    receiver.answers.extend(Answer(late=2.0) for _ in range(5))
+    sink = sink_for(receiver, state, timeout_seconds=1.0)
+    with Store.open(state) as store:
+        outbox = Outbox(store, state)
+        outbox.enqueue_ticket([sink], ticket, incident_id=None, now=NOW)
+        [first] = outbox.deliver([sink], NOW)
+        assert first.outcome == "unknown"
+        [item] = outbox.items()
+        assert (item.state, item.next_attempt_at) == (UNKNOWN, NOW + RESEND_UNANSWERED)
+        # passes before the re-send is due send nothing: the receiver has the first copy
+        for minutes in (1, 5, 14):
+            assert outbox.deliver([sink], NOW + timedelta(minutes=minutes)) == []
+        assert len(receiver.seen) == 1
+        [again] = outbox.deliver([sink], NOW + RESEND_UNANSWERED)
+        assert (again.outcome, again.number) == ("delivered", "HD-1001")
+        assert outbox.deliver([sink], NOW + timedelta(hours=5)) == []
+        [item] = outbox.items()
+        assert item.state == DELIVERED
+    assert [s.headers["Idempotency-Key"] for s in receiver.seen] == [ticket.key, ticket.key]
+    assert [s.json["ticket"]["key"] for s in receiver.seen] == [ticket.key, ticket.key]
+
+
+@integration
+def test_a_receiver_that_never_answers_in_time_is_posted_twice_then_reported(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    ticket = make_ticket()
+    receiver.answers.extend(Answer(hang=True) for _ in range(5))
+    sink = sink_for(receiver, state, timeout_seconds=0.3)
+    with Store.open(state) as store:
+        outbox = Outbox(store, state)
+        outbox.enqueue_ticket([sink], ticket, incident_id=None, now=NOW)
+        assert [d.outcome for d in outbox.deliver([sink], NOW)] == ["unknown"]
+        [done] = outbox.deliver([sink], NOW + RESEND_UNANSWERED)
+        assert done.outcome == "failed" and "may have arrived" in done.error
+        for hours in (1, 24, 100):
+            assert outbox.deliver([sink], NOW + timedelta(hours=hours)) == []
+        [item] = outbox.items()
+        assert item.state == FAILED
+        [finding] = outbox.health(NOW + timedelta(hours=100))
+        assert finding.subject == "sink:chain-intake" and "may have arrived" in finding.summary
+    assert len(receiver.seen) == 2
+    assert {s.headers["Idempotency-Key"] for s in receiver.seen} == {ticket.key}

@@ -30,12 +30,16 @@ A webhook cannot be read back: the outbox's record of what it delivered here (a 
 ``agent.delivery.sinks.writeonly``, answers ``find_by_key``, ``find_open``, ``get`` and ``list``.
 
 Errors: a read timeout or a dropped connection after the request went out is
-``OutcomeUnknown`` (the retry re-sends with the same Idempotency-Key, so the receiver drops the
-copy); refused connections, connect timeouts, 5xx, 408, 409, 425 and 429 are transient, and
-carry the answer's ``Retry-After`` in seconds as ``WebhookError.retry_after``; any other 4xx,
-a redirect, and a TLS certificate that does not verify are permanent (a setting to fix). A POST
-is never retried here, redirects are not followed, and the answer is read to at most 64 KiB.
-Error texts name the receiver by scheme, host and port only: webhook URLs often carry a token.
+``OutcomeUnknown``. The outbox then sends the event once more, with the same Idempotency-Key
+(so the receiver drops the copy), no sooner than 15 minutes later and inside ``patient()``,
+which waits four times ``timeout_seconds`` for its answer; unanswered again, it is not sent a
+third time but fails (see ``agent.delivery.outbox``). So a receiver that answers late gets
+one POST, or two with one key, never one per pass. Refused connections, connect timeouts, 5xx,
+408, 409, 425 and 429 are transient, and carry the answer's ``Retry-After`` in seconds as
+``WebhookError.retry_after``; any other 4xx, a redirect, and a TLS certificate that does not
+verify are permanent (a setting to fix). A POST is never retried here, redirects are not
+followed, and the answer is read to at most 64 KiB. Error texts name the receiver by scheme,
+host and port only: webhook URLs often carry a token.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +132,7 @@ class WebhookSink(ReadFromOutbox):
         self.name = config.label
         self._read_from(state_dir)  # the agent's state directory, where the outbox is
         self._clock = clock
+        self._patience = 1.0
         parts = urlsplit(config.url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
 
@@ -207,6 +213,16 @@ class WebhookSink(ReadFromOutbox):
         ticket, _ = self._follow_up(number, "status", payload)
         return ticket.with_status(status, at, action)
 
+    @contextmanager
+    def patient(self, factor: float) -> Iterator[None]:
+        """Within it, wait ``factor`` times ``timeout_seconds`` for each answer: how the
+        outbox re-sends an event whose first answer did not come in time."""
+        self._patience = max(1.0, factor)
+        try:
+            yield
+        finally:
+            self._patience = 1.0
+
     # --- inside
 
     def _follow_up(
@@ -260,7 +276,8 @@ class WebhookSink(ReadFromOutbox):
         verify: bool | str = cfg.verify_tls
         if cfg.verify_tls and cfg.ca_file is not None:
             verify = str(cfg.ca_file)
-        timeout = (min(cfg.timeout_seconds, CONNECT_TIMEOUT_S), cfg.timeout_seconds)
+        read = cfg.timeout_seconds * self._patience
+        timeout = (min(cfg.timeout_seconds, CONNECT_TIMEOUT_S), read)
         try:
             with make_session(verify=verify) as session:
                 answer = request(
@@ -308,7 +325,8 @@ class WebhookSink(ReadFromOutbox):
         if early is not None:
             return early
         lost = (
-            f"no answer within {cfg.timeout_seconds:g} s after the request was sent"
+            f"no answer within {cfg.timeout_seconds * self._patience:g} s after the request "
+            "was sent"
             if exc.code is ProbeErrorCode.TIMEOUT
             else "the connection dropped after the request was sent"
         )
