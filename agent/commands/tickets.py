@@ -429,6 +429,7 @@ def tickets_sync(config_path: Path, dry_run: bool, as_json: bool) -> None:
             app.tickets.close_suggested(now)
             data = {
                 "delivered": [t.number for t in delivered],
+                "delivering_elsewhere": outbox.deferred,
                 "status_changes": [
                     {"sink": c.sink, "number": c.number, "from": c.before, "to": c.after}
                     for c in changes
@@ -458,6 +459,11 @@ def _print_sync(data: dict[str, Any]) -> None:
             out.print(f"  {i['sink']}: {i['kind']} {i['key']} ({i['state']})")
         return
     delivered = data["delivered"]
+    if data["delivering_elsewhere"]:
+        out.print(
+            "another ffc-agent process (the service) is delivering from this state directory: "
+            "what is queued goes with its next pass"
+        )
     out.print(
         f"delivered {plural(len(delivered), 'ticket')}"
         + (f": {', '.join(n or '?' for n in delivered)}" if delivered else "")

@@ -189,6 +189,7 @@ class Outbox:
         self.store = store
         self.files = Path(state_dir) / "outbox"
         self.lock_path = self.files / LOCK_NAME
+        self.deferred = False  # the last pass found another process delivering, and left it
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.give_up_after = give_up_after
         self._swept = float("-inf")
@@ -572,6 +573,7 @@ class Outbox:
         returns ``[]``; what it queued goes with the holder's next pass. So an item found
         ``sending`` was left by a process that died, never one still sending."""
         with self._delivery_lock() as mine:
+            self.deferred = not mine
             if not mine:
                 log.info(
                     "another ffc-agent process is delivering from %s: its passes deliver "

@@ -255,6 +255,26 @@ def test_tickets_sync_speaks_in_sentences(config: Path) -> None:
     assert "[]" not in done.output and "{}" not in done.output
 
 
+def test_tickets_sync_beside_a_delivering_service_says_so(config: Path) -> None:
+    import fcntl
+
+    with App.open(load_config(config)) as app:
+        lock = app.outbox.lock_path
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the service holds it mid-pass
+        done = invoke("tickets", "sync", "--config", str(config), "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["delivering_elsewhere"] is True
+        said = invoke("tickets", "sync", "--config", str(config)).output
+        assert "another ffc-agent process" in said
+    finally:
+        os.close(fd)
+    done = invoke("tickets", "sync", "--config", str(config), "--json")
+    assert json.loads(done.stdout)["delivering_elsewhere"] is False
+
+
 # --- config check, as the README types it
 
 
