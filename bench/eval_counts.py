@@ -370,7 +370,7 @@ def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
     return case
 
 
-def _imbalance_facts(model: CountModel, serial, onset: int, factor: float) -> dict[str, float]:
+def _imbalance_facts(model: CountModel, serial: str, onset: int, factor: float) -> dict[str, float]:
     """How visible an OUT loss was: the IN share's move it causes, in the door's own
     day-to-day spread; the whole days of fault the window holds, their crossings a day, the
     door's fitted spread τ, and the pooled z of those days' shares against the usual one —
@@ -428,7 +428,7 @@ def why_table(cases: list[Case]) -> None:
         def med(key: str, sel: list[Case] = sel) -> float:
             return float(np.median([c.facts[key] for c in sel]))
 
-        by_site = defaultdict(int)
+        by_site: dict[str, int] = defaultdict(int)
         for c in sel:
             by_site[c.site] += 1
         sites = ", ".join(f"{k} {v}" for k, v in sorted(by_site.items()))
