@@ -23,6 +23,7 @@ reported are from onsets in the second half. Run: ``python3 bench/eval_counts.py
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time as clock
@@ -38,8 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.commands.analyze import judge_model
 from diagnostics.assess import assess
 from diagnostics.calendar import Hours, SiteCalendar
+from diagnostics.checks.counts_imbalance import CountImbalance
 from diagnostics.checks.counts_missing import fold_site_outages
 from diagnostics.series import CountArrays, CountModel, Grid
+from diagnostics.share import ShareDay, judge_days
 
 TZ = "America/New_York"
 SLOT = 15
@@ -266,6 +269,7 @@ class Case:
     hits: int = 0  # genuine findings of the fault's kind about it
     wrong: int = 0  # genuine findings of the fault's kind about something else (near it)
     codes: set[str] = field(default_factory=set)  # kinds of genuine findings about the fault
+    facts: dict[str, float] = field(default_factory=dict)  # imbalance: how visible it was
 
 
 def open_slots(site: Site, lo: int, hi: int) -> np.ndarray:
@@ -359,9 +363,81 @@ def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
         case.note = f"f={factor:.2f}"
     else:
         raise ValueError(kind)
-    _, assessed = judge(site, lo, hi, cin, cout)
+    model, assessed = judge(site, lo, hi, cin, cout)
     _score(case, kind, serial, assessed)
+    if kind == "imbalance":
+        case.facts = _imbalance_facts(model, serial, onset - lo, factor)
     return case
+
+
+def _imbalance_facts(model: CountModel, serial: str, onset: int, factor: float) -> dict[str, float]:
+    """How visible an OUT loss was: the IN share's move it causes, in the door's own
+    day-to-day spread; the whole days of fault the window holds, their crossings a day, the
+    door's fitted spread τ, and the pooled z of those days' shares against the usual one —
+    what a test that *knew* when the fault began would see (a test at one false alarm per
+    door in 730 days needs about 3, one-sided)."""
+    o = CountImbalance.Options()
+    i = model.index(serial)
+    days = [
+        ShareDay(int(model.grid.day[b.first]), b.first, b.last, b.count_in, b.count_out)
+        for b in model.balances([i], min_total=0, max_days=1)
+    ]
+    judged, taus = judge_days(
+        days,
+        confidence=o.confidence,
+        tolerance=o.warn_ratio,
+        history_days=o.history_days,
+        min_history=o.min_history_days,
+        min_days=o.min_days,
+        false_alarm_days=o.false_alarm_days,
+    )
+    fault = [d for d in judged if d.first >= onset and d.usual is not None]
+    before = [d for d in judged if d.last < onset and d.usual is not None]
+    if not fault or not before:
+        return {}
+    usual, tau = before[-1].usual or 0.5, taus[before[-1].day]
+    move = usual / (usual + (1 - usual) * factor) - usual  # the IN share's move
+    volume = float(np.mean([d.n for d in fault]))
+    day_sd = math.sqrt(usual * (1 - usual) / volume + tau**2)
+    weights = [1 / d.sd**2 for d in fault]
+    pooled = sum(w * (d.share - (d.usual or 0.0)) for w, d in zip(weights, fault, strict=True))
+    return {
+        "move": move,
+        "move_sd": move / day_sd,
+        "days": len(fault),
+        "volume": volume,
+        "tau": tau,
+        "z": pooled / math.sqrt(sum(weights)),
+    }
+
+
+def why_table(cases: list[Case]) -> None:
+    """Which OUT losses are found, by how visible they were (``_imbalance_facts``)."""
+    print("\n## imbalance: found by how visible the fault was (z a test knowing the onset sees)\n")
+    print(
+        "| pooled z | found | median share move | in day-sd units | whole days | "
+        "crossings a day | τ | cases by site |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    with_facts = [c for c in cases if c.facts]
+    for lo, hi in ((0, 2), (2, 3), (3, 4), (4, 6), (6, 1e9)):
+        sel = [c for c in with_facts if lo <= c.facts["z"] < hi]
+        if not sel:
+            continue
+
+        def med(key: str, sel: list[Case] = sel) -> float:
+            return float(np.median([c.facts[key] for c in sel]))
+
+        by_site: dict[str, int] = defaultdict(int)
+        for c in sel:
+            by_site[c.site] += 1
+        sites = ", ".join(f"{k} {v}" for k, v in sorted(by_site.items()))
+        band = f"{lo}-{hi}" if hi < 1e9 else f">= {lo}"
+        print(
+            f"| {band} | {sum(c.detected for c in sel)}/{len(sel)} | {med('move'):.3f} | "
+            f"{med('move_sd'):.2f} | {med('days'):.0f} | {med('volume'):.0f} | "
+            f"{med('tau'):.4f} | {sites} |"
+        )
 
 
 def _score(case: Case, kind: str, serial, assessed) -> None:
@@ -739,6 +815,8 @@ def main() -> None:
     for kind in KINDS:
         if kind in args.kinds:
             print(_row(kind, "all", totals[kind]))
+    if "imbalance" in args.kinds:
+        why_table(totals["imbalance"])
     if "shift" in args.kinds:
         bank_m = load_bank_m(args.seed)
         shift_sites = [s for s in sites if not args.only or s.code in args.only]

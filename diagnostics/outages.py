@@ -12,7 +12,8 @@ cycle's findings and folds them:
   odd split there are the outage, seen from one counter), whichever check saw the outage —
   the counters not answering (``site.offline``) or every counter's slots missing
   (``site.counts.outage``);
-- a site finding a counter's own problem already explains (``explained_by_counter``).
+- a site finding a counter's own problem already explains, and a counter's under- or
+  over-count that its own IN/OUT imbalance explains (``explained_by_counter``).
 
 It returns the findings (with any new ones appended) and the verdicts it decided, by index.
 """
@@ -23,6 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
 from diagnostics.checks import Family, meta
+from diagnostics.checks.counts_imbalance import CountImbalance, explains_level
 from diagnostics.checks.counts_missing import SiteCountsOutage
 from diagnostics.checks.gateway import GATEWAY, GatewayHealth
 from diagnostics.checks.outages import GatewayStorm, SiteOffline
@@ -143,22 +145,30 @@ def inside_site_outage(findings: Sequence[Finding]) -> dict[int, Verdict]:
 
 
 def explained_by_counter(findings: Sequence[Finding]) -> dict[int, Verdict]:
-    """Rule out a site-level problem that a counter's own problem already explains.
+    """Rule out a problem that a counter's own, more specific problem already explains.
 
-    The rule: a site finding whose check declares ``explained_by`` (the site's IN/OUT
-    imbalance) is a false alarm, rule ``explained_by_counter``, when in the same cycle a
-    counter of the same site has a problem (warn or fail) from one of those checks (its own
-    IN/OUT imbalance, or an under- or over-count) over an overlapping time (when both say
-    when). That counter's finding leads to one ticket, about the counter, with the right
-    category; the site's imbalance is its symptom, not a second ticket. The counter's
-    finding still faces the gate's other rules (a silence, an unfinished tuning) on its own.
-    Once the counter balances again, a site imbalance that remains (an entrance without a
-    counter) stands on its own and raises its own data-accuracy ticket.
+    The rule: a finding whose check declares ``explained_by`` is a false alarm, rule
+    ``explained_by_counter``, when in the same cycle a problem (warn or fail) from one of
+    those checks covers an overlapping time (when both say when) and explains it:
+
+    - a site finding (the site's IN/OUT imbalance): a counter of the same site has its own
+      IN/OUT imbalance, or an under- or over-count. That counter's finding leads to one
+      ticket, about the counter, with the right category; the site's imbalance is its
+      symptom. Once the counter balances again, a site imbalance that remains (an entrance
+      without a counter) stands on its own and raises its own data-accuracy ticket.
+    - a counter's under- or over-count: the same counter's IN/OUT imbalance accounts for it
+      (one direction counted short also lowers the total; ``explains_level``). One fault,
+      one finding: the imbalance, which says which direction, leads. A level shift larger
+      than the lost direction explains (the view half blocked, and the split moved too)
+      stands on its own.
+
+    The leading finding still faces the gate's other rules (a silence, an unfinished tuning)
+    on its own.
     """
     decided: dict[int, Verdict] = {}
     for i, f in enumerate(findings):
         by = meta(f).explained_by
-        if not (f.problem and f.subject is None and by):
+        if not (f.problem and by):
             continue
         causes = [
             c
@@ -167,16 +177,28 @@ def explained_by_counter(findings: Sequence[Finding]) -> dict[int, Verdict]:
             and c.problem
             and c.site == f.site
             and c.subject is not None
+            and (f.subject is None or _explains(c, f))
             and _overlap(c, f)
         ]
         if causes:
             said = "; ".join(f"{c.subject}: {c.summary}" for c in causes[:3])
+            whom = "the counter" if f.subject is None else "its own IN/OUT imbalance"
             why = (
-                f"explained by the counter's own finding ({said}): one ticket, about the "
-                "counter, not a second one about the site"
+                f"explained by the counter's own finding ({said}): one ticket, about "
+                f"{whom}, not a second one"
             )
             decided[i] = Verdict(Decision.FALSE_ALARM, (why,), rule="explained_by_counter")
     return decided
+
+
+def _explains(cause: Finding, f: Finding) -> bool:
+    """A counter's finding is explained only by the same counter's, and only by a cause
+    that accounts for it."""
+    if cause.subject != f.subject or cause is f:
+        return False
+    if cause.check_id == CountImbalance.id:
+        return explains_level(cause.evidence, f.evidence, f.code)
+    return True
 
 
 def _overlap(a: Finding, b: Finding) -> bool:

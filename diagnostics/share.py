@@ -112,23 +112,30 @@ def judge_days(
     A lasting move is found by a CUSUM per direction on the day's share against the usual
     one, each day weighted by its own variance (volume and τ): the log-likelihood ratio of
     "moved by ``tolerance``" against "as usual", so a busy door's evidence counts more and a
-    move within half the tolerance adds nothing. It is raised when the sum passes
-    ln(``false_alarm_days``) (at most one false alarm per door and direction in that many
-    days, by Wald's bound); no day adds more than 1/(``min_days`` − ½) of that, so it always
-    takes ``min_days`` days. It began where the sum last left zero, and ends where a CUSUM the other
-    way ("as usual" against "moved as much as so far") last left zero once it passed the same
+    move within half the tolerance adds nothing; beside it a second one for a move of twice
+    the tolerance, which reaches a clear move in fewer days. It is raised when a sum passes
+    ln(2 × ``false_alarm_days``) (at most one false alarm per door and direction in that
+    many days, by Wald's bound, the 2 paying for asking twice); no day adds more than
+    1/(``min_days`` − ½) of that, so it always takes ``min_days`` days. It began where the
+    sum last left zero, and ends where a CUSUM the other way ("as usual" against "moved as
+    much as so far") last left zero once it passed the same
     threshold; days of a move are left out of the usual share that later days are judged on.
     """
     crit = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-    h = math.log(max(false_alarm_days, 2.0))
+    # two sizes of move per direction, as the level detector: ``tolerance`` (a modest move
+    # over many days) and twice that (a clear one, seen in fewer), so the threshold pays
+    # for asking twice
+    sizes = (tolerance, 2 * tolerance)
+    h = math.log(max(false_alarm_days, 2.0) * len(sizes))
     # one day carries at most 1/(min_days - 1/2) of the threshold: it takes min_days days,
     # the first of which may be a part day (a fault begins at any hour)
     cap = h / max(min_days - 0.5, 0.5)
     delta = tolerance  # the share move looked for; a share move of delta/2 is the tolerance
     out: list[ShareDay] = []
     taus: dict[int, float] = {}
-    up = down = 0.0  # the CUSUMs, towards more IN and towards more OUT
-    since = {1: 0, -1: 0}  # index in ``out`` where each CUSUM last left zero
+    # the CUSUMs, (direction, size) -> sum: towards more IN (+1) and towards more OUT (-1)
+    sums = {(k, m): 0.0 for k in (1, -1) for m in sizes}
+    since = dict.fromkeys(sums, 0)  # index in ``out`` where each CUSUM last left zero
     state = 0  # the direction of the move in progress, 0 when none
     back = 0.0  # the CUSUM back to normal while a move is in progress
     moved_by: list[tuple[float, float]] = []  # (weight, move) of the move's days
@@ -197,18 +204,21 @@ def judge_days(
             # back to usual: the move ended on the last day that still looked moved
             for j in range(last_normal + 1, here + 1):
                 mark(j, 0)
-            state, up, down = 0, 0.0, 0.0
-            since = {1: here + 1, -1: here + 1}
+            state = 0
+            sums = dict.fromkeys(sums, 0.0)
+            since = dict.fromkeys(sums, here + 1)
             continue
-        inc = {k: min(cap, (delta / var) * (k * x - delta / 2)) for k in (1, -1)}
-        up, down = max(0.0, up + inc[1]), max(0.0, down + inc[-1])
-        for k, value in ((1, up), (-1, down)):
+        for key in sums:
+            k, size = key
+            inc = min(cap, (size / var) * (k * x - size / 2))
+            sums[key] = value = max(0.0, sums[key] + inc)
             if value == 0.0:
-                since[k] = here + 1
-        for k, value in ((1, up), (-1, down)):
+                since[key] = here + 1
+        for key, value in sums.items():
+            k = key[0]
             if value >= h - 1e-9:
                 state, back, last_normal = k, 0.0, here
-                judged = [j for j in range(since[k], here + 1) if out[j].usual is not None]
+                judged = [j for j in range(since[key], here + 1) if out[j].usual is not None]
                 moves = [
                     (1 / out[j].sd ** 2, k * (out[j].share - (out[j].usual or 0.0))) for j in judged
                 ]

@@ -16,6 +16,8 @@ usual split is, what it is now, over which days, and how sure.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -61,6 +63,38 @@ class _Options(CountCheck.Options):
         description="the sequential test's threshold: at most one false alarm per door and "
         "direction in this many days (Wald's bound)",
     )
+
+
+def one_direction_factors(usual: float, share: float) -> dict[str, float]:
+    """What a move of the IN share from ``usual`` to ``share`` does to the counter's total,
+    if one direction alone is counted wrong: ``under_count`` the total's factor when the
+    direction now short was lost, ``over_count`` when the other one was counted in excess.
+
+    A door usually 50 % IN whose OUT is counted 20 % short is now 55.6 % IN, and its total
+    is 0.9× its usual: that is one fault, seen by the level check as well.
+    """
+    p0, p = min(max(usual, 0.01), 0.99), min(max(share, 0.01), 0.99)
+    odds = (p / (1 - p)) / (p0 / (1 - p0))  # IN's factor over OUT's
+    if odds >= 1:  # OUT lost by 1/odds, or IN gained by odds
+        return {"under_count": p0 + (1 - p0) / odds, "over_count": p0 * odds + (1 - p0)}
+    return {"under_count": p0 * odds + (1 - p0), "over_count": p0 + (1 - p0) / odds}
+
+
+def explains_level(imbalance: Mapping[str, Any], level: Mapping[str, Any], code: str) -> bool:
+    """Does a counter's IN/OUT imbalance (its finding's evidence) explain its under- or
+    over-count (``code``, evidence with ``factor``)? Yes when the level moved the way one
+    direction counted wrong moves it, and by no more than twice as far (on the log scale,
+    with 0.05 of slack for the two checks' different spans): a counter counting 40 % fewer
+    both ways that also lost some OUT stays an under-count of its own.
+    """
+    usual, share = imbalance.get("usual_share_in"), imbalance.get("share_in")
+    factor = level.get("factor")
+    if usual is None or share is None or factor is None or factor <= 0:
+        return False
+    implied = one_direction_factors(float(usual), float(share)).get(code)
+    if implied is None or (factor < 1) != (implied < 1):
+        return False
+    return abs(math.log(factor)) <= 2 * abs(math.log(implied)) + 0.05
 
 
 class _Balance(CountCheck):

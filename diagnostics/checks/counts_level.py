@@ -29,6 +29,10 @@ class CountLevel(CountCheck):
     applies_to = "counter"
     priority = 80
     accuracy = True
+    # one direction counted wrong also moves the total: when the counter's own IN/OUT
+    # imbalance accounts for the shift, that finding leads (the gate's ``explained_by_counter``
+    # with ``diagnostics.checks.counts_imbalance.explains_level``), so one fault is one ticket
+    explained_by = ("counter.counts.imbalance",)
     ticket_subject = "{who} inaccurate counts ({code}) {since}"
     ticket_what = "The counts from {low} look inaccurate. {said}"
     ticket_ask = (

@@ -1,6 +1,7 @@
 """IN/OUT imbalance per counter and per site: a door is judged against its own usual split,
 with its volume, and only when the move lasts (issue 13 item 1)."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -8,7 +9,13 @@ import pytest
 
 from diagnostics.assess import Gate, assess
 from diagnostics.checks.base import CounterEvidence, SiteEvidence
-from diagnostics.checks.counts_imbalance import CountImbalance, SiteImbalance
+from diagnostics.checks.counts_imbalance import (
+    CountImbalance,
+    SiteImbalance,
+    explains_level,
+    one_direction_factors,
+)
+from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import CountSlot, Decision, Status
 from diagnostics.share import ShareDay, episodes, judge_days
 from tests.diagnostics.helpers import NOW, calendar, history
@@ -244,3 +251,79 @@ def test_an_untuned_counter_unbalancing_its_site_files_nothing():
     assert verdicts["counter.counts.imbalance"].rule == "not_tuned"
     assert verdicts["site.counts.imbalance"].rule == "explained_by_counter"
     assert all(v.decision is Decision.FALSE_ALARM for v in verdicts.values())
+
+
+# --- issue 13: one fault, one finding: a lost direction is also a lower total
+
+
+def test_one_direction_counted_short_moves_the_total_as_the_split_says():
+    # usually 50 % IN; OUT counted 20 % short: 55.6 % IN, the total at 0.9x
+    f = one_direction_factors(0.5, 0.5 / 0.9)
+    assert f["under_count"] == pytest.approx(0.9)
+    assert f["over_count"] == pytest.approx(1.125)  # or IN counted 25 % too many
+    # a 40/60 door whose IN is lost by half: 25 % IN, the total at 0.8x
+    assert one_direction_factors(0.4, 0.25)["under_count"] == pytest.approx(0.8)
+
+
+def _lose(slots, *, both=1.0, out=1.0, since):
+    """A's counts from ``since``: both directions at ``both``, OUT further at ``out``."""
+    rng = np.random.default_rng(7)
+    return tuple(
+        s
+        if s.start < since
+        else CountSlot(
+            s.counter,
+            s.start,
+            s.minutes,
+            int(rng.binomial(s.count_in, both)),
+            int(rng.binomial(s.count_out, both * out)),
+        )
+        for s in slots
+    )
+
+
+def _level_and_split(*, both, out):
+    since = NOW - timedelta(days=5)
+    doors = {
+        s: history(s, NOW, days=42, seed=i + 1, peak=p, k=20.0)
+        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 20.0)))
+    }
+    doors["A"] = _lose(doors["A"], both=both, out=out, since=since)
+    ev = CounterEvidence(
+        serial="A",
+        name="A",
+        site="LDN01",
+        calendar=CAL,
+        now=NOW,
+        slots=doors["A"],
+        peers={k: v for k, v in doors.items() if k != "A"},
+    )
+    [level] = CountLevel().run(ev)
+    [split_f] = CountImbalance().run(ev)
+    assert level.code == "under_count" and split_f.code == "imbalance", (level, split_f)
+    return level, split_f
+
+
+def test_an_out_loss_is_one_finding_the_imbalance_not_also_an_under_count():
+    level, split_f = _level_and_split(both=1.0, out=0.6)
+    assert explains_level(split_f.evidence, level.evidence, level.code)
+    by_id = {a.finding.check_id: a.verdict for a in assess([level, split_f], {"LDN01": CAL})}
+    assert by_id["counter.counts.imbalance"].decision is Decision.GENUINE
+    ruled = by_id["counter.counts.level"]
+    assert ruled.decision is Decision.FALSE_ALARM and ruled.rule == "explained_by_counter"
+    assert "IN/OUT imbalance" in ruled.reasons[0]
+
+
+def test_a_drop_beyond_what_the_lost_direction_explains_stays_its_own_finding():
+    # the view half blocked (both ways at 0.5x) and OUT counted shorter still
+    level, split_f = _level_and_split(both=0.5, out=0.7)
+    assert not explains_level(split_f.evidence, level.evidence, level.code)
+    verdicts = [a.verdict for a in assess([level, split_f], {"LDN01": CAL})]
+    assert all(v.decision is Decision.GENUINE for v in verdicts)
+
+
+def test_another_counters_imbalance_explains_no_under_count():
+    level, split_f = _level_and_split(both=1.0, out=0.6)
+    other = replace(split_f, subject="B")
+    verdicts = {a.finding.subject: a.verdict for a in assess([level, other], {"LDN01": CAL})}
+    assert verdicts["A"].decision is Decision.GENUINE
