@@ -2,7 +2,7 @@
 
 import json
 import tarfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.integration
 WEEK = {d: "00:00-24:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args))
+def invoke(*args, clock=None):
+    return CliRunner().invoke(cli, list(args), obj={"clock": clock} if clock else None)
 
 
 @pytest.fixture
@@ -39,8 +39,12 @@ def site(tmp_path, sshd):
     with fleet:
         fleet.start()
         fleet.set_fault("C2", "offline")
+        fleet.write_references(tmp_path / "refs")
         text = fleet.agent_config_toml(
-            tmp_path / "state", probe_timeout_seconds=2, agent={"confirm_checks": 1}
+            tmp_path / "state",
+            tmp_path / "refs",
+            probe_timeout_seconds=2,
+            agent={"confirm_checks": 1},
         )
         text = text.replace(
             "[[sinks]]",
@@ -53,11 +57,11 @@ port = {sshd.port}
         )  # the last counter, C3, is reachable over SSH
         path = tmp_path / "agent.toml"
         path.write_text(text)
-        yield clock, path, sshd
+        yield clock, path, sshd, fleet
 
 
 def test_status_shows_the_fleet_from_the_state_alone(site):
-    clock, path, _ = site
+    clock, path, *_ = site
     config = load_config(path)
     with Store.open(config.agent.state_dir) as store:
         make_runner(config, store, clock=clock).run_cycle()
@@ -77,13 +81,13 @@ def test_status_shows_the_fleet_from_the_state_alone(site):
 
 
 def test_diagnose_runs_the_checklist_with_a_verdict_and_a_bundle(site, tmp_path):
-    _clock, path, sshd = site
+    _clock, path, sshd, _fleet = site
     assert invoke("enroll", "C3", "--config", str(path)).exit_code == 0
     sshd.write_state(camera=False)
     result = invoke("diagnose", "C3", "--config", str(path), "--json", "-o", str(tmp_path / "b"))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output  # faulty: CRITICAL, as `check` says it
     data = json.loads(result.stdout)
-    assert data["verdict"] == "faulty"
+    assert data["verdict"] == "faulty" and data["exit_code"] == 2
     steps = {s["step"]: s for s in data["steps"]}
     assert steps["probe api"]["ok"] and steps["probe ssh"]["ok"] and steps["probe snapshot"]["ok"]
     assert not steps["counter.device.health"]["ok"]
@@ -99,5 +103,32 @@ def test_diagnose_runs_the_checklist_with_a_verdict_and_a_bundle(site, tmp_path)
 
     healthy = invoke("diagnose", "C1", "--config", str(path), "-o", str(tmp_path / "b"))
     assert healthy.exit_code == 0 and "C1: healthy" in healthy.output
+    # C1 has no SSH: its health check is skipped, which is neither a pass nor a failure
+    [health] = [line for line in healthy.output.splitlines() if "counter.device.health" in line]
+    assert health.startswith("– ") and "✓" not in health, health
+    offline = invoke("diagnose", "C2", "--config", str(path), "-o", str(tmp_path / "b"))
+    assert offline.exit_code == 2 and "C2: faulty" in offline.output
     unknown = invoke("diagnose", "NOPE", "--config", str(path))
     assert unknown.exit_code == 2
+
+
+def test_diagnose_calls_a_view_still_being_confirmed_suspect_not_healthy(site, tmp_path):
+    clock, path, _sshd, fleet = site
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        make_runner(config, store, clock=clock).run_cycle()
+    # five minutes on, C1's view is covered: one blocked snapshot of the three that confirm it
+    clock.set(clock.now() + timedelta(minutes=5))
+    fleet.set_fault("C1", "covered")
+    fleet.refresh()
+    b = str(tmp_path / "b")
+    result = invoke("diagnose", "C1", "--config", str(path), "--json", "-o", b, clock=clock)
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "suspect" and data["exit_code"] == 1
+    [view] = [s for s in data["steps"] if s["step"] == "counter.liveview.blocked"]
+    assert view["status"] == "pending" and "awaiting confirmation" in view["detail"]
+    human = invoke("diagnose", "C1", "--config", str(path), "-o", b, clock=clock)
+    assert human.exit_code == 1
+    assert "C1: suspect (awaiting confirmation)" in human.output
+    assert "healthy" not in human.output
