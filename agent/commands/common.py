@@ -12,7 +12,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -22,6 +22,8 @@ import click
 from diagnostics.model import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from agent.config import Config, ConfigError
 
 DEFAULT_CONFIG = "/etc/ffc-agent/ffc-agent.toml"
@@ -68,6 +70,31 @@ def config_option_with(help: str) -> Callable[[F], F]:
 
 config_option = config_option_with("The agent's TOML configuration.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+
+
+def table(
+    title: str,
+    columns: Iterable[str],
+    *,
+    whole: Collection[str] = (),
+    **options: Any,
+) -> Table:
+    """A table for people that stays readable at 80 columns. Nothing is ever cut to an
+    ellipsis: a cell wraps at its spaces, and a word too wide for its column (a check id, a
+    path) folds onto the next line, so all of it is there to copy. Too wide a table narrows
+    its widest wrapping columns first (a summary before a date); ``whole`` columns (serials,
+    ticket numbers, ids: short words that must read whole) do not wrap and give up width
+    only after all the others. Every command's tables are made here."""
+    from rich.table import Table
+
+    made = Table(title=title, title_justify="left", **options)
+    for name in columns:
+        made.add_column(
+            name,
+            overflow="fold",
+            no_wrap=name in whole,
+        )
+    return made
 
 
 def _print_json(data: Any) -> None:

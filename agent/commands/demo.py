@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from agent.app import App
-from agent.commands.common import _print_json, err, json_option, out
+from agent.commands.common import _print_json, err, json_option, out, table
 from diagnostics.model import SYSTEM_CLOCK, Assessed, Decision
 
 if TYPE_CHECKING:  # the simulator and the runner load when the demo runs, not for --help
@@ -232,22 +232,19 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
         f"{result.simulated_time.astimezone(LONDON):%a %d %b %Y %H:%M %Z}, "
         f"{len(result.cycles)} cycles\n"
     )
-    from rich.table import Table
-
-    found = Table(title="What it found (genuine problems)", title_justify="left")
-    found.add_column("counter", no_wrap=True)
-    found.add_column("check", no_wrap=True)
-    found.add_column("what", ratio=1)
+    found = table(
+        "What it found (genuine problems)", ("counter", "check", "what"), whole=("counter",)
+    )
     for a in last.assessed:
         if a.genuine:
             f = a.finding
             found.add_row(f.subject or f.site or "-", f"[red]{f.check_id}[/]", f.summary)
     out.print(found)
-    ruled = Table(title="What it ruled out, and why", title_justify="left")
-    ruled.add_column("counter", no_wrap=True)
-    ruled.add_column("check", no_wrap=True)
-    ruled.add_column("rule", no_wrap=True)
-    ruled.add_column("why not a fault", ratio=1)
+    ruled = table(
+        "What it ruled out, and why",
+        ("counter", "check", "rule", "why not a fault"),
+        whole=("counter",),
+    )
     for a in last.ruled_out:
         assert a.verdict is not None
         ruled.add_row(
@@ -257,10 +254,7 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
             "; ".join(a.verdict.reasons),
         )
     out.print(ruled)
-    filed = Table(title="Tickets filed", title_justify="left")
-    filed.add_column("number", no_wrap=True)
-    filed.add_column("category, SLA", no_wrap=True)
-    filed.add_column("subject", ratio=1)
+    filed = table("Tickets filed", ("number", "category, SLA", "subject"), whole=("number",))
     for t in result.tickets:
         sla = f", {t.sla_days} d" if t.sla_days else ""
         filed.add_row(t.number or "-", f"{t.category}{sla}", t.subject)

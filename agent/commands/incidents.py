@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
 
 
 @click.command("incidents")
@@ -51,15 +59,15 @@ def incidents_cmd(show_all: bool, config_path: Path, as_json: bool) -> None:
     if not rows:
         out.print("no open incidents" if not show_all else "no incidents")
         return
-    from rich.table import Table
-
-    table = Table(title="Incidents" if show_all else "Open incidents", title_justify="left")
-    for col in ("id", "state", "check", "where", "opened", "ticket", "summary"):
-        table.add_column(col, no_wrap=col != "summary")
+    shown = table(
+        "Incidents" if show_all else "Open incidents",
+        ("id", "state", "check", "where", "opened", "ticket", "summary"),
+        whole=("id", "where", "ticket"),
+    )
     for r, i in zip(rows, found, strict=True):
         where = r["subject"] or (f"site {r['site']}" if r["site"] else "gateway")
         ticket = r["ticket_number"] or ("-" if r["ticketed"] else "none (store IT)")
-        table.add_row(
+        shown.add_row(
             str(r["id"]),
             r["state"],
             r["check_id"],
@@ -68,4 +76,4 @@ def incidents_cmd(show_all: bool, config_path: Path, as_json: bool) -> None:
             ticket,
             r["summary"],
         )
-    out.print(table)
+    out.print(shown)

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
 
 if TYPE_CHECKING:
     from agent.app import App
@@ -37,11 +45,11 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
-    from rich.table import Table
-
-    table = Table(title=f"Counters at {now:%Y-%m-%d %H:%M %Z}", title_justify="left")
-    for col in ("counter", "site", "reachable", "last slot", "live view", "today", "incident"):
-        table.add_column(col)
+    shown = table(
+        f"Counters at {now:%Y-%m-%d %H:%M %Z}",
+        ("counter", "site", "reachable", "last slot", "live view", "today", "incident"),
+        whole=("counter", "site"),
+    )
     for c in data["counters"]:
         error = f" (last error: {c['last_error']})" if c["last_error"] else ""
         up = {True: "[green]yes[/]", False: f"[red]no[/]{error}", None: "?"}
@@ -53,23 +61,24 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
         )
         view = c["live_view"]
         incident = "; ".join(
-            f"{i['check_id']} {i['state']}" + (f" ({i['ticket']})" if i["ticket"] else "")
+            f"{i['check_id']} {i['state']}" + (f", ticket {i['ticket']}" if i["ticket"] else "")
             for i in c["incidents"]
         )
         if c.get("rma"):
             incident = "; ".join(
                 x for x in (incident, f"RMA {c['rma']['id']} {c['rma']['state']}") if x
             )
-        table.add_row(
+        shown.add_row(
             c["serial"],
             c["site"],
             up[c["reachable"]],
-            (c["last_slot"] or "-")[:16],
+            # short words, so a narrow column wraps between them and cuts none
+            f"{datetime.fromisoformat(c['last_slot']):%d %b %H:%M}" if c["last_slot"] else "-",
             f"{view['status']}: {view['summary']}" if view else "-",
             counted,
             incident or "-",
         )
-    out.print(table)
+    out.print(shown)
     gw = data["gateway"]
     out.print(f"gateway: {gw['status']} — {gw['summary']}" if gw else "gateway: not checked yet")
     pending = ", ".join(

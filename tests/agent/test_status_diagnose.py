@@ -1,6 +1,7 @@
 """`ffc-agent status` (reads the state, probes nothing) and `ffc-agent diagnose COUNTER`."""
 
 import json
+import re
 import tarfile
 from datetime import UTC, datetime, timedelta
 
@@ -132,3 +133,32 @@ def test_diagnose_calls_a_view_still_being_confirmed_suspect_not_healthy(site, t
     assert human.exit_code == 1
     assert "C1: suspect (awaiting confirmation)" in human.output
     assert "healthy" not in human.output
+
+
+def fits_80_columns(text, *idents):
+    """Every line within 80 columns, nothing cut to an ellipsis, each identifier whole."""
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "…" not in text, text
+    words = set(re.findall(r"[\w.:/-]+", text))
+    for ident in idents:
+        assert ident in words, (ident, text)
+
+
+def test_status_incidents_and_check_at_80_columns_cut_no_identifier(site):
+    clock, path, *_ = site
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        make_runner(config, store, clock=clock).run_cycle()
+        [ticket] = [i.ticket_number for i in store.incidents(open_only=True) if i.subject == "C2"]
+    assert ticket
+    env = {"COLUMNS": "80"}
+    status = CliRunner(env=env).invoke(cli, ["status", "--config", str(path)])
+    assert status.exit_code == 0, status.output
+    fits_80_columns(status.output, "C1", "C2", "C3", "LDN01", ticket)
+    listed = CliRunner(env=env).invoke(cli, ["incidents", "--config", str(path)])
+    assert listed.exit_code == 0, listed.output
+    fits_80_columns(listed.output, "C2", ticket, "refuses")  # the summary is not squeezed away
+    checked = CliRunner(env=env).invoke(cli, ["check", "--config", str(path)], obj={"clock": clock})
+    assert checked.exit_code == 2, checked.output
+    table = checked.output.split("\n", 1)[1]  # the plugin's status line is one long line
+    fits_80_columns(table, "C1", "C2", "C3", "LDN01", "refuses")
