@@ -35,6 +35,7 @@ from agent.commands.common import (
     config_option_with,
     json_option,
     out,
+    table,
 )
 
 if TYPE_CHECKING:  # the judgement is imported when a command runs: `--help` loads none of it
@@ -306,14 +307,14 @@ def analyze_counts_cmd(
     if as_json:
         _print_json(result.to_json())
         return
-    from rich.table import Table
-
     as_of = result.now.isoformat() if result.now else "no data"  # None: no row was ours
-    table = Table(title=f"Count problems as of {as_of}", title_justify="left")
-    for col in ("counter", "kind", "when", "verdict", "expected", "observed", "why"):
-        table.add_column(col)
+    shown = table(
+        f"Count problems as of {as_of}",
+        ("counter", "kind", "when", "verdict", "expected", "observed", "why"),
+        whole=("counter",),
+    )
     for p in result.findings:
-        table.add_row(
+        shown.add_row(
             p.counter or f"site {p.site}",
             p.kind,
             _span(p.start, p.end),
@@ -322,7 +323,7 @@ def analyze_counts_cmd(
             _num(p.observed),
             "; ".join(p.reasons),
         )
-    out.print(table)
+    out.print(shown)
     if not result.findings:
         out.print("no count problems found")
 
@@ -365,21 +366,20 @@ def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: boo
     if as_json:
         _print_json(results)
         return
-    from rich.table import Table
-
-    table = Table(title=f"Live view against {reference}", title_justify="left")
-    for col in ("snapshot", "verdict", "kind", "hidden", "why"):
-        table.add_column(col)
+    # a path is one long word: it folds whole onto the next lines, never cut to a common prefix
+    shown = table(
+        f"Live view against {reference}", ("snapshot", "verdict", "kind", "hidden", "why")
+    )
     for r in results:
         style = "red" if r["verdict"] == "blocked" else "green"
-        table.add_row(
+        shown.add_row(
             r["snapshot"],
             f"[{style}]{r['verdict']}[/]",
             r["kind"] or "-",
             f"{r['blocked_fraction']:.0%}",
             "; ".join(r["reasons"]),
         )
-    out.print(table)
+    out.print(shown)
 
 
 def _span(start: datetime | None, end: datetime | None) -> str:
@@ -457,18 +457,17 @@ def analyze_audit_cmd(
     if as_json:
         _print_json(data)
         return
-    from rich.table import Table
-
-    table = Table(title=f"Manual audit of {serial}", title_justify="left")
-    for col in ("direction", "tallied", "counted", "accuracy", f"{confidence:.0%} interval", ""):
-        table.add_column(col)
+    shown = table(
+        f"Manual audit of {serial}",
+        ("direction", "tallied", "counted", "accuracy", f"{confidence:.0%} interval", ""),
+    )
     for d in result.directions:
         acc = "-" if d.accuracy is None else f"{d.accuracy:.1%}"
         interval = (
             "-" if d.low is None or d.high is None else f"{d.low - 1:+.1%} … {d.high - 1:+.1%}"
         )
-        table.add_row(d.name.upper(), f"{d.manual:,}", f"{d.counted:,}", acc, interval, d.verdict)
-    out.print(table)
+        shown.add_row(d.name.upper(), f"{d.manual:,}", f"{d.counted:,}", acc, interval, d.verdict)
+    out.print(shown)
     partial = data["partial_windows"]
     out.print(
         f"{data['full_windows']} full window(s), {partial} partial (left out: not on slot "

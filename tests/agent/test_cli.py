@@ -271,6 +271,23 @@ def test_analyze_image(tmp_path):
     human = invoke("analyze", "image", str(clear), str(dark), "--reference", str(ref))
     assert human.exit_code == 0 and "blocked" in human.output
 
+    # at 80 columns a long path folds onto the next lines: all of it is there, never an
+    # ellipsis that leaves two snapshots reading as the same prefix
+    deep = tmp_path / "snapshots-kept-for-the-site-survey" / "references-of-the-main-door"
+    deep.mkdir(parents=True)
+    paths = [deep / "clear.jpg", deep / "dark.jpg"]
+    for path, src in zip(paths, (clear, dark), strict=True):
+        path.write_bytes(src.read_bytes())
+    human = CliRunner(env={"COLUMNS": "80"}).invoke(
+        cli, ["analyze", "image", *map(str, paths), "--reference", str(ref)]
+    )
+    assert human.exit_code == 0, human.output
+    assert "…" not in human.output
+    assert max(len(line) for line in human.output.splitlines()) <= 80
+    body = [line for line in human.output.splitlines() if line.startswith("│")]
+    first_column = "".join(line.split("│")[1].strip() for line in body)
+    assert first_column == "".join(map(str, paths)), human.output
+
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"not an image")
     result = invoke("analyze", "image", str(junk), "--reference", str(ref))
