@@ -167,9 +167,11 @@ def analyze_slots(
     site: str | None = None,
     now: datetime | None = None,
     silences: Sequence[Silence] = (),
+    stored: bool = False,
 ) -> AnalysisResult:
     """Judge count slots (from a CSV or the agent's own store) through the same gate as the
-    service: the calendar, the upload window, untuned counters, peers, luck and silences."""
+    service: the calendar, the upload window, untuned counters, peers, luck and silences.
+    ``stored``: the slots come from the agent's store, not a file (a warning names which)."""
     from diagnostics.assess import Gate, assess
     from diagnostics.checks.counts_missing import fold_site_outages
 
@@ -183,7 +185,7 @@ def analyze_slots(
         now = max(ends)
     findings: list[Finding] = []
     for s in sites:
-        findings.extend(_judge_site(config, s, slots, now, warnings))
+        findings.extend(_judge_site(config, s, slots, now, warnings, stored=stored))
     gate = Gate(
         calendars={s.code: s.calendar() for s in sites},
         now=now,
@@ -203,6 +205,8 @@ def _judge_site(
     slots: dict[str, list[CountSlot]],
     now: datetime,
     warnings: list[str],
+    *,
+    stored: bool = False,
 ) -> list[Finding]:
     from diagnostics.checks.counts import local
     from diagnostics.series import CountArrays, CountModel
@@ -210,7 +214,9 @@ def _judge_site(
     counters = config.counters_at(site.code)
     present = {c.serial: [s for s in slots.get(c.serial, []) if s.start < now] for c in counters}
     for serial, seq in present.items():
-        if not seq:
+        if not seq and stored:
+            warnings.append(f"no stored counts for {serial} ({site.code}): not judged")
+        elif not seq:
             warnings.append(f"counter {serial} ({site.code}) has no rows in the file: not judged")
     present = {k: v for k, v in present.items() if v}
     if not present:

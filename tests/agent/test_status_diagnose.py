@@ -162,3 +162,25 @@ def test_status_incidents_and_check_at_80_columns_cut_no_identifier(site):
     assert checked.exit_code == 2, checked.output
     table = checked.output.split("\n", 1)[1]  # the plugin's status line is one long line
     fits_80_columns(table, "C1", "C2", "C3", "LDN01", "refuses")
+
+
+def test_assess_from_the_store_names_missing_counts_and_an_unknown_live_view(site):
+    clock, path, *_ = site
+    config = load_config(path)
+    with Store.open(config.agent.state_dir) as store:
+        make_runner(config, store, clock=clock).run_cycle()
+    result = CliRunner().invoke(cli, ["assess", "--config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    # offline C2 sent nothing: the store has no counts for it (there is no file here)
+    assert "warning: no stored counts for C2 (LDN01): not judged" in result.stderr
+    assert "in the file" not in result.stderr
+    data = json.loads(result.stdout)
+    [offline] = [p for p in data["problems"] if p["counter"] == "C2"]
+    [view] = [q for q in offline["checklist"] if q["question"] == "Is its live view clear?"]
+    # an offline counter's view was never seen: not clear, unknown
+    assert view["answer"].startswith("unknown, at ") and "no snapshot" in view["answer"]
+    assert view["points_to"] == "unknown"
+    # C3 (its SSH host key not yet enrolled) answers: its view was seen, and clear
+    [online] = [p for p in data["problems"] if p["counter"] == "C3"]
+    [clear] = [q for q in online["checklist"] if q["question"] == "Is its live view clear?"]
+    assert clear["answer"].startswith("yes, at ") and "clear" in clear["answer"]
