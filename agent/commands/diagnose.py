@@ -198,7 +198,7 @@ def diagnose(
 
     progress("building the diagnostics bundle")
     made = app.bundler.bundle(
-        key=f"diagnose-{serial}-{now:%Y%m%dT%H%M%S}",
+        key=f"diagnose-{serial}",  # the bundle's name adds the time, once
         site=counter.site,
         counters=(serial,),
         findings=result.assessed,

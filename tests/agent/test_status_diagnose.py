@@ -4,6 +4,7 @@ import json
 import re
 import tarfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -93,6 +94,9 @@ def test_diagnose_runs_the_checklist_with_a_verdict_and_a_bundle(site, tmp_path)
     assert steps["probe api"]["ok"] and steps["probe ssh"]["ok"] and steps["probe snapshot"]["ok"]
     assert not steps["counter.device.health"]["ok"]
     assert "camera" in steps["counter.device.health"]["detail"]
+    # the time once in the name, from the bundle itself (not again in its key)
+    name = Path(data["bundle"]).name
+    assert re.fullmatch(r"ffc-bundle-LDN01-diagnose-C3-\d{8}T\d{6}Z\.tar\.gz", name), name
     with tarfile.open(data["bundle"]) as tar:
         names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]  # under one folder
     assert "manifest.json" in names and "report.html" in names
@@ -184,3 +188,14 @@ def test_assess_from_the_store_names_missing_counts_and_an_unknown_live_view(sit
     [online] = [p for p in data["problems"] if p["counter"] == "C3"]
     [clear] = [q for q in online["checklist"] if q["question"] == "Is its live view clear?"]
     assert clear["answer"].startswith("yes, at ") and "clear" in clear["answer"]
+
+
+def test_bundle_create_names_the_bundle_with_one_timestamp(site, tmp_path):
+    _clock, path, *_ = site
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        result = runner.invoke(cli, ["bundle", "create", "C1", "--config", str(path), "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert re.fullmatch(r"ffc-bundle-LDN01-manual-C1-\d{8}T\d{6}Z\.tar\.gz", data["path"])
+        assert Path(data["path"]).stat().st_size == data["size"]
