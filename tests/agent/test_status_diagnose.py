@@ -161,7 +161,8 @@ def test_status_incidents_and_check_at_80_columns_cut_no_identifier(site):
     fits_80_columns(status.output, "C1", "C2", "C3", "LDN01", ticket)
     listed = CliRunner(env=env).invoke(cli, ["incidents", "--config", str(path)])
     assert listed.exit_code == 0, listed.output
-    fits_80_columns(listed.output, "C2", ticket, "refuses")  # the summary is not squeezed away
+    # the summary is not squeezed away, and the check id heading it reads whole
+    fits_80_columns(listed.output, "C2", ticket, "refuses", "counter.offline")
     checked = CliRunner(env=env).invoke(cli, ["check", "--config", str(path)], obj={"clock": clock})
     assert checked.exit_code == 2, checked.output
     table = checked.output.split("\n", 1)[1]  # the plugin's status line is one long line
