@@ -10,6 +10,7 @@ recent 15:30 in London, so the stores are open whatever the hour at which it is 
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +118,24 @@ class DemoResult:
             "findings": [a.to_json() for a in last.assessed if _found(a)],
             "ruled_out": [a.to_json() for a in last.ruled_out],
             "tickets": [t.to_json() for t in self.tickets],
+            "ticket_files": [
+                {"number": n, "page": str(page), "attachments": [str(p) for p in files]}
+                for n, page, files in self.ticket_files()
+            ],
         }
+
+    def ticket_files(self) -> list[tuple[str, Path, list[Path]]]:
+        """Each filed ticket's page and attachments (its bundle) as the local ticket store
+        keeps them: ``<number>.md`` beside a ``<number>/`` folder (agent/delivery/sinks/
+        local.py). Only files that are there are named."""
+        found = []
+        for t in self.tickets:
+            if not t.number:
+                continue
+            page = self.ticket_dir / f"{t.number}.md"
+            files = [self.ticket_dir / t.number / a.name for a in t.attachments]
+            found.append((t.number, page, [f for f in files if f.is_file()]))
+        return [(n, page, files) for n, page, files in found if page.is_file()]
 
 
 def _found(a: Assessed) -> bool:
@@ -210,9 +228,16 @@ def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
     if state_dir is not None:
         _show(run_demo(state_dir, progress=_progress), as_json, kept=True)
         return
-    # without --state-dir nothing is left behind: the state lives as long as the command
+    # without --state-dir nothing is left behind: the state lives as long as the command, also
+    # when it is stopped (Ctrl-C raises KeyboardInterrupt; SIGTERM would end the process
+    # without unwinding, so it exits through the same `with` blocks: fleet, store, directory)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with tempfile.TemporaryDirectory(prefix="ffc-agent-demo-") as scratch:
         _show(run_demo(Path(scratch), progress=_progress), as_json, kept=False)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _progress(msg: str) -> None:
@@ -222,8 +247,9 @@ def _progress(msg: str) -> None:
 def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
     if as_json:
         data = result.to_json()
-        if not kept:
-            data["state_dir"] = None  # removed on exit
+        if not kept:  # removed on exit
+            data["state_dir"] = None
+            data["ticket_files"] = None
         _print_json(data)
         return
     last = result.cycles[-1]
@@ -266,7 +292,11 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
     if not kept:
         out.print("the demo's state was removed; keep it with --state-dir DIR")
         return
-    out.print(f"tickets (JSON, page and bundle each): {result.ticket_dir}")
+    for number, page, files in result.ticket_files():
+        out.print(f"{number}: page {page}", markup=False)
+        for path in files:
+            kind = "bundle" if path.name.endswith(".tar.gz") else "file"
+            out.print(f"  {kind} {path}", markup=False)
     out.print(f"state directory: {result.state_dir}  (config: {result.config_path})")
     example = result.tickets[0].number if result.tickets else "NUMBER"
     out.print(f"see a ticket: ffc-agent tickets show {example} --state-dir {result.state_dir}")

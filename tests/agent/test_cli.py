@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -89,6 +90,13 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     for t in tickets:
         assert (state / "tickets" / f"{t['number']}.json").exists()
         assert (state / "tickets" / f"{t['number']}.md").exists()
+    # each ticket's page and bundle, by path
+    files = {f["number"]: f for f in data["ticket_files"]}
+    assert set(files) == {t["number"] for t in tickets}
+    for number, f in files.items():
+        assert f["page"] == str(state / "tickets" / f"{number}.md")
+        [bundle] = [p for p in f["attachments"] if p.endswith(".tar.gz")]
+        assert Path(bundle).is_file() and Path(bundle).parent == state / "tickets" / number
     # the secret of every simulated counter stays out of everything printed
     assert "secret" not in proc.stdout and "secret" not in proc.stderr
 
@@ -101,6 +109,24 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     assert missing.exit_code != 0 and "no ticket" in missing.output
     human = invoke("tickets", "show", tickets[0]["number"], "--state-dir", str(state))
     assert human.exit_code == 0 and tickets[0]["counters"][0] in human.output
+
+    # as a person reads it: the path of each ticket's page and bundle, one line each
+    again = tmp_path / "again"
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "demo", "--state-dir", str(again)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    for t in tickets:
+        page = again / "tickets" / f"{t['number']}.md"
+        assert f"{t['number']}: page {page}" in lines
+        folder = again / "tickets" / t["number"]
+        bundles = [ln.split(" ", 3)[-1] for ln in lines if ln.startswith("  bundle ")]
+        assert any(Path(b).parent == folder and Path(b).is_file() for b in bundles), t["number"]
 
 
 @pytest.mark.integration
