@@ -25,10 +25,13 @@ from agent.commands.common import (
     table,
 )
 
+SLOT_MINUTES = 15
+
 if TYPE_CHECKING:
     from agent.app import App
     from agent.config import Config
     from agent.delivery.bundling import Bundler
+    from diagnostics.calendar import SiteCalendar
 
 
 @click.command("status")
@@ -59,6 +62,8 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
             if today and today["expected"] is not None
             else (f"{today['counted']:,}" if today else "-")
         )
+        if today and today["closed"]:
+            counted += f" ({'; '.join(today['closed'])})"
         view = c["live_view"]
         incident = "; ".join(
             f"{i['check_id']} {i['state']}" + (f", ticket {i['ticket']}" if i["ticket"] else "")
@@ -172,8 +177,10 @@ def fleet_status(app: App, now: datetime) -> dict[str, Any]:
 def _today(
     config: Config, evidence: Bundler, serial: str, site: str, now: datetime
 ) -> dict[str, Any] | None:
-    """Counts so far today (site time) against what the baseline expected for them."""
-    tz = config.site(site).calendar().tz
+    """Counts so far today (site time) against what the baseline expected for them, for the
+    hours the store is open today (a closure, a holiday or special hours expect nobody)."""
+    cal = config.site(site).calendar()
+    tz = cal.tz
     midnight = datetime.combine(now.astimezone(tz).date(), time(0), tzinfo=tz)
     rows = evidence.series(serial, midnight, now, now)
     if not rows:
@@ -181,13 +188,23 @@ def _today(
     arrived = [r for r in rows if not r.missing]
     counted = sum(r.observed or 0 for r in arrived)
     # expected over the slots that arrived: missing ones are reported apart, not as a shortfall
-    expected = [r.expected for r in arrived if r.expected is not None]
+    expected = [_open_today(r.expected, r.start, cal) for r in arrived if r.expected is not None]
     missing = len(rows) - len(arrived)
     return {
         "counted": counted,
         "expected": round(sum(expected)) if expected else None,
+        "closed": cal.closed_reasons(midnight, now),
         "missing_slots": missing,
         "since": midnight.isoformat(),
         "slots": len(rows),
-        "through": (rows[-1].start + timedelta(minutes=15)).isoformat(),
+        "through": (rows[-1].start + timedelta(minutes=SLOT_MINUTES)).isoformat(),
     }
+
+
+def _open_today(expected: float, start: datetime, cal: SiteCalendar) -> float:
+    """A slot's expectation, learned over regular weeks, for the part of the slot the store is
+    open today: nobody is expected while it is closed for a refit or a holiday."""
+    regular = cal.open_fraction(start, SLOT_MINUTES, regular=True)
+    if regular == 0:  # outside the regular hours: as learned (staff, deliveries)
+        return expected
+    return expected * cal.open_fraction(start, SLOT_MINUTES) / regular

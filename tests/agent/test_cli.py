@@ -1,14 +1,17 @@
 """The command line as a user meets it: exit codes, error lines, JSON shapes."""
 
+import itertools
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from agent.cli import cli
+from simulator import FakeClock
 from tests.rma.test_tickets import JSON_KEYS
 
 # the portal form's keys, as issue 2 fixes them (one list, kept with the ticket's own tests)
@@ -90,6 +93,22 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     for t in tickets:
         assert (state / "tickets" / f"{t['number']}.json").exists()
         assert (state / "tickets" / f"{t['number']}.md").exists()
+    # status at the demo's time: MCR02 is closed for a refit, so nobody is expected there
+    at = FakeClock(datetime.fromisoformat(data["simulated_time"]))
+    config = str(state / "ffc-agent.toml")
+    status = CliRunner().invoke(cli, ["status", "--config", config, "--json"], obj={"clock": at})
+    assert status.exit_code == 0, status.output
+    today = {c["serial"]: c["today"] for c in json.loads(status.stdout)["counters"]}
+    assert today["FFC2001"]["expected"] == 0 and today["FFC2001"]["counted"] == 0
+    assert any("store refit" in why for why in today["FFC2001"]["closed"])
+    assert today["FFC1001"]["expected"] > 0 and today["FFC1001"]["closed"] == []
+    human = CliRunner().invoke(cli, ["status", "--config", config], obj={"clock": at})
+    lines = human.output.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("│ FFC2001"))
+    rest = itertools.takewhile(lambda ln: ln.startswith("│         │"), lines[first + 1 :])
+    row = [lines[first], *rest]
+    cell = " ".join(ln.split("│")[6].strip() for ln in row)  # the "today" column, rejoined
+    assert cell.startswith("0 / 0 expected (closed ") and "store refit" in cell, human.output
     # each ticket's page and bundle, by path
     files = {f["number"]: f for f in data["ticket_files"]}
     assert set(files) == {t["number"] for t in tickets}
