@@ -33,10 +33,12 @@ from agent.commands.common import (
     _print_json,
     clock,
     config_option_with,
+    fail,
     json_option,
     out,
     table,
 )
+from diagnostics.model import plural
 
 if TYPE_CHECKING:  # the judgement is imported when a command runs: `--help` loads none of it
     from agent.config import Config
@@ -428,9 +430,16 @@ def analyze_audit_cmd(
     output: Path | None,
     as_json: bool,
 ) -> None:
-    """Compare a manual tally (start,end,in,out) with COUNTER's stored counts: within 5 %?"""
+    """Compare a manual tally (start,end,in,out) with COUNTER's stored counts: within 5 %?
+
+    Exits 0 passes, 1 inconclusive (tally more), 2 fails, 3 no stored counts for the tallied
+    windows (nothing to compare), as `check` orders OK, WARNING, CRITICAL, UNKNOWN.
+    """
     from agent.app import App
-    from diagnostics.audit import AuditCsvError, audit, parse_tally_csv
+    from diagnostics.audit import FAILS, INCONCLUSIVE, PASSES, AuditCsvError, audit, parse_tally_csv
+
+    # the verdicts as exit codes, in check's order: OK, WARNING, CRITICAL (UNKNOWN: no data)
+    exit_code = {PASSES: 0, INCONCLUSIVE: 1, FAILS: 2}
 
     cfg = _load(config_path)
     if serial not in {c.serial for c in cfg.counters}:
@@ -449,6 +458,13 @@ def analyze_audit_cmd(
     with App.open(cfg, clock()) as app:
         slots = app.store.slots(serial, windows[0].start, windows[-1].end)
     result = audit(serial, windows, slots, confidence=confidence)
+    if not any(w.covered_minutes for w in result.windows):  # not one stored slot inside them
+        span = f"{windows[0].start:%Y-%m-%d %H:%M} – {windows[-1].end:%Y-%m-%d %H:%M %Z}"
+        fail(
+            f"{serial} has no stored counts for these windows ({span}): nothing to compare",
+            as_json=as_json,
+            code=3,
+        )
     data = result.to_json()
     if output is not None:
         try:
@@ -462,7 +478,7 @@ def analyze_audit_cmd(
         )
     if as_json:
         _print_json(data)
-        return
+        sys.exit(exit_code[result.verdict])
     shown = table(
         f"Manual audit of {serial}",
         ("direction", "tallied", "counted", "accuracy", f"{confidence:.0%} interval", ""),
@@ -476,9 +492,11 @@ def analyze_audit_cmd(
     out.print(shown)
     partial = data["partial_windows"]
     out.print(
-        f"{data['full_windows']} full window(s), {partial} partial (left out: not on slot "
-        f"boundaries, or slots missing); acceptance ±{result.acceptance:.0%}: {result.verdict}"
+        f"{plural(data['full_windows'], 'full window')}, {partial} partial (left out: not on "
+        f"slot boundaries, or slots missing); acceptance ±{result.acceptance:.0%}: "
+        f"{result.verdict}"
     )
+    sys.exit(exit_code[result.verdict])
 
 
 def _json_text(data: Any) -> str:

@@ -101,6 +101,17 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def fail(message: str, *, as_json: bool, code: int = 1) -> NoReturn:
+    """A command's error, as one line: on stderr for a person, or under --json as
+    ``{"error": message}`` on stdout (a script reads JSON whatever happened); then exit
+    ``code``. The caller passes a message already scrubbed of secrets (``app.redactor``)."""
+    if as_json:
+        _print_json({"error": message})
+    else:
+        click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
 def _config_failed(exc: ConfigError) -> NoReturn:
     from agent.config import EX_CONFIG
 
