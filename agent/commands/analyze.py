@@ -295,7 +295,7 @@ def analyze() -> None:
 def analyze_counts_cmd(
     file: Path, config_path: Path, site: str | None, now_text: str | None, as_json: bool
 ) -> None:
-    """Judge a count CSV (timestamp,counter,in,out): real data problems or false alarms."""
+    """Judge the count CSV FILE (timestamp,counter,in,out): real problems or false alarms."""
     from diagnostics.countcsv import CountCsvError
 
     cfg = _load(config_path)
@@ -346,7 +346,7 @@ def analyze_counts_cmd(
 )
 @json_option
 def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: bool) -> None:
-    """Judge snapshots against the counter's reference view: clear or blocked, and how."""
+    """Judge SNAPSHOTS against the counter's reference view: clear or blocked, and how."""
     from diagnostics import liveview as lv
     from diagnostics.checks.liveview import LiveView, Snapshot, judge
 
@@ -404,7 +404,9 @@ def _num(value: float | None) -> str:
 
 
 @analyze.command("audit")
-@click.argument("manual", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "manual", metavar="TALLY", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--counter", "serial", required=True, help="The counter the tally is about.")
 @config_option_with("The agent's configuration (its state directory holds the stored counts).")
 @click.option(
@@ -430,7 +432,7 @@ def analyze_audit_cmd(
     output: Path | None,
     as_json: bool,
 ) -> None:
-    """Compare a manual tally (start,end,in,out) with COUNTER's stored counts: within 5 %?
+    """Compare the manual TALLY (start,end,in,out) with the counter's stored counts: within 5 %?
 
     Exits 0 passes, 1 inconclusive (tally more), 2 fails, 3 no stored counts for the tallied
     windows (nothing to compare), as `check` orders OK, WARNING, CRITICAL, UNKNOWN.

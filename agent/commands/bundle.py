@@ -20,7 +20,7 @@ def bundle() -> None:
 
 
 @bundle.command("create")
-@click.argument("serial")
+@click.argument("serial", metavar="COUNTER")
 @click.option(
     "-o",
     "--output",

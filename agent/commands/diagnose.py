@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 @click.command("diagnose")
-@click.argument("serial")
+@click.argument("serial", metavar="COUNTER")
 @click.option(
     "-o",
     "--output-dir",

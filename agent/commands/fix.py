@@ -19,9 +19,9 @@ from agent.commands.common import _actor, _load, clock, config_option, json_opti
 from rma.ladder import TITLES, Outcome, Step, budget_left
 
 
-@click.command("fix")
-@click.argument("serial")
-@click.argument("step", type=click.Choice([s.value for s in Step]))
+@click.command("fix", epilog=f"STEP is one of: {', '.join(s.value for s in Step)}.")
+@click.argument("serial", metavar="COUNTER")
+@click.argument("step", metavar="STEP", type=click.Choice([s.value for s in Step]))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Say what would run; touch nothing.")
 @config_option
@@ -35,7 +35,7 @@ def fix(serial: str, step: str, yes: bool, dry_run: bool, config_path: Path, as_
         counter = cfg.counter(serial)
     except KeyError:
         raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="SERIAL"
+            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
         ) from None
     chosen = Step(step)
     with App.open(cfg, clock()) as app:

@@ -149,7 +149,7 @@ def silence_list(show_all: bool, config_path: Path, as_json: bool) -> None:
 
 
 @silence.command("remove")
-@click.argument("silence_id", type=int)
+@click.argument("silence_id", metavar="ID", type=int)
 @config_option
 def silence_remove(silence_id: int, config_path: Path) -> None:
     """End silence ID now."""

@@ -2,11 +2,13 @@
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -403,3 +405,28 @@ def test_every_commented_example_in_the_example_config_is_valid(tmp_path):
     result = invoke("config", "check", str(path))
     assert result.exit_code == 0, result.output
     assert "4 sinks" in result.output
+
+
+def _command_paths(group=cli, path=()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from _command_paths(command, (*path, name))
+
+
+def test_every_help_fits_80_columns_and_names_its_arguments_as_its_text_does():
+    for path in _command_paths():
+        shown = CliRunner().invoke(cli, [*path, "--help"], terminal_width=80)
+        assert shown.exit_code == 0, (path, shown.output)
+        text = shown.output
+        assert max(len(line) for line in text.splitlines()) <= 80, (path, text)
+        usage, _, body = text.partition("\n\n")
+        # a choice of values in the usage line splits inside a word at 80 columns: a metavar
+        # (STATE, STEP) stands there instead, and the help lists the values
+        assert "{" not in usage, (path, usage)
+        # the usage names a counter as the description does (COUNTER, not SERIAL)
+        for name in ("COUNTER", "SERIAL"):
+            if re.search(rf"\b{name}\b", usage):
+                assert re.search(rf"\b{name}\b", body), (path, name, text)
