@@ -316,6 +316,9 @@ def analyze_counts_cmd(
         _print_json(result.to_json())
         return
     as_of = result.now.isoformat() if result.now else "no data"  # None: no row was ours
+    if not result.findings:  # one line, not an empty table
+        out.print(f"no count problems found as of {as_of}")
+        return
     shown = table(
         f"Count problems as of {as_of}",
         ("counter", "kind", "when", "verdict", "expected", "observed", "why"),
@@ -332,8 +335,6 @@ def analyze_counts_cmd(
             "; ".join(p.reasons),
         )
     out.print(shown)
-    if not result.findings:
-        out.print("no count problems found")
 
 
 @analyze.command("image")

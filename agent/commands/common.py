@@ -101,14 +101,17 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def fail(message: str, *, as_json: bool, code: int = 1) -> NoReturn:
-    """A command's error, as one line: on stderr for a person, or under --json as
-    ``{"error": message}`` on stdout (a script reads JSON whatever happened); then exit
-    ``code``. The caller passes a message already scrubbed of secrets (``app.redactor``)."""
+def fail(message: str, *, as_json: bool, code: int = 1, hint: str = "") -> NoReturn:
+    """A command's error, as one line (and what to do about it, if known): on stderr for a
+    person, or under --json as ``{"error": message, "hint": hint}`` on stdout, so a script
+    reads JSON whatever happened; then exit ``code``. The caller passes text already free of
+    secrets (probe errors are scrubbed where they are made)."""
     if as_json:
-        _print_json({"error": message})
+        _print_json({"error": message, **({"hint": hint} if hint else {})})
     else:
         click.echo(f"Error: {message}", err=True)
+        if hint:
+            click.echo(hint, err=True)
     sys.exit(code)
 
 

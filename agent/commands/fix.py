@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import _actor, _load, clock, config_option, json_option, out
+from agent.commands.common import _actor, _load, clock, config_option, fail, json_option, out
 from rma.ladder import TITLES, Outcome, Step, budget_left
 
 
@@ -42,12 +42,11 @@ def fix(serial: str, step: str, yes: bool, dry_run: bool, config_path: Path, as_
         runner = app.runner
         fixer = runner.remediator
         if not fixer.caps(counter).can(chosen):
-            click.echo(
-                f"ffc-agent remote fix: {TITLES[chosen]} is not possible on {serial} "
+            fail(
+                f"remote fix: {TITLES[chosen]} is not possible on {serial} "
                 "(needs [counters.ssh] or [remediation] poe_command)",
-                err=True,
+                as_json=as_json,
             )
-            sys.exit(1)
         now = runner.clock.now()
         left = budget_left(fixer.rmas.attempts(serial), chosen, fixer.budget(), now)
         dry = dry_run or cfg.remediation.dry_run

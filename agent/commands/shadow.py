@@ -71,18 +71,26 @@ def shadow_report(since_text: str | None, config_path: Path, as_json: bool) -> N
     if as_json:
         _print_json(data)
         return
-    held_table = table(
-        f"Would have filed since {since:%Y-%m-%d %H:%M}",
-        ("at", "category", "subject", "held because"),
-    )
-    for h in data["would_have_filed"]:
-        held_table.add_row(h["at"], h["ticket"]["category"], h["ticket"]["subject"], h["why_held"])
-    out.print(held_table)
-    ruled_table = table(
-        "Ruled out as false alarms", ("at", "counter", "check", "why"), whole=("counter",)
-    )
-    for r in data["ruled_out"]:
-        ruled_table.add_row(
-            r["at"], r["counter"] or r["site"] or "-", r["check_id"], "; ".join(r["reasons"])
+    # an empty table says less than one line: each part is a table only when it holds rows
+    when = f"{since:%Y-%m-%d %H:%M}"
+    if data["would_have_filed"]:
+        held_table = table(
+            f"Would have filed since {when}", ("at", "category", "subject", "held because")
         )
-    out.print(ruled_table)
+        for h in data["would_have_filed"]:
+            ticket = h["ticket"]
+            held_table.add_row(h["at"], ticket["category"], ticket["subject"], h["why_held"])
+        out.print(held_table)
+    else:
+        out.print(f"nothing held back since {when}")
+    if data["ruled_out"]:
+        ruled_table = table(
+            "Ruled out as false alarms", ("at", "counter", "check", "why"), whole=("counter",)
+        )
+        for r in data["ruled_out"]:
+            ruled_table.add_row(
+                r["at"], r["counter"] or r["site"] or "-", r["check_id"], "; ".join(r["reasons"])
+            )
+        out.print(ruled_table)
+    else:
+        out.print(f"nothing ruled out as a false alarm since {when}")

@@ -291,6 +291,9 @@ def test_analyze_counts_of_a_file_without_rows_for_our_counters(tmp_path):
     human = invoke("analyze", "counts", str(data), "--config", str(cfg))
     assert human.exit_code == 0, human.output
     assert "no count rows for the configured counters" in human.output
+    # nothing to show is one line, not an empty table
+    assert "no count problems found as of no data" in human.stdout
+    assert "┏" not in human.stdout and "Count problems as of" not in human.stdout
 
 
 def test_analyze_image(tmp_path):
