@@ -109,6 +109,9 @@ class Observation:
         return cls(counter, probe, at, False, {}, exc.code, exc.message, elapsed_s)
 
 
+UNCONFIRMED = "unconfirmed"  # a finding's code while its check awaits confirmation
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """What a check concluded about one counter, one site or the agent itself.
@@ -130,6 +133,12 @@ class Finding:
     @property
     def problem(self) -> bool:
         return self.status in (Status.WARN, Status.FAIL)
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Not a problem yet, but the start of one the check waits to confirm (one covered
+        snapshot of three): a person asking about the device now should hear of it."""
+        return self.status is Status.OK and self.code == UNCONFIRMED
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -33,9 +33,12 @@ from agent.commands.common import (
     _print_json,
     clock,
     config_option_with,
+    fail,
     json_option,
     out,
+    table,
 )
+from diagnostics.model import plural
 
 if TYPE_CHECKING:  # the judgement is imported when a command runs: `--help` loads none of it
     from agent.config import Config
@@ -166,9 +169,11 @@ def analyze_slots(
     site: str | None = None,
     now: datetime | None = None,
     silences: Sequence[Silence] = (),
+    stored: bool = False,
 ) -> AnalysisResult:
     """Judge count slots (from a CSV or the agent's own store) through the same gate as the
-    service: the calendar, the upload window, untuned counters, peers, luck and silences."""
+    service: the calendar, the upload window, untuned counters, peers, luck and silences.
+    ``stored``: the slots come from the agent's store, not a file (a warning names which)."""
     from diagnostics.assess import Gate, assess
     from diagnostics.checks.counts_missing import fold_site_outages
 
@@ -182,7 +187,7 @@ def analyze_slots(
         now = max(ends)
     findings: list[Finding] = []
     for s in sites:
-        findings.extend(_judge_site(config, s, slots, now, warnings))
+        findings.extend(_judge_site(config, s, slots, now, warnings, stored=stored))
     gate = Gate(
         calendars={s.code: s.calendar() for s in sites},
         now=now,
@@ -202,6 +207,8 @@ def _judge_site(
     slots: dict[str, list[CountSlot]],
     now: datetime,
     warnings: list[str],
+    *,
+    stored: bool = False,
 ) -> list[Finding]:
     from diagnostics.checks.counts import local
     from diagnostics.series import CountArrays, CountModel
@@ -209,7 +216,9 @@ def _judge_site(
     counters = config.counters_at(site.code)
     present = {c.serial: [s for s in slots.get(c.serial, []) if s.start < now] for c in counters}
     for serial, seq in present.items():
-        if not seq:
+        if not seq and stored:
+            warnings.append(f"no stored counts for {serial} ({site.code}): not judged")
+        elif not seq:
             warnings.append(f"counter {serial} ({site.code}) has no rows in the file: not judged")
     present = {k: v for k, v in present.items() if v}
     if not present:
@@ -286,7 +295,7 @@ def analyze() -> None:
 def analyze_counts_cmd(
     file: Path, config_path: Path, site: str | None, now_text: str | None, as_json: bool
 ) -> None:
-    """Judge a count CSV (timestamp,counter,in,out): real data problems or false alarms."""
+    """Judge the count CSV FILE (timestamp,counter,in,out): real problems or false alarms."""
     from diagnostics.countcsv import CountCsvError
 
     cfg = _load(config_path)
@@ -306,14 +315,17 @@ def analyze_counts_cmd(
     if as_json:
         _print_json(result.to_json())
         return
-    from rich.table import Table
-
     as_of = result.now.isoformat() if result.now else "no data"  # None: no row was ours
-    table = Table(title=f"Count problems as of {as_of}", title_justify="left")
-    for col in ("counter", "kind", "when", "verdict", "expected", "observed", "why"):
-        table.add_column(col)
+    if not result.findings:  # one line, not an empty table
+        out.print(f"no count problems found as of {as_of}")
+        return
+    shown = table(
+        f"Count problems as of {as_of}",
+        ("counter", "kind", "when", "verdict", "expected", "observed", "why"),
+        whole=("counter",),
+    )
     for p in result.findings:
-        table.add_row(
+        shown.add_row(
             p.counter or f"site {p.site}",
             p.kind,
             _span(p.start, p.end),
@@ -322,9 +334,7 @@ def analyze_counts_cmd(
             _num(p.observed),
             "; ".join(p.reasons),
         )
-    out.print(table)
-    if not result.findings:
-        out.print("no count problems found")
+    out.print(shown)
 
 
 @analyze.command("image")
@@ -337,7 +347,7 @@ def analyze_counts_cmd(
 )
 @json_option
 def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: bool) -> None:
-    """Judge snapshots against the counter's reference view: clear or blocked, and how."""
+    """Judge SNAPSHOTS against the counter's reference view: clear or blocked, and how."""
     from diagnostics import liveview as lv
     from diagnostics.checks.liveview import LiveView, Snapshot, judge
 
@@ -365,21 +375,20 @@ def analyze_image_cmd(snapshots: tuple[Path, ...], reference: Path, as_json: boo
     if as_json:
         _print_json(results)
         return
-    from rich.table import Table
-
-    table = Table(title=f"Live view against {reference}", title_justify="left")
-    for col in ("snapshot", "verdict", "kind", "hidden", "why"):
-        table.add_column(col)
+    # a path is one long word: it folds whole onto the next lines, never cut to a common prefix
+    shown = table(
+        f"Live view against {reference}", ("snapshot", "verdict", "kind", "hidden", "why")
+    )
     for r in results:
         style = "red" if r["verdict"] == "blocked" else "green"
-        table.add_row(
+        shown.add_row(
             r["snapshot"],
             f"[{style}]{r['verdict']}[/]",
             r["kind"] or "-",
             f"{r['blocked_fraction']:.0%}",
             "; ".join(r["reasons"]),
         )
-    out.print(table)
+    out.print(shown)
 
 
 def _span(start: datetime | None, end: datetime | None) -> str:
@@ -396,7 +405,9 @@ def _num(value: float | None) -> str:
 
 
 @analyze.command("audit")
-@click.argument("manual", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "manual", metavar="TALLY", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--counter", "serial", required=True, help="The counter the tally is about.")
 @config_option_with("The agent's configuration (its state directory holds the stored counts).")
 @click.option(
@@ -422,9 +433,16 @@ def analyze_audit_cmd(
     output: Path | None,
     as_json: bool,
 ) -> None:
-    """Compare a manual tally (start,end,in,out) with COUNTER's stored counts: within 5 %?"""
+    """Compare the manual TALLY (start,end,in,out) with the counter's stored counts: within 5 %?
+
+    Exits 0 passes, 1 inconclusive (tally more), 2 fails, 3 no stored counts for the tallied
+    windows (nothing to compare), as `check` orders OK, WARNING, CRITICAL, UNKNOWN.
+    """
     from agent.app import App
-    from diagnostics.audit import AuditCsvError, audit, parse_tally_csv
+    from diagnostics.audit import FAILS, INCONCLUSIVE, PASSES, AuditCsvError, audit, parse_tally_csv
+
+    # the verdicts as exit codes, in check's order: OK, WARNING, CRITICAL (UNKNOWN: no data)
+    exit_code = {PASSES: 0, INCONCLUSIVE: 1, FAILS: 2}
 
     cfg = _load(config_path)
     if serial not in {c.serial for c in cfg.counters}:
@@ -443,6 +461,13 @@ def analyze_audit_cmd(
     with App.open(cfg, clock()) as app:
         slots = app.store.slots(serial, windows[0].start, windows[-1].end)
     result = audit(serial, windows, slots, confidence=confidence)
+    if not any(w.covered_minutes for w in result.windows):  # not one stored slot inside them
+        span = f"{windows[0].start:%Y-%m-%d %H:%M} – {windows[-1].end:%Y-%m-%d %H:%M %Z}"
+        fail(
+            f"{serial} has no stored counts for these windows ({span}): nothing to compare",
+            as_json=as_json,
+            code=3,
+        )
     data = result.to_json()
     if output is not None:
         try:
@@ -456,24 +481,25 @@ def analyze_audit_cmd(
         )
     if as_json:
         _print_json(data)
-        return
-    from rich.table import Table
-
-    table = Table(title=f"Manual audit of {serial}", title_justify="left")
-    for col in ("direction", "tallied", "counted", "accuracy", f"{confidence:.0%} interval", ""):
-        table.add_column(col)
+        sys.exit(exit_code[result.verdict])
+    shown = table(
+        f"Manual audit of {serial}",
+        ("direction", "tallied", "counted", "accuracy", f"{confidence:.0%} interval", ""),
+    )
     for d in result.directions:
         acc = "-" if d.accuracy is None else f"{d.accuracy:.1%}"
         interval = (
             "-" if d.low is None or d.high is None else f"{d.low - 1:+.1%} … {d.high - 1:+.1%}"
         )
-        table.add_row(d.name.upper(), f"{d.manual:,}", f"{d.counted:,}", acc, interval, d.verdict)
-    out.print(table)
+        shown.add_row(d.name.upper(), f"{d.manual:,}", f"{d.counted:,}", acc, interval, d.verdict)
+    out.print(shown)
     partial = data["partial_windows"]
     out.print(
-        f"{data['full_windows']} full window(s), {partial} partial (left out: not on slot "
-        f"boundaries, or slots missing); acceptance ±{result.acceptance:.0%}: {result.verdict}"
+        f"{plural(data['full_windows'], 'full window')}, {partial} partial (left out: not on "
+        f"slot boundaries, or slots missing); acceptance ±{result.acceptance:.0%}: "
+        f"{result.verdict}"
     )
+    sys.exit(exit_code[result.verdict])
 
 
 def _json_text(data: Any) -> str:

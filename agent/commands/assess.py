@@ -39,7 +39,7 @@ from agent.store import Store
 if TYPE_CHECKING:  # loaded when the command runs, not for `--help`
     from agent.config import Config
     from diagnostics.assess import Silence
-from diagnostics.model import CountSlot, as_datetime
+from diagnostics.model import UNCONFIRMED, CountSlot, as_datetime
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,15 @@ def assess_period(
     else:
         raise ValueError("give the store or the CSV's slots")
     silences = _silences(store)
-    result = analyze_slots(config, slots, warnings, site=site, now=period.end, silences=silences)
+    result = analyze_slots(
+        config,
+        slots,
+        warnings,
+        site=site,
+        now=period.end,
+        silences=silences,
+        stored=csv_slots is None,
+    )
     out = [
         _from_count_problem(config, p, slots, store, period)
         for p in result.findings
@@ -329,7 +337,11 @@ def _live_view(store: Store | None, serial: str, before: datetime) -> Point:
         return Point(
             question, f"no: {last['summary']} — the counts are likely wrong because of it", "real"
         )
-    return Point(question, f"yes, at {last['at'][:16]}: {last['summary']}", "unknown")
+    at = f"{datetime.fromisoformat(last['at']):%Y-%m-%d %H:%M}"
+    if last["status"] != "ok" or last["code"] == UNCONFIRMED:
+        # skipped (no snapshot: offline), broken, or seen blocked but not yet confirmed
+        return Point(question, f"unknown, at {at}: {last['summary']}", "unknown")
+    return Point(question, f"yes, at {at}: {last['summary']}", "unknown")
 
 
 def _stored(

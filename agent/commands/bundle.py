@@ -20,7 +20,7 @@ def bundle() -> None:
 
 
 @bundle.command("create")
-@click.argument("serial")
+@click.argument("serial", metavar="COUNTER")
 @click.option(
     "-o",
     "--output",
@@ -38,13 +38,13 @@ def bundle_create(serial: str, output: Path | None, config_path: Path, as_json: 
         counter = cfg.counter(serial)
     except KeyError:
         raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="SERIAL"
+            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
         ) from None
     now = clock().now()
     with App.open(cfg, clock()) as app:
         findings = [r for r in app.store.latest_findings() if r["subject"] == serial]
         made = app.bundler.bundle(
-            key=f"manual-{serial}-{now:%Y%m%d%H%M%S}",
+            key=f"manual-{serial}",  # the bundle's name adds the time, once
             site=counter.site,
             counters=(serial,),
             findings=findings,

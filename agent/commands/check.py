@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
 from diagnostics.model import Assessed, Status
 
 if TYPE_CHECKING:
@@ -88,16 +96,16 @@ def perfdata(result: Any, cfg: Config) -> str:
 
 
 def _findings_table(assessed: list[Assessed], title: str = "Findings") -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for col in ("counter", "site", "check", "status", "verdict", "summary"):
-        table.add_column(col)
+    shown = table(
+        title,
+        ("counter", "site", "check", "status", "verdict", "summary"),
+        whole=("counter", "site"),
+    )
     for a in assessed:
         f = a.finding
         verdict = str(a.verdict.decision) if a.verdict else ""
         style = {"fail": "red", "warn": "yellow", "error": "magenta"}.get(str(f.status), "")
-        table.add_row(
+        shown.add_row(
             f.subject or "-",
             f.site or "-",
             f.check_id,
@@ -105,4 +113,4 @@ def _findings_table(assessed: list[Assessed], title: str = "Findings") -> None:
             verdict,
             f.summary,
         )
-    out.print(table)
+    out.print(shown)

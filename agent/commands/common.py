@@ -12,7 +12,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -22,6 +22,8 @@ import click
 from diagnostics.model import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from agent.config import Config, ConfigError
 
 DEFAULT_CONFIG = "/etc/ffc-agent/ffc-agent.toml"
@@ -70,8 +72,47 @@ config_option = config_option_with("The agent's TOML configuration.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 
 
+def table(
+    title: str,
+    columns: Iterable[str],
+    *,
+    whole: Collection[str] = (),
+    **options: Any,
+) -> Table:
+    """A table for people that stays readable at 80 columns. Nothing is ever cut to an
+    ellipsis: a cell wraps at its spaces, and a word too wide for its column (a check id, a
+    path) folds onto the next line, so all of it is there to copy. Too wide a table narrows
+    its widest wrapping columns first (a summary before a date); ``whole`` columns (serials,
+    ticket numbers, ids: short words that must read whole) do not wrap and give up width
+    only after all the others. Every command's tables are made here."""
+    from rich.table import Table
+
+    made = Table(title=title, title_justify="left", **options)
+    for name in columns:
+        made.add_column(
+            name,
+            overflow="fold",
+            no_wrap=name in whole,
+        )
+    return made
+
+
 def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def fail(message: str, *, as_json: bool, code: int = 1, hint: str = "") -> NoReturn:
+    """A command's error, as one line (and what to do about it, if known): on stderr for a
+    person, or under --json as ``{"error": message, "hint": hint}`` on stdout, so a script
+    reads JSON whatever happened; then exit ``code``. The caller passes text already free of
+    secrets (probe errors are scrubbed where they are made)."""
+    if as_json:
+        _print_json({"error": message, **({"hint": hint} if hint else {})})
+    else:
+        click.echo(f"Error: {message}", err=True)
+        if hint:
+            click.echo(hint, err=True)
+    sys.exit(code)
 
 
 def _config_failed(exc: ConfigError) -> NoReturn:

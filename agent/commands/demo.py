@@ -10,6 +10,7 @@ recent 15:30 in London, so the stores are open whatever the hour at which it is 
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from agent.app import App
-from agent.commands.common import _print_json, err, json_option, out
+from agent.commands.common import _print_json, err, json_option, out, table
 from diagnostics.model import SYSTEM_CLOCK, Assessed, Decision
 
 if TYPE_CHECKING:  # the simulator and the runner load when the demo runs, not for --help
@@ -117,7 +118,24 @@ class DemoResult:
             "findings": [a.to_json() for a in last.assessed if _found(a)],
             "ruled_out": [a.to_json() for a in last.ruled_out],
             "tickets": [t.to_json() for t in self.tickets],
+            "ticket_files": [
+                {"number": n, "page": str(page), "attachments": [str(p) for p in files]}
+                for n, page, files in self.ticket_files()
+            ],
         }
+
+    def ticket_files(self) -> list[tuple[str, Path, list[Path]]]:
+        """Each filed ticket's page and attachments (its bundle) as the local ticket store
+        keeps them: ``<number>.md`` beside a ``<number>/`` folder (agent/delivery/sinks/
+        local.py). Only files that are there are named."""
+        found = []
+        for t in self.tickets:
+            if not t.number:
+                continue
+            page = self.ticket_dir / f"{t.number}.md"
+            files = [self.ticket_dir / t.number / a.name for a in t.attachments]
+            found.append((t.number, page, [f for f in files if f.is_file()]))
+        return [(n, page, files) for n, page, files in found if page.is_file()]
 
 
 def _found(a: Assessed) -> bool:
@@ -210,9 +228,16 @@ def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
     if state_dir is not None:
         _show(run_demo(state_dir, progress=_progress), as_json, kept=True)
         return
-    # without --state-dir nothing is left behind: the state lives as long as the command
+    # without --state-dir nothing is left behind: the state lives as long as the command, also
+    # when it is stopped (Ctrl-C raises KeyboardInterrupt; SIGTERM would end the process
+    # without unwinding, so it exits through the same `with` blocks: fleet, store, directory)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with tempfile.TemporaryDirectory(prefix="ffc-agent-demo-") as scratch:
         _show(run_demo(Path(scratch), progress=_progress), as_json, kept=False)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _progress(msg: str) -> None:
@@ -222,8 +247,9 @@ def _progress(msg: str) -> None:
 def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
     if as_json:
         data = result.to_json()
-        if not kept:
-            data["state_dir"] = None  # removed on exit
+        if not kept:  # removed on exit
+            data["state_dir"] = None
+            data["ticket_files"] = None
         _print_json(data)
         return
     last = result.cycles[-1]
@@ -232,22 +258,19 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
         f"{result.simulated_time.astimezone(LONDON):%a %d %b %Y %H:%M %Z}, "
         f"{len(result.cycles)} cycles\n"
     )
-    from rich.table import Table
-
-    found = Table(title="What it found (genuine problems)", title_justify="left")
-    found.add_column("counter", no_wrap=True)
-    found.add_column("check", no_wrap=True)
-    found.add_column("what", ratio=1)
+    found = table(
+        "What it found (genuine problems)", ("counter", "check", "what"), whole=("counter",)
+    )
     for a in last.assessed:
         if a.genuine:
             f = a.finding
             found.add_row(f.subject or f.site or "-", f"[red]{f.check_id}[/]", f.summary)
     out.print(found)
-    ruled = Table(title="What it ruled out, and why", title_justify="left")
-    ruled.add_column("counter", no_wrap=True)
-    ruled.add_column("check", no_wrap=True)
-    ruled.add_column("rule", no_wrap=True)
-    ruled.add_column("why not a fault", ratio=1)
+    ruled = table(
+        "What it ruled out, and why",
+        ("counter", "check", "rule", "why not a fault"),
+        whole=("counter",),
+    )
     for a in last.ruled_out:
         assert a.verdict is not None
         ruled.add_row(
@@ -257,10 +280,7 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
             "; ".join(a.verdict.reasons),
         )
     out.print(ruled)
-    filed = Table(title="Tickets filed", title_justify="left")
-    filed.add_column("number", no_wrap=True)
-    filed.add_column("category, SLA", no_wrap=True)
-    filed.add_column("subject", ratio=1)
+    filed = table("Tickets filed", ("number", "category, SLA", "subject"), whole=("number",))
     for t in result.tickets:
         sla = f", {t.sla_days} d" if t.sla_days else ""
         filed.add_row(t.number or "-", f"{t.category}{sla}", t.subject)
@@ -272,7 +292,11 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
     if not kept:
         out.print("the demo's state was removed; keep it with --state-dir DIR")
         return
-    out.print(f"tickets (JSON, page and bundle each): {result.ticket_dir}")
+    for number, page, files in result.ticket_files():
+        out.print(f"{number}: page {page}", markup=False)
+        for path in files:
+            kind = "bundle" if path.name.endswith(".tar.gz") else "file"
+            out.print(f"  {kind} {path}", markup=False)
     out.print(f"state directory: {result.state_dir}  (config: {result.config_path})")
     example = result.tickets[0].number if result.tickets else "NUMBER"
     out.print(f"see a ticket: ffc-agent tickets show {example} --state-dir {result.state_dir}")

@@ -15,7 +15,7 @@ from agent.commands.common import _actor, _load, _print_json, clock, config_opti
 
 
 @click.command("enroll")
-@click.argument("serial")
+@click.argument("serial", metavar="COUNTER")
 @config_option
 @json_option
 def enroll_cmd(serial: str, config_path: Path, as_json: bool) -> None:
@@ -29,7 +29,7 @@ def enroll_cmd(serial: str, config_path: Path, as_json: bool) -> None:
         counter = cfg.counter(serial)
     except KeyError:
         raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="SERIAL"
+            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
         ) from None
     target = SshTarget.for_counter(counter)
     if target is None:

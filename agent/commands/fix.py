@@ -15,13 +15,13 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import _actor, _load, clock, config_option, json_option, out
+from agent.commands.common import _actor, _load, clock, config_option, fail, json_option, out
 from rma.ladder import TITLES, Outcome, Step, budget_left
 
 
-@click.command("fix")
-@click.argument("serial")
-@click.argument("step", type=click.Choice([s.value for s in Step]))
+@click.command("fix", epilog=f"STEP is one of: {', '.join(s.value for s in Step)}.")
+@click.argument("serial", metavar="COUNTER")
+@click.argument("step", metavar="STEP", type=click.Choice([s.value for s in Step]))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Say what would run; touch nothing.")
 @config_option
@@ -35,19 +35,18 @@ def fix(serial: str, step: str, yes: bool, dry_run: bool, config_path: Path, as_
         counter = cfg.counter(serial)
     except KeyError:
         raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="SERIAL"
+            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
         ) from None
     chosen = Step(step)
     with App.open(cfg, clock()) as app:
         runner = app.runner
         fixer = runner.remediator
         if not fixer.caps(counter).can(chosen):
-            click.echo(
-                f"ffc-agent remote fix: {TITLES[chosen]} is not possible on {serial} "
+            fail(
+                f"remote fix: {TITLES[chosen]} is not possible on {serial} "
                 "(needs [counters.ssh] or [remediation] poe_command)",
-                err=True,
+                as_json=as_json,
             )
-            sys.exit(1)
         now = runner.clock.now()
         left = budget_left(fixer.rmas.attempts(serial), chosen, fixer.budget(), now)
         dry = dry_run or cfg.remediation.dry_run

@@ -7,12 +7,21 @@ state only; probes nothing.
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import click
 
-from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
 
 
 @click.command("incidents")
@@ -51,21 +60,23 @@ def incidents_cmd(show_all: bool, config_path: Path, as_json: bool) -> None:
     if not rows:
         out.print("no open incidents" if not show_all else "no incidents")
         return
-    from rich.table import Table
-
-    table = Table(title="Incidents" if show_all else "Open incidents", title_justify="left")
-    for col in ("id", "state", "check", "where", "opened", "ticket", "summary"):
-        table.add_column(col, no_wrap=col != "summary")
+    # the check id heads its summary: one wrapping column, so at 80 columns neither the
+    # summary is squeezed away nor a serial or ticket number cut
+    shown = table(
+        "Incidents" if show_all else "Open incidents",
+        ("id", "state", "where", "opened (UTC)", "ticket", "problem"),
+        whole=("id", "where", "ticket"),
+    )
     for r, i in zip(rows, found, strict=True):
         where = r["subject"] or (f"site {r['site']}" if r["site"] else "gateway")
-        ticket = r["ticket_number"] or ("-" if r["ticketed"] else "none (store IT)")
-        table.add_row(
+        # no ticket for the gateway or the agent: the store's IT looks after those
+        ticket = r["ticket_number"] or ("-" if r["ticketed"] else "store IT")
+        shown.add_row(
             str(r["id"]),
             r["state"],
-            r["check_id"],
             where,
-            f"{i.opened_at:%Y-%m-%d %H:%M %Z}",
+            f"{i.opened_at.astimezone(UTC):%d %b %H:%M}",
             ticket,
-            r["summary"],
+            f"{r['check_id']}\n{r['summary']}",
         )
-    out.print(table)
+    out.print(shown)

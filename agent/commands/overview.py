@@ -14,7 +14,15 @@ from typing import Any
 
 import click
 
-from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
 from diagnostics.model import plural
 
 
@@ -66,7 +74,6 @@ def overview_cmd(
 
 def _print_tables(data: dict[str, Any]) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     t = data["totals"]
     out.print(
@@ -92,32 +99,25 @@ def _print_tables(data: dict[str, Any]) -> None:
         else:
             out.print("no open issues")
         if site["counters"]:
-            table = Table(title="Data completeness", title_justify="left")
-            for col in ("counter", "7 days", "30 days"):
-                table.add_column(col, overflow="fold")
+            completeness = table("Data completeness", ("counter", "7 days", "30 days"))
             for c in site["counters"]:
-                table.add_row(
+                completeness.add_row(
                     escape(c["serial"]), _ratio(c["windows"]["7d"]), _ratio(c["windows"]["30d"])
                 )
-            out.print(table)
+            out.print(completeness)
         if site.get("rmas"):
-            table = Table(title="RMAs in progress", title_justify="left")
-            for col in ("RMA", "counter", "state", "since"):
-                table.add_column(col, overflow="fold")
+            rmas = table("RMAs in progress", ("RMA", "counter", "state", "since"))
             for r in site["rmas"]:
-                table.add_row(str(r["id"]), escape(r["counter"]), r["state"], _when(r["opened_at"]))
-            out.print(table)
+                rmas.add_row(str(r["id"]), escape(r["counter"]), r["state"], _when(r["opened_at"]))
+            out.print(rmas)
 
 
 def _issue_table(issues: list[dict[str, Any]]) -> Any:
     from rich.markup import escape
-    from rich.table import Table
 
     from rma.overview_page import STAGES
 
-    table = Table(title="Open issues", title_justify="left", show_lines=True)
-    for col in ("issue", "ticket", "stage, SLA", "next action"):
-        table.add_column(col, overflow="fold")
+    shown = table("Open issues", ("issue", "ticket", "stage, SLA", "next action"), show_lines=True)
     for i in issues:
         tk = i["ticket"]
         issue = (i["summary"] or i["title"]) + (
@@ -132,8 +132,8 @@ def _issue_table(issues: list[dict[str, Any]]) -> Any:
         sla = "\n".join([stage, *_sla_lines(i["sla"])])
         plan = "".join(f"\n- {s}" for s in i["action"]["plan"])
         action = f"{i['action']['owner']}: {i['action']['next']}{plan}"
-        table.add_row(escape(issue), escape(ticket), sla, escape(action))
-    return table
+        shown.add_row(escape(issue), escape(ticket), sla, escape(action))
+    return shown
 
 
 def _sla_lines(sla: dict[str, Any] | None) -> list[str]:

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from agent.commands.common import _actor, _load, clock, config_option, err, json_option, out
+from agent.commands.common import (
+    _actor,
+    _load,
+    clock,
+    config_option,
+    err,
+    fail,
+    json_option,
+    out,
+)
 from diagnostics.model import ProbeError, ProbeErrorCode
 
 if TYPE_CHECKING:  # paramiko is imported when a session starts, not for --help
@@ -38,7 +47,9 @@ def remote() -> None:
     """Remote-access sessions with a counter over SSH: recorded and audited."""
 
 
-def _ssh_target(cfg: Config, serial: str, config_path: Path) -> tuple[CounterConfig, SshTarget]:
+def _ssh_target(
+    cfg: Config, serial: str, config_path: Path, *, as_json: bool = False
+) -> tuple[CounterConfig, SshTarget]:
     from agent.probes.ssh import SshTarget
 
     try:
@@ -49,17 +60,18 @@ def _ssh_target(cfg: Config, serial: str, config_path: Path) -> tuple[CounterCon
         ) from None
     target = SshTarget.for_counter(counter)
     if target is None:
-        raise click.ClickException(
+        fail(
             f"{serial} has no [counters.ssh] table in {config_path}: "
-            "remote access is not configured for it"
+            "remote access is not configured for it",
+            as_json=as_json,
         )
     return counter, target
 
 
-def _refused(what: str, serial: str, exc: ProbeError) -> NoReturn:
+def _refused(what: str, serial: str, exc: ProbeError, *, as_json: bool = False) -> NoReturn:
     from agent.probes.ssh import HostKeyError
 
-    click.echo(f"remote {what} {serial}: {exc.message}", err=True)
+    hint = ""
     if isinstance(exc, HostKeyError):
         if exc.code is ProbeErrorCode.HOST_KEY_UNKNOWN:
             hint = (
@@ -71,8 +83,7 @@ def _refused(what: str, serial: str, exc: ProbeError) -> NoReturn:
                 "the counter's host key changed (a replaced unit, or someone in between): "
                 f"verify {exc.offered} on site, then run: ffc-agent enroll {serial}"
             )
-        click.echo(hint, err=True)
-    sys.exit(1)
+    fail(f"remote {what} {serial}: {exc.message}", as_json=as_json, hint=hint)
 
 
 def _timeout(cfg: Config) -> float:
@@ -213,7 +224,7 @@ def tunnel_cmd(
     from agent.remote import run_tunnel
 
     cfg = _load(config_path)
-    device, target = _ssh_target(cfg, counter, config_path)
+    device, target = _ssh_target(cfg, counter, config_path, as_json=as_json)
     state_dir = Path(cfg.agent.state_dir)
     port_on_device = remote_port or device.port
 
@@ -253,14 +264,13 @@ def tunnel_cmd(
                 timeout_s=_timeout(cfg),
             )
         except ProbeError as exc:
-            _refused("tunnel", counter, exc)
+            _refused("tunnel", counter, exc, as_json=as_json)
         except OSError as exc:
-            click.echo(
+            fail(
                 f"remote tunnel {counter}: cannot listen on 127.0.0.1:{local_port}: "
                 f"{exc.strerror or exc}",
-                err=True,
+                as_json=as_json,
             )
-            sys.exit(1)
     if as_json:
         click.echo(json.dumps({"event": "closed", **result.to_json()}))
         return

@@ -134,9 +134,9 @@ def rma_start(counter: str, reason: str, led: str | None, config_path: Path, as_
         out.print(f"RMA {found.id} {verb} {found.counter} is {found.state.value}")
 
 
-@rma.command("advance")
+@rma.command("advance", epilog=f"STATE is one of: {', '.join(s.value for s in State)}.")
 @click.argument("rma_id", type=int)
-@click.argument("state", type=click.Choice([s.value for s in State]))
+@click.argument("state", metavar="STATE", type=click.Choice([s.value for s in State]))
 @click.option("--note", required=True, help="Why: FootfallCam's answer, the courier's number…")
 @config_option
 @json_option

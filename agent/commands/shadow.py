@@ -13,7 +13,16 @@ from typing import Any
 
 import click
 
-from agent.commands.common import _aware, _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _aware,
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
 
 
 @click.group()
@@ -62,19 +71,26 @@ def shadow_report(since_text: str | None, config_path: Path, as_json: bool) -> N
     if as_json:
         _print_json(data)
         return
-    from rich.table import Table
-
-    table = Table(title=f"Would have filed since {since:%Y-%m-%d %H:%M}", title_justify="left")
-    for col in ("at", "category", "subject", "held because"):
-        table.add_column(col)
-    for h in data["would_have_filed"]:
-        table.add_row(h["at"], h["ticket"]["category"], h["ticket"]["subject"], h["why_held"])
-    out.print(table)
-    ruled_table = Table(title="Ruled out as false alarms", title_justify="left")
-    for col in ("at", "counter", "check", "why"):
-        ruled_table.add_column(col)
-    for r in data["ruled_out"]:
-        ruled_table.add_row(
-            r["at"], r["counter"] or r["site"] or "-", r["check_id"], "; ".join(r["reasons"])
+    # an empty table says less than one line: each part is a table only when it holds rows
+    when = f"{since:%Y-%m-%d %H:%M}"
+    if data["would_have_filed"]:
+        held_table = table(
+            f"Would have filed since {when}", ("at", "category", "subject", "held because")
         )
-    out.print(ruled_table)
+        for h in data["would_have_filed"]:
+            ticket = h["ticket"]
+            held_table.add_row(h["at"], ticket["category"], ticket["subject"], h["why_held"])
+        out.print(held_table)
+    else:
+        out.print(f"nothing held back since {when}")
+    if data["ruled_out"]:
+        ruled_table = table(
+            "Ruled out as false alarms", ("at", "counter", "check", "why"), whole=("counter",)
+        )
+        for r in data["ruled_out"]:
+            ruled_table.add_row(
+                r["at"], r["counter"] or r["site"] or "-", r["check_id"], "; ".join(r["reasons"])
+            )
+        out.print(ruled_table)
+    else:
+        out.print(f"nothing ruled out as a false alarm since {when}")

@@ -21,6 +21,7 @@ from agent.commands.common import (
     config_option,
     json_option,
     out,
+    table,
 )
 
 _DURATION = re.compile(r"(\d+)([dhms])")
@@ -134,13 +135,9 @@ def silence_list(show_all: bool, config_path: Path, as_json: bool) -> None:
     if as_json:
         _print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title="Silences", title_justify="left")
-    for col in ("id", "target", "from", "until", "reason", "by"):
-        table.add_column(col)
+    shown = table("Silences", ("id", "target", "from", "until", "reason", "by"), whole=("id",))
     for s in items:  # to the minute, in the silence's own offset: seconds are noise here
-        table.add_row(
+        shown.add_row(
             str(s["id"]),
             s["target"],
             f"{s['start']:%Y-%m-%d %H:%M %Z}",
@@ -148,11 +145,11 @@ def silence_list(show_all: bool, config_path: Path, as_json: bool) -> None:
             s["reason"],
             s["author"],
         )
-    out.print(table)
+    out.print(shown)
 
 
 @silence.command("remove")
-@click.argument("silence_id", type=int)
+@click.argument("silence_id", metavar="ID", type=int)
 @config_option
 def silence_remove(silence_id: int, config_path: Path) -> None:
     """End silence ID now."""

@@ -28,9 +28,10 @@ import click
 def simulate(count: int, seed: int, faults: tuple[str, ...], port_base: int | None) -> None:
     """Run simulated counters on 127.0.0.1 and print the config to point the agent at them.
 
-    \b
     Blocks until Ctrl-C or SIGTERM: run it in its own terminal (or in the background) and
     point the agent at the printed configuration, e.g.
+
+    \b
       ffc-agent simulate --counters 3 --fault FFC0002:offline > sim.toml &
       ffc-agent check --config sim.toml
 

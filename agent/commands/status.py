@@ -15,12 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent.commands.common import _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
+
+SLOT_MINUTES = 15
 
 if TYPE_CHECKING:
     from agent.app import App
     from agent.config import Config
     from agent.delivery.bundling import Bundler
+    from diagnostics.calendar import SiteCalendar
 
 
 @click.command("status")
@@ -37,11 +48,11 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
-    from rich.table import Table
-
-    table = Table(title=f"Counters at {now:%Y-%m-%d %H:%M %Z}", title_justify="left")
-    for col in ("counter", "site", "reachable", "last slot", "live view", "today", "incident"):
-        table.add_column(col)
+    shown = table(
+        f"Counters at {now:%Y-%m-%d %H:%M %Z}",
+        ("counter", "site", "reachable", "last slot", "live view", "today", "incident"),
+        whole=("counter", "site"),
+    )
     for c in data["counters"]:
         error = f" (last error: {c['last_error']})" if c["last_error"] else ""
         up = {True: "[green]yes[/]", False: f"[red]no[/]{error}", None: "?"}
@@ -51,25 +62,28 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
             if today and today["expected"] is not None
             else (f"{today['counted']:,}" if today else "-")
         )
+        if today and today["closed"]:
+            counted += f" ({'; '.join(today['closed'])})"
         view = c["live_view"]
         incident = "; ".join(
-            f"{i['check_id']} {i['state']}" + (f" ({i['ticket']})" if i["ticket"] else "")
+            f"{i['check_id']} {i['state']}" + (f", ticket {i['ticket']}" if i["ticket"] else "")
             for i in c["incidents"]
         )
         if c.get("rma"):
             incident = "; ".join(
                 x for x in (incident, f"RMA {c['rma']['id']} {c['rma']['state']}") if x
             )
-        table.add_row(
+        shown.add_row(
             c["serial"],
             c["site"],
             up[c["reachable"]],
-            (c["last_slot"] or "-")[:16],
+            # short words, so a narrow column wraps between them and cuts none
+            f"{datetime.fromisoformat(c['last_slot']):%d %b %H:%M}" if c["last_slot"] else "-",
             f"{view['status']}: {view['summary']}" if view else "-",
             counted,
             incident or "-",
         )
-    out.print(table)
+    out.print(shown)
     gw = data["gateway"]
     out.print(f"gateway: {gw['status']} — {gw['summary']}" if gw else "gateway: not checked yet")
     pending = ", ".join(
@@ -163,8 +177,10 @@ def fleet_status(app: App, now: datetime) -> dict[str, Any]:
 def _today(
     config: Config, evidence: Bundler, serial: str, site: str, now: datetime
 ) -> dict[str, Any] | None:
-    """Counts so far today (site time) against what the baseline expected for them."""
-    tz = config.site(site).calendar().tz
+    """Counts so far today (site time) against what the baseline expected for them, for the
+    hours the store is open today (a closure, a holiday or special hours expect nobody)."""
+    cal = config.site(site).calendar()
+    tz = cal.tz
     midnight = datetime.combine(now.astimezone(tz).date(), time(0), tzinfo=tz)
     rows = evidence.series(serial, midnight, now, now)
     if not rows:
@@ -172,13 +188,23 @@ def _today(
     arrived = [r for r in rows if not r.missing]
     counted = sum(r.observed or 0 for r in arrived)
     # expected over the slots that arrived: missing ones are reported apart, not as a shortfall
-    expected = [r.expected for r in arrived if r.expected is not None]
+    expected = [_open_today(r.expected, r.start, cal) for r in arrived if r.expected is not None]
     missing = len(rows) - len(arrived)
     return {
         "counted": counted,
         "expected": round(sum(expected)) if expected else None,
+        "closed": cal.closed_reasons(midnight, now),
         "missing_slots": missing,
         "since": midnight.isoformat(),
         "slots": len(rows),
-        "through": (rows[-1].start + timedelta(minutes=15)).isoformat(),
+        "through": (rows[-1].start + timedelta(minutes=SLOT_MINUTES)).isoformat(),
     }
+
+
+def _open_today(expected: float, start: datetime, cal: SiteCalendar) -> float:
+    """A slot's expectation, learned over regular weeks, for the part of the slot the store is
+    open today: nobody is expected while it is closed for a refit or a holiday."""
+    regular = cal.open_fraction(start, SLOT_MINUTES, regular=True)
+    if regular == 0:  # outside the regular hours: as learned (staff, deliveries)
+        return expected
+    return expected * cal.open_fraction(start, SLOT_MINUTES) / regular

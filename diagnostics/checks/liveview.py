@@ -36,7 +36,7 @@ from diagnostics.liveview import (
     analyze,
     frozen,
 )
-from diagnostics.model import Finding, Status
+from diagnostics.model import UNCONFIRMED, Finding, Status
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class LiveViewBlocked(Check):
                 f"{len(run)} of {opts.confirm_snapshots} snapshots blocked ({kind}); "
                 "awaiting confirmation"
             )
-            return [self.finding(evidence, Status.OK, "unconfirmed", summary, **details)]
+            return [self.finding(evidence, Status.OK, UNCONFIRMED, summary, **details)]
         summary = (
             f"live view blocked ({kind}, {fraction:.0%} of the view) in the last {len(run)} "
             f"snapshots since {run[0].at.astimezone(cal.tz):%a %d %b %H:%M}"

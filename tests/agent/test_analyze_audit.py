@@ -70,8 +70,9 @@ def test_a_right_counter_passes_and_a_short_one_fails_with_a_file_to_attach(tmp_
         "--output",
         str(report),
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output  # fails: CRITICAL, as `check` would say
     assert "fails" in result.stdout and "OUT" in result.stdout
+    assert "8 full windows, 0 partial" in result.stdout
     assert "tickets attach" in result.stderr
     rows = list(csv.DictReader(report.open()))
     assert len(rows) == 8 + 2
@@ -85,3 +86,31 @@ def test_an_unknown_counter_or_a_bad_tally_is_refused(tmp_path: Path):
     tally.write_text("start,end,in,out\n2026-11-23T09:00:00,2026-11-23T09:30:00,1,1\n")
     result = invoke("analyze", "audit", str(tally), "--counter", SERIAL, "--config", str(config))
     assert result.exit_code == 65 and "line 2" in result.stderr
+
+
+def test_a_counter_without_stored_counts_is_said_so_not_inconclusive(tmp_path: Path):
+    config, tally = setup(tmp_path, factor_out=1.0)
+    other = "FC3D000102"  # configured, but nothing of it is stored
+    config.write_text(
+        config.read_text() + f'\n[[counters]]\nserial = "{other}"\nname = "Side"\nsite = "LDN01"\n'
+        'host = "127.0.0.1"\n'
+    )
+    args = ("analyze", "audit", str(tally), "--counter", other, "--config", str(config))
+    result = invoke(*args)
+    assert result.exit_code == 3, result.output
+    assert f"{other} has no stored counts for these windows" in result.stderr
+    assert "inconclusive" not in result.output and "window(s)" not in result.output
+    as_json = invoke(*args, "--json")
+    assert as_json.exit_code == 3
+    error = json.loads(as_json.stdout)["error"]
+    assert error.startswith(f"{other} has no stored counts for these windows")
+
+
+def test_an_inconclusive_audit_exits_1(tmp_path: Path):
+    config, tally = setup(tmp_path, factor_out=1.0)
+    tally.write_text("\n".join(tally.read_text().splitlines()[:3]) + "\n")  # two windows
+    args = ("analyze", "audit", str(tally), "--counter", SERIAL, "--config", str(config))
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    assert "2 full windows" in result.stdout and "inconclusive" in result.stdout
+    assert json.loads(invoke(*args, "--json").stdout)["verdict"].startswith("inconclusive")

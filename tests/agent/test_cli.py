@@ -1,13 +1,19 @@
 """The command line as a user meets it: exit codes, error lines, JSON shapes."""
 
+import itertools
 import json
+import re
 import subprocess
 import sys
+from datetime import datetime
+from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from agent.cli import cli
+from simulator import FakeClock
 from tests.rma.test_tickets import JSON_KEYS
 
 # the portal form's keys, as issue 2 fixes them (one list, kept with the ticket's own tests)
@@ -89,6 +95,29 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     for t in tickets:
         assert (state / "tickets" / f"{t['number']}.json").exists()
         assert (state / "tickets" / f"{t['number']}.md").exists()
+    # status at the demo's time: MCR02 is closed for a refit, so nobody is expected there
+    at = FakeClock(datetime.fromisoformat(data["simulated_time"]))
+    config = str(state / "ffc-agent.toml")
+    status = CliRunner().invoke(cli, ["status", "--config", config, "--json"], obj={"clock": at})
+    assert status.exit_code == 0, status.output
+    today = {c["serial"]: c["today"] for c in json.loads(status.stdout)["counters"]}
+    assert today["FFC2001"]["expected"] == 0 and today["FFC2001"]["counted"] == 0
+    assert any("store refit" in why for why in today["FFC2001"]["closed"])
+    assert today["FFC1001"]["expected"] > 0 and today["FFC1001"]["closed"] == []
+    human = CliRunner().invoke(cli, ["status", "--config", config], obj={"clock": at})
+    lines = human.output.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("│ FFC2001"))
+    rest = itertools.takewhile(lambda ln: ln.startswith("│         │"), lines[first + 1 :])
+    row = [lines[first], *rest]
+    cell = " ".join(ln.split("│")[6].strip() for ln in row)  # the "today" column, rejoined
+    assert cell.startswith("0 / 0 expected (closed ") and "store refit" in cell, human.output
+    # each ticket's page and bundle, by path
+    files = {f["number"]: f for f in data["ticket_files"]}
+    assert set(files) == {t["number"] for t in tickets}
+    for number, f in files.items():
+        assert f["page"] == str(state / "tickets" / f"{number}.md")
+        [bundle] = [p for p in f["attachments"] if p.endswith(".tar.gz")]
+        assert Path(bundle).is_file() and Path(bundle).parent == state / "tickets" / number
     # the secret of every simulated counter stays out of everything printed
     assert "secret" not in proc.stdout and "secret" not in proc.stderr
 
@@ -101,6 +130,24 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     assert missing.exit_code != 0 and "no ticket" in missing.output
     human = invoke("tickets", "show", tickets[0]["number"], "--state-dir", str(state))
     assert human.exit_code == 0 and tickets[0]["counters"][0] in human.output
+
+    # as a person reads it: the path of each ticket's page and bundle, one line each
+    again = tmp_path / "again"
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "demo", "--state-dir", str(again)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    for t in tickets:
+        page = again / "tickets" / f"{t['number']}.md"
+        assert f"{t['number']}: page {page}" in lines
+        folder = again / "tickets" / t["number"]
+        bundles = [ln.split(" ", 3)[-1] for ln in lines if ln.startswith("  bundle ")]
+        assert any(Path(b).parent == folder and Path(b).is_file() for b in bundles), t["number"]
 
 
 @pytest.mark.integration
@@ -244,6 +291,9 @@ def test_analyze_counts_of_a_file_without_rows_for_our_counters(tmp_path):
     human = invoke("analyze", "counts", str(data), "--config", str(cfg))
     assert human.exit_code == 0, human.output
     assert "no count rows for the configured counters" in human.output
+    # nothing to show is one line, not an empty table
+    assert "no count problems found as of no data" in human.stdout
+    assert "┏" not in human.stdout and "Count problems as of" not in human.stdout
 
 
 def test_analyze_image(tmp_path):
@@ -270,6 +320,23 @@ def test_analyze_image(tmp_path):
     assert all(0 <= d["blocked_fraction"] <= 1 and isinstance(d["metrics"], dict) for d in data)
     human = invoke("analyze", "image", str(clear), str(dark), "--reference", str(ref))
     assert human.exit_code == 0 and "blocked" in human.output
+
+    # at 80 columns a long path folds onto the next lines: all of it is there, never an
+    # ellipsis that leaves two snapshots reading as the same prefix
+    deep = tmp_path / "snapshots-kept-for-the-site-survey" / "references-of-the-main-door"
+    deep.mkdir(parents=True)
+    paths = [deep / "clear.jpg", deep / "dark.jpg"]
+    for path, src in zip(paths, (clear, dark), strict=True):
+        path.write_bytes(src.read_bytes())
+    human = CliRunner(env={"COLUMNS": "80"}).invoke(
+        cli, ["analyze", "image", *map(str, paths), "--reference", str(ref)]
+    )
+    assert human.exit_code == 0, human.output
+    assert "…" not in human.output
+    assert max(len(line) for line in human.output.splitlines()) <= 80
+    body = [line for line in human.output.splitlines() if line.startswith("│")]
+    first_column = "".join(line.split("│")[1].strip() for line in body)
+    assert first_column == "".join(map(str, paths)), human.output
 
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"not an image")
@@ -341,3 +408,36 @@ def test_every_commented_example_in_the_example_config_is_valid(tmp_path):
     result = invoke("config", "check", str(path))
     assert result.exit_code == 0, result.output
     assert "4 sinks" in result.output
+
+
+def _command_paths(group=cli, path=()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from _command_paths(command, (*path, name))
+
+
+# agent/commands/tickets.py is another change's: its --type lists the choices on one line
+_WIDE = pytest.mark.xfail(strict=True, reason="tickets task --type: a 101-column choice line")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=_WIDE) if p == ("tickets", "task") else p for p in _command_paths()],
+    ids=" ".join,
+)
+def test_every_help_fits_80_columns_and_names_its_arguments_as_its_text_does(path):
+    shown = CliRunner().invoke(cli, [*path, "--help"], terminal_width=80)
+    assert shown.exit_code == 0, (path, shown.output)
+    text = shown.output
+    assert max(len(line) for line in text.splitlines()) <= 80, (path, text)
+    usage, _, body = text.partition("\n\n")
+    # a choice of values in the usage line splits inside a word at 80 columns: a metavar
+    # (STATE, STEP) stands there instead, and the help lists the values
+    assert "{" not in usage, (path, usage)
+    # the usage names a counter as the description does (COUNTER, not SERIAL)
+    for name in ("COUNTER", "SERIAL"):
+        if re.search(rf"\b{name}\b", usage):
+            assert re.search(rf"\b{name}\b", body), (path, name, text)

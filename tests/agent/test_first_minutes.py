@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -106,6 +107,34 @@ def test_demo_is_about_its_store_and_leaves_nothing_behind(tmp_path: Path) -> No
     # without --state-dir, nothing is left in the temporary directory
     assert list(scratch.iterdir()) == []
     assert data["state_dir"] is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_demo_stopped_by_a_signal_leaves_nothing_behind(tmp_path: Path, sig: int) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "demo", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # said once the state directory and the fleet exist
+        assert "simulated store" in first, first
+        assert [p.name[:15] for p in scratch.iterdir()] == ["ffc-agent-demo-"]
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert list(scratch.iterdir()) == []
 
 
 def test_a_gzipped_tar_is_labelled_gzip() -> None:

@@ -218,6 +218,14 @@ def test_remote_fix_by_hand_asks_first_and_is_audited_as_the_person(rig):
         ("remediate.restart_service", "dry_run"),
         ("remediate.restart_service", "healed"),
     ]
+    # a step the counter cannot take (no poe_command): one line, or under --json a JSON error
+    impossible = ["remote", "fix", "FFC1", "poe_cycle", "--config", str(rig.path), "--yes"]
+    said = CliRunner().invoke(cli, impossible)
+    assert said.exit_code == 1 and said.stdout == ""
+    assert said.stderr.startswith("Error: remote fix: ") and "not possible on FFC1" in said.stderr
+    as_json = CliRunner().invoke(cli, [*impossible, "--json"])
+    assert as_json.exit_code == 1
+    assert "not possible on FFC1" in json.loads(as_json.stdout)["error"]
 
 
 def test_the_port_status_command_is_read_and_a_hang_or_garble_is_an_error(rig, tmp_path):

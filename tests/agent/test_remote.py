@@ -521,6 +521,13 @@ def test_cli_refuses_without_ssh_or_pinned_key(tmp_path, config, sshd):
     result = CliRunner().invoke(remote, ["tunnel", "FFC1", "--config", str(config)])
     assert result.exit_code == 1
     assert "not pinned" in result.output and "ffc-agent enroll FFC1" in result.output
+    # under --json each refusal is a JSON object on stdout, with the same exit code
+    for cfg, words in ((no_ssh, "no [counters.ssh] table"), (config, "not pinned")):
+        result = CliRunner().invoke(remote, ["tunnel", "FFC1", "--config", str(cfg), "--json"])
+        assert result.exit_code == 1, result.output
+        said = json.loads(result.stdout)
+        assert words in said["error"] + said.get("hint", ""), said
+    assert "ffc-agent enroll FFC1" in said["hint"]
 
 
 @integration

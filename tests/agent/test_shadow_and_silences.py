@@ -126,6 +126,13 @@ def test_shadow_mode_decides_as_usual_but_files_nothing(site):
             "confirm_checks = 1", 'confirm_checks = 1\nshadow_checks = ["counter.offline"]'
         )
     )
+    empty = invoke("shadow", "report", "--config", str(path))  # nothing yet: two lines
+    assert empty.exit_code == 0, empty.output
+    lines = empty.stdout.splitlines()
+    assert [line.split(" since ")[0] for line in lines] == [
+        "nothing held back",
+        "nothing ruled out as a false alarm",
+    ]
     _, result = cycle(path, clock)
     assert result.tickets == []
     config = load_config(path)
@@ -140,6 +147,9 @@ def test_shadow_mode_decides_as_usual_but_files_nothing(site):
     )
     human = invoke("shadow", "report", "--config", str(path))
     assert human.exit_code == 0 and "Would have filed" in human.output
+    assert data["ruled_out"] == []  # and no empty table for it under the held tickets
+    assert "Ruled out as false alarms" not in human.stdout
+    assert "nothing ruled out as a false alarm since" in human.stdout
 
 
 def test_durations():
