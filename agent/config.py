@@ -240,7 +240,7 @@ class AgentConfig(_Model):
     role: Literal["customer", "footfallcam"] = "customer"
     cycle_seconds: Annotated[StrictInt, Field(gt=0)] = 300
     probe_timeout_seconds: Annotated[StrictFloat, Field(gt=0)] = 5.0
-    max_parallel: Annotated[StrictInt, Field(ge=1, le=64)] = 8
+    max_parallel: Annotated[StrictInt, Field(ge=1, le=256)] = 8
     requester: str = ""
     cc: tuple[Email, ...] = ()
     # live views and SSH health change slowly and cost more: their own, slower schedules

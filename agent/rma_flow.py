@@ -34,7 +34,7 @@ from agent.probes.ssh import SshTarget, enroll, pinned_fingerprint
 from agent.rmas import Rma, RmaError, Rmas
 from agent.runner import SLOT_MINUTES, Runner
 from diagnostics.countcsv import CountCsvError, parse_counts_csv
-from diagnostics.model import ProbeError
+from diagnostics.model import ProbeError, ProbeErrorCode
 from rma import rescue as rescue_judge
 from rma.workflow import State
 
@@ -136,8 +136,13 @@ class RmaFlow:
 
     # -- rescue -------------------------------------------------------------------------------
 
-    def rescue(self, rma_id: int, *, actor: str) -> dict[str, Any]:
-        """Pull what the unit still holds, judge it against the ledger, attach the CSV."""
+    def rescue(self, rma_id: int, *, actor: str, accept_loss: bool = False) -> dict[str, Any]:
+        """Pull what the unit still holds, judge it against the ledger, attach the CSV.
+
+        A unit nothing could be read from (``reached`` false) is not rescued: the step stays
+        undone, nothing is posted, and the caller says so, unless ``accept_loss`` (a person
+        decided that a dead unit's data is gone): then what the agent's store already holds
+        is the rescue, and the ticket says the unit could not be reached."""
         rma = self.rmas.get(rma_id)
         done = self.rmas.step_result(rma_id, "rescue")
         if done is not None:
@@ -159,9 +164,10 @@ class RmaFlow:
             slots = [s for s in reply.slots if s.start < now]
             self.store.add_slots(slots, now)
             sources.append(f"local API ({len(slots)} slots)")
+        reached = bool(sources)
         target = SshTarget.for_counter(counter)
         if target is not None:
-            self._rescue_ssh(counter.serial, target, start, now, sources, notes)
+            reached |= self._rescue_ssh(counter.serial, target, start, now, sources, notes)
         crashpoint("rma.rescue.pulled")
         held = self.store.slot_starts(counter.serial, start)
         report = rescue_judge.judge(
@@ -180,7 +186,15 @@ class RmaFlow:
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{counter.serial}-rescued-counts.csv"
         (folder / name).write_text(csv_text, encoding="utf-8")
-        result = {**report.to_json(), "csv": str(folder / name)}
+        result = {**report.to_json(), "csv": str(folder / name), "reached": reached}
+        if not reached and not accept_loss:
+            return result  # not done: try again when the unit answers, or accept the loss
+        body = f"Data rescued before the unit is returned: {report.summary()}"
+        if not reached:
+            body = (
+                f"Data rescue: the unit could not be reached ({'; '.join(notes)}), and its "
+                f"data is accepted as lost by {actor}. {report.summary()}"
+            )
         key = self.ticket_key(rma)
         crashpoint("rma.rescue.written")
         with self.store.transaction():  # the attachment and "done" together, or neither
@@ -189,7 +203,7 @@ class RmaFlow:
                     self.runner.sinks,
                     key,
                     author="ffc-agent",
-                    body=f"Data rescued before the unit is returned: {report.summary()}",
+                    body=body,
                     at=now,
                     incident_id=rma.incident_id,
                     attachments={name: csv_text.encode()},
@@ -208,21 +222,22 @@ class RmaFlow:
         now: datetime,
         sources: list[str],
         notes: list[str],
-    ) -> None:
+    ) -> bool:
         """Add the slots the device's own count file holds and the store does not; the API's
-        slots stay as they are (they are what the device served)."""
+        slots stay as they are (they are what the device served). Whether the unit answered
+        over SSH (one that keeps no count file did, and has nothing more to give)."""
         known = self.state_dir / "known_hosts"
         timeout = self.config.agent.probe_timeout_seconds * 10
         try:
             text = stored_counts_ssh(target, known, timeout_s=timeout)
         except ProbeError as exc:
             notes.append(f"SSH: {exc.message}")
-            return
+            return exc.code is ProbeErrorCode.UNSUPPORTED
         try:
             parsed, warnings = parse_counts_csv(text)
         except CountCsvError as exc:
             notes.append(f"SSH: the device's count file could not be read: {exc}")
-            return
+            return True
         notes += [f"SSH: {w}" for w in warnings]
         held = self.store.slot_starts(serial, start)
         # the device's own file: its rows are this unit's counts, whatever name it gives itself
@@ -230,6 +245,7 @@ class RmaFlow:
         fresh = [s for s in rows if start <= s.start < now and s.start not in held]
         self.store.add_slots(fresh, now)
         sources.append(f"SSH count file ({len(rows)} slots, {len(fresh)} not held before)")
+        return True
 
     # -- verify the replacement -----------------------------------------------------------------
 

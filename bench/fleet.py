@@ -18,7 +18,7 @@ runner's own ``probe_counter`` called on a sample of counters in turn, each with
 budget as a cycle's probe phase, extrapolated to N.
 Targets are printed beside the figures. Asserts nothing.
 
-Run: ``python3 bench/fleet.py [--counters 1000] [--timeout 3] [--max-parallel 64]
+Run: ``python3 bench/fleet.py [--counters 1000] [--timeout 3] [--max-parallel N]
 [--cycles 1] [--warmup 12] [--sample 20]``.
 """
 
@@ -295,7 +295,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counters", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=3.0, help="probe timeout, seconds")
-    parser.add_argument("--max-parallel", type=int, default=64)
+    parser.add_argument(
+        "--max-parallel",
+        type=int,
+        default=0,
+        help="probe slots (default: enough for the hung fifth: max(64, counters / 4))",
+    )
     parser.add_argument("--cycles", type=int, default=1, help="timed steady cycles")
     parser.add_argument(
         "--warmup", type=int, default=12, help="most cycles to wait for every counter to be asked"
@@ -306,6 +311,7 @@ def main() -> None:
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     parser.add_argument("--cycle-seconds", type=int, default=300, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.max_parallel = args.max_parallel or min(256, max(64, args.counters // 4))
     if args.serve:
         tmp = Path(args.tmp)
         agent = {"max_parallel": args.max_parallel, "cycle_seconds": args.cycle_seconds}

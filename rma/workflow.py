@@ -124,7 +124,8 @@ def check_transition(rma_id: int, current: State | str, target: State | str, fac
     if to is State.SHIPPED and not facts.rescued:
         raise IllegalTransition(
             f"RMA {rma_id}: rescue the unit's data before shipping it "
-            f"(`ffc-agent rma rescue {rma_id}`); a returned unit's data is lost"
+            f"(`ffc-agent rma rescue {rma_id}`, with --accept-loss for a unit that cannot be "
+            f"reached); a returned unit's data is lost"
         )
     if to is State.VERIFIED and not facts.replacement_verified:
         raise IllegalTransition(

@@ -14,13 +14,21 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
-from agent.commands.common import _actor, _load, clock, config_option, json_option, out
+from agent.commands.common import (
+    _actor,
+    _load,
+    clock,
+    config_option,
+    json_option,
+    out,
+    table,
+)
 from agent.rmas import Rma, RmaError
 from rma.workflow import DESCRIPTIONS, IllegalTransition, State
 
@@ -47,7 +55,10 @@ def _detail(flow: Any, rma: Rma) -> dict[str, Any]:
     return {
         **rma.to_json(),
         "meaning": DESCRIPTIONS[rma.state],
-        "ticket": flow.ticket_key(rma),
+        "ticket": (key := flow.ticket_key(rma)),
+        "ticket_number": next(
+            (i.ticket_number for i in flow.store.incidents() if key and i.ticket_key == key), None
+        ),
         "moves": [m.to_json() for m in flow.rmas.moves(rma.id)],
         "repairs": [
             {
@@ -60,6 +71,11 @@ def _detail(flow: Any, rma: Rma) -> dict[str, Any]:
             for a in flow.rmas.attempts(rma.counter)
         ],
     }
+
+
+def _when(iso: str) -> str:
+    """A moment for people: day, month, hour and minute in UTC (the JSON keeps it whole)."""
+    return f"{datetime.fromisoformat(iso).astimezone(UTC):%d %b %Y %H:%M} UTC"
 
 
 @click.group("rma")
@@ -78,14 +94,18 @@ def rma_list(open_only: bool, config_path: Path, as_json: bool) -> None:
         if as_json:
             _echo_json([r.to_json() for r in rmas])
             return
-        table = Table(title="RMAs")
-        for col in ("id", "counter", "site", "state", "since", "reason"):
-            table.add_column(col)
+        if not rmas:
+            out.print("no RMAs" + (" on the road" if open_only else ""))
+            return
+        shown = table(
+            "RMAs",
+            ("id", "counter", "site", "state", "since (UTC)", "reason"),
+            whole=("id", "counter", "site", "state"),
+        )
         for r in rmas:
-            table.add_row(
-                str(r.id), r.counter, r.site, r.state.value, r.updated_at.isoformat(), r.reason
-            )
-        out.print(table)
+            since = f"{r.updated_at.astimezone(UTC):%d %b %H:%M}"
+            shown.add_row(str(r.id), r.counter, r.site, r.state.value, since, r.reason)
+        out.print(shown)
 
 
 @rma.command("show")
@@ -103,13 +123,15 @@ def rma_show(rma_id: int, config_path: Path, as_json: bool) -> None:
             f"RMA {data['id']} — {data['counter']} at {data['site']}: [bold]{data['state']}[/]"
         )
         out.print(f"  {data['meaning']}; reason: {data['reason']}")
-        out.print(f"  ticket: {data['ticket'] or 'none yet'}")
+        ticket = data["ticket_number"] or (data["ticket"] and "queued, not numbered yet")
+        out.print(f"  ticket: {ticket or 'none yet'}")
         for m in data["moves"]:
             out.print(
-                f"  {m['at']}  {m['from'] or '-'} → {m['to']}  by {m['actor']}: {m['reason']}"
+                f"  {_when(m['at'])}  {m['from'] or '-'} → {m['to']}  by {m['actor']}: "
+                f"{m['reason']}"
             )
         for r in data["repairs"]:
-            out.print(f"  repair {r['at']}  {r['step']}: {r['outcome']} ({r['actor']})")
+            out.print(f"  repair {_when(r['at'])}  {r['step']}: {r['outcome']} ({r['actor']})")
 
 
 @rma.command("start")
@@ -130,8 +152,10 @@ def rma_start(counter: str, reason: str, led: str | None, config_path: Path, as_
         if as_json:
             _echo_json({**found.to_json(), "created": created})
             return
-        verb = "opened" if created else "already open:"
-        out.print(f"RMA {found.id} {verb} {found.counter} is {found.state.value}")
+        if created:
+            out.print(f"RMA {found.id} opened for {found.counter}: {found.state.value}")
+        else:
+            out.print(f"{found.counter} already has RMA {found.id}: {found.state.value}")
 
 
 @rma.command("advance", epilog=f"STATE is one of: {', '.join(s.value for s in State)}.")
@@ -152,17 +176,33 @@ def rma_advance(rma_id: int, state: str, note: str, config_path: Path, as_json: 
 
 @rma.command("rescue")
 @click.argument("rma_id", type=int)
+@click.option(
+    "--accept-loss",
+    is_flag=True,
+    help="The unit cannot be reached and never will: what the agent holds is the rescue.",
+)
 @config_option
 @json_option
-def rma_rescue(rma_id: int, config_path: Path, as_json: bool) -> None:
-    """Pull every count slot the unit still holds, check the ledger, attach the CSV."""
+def rma_rescue(rma_id: int, accept_loss: bool, config_path: Path, as_json: bool) -> None:
+    """Pull every count slot the unit still holds, check the ledger, attach the CSV. Exits 1
+    when the unit could not be reached (nothing is posted; run it again when it answers, or
+    add --accept-loss for a unit that never will)."""
     with _flow(config_path) as flow:
-        result = flow.rescue(rma_id, actor=_actor())
+        result = flow.rescue(rma_id, actor=_actor(), accept_loss=accept_loss)
         if as_json:
             _echo_json(result)
-            return
-        out.print(result["summary"])
-        out.print(f"CSV: {result['csv']}")
+        else:
+            if not result["reached"]:
+                out.print(f"could not reach the unit: {'; '.join(result['notes'])}")
+            out.print(result["summary"])
+            out.print(f"CSV: {result['csv']}")
+            if not result["reached"] and not accept_loss:
+                out.print(
+                    f"not rescued: run `ffc-agent rma rescue {rma_id}` again when the unit "
+                    f"answers, or add --accept-loss if it never will"
+                )
+        if not result["reached"] and not accept_loss:
+            sys.exit(1)
 
 
 @rma.command("verify-replacement")

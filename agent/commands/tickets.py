@@ -23,6 +23,7 @@ from agent.commands.common import (
     json_option,
     out,
 )
+from agent.commands.common import table as common_table
 from diagnostics.model import plural
 
 
@@ -89,11 +90,14 @@ def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> No
     if as_json:
         _print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title="Tickets", title_justify="left")
-    for col in ("number", "sink", "status", "category", "SLA", "counters", "subject"):
-        table.add_column(col)
+    if not rows:
+        out.print("no tickets")
+        return
+    table = common_table(
+        "Tickets",
+        ("number", "sink", "status", "category", "SLA", "counters", "subject"),
+        whole=("number", "counters"),
+    )
     for r in rows:
         sla = f"{r['sla_days']} d" if r["sla_days"] else "-"
         if r["sla_overdue"]:
@@ -142,14 +146,10 @@ def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json
 
 def _sla_table(ticket: Any, now: datetime) -> Any:
     """The category's SLA beside each support line's (``rma.sla.ticket_sla``)."""
-    from rich.table import Table
-
     from rma.sla import ticket_sla
 
     view = ticket_sla(ticket, now)
-    table = Table(title="SLA", title_justify="left")
-    for col in ("clock", "promise", "since", "due", "state"):
-        table.add_column(col)
+    table = common_table("SLA", ("clock", "promise", "since", "due", "state"))
 
     def when(d: datetime | None) -> str:
         return f"{d:%Y-%m-%d %H:%M %Z}".strip() if d else "-"
@@ -322,8 +322,10 @@ def tickets_reply(number: str, text: str, config_path: Path, as_json: bool) -> N
     "--type",
     "kind",
     type=click.Choice([t.value for t in _task_types()], case_sensitive=False),
+    metavar="TYPE",
     default="support operation",
     show_default=True,
+    help="One of: " + ", ".join(t.value for t in _task_types()) + ".",
 )
 @click.option("--hours", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--due", type=click.DateTime(formats=["%Y-%m-%d"]), help="The task's due date.")

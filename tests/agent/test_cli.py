@@ -419,13 +419,9 @@ def _command_paths(group=cli, path=()):
             yield from _command_paths(command, (*path, name))
 
 
-# agent/commands/tickets.py is another change's: its --type lists the choices on one line
-_WIDE = pytest.mark.xfail(strict=True, reason="tickets task --type: a 101-column choice line")
-
-
 @pytest.mark.parametrize(
     "path",
-    [pytest.param(p, marks=_WIDE) if p == ("tickets", "task") else p for p in _command_paths()],
+    _command_paths(),
     ids=" ".join,
 )
 def test_every_help_fits_80_columns_and_names_its_arguments_as_its_text_does(path):

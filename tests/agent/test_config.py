@@ -106,7 +106,7 @@ def test_no_sites_at_all() -> None:
     [
         ("agent.cycle_seconds", "abc", "agent.cycle_seconds: expected an integer, got 'abc'"),
         ("agent.cycle_seconds", 0, "agent.cycle_seconds: must be greater than 0, got 0"),
-        ("agent.max_parallel", 65, "agent.max_parallel: must be at most 64, got 65"),
+        ("agent.max_parallel", 257, "agent.max_parallel: must be at most 256, got 257"),
         ("agent.probe_timeout_seconds", "5s", "agent.probe_timeout_seconds: expected a number"),
         ("agent.cc", "a@example.com", "agent.cc: expected a list, got 'a@example.com'"),
         ("agent.cc", ["a@example.com", "nope"], "agent.cc[1]: not an e-mail address: 'nope'"),

@@ -355,3 +355,31 @@ def test_the_rescue_says_when_the_device_keeps_no_count_file(road):
     rescued = json.loads(stdout)
     assert any("SSH: no count file on the device" in n for n in rescued["notes"])
     assert [h["slots"] for h in rescued["holes"] if h["start"] == hole.isoformat()] == [4]
+
+
+def test_a_unit_that_cannot_be_reached_is_not_rescued_until_its_loss_is_accepted(road):
+    clock, fleet, path, sshd, _hole = road
+    fleet.set_fault("FFC1", "offline")
+    sshd.stop()  # nothing answers: neither the API nor SSH
+    code, stdout, _ = rma_cli(path, "start", "FFC1")
+    rma_id = str(json.loads(stdout)["id"])
+    code, stdout, _ = rma_cli(path, "rescue", rma_id)
+    assert code == 1
+    tried = json.loads(stdout)
+    assert tried["reached"] is False
+    assert any(n.startswith("local API:") for n in tried["notes"])
+    assert any(n.startswith("SSH:") for n in tried["notes"])
+    config = load_config(path)
+    with App.open(config, clock) as app:
+        assert not app.rmas.done(int(rma_id), "rescue")
+        said = app.store._db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE kind = 'message' AND payload LIKE '%rescue%'"
+        ).fetchone()[0]
+    assert said == 0  # no "Data rescued" on the ticket for a rescue that read nothing
+    human = CliRunner().invoke(cli, ["rma", "rescue", rma_id, "--config", str(path)])
+    assert human.exit_code == 1 and "--accept-loss" in human.stdout
+
+    code, stdout, _ = rma_cli(path, "rescue", rma_id, "--accept-loss")
+    assert code == 0
+    with App.open(config, clock) as app:
+        assert app.rmas.done(int(rma_id), "rescue")
