@@ -34,6 +34,7 @@ from agent.probes.device import COUNTING_SERVICE, probe_device_ssh
 from agent.probes.ssh import SshSession, SshTarget
 from agent.rmas import PostTasks, Rma, Rmas
 from agent.store import Incident, Store
+from diagnostics.checks import HARDWARE_FAULT
 from diagnostics.model import (
     Assessed,
     Clock,
@@ -586,7 +587,7 @@ class LadderStage:
             text = self._request_text(counter, f, inc, verdict, tried, now, port)
             evidence["rma_request"] = text
             self._request(counter, f, inc, verdict.reason, evidence, now)
-            code = "hardware_fault"
+            code = HARDWARE_FAULT
             summary = f"{f.summary} — hardware fault confirmed: {verdict.reason}"
         elif is_hardware(f):
             code, summary = "hardware_unconfirmed", f"{f.summary} — {verdict.reason}"

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel
 
 from diagnostics.checks.base import (
+    HARDWARE_FAULT,
     AppliesTo,
     Check,
     CheckMeta,
@@ -123,6 +124,7 @@ def options_model(check_id: str) -> type[BaseModel]:
 
 
 __all__ = [
+    "HARDWARE_FAULT",
     "REGISTRY",
     "Check",
     "CheckMeta",

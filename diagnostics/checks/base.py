@@ -127,6 +127,23 @@ class Wording:
     ticket_evidence: tuple[str, ...] | None = None
 
 
+# The code the evidence gate gives a counter's finding once it confirmed a hardware fault behind
+# it (a camera missing, a unit unreachable with link and power after every fix, counts that stay
+# wrong): whatever check found it, its ticket is then an RMA request. A check may word its own.
+HARDWARE_FAULT = "hardware_fault"
+HARDWARE_WORDING = Wording(
+    ticket=TicketKind.HARDWARE,
+    priority=0,
+    ticket_subject="RMA request: {who} hardware fault {since}",
+    ticket_what="{who} has a hardware fault and needs replacing: this is an RMA request. "
+    "{said} We will back up the device's data before it is returned.",
+    ticket_ask=(
+        "Please approve the RMA and send a replacement unit configured and tuned like this one; "
+        "we will send the faulty unit back once its counts are backed up."
+    ),
+)
+
+
 @dataclass(frozen=True)
 class CheckMeta:
     """What the rest of the house needs to know about one check (or one code of it).
@@ -225,7 +242,12 @@ class Check:
             derived=cls.derived,
             explained_by=cls.explained_by,
         )
-        return base.for_code(cls.codes, code)
+        codes = (
+            cls.codes
+            if HARDWARE_FAULT in cls.codes
+            else {HARDWARE_FAULT: HARDWARE_WORDING, **cls.codes}
+        )
+        return base.for_code(codes, code)
 
     class Options(BaseModel):
         model_config = ConfigDict(frozen=True, extra="forbid")

@@ -23,20 +23,19 @@ through ``extra["ssh_configured"]`` and the latest "ssh" observation.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from diagnostics.checks.base import (
+    HARDWARE_FAULT,
     LED_QUESTION,
     POWER_CYCLE_QUESTION,
     Check,
     CounterEvidence,
     Family,
     TicketKind,
-    Wording,
 )
 from diagnostics.model import Finding, Observation, Status, as_datetime
 
@@ -154,19 +153,6 @@ class DeviceHealth(_Device):
         "last_event_at",
         "measured_at",
     )
-    codes: ClassVar[Mapping[str, Wording]] = {
-        "hardware_fault": Wording(
-            ticket=TicketKind.HARDWARE,
-            priority=0,
-            ticket_subject="RMA request: {who} hardware fault {since}",
-            ticket_what="{who} has a hardware fault and needs replacing: this is an RMA request. "
-            "{said} We will back up the device's data before it is returned.",
-            ticket_ask=(
-                "Please approve the RMA and send a replacement unit configured and tuned like "
-                "this one; we will send the faulty unit back once its counts are backed up."
-            ),
-        )
-    }
     remediation: ClassVar[str] = (
         "See the listed problems: free disk space, improve ventilation, check the power supply "
         "and SD card, restart the counting service; a missing camera needs a replacement unit."
@@ -224,7 +210,7 @@ class DeviceHealth(_Device):
             out.append({"status": status, "code": code, "summary": summary})
 
         if d["camera_present"] is False:
-            add(True, ("hardware_fault", ""), "camera not detected (/dev/video0 missing)")
+            add(True, (HARDWARE_FAULT, ""), "camera not detected (/dev/video0 missing)")
         if d["counting_service"] is not None and d["counting_service"] not in _RUNNING:
             add(True, ("counting_service_down", ""), f"counting service is {d['counting_service']}")
         if (disk := d["disk_used_pct"]) is not None and disk >= o.disk_warn_pct:

@@ -92,9 +92,11 @@ def test_red_led_and_counts_wrong_after_fixes_and_repeat_offender() -> None:
 def test_hardware_is_what_the_check_registry_files_as_hardware() -> None:
     assert is_hardware(CAMERA_GONE)
     assert not is_hardware(ZEROS)
-    # the same code from a check that does not file it as hardware is not hardware
-    assert not is_hardware(f("counter.liveview.blocked", Status.FAIL, "hardware_fault"))
+    assert not is_hardware(f("counter.liveview.blocked", Status.FAIL, "covered"))
     assert not is_hardware(f("counter.device.health", Status.FAIL, "hardware_unconfirmed"))
+    # the gate's own code, once it confirmed a fault behind any check's finding, is filed as
+    # an RMA request whichever check found it (an unreachable unit with link and power)
+    assert is_hardware(f("counter.offline", Status.FAIL, "hardware_fault"))
 
 
 def test_a_frozen_live_view_is_not_a_count_fault() -> None:

@@ -262,6 +262,19 @@ def test_hardware_fault_as_customer_is_an_rma_request_technical_issue() -> None:
     assert "FFC0002" in ticket.subject
 
 
+def test_an_unreachable_unit_the_gate_confirmed_as_hardware_is_an_rma_request() -> None:
+    # the ladder relabels the offline finding once the gate confirmed a hardware fault behind
+    # it (unreachable with link and power after every fix): an RMA request, not "offline"
+    fault = finding(
+        "counter.offline",
+        "hardware_fault",
+        "counter FFC0002 does not answer — hardware fault confirmed: unreachable with link up",
+    )
+    ticket = compose(context(fault, role=Role.CUSTOMER))
+    assert ticket.subject.startswith("RMA request:")
+    assert "RMA request" in ticket.comment.what and "back up" in ticket.comment.what
+
+
 def test_hardware_fault_as_footfallcam_is_a_device_bug() -> None:
     fault = finding("counter.device.health", "hardware_fault", "Camera module not detected")
     ticket = compose(context(fault, role=Role.FOOTFALLCAM))
