@@ -392,21 +392,45 @@ def _coarse_ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float,
     return sxy / math.sqrt(sxx * syy), sxy / syy
 
 
-def _gain(ratio: np.ndarray, anchors: np.ndarray, lit: np.ndarray) -> tuple[float, bool]:
+def _gain(
+    ratio: np.ndarray, measured: np.ndarray, anchors: np.ndarray, lit: np.ndarray
+) -> tuple[float, bool]:
     """The overall lighting change, and whether structure that survived vouches for it.
 
     Anchors are tiles whose structure plainly survived (a few by chance in any image, hence
-    the minimum count). Without them (a flat scene), the median brightness ratio is used
-    only when the tiles agree on it, as one lighting change makes them do; a cover does not.
+    the minimum count). ``ratio`` is each tile's brightness ratio over its pixels that were
+    not clipped at white, ``measured`` where there were enough of them (``_unclipped_ratio``):
+    strong overexposure clips the bright pixels and leaves the dark ones to show the gain,
+    so the anchors measured so are preferred when there are enough of them. Without anchors
+    (a flat scene), the median ratio is used only when the tiles agree on it, as one
+    lighting change makes them do; a cover does not.
     """
-    if anchors.sum() >= max(3, 0.05 * lit.sum()):
-        return float(np.median(ratio[anchors])), True
+    enough = max(3, 0.05 * lit.sum())
+    if anchors.sum() >= enough:
+        sure = anchors & measured
+        return float(np.median(ratio[sure if sure.sum() >= enough else anchors])), True
     if lit.sum() >= 3:
         logs = np.log(np.maximum(ratio[lit], 1e-3))
         q1, q3 = np.percentile(logs, [25, 75])
         if q3 - q1 < math.log(1.3):
             return float(math.exp(float(np.median(logs)))), False
     return 1.0, False
+
+
+UNCLIPPED = 200  # a working pixel below this holds no full-size pixel clipped at white, mostly
+
+
+def _unclipped_ratio(st: _Tiles, rt: _Tiles) -> tuple[np.ndarray, np.ndarray]:
+    """Each tile's brightness ratio, snapshot over reference, over the pixels the snapshot
+    did not clip (below ``UNCLIPPED``), and where at least 8 of its 64 were such; elsewhere
+    the plain ratio of the means (a lower bound when the tile clipped)."""
+    s = st.centred + st.mean[..., None]
+    r = rt.centred + rt.mean[..., None]
+    keep = s < UNCLIPPED
+    measured = keep.sum(axis=2) >= 8
+    num, den = (s * keep).sum(axis=2), (r * keep).sum(axis=2)
+    plain = st.mean / np.maximum(rt.mean, 1.0)
+    return np.where(measured, num / np.maximum(den, 1.0), plain), measured
 
 
 @functools.cache
@@ -524,7 +548,8 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     noise = math.sqrt(max(float(q), 0.0) / 20.0)  # a Laplacian multiplies noise variance by 20
     attenuation = rt.std / np.maximum(np.sqrt(rt.std**2 + noise**2), 1e-6)
     kept = textured & (ncc >= NCC_SAME * attenuation) & (st.std >= FLAT_STD / 2)
-    gain, anchored = _gain(ratio, kept & lit & (ncc >= 0.7 * attenuation), lit)
+    anchors = kept & lit & (ncc >= 0.7 * attenuation)
+    gain, anchored = _gain(*_unclipped_ratio(st, rt), anchors, lit)
     metrics["noise"] = noise
     layout, contrast = _coarse_ncc(st.mean, rt.mean, valid)
     tile_contrast = float(np.median(st.std[textured] / rt.std[textured])) if textured.any() else 1.0
@@ -570,7 +595,7 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     # Light can change over part of the view only (a bank of lights, sun through a window):
     # flat tiles are judged against the gain their neighbourhood's surviving structure shows.
     g = np.clip(
-        _local_gain(ratio, kept & lit & (ncc >= 0.7 * attenuation), gain),
+        _local_gain(ratio, anchors, gain),
         1 - LIGHT_BENIGN,  # beyond the band, change is change
         1 + LIGHT_BENIGN,
     )
