@@ -298,8 +298,9 @@ def _affine(m: _Motion, w: int, h: int) -> tuple[float, ...]:
     )
 
 
-def _align(snap: np.ndarray, m: _Motion) -> tuple[np.ndarray, np.ndarray]:
-    """Undo a motion: the snapshot resampled onto the reference's frame, and its valid mask.
+def _align(snap: np.ndarray, m: _Motion) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Undo a motion: the snapshot resampled onto the reference's frame, its valid mask, and
+    the part of a pure shift left to undo (under half a pixel each way, for ``_subshift``).
 
     A pure shift moves whole pixels, so that no interpolation softens the snapshot (which the
     blur test would take for defocus); a turn is resampled bicubically.
@@ -313,13 +314,40 @@ def _align(snap: np.ndarray, m: _Motion) -> tuple[np.ndarray, np.ndarray]:
         xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
         out[yd, xd] = snap[ys, xs]
         valid[yd, xd] = True
-        return out, valid
+        return out, valid, (m.dx - dx, m.dy - dy)
     coeffs = _affine(m, w, h)
     affine = Image.Transform.AFFINE
     moved = Image.fromarray(snap, "F").transform((w, h), affine, coeffs, Image.Resampling.BICUBIC)
     ones = Image.fromarray(np.ones_like(snap), "F")
     inside = ones.transform((w, h), affine, coeffs, Image.Resampling.NEAREST)
-    return np.asarray(moved, dtype=np.float32), np.asarray(inside) > 0.5
+    return np.asarray(moved, dtype=np.float32), np.asarray(inside) > 0.5, (0.0, 0.0)
+
+
+def _subshift(img: np.ndarray, fx: float, fy: float) -> np.ndarray:
+    """``img`` moved by a fraction of a pixel (``out[y, x] = img[y + fy, x + fx]``), by
+    separable cubic convolution (Catmull-Rom), edges repeated."""
+    out = img
+    for axis, f in ((1, fx), (0, fy)):
+        if abs(f) < 0.05:
+            continue
+        base = math.floor(f)
+        t = f - base
+        taps = (
+            (-(t**3) + 2 * t**2 - t) / 2,
+            (3 * t**3 - 5 * t**2 + 2) / 2,
+            (-3 * t**3 + 4 * t**2 + t) / 2,
+            (t**3 - t**2) / 2,
+        )
+        n = out.shape[axis]
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (3, 3)
+        p = np.pad(out, pad, mode="edge")
+        acc = np.zeros_like(out)
+        for k, wk in enumerate(taps):
+            start = 3 + base - 1 + k
+            acc += np.float32(wk) * (p[:, start : start + n] if axis else p[start : start + n])
+        out = acc
+    return out
 
 
 def _largest_component(mask: np.ndarray) -> int:
@@ -368,14 +396,33 @@ class _Comparison:
     same: float  # share of the textured tiles whose structure is unchanged
 
 
-def _compare(reference: Reference, snap: np.ndarray, valid_px: np.ndarray | None) -> _Comparison:
+def _compare(
+    reference: Reference,
+    snap: np.ndarray,
+    valid_px: np.ndarray | None,
+    residual: tuple[float, float] = (0.0, 0.0),
+) -> _Comparison:
+    """The tiles of ``snap`` (aligned to whole pixels) against the reference's. The structure
+    is compared after the ``residual`` fraction of a pixel is undone as well: fine texture
+    (grass, gravel, a printed page) decorrelates under a shift of half a pixel, which a
+    camera's jitter leaves behind. Everything else (brightness, contrast, fine detail) is
+    measured on the snapshot as it is, which no interpolation softened."""
     st = _tile_stats(snap)
     rt = reference.tiles
     if valid_px is None:
         valid = np.ones(rt.mean.shape, dtype=bool)
     else:
         valid = _tile_stats(valid_px.astype(np.float32)).mean > 0.999
-    ncc = _ncc(st, rt)
+    if valid_px is not None and (abs(residual[0]) >= 0.05 or abs(residual[1]) >= 0.05):
+        near = valid_px.copy()  # the cubic's taps reach 2 pixels: none may fall outside
+        near[:, :-2] &= valid_px[:, 2:]
+        near[:, 2:] &= valid_px[:, :-2]
+        near[:-2] &= valid_px[2:]
+        near[2:] &= valid_px[:-2]
+        valid &= _tile_stats(near.astype(np.float32)).mean > 0.999
+        ncc = _ncc(_tile_stats(_subshift(snap, *residual)), rt)
+    else:
+        ncc = _ncc(st, rt)
     textured = valid & (rt.std >= FLAT_STD)
     n = int(textured.sum())
     same = float((textured & (ncc >= NCC_SAME)).sum() / n) if n else 0.0
@@ -510,7 +557,7 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     cmp = _compare(reference, snap, None)
     same_still = cmp.same
     explained = False
-    if move >= 0.5 / WORK_WIDTH or abs(motion.angle) >= 0.5:
+    if move >= 0.2 / WORK_WIDTH or abs(motion.angle) >= 0.5:
         aligned = _compare(reference, *_align(snap, motion))
         explained = aligned.same >= same_still + 0.2 and aligned.same >= 0.4
         if aligned.same > same_still:
@@ -627,6 +674,15 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
         flat_share=flat_share,
     )
     if hidden < HIDDEN_BLOCKED:
+        # What cannot be seen to change may still be covered: a flat cover of the same tone
+        # as a night sky or a plain wall. When most of the detail is gone, the layout with
+        # it, into a featureless picture, something is on the lens, however little structure
+        # the reference had to lose.
+        featureless = float((st.std[valid] < FLAT_STD).mean())
+        metrics["featureless"] = featureless
+        if max(contrast, tile_contrast) < DETAIL_LEFT_BLOCKED and featureless >= 0.85:
+            lost = 1.0 - cmp.same
+            return result("covered", lost, f"view covered: {lost:.0%} of its structure gone")
         return result(None, hidden, f"view matches the reference ({hidden:.0%} differs)")
     if washed_share >= 0.5 or (anchored and gain > 1 + LIGHT_BENIGN):
         return result("overexposed", hidden, f"view washed out: {hidden:.0%} of it lost to light")
