@@ -673,14 +673,15 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
         washed_share=washed_share,
         flat_share=flat_share,
     )
+    # What cannot be seen to change may still be covered: a flat cover of the same tone as a
+    # night sky or a plain wall. When most of the detail is gone, the layout with it, into a
+    # featureless picture, something is on the lens, however little structure the reference
+    # had to lose.
+    featureless = float((st.std[valid] < FLAT_STD).mean())
+    detail_gone = max(contrast, tile_contrast) < DETAIL_LEFT_BLOCKED and featureless >= 0.85
+    metrics["featureless"] = featureless
     if hidden < HIDDEN_BLOCKED:
-        # What cannot be seen to change may still be covered: a flat cover of the same tone
-        # as a night sky or a plain wall. When most of the detail is gone, the layout with
-        # it, into a featureless picture, something is on the lens, however little structure
-        # the reference had to lose.
-        featureless = float((st.std[valid] < FLAT_STD).mean())
-        metrics["featureless"] = featureless
-        if max(contrast, tile_contrast) < DETAIL_LEFT_BLOCKED and featureless >= 0.85:
+        if detail_gone:
             lost = 1.0 - cmp.same
             return result("covered", lost, f"view covered: {lost:.0%} of its structure gone")
         return result(None, hidden, f"view matches the reference ({hidden:.0%} differs)")
@@ -697,7 +698,10 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     if flat_share >= 0.7 and hidden < 0.9:  # at 90 % hardly any outline is left in view
         edge = _edge_sharpness(snap, reference.image, changed, valid)
         metrics["edge_sharpness"] = -1.0 if edge is None else edge
-    if (flat_share >= 0.85 and hidden >= 0.6 and (edge is None or edge < EDGE_SHARP)) or (
+    if (
+        (flat_share >= 0.85 and (hidden >= 0.6 or detail_gone))
+        and (edge is None or edge < EDGE_SHARP)
+    ) or (
         0.5 <= hidden < 0.85 and edge is not None and edge < EDGE_SOFT  # plainly out of focus
     ):
         return result("covered", hidden, f"{hidden:.0%} of the view covered by a flat surface")

@@ -116,8 +116,9 @@ def table(rows: list[Row], frozen: list[tuple[str, bool]]) -> list[tuple[str, ..
     out: list[tuple[str, ...]] = []
     by: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for r in rows:
-        by[(r.group, r.kind, r.sub)].append(r)
         by[(r.group, r.kind, "")].append(r)
+        if r.sub:  # a sub-kind has a row of its own as well (not counted twice in its kind's)
+            by[(r.group, r.kind, r.sub)].append(r)
 
     def pct(k: int, n: int) -> str:
         return f"{k / n:.0%} ({k}/{n})" if n else "-"
