@@ -89,6 +89,7 @@ MAX_PIXELS = 40_000_000
 
 # Turns searched, in degrees: beyond 45 the view is simply "another scene".
 _ANGLE_STEP = 1.5
+TURN_ALIGN = 0.25  # degrees: a smaller turn moves no working pixel by more than about half a pixel
 _ANGLES = np.arange(-45.0, 45.0 + _ANGLE_STEP / 2, _ANGLE_STEP, dtype=np.float32)
 
 
@@ -306,7 +307,7 @@ def _align(snap: np.ndarray, m: _Motion) -> tuple[np.ndarray, np.ndarray, tuple[
     blur test would take for defocus); a turn is resampled bicubically.
     """
     h, w = snap.shape
-    if abs(m.angle) < 0.5:
+    if abs(m.angle) < TURN_ALIGN:
         dx, dy = round(m.dx), round(m.dy)
         out = np.zeros_like(snap)
         valid = np.zeros(snap.shape, dtype=bool)
@@ -557,7 +558,7 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     cmp = _compare(reference, snap, None)
     same_still = cmp.same
     explained = False
-    if move >= 0.2 / WORK_WIDTH or abs(motion.angle) >= 0.5:
+    if move >= 0.2 / WORK_WIDTH or abs(motion.angle) >= TURN_ALIGN:
         aligned = _compare(reference, *_align(snap, motion))
         explained = aligned.same >= same_still + 0.2 and aligned.same >= 0.4
         if aligned.same > same_still:
