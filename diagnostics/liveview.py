@@ -214,13 +214,25 @@ def _rotate(img: np.ndarray, angle: float, fill: float) -> np.ndarray:
     return np.asarray(im, dtype=np.float32)
 
 
+def _tiles(img: np.ndarray) -> np.ndarray:
+    """The image's whole tiles, one row of TILE*TILE pixels each: (rows, columns, pixels)."""
+    th, tw = img.shape[0] // TILE, img.shape[1] // TILE
+    crop = img[: th * TILE, : tw * TILE]
+    return crop.reshape(th, TILE, tw, TILE).swapaxes(1, 2).reshape(th, tw, TILE * TILE)
+
+
+def _structure(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tiles' mean, pixels minus the mean, and spread."""
+    mean = t.mean(axis=2)
+    centred = t - mean[..., None]
+    return mean, centred, np.sqrt((centred * centred).mean(axis=2))
+
+
 def _tile_stats(img: np.ndarray) -> _Tiles:
     th, tw = img.shape[0] // TILE, img.shape[1] // TILE
     crop = img[: th * TILE, : tw * TILE]
-    t = crop.reshape(th, TILE, tw, TILE).swapaxes(1, 2).reshape(th, tw, TILE * TILE)
-    mean = t.mean(axis=2)
-    centred = t - mean[..., None]
-    std = np.sqrt((centred * centred).mean(axis=2))
+    t = _tiles(img)
+    mean, centred, std = _structure(t)
     lap = np.zeros_like(crop)
     lap[1:-1, 1:-1] = (
         4 * crop[1:-1, 1:-1] - crop[:-2, 1:-1] - crop[2:, 1:-1] - crop[1:-1, :-2] - crop[1:-1, 2:]
@@ -231,7 +243,11 @@ def _tile_stats(img: np.ndarray) -> _Tiles:
 
 
 def _ncc(a: _Tiles, b: _Tiles) -> np.ndarray:
-    return (a.centred * b.centred).mean(axis=2) / np.maximum(a.std * b.std, 1e-6)
+    return _ncc_of(a.centred, a.std, b)
+
+
+def _ncc_of(centred: np.ndarray, std: np.ndarray, b: _Tiles) -> np.ndarray:
+    return (centred * b.centred).mean(axis=2) / np.maximum(std * b.std, 1e-6)
 
 
 def prepare_reference(ref: bytes | np.ndarray) -> Reference:
@@ -410,18 +426,18 @@ def _compare(
     measured on the snapshot as it is, which no interpolation softened."""
     st = _tile_stats(snap)
     rt = reference.tiles
-    if valid_px is None:
-        valid = np.ones(rt.mean.shape, dtype=bool)
-    else:
-        valid = _tile_stats(valid_px.astype(np.float32)).mean > 0.999
+    valid = np.ones(rt.mean.shape, dtype=bool)
+    if valid_px is not None:
+        valid &= np.asarray(_tiles(valid_px).all(axis=2), dtype=bool)
     if valid_px is not None and (abs(residual[0]) >= 0.05 or abs(residual[1]) >= 0.05):
         near = valid_px.copy()  # the cubic's taps reach 2 pixels: none may fall outside
         near[:, :-2] &= valid_px[:, 2:]
         near[:, 2:] &= valid_px[:, :-2]
         near[:-2] &= valid_px[2:]
         near[2:] &= valid_px[:-2]
-        valid &= _tile_stats(near.astype(np.float32)).mean > 0.999
-        ncc = _ncc(_tile_stats(_subshift(snap, *residual)), rt)
+        valid &= np.asarray(_tiles(near).all(axis=2), dtype=bool)
+        _, centred, std = _structure(_tiles(_subshift(snap, *residual)))
+        ncc = _ncc_of(centred, std, rt)
     else:
         ncc = _ncc(st, rt)
     textured = valid & (rt.std >= FLAT_STD)
