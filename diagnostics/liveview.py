@@ -72,6 +72,14 @@ LAYOUT_KEPT = 0.85  # blur keeps the coarse layout: tile means still correlate t
 NCC_SAME = 0.5  # a tile whose structure correlates at least this well is unchanged
 EDGE_SHARP = 0.6  # outline sharpness between a soft ramp (< 0.45) and a sharp step (> 0.65)
 EDGE_SOFT = 0.45  # plainly a soft ramp
+# Colour, for the flat tiles, as chromaticity ((Cb - 128) / Y, (Cr - 128) / Y), which a
+# lighting change leaves alone: a tile is coloured from 0.12 (a grey floor is under 0.06,
+# a saturated panel 0.3-0.5), and it turned another colour when its hue turned by more than
+# 60 degrees (red to yellow, blue to green) or when grey turned plainly coloured (0.24).
+COLOURED = 0.12
+GREY = 0.06
+HUE_CHANGED = 60.0
+LIT_LUMA = 24.0  # below this mean grey level a tile's colour is mostly noise
 FROZEN_MAD = 0.15  # mean absolute difference (grey levels) of two copies of the same frame
 # Two JPEG encodings of one frame: a coefficient may differ beyond the quantisation bound by
 # the decoder's rounding (FROZEN_SLACK, in DCT units), and a few in 100,000 by accident.
@@ -133,6 +141,7 @@ class Reference:
     spectra: np.ndarray  # phase-only spectra of the half-resolution reference at each angle
     window: np.ndarray
     tiles: _Tiles
+    chroma: np.ndarray | None = None  # per tile, its colour (``_chromaticity``); None if grey
 
     @property
     def size(self) -> tuple[int, int]:
@@ -158,6 +167,14 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
 
     Raises ``ImageError`` with a readable message when the bytes are not a usable image.
     """
+    return _decode(data, size, colour=False)[0]
+
+
+def _decode(
+    data: bytes, size: tuple[int, int] | None, colour: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey levels at working resolution and, with ``colour`` and a colour image, its two
+    chroma planes (Cb, Cr, as JPEG codes them; shape (h, w, 2)), else None."""
     if not data:
         raise ImageError("empty file, not an image")
     try:
@@ -166,14 +183,26 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
                 w, h = im.size
                 raise ImageError(f"image too large to decode safely: {w}x{h} pixels")
             target = size or working_size(*im.size)
-            im.draft("L", target)  # JPEG: decode at 1/2..1/8 scale in the DCT domain
+            coloured = (
+                colour
+                and im.mode not in ("1", "L", "LA", "P", "I", "F")
+                and (not im.mode.startswith("I;"))
+            )
+            # JPEG: decode at 1/2..1/8 scale in the DCT domain (the luma alone unless colour)
+            im.draft("YCbCr" if coloured else "L", target)
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float greys
                 arr = np.asarray(im.convert("F"), dtype=np.float32)
-                return _as_working(arr * (255.0 / max(float(arr.max()), 255.0)), target)
-            grey = im.convert("L")
-            if grey.size != target:
-                grey = grey.resize(target, Image.Resampling.BOX)
-            return np.asarray(grey, dtype=np.float32)
+                return _as_working(arr * (255.0 / max(float(arr.max()), 255.0)), target), None
+            if not coloured:
+                grey = im.convert("L")
+                if grey.size != target:
+                    grey = grey.resize(target, Image.Resampling.BOX)
+                return np.asarray(grey, dtype=np.float32), None
+            ycc = im if im.mode == "YCbCr" else im.convert("YCbCr")
+            if ycc.size != target:
+                ycc = ycc.resize(target, Image.Resampling.BOX)
+            planes = np.asarray(ycc)  # uint8: the chroma is only averaged over tiles, later
+            return planes[..., 0].astype(np.float32), planes[..., 1:]
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -187,6 +216,28 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
 def _as_working(image: bytes | np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     if isinstance(image, bytes | bytearray | memoryview):
         return load_image(bytes(image), size)
+    return _working_array(image, size)
+
+
+def _with_colour(
+    image: bytes | np.ndarray, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey levels at working resolution and, for a colour image, its chroma planes."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return _decode(bytes(image), size, colour=True)
+    arr = np.asarray(image, dtype=np.float32)
+    grey = _working_array(arr, size)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        return grey, None
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]  # ITU-R 601, as JPEG and Pillow code it
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    size = (grey.shape[1], grey.shape[0])
+    planes = np.stack([_working_array(cb, size), _working_array(cr, size)], axis=2)
+    return grey, np.clip(planes + 0.5, 0, 255).astype(np.uint8)
+
+
+def _working_array(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     arr = np.asarray(image, dtype=np.float32)
     if arr.ndim == 3:  # RGB(A) array: ITU-R 601 luma, as Pillow's "L"
         arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
@@ -250,16 +301,25 @@ def _ncc_of(centred: np.ndarray, std: np.ndarray, b: _Tiles) -> np.ndarray:
     return (centred * b.centred).mean(axis=2) / np.maximum(std * b.std, 1e-6)
 
 
+def _chromaticity(chroma: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """Each tile's colour apart from its brightness: its mean Cb and Cr off grey
+    (``_chroma_tiles``) over its mean grey level ``luma``. A lighting change scales all
+    three alike and leaves this unchanged; shape (rows, columns, 2)."""
+    return chroma / np.maximum(luma, LIT_LUMA)[..., None]
+
+
 def prepare_reference(ref: bytes | np.ndarray) -> Reference:
     """Precompute what every comparison needs: tiles and the rotated reference spectra."""
-    image = _as_working(ref)
+    image, cbcr = _with_colour(ref)
     half = _half(image)
     window = np.outer(np.hanning(half.shape[0]), np.hanning(half.shape[1])).astype(np.float32)
     fill = float(half.mean())
     spectra = np.stack(
         [np.conj(_phase_spectrum(_rotate(half, float(a), fill), window)) for a in _ANGLES]
     ).astype(np.complex64)
-    return Reference(image, spectra, window, _tile_stats(image))
+    tiles = _tile_stats(image)
+    chroma = None if cbcr is None else _chromaticity(_chroma_tiles(cbcr, None), tiles.mean)
+    return Reference(image, spectra, window, tiles, chroma)
 
 
 @dataclass(frozen=True)
@@ -562,9 +622,66 @@ def _edge_sharpness(
     return float(np.median(steep / step[new]))
 
 
+def _chroma_tiles(cbcr: np.ndarray, m: _Motion | None) -> np.ndarray:
+    """Each tile's mean Cb and Cr off grey, (rows, columns, 2), with the motion ``m`` undone
+    as ``_align`` undoes it. Colour is only averaged over tiles, so this works at half the
+    working resolution and takes the nearest pixel: a fraction of the cost of the luma's."""
+    h, w = cbcr.shape[0] // 2 * 2, cbcr.shape[1] // 2 * 2
+    c = cbcr[:h, :w].astype(np.float32)
+    rows = c[0::2] + c[1::2]
+    half: np.ndarray = (rows[:, 0::2] + rows[:, 1::2]) * 0.25
+    if m is not None:
+        hh, hw = half.shape[:2]
+        three = np.dstack([half, half[..., :1]]) + 0.5
+        moved = Image.fromarray(three.astype(np.uint8), "RGB").transform(
+            (hw, hh),
+            Image.Transform.AFFINE,
+            _affine(_Motion(m.angle, m.dx / 2, m.dy / 2, m.peak), hw, hh),
+            Image.Resampling.NEAREST,
+            fillcolor=(128, 128, 128),
+        )
+        half = np.asarray(moved, dtype=np.float32)[..., :2]
+    t = TILE // 2
+    th, tw = h // TILE, w // TILE
+    cells = half[: th * t, : tw * t].reshape(th, t, tw * t, 2).sum(axis=1)
+    return cells.reshape(th, tw, t, 2).sum(axis=2) / (t * t) - 128.0
+
+
+def _colour_changed(
+    reference: Reference,
+    cbcr: np.ndarray | None,
+    aligned_by: _Motion | None,
+    st: _Tiles,
+    anchors: np.ndarray,
+    valid: np.ndarray,
+) -> np.ndarray:
+    """Tiles that turned another colour (a panel of the floor's grey level, but olive), beyond
+    the white balance that the anchors (tiles whose structure survived) show: a hue turned by
+    more than ``HUE_CHANGED``, or grey turned plainly coloured or back. Not saturation alone:
+    a tone curve (contrast, gamma) or fog changes how saturated a colour looks, not its hue."""
+    if reference.chroma is None or cbcr is None:
+        return np.zeros(valid.shape, dtype=bool)
+    ref_c = reference.chroma
+    lit = valid & (reference.tiles.mean >= LIT_LUMA) & (st.mean >= LIT_LUMA)
+    snap_c = _chromaticity(_chroma_tiles(cbcr, aligned_by), st.mean)
+    sure = anchors & lit
+    if sure.sum() >= 3:
+        snap_c = snap_c - np.median((snap_c - ref_c)[sure], axis=0)
+    sat_r, sat_s = np.hypot(*ref_c.transpose(2, 0, 1)), np.hypot(*snap_c.transpose(2, 0, 1))
+    cos = (ref_c * snap_c).sum(axis=2) / np.maximum(sat_r * sat_s, 1e-6)
+    hued = (sat_r >= COLOURED) & (sat_s >= COLOURED) & (cos < math.cos(math.radians(HUE_CHANGED)))
+    grey_flip = ((sat_r < GREY) & (sat_s >= 2 * COLOURED)) | (
+        (sat_s < GREY) & (sat_r >= 2 * COLOURED)
+    )
+    return lit & (hued | grey_flip)
+
+
 def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     """Judge one snapshot (encoded bytes or an image array) against a prepared reference."""
-    snap = _as_working(snapshot, reference.size)
+    if reference.chroma is not None:
+        snap, cbcr = _with_colour(snapshot, reference.size)
+    else:
+        snap, cbcr = _as_working(snapshot, reference.size), None
     fingerprint = np.clip(snap + 0.5, 0, 255).astype(np.uint8)
     rt = reference.tiles
 
@@ -574,11 +691,12 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     cmp = _compare(reference, snap, None)
     same_still = cmp.same
     explained = False
+    aligned_by: _Motion | None = None
     if move >= 0.2 / WORK_WIDTH or abs(motion.angle) >= TURN_ALIGN:
         aligned = _compare(reference, *_align(snap, motion))
         explained = aligned.same >= same_still + 0.2 and aligned.same >= 0.4
         if aligned.same > same_still:
-            cmp = aligned
+            cmp, aligned_by = aligned, motion
     metrics: dict[str, float] = {
         "mean_luma": float(snap.mean()),
         "reference_mean_luma": float(reference.image.mean()),
@@ -672,6 +790,7 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
         (signal > np.maximum(1.5 * FLAT_STD, 3 * g * rt.std))  # texture appeared
         | ((rt.std >= FLAT_STD / 2) & (st.std < DETAIL_LEFT_BLOCKED * g * rt.std))  # grain gone
         | (np.abs(st.mean - expected) > np.maximum(10.0, 0.2 * expected))
+        | _colour_changed(reference, cbcr, aligned_by, st, anchors, valid)
     )
     washed = (light_lost & (lost_tex | lost_flat)) | hazy
     changed = lost_tex | lost_flat | hazy

@@ -193,6 +193,48 @@ def test_a_soft_partial_cover_on_a_night_sky_is_found():
     assert result.kind == "covered", (result.reasons, result.metrics)
 
 
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_a_plain_panel_of_the_sky_s_grey_level_is_told_by_its_colour(seed):
+    """An olive panel of the same luma as rocket's blue night sky changes no grey level the
+    sky had; its colour does change, and the detector compares the flat tiles' colour too."""
+    view = synth.World.of("rocket").render()
+    a = np.asarray(view, dtype=np.float32)
+    mask = synth._soft(synth._shape_mask(rng(seed), 0.5, edge=True), 1.0)
+    luma = (a * np.array([0.299, 0.587, 0.114])).sum(axis=2)
+    g = float((luma * mask[..., 0]).sum() / mask.sum())
+    olive = np.array([g + 30.0, g, g - 78.7])  # 0.299*30 - 0.114*78.7 = 0: the same luma
+    covered = synth.coverage(mask)
+    result = lv.analyze(snap(synth._img(a * (1 - mask) + olive * mask)), scene_reference("rocket"))
+    assert result.kind == "obstructed", (result.reasons, result.metrics)
+    assert abs(result.blocked_fraction - covered) < 0.1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda a: a * np.array([1.1, 1.0, 0.8]),  # warm light: the white balance moved
+        lambda a: a * np.array([0.85, 0.95, 1.15]),  # cold light
+        lambda a: (a - 128) * 1.35 + 128,  # more contrast: colours look more saturated
+        lambda a: 255 * (a / 255) ** 0.7,  # a brighter tone curve
+    ],
+    ids=["warm", "cold", "contrast", "gamma"],
+)
+def test_colours_that_shift_together_or_saturate_stay_clear(change):
+    """What the camera or the light does to every colour at once is not an object: the white
+    balance is measured on the surviving structure, and a tone curve changes saturation,
+    not hue."""
+    a = np.asarray(synth.World.of("rocket").render(), dtype=np.float32)
+    result = lv.analyze(snap(synth._img(change(a))), scene_reference("rocket"))
+    assert result.verdict == "clear", (result.reasons, result.metrics)
+    assert result.metrics["hidden_fraction"] < 0.2, result.metrics
+
+
+def test_chroma_tiles_are_the_tiles_mean_colour():
+    cbcr = rng(3).integers(0, 256, (144, 192, 2)).astype(np.uint8)
+    plain = cbcr.astype(np.float64).reshape(18, 8, 24, 8, 2).mean(axis=(1, 3)) - 128
+    assert np.allclose(lv._chroma_tiles(cbcr, None), plain, atol=1e-3)
+
+
 def test_a_fraction_of_a_pixel_shift_samples_between_the_pixels():
     y, x = np.mgrid[0:40, 0:60].astype(np.float32)
 
