@@ -12,14 +12,17 @@ How (all numpy and Pillow, a few milliseconds per 768x576 JPEG):
   sensor noise and JPEG artefacts shrink, the structure that matters for counting stays.
 - Find the camera's motion: phase correlation of the snapshot against the reference rotated by
   a fan of angles gives the shift and the turn. A large motion that explains the snapshot is
-  ``moved``; a small one (a shake) is undone before the comparison.
+  ``moved``; a small one (a shake, a jitter) is undone before the comparison, to a fraction
+  of a pixel for the structure, which fine texture needs.
 - Compare 8x8 tiles: normalised cross-correlation for the tiles with structure (it ignores
   brightness and contrast, so lighting changes are benign), the brightness against the
   overall gain for the flat ones. The fraction of changed tiles is what is hidden; a changed
   region counts as an obstruction only when it is large and contiguous, because passers-by
   are separate smaller blobs. Flat tiles are judged against the light their neighbourhood
-  shows, so light changing over part of the view is benign. A flat region is a cover on the
-  lens only when its outline is soft (out of focus); an object in the scene has a sharp one.
+  shows, so light changing over part of the view is benign, and on their colour (hue, with
+  the white balance taken out), so a panel of the floor's grey level is still seen. A flat
+  region is a cover on the lens only when its outline is soft (out of focus); an object in
+  the scene has a sharp one.
 - Measure what is left of the reference's light and detail: the brightness and contrast that
   survive (dark, overexposed, washed out) and the finest detail (Laplacian energy) that
   survives with the coarse layout still in place (blurred).
