@@ -12,14 +12,17 @@ How (all numpy and Pillow, a few milliseconds per 768x576 JPEG):
   sensor noise and JPEG artefacts shrink, the structure that matters for counting stays.
 - Find the camera's motion: phase correlation of the snapshot against the reference rotated by
   a fan of angles gives the shift and the turn. A large motion that explains the snapshot is
-  ``moved``; a small one (a shake) is undone before the comparison.
+  ``moved``; a small one (a shake, a jitter) is undone before the comparison, to a fraction
+  of a pixel for the structure, which fine texture needs.
 - Compare 8x8 tiles: normalised cross-correlation for the tiles with structure (it ignores
   brightness and contrast, so lighting changes are benign), the brightness against the
   overall gain for the flat ones. The fraction of changed tiles is what is hidden; a changed
   region counts as an obstruction only when it is large and contiguous, because passers-by
   are separate smaller blobs. Flat tiles are judged against the light their neighbourhood
-  shows, so light changing over part of the view is benign. A flat region is a cover on the
-  lens only when its outline is soft (out of focus); an object in the scene has a sharp one.
+  shows, so light changing over part of the view is benign, and on their colour (hue, with
+  the white balance taken out), so a panel of the floor's grey level is still seen. A flat
+  region is a cover on the lens only when its outline is soft (out of focus); an object in
+  the scene has a sharp one.
 - Measure what is left of the reference's light and detail: the brightness and contrast that
   survive (dark, overexposed, washed out) and the finest detail (Laplacian energy) that
   survives with the coarse layout still in place (blurred).
@@ -72,6 +75,14 @@ LAYOUT_KEPT = 0.85  # blur keeps the coarse layout: tile means still correlate t
 NCC_SAME = 0.5  # a tile whose structure correlates at least this well is unchanged
 EDGE_SHARP = 0.6  # outline sharpness between a soft ramp (< 0.45) and a sharp step (> 0.65)
 EDGE_SOFT = 0.45  # plainly a soft ramp
+# Colour, for the flat tiles, as chromaticity ((Cb - 128) / Y, (Cr - 128) / Y), which a
+# lighting change leaves alone: a tile is coloured from 0.12 (a grey floor is under 0.06,
+# a saturated panel 0.3-0.5), and it turned another colour when its hue turned by more than
+# 60 degrees (red to yellow, blue to green) or when grey turned plainly coloured (0.24).
+COLOURED = 0.12
+GREY = 0.06
+HUE_CHANGED = 60.0
+LIT_LUMA = 24.0  # below this mean grey level a tile's colour is mostly noise
 FROZEN_MAD = 0.15  # mean absolute difference (grey levels) of two copies of the same frame
 # Two JPEG encodings of one frame: a coefficient may differ beyond the quantisation bound by
 # the decoder's rounding (FROZEN_SLACK, in DCT units), and a few in 100,000 by accident.
@@ -89,6 +100,7 @@ MAX_PIXELS = 40_000_000
 
 # Turns searched, in degrees: beyond 45 the view is simply "another scene".
 _ANGLE_STEP = 1.5
+TURN_ALIGN = 0.25  # degrees: a smaller turn moves no working pixel by more than about half a pixel
 _ANGLES = np.arange(-45.0, 45.0 + _ANGLE_STEP / 2, _ANGLE_STEP, dtype=np.float32)
 
 
@@ -132,6 +144,7 @@ class Reference:
     spectra: np.ndarray  # phase-only spectra of the half-resolution reference at each angle
     window: np.ndarray
     tiles: _Tiles
+    chroma: np.ndarray | None = None  # per tile, its colour (``_chromaticity``); None if grey
 
     @property
     def size(self) -> tuple[int, int]:
@@ -157,6 +170,14 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
 
     Raises ``ImageError`` with a readable message when the bytes are not a usable image.
     """
+    return _decode(data, size, colour=False)[0]
+
+
+def _decode(
+    data: bytes, size: tuple[int, int] | None, colour: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey levels at working resolution and, with ``colour`` and a colour image, its two
+    chroma planes (Cb, Cr, as JPEG codes them; shape (h, w, 2)), else None."""
     if not data:
         raise ImageError("empty file, not an image")
     try:
@@ -165,14 +186,26 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
                 w, h = im.size
                 raise ImageError(f"image too large to decode safely: {w}x{h} pixels")
             target = size or working_size(*im.size)
-            im.draft("L", target)  # JPEG: decode at 1/2..1/8 scale in the DCT domain
+            coloured = (
+                colour
+                and im.mode not in ("1", "L", "LA", "P", "I", "F")
+                and (not im.mode.startswith("I;"))
+            )
+            # JPEG: decode at 1/2..1/8 scale in the DCT domain (the luma alone unless colour)
+            im.draft("YCbCr" if coloured else "L", target)
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float greys
                 arr = np.asarray(im.convert("F"), dtype=np.float32)
-                return _as_working(arr * (255.0 / max(float(arr.max()), 255.0)), target)
-            grey = im.convert("L")
-            if grey.size != target:
-                grey = grey.resize(target, Image.Resampling.BOX)
-            return np.asarray(grey, dtype=np.float32)
+                return _as_working(arr * (255.0 / max(float(arr.max()), 255.0)), target), None
+            if not coloured:
+                grey = im.convert("L")
+                if grey.size != target:
+                    grey = grey.resize(target, Image.Resampling.BOX)
+                return np.asarray(grey, dtype=np.float32), None
+            ycc = im if im.mode == "YCbCr" else im.convert("YCbCr")
+            if ycc.size != target:
+                ycc = ycc.resize(target, Image.Resampling.BOX)
+            planes = np.asarray(ycc)  # uint8: the chroma is only averaged over tiles, later
+            return planes[..., 0].astype(np.float32), planes[..., 1:]
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -186,6 +219,28 @@ def load_image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
 def _as_working(image: bytes | np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     if isinstance(image, bytes | bytearray | memoryview):
         return load_image(bytes(image), size)
+    return _working_array(image, size)
+
+
+def _with_colour(
+    image: bytes | np.ndarray, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey levels at working resolution and, for a colour image, its chroma planes."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return _decode(bytes(image), size, colour=True)
+    arr = np.asarray(image, dtype=np.float32)
+    grey = _working_array(arr, size)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        return grey, None
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]  # ITU-R 601, as JPEG and Pillow code it
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    size = (grey.shape[1], grey.shape[0])
+    planes = np.stack([_working_array(cb, size), _working_array(cr, size)], axis=2)
+    return grey, np.clip(planes + 0.5, 0, 255).astype(np.uint8)
+
+
+def _working_array(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     arr = np.asarray(image, dtype=np.float32)
     if arr.ndim == 3:  # RGB(A) array: ITU-R 601 luma, as Pillow's "L"
         arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
@@ -213,13 +268,25 @@ def _rotate(img: np.ndarray, angle: float, fill: float) -> np.ndarray:
     return np.asarray(im, dtype=np.float32)
 
 
+def _tiles(img: np.ndarray) -> np.ndarray:
+    """The image's whole tiles, one row of TILE*TILE pixels each: (rows, columns, pixels)."""
+    th, tw = img.shape[0] // TILE, img.shape[1] // TILE
+    crop = img[: th * TILE, : tw * TILE]
+    return crop.reshape(th, TILE, tw, TILE).swapaxes(1, 2).reshape(th, tw, TILE * TILE)
+
+
+def _structure(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tiles' mean, pixels minus the mean, and spread."""
+    mean = t.mean(axis=2)
+    centred = t - mean[..., None]
+    return mean, centred, np.sqrt((centred * centred).mean(axis=2))
+
+
 def _tile_stats(img: np.ndarray) -> _Tiles:
     th, tw = img.shape[0] // TILE, img.shape[1] // TILE
     crop = img[: th * TILE, : tw * TILE]
-    t = crop.reshape(th, TILE, tw, TILE).swapaxes(1, 2).reshape(th, tw, TILE * TILE)
-    mean = t.mean(axis=2)
-    centred = t - mean[..., None]
-    std = np.sqrt((centred * centred).mean(axis=2))
+    t = _tiles(img)
+    mean, centred, std = _structure(t)
     lap = np.zeros_like(crop)
     lap[1:-1, 1:-1] = (
         4 * crop[1:-1, 1:-1] - crop[:-2, 1:-1] - crop[2:, 1:-1] - crop[1:-1, :-2] - crop[1:-1, 2:]
@@ -230,19 +297,32 @@ def _tile_stats(img: np.ndarray) -> _Tiles:
 
 
 def _ncc(a: _Tiles, b: _Tiles) -> np.ndarray:
-    return (a.centred * b.centred).mean(axis=2) / np.maximum(a.std * b.std, 1e-6)
+    return _ncc_of(a.centred, a.std, b)
+
+
+def _ncc_of(centred: np.ndarray, std: np.ndarray, b: _Tiles) -> np.ndarray:
+    return (centred * b.centred).mean(axis=2) / np.maximum(std * b.std, 1e-6)
+
+
+def _chromaticity(chroma: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """Each tile's colour apart from its brightness: its mean Cb and Cr off grey
+    (``_chroma_tiles``) over its mean grey level ``luma``. A lighting change scales all
+    three alike and leaves this unchanged; shape (rows, columns, 2)."""
+    return chroma / np.maximum(luma, LIT_LUMA)[..., None]
 
 
 def prepare_reference(ref: bytes | np.ndarray) -> Reference:
     """Precompute what every comparison needs: tiles and the rotated reference spectra."""
-    image = _as_working(ref)
+    image, cbcr = _with_colour(ref)
     half = _half(image)
     window = np.outer(np.hanning(half.shape[0]), np.hanning(half.shape[1])).astype(np.float32)
     fill = float(half.mean())
     spectra = np.stack(
         [np.conj(_phase_spectrum(_rotate(half, float(a), fill), window)) for a in _ANGLES]
     ).astype(np.complex64)
-    return Reference(image, spectra, window, _tile_stats(image))
+    tiles = _tile_stats(image)
+    chroma = None if cbcr is None else _chromaticity(_chroma_tiles(cbcr, None), tiles.mean)
+    return Reference(image, spectra, window, tiles, chroma)
 
 
 @dataclass(frozen=True)
@@ -298,14 +378,15 @@ def _affine(m: _Motion, w: int, h: int) -> tuple[float, ...]:
     )
 
 
-def _align(snap: np.ndarray, m: _Motion) -> tuple[np.ndarray, np.ndarray]:
-    """Undo a motion: the snapshot resampled onto the reference's frame, and its valid mask.
+def _align(snap: np.ndarray, m: _Motion) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Undo a motion: the snapshot resampled onto the reference's frame, its valid mask, and
+    the part of a pure shift left to undo (under half a pixel each way, for ``_subshift``).
 
     A pure shift moves whole pixels, so that no interpolation softens the snapshot (which the
     blur test would take for defocus); a turn is resampled bicubically.
     """
     h, w = snap.shape
-    if abs(m.angle) < 0.5:
+    if abs(m.angle) < TURN_ALIGN:
         dx, dy = round(m.dx), round(m.dy)
         out = np.zeros_like(snap)
         valid = np.zeros(snap.shape, dtype=bool)
@@ -313,13 +394,40 @@ def _align(snap: np.ndarray, m: _Motion) -> tuple[np.ndarray, np.ndarray]:
         xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
         out[yd, xd] = snap[ys, xs]
         valid[yd, xd] = True
-        return out, valid
+        return out, valid, (m.dx - dx, m.dy - dy)
     coeffs = _affine(m, w, h)
     affine = Image.Transform.AFFINE
     moved = Image.fromarray(snap, "F").transform((w, h), affine, coeffs, Image.Resampling.BICUBIC)
     ones = Image.fromarray(np.ones_like(snap), "F")
     inside = ones.transform((w, h), affine, coeffs, Image.Resampling.NEAREST)
-    return np.asarray(moved, dtype=np.float32), np.asarray(inside) > 0.5
+    return np.asarray(moved, dtype=np.float32), np.asarray(inside) > 0.5, (0.0, 0.0)
+
+
+def _subshift(img: np.ndarray, fx: float, fy: float) -> np.ndarray:
+    """``img`` moved by a fraction of a pixel (``out[y, x] = img[y + fy, x + fx]``), by
+    separable cubic convolution (Catmull-Rom), edges repeated."""
+    out = img
+    for axis, f in ((1, fx), (0, fy)):
+        if abs(f) < 0.05:
+            continue
+        base = math.floor(f)
+        t = f - base
+        taps = (
+            (-(t**3) + 2 * t**2 - t) / 2,
+            (3 * t**3 - 5 * t**2 + 2) / 2,
+            (-3 * t**3 + 4 * t**2 + t) / 2,
+            (t**3 - t**2) / 2,
+        )
+        n = out.shape[axis]
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (3, 3)
+        p = np.pad(out, pad, mode="edge")
+        acc = np.zeros_like(out)
+        for k, wk in enumerate(taps):
+            start = 3 + base - 1 + k
+            acc += np.float32(wk) * (p[:, start : start + n] if axis else p[start : start + n])
+        out = acc
+    return out
 
 
 def _largest_component(mask: np.ndarray) -> int:
@@ -368,14 +476,33 @@ class _Comparison:
     same: float  # share of the textured tiles whose structure is unchanged
 
 
-def _compare(reference: Reference, snap: np.ndarray, valid_px: np.ndarray | None) -> _Comparison:
+def _compare(
+    reference: Reference,
+    snap: np.ndarray,
+    valid_px: np.ndarray | None,
+    residual: tuple[float, float] = (0.0, 0.0),
+) -> _Comparison:
+    """The tiles of ``snap`` (aligned to whole pixels) against the reference's. The structure
+    is compared after the ``residual`` fraction of a pixel is undone as well: fine texture
+    (grass, gravel, a printed page) decorrelates under a shift of half a pixel, which a
+    camera's jitter leaves behind. Everything else (brightness, contrast, fine detail) is
+    measured on the snapshot as it is, which no interpolation softened."""
     st = _tile_stats(snap)
     rt = reference.tiles
-    if valid_px is None:
-        valid = np.ones(rt.mean.shape, dtype=bool)
+    valid = np.ones(rt.mean.shape, dtype=bool)
+    if valid_px is not None:
+        valid &= np.asarray(_tiles(valid_px).all(axis=2), dtype=bool)
+    if valid_px is not None and (abs(residual[0]) >= 0.05 or abs(residual[1]) >= 0.05):
+        near = valid_px.copy()  # the cubic's taps reach 2 pixels: none may fall outside
+        near[:, :-2] &= valid_px[:, 2:]
+        near[:, 2:] &= valid_px[:, :-2]
+        near[:-2] &= valid_px[2:]
+        near[2:] &= valid_px[:-2]
+        valid &= np.asarray(_tiles(near).all(axis=2), dtype=bool)
+        _, centred, std = _structure(_tiles(_subshift(snap, *residual)))
+        ncc = _ncc_of(centred, std, rt)
     else:
-        valid = _tile_stats(valid_px.astype(np.float32)).mean > 0.999
-    ncc = _ncc(st, rt)
+        ncc = _ncc(st, rt)
     textured = valid & (rt.std >= FLAT_STD)
     n = int(textured.sum())
     same = float((textured & (ncc >= NCC_SAME)).sum() / n) if n else 0.0
@@ -392,21 +519,45 @@ def _coarse_ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> tuple[float,
     return sxy / math.sqrt(sxx * syy), sxy / syy
 
 
-def _gain(ratio: np.ndarray, anchors: np.ndarray, lit: np.ndarray) -> tuple[float, bool]:
+def _gain(
+    ratio: np.ndarray, measured: np.ndarray, anchors: np.ndarray, lit: np.ndarray
+) -> tuple[float, bool]:
     """The overall lighting change, and whether structure that survived vouches for it.
 
     Anchors are tiles whose structure plainly survived (a few by chance in any image, hence
-    the minimum count). Without them (a flat scene), the median brightness ratio is used
-    only when the tiles agree on it, as one lighting change makes them do; a cover does not.
+    the minimum count). ``ratio`` is each tile's brightness ratio over its pixels that were
+    not clipped at white, ``measured`` where there were enough of them (``_unclipped_ratio``):
+    strong overexposure clips the bright pixels and leaves the dark ones to show the gain,
+    so the anchors measured so are preferred when there are enough of them. Without anchors
+    (a flat scene), the median ratio is used only when the tiles agree on it, as one
+    lighting change makes them do; a cover does not.
     """
-    if anchors.sum() >= max(3, 0.05 * lit.sum()):
-        return float(np.median(ratio[anchors])), True
+    enough = max(3, 0.05 * lit.sum())
+    if anchors.sum() >= enough:
+        sure = anchors & measured
+        return float(np.median(ratio[sure if sure.sum() >= enough else anchors])), True
     if lit.sum() >= 3:
         logs = np.log(np.maximum(ratio[lit], 1e-3))
         q1, q3 = np.percentile(logs, [25, 75])
         if q3 - q1 < math.log(1.3):
             return float(math.exp(float(np.median(logs)))), False
     return 1.0, False
+
+
+UNCLIPPED = 200  # a working pixel below this holds no full-size pixel clipped at white, mostly
+
+
+def _unclipped_ratio(st: _Tiles, rt: _Tiles) -> tuple[np.ndarray, np.ndarray]:
+    """Each tile's brightness ratio, snapshot over reference, over the pixels the snapshot
+    did not clip (below ``UNCLIPPED``), and where at least 8 of its 64 were such; elsewhere
+    the plain ratio of the means (a lower bound when the tile clipped)."""
+    s = st.centred + st.mean[..., None]
+    r = rt.centred + rt.mean[..., None]
+    keep = s < UNCLIPPED
+    measured = keep.sum(axis=2) >= 8
+    num, den = (s * keep).sum(axis=2), (r * keep).sum(axis=2)
+    plain = st.mean / np.maximum(rt.mean, 1.0)
+    return np.where(measured, num / np.maximum(den, 1.0), plain), measured
 
 
 @functools.cache
@@ -474,9 +625,66 @@ def _edge_sharpness(
     return float(np.median(steep / step[new]))
 
 
+def _chroma_tiles(cbcr: np.ndarray, m: _Motion | None) -> np.ndarray:
+    """Each tile's mean Cb and Cr off grey, (rows, columns, 2), with the motion ``m`` undone
+    as ``_align`` undoes it. Colour is only averaged over tiles, so this works at half the
+    working resolution and takes the nearest pixel: a fraction of the cost of the luma's."""
+    h, w = cbcr.shape[0] // 2 * 2, cbcr.shape[1] // 2 * 2
+    c = cbcr[:h, :w].astype(np.float32)
+    rows = c[0::2] + c[1::2]
+    half: np.ndarray = (rows[:, 0::2] + rows[:, 1::2]) * 0.25
+    if m is not None:
+        hh, hw = half.shape[:2]
+        three = np.dstack([half, half[..., :1]]) + 0.5
+        moved = Image.fromarray(three.astype(np.uint8), "RGB").transform(
+            (hw, hh),
+            Image.Transform.AFFINE,
+            _affine(_Motion(m.angle, m.dx / 2, m.dy / 2, m.peak), hw, hh),
+            Image.Resampling.NEAREST,
+            fillcolor=(128, 128, 128),
+        )
+        half = np.asarray(moved, dtype=np.float32)[..., :2]
+    t = TILE // 2
+    th, tw = h // TILE, w // TILE
+    cells = half[: th * t, : tw * t].reshape(th, t, tw * t, 2).sum(axis=1)
+    return cells.reshape(th, tw, t, 2).sum(axis=2) / (t * t) - 128.0
+
+
+def _colour_changed(
+    reference: Reference,
+    cbcr: np.ndarray | None,
+    aligned_by: _Motion | None,
+    st: _Tiles,
+    anchors: np.ndarray,
+    valid: np.ndarray,
+) -> np.ndarray:
+    """Tiles that turned another colour (a panel of the floor's grey level, but olive), beyond
+    the white balance that the anchors (tiles whose structure survived) show: a hue turned by
+    more than ``HUE_CHANGED``, or grey turned plainly coloured or back. Not saturation alone:
+    a tone curve (contrast, gamma) or fog changes how saturated a colour looks, not its hue."""
+    if reference.chroma is None or cbcr is None:
+        return np.zeros(valid.shape, dtype=bool)
+    ref_c = reference.chroma
+    lit = valid & (reference.tiles.mean >= LIT_LUMA) & (st.mean >= LIT_LUMA)
+    snap_c = _chromaticity(_chroma_tiles(cbcr, aligned_by), st.mean)
+    sure = anchors & lit
+    if sure.sum() >= 3:
+        snap_c = snap_c - np.median((snap_c - ref_c)[sure], axis=0)
+    sat_r, sat_s = np.hypot(*ref_c.transpose(2, 0, 1)), np.hypot(*snap_c.transpose(2, 0, 1))
+    cos = (ref_c * snap_c).sum(axis=2) / np.maximum(sat_r * sat_s, 1e-6)
+    hued = (sat_r >= COLOURED) & (sat_s >= COLOURED) & (cos < math.cos(math.radians(HUE_CHANGED)))
+    grey_flip = ((sat_r < GREY) & (sat_s >= 2 * COLOURED)) | (
+        (sat_s < GREY) & (sat_r >= 2 * COLOURED)
+    )
+    return lit & (hued | grey_flip)
+
+
 def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     """Judge one snapshot (encoded bytes or an image array) against a prepared reference."""
-    snap = _as_working(snapshot, reference.size)
+    if reference.chroma is not None:
+        snap, cbcr = _with_colour(snapshot, reference.size)
+    else:
+        snap, cbcr = _as_working(snapshot, reference.size), None
     fingerprint = np.clip(snap + 0.5, 0, 255).astype(np.uint8)
     rt = reference.tiles
 
@@ -486,11 +694,12 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     cmp = _compare(reference, snap, None)
     same_still = cmp.same
     explained = False
-    if move >= 0.5 / WORK_WIDTH or abs(motion.angle) >= 0.5:
+    aligned_by: _Motion | None = None
+    if move >= 0.2 / WORK_WIDTH or abs(motion.angle) >= TURN_ALIGN:
         aligned = _compare(reference, *_align(snap, motion))
         explained = aligned.same >= same_still + 0.2 and aligned.same >= 0.4
         if aligned.same > same_still:
-            cmp = aligned
+            cmp, aligned_by = aligned, motion
     metrics: dict[str, float] = {
         "mean_luma": float(snap.mean()),
         "reference_mean_luma": float(reference.image.mean()),
@@ -524,7 +733,8 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     noise = math.sqrt(max(float(q), 0.0) / 20.0)  # a Laplacian multiplies noise variance by 20
     attenuation = rt.std / np.maximum(np.sqrt(rt.std**2 + noise**2), 1e-6)
     kept = textured & (ncc >= NCC_SAME * attenuation) & (st.std >= FLAT_STD / 2)
-    gain, anchored = _gain(ratio, kept & lit & (ncc >= 0.7 * attenuation), lit)
+    anchors = kept & lit & (ncc >= 0.7 * attenuation)
+    gain, anchored = _gain(*_unclipped_ratio(st, rt), anchors, lit)
     metrics["noise"] = noise
     layout, contrast = _coarse_ncc(st.mean, rt.mean, valid)
     tile_contrast = float(np.median(st.std[textured] / rt.std[textured])) if textured.any() else 1.0
@@ -570,7 +780,7 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     # Light can change over part of the view only (a bank of lights, sun through a window):
     # flat tiles are judged against the gain their neighbourhood's surviving structure shows.
     g = np.clip(
-        _local_gain(ratio, kept & lit & (ncc >= 0.7 * attenuation), gain),
+        _local_gain(ratio, anchors, gain),
         1 - LIGHT_BENIGN,  # beyond the band, change is change
         1 + LIGHT_BENIGN,
     )
@@ -583,6 +793,7 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
         (signal > np.maximum(1.5 * FLAT_STD, 3 * g * rt.std))  # texture appeared
         | ((rt.std >= FLAT_STD / 2) & (st.std < DETAIL_LEFT_BLOCKED * g * rt.std))  # grain gone
         | (np.abs(st.mean - expected) > np.maximum(10.0, 0.2 * expected))
+        | _colour_changed(reference, cbcr, aligned_by, st, anchors, valid)
     )
     washed = (light_lost & (lost_tex | lost_flat)) | hazy
     changed = lost_tex | lost_flat | hazy
@@ -601,7 +812,17 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
         washed_share=washed_share,
         flat_share=flat_share,
     )
+    # What cannot be seen to change may still be covered: a flat cover of the same tone as a
+    # night sky or a plain wall. When most of the detail is gone, the layout with it, into a
+    # featureless picture, something is on the lens, however little structure the reference
+    # had to lose.
+    featureless = float((st.std[valid] < FLAT_STD).mean())
+    detail_gone = max(contrast, tile_contrast) < DETAIL_LEFT_BLOCKED and featureless >= 0.85
+    metrics["featureless"] = featureless
     if hidden < HIDDEN_BLOCKED:
+        if detail_gone:
+            lost = 1.0 - cmp.same
+            return result("covered", lost, f"view covered: {lost:.0%} of its structure gone")
         return result(None, hidden, f"view matches the reference ({hidden:.0%} differs)")
     if washed_share >= 0.5 or (anchored and gain > 1 + LIGHT_BENIGN):
         return result("overexposed", hidden, f"view washed out: {hidden:.0%} of it lost to light")
@@ -616,7 +837,10 @@ def analyze(snapshot: bytes | np.ndarray, reference: Reference) -> ViewResult:
     if flat_share >= 0.7 and hidden < 0.9:  # at 90 % hardly any outline is left in view
         edge = _edge_sharpness(snap, reference.image, changed, valid)
         metrics["edge_sharpness"] = -1.0 if edge is None else edge
-    if (flat_share >= 0.85 and hidden >= 0.6 and (edge is None or edge < EDGE_SHARP)) or (
+    if (
+        (flat_share >= 0.85 and (hidden >= 0.6 or detail_gone))
+        and (edge is None or edge < EDGE_SHARP)
+    ) or (
         0.5 <= hidden < 0.85 and edge is not None and edge < EDGE_SOFT  # plainly out of focus
     ):
         return result("covered", hidden, f"{hidden:.0%} of the view covered by a flat surface")

@@ -3,13 +3,14 @@
     python -m tests.diagnostics.eval_liveview --split held-out --n 6 [--markdown] [--json FILE]
 
 Builds the evaluation set deterministically (seeded) from the real photographs bundled with
-scikit-image, scikit-learn and matplotlib (``liveview_synth``), judges every snapshot against
-its scene's reference and prints, per kind: the detection rate (blocked variants called
-blocked), the kind accuracy, and the false-alarm rate (benign variants called blocked);
-near-threshold cases and harsher benign changes are reported apart, then the confusion
+scikit-image, scikit-learn, matplotlib and PyWavelets (``liveview_synth``), judges every
+snapshot against its scene's reference and prints, per kind: the detection rate (blocked
+variants called blocked), the kind accuracy, and the false-alarm rate (benign variants called
+blocked); near-threshold cases and harsher benign changes are reported apart, then the confusion
 matrix between kinds and the frozen-view sequences. ``--split tuning`` uses the photographs
 the method was developed on; ``--split held-out`` the others, quoted in docs/liveview.md.
-Needs the ``[test]`` extra (scikit-image, scikit-learn, matplotlib). Not collected by pytest.
+Needs the ``[test]`` extra (scikit-image, scikit-learn, matplotlib, PyWavelets). Not
+collected by pytest.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def scene_variants(
     if not cache:
         return synth.variants(scene, others, seed, n)
     os.makedirs(cache, exist_ok=True)
-    path = os.path.join(cache, f"{scene}-{seed}-{n}-{len(others)}.pickle")
+    path = os.path.join(cache, f"{scene}-{seed}-{n}-{len(others)}-v2.pickle")
     if os.path.exists(path):
         with open(path, "rb") as fh:
             return list(pickle.load(fh))  # our own cache file
@@ -115,8 +116,9 @@ def table(rows: list[Row], frozen: list[tuple[str, bool]]) -> list[tuple[str, ..
     out: list[tuple[str, ...]] = []
     by: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for r in rows:
-        by[(r.group, r.kind, r.sub)].append(r)
         by[(r.group, r.kind, "")].append(r)
+        if r.sub:  # a sub-kind has a row of its own as well (not counted twice in its kind's)
+            by[(r.group, r.kind, r.sub)].append(r)
 
     def pct(k: int, n: int) -> str:
         return f"{k / n:.0%} ({k}/{n})" if n else "-"

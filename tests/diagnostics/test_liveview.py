@@ -62,6 +62,10 @@ def benign_cases():
     yield "dusk", synth.dusk(view, rng(15))
     yield "rain", synth.rain(view, rng(16))
     yield "mist", synth.haze(view, 0.15, 210.0)
+    yield "night", synth.night(view, rng(17))
+    yield "hard shadow", synth.hard_shadow(view, rng(18))
+    jitter = world().render(shift=(6 / 768, 2 / 576), angle=0.2)
+    yield "jitter and light over part", synth.light_patch(jitter, rng(19), 0.65)
 
 
 @pytest.mark.parametrize(("name", "img"), list(benign_cases()), ids=lambda x: str(x)[:24])
@@ -135,6 +139,113 @@ def test_small_obstruction_is_clear_but_reported():
     result = judge(img)
     assert result.verdict == "clear"
     assert 0.1 < result.blocked_fraction < lv.HIDDEN_BLOCKED
+
+
+# ---- textured and plain scenes ------------------------------------------------------------
+
+
+@cache
+def scene_reference(scene: str) -> lv.Reference:
+    return lv.prepare_reference(synth.reference(scene))
+
+
+@pytest.mark.parametrize("scene", ["hubble_deep_field", "grass", "aero"])
+@pytest.mark.parametrize("pixels", [(6, 1.5), (2.5, -6), (-5, 3.5)])
+def test_a_jitter_over_fine_texture_hides_nothing(scene, pixels):
+    """Whole-pixel alignment leaves half a pixel (a quarter-size pixel is 4 of the snapshot's),
+    which decorrelates a star field or grass: the structure is compared after that fraction
+    is undone as well, so a jitter of a few pixels hides next to nothing."""
+    jittered = synth.World.of(scene).render(shift=(pixels[0] / 768, pixels[1] / 576))
+    result = lv.analyze(snap(jittered), scene_reference(scene))
+    assert result.verdict == "clear", (result.reasons, result.metrics)
+    assert result.metrics["hidden_fraction"] < 0.1, result.metrics
+
+
+@pytest.mark.parametrize("scene", ["grass", "gravel", "aero"])
+def test_overexposure_that_clips_every_bright_pixel_is_measured_in_full(scene):
+    """x2.6 clips the bright pixels of every tile: the tiles' plain brightness ratios read
+    about 2, under the 2.1 that is blocked. The pixels left unclipped show the real gain."""
+    result = lv.analyze(
+        snap(synth.lighting(synth.World.of(scene).render(), 2.6)), scene_reference(scene)
+    )
+    assert result.kind == "overexposed", (result.reasons, result.metrics)
+    assert result.metrics["gain"] > lv.BRIGHTER_BLOCKED
+
+
+@pytest.mark.parametrize("tone", [0.8, 1.0, 1.2])
+def test_a_flat_cover_the_tone_of_a_night_sky_is_covered(tone):
+    """Over rocket's night sky a flat cover of about the sky's tone changes no flat tile:
+    only the little structure the view had is gone, with the layout, into a featureless
+    picture. That is a cover, and no object in the scene (there is no outline to judge)."""
+    view = np.asarray(synth.World.of("rocket").render(), dtype=np.float32)
+    flat = np.broadcast_to(view.reshape(-1, 3).mean(axis=0) * tone, view.shape)
+    result = lv.analyze(snap(Image.fromarray(flat.astype(np.uint8))), scene_reference("rocket"))
+    assert result.kind == "covered", (result.reasons, result.metrics)
+    clear = lv.analyze(snap(synth.World.of("rocket").render()), scene_reference("rocket"))
+    assert clear.verdict == "clear", clear.metrics  # the same scene, uncovered, is clear
+
+
+def test_a_soft_partial_cover_on_a_night_sky_is_found():
+    view = synth.World.of("rocket").render()
+    img, coverage = synth.cover(view, rng(4), 0.9)
+    assert coverage > 0.6
+    result = lv.analyze(snap(img), scene_reference("rocket"))
+    assert result.kind == "covered", (result.reasons, result.metrics)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_a_plain_panel_of_the_sky_s_grey_level_is_told_by_its_colour(seed):
+    """An olive panel of the same luma as rocket's blue night sky changes no grey level the
+    sky had; its colour does change, and the detector compares the flat tiles' colour too."""
+    view = synth.World.of("rocket").render()
+    a = np.asarray(view, dtype=np.float32)
+    mask = synth._soft(synth._shape_mask(rng(seed), 0.5, edge=True), 1.0)
+    luma = (a * np.array([0.299, 0.587, 0.114])).sum(axis=2)
+    g = float((luma * mask[..., 0]).sum() / mask.sum())
+    olive = np.array([g + 30.0, g, g - 78.7])  # 0.299*30 - 0.114*78.7 = 0: the same luma
+    covered = synth.coverage(mask)
+    result = lv.analyze(snap(synth._img(a * (1 - mask) + olive * mask)), scene_reference("rocket"))
+    assert result.kind == "obstructed", (result.reasons, result.metrics)
+    assert abs(result.blocked_fraction - covered) < 0.1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda a: a * np.array([1.1, 1.0, 0.8]),  # warm light: the white balance moved
+        lambda a: a * np.array([0.85, 0.95, 1.15]),  # cold light
+        lambda a: (a - 128) * 1.35 + 128,  # more contrast: colours look more saturated
+        lambda a: 255 * (a / 255) ** 0.7,  # a brighter tone curve
+    ],
+    ids=["warm", "cold", "contrast", "gamma"],
+)
+def test_colours_that_shift_together_or_saturate_stay_clear(change):
+    """What the camera or the light does to every colour at once is not an object: the white
+    balance is measured on the surviving structure, and a tone curve changes saturation,
+    not hue."""
+    a = np.asarray(synth.World.of("rocket").render(), dtype=np.float32)
+    result = lv.analyze(snap(synth._img(change(a))), scene_reference("rocket"))
+    assert result.verdict == "clear", (result.reasons, result.metrics)
+    assert result.metrics["hidden_fraction"] < 0.2, result.metrics
+
+
+def test_chroma_tiles_are_the_tiles_mean_colour():
+    cbcr = rng(3).integers(0, 256, (144, 192, 2)).astype(np.uint8)
+    plain = cbcr.astype(np.float64).reshape(18, 8, 24, 8, 2).mean(axis=(1, 3)) - 128
+    assert np.allclose(lv._chroma_tiles(cbcr, None), plain, atol=1e-3)
+
+
+def test_a_fraction_of_a_pixel_shift_samples_between_the_pixels():
+    y, x = np.mgrid[0:40, 0:60].astype(np.float32)
+
+    def wave(dx: float, dy: float) -> np.ndarray:
+        return 100 + 50 * np.sin(0.3 * (x + dx)) * np.cos(0.2 * (y + dy))
+
+    moved = lv._subshift(wave(0, 0), 0.5, -0.3)
+    inner = (slice(3, -3), slice(3, -3))  # the edges are repeated, not known
+    assert np.abs(moved[inner] - wave(0.5, -0.3)[inner]).max() < 0.5
+    assert np.abs(wave(0, 0)[inner] - wave(0.5, -0.3)[inner]).max() > 5  # it did move
+    assert np.array_equal(lv._subshift(wave(0, 0), 0.0, 0.0), wave(0, 0))
 
 
 # ---- inputs -------------------------------------------------------------------------------
