@@ -5,15 +5,19 @@ agent only gathers them; the check decodes and judges them, inside its isolation
 timeout. Snapshots are kept as the JPEGs the counter sent (a short ring per counter under
 ``<state_dir>/snapshots/<serial>/``), so a one-shot ``ffc-agent check`` and the daemon see the
 same history. The reference is the configured tuning image, prepared once and kept until the
-file changes; without one, the check learns it from the first good snapshots (never a blocked
-one) and names them in its finding, and ``keep_learned`` saves that view here, so it survives
-restarts. Every finding says which reference it was.
+file changes, within a memory budget: a prepared reference holds about 2 MB of rotated
+spectra, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET`` the least
+recently used is let go and prepared again (about 10 ms) when its counter's next snapshot
+arrives. Without a reference, the check learns it from the first good snapshots (never a
+blocked one) and names them in its finding, and ``keep_learned`` saves that view here, so it
+survives restarts. Every finding says which reference it was.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,14 +34,24 @@ from diagnostics.model import Finding
 log = logging.getLogger(__name__)
 
 KEEP = 6  # enough for the check's confirmation (3) and frozen (4) windows, plus one
+PREPARED_BUDGET = 64 * 2**20  # bytes of prepared references kept in memory (about 32 counters)
+
+
+def _nbytes(ref: lv.Reference) -> int:
+    arrays = [v for v in vars(ref).values() if isinstance(v, np.ndarray)]
+    arrays += [v for v in vars(ref.tiles).values() if isinstance(v, np.ndarray)]
+    return sum(a.nbytes for a in arrays)
 
 
 class LiveViews:
-    def __init__(self, state_dir: Path, keep: int = KEEP) -> None:
+    def __init__(self, state_dir: Path, keep: int = KEEP, budget: int = PREPARED_BUDGET) -> None:
         self.snapshots = Path(state_dir) / "snapshots"
         self.references = Path(state_dir) / "references"
         self.keep = keep
-        self._prepared: dict[str, tuple[Any, lv.Reference]] = {}
+        self.budget = budget
+        # serial → (file stamp, prepared, its bytes), least recently used first
+        self._prepared: OrderedDict[str, tuple[Any, lv.Reference, int]] = OrderedDict()
+        self._held = 0  # bytes held by _prepared
 
     def record(self, serial: str, at: datetime, jpeg: bytes) -> Path:
         """Keep a snapshot (atomically) and drop the oldest beyond the ring's size."""
@@ -98,10 +112,26 @@ class LiveViews:
         stamp = (path, path.stat().st_mtime_ns)
         cached = self._prepared.get(serial)
         if cached is not None and cached[0] == stamp:
+            self._prepared.move_to_end(serial)
             return cached[1]
         prepared = lv.prepare_reference(path.read_bytes())
-        self._prepared[serial] = (stamp, prepared)
+        self._forget(serial)
+        size = _nbytes(prepared)
+        self._prepared[serial] = (stamp, prepared, size)
+        self._held += size
+        while self._held > self.budget and len(self._prepared) > 1:
+            self._forget(next(iter(self._prepared)))  # the least recently used
         return prepared
+
+    def _forget(self, serial: str) -> None:
+        gone = self._prepared.pop(serial, None)
+        if gone is not None:
+            self._held -= gone[2]
+
+    @property
+    def prepared_bytes(self) -> int:
+        """Memory held by prepared references (within ``budget``, but for one)."""
+        return self._held
 
     def evidence(self, counter: CounterConfig) -> LiveView:
         """``extra["liveview"]`` for the live-view check: the ring's bytes and the reference."""

@@ -160,6 +160,32 @@ def test_the_agent_gathers_bytes_and_a_reference_prepared_once(tmp_path: Path) -
         assert changed.reference is not first.reference  # the file changed: prepared again
 
 
+def test_prepared_references_stay_within_their_memory_budget(tmp_path: Path) -> None:
+    from agent.views import LiveViews
+
+    with agent(tmp_path, "LVT0003") as (world, runner):
+        jpeg = world.fleet.reference(world.serial)
+        views = LiveViews(tmp_path / "views")
+        counters = []
+        for i in range(4):
+            ref = tmp_path / f"tuned-{i}.jpg"
+            ref.write_bytes(jpeg)
+            counters.append(
+                world.config()
+                .counter(world.serial)
+                .model_copy(update={"serial": f"LVT9{i:03d}", "reference_image": ref})
+            )
+        one = views.reference(counters[0])[0]
+        assert one is not None
+        views.budget = 2 * views.prepared_bytes + 1  # room for two prepared references
+        kept = [views.reference(c)[0] for c in counters]
+        assert views.prepared_bytes <= views.budget
+        assert views.reference(counters[3])[0] is kept[3]  # the recently used one is kept
+        again = views.reference(counters[0])[0]  # the least recently used was let go ...
+        assert again is not one and again is not None  # ... and is prepared again, the same
+        assert again.spectra.shape == one.spectra.shape
+
+
 # --- the bundle is built before the incident transaction; only the enqueue is inside ------------
 
 

@@ -5,6 +5,7 @@ import re
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -72,7 +73,9 @@ def test_status_shows_the_fleet_from_the_state_alone(site):
     data = json.loads(result.stdout)
     by = {c["serial"]: c for c in data["counters"]}
     assert by["C1"]["reachable"] is True and by["C1"]["last_slot"]
-    assert by["C1"]["today"]["counted"] > 0 and by["C1"]["today"]["expected"] is not None
+    local = clock.now().astimezone(ZoneInfo("Europe/London"))
+    if local.hour >= 1:  # just after the site's midnight no slot of today is complete yet
+        assert by["C1"]["today"]["counted"] > 0 and by["C1"]["today"]["expected"] is not None
     assert by["C2"]["reachable"] is False and "refused" in by["C2"]["last_error"]
     [incident] = by["C2"]["incidents"]
     assert incident["check_id"] == "counter.offline" and incident["ticket"]
