@@ -7,7 +7,7 @@ state only; probes nothing.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,17 @@ def incidents_cmd(show_all: bool, config_path: Path, as_json: bool) -> None:
     from diagnostics.checks import meta
 
     cfg = _load(config_path)
+    now = clock().now()
     with App.open(cfg, clock()) as app:
         found = app.store.incidents(open_only=not show_all)
+        held = {
+            i.id: hold
+            for i in found
+            if i.resolved_at is None
+            and not i.ticket_number
+            and meta(i.check_id).ticketed
+            and (hold := app.tickets.held(i, now)) is not None
+        }
     rows: list[dict[str, Any]] = [
         {
             "id": i.id,
@@ -51,6 +60,12 @@ def incidents_cmd(show_all: bool, config_path: Path, as_json: bool) -> None:
             "resolved_at": i.resolved_at.isoformat() if i.resolved_at else None,
             "ticketed": meta(i.check_id).ticketed,
             "ticket_number": i.ticket_number,
+            # a ticket that waits on purpose: a reboot ruled out, the store asked first
+            "ticket_held": (
+                {"why": held[i.id].why, "until": held[i.id].until.isoformat()}
+                if i.id in held
+                else None
+            ),
         }
         for i in found
     ]
@@ -71,6 +86,9 @@ def incidents_cmd(show_all: bool, config_path: Path, as_json: bool) -> None:
         where = r["subject"] or (f"site {r['site']}" if r["site"] else "gateway")
         # no ticket for the gateway or the agent: the store's IT looks after those
         ticket = r["ticket_number"] or ("-" if r["ticketed"] else "store IT")
+        if r["ticket_held"]:
+            until = datetime.fromisoformat(r["ticket_held"]["until"])
+            ticket = f"held until {until.astimezone(UTC):%H:%M} ({r['ticket_held']['why']})"
         shown.add_row(
             str(r["id"]),
             r["state"],

@@ -9,7 +9,7 @@ gateway's own health and the outbox.
 from __future__ import annotations
 
 import json
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,14 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
             counted += f" ({'; '.join(today['closed'])})"
         view = c["live_view"]
         incident = "; ".join(
-            f"{i['check_id']} {i['state']}" + (f", ticket {i['ticket']}" if i["ticket"] else "")
+            f"{i['check_id']} {i['state']}"
+            + (f", ticket {i['ticket']}" if i["ticket"] else "")
+            + (
+                f", ticket held until {_hhmm(i['ticket_held']['until'])} "
+                f"({i['ticket_held']['why']})"
+                if i["ticket_held"]
+                else ""
+            )
             for i in c["incidents"]
         )
         if c.get("rma"):
@@ -91,6 +98,19 @@ def status_cmd(config_path: Path, as_json: bool) -> None:
         for s, v in data["outbox"]["pending"].items()
     )
     out.print(f"outbox: {pending or 'empty'}; {data['outbox']['failed']} refused for good")
+
+
+def _held(app: App, inc: Any, now: datetime) -> dict[str, str] | None:
+    """Why an incident's ticket waits on purpose (a reboot ruled out, the store asked to clear
+    its view first), and until when; None when it is filed or may be."""
+    if inc.ticket_number:
+        return None
+    hold = app.tickets.held(inc, now)
+    return {"why": hold.why, "until": hold.until.isoformat()} if hold else None
+
+
+def _hhmm(iso: str) -> str:
+    return f"{datetime.fromisoformat(iso).astimezone(UTC):%H:%M} UTC"
 
 
 def fleet_status(app: App, now: datetime) -> dict[str, Any]:
@@ -136,6 +156,7 @@ def fleet_status(app: App, now: datetime) -> dict[str, Any]:
                         "since": i.opened_at.isoformat(),
                         "summary": i.summary,
                         "ticket": i.ticket_number,
+                        "ticket_held": _held(app, i, now),
                     }
                     for i in open_here
                 ],

@@ -9,12 +9,16 @@ the agent suggests closing, the next action is the customer's. Real simulated co
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
 from agent.app import make_runner
+from agent.cli import cli
 from agent.config import load_config
 from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
@@ -82,6 +86,19 @@ def test_an_offline_ticket_waits_out_a_reboot_and_carries_reachability(tmp_path:
         assert runner.run_cycle().tickets == []  # 14:00, down 0 minutes
         assert step(clock, fleet, runner) == []  # 14:05: a reboot takes this long
         assert states(runner, serial) == ["open"]
+        # and a person asking sees why there is no ticket yet, and until when
+        config = str(tmp_path / "agent.toml")
+        listed = CliRunner().invoke(
+            cli, ["incidents", "--config", config, "--json"], obj={"clock": clock}
+        )
+        [held] = [r["ticket_held"] for r in json.loads(listed.stdout) if r["subject"] == serial]
+        assert held["why"] == "ruling out a reboot"
+        assert datetime.fromisoformat(held["until"]) == NOW + 2 * STEP
+        shown = CliRunner().invoke(
+            cli, ["status", "--config", config, "--json"], obj={"clock": clock}
+        )
+        [counter] = [c for c in json.loads(shown.stdout)["counters"] if c["serial"] == serial]
+        assert [i["ticket_held"] for i in counter["incidents"]] == [held]
         [ticket] = step(clock, fleet, runner)  # 14:10: ten minutes down
     how = ticket.comment.how
     assert "Reachability from the gateway: it answers ping" in how  # 127.0.0.1 does
