@@ -15,15 +15,17 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.store import Store, StoreError
 from rma.ladder import Attempt, Outcome, Step
-from rma.tickets import Task
 from rma.workflow import FINAL, Facts, Move, State, check_transition, task_line, tasks_for
 
+if TYPE_CHECKING:
+    from rma.tickets import Task
+
 # (ticket key, task-list lines, the follow-up's text, incident id, now): one move on a ticket
-PostTasks = Callable[[str, list[Task], str, int | None, datetime], object]
+PostTasks = Callable[[str, list["Task"], str, int | None, datetime], object]
 
 FINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(FINAL))
 

@@ -34,6 +34,7 @@ from pydantic import (
 
 from diagnostics.checks import CheckMeta, Family, TicketKind, meta
 from diagnostics.model import Finding, ProbeErrorCode, Status
+from rma.portal import TaskType as TaskType  # the model's; defined there for the CLI
 from rma.redact import scrub
 
 # ---------------------------------------------------------------------------------------------
@@ -189,15 +190,6 @@ class Stage(enum.StrEnum):
 class NextAction(enum.StrEnum):
     WAITING_ON_CUSTOMER = "Waiting on customer"
     WAITING_ON_FOOTFALLCAM = "Waiting on FootfallCam support"
-
-
-class TaskType(enum.StrEnum):
-    SUPPORT_OPERATION = "support operation"
-    SOFTWARE_NOTE = "software note"
-    BUSINESS_NOTE = "business note"
-    CUSTOMER_REQUEST = "customer request"
-    FIRMWARE_NOTE = "firmware note"
-    INTERNAL_NOTE = "internal note"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,9 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rma.tickets import Task, TaskType
+from rma.portal import TaskType
+
+if TYPE_CHECKING:  # the model (pydantic) loads when a task is made, not for `rma --help`
+    from rma.tickets import Task
 
 
 class State(enum.StrEnum):
@@ -160,6 +163,8 @@ def task_for(move: Move) -> Task:
     days, status = _TASKS[move.to_state]
     due = (move.at + timedelta(days=days)).date() if days is not None else None
     title = f"RMA {move.to_state.value}"
+    from rma.tickets import Task
+
     return Task(task=title, type=TaskType.SUPPORT_OPERATION, due=due, status=status)
 
 

@@ -25,11 +25,10 @@ from agent.commands.common import (
 )
 from agent.commands.common import table as common_table
 from diagnostics.model import plural
+from rma.portal import TaskType
 
 
-def _task_types() -> list[Any]:
-    from rma.tickets import TaskType
-
+def _task_types() -> list[TaskType]:
     return list(TaskType)
 
 
@@ -346,7 +345,7 @@ def tickets_task(
     due date, status), in every destination that keeps tasks (local, RT)."""
     from agent.app import App
     from agent.delivery.conversation import ConversationError, add_task
-    from rma.tickets import Task, TaskType
+    from rma.tickets import Task
 
     line = Task(
         task=task,

@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 
@@ -437,3 +438,39 @@ def test_every_help_fits_80_columns_and_names_its_arguments_as_its_text_does(pat
     for name in ("COUNTER", "SERIAL"):
         if re.search(rf"\b{name}\b", usage):
             assert re.search(rf"\b{name}\b", body), (path, name, text)
+
+
+HEAVY = ("numpy", "PIL", "pydantic", "paramiko", "holidays", "requests", "rich", "agent.probes")
+
+
+def test_no_help_imports_what_only_the_work_needs() -> None:
+    """Every command's --help, in a fresh interpreter, imports none of the heavy libraries
+    (startup: bench/startup.py measures it; this says which command pulled what in)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import click
+        from click.testing import CliRunner
+        from agent.cli import cli
+
+        heavy = {HEAVY!r}
+        def paths(group, path=()):
+            ctx = click.Context(group)
+            for name in group.list_commands(ctx):
+                command = group.get_command(ctx, name)
+                yield (*path, name)
+                if isinstance(command, click.Group):
+                    yield from paths(command, (*path, name))
+        for path in [(), *paths(cli)]:
+            CliRunner().invoke(cli, [*path, "--help"])
+            loaded = sorted(m for m in heavy if m in sys.modules)
+            if loaded:
+                print(" ".join(path) or "(root)", "imports", ", ".join(loaded))
+                break
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "", done.stdout

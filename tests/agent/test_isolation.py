@@ -163,7 +163,7 @@ def test_the_agent_gathers_bytes_and_a_reference_prepared_once(tmp_path: Path) -
 def test_prepared_references_stay_within_their_memory_budget(tmp_path: Path) -> None:
     from agent.views import LiveViews
 
-    with agent(tmp_path, "LVT0003") as (world, runner):
+    with agent(tmp_path, "LVT0003") as (world, _runner):
         jpeg = world.fleet.reference(world.serial)
         views = LiveViews(tmp_path / "views")
         counters = []
