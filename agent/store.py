@@ -246,7 +246,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (old_serial, new_serial)
     );
     """,
-    # 6 (outbox branch; the lead renumbers): outbox ids are never reused (AUTOINCREMENT), and
+    # 6: outbox ids are never reused (AUTOINCREMENT), and
     # each item names its own files: the folder they were staged in under a key of their own,
     # and their sha256 by name. An item queued by an older agent keeps its folder (its id).
     # ``tried_since``: when its tries began (queued, or ``tickets retry``): the give-up clock
