@@ -93,6 +93,13 @@ def _model(
         arrays = CountArrays.from_columns(columns, calendar, now=now)
         return CountModel(arrays, calendar, now, peers)
 
+    if peers is not None and all(
+        sorted(set(p) - {i}) == [j for j in range(len(peers)) if j != i]
+        for i, p in enumerate(peers)
+    ):
+        # every counter's peers are all the others: the model is the one ``peers=None`` builds,
+        # so a site's model and its counters' model are one object in the cache, not two
+        peers = None
     if cache is None:
         return build()
     # everything the model is a function of; ``now`` only through the grid it implies

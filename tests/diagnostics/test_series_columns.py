@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from diagnostics.calendar import Hours, SiteCalendar
-from diagnostics.checks import CounterEvidence, checks_for
+from diagnostics.checks import CounterEvidence, SiteEvidence, checks_for
 from diagnostics.checks.counts import CountCheck
 from diagnostics.model import CountSlot
 from diagnostics.series import CountArrays, ModelCache, SlotColumns, _hourly_offsets, _utc_offsets
@@ -91,3 +91,28 @@ def test_model_cache_keeps_one_model_per_group_and_forgets_unused_ones():
     assert "b" not in cache._models
     newer = cache.get("a", 2, object)  # type: ignore[arg-type]
     assert newer is not first and len(cache._models) == 1
+
+
+def test_a_site_and_its_counters_share_one_model_when_every_peer_is_everyone_else():
+    zero_from = NOW - timedelta(hours=4)
+    data = {"A": slots("A", 30, 1, zero_from), "B": slots("B", 30, 2), "C": slots("C", 30, 3)}
+    counter_checks = [c for c in checks_for("counter") if isinstance(c, CountCheck)]
+    site_checks = [c for c in checks_for("site") if isinstance(c, CountCheck)]
+    assert site_checks
+
+    def site(groups: dict[str, str | None], models: ModelCache | None) -> SiteEvidence:
+        cols = {k: SlotColumns.from_slots(v) for k, v in data.items()}
+        return SiteEvidence("S1", CAL, NOW, groups=groups, counts=cols, models=models)
+
+    def judged(checks: list[CountCheck], ev: object) -> list[tuple[str, str, str]]:
+        return [(f.check_id, str(f.status), f.summary) for c in checks for f in c.run(ev)]
+
+    for groups, models in (
+        (dict.fromkeys(data, None), 1),  # no groups: everyone's peers are all the others
+        ({"A": "in", "B": "in", "C": "out"}, 2),  # groups: the site's model is its own
+    ):
+        cache = ModelCache()
+        plain = judged(site_checks, site(groups, None))
+        judged(counter_checks, evidence(data, columns=True, models=cache))
+        assert judged(site_checks, site(groups, cache)) == plain  # the same judgement
+        assert cache.built == models
