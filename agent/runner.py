@@ -731,7 +731,11 @@ class Runner:
                     judged[check.id] = got
         if isinstance(view, LiveView) and key is not None:
             # the reference is held with its key, so its id() is not reused meanwhile
-            self._judged_views[evidence.serial] = (key, view.reference, {**stands, **judged})
+            # a reference known by its file's version is not held here: the views' memory
+            # budget may let it go; one known only by its identity is held, so its id() is
+            # not reused meanwhile
+            kept = None if view.reference_key is not None else view.reference
+            self._judged_views[evidence.serial] = (key, kept, {**stands, **judged})
         return findings
 
     # -- the cycle -----------------------------------------------------------------------------
@@ -847,7 +851,7 @@ class Runner:
 
 def _view_key(view: Any) -> tuple[Any, ...] | None:
     """What the live-view checks judge: the ring (names, times, a digest of the bytes), the
-    reference (the prepared object itself: ``LiveViews`` keeps it until its file changes),
+    reference (the file and version it was prepared from, else the prepared object itself),
     where it came from, and the notes."""
     if not isinstance(view, LiveView):
         return None
@@ -855,7 +859,8 @@ def _view_key(view: Any) -> tuple[Any, ...] | None:
         (s.name, s.at, hashlib.blake2b(s.data, digest_size=16).digest()) for s in view.snapshots
     )
     notes = tuple(sorted((k, str(v)) for k, v in view.notes.items()))
-    return (view.source, id(view.reference), shots, notes, view.learn_needed)
+    reference = view.reference_key if view.reference_key is not None else id(view.reference)
+    return (view.source, reference, shots, notes, view.learn_needed)
 
 
 def _probe_error(serial: str, site: str | None, now: datetime, code: str, summary: str) -> Finding:

@@ -6,11 +6,13 @@ timeout. Snapshots are kept as the JPEGs the counter sent (a short ring per coun
 ``<state_dir>/snapshots/<serial>/``), so a one-shot ``ffc-agent check`` and the daemon see the
 same history. The reference is the configured tuning image, prepared once and kept until the
 file changes, within a memory budget: a prepared reference holds about 2 MB of rotated
-spectra, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET`` the least
-recently used is let go and prepared again (about 10 ms) when its counter's next snapshot
-arrives. Without a reference, the check learns it from the first good snapshots (never a
-blocked one) and names them in its finding, and ``keep_learned`` saves that view here, so it
-survives restarts. Every finding says which reference it was.
+spectra, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET`` (about
+130 counters) the least recently used is let go and prepared again (about 10 ms) when its
+counter's evidence is next gathered; the runner knows a reference by its file's version, so a
+copy prepared again does not make it judge an unchanged view again. Without a reference, the
+check learns it from the first good snapshots (never a blocked one) and names them in its
+finding, and ``keep_learned`` saves that view here, so it survives restarts. Every finding
+says which reference it was.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from diagnostics.model import Finding
 log = logging.getLogger(__name__)
 
 KEEP = 6  # enough for the check's confirmation (3) and frozen (4) windows, plus one
-PREPARED_BUDGET = 64 * 2**20  # bytes of prepared references kept in memory (about 32 counters)
+PREPARED_BUDGET = 256 * 2**20  # bytes of prepared references kept (about 130 counters)
 
 
 def _nbytes(ref: lv.Reference) -> int:
@@ -145,7 +147,14 @@ class LiveViews:
                 continue
             at = datetime.fromtimestamp(int(path.stem), UTC)
             snapshots.append(Snapshot(at, data, path.name))
-        return LiveView(tuple(snapshots), reference, source, notes)
+        return LiveView(
+            tuple(snapshots), reference, source, notes, reference_key=self._stamp(counter.serial)
+        )
+
+    def _stamp(self, serial: str) -> tuple[object, ...] | None:
+        """The file and version the counter's prepared reference came from, if one is held."""
+        held = self._prepared.get(serial)
+        return held[0] if held is not None else None
 
     def keep_learned(self, findings: Iterable[Finding]) -> None:
         """Save the views the live-view check learned this cycle (run after the checks)."""

@@ -57,6 +57,9 @@ class LiveView:
     source: str = "configured"  # "configured", "learned" or "learning" (none yet)
     notes: dict[str, str] = field(default_factory=dict)
     learn_needed: int = 3  # agreeing snapshots that make a learned reference
+    # what the reference was prepared from (its file and that file's version), when the agent
+    # knows: the same key means the same reference, whichever prepared copy is handed over
+    reference_key: tuple[object, ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import pytest
 from agent.app import make_runner
 from agent.config import parse_config
 from agent.store import Store
+from agent.views import _nbytes
 from diagnostics.checks.base import Family
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 
@@ -76,4 +77,42 @@ def test_the_live_view_is_judged_again_only_when_a_snapshot_arrives(tmp_path):
             third = runner.run_cycle()
             assert len([o for o in third.observations if o.probe == "snapshot" and o.ok]) == 2
             assert sorted(judged) == sorted(["C0", "C1"] * len(LIVE_IDS))
+            runner.close()
+
+
+def test_a_reference_prepared_again_within_the_memory_budget_is_not_judged_again(tmp_path):
+    clock = FakeClock(NOW)
+    site = SimSite("LDN01", "London", "Europe/London", WEEK)
+    counters = [SimCounter(f"C{i}", f"door {i}", "LDN01") for i in range(3)]
+    with Fleet([site], counters, clock=clock, history_days=2) as fleet:
+        fleet.write_references(tmp_path / "refs")  # configured tuning images
+        settings = {"snapshot_seconds": 300, "cycle_seconds": 60}
+        text = fleet.agent_config_toml(
+            tmp_path / "state", tmp_path / "refs", probe_timeout_seconds=2, agent=settings
+        )
+        config = parse_config(tomllib.loads(text), base_dir=tmp_path)
+        with Store.open(tmp_path / "state") as store:
+            runner = make_runner(config, store, clock=clock, history_days=2)
+            judged: list[str] = []
+            for check in runner.checks:
+                if check.family is Family.LIVEVIEW:
+                    inner = check.run
+
+                    def run(evidence, inner=inner):
+                        judged.append(evidence.serial)
+                        return inner(evidence)
+
+                    check.run = run
+            # room for one prepared reference: each counter's is let go for the next one's
+            # and prepared again when its evidence is next gathered
+            runner.views.budget = 1
+            runner.run_cycle()
+            assert {"C0", "C1", "C2"} <= set(judged)
+            one = _nbytes(runner.views.reference(config.counter("C0"))[0])
+            assert runner.views.prepared_bytes == one
+            judged.clear()
+            clock.set(NOW + timedelta(seconds=60))  # no snapshot due: nothing changed
+            runner.run_cycle()
+            assert runner.views.prepared_bytes == one
+            assert judged == []  # the same file's reference, whichever copy: not judged again
             runner.close()
