@@ -142,7 +142,8 @@ def judge_days(
     last_normal = 0  # index of the last day of the move where ``back`` was zero
     # each judged day's share and crossings, and whether it is part of a move, beside ``out``
     # (a few dozen numbers a day: plain Python beats numpy's per-call cost here)
-    facts: list[tuple[float, float]] = []
+    day_share: list[float] = []
+    day_n: list[float] = []
     moving: list[bool] = []
 
     def mark(j: int, significant: int, alarm: bool = False) -> None:
@@ -156,28 +157,32 @@ def judge_days(
             continue
         while lo < len(out) and out[lo].day < d.day - history_days:
             lo += 1
-        span = range(lo, len(out))
-        clean = [j for j in span if not moving[j]]
-        hist = clean if len(clean) >= min_history else list(span)
-        if len(hist) < min_history:
+        if True in moving[lo:]:  # leave out the days of a move, if enough are left
+            span = range(lo, len(out))
+            clean = [j for j in span if not moving[j]]
+            hist = clean if len(clean) >= min_history else list(span)
+            shares = [day_share[j] for j in hist]
+            crossings = [day_n[j] for j in hist]
+        else:  # the usual case: every day of the window (slices, not a loop in Python)
+            shares, crossings = day_share[lo:], day_n[lo:]
+        if len(shares) < min_history:
             out.append(d)
-            facts.append((d.share, n))
+            day_share.append(d.share)
+            day_n.append(n)
             moving.append(False)
             continue
-        shares = [facts[j][0] for j in hist]
-        crossings = [facts[j][1] for j in hist]
         usual = _weighted_median(shares, crossings)
         usual = min(max(usual, 0.02), 0.98)
-        binom = usual * (1 - usual) * _median([1 / c for c in crossings])
+        binom = usual * (1 - usual) * _median_reciprocal(crossings)
         mad = 1.4826 * _median([abs(v - usual) for v in shares])
         tau2 = max(MIN_TAU**2, mad * mad - binom)
         # τ is itself estimated, from a few weeks of days by the MAD (about 37 % as efficient
         # as the variance): a new day's spread is a t with that many degrees of freedom, not
         # a normal, and a τ that came out low by chance must not make ordinary days look odd
-        df = max(3.0, 0.37 * len(hist))
+        df = max(3.0, 0.37 * len(shares))
         tau2 *= df / (df - 2)
-        # the usual share is itself an estimate: the variance of a median of len(hist) days
-        var_usual = (math.pi / 2) * (binom + tau2) / len(hist)
+        # the usual share is itself an estimate: the variance of a median of that many days
+        var_usual = (math.pi / 2) * (binom + tau2) / len(shares)
         var = usual * (1 - usual) / d.n + tau2 + var_usual
         sd = math.sqrt(var)
         x = d.share - usual
@@ -187,7 +192,8 @@ def judge_days(
         out.append(
             ShareDay(d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, 0, unusual)
         )
-        facts.append((d.share, n))
+        day_share.append(d.share)
+        day_n.append(n)
         moving.append(False)
         here = len(out) - 1
         if state:
@@ -263,6 +269,17 @@ def _weighted_median(values: list[float], weights: list[float]) -> float:
         if acc >= half:
             return value
     return pairs[-1][0]
+
+
+def _median_reciprocal(values: list[float]) -> float:
+    """``_median([1 / v for v in values])``, to the bit, from one sort of ``values``: the
+    reciprocal turns the order round, so the middle ones are the same two."""
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    if n % 2:
+        return 1 / ordered[mid]
+    return (1 / ordered[mid] + 1 / ordered[mid - 1]) / 2
 
 
 def _median(values: list[float]) -> float:
