@@ -627,6 +627,8 @@ class Runner:
         counter: CounterConfig,
         now: datetime,
         history: dict[str, SlotColumns] | None = None,
+        *,
+        prepare_reference: bool = True,
     ) -> CounterEvidence:
         site = self.config.site(counter.site)
         history = history if history is not None else self.history(now)
@@ -659,7 +661,8 @@ class Runner:
             extra["push"] = push_evidence(self._push_states[counter.serial], now)
         else:
             extra["push_not_judged"] = "live push is judged by the running service only"
-        extra["liveview"] = self.views.evidence(counter)
+        # the cycle leaves an unprepared reference so until it must judge (counter_checks)
+        extra["liveview"] = self.views.evidence(counter, prepare=prepare_reference)
         mark = self.store.watermark(counter.serial)
         extra["last_count_slot"] = mark.isoformat() if mark else None
         if not counter.host:
@@ -717,6 +720,19 @@ class Runner:
         key = _view_key(view)
         held = self._judged_views.get(evidence.serial)
         stands = held[2] if held is not None and key is not None and held[0] == key else {}
+        live = [c.id for c in self.checks if getattr(c, "family", None) is Family.LIVEVIEW]
+        if (
+            isinstance(view, LiveView)
+            and view.reference is None
+            and view.reference_key is not None
+            and any(i not in stands for i in live)
+        ):
+            # to be judged, and its reference was left unprepared: prepare it now (only
+            # here, once per new snapshot, can a reference let go by the views' memory
+            # budget cost its 10 ms)
+            view = self.views.evidence(self.config.counter(evidence.serial))
+            evidence = replace(evidence, extra={**evidence.extra, "liveview": view})
+            key = _view_key(view)
         findings: list[Finding] = []
         judged: dict[str, list[Finding]] = {}
         for check in self.checks:
@@ -730,7 +746,6 @@ class Runner:
                 if all(f.status is not Status.ERROR for f in got):
                     judged[check.id] = got
         if isinstance(view, LiveView) and key is not None:
-            # the reference is held with its key, so its id() is not reused meanwhile
             # a reference known by its file's version is not held here: the views' memory
             # budget may let it go; one known only by its identity is held, so its id() is
             # not reused meanwhile
@@ -770,7 +785,8 @@ class Runner:
         if self.push is not None:
             self._push_states = self.push.snapshot([c.serial for c in self.config.counters])
         for counter in self.config.counters:
-            findings.extend(self.counter_checks(self.evidence(counter, now, history)))
+            gathered = self.evidence(counter, now, history, prepare_reference=False)
+            findings.extend(self.counter_checks(gathered))
         self.views.keep_learned(findings)  # the live-view check judged, the agent saves
         for site in self.config.sites:
             members = self.config.counters_at(site.code)

@@ -7,12 +7,12 @@ timeout. Snapshots are kept as the JPEGs the counter sent (a short ring per coun
 same history. The reference is the configured tuning image, prepared once and kept until the
 file changes, within a memory budget: a prepared reference holds about 2 MB of rotated
 spectra, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET`` (about
-130 counters) the least recently used is let go and prepared again (about 10 ms) when its
-counter's evidence is next gathered; the runner knows a reference by its file's version, so a
-copy prepared again does not make it judge an unchanged view again. Without a reference, the
-check learns it from the first good snapshots (never a blocked one) and names them in its
-finding, and ``keep_learned`` saves that view here, so it survives restarts. Every finding
-says which reference it was.
+130 counters) the least recently used is let go, and prepared again (about 10 ms) only when
+its counter's view must be judged, once per new snapshot: the cycle gathers a view without
+preparing its reference (``prepare=False``) and knows it by its file's version. Without a
+reference, the check learns it from the first good snapshots (never a blocked one) and names
+them in its finding, and ``keep_learned`` saves that view here, so it survives restarts.
+Every finding says which reference it was.
 """
 
 from __future__ import annotations
@@ -135,11 +135,47 @@ class LiveViews:
         """Memory held by prepared references (within ``budget``, but for one)."""
         return self._held
 
-    def evidence(self, counter: CounterConfig) -> LiveView:
-        """``extra["liveview"]`` for the live-view check: the ring's bytes and the reference."""
+    def evidence(self, counter: CounterConfig, *, prepare: bool = True) -> LiveView:
+        """``extra["liveview"]`` for the live-view check: the ring's bytes and the reference.
+
+        ``prepare=False`` (the cycle, which judges a view only when it changed) leaves a
+        reference file that is not prepared in memory unprepared: the view then carries no
+        reference but the file's version as ``reference_key``, and the caller asks again with
+        ``prepare=True`` if it must judge."""
+        if not prepare:
+            deferred = self._deferred(counter)
+            if deferred is not None:
+                source, stamp = deferred
+                return LiveView(
+                    self._snapshots(counter.serial), None, source, {}, reference_key=stamp
+                )
         reference, source, notes = self.reference(counter)
+        return LiveView(
+            self._snapshots(counter.serial),
+            reference,
+            source,
+            notes,
+            reference_key=self._stamp(counter.serial),
+        )
+
+    def _deferred(self, counter: CounterConfig) -> tuple[str, tuple[object, ...]] | None:
+        """The reference file's source and version when it is not prepared in memory (so a
+        view can be known without preparing it); None when it is held, or there is none."""
+        candidates = [("learned", self._learned(counter.serial))]
+        if counter.reference_image is not None:
+            candidates.insert(0, ("configured", counter.reference_image))
+        for source, path in candidates:
+            try:
+                stamp = (path, path.stat().st_mtime_ns)
+            except OSError:
+                continue
+            held = self._prepared.get(counter.serial)
+            return None if held is not None and held[0] == stamp else (source, stamp)
+        return None
+
+    def _snapshots(self, serial: str) -> tuple[Snapshot, ...]:
         snapshots = []
-        for path in self._ring(counter.serial):
+        for path in self._ring(serial):
             try:
                 data = path.read_bytes()
             except OSError as exc:  # dropped from the ring meanwhile, or the disk failed
@@ -147,9 +183,7 @@ class LiveViews:
                 continue
             at = datetime.fromtimestamp(int(path.stem), UTC)
             snapshots.append(Snapshot(at, data, path.name))
-        return LiveView(
-            tuple(snapshots), reference, source, notes, reference_key=self._stamp(counter.serial)
-        )
+        return tuple(snapshots)
 
     def _stamp(self, serial: str) -> tuple[object, ...] | None:
         """The file and version the counter's prepared reference came from, if one is held."""

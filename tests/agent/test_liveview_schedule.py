@@ -16,6 +16,7 @@ from agent.app import make_runner
 from agent.config import parse_config
 from agent.store import Store
 from agent.views import _nbytes
+from diagnostics import liveview as lv
 from diagnostics.checks.base import Family
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 
@@ -80,7 +81,9 @@ def test_the_live_view_is_judged_again_only_when_a_snapshot_arrives(tmp_path):
             runner.close()
 
 
-def test_a_reference_prepared_again_within_the_memory_budget_is_not_judged_again(tmp_path):
+def test_a_reference_prepared_again_within_the_memory_budget_is_not_judged_again(
+    tmp_path, monkeypatch
+):
     clock = FakeClock(NOW)
     site = SimSite("LDN01", "London", "Europe/London", WEEK)
     counters = [SimCounter(f"C{i}", f"door {i}", "LDN01") for i in range(3)]
@@ -111,8 +114,22 @@ def test_a_reference_prepared_again_within_the_memory_budget_is_not_judged_again
             one = _nbytes(runner.views.reference(config.counter("C0"))[0])
             assert runner.views.prepared_bytes == one
             judged.clear()
+            prepared: list[str] = []
+            inner_prepare = lv.prepare_reference
+
+            def counting(data):
+                prepared.append("C?")
+                return inner_prepare(data)
+
+            monkeypatch.setattr(lv, "prepare_reference", counting)
             clock.set(NOW + timedelta(seconds=60))  # no snapshot due: nothing changed
             runner.run_cycle()
             assert runner.views.prepared_bytes == one
             assert judged == []  # the same file's reference, whichever copy: not judged again
+            assert prepared == []  # and references let go are not prepared for nothing
+
+            clock.set(NOW + timedelta(seconds=300))  # new snapshots: judged, so prepared
+            runner.run_cycle()
+            assert sorted(set(judged)) == ["C0", "C1", "C2"]
+            assert len(prepared) >= 2  # all but the one still held
             runner.close()
