@@ -118,6 +118,7 @@ class Receiver:
     seen: list[Seen] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)  # then the default Answer()
     release: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)  # the fixture's teardown
 
     def next_answer(self) -> Answer:
         return self.answers.pop(0) if self.answers else Answer()
@@ -142,8 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
             receiver.release.wait(30)
             self.close_connection = True
             return
-        if answer.late:
-            time.sleep(answer.late)
+        if answer.late:  # answers after the client gave up, unless the test is over
+            receiver.stopping.wait(answer.late)
         self.send_response(answer.status)
         for name, value in {"Content-Type": "application/json", **answer.headers}.items():
             self.send_header(name, value)
@@ -172,6 +173,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
         yield server.receiver
     finally:
         server.receiver.release.set()
+        server.receiver.stopping.set()
         server.shutdown()
         server.server_close()
         thread.join(10)
