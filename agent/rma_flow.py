@@ -199,16 +199,7 @@ class RmaFlow:
         crashpoint("rma.rescue.written")
         with self.store.transaction():  # the attachment and "done" together, or neither
             if key is not None:
-                self.runner.tickets.outbox.enqueue_message(
-                    self.runner.sinks,
-                    key,
-                    author="ffc-agent",
-                    body=body,
-                    at=now,
-                    incident_id=rma.incident_id,
-                    attachments={name: csv_text.encode()},
-                    now=now,
-                )
+                self.runner._post(key, body, rma.incident_id, now, {name: csv_text.encode()})
                 result["attached_to"] = key
             self.rmas.mark_done(rma_id, "rescue", now, result, actor)
             self.rmas.update(rma_id, at=now, data={"rescue": result})
@@ -356,15 +347,7 @@ class RmaFlow:
         key = self.ticket_key(rma)
         with self.store.transaction():
             if key is not None:
-                self.runner.tickets.outbox.enqueue_message(
-                    self.runner.sinks,
-                    key,
-                    author="ffc-agent",
-                    body=body,
-                    at=now,
-                    incident_id=rma.incident_id,
-                    now=now,
-                )
+                self.runner._post(key, body, rma.incident_id, now)
             self.rmas.mark_done(rma_id, "closing_message", now, {"ticket": key}, "agent")
 
     def _replaced_at(self, rma_id: int) -> datetime:

@@ -23,7 +23,7 @@ import concurrent.futures as cf
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -225,8 +225,16 @@ class Runner:
         """Let go of the check worker (each probe closes its own HTTP session)."""
         self._check_pool.shutdown(wait=False, cancel_futures=True)
 
-    def _post(self, key: str, text: str, incident_id: int | None, now: datetime) -> object:
-        """A message from the agent on the ticket ``key`` (the RMA request's full text)."""
+    def _post(
+        self,
+        key: str,
+        text: str,
+        incident_id: int | None,
+        now: datetime,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> object:
+        """A message from the agent on the ticket ``key`` (the RMA request's full text, a
+        rescue's summary with its CSV), redacted, through the outbox."""
         return self.tickets.outbox.enqueue_message(
             self.sinks,
             key,
@@ -234,6 +242,7 @@ class Runner:
             body=self.redactor.text(text),
             at=now,
             incident_id=incident_id,
+            attachments=attachments,
             now=now,
         )
 
