@@ -11,7 +11,16 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import _actor, _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _actor,
+    _counter,
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+)
 
 
 @click.group()
@@ -34,12 +43,7 @@ def bundle_create(serial: str, output: Path | None, config_path: Path, as_json: 
     from agent.app import App
 
     cfg = _load(config_path)
-    try:
-        counter = cfg.counter(serial)
-    except KeyError:
-        raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
-        ) from None
+    counter = _counter(cfg, serial, config_path)
     now = clock().now()
     with App.open(cfg, clock()) as app:
         findings = [r for r in app.store.latest_findings() if r["subject"] == serial]

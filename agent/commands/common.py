@@ -24,7 +24,7 @@ from diagnostics.model import SYSTEM_CLOCK, Clock
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from agent.config import Config, ConfigError
+    from agent.config import Config, ConfigError, CounterConfig
 
 DEFAULT_CONFIG = "/etc/ffc-agent/ffc-agent.toml"
 CONFIG_ENV = "FFC_AGENT_CONFIG"
@@ -121,6 +121,16 @@ def _config_failed(exc: ConfigError) -> NoReturn:
     for line in exc.lines:
         click.echo(line, err=True)
     sys.exit(EX_CONFIG)
+
+
+def _counter(cfg: Config, serial: str, config_path: Path) -> CounterConfig:
+    """The configured counter ``serial``, or click's usage error naming the file."""
+    try:
+        return cfg.counter(serial)
+    except KeyError:
+        raise click.BadParameter(
+            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
+        ) from None
 
 
 def _load(path: Path) -> Config:

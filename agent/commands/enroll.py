@@ -11,7 +11,16 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import _actor, _load, _print_json, clock, config_option, json_option, out
+from agent.commands.common import (
+    _actor,
+    _counter,
+    _load,
+    _print_json,
+    clock,
+    config_option,
+    json_option,
+    out,
+)
 
 
 @click.command("enroll")
@@ -25,12 +34,7 @@ def enroll_cmd(serial: str, config_path: Path, as_json: bool) -> None:
     from diagnostics.model import ProbeError
 
     cfg = _load(config_path)
-    try:
-        counter = cfg.counter(serial)
-    except KeyError:
-        raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
-        ) from None
+    counter = _counter(cfg, serial, config_path)
     target = SshTarget.for_counter(counter)
     if target is None:
         raise click.ClickException(f"{serial} has no [counters.ssh] table: nothing to enroll")

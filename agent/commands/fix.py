@@ -15,7 +15,16 @@ from pathlib import Path
 
 import click
 
-from agent.commands.common import _actor, _load, clock, config_option, fail, json_option, out
+from agent.commands.common import (
+    _actor,
+    _counter,
+    _load,
+    clock,
+    config_option,
+    fail,
+    json_option,
+    out,
+)
 from rma.ladder import TITLES, Outcome, Step, budget_left
 
 
@@ -31,12 +40,7 @@ def fix(serial: str, step: str, yes: bool, dry_run: bool, config_path: Path, as_
     from agent.app import App
 
     cfg = _load(config_path)
-    try:
-        counter = cfg.counter(serial)
-    except KeyError:
-        raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
-        ) from None
+    counter = _counter(cfg, serial, config_path)
     chosen = Step(step)
     with App.open(cfg, clock()) as app:
         runner = app.runner

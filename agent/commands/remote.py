@@ -24,6 +24,7 @@ import click
 
 from agent.commands.common import (
     _actor,
+    _counter,
     _load,
     clock,
     config_option,
@@ -52,12 +53,7 @@ def _ssh_target(
 ) -> tuple[CounterConfig, SshTarget]:
     from agent.probes.ssh import SshTarget
 
-    try:
-        counter = cfg.counter(serial)
-    except KeyError:
-        raise click.BadParameter(
-            f"no counter {serial!r} in {config_path}", param_hint="COUNTER"
-        ) from None
+    counter = _counter(cfg, serial, config_path)
     target = SshTarget.for_counter(counter)
     if target is None:
         fail(
