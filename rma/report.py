@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from diagnostics.model import plural
 from rma.inputs import BundleInput, CommandOutput, SeriesRow
 
 # The chart's colours. Distinctive on purpose: the screenshot test looks for them.
@@ -410,7 +411,7 @@ def _chart(counter: str, rows: list[SeriesRow], started: datetime | None, page: 
     caption = (
         f"{page.full(t0)} to {page.full(t1)}: counted {_num(counted)}, expected about "
         f"{_num(round(expected))}"
-        + (f"; {missing} slot{'s' if missing != 1 else ''} missing" if missing else "")
+        + (f"; {plural(missing, 'slot')} missing" if missing else "")
         + "."
     )
     return (
@@ -656,7 +657,7 @@ def _collection_section(
         total = sum(redaction.values())
         detail = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in sorted(redaction.items()))
         parts.append(
-            f'<p class="note">Redacted: {total} replacement{"s" if total != 1 else ""}'
+            f'<p class="note">Redacted: {plural(total, "replacement")}'
             + (f" ({_e(detail)})" if detail else "")
             + ".</p>"
         )

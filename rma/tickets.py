@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from diagnostics.checks import CheckMeta, Family, TicketKind, meta
-from diagnostics.model import Finding, ProbeErrorCode, Status
+from diagnostics.model import Finding, ProbeErrorCode, Status, plural
 from rma.portal import TaskType as TaskType  # the model's; defined there for the CLI
 from rma.redact import scrub
 
@@ -713,7 +713,7 @@ class _Writer:
             first += f' ("{_clip(ev[error_key])}")'
         if failures_key:
             n = ev[failures_key]
-            first += f" on {n} consecutive check{'s' if n != 1 else ''}"
+            first += f" on {plural(n, 'consecutive check')}"
         if last_ok is not None:
             normal = (
                 "the counter answered normally"
@@ -874,7 +874,7 @@ def _duration(td: timedelta) -> str:
     hours, rem = divmod(rem, 3600)
     minutes = rem // 60
     units = [(days, "day"), (hours, "hour"), (minutes, "minute")]
-    parts = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in units if n]
+    parts = [plural(n, unit) for n, unit in units if n]
     return " ".join(parts[:2])
 
 

@@ -154,7 +154,7 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
         return f"{d:%Y-%m-%d %H:%M %Z}".strip() if d else "-"
 
     def days(n: int | None) -> str:
-        return f"{n} day{'s' if n != 1 else ''}" if n is not None else "-"
+        return plural(n, "day") if n is not None else "-"
 
     state = "[red]OVERDUE[/]" if view.category_overdue else "running" if view.category_due else "-"
     table.add_row(

@@ -88,7 +88,7 @@ from agent.delivery.sinks.base import SinkError, unanswered
 from agent.delivery.sinks.mailer import POLICY, send_message
 from agent.delivery.sinks.smtp import message_id
 from agent.transport.http import make_session, request
-from diagnostics.model import SYSTEM_CLOCK, ProbeError, ProbeErrorCode
+from diagnostics.model import SYSTEM_CLOCK, ProbeError, ProbeErrorCode, plural
 from rma.redact import Redactor
 from rma.sla import sla_due
 from rma.tickets import Message, Stage, Ticket
@@ -652,7 +652,7 @@ def _sla_text(ticket: Ticket, tz: tzinfo, now: datetime) -> str:
     due = sla_due(ticket)
     if due is None:
         return "none for this category"
-    days = f"{ticket.sla_days} day{'s' if ticket.sla_days != 1 else ''}"
+    days = plural(ticket.sla_days or 0, "day")  # set: it has a due time
     state = "overdue since" if now >= due and ticket.is_open else "due"
     return f"{days}, {state} {_when(due, tz)}"
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agent.delivery.sinks.base import SinkError, content_type, free_name, same_problem
+from diagnostics.model import plural
 from rma.tickets import (
     Attachment,
     Category,
@@ -286,7 +287,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def render_markdown(ticket: Ticket) -> str:
     """The ticket as the support portal shows it, as Markdown."""
     t = ticket
-    sla = f"SLA {t.sla_days} day{'s' if t.sla_days != 1 else ''}" if t.sla_days else "no SLA"
+    sla = f"SLA {plural(t.sla_days, 'day')}" if t.sla_days else "no SLA"
     stage_sla = f"{t.stage.sla_days}-day SLA" if t.stage.sla_days else "no fixed SLA"
     counters = ", ".join(t.counters) if t.counters else "unassigned (site-level problem)"
     rows = [
