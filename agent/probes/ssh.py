@@ -41,14 +41,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
-
-import paramiko
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from diagnostics.model import SYSTEM_CLOCK, Clock, ProbeError, ProbeErrorCode
 
 if TYPE_CHECKING:
+    import paramiko
+
     from agent.config import CounterConfig
+else:
+
+    class _Paramiko:
+        """paramiko, imported on its first use: a gateway whose counters have no SSH never
+        loads it (with cryptography and invoke, about 20 MiB of RSS). ``import`` is
+        thread-safe: a probe thread that asks while another imports waits for the module."""
+
+        def __getattr__(self, name: str) -> Any:
+            import paramiko
+
+            return getattr(paramiko, name)
+
+    paramiko = _Paramiko()
 
 log = logging.getLogger(__name__)
 # paramiko logs every failed handshake with a traceback at ERROR, from its own thread, on every
@@ -110,14 +123,16 @@ class HostKeyError(ProbeError):
         self.pinned = pinned
 
 
-class _UnknownHostKey(paramiko.SSHException):
+class _UnknownHostKey(Exception):
     def __init__(self, hostname: str, key: paramiko.PKey) -> None:
         super().__init__(f"{hostname} not found in known_hosts")
         self.key = key
 
 
-class _PinnedOnly(paramiko.RejectPolicy):
-    """``RejectPolicy`` that keeps the key it rejected, so the finding can show it."""
+class _PinnedOnly:
+    """paramiko's ``RejectPolicy``, but keeping the key it rejected, so the finding can show
+    it (paramiko only calls ``missing_host_key``; not a subclass, so that defining it does not
+    import paramiko)."""
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> NoReturn:
         raise _UnknownHostKey(hostname, key)
@@ -196,7 +211,7 @@ class SshSession:
             _load_known_hosts(self.known_hosts)
             if self.known_hosts.exists():
                 client.load_host_keys(str(self.known_hosts))
-            client.set_missing_host_key_policy(_PinnedOnly())
+            client.set_missing_host_key_policy(cast("paramiko.MissingHostKeyPolicy", _PinnedOnly()))
             key = _load_key(self.target.key_file)
             t = self.timeout_s
             client.connect(
@@ -217,7 +232,7 @@ class SshSession:
         except ProbeError:
             client.close()
             raise
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except (paramiko.SSHException, _UnknownHostKey, OSError, EOFError) as exc:
             client.close()
             raise _map_error(exc, self.target, self.known_hosts) from None
         self._client = client
