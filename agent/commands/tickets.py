@@ -60,11 +60,14 @@ def _ticket_row(sink: Any, t: Any, now: datetime) -> dict[str, Any]:
     from rma.sla import ticket_sla
 
     view = ticket_sla(t, now)
+    line = view.current
     return {
         **t.to_json(),
         "sink": sink.name,
         "sla_due": view.category_due.isoformat() if view.category_due else None,
         "sla_overdue": view.category_overdue,
+        "line_due": line.due.isoformat() if line.due else None,
+        "line_overdue": line.overdue,
         "sla": view.to_json(),
     }
 
@@ -74,8 +77,10 @@ def _ticket_row(sink: Any, t: Any, now: datetime) -> dict[str, Any]:
 @state_dir_option
 @json_option
 def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> None:
-    """List tickets, newest first, with their SLA (overdue ones marked)."""
+    """List tickets, newest first, with their category's SLA and the support line holding
+    each with its own SLA (overdue ones marked)."""
     from agent.delivery.sinks import SinkError
+    from rma.sla import category_text, line_text
 
     now = clock().now()
     rows = []
@@ -92,25 +97,29 @@ def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> No
     if not rows:
         out.print("no tickets")
         return
+    from rich.markup import escape
+
+    # five columns, so that at 80 the words fit whole: a number over its destination, the
+    # category over its SLA, the support line with its own, the subject over its counters
     table = common_table(
         "Tickets",
-        ("number", "sink", "status", "category", "SLA", "counters", "subject"),
-        whole=("number", "counters"),
+        ("ticket", "status", "category, SLA", "support line", "subject, counters"),
+        whole=("ticket",),
+        show_lines=True,  # a row of several lines reads apart from the next
     )
     for r in rows:
-        sla = f"{r['sla_days']} d" if r["sla_days"] else "-"
-        if r["sla_overdue"]:
-            sla = f"[red]{sla} OVERDUE[/]"
         table.add_row(
-            r["number"] or "-",
-            r["sink"],
+            f"{escape(r['number'] or '-')}\n{escape(r['sink'])}",
             r["status"],
-            r["category"],
-            sla,
-            ", ".join(r["counters"]) or f"site {r['site']}",
-            r["subject"],
+            f"{r['category']}\n" + _red(category_text(r["sla"], now), r["sla_overdue"]),
+            _red(line_text(r["sla"], now), r["line_overdue"]),
+            escape(f"{r['subject']}\n" + (", ".join(r["counters"]) or f"site {r['site']}")),
         )
     out.print(table)
+
+
+def _red(text: str, overdue: bool) -> str:
+    return f"[red]{text}[/]" if overdue else text
 
 
 @tickets.command("show")
