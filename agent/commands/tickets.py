@@ -20,6 +20,7 @@ from agent.commands.common import (
     _print_json,
     clock,
     config_option,
+    interactive,
     json_option,
     out,
 )
@@ -223,10 +224,9 @@ def _print_queued(done: Any, as_json: bool) -> None:
     multiple=True,
     help="A counter's serial (repeat for more); none: a site-level request.",
 )
-@click.option("--subject", required=True, help="A high-level description, one line.")
+@click.option("--subject", help="A high-level description, one line.")
 @click.option(
     "--category",
-    required=True,
     help="training, configuration, service, technical, data (or the portal's name); "
     "the role setting decides which are allowed.",
 )
@@ -236,7 +236,7 @@ def _print_queued(done: Any, as_json: bool) -> None:
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="When it happened (default: today at the site).",
 )
-@click.option("--what", required=True, help="What is the problem (or the request)?")
+@click.option("--what", help="What is the problem (or the request)?")
 @click.option("--where", default="", help="Where is it? (default: the site and its name)")
 @click.option("--when", default="", help="When did it happen? (default: the date)")
 @click.option("--device", default="", help="Which device? (default: the counters named)")
@@ -250,15 +250,21 @@ def _print_queued(done: Any, as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A file to attach (repeat): text is scrubbed of secrets, as by `tickets attach`.",
 )
+@click.option(
+    "--no-input",
+    is_flag=True,
+    help="Never ask: a missing --category, --subject or --what is an error (as it is "
+    "whenever stdin is not a terminal, and with --json).",
+)
 @config_option
 @json_option
 def tickets_new(
     site: str | None,
     counters: tuple[str, ...],
-    subject: str,
-    category: str,
+    subject: str | None,
+    category: str | None,
     occurred_on: datetime | None,
-    what: str,
+    what: str | None,
     where: str,
     when: str,
     device: str,
@@ -266,21 +272,48 @@ def tickets_new(
     cc: tuple[str, ...],
     requester: str,
     files: tuple[Path, ...],
+    no_input: bool,
     config_path: Path,
     as_json: bool,
 ) -> None:
     """Raise a ticket by hand: a Training, Configuration or Service Request, or any category
     the role allows, in the portal form's fields. It goes to every configured destination
-    through the outbox (a helpdesk that is down gets it later, once) and is audited."""
+    through the outbox (a helpdesk that is down gets it later, once) and is audited.
+
+    On a terminal, what is missing is asked for as the portal's form asks it: the category
+    (of those the role allows), the site and the counters (the only ones configured by
+    default), the subject and what it is about."""
     from agent.app import App
     from agent.delivery.conversation import ConversationError, HandForm, raise_ticket
 
     cfg = _load(config_path)
+    ask = interactive() and not (no_input or as_json)
+    missing = [
+        option
+        for option, given in (("--category", category), ("--subject", subject), ("--what", what))
+        if not given
+    ]
+    if missing and not ask:
+        raise click.UsageError(
+            f"missing {', '.join(missing)} (questions are asked only on a terminal, "
+            "without --json or --no-input)"
+        )
+    if category is None:
+        category = _ask_category(cfg)
     if site is None:
-        if len(cfg.sites) != 1:
+        if len(cfg.sites) == 1:
+            site = cfg.sites[0].code
+        elif ask and cfg.sites:
+            site = _ask_site(cfg)
+        else:
             codes = ", ".join(s.code for s in cfg.sites) or "none configured"
             raise click.UsageError(f"give --site (sites: {codes})")
-        site = cfg.sites[0].code
+    if ask and not counters:
+        counters = _ask_counters(cfg, site)
+    if subject is None:
+        subject = _ask_text("Subject, one line:")
+    if what is None:
+        what = _ask_text("What is the problem (or the request)?")
     form = HandForm(
         site=site,
         subject=subject,
@@ -301,6 +334,82 @@ def tickets_new(
         except ConversationError as exc:
             raise _conversation_failed(exc) from None
     _print_queued(done, as_json)
+
+
+def _ask_category(cfg: Any) -> str:
+    """The category, picked by number from those the configured role may choose."""
+    from rma.tickets import Category, Role
+
+    role = Role(cfg.agent.role)
+    allowed = [c for c in Category if c.allowed(role)]
+    options = [
+        f"{c.value}: {c.description}" + (f", SLA {plural(c.sla_days, 'day')}" if c.sla_days else "")
+        for c in allowed
+    ]
+    title = f"Category (those the role {role.value!r} may choose)"
+    return allowed[_pick("Category", title, options)].value
+
+
+def _ask_site(cfg: Any) -> str:
+    sites = list(cfg.sites)
+    return str(sites[_pick("Site", "Sites", [f"{s.code} {s.name}" for s in sites])].code)
+
+
+def _ask_counters(cfg: Any, site: str) -> tuple[str, ...]:
+    """The counters the request is about, by number (none: the whole site); the only one
+    by default."""
+    here = cfg.counters_at(site)
+    if not here:
+        return ()
+    click.echo(f"Counters at {site}:", err=True)
+    click.echo("  0) none: the request is about the whole site", err=True)
+    for i, c in enumerate(here, 1):
+        click.echo(f"  {i}) {c.serial} {c.name}", err=True)
+    picked: tuple[int, ...] = click.prompt(
+        "Counters (numbers, comma-separated)",
+        type=_Numbers(len(here)),
+        default="1" if len(here) == 1 else "0",
+        err=True,
+    )
+    return tuple(here[i - 1].serial for i in picked)
+
+
+def _pick(name: str, title: str, options: list[str]) -> int:
+    """A numbered choice, on stderr as every question is; the index picked."""
+    click.echo(f"{title}:", err=True)
+    for i, option in enumerate(options, 1):
+        click.echo(f"  {i}) {option}", err=True)
+    top = len(options)
+    chosen: int = click.prompt(f"{name} (1-{top})", type=click.IntRange(1, top), err=True)
+    return chosen - 1
+
+
+def _ask_text(question: str) -> str:
+    """A line of text; an empty answer is asked again."""
+    while True:
+        text: str = click.prompt(question, prompt_suffix=" ", err=True)
+        if text.strip():
+            return text.strip()
+
+
+class _Numbers(click.ParamType[tuple[int, ...]]):
+    """Numbers from 0 to ``top``, comma- or space-separated; 0 alone means none."""
+
+    name = "numbers"
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        words = str(value).replace(",", " ").split()
+        if not all(w.isdigit() and 0 <= int(w) <= self.top for w in words) or not words:
+            self.fail(f"give numbers from 0 to {self.top}, e.g. 1 or 1,2", param, ctx)
+        picked = tuple(dict.fromkeys(int(w) for w in words))
+        if 0 in picked and len(picked) > 1:
+            self.fail("0 (the whole site) goes alone", param, ctx)
+        return tuple(i for i in picked if i)
 
 
 @tickets.command("reply")
