@@ -3,14 +3,17 @@
 Reading goes to the destinations themselves (write-only ones answer from their sent-log);
 ``sync`` runs the outbox once, reads every ticket's status back and escalates a ticket whose
 support line ran past its SLA. ``new``, ``reply`` and ``task`` write through the outbox
-(``agent.delivery.conversation``). A ticket number may be given bare: ``1`` for ``L-000001``.
+(``agent.delivery.conversation``); ``new`` asks for what its form is missing only when a
+person is at a terminal (``commands.common.interactive``), and is a usage error otherwise.
+``list`` shows each ticket's support line with its SLA in ``rma.sla``'s words, as the
+overview does. A ticket number may be given bare: ``1`` for ``L-000001``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,6 +30,9 @@ from agent.commands.common import (
 from agent.commands.common import table as common_table
 from diagnostics.model import plural
 from rma.portal import TaskType
+
+if TYPE_CHECKING:
+    from agent.config import Config
 
 
 def _task_types() -> list[TaskType]:
@@ -298,7 +304,7 @@ def tickets_new(
             f"missing {', '.join(missing)} (questions are asked only on a terminal, "
             "without --json or --no-input)"
         )
-    if category is None:
+    if not category:
         category = _ask_category(cfg)
     if site is None:
         if len(cfg.sites) == 1:
@@ -310,9 +316,9 @@ def tickets_new(
             raise click.UsageError(f"give --site (sites: {codes})")
     if ask and not counters:
         counters = _ask_counters(cfg, site)
-    if subject is None:
+    if not subject:
         subject = _ask_text("Subject, one line:")
-    if what is None:
+    if not what:
         what = _ask_text("What is the problem (or the request)?")
     form = HandForm(
         site=site,
@@ -336,7 +342,7 @@ def tickets_new(
     _print_queued(done, as_json)
 
 
-def _ask_category(cfg: Any) -> str:
+def _ask_category(cfg: Config) -> str:
     """The category, picked by number from those the configured role may choose."""
     from rma.tickets import Category, Role
 
@@ -350,12 +356,12 @@ def _ask_category(cfg: Any) -> str:
     return allowed[_pick("Category", title, options)].value
 
 
-def _ask_site(cfg: Any) -> str:
-    sites = list(cfg.sites)
-    return str(sites[_pick("Site", "Sites", [f"{s.code} {s.name}" for s in sites])].code)
+def _ask_site(cfg: Config) -> str:
+    sites = cfg.sites
+    return sites[_pick("Site", "Sites", [f"{s.code} {s.name}" for s in sites])].code
 
 
-def _ask_counters(cfg: Any, site: str) -> tuple[str, ...]:
+def _ask_counters(cfg: Config, site: str) -> tuple[str, ...]:
     """The counters the request is about, by number (none: the whole site); the only one
     by default."""
     here = cfg.counters_at(site)
@@ -392,7 +398,7 @@ def _ask_text(question: str) -> str:
             return text.strip()
 
 
-class _Numbers(click.ParamType[tuple[int, ...]]):
+class _Numbers(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 only
     """Numbers from 0 to ``top``, comma- or space-separated; 0 alone means none."""
 
     name = "numbers"
