@@ -4,10 +4,10 @@ Management reads it in a browser, perhaps mailed around or opened offline, so th
 self-contained like ``report.html``: inline CSS, the charts as inline SVG drawn here, no
 script, no external URL, and a Content-Security-Policy that forbids fetching anything. Top to
 bottom: the totals; open issues per site by stage (stacked bars); the gateway's own issues
-(the store's IT's); then per site its open
-issues (category, stage, each SLA with its due time or OVERDUE, who acts next, the next step
-and the plan), each counter's data completeness over 7 and 30 days (bars) and the RMAs in
-progress; last, which helpdesk destinations were read.
+(the store's IT's); then per site its open issues (category, stage, each SLA in ``rma.sla``'s
+words — due, overdue by so long, paused —, who acts next, the next step and the plan), each
+counter's data completeness over 7 and 30 days (bars) and the RMAs in progress; last, which
+helpdesk destinations were read.
 
 ``render_overview`` renders exactly the data ``agent.overview.overview`` returns (already
 scrubbed of secrets); it adds nothing and reads nothing. Times are shown in UTC.

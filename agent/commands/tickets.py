@@ -164,7 +164,9 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
     from rma.sla import ticket_sla
 
     view = ticket_sla(ticket, now)
-    table = common_table("SLA", ("clock", "promise", "since", "due", "state"))
+    table = common_table(
+        "SLA", ("clock", "promise", "since", "due", "state"), show_lines=True
+    )  # ruled apart: a clock's cells wrap over several lines at 80 columns
 
     def when(d: datetime | None) -> str:
         return f"{d:%Y-%m-%d %H:%M %Z}".strip() if d else "-"
@@ -172,7 +174,11 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
     def days(n: int | None) -> str:
         return plural(n, "day") if n is not None else "-"
 
-    state = "[red]OVERDUE[/]" if view.category_overdue else "running" if view.category_due else "-"
+    state = "-"
+    if view.category_overdue:
+        state = "[red]OVERDUE[/]"
+    elif view.category_due:
+        state = "running" if view.running else "paused (not with support)"
     table.add_row(
         f"category: {ticket.category.value}",
         days(view.category_days),
@@ -186,6 +192,8 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
             shown = {"done": "passed on", "ahead": "not reached"}[line.state]
         else:
             shown = "[red]OVERDUE[/]" if line.overdue else "holds the ticket"
+            if not view.running:
+                shown += ", paused"
         table.add_row(line.stage.label, promise, when(line.since), when(line.due), shown)
     if view.plan or view.eta:
         table.caption = f"plan: {view.plan or '-'}; ETA: {view.eta or '-'}"

@@ -348,3 +348,12 @@ def test_tickets_list_shows_each_tickets_support_line_and_its_sla_at_80_columns(
             "Training for the new store manager site LDN01",
         ],
     ], human.output
+    # tickets show says so too: both clocks of the training request wait on the store
+    shown = CliRunner(env={"COLUMNS": "80"}).invoke(
+        cli, ["tickets", "show", "1", *args], obj={"clock": clock}
+    )
+    assert shown.exit_code == 0, shown.output
+    sla = {row[0]: row[-1] for row in cells(shown.output) if len(row) == 5}
+    assert sla["category: Training Request"] == "paused (not with support)", shown.output
+    assert sla["First line"] == "holds the ticket, paused"
+    assert sla["Second line"] == "not reached"
