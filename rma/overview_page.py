@@ -4,10 +4,10 @@ Management reads it in a browser, perhaps mailed around or opened offline, so th
 self-contained like ``report.html``: inline CSS, the charts as inline SVG drawn here, no
 script, no external URL, and a Content-Security-Policy that forbids fetching anything. Top to
 bottom: the totals; open issues per site by stage (stacked bars); the gateway's own issues
-(the store's IT's); then per site its open
-issues (category, stage, each SLA with its due time or OVERDUE, who acts next, the next step
-and the plan), each counter's data completeness over 7 and 30 days (bars) and the RMAs in
-progress; last, which helpdesk destinations were read.
+(the store's IT's); then per site its open issues (category, stage, each SLA in ``rma.sla``'s
+words — due, overdue by so long, paused —, who acts next, the next step and the plan), each
+counter's data completeness over 7 and 30 days (bars) and the RMAs in progress; last, which
+helpdesk destinations were read.
 
 ``render_overview`` renders exactly the data ``agent.overview.overview`` returns (already
 scrubbed of secrets); it adds nothing and reads nothing. Times are shown in UTC.
@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from diagnostics.model import plural
+from rma.sla import category_text, line_text
 
 # stage -> (label, colour); the chart's legend and the chips use the same
 STAGES: dict[str, tuple[str, str]] = {
@@ -78,6 +79,7 @@ def _when(iso: str | None) -> str:
 def render_overview(data: dict[str, Any]) -> str:
     """The whole page for ``data`` (the shape of ``agent.overview.overview``)."""
     totals = data["totals"]
+    now = datetime.fromisoformat(data["at"])
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -100,8 +102,8 @@ def render_overview(data: dict[str, Any]) -> str:
         ),
         "</div></header>",
         _stage_section(data["sites"]),
-        _gateway_section(data["gateway"]["issues"]),
-        *(_site_section(site) for site in data["sites"]),
+        _gateway_section(data["gateway"]["issues"], now),
+        *(_site_section(site, now) for site in data["sites"]),
         _helpdesk_section(data.get("helpdesk") or []),
         "</main></body></html>",
     ]
@@ -161,12 +163,12 @@ def _count_stages(issues: Sequence[dict[str, Any]]) -> dict[str, int]:
 # --- one site -----------------------------------------------------------------------------------
 
 
-def _site_section(site: dict[str, Any]) -> str:
+def _site_section(site: dict[str, Any], now: datetime) -> str:
     where = "" if site["here"] else " (another gateway's site, from the helpdesk)"
     title = site["code"] if site["name"] == site["code"] else f"{site['code']} — {site['name']}"
     parts = [
         f'<section class="site" id="site-{_e(site["code"])}"><h2>{_e(title)}{_e(where)}</h2>',
-        _issues_table(site["issues"]),
+        _issues_table(site["issues"], now),
     ]
     if site["counters"]:
         parts.append(_completeness_chart(site["code"], site["counters"]))
@@ -176,16 +178,16 @@ def _site_section(site: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _gateway_section(issues: Sequence[dict[str, Any]]) -> str:
+def _gateway_section(issues: Sequence[dict[str, Any]], now: datetime) -> str:
     if not issues:
         return ""
     return (
         '<section id="gateway"><h2>The gateway and the agent (the store\'s IT)</h2>'
-        f"{_issues_table(issues)}</section>"
+        f"{_issues_table(issues, now)}</section>"
     )
 
 
-def _issues_table(issues: Sequence[dict[str, Any]]) -> str:
+def _issues_table(issues: Sequence[dict[str, Any]], now: datetime) -> str:
     if not issues:
         return '<p class="muted">No open issues.</p>'
     head = "".join(
@@ -211,34 +213,24 @@ def _issues_table(issues: Sequence[dict[str, Any]]) -> str:
             f"<td>{what}</td><td>{ticket}</td>"
             f"<td>{_e(t['category']) if t else '-'}</td>"
             f'<td><span class="chip" style="background:{colour}">{_e(stage_label)}</span></td>'
-            f"<td>{_sla_cell(i['sla'])}</td>"
+            f"<td>{_sla_cell(i['sla'], now)}</td>"
             f"<td>{_e(i['action']['owner'])}</td>"
             f"<td>{_e(i['action']['next'])}{f'<ol>{plan}</ol>' if plan else ''}</td></tr>"
         )
     return f'<table class="issues"><tr>{head}</tr>{"".join(rows)}</table>'
 
 
-def _sla_cell(sla: dict[str, Any] | None) -> str:
+def _sla_cell(sla: dict[str, Any] | None, now: datetime) -> str:
+    """The support line with its clock, then the category's: ``rma.sla``'s words."""
     if not sla:
         return "-"
-    lines = []
-    category = sla["category"]
-    if category["sla_days"] is not None:
-        lines.append(_due("Category", category["sla_days"], category["due"], category["overdue"]))
-    for line in sla["lines"]:
-        if line["state"] != "current":
-            continue
-        if line["sla_days"] is None:
-            lines.append(f"{_e(line['label'])}: a plan and an ETA ({_e(sla.get('eta') or '-')})")
-        else:
-            lines.append(_due(line["label"], line["sla_days"], line["due"], line["overdue"]))
-    return "<br>".join(lines) or "-"
-
-
-def _due(label: str, days: int, due: str | None, late: bool) -> str:
-    if late:
-        return f'{_e(label)} {days} d: <span class="late">OVERDUE</span> since {_e(_when(due))}'
-    return f"{_e(label)} {days} d: due {_e(_when(due))}" if due else f"{_e(label)} {days} d"
+    line = _e(line_text(sla, now))
+    if any(x["overdue"] for x in sla["lines"]):
+        line = f'<span class="late">{line}</span>'
+    category = _e(f"Category {category_text(sla, now)}")
+    if sla["category"]["overdue"]:
+        category = f'<span class="late">{category}</span>'
+    return f"{line}<br>{category}"
 
 
 def _completeness_chart(code: str, counters: Sequence[dict[str, Any]]) -> str:

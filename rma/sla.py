@@ -26,12 +26,18 @@ line took the ticket (``stage_since``; the creation for the first line; a later 
 start was never recorded has no clock), is paused by the same rule as the category's, and a
 line that runs out is escalated to the next one (``escalate_to``).
 The third line is due at the end of its ETA day (in ``created_at``'s zone) and has no next line.
+
+``line_text`` and ``category_text`` put those clocks in a few words ("Second line · due
+14 Mar 11:00 UTC", "Second line · overdue 5 h", "1 d · paused") from ``ticket_sla``'s JSON:
+the one wording ``tickets list``, the overview's tables and its HTML page share (``tickets
+show`` lays every clock out in full), due times in UTC (``when_text``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from rma.tickets import NextAction, Stage, Ticket, TicketStatus
@@ -107,6 +113,7 @@ class TicketSla:
     lines: tuple[LineSla, ...]  # first, second, third line, in order
     plan: str
     eta: str | None  # ISO date
+    running: bool = True  # the ball is with FootfallCam: the clocks count (else paused)
 
     @property
     def current(self) -> LineSla:
@@ -133,6 +140,7 @@ class TicketSla:
             "plan": self.plan,
             "eta": self.eta,
             "escalate_to": self.escalate_to.value if self.escalate_to else None,
+            "running": self.running,
         }
 
 
@@ -189,4 +197,68 @@ def ticket_sla(ticket: Ticket, now: datetime) -> TicketSla:
         lines=tuple(lines),
         plan=ticket.plan,
         eta=ticket.eta.isoformat() if ticket.eta else None,
+        running=_with_support(ticket),
     )
+
+
+# --- the clocks in words
+
+
+def when_text(at: datetime | str | None, now: datetime) -> str:
+    """A due time as people read it in a list: "07 Dec 14:00 UTC", the year only when it is
+    not ``now``'s; "-" for none. Short words, so a narrow table wraps it, never cuts it."""
+    if not at:
+        return "-"
+    moment = (datetime.fromisoformat(at) if isinstance(at, str) else at).astimezone(UTC)
+    return f"{_day(moment.date(), now)} {moment:%H:%M} UTC"
+
+
+def _day(day: date, now: datetime) -> str:
+    year = "" if day.year == now.astimezone(UTC).year else f" {day.year}"
+    return f"{day:%d %b}{year}"
+
+
+def line_text(sla: Mapping[str, Any], now: datetime) -> str:
+    """The support line holding the ticket and where its clock stands at ``now``, from
+    ``TicketSla.to_json()``: "Second line · due 14 Mar 11:00 UTC", "Second line · overdue
+    5 h", "Third line · ETA 20 Mar", "Third line · no ETA yet", "Second line · paused"."""
+    line = next(x for x in sla["lines"] if x["state"] == "current")
+    if line["overdue"]:
+        state = _clock(line["due"], True, sla, now)
+    elif line["sla_days"] is None:  # the third line: a plan and an ETA
+        eta = sla["eta"]
+        state = f"ETA {_day(date.fromisoformat(eta), now)}" if eta else "no ETA yet"
+        if not sla["running"]:
+            state += ", paused"
+    elif line["due"] is None:
+        state = "no clock (its start was not recorded)"
+    else:
+        state = _clock(line["due"], False, sla, now)
+    return f"{line['label']} · {state}"
+
+
+def category_text(sla: Mapping[str, Any], now: datetime) -> str:
+    """The category's SLA and where it stands at ``now``, from ``TicketSla.to_json()``:
+    "1 d · due 11 Mar 10:00 UTC", "3 d · overdue 2 d", "1 d · paused", or "none"."""
+    category = sla["category"]
+    if category["sla_days"] is None:
+        return "none"
+    return f"{category['sla_days']} d · " + _clock(category["due"], category["overdue"], sla, now)
+
+
+def _clock(due: str | None, overdue: bool, sla: Mapping[str, Any], now: datetime) -> str:
+    if overdue and due:
+        return f"overdue {_span(now - datetime.fromisoformat(due))}"
+    if not sla["running"]:
+        return "paused"
+    return f"due {when_text(due, now)}"
+
+
+def _span(late: timedelta) -> str:
+    """How long past due, to the unit that matters: minutes, hours, then days."""
+    minutes = int(late.total_seconds() // 60)
+    if minutes < 60:
+        return f"{max(minutes, 1)} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"

@@ -1,6 +1,6 @@
 """What every ``ffc-agent`` command shares: the --config and --json options, loading the
-configuration (one line per bad field, exit 78), the consoles, the clock, and who is at the
-keyboard.
+configuration (one line per bad field, exit 78), the consoles, the clock, who is at the
+keyboard, and whether anyone is there to answer a question.
 
 Cheap to import on purpose: ``ffc-agent --help`` and every command's ``--help`` load this
 module, so rich, pydantic and the rest are imported where they are first used.
@@ -173,6 +173,18 @@ def clock() -> Clock:
     ctx = click.get_current_context(silent=True)
     obj = (ctx.find_root().obj or {}) if ctx else {}
     return obj.get("clock") or SYSTEM_CLOCK
+
+
+def interactive() -> bool:
+    """Whether a person is at the keyboard to answer questions: stdin is a terminal, unless
+    the root context's ``obj["interactive"]`` says otherwise (a test's, as with ``clock``:
+    ``CliRunner().invoke(cli, args, input=..., obj={"interactive": True})``). A script, a
+    pipe or the service never is, so nothing ever waits on a question there."""
+    ctx = click.get_current_context(silent=True)
+    obj = (ctx.find_root().obj or {}) if ctx else {}
+    if "interactive" in obj:
+        return bool(obj["interactive"])
+    return sys.stdin.isatty()
 
 
 def _aware(text: str, what: str) -> datetime:

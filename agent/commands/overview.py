@@ -9,6 +9,7 @@ and the README), ``--html FILE`` for a self-contained page with charts.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def overview_cmd(
 def _print_tables(data: dict[str, Any]) -> None:
     from rich.markup import escape
 
+    now = datetime.fromisoformat(data["at"])
     t = data["totals"]
     out.print(
         f"Overview at {_when(data['at'])} ({data['scope']}): "
@@ -88,14 +90,14 @@ def _print_tables(data: dict[str, Any]) -> None:
     if data["gateway"]["issues"]:
         out.print()
         out.print("[bold]The gateway and the agent[/] (the store's IT)", soft_wrap=False)
-        out.print(_issue_table(data["gateway"]["issues"]))
+        out.print(_issue_table(data["gateway"]["issues"], now))
     for site in data["sites"]:
         name = site["code"] if site["name"] == site["code"] else f"{site['code']} {site['name']}"
         where = "" if site["here"] else " (another gateway's site)"
         out.print()
         out.print(f"[bold]{escape(name)}[/]{where}", soft_wrap=False)
         if site["issues"]:
-            out.print(_issue_table(site["issues"]))
+            out.print(_issue_table(site["issues"], now))
         else:
             out.print("no open issues")
         if site["counters"]:
@@ -112,10 +114,8 @@ def _print_tables(data: dict[str, Any]) -> None:
             out.print(rmas)
 
 
-def _issue_table(issues: list[dict[str, Any]]) -> Any:
+def _issue_table(issues: list[dict[str, Any]], now: datetime) -> Any:
     from rich.markup import escape
-
-    from rma.overview_page import STAGES
 
     shown = table("Open issues", ("issue", "ticket", "stage, SLA", "next action"), show_lines=True)
     for i in issues:
@@ -128,36 +128,33 @@ def _issue_table(issues: list[dict[str, Any]]) -> Any:
         ticket = "-"
         if tk:
             ticket = f"{tk['number'] or 'queued'}\n{tk['status']}\n{tk['category']}"
-        stage = STAGES.get(i["stage"], (i["stage"], ""))[0]
-        sla = "\n".join([stage, *_sla_lines(i["sla"])])
         plan = "".join(f"\n- {s}" for s in i["action"]["plan"])
         action = f"{i['action']['owner']}: {i['action']['next']}{plan}"
-        shown.add_row(escape(issue), escape(ticket), sla, escape(action))
+        shown.add_row(escape(issue), escape(ticket), _stage_sla(i, now), escape(action))
     return shown
 
 
-def _sla_lines(sla: dict[str, Any] | None) -> list[str]:
+def _stage_sla(issue: dict[str, Any], now: datetime) -> str:
+    """The support line with its clock, then the category's (``rma.sla``'s words, as
+    ``tickets list`` has them); the stage alone for an issue with no ticket filed."""
+    from rma.overview_page import STAGES
+    from rma.sla import category_text, line_text
+
+    sla = issue["sla"]
     if not sla:
-        return []
-    out = []
-    cat = sla["category"]
-    if cat["sla_days"] is not None:
-        out.append(f"category {cat['sla_days']} d: " + _due(cat["due"], cat["overdue"]))
-    for line in sla["lines"]:
-        if line["state"] == "current" and line["sla_days"] is not None:
-            out.append(f"line {line['sla_days']} d: " + _due(line["due"], line["overdue"]))
-    return out
-
-
-def _due(due: str | None, late: bool) -> str:
-    if late:
-        return f"[red]OVERDUE[/] (due {_when(due)})"
-    return f"due {_when(due)}" if due else "no due time"
+        return STAGES.get(issue["stage"], (issue["stage"], ""))[0]
+    line = line_text(sla, now)
+    category = f"category {category_text(sla, now)}"
+    if any(x["overdue"] for x in sla["lines"]):
+        line = f"[red]{line}[/]"
+    if sla["category"]["overdue"]:
+        category = f"[red]{category}[/]"
+    return f"{line}\n{category}"
 
 
 def _when(iso: str | None) -> str:
     """A time as people read it, in UTC, with spaces to wrap at."""
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     if not iso:
         return "-"

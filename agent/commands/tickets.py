@@ -3,14 +3,17 @@
 Reading goes to the destinations themselves (write-only ones answer from their sent-log);
 ``sync`` runs the outbox once, reads every ticket's status back and escalates a ticket whose
 support line ran past its SLA. ``new``, ``reply`` and ``task`` write through the outbox
-(``agent.delivery.conversation``). A ticket number may be given bare: ``1`` for ``L-000001``.
+(``agent.delivery.conversation``); ``new`` asks for what its form is missing only when a
+person is at a terminal (``commands.common.interactive``), and is a usage error otherwise.
+``list`` shows each ticket's support line with its SLA in ``rma.sla``'s words, as the
+overview does. A ticket number may be given bare: ``1`` for ``L-000001``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,12 +23,16 @@ from agent.commands.common import (
     _print_json,
     clock,
     config_option,
+    interactive,
     json_option,
     out,
 )
 from agent.commands.common import table as common_table
 from diagnostics.model import plural
 from rma.portal import TaskType
+
+if TYPE_CHECKING:
+    from agent.config import Config
 
 
 def _task_types() -> list[TaskType]:
@@ -60,11 +67,14 @@ def _ticket_row(sink: Any, t: Any, now: datetime) -> dict[str, Any]:
     from rma.sla import ticket_sla
 
     view = ticket_sla(t, now)
+    line = view.current
     return {
         **t.to_json(),
         "sink": sink.name,
         "sla_due": view.category_due.isoformat() if view.category_due else None,
         "sla_overdue": view.category_overdue,
+        "line_due": line.due.isoformat() if line.due else None,
+        "line_overdue": line.overdue,
         "sla": view.to_json(),
     }
 
@@ -74,8 +84,10 @@ def _ticket_row(sink: Any, t: Any, now: datetime) -> dict[str, Any]:
 @state_dir_option
 @json_option
 def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> None:
-    """List tickets, newest first, with their SLA (overdue ones marked)."""
+    """List tickets, newest first, with their category's SLA and the support line holding
+    each with its own SLA (overdue ones marked)."""
     from agent.delivery.sinks import SinkError
+    from rma.sla import category_text, line_text
 
     now = clock().now()
     rows = []
@@ -92,25 +104,29 @@ def tickets_list(config_path: Path, state_dir: Path | None, as_json: bool) -> No
     if not rows:
         out.print("no tickets")
         return
+    from rich.markup import escape
+
+    # five columns, so that at 80 the words fit whole: a number over its destination, the
+    # category over its SLA, the support line with its own, the subject over its counters
     table = common_table(
         "Tickets",
-        ("number", "sink", "status", "category", "SLA", "counters", "subject"),
-        whole=("number", "counters"),
+        ("ticket", "status", "category, SLA", "support line", "subject, counters"),
+        whole=("ticket",),
+        show_lines=True,  # a row of several lines reads apart from the next
     )
     for r in rows:
-        sla = f"{r['sla_days']} d" if r["sla_days"] else "-"
-        if r["sla_overdue"]:
-            sla = f"[red]{sla} OVERDUE[/]"
         table.add_row(
-            r["number"] or "-",
-            r["sink"],
+            f"{escape(r['number'] or '-')}\n{escape(r['sink'])}",
             r["status"],
-            r["category"],
-            sla,
-            ", ".join(r["counters"]) or f"site {r['site']}",
-            r["subject"],
+            f"{r['category']}\n" + _red(category_text(r["sla"], now), r["sla_overdue"]),
+            _red(line_text(r["sla"], now), r["line_overdue"]),
+            escape(f"{r['subject']}\n" + (", ".join(r["counters"]) or f"site {r['site']}")),
         )
     out.print(table)
+
+
+def _red(text: str, overdue: bool) -> str:
+    return f"[red]{text}[/]" if overdue else text
 
 
 @tickets.command("show")
@@ -148,7 +164,9 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
     from rma.sla import ticket_sla
 
     view = ticket_sla(ticket, now)
-    table = common_table("SLA", ("clock", "promise", "since", "due", "state"))
+    table = common_table(
+        "SLA", ("clock", "promise", "since", "due", "state"), show_lines=True
+    )  # ruled apart: a clock's cells wrap over several lines at 80 columns
 
     def when(d: datetime | None) -> str:
         return f"{d:%Y-%m-%d %H:%M %Z}".strip() if d else "-"
@@ -156,7 +174,11 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
     def days(n: int | None) -> str:
         return plural(n, "day") if n is not None else "-"
 
-    state = "[red]OVERDUE[/]" if view.category_overdue else "running" if view.category_due else "-"
+    state = "-"
+    if view.category_overdue:
+        state = "[red]OVERDUE[/]"
+    elif view.category_due:
+        state = "running" if view.running else "paused (not with support)"
     table.add_row(
         f"category: {ticket.category.value}",
         days(view.category_days),
@@ -170,6 +192,8 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
             shown = {"done": "passed on", "ahead": "not reached"}[line.state]
         else:
             shown = "[red]OVERDUE[/]" if line.overdue else "holds the ticket"
+            if not view.running:
+                shown += ", paused"
         table.add_row(line.stage.label, promise, when(line.since), when(line.due), shown)
     if view.plan or view.eta:
         table.caption = f"plan: {view.plan or '-'}; ETA: {view.eta or '-'}"
@@ -214,10 +238,9 @@ def _print_queued(done: Any, as_json: bool) -> None:
     multiple=True,
     help="A counter's serial (repeat for more); none: a site-level request.",
 )
-@click.option("--subject", required=True, help="A high-level description, one line.")
+@click.option("--subject", help="A high-level description, one line.")
 @click.option(
     "--category",
-    required=True,
     help="training, configuration, service, technical, data (or the portal's name); "
     "the role setting decides which are allowed.",
 )
@@ -227,7 +250,7 @@ def _print_queued(done: Any, as_json: bool) -> None:
     type=click.DateTime(formats=["%Y-%m-%d"]),
     help="When it happened (default: today at the site).",
 )
-@click.option("--what", required=True, help="What is the problem (or the request)?")
+@click.option("--what", help="What is the problem (or the request)?")
 @click.option("--where", default="", help="Where is it? (default: the site and its name)")
 @click.option("--when", default="", help="When did it happen? (default: the date)")
 @click.option("--device", default="", help="Which device? (default: the counters named)")
@@ -241,15 +264,21 @@ def _print_queued(done: Any, as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A file to attach (repeat): text is scrubbed of secrets, as by `tickets attach`.",
 )
+@click.option(
+    "--no-input",
+    is_flag=True,
+    help="Never ask: a missing --category, --subject or --what is an error (as it is "
+    "whenever stdin is not a terminal, and with --json).",
+)
 @config_option
 @json_option
 def tickets_new(
     site: str | None,
     counters: tuple[str, ...],
-    subject: str,
-    category: str,
+    subject: str | None,
+    category: str | None,
     occurred_on: datetime | None,
-    what: str,
+    what: str | None,
     where: str,
     when: str,
     device: str,
@@ -257,21 +286,48 @@ def tickets_new(
     cc: tuple[str, ...],
     requester: str,
     files: tuple[Path, ...],
+    no_input: bool,
     config_path: Path,
     as_json: bool,
 ) -> None:
     """Raise a ticket by hand: a Training, Configuration or Service Request, or any category
     the role allows, in the portal form's fields. It goes to every configured destination
-    through the outbox (a helpdesk that is down gets it later, once) and is audited."""
+    through the outbox (a helpdesk that is down gets it later, once) and is audited.
+
+    On a terminal, what is missing is asked for as the portal's form asks it: the category
+    (of those the role allows), the site and the counters (the only ones configured by
+    default), the subject and what it is about."""
     from agent.app import App
     from agent.delivery.conversation import ConversationError, HandForm, raise_ticket
 
     cfg = _load(config_path)
+    ask = interactive() and not (no_input or as_json)
+    missing = [
+        option
+        for option, given in (("--category", category), ("--subject", subject), ("--what", what))
+        if not given
+    ]
+    if missing and not ask:
+        raise click.UsageError(
+            f"missing {', '.join(missing)} (questions are asked only on a terminal, "
+            "without --json or --no-input)"
+        )
+    if not category:
+        category = _ask_category(cfg)
     if site is None:
-        if len(cfg.sites) != 1:
+        if len(cfg.sites) == 1:
+            site = cfg.sites[0].code
+        elif ask and cfg.sites:
+            site = _ask_site(cfg)
+        else:
             codes = ", ".join(s.code for s in cfg.sites) or "none configured"
             raise click.UsageError(f"give --site (sites: {codes})")
-        site = cfg.sites[0].code
+    if ask and not counters:
+        counters = _ask_counters(cfg, site)
+    if not subject:
+        subject = _ask_text("Subject, one line:")
+    if not what:
+        what = _ask_text("What is the problem (or the request)?")
     form = HandForm(
         site=site,
         subject=subject,
@@ -292,6 +348,82 @@ def tickets_new(
         except ConversationError as exc:
             raise _conversation_failed(exc) from None
     _print_queued(done, as_json)
+
+
+def _ask_category(cfg: Config) -> str:
+    """The category, picked by number from those the configured role may choose."""
+    from rma.tickets import Category, Role
+
+    role = Role(cfg.agent.role)
+    allowed = [c for c in Category if c.allowed(role)]
+    options = [
+        f"{c.value}: {c.description}" + (f", SLA {plural(c.sla_days, 'day')}" if c.sla_days else "")
+        for c in allowed
+    ]
+    title = f"Category (those the role {role.value!r} may choose)"
+    return allowed[_pick("Category", title, options)].value
+
+
+def _ask_site(cfg: Config) -> str:
+    sites = cfg.sites
+    return sites[_pick("Site", "Sites", [f"{s.code} {s.name}" for s in sites])].code
+
+
+def _ask_counters(cfg: Config, site: str) -> tuple[str, ...]:
+    """The counters the request is about, by number (none: the whole site); the only one
+    by default."""
+    here = cfg.counters_at(site)
+    if not here:
+        return ()
+    click.echo(f"Counters at {site}:", err=True)
+    click.echo("  0) none: the request is about the whole site", err=True)
+    for i, c in enumerate(here, 1):
+        click.echo(f"  {i}) {c.serial} {c.name}", err=True)
+    picked: tuple[int, ...] = click.prompt(
+        "Counters (numbers, comma-separated)",
+        type=_Numbers(len(here)),
+        default="1" if len(here) == 1 else "0",
+        err=True,
+    )
+    return tuple(here[i - 1].serial for i in picked)
+
+
+def _pick(name: str, title: str, options: list[str]) -> int:
+    """A numbered choice, on stderr as every question is; the index picked."""
+    click.echo(f"{title}:", err=True)
+    for i, option in enumerate(options, 1):
+        click.echo(f"  {i}) {option}", err=True)
+    top = len(options)
+    chosen: int = click.prompt(f"{name} (1-{top})", type=click.IntRange(1, top), err=True)
+    return chosen - 1
+
+
+def _ask_text(question: str) -> str:
+    """A line of text; an empty answer is asked again."""
+    while True:
+        text: str = click.prompt(question, prompt_suffix=" ", err=True)
+        if text.strip():
+            return text.strip()
+
+
+class _Numbers(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 only
+    """Numbers from 0 to ``top``, comma- or space-separated; 0 alone means none."""
+
+    name = "numbers"
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        words = str(value).replace(",", " ").split()
+        if not all(w.isdigit() and 0 <= int(w) <= self.top for w in words) or not words:
+            self.fail(f"give numbers from 0 to {self.top}, e.g. 1 or 1,2", param, ctx)
+        picked = tuple(dict.fromkeys(int(w) for w in words))
+        if 0 in picked and len(picked) > 1:
+            self.fail("0 (the whole site) goes alone", param, ctx)
+        return tuple(i for i in picked if i)
 
 
 @tickets.command("reply")

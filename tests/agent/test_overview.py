@@ -22,6 +22,7 @@ from agent.store import Store
 from diagnostics.model import CountSlot
 from rma.workflow import State
 from simulator import FakeClock, Fleet, SimCounter, SimSite
+from tests.agent.test_tickets_cli import cells
 from tests.chromium import load
 
 pytestmark = pytest.mark.integration
@@ -215,7 +216,9 @@ def test_overview_shows_each_open_issue_with_its_sla_and_plan(world: World, tmp_
         *("number", "sink", "key", "subject", "category", "status", "next_action", "stage"),
         *("requester", "created_at", "updated_at"),
     }
-    assert set(issue["sla"]) == {"category", "stage", "lines", "plan", "eta", "escalate_to"}
+    assert set(issue["sla"]) == {
+        *("category", "stage", "lines", "plan", "eta", "escalate_to", "running")
+    }
     assert set(issue["sla"]["lines"][0]) == {
         *("stage", "label", "sla_days", "description", "state", "since", "due", "overdue")
     }
@@ -241,6 +244,9 @@ def test_overview_shows_each_open_issue_with_its_sla_and_plan(world: World, tmp_
     for ident in ("L-000001", "FFC00042B", "FFC00017A", "LDN01", "candidate"):
         assert ident in words, ident
     assert "Technical" in words and "OVERDUE" not in human
+    # the support line and the category with their clocks, in the words tickets list uses
+    [stage] = [c for row in cells(human) for c in row if c.startswith("First line")]
+    assert stage == "First line · due 26 Nov 14:00 UTC category 1 d · due 26 Nov 14:00 UTC"
     assert "…" not in human and SECRET not in human
 
     # the page, as a browser shows it
@@ -263,6 +269,7 @@ def test_overview_shows_each_open_issue_with_its_sla_and_plan(world: World, tmp_
     v = loaded.values
     assert "Management overview" in v["text"] and "L-000001" in v["text"]
     assert "FootfallCam support" in v["text"] and "RMAs in progress" in v["text"]
+    assert "First line · due 26 Nov 14:00 UTC\nCategory 1 d · due 26 Nov 14:00 UTC" in v["text"]
     assert v["scripts"] == 0
     assert [b[:2] for b in v["stage_bars"]] == [["LDN01", "first_line"]]
     assert v["stage_bars"][0][2] > 100  # drawn, not a sliver

@@ -16,9 +16,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from agent.cli import cli
 from agent.config import RtSinkConfig
 from agent.delivery.outbox import CRASH_ENV, DELIVERED, Outbox
 from agent.delivery.sinks.local import LocalSink
@@ -30,6 +32,7 @@ from tests.agent.test_delivery_e2e import ROOT, rt_sinks_toml
 from tests.agent.test_lifecycle import LOCAL, NOW, REQUESTER, run, write_config
 from tests.agent.test_rt_sink import make_sink, make_ticket
 from tests.agent.test_smtp_sink import SmtpServer, smtp_server
+from tests.agent.test_tickets_cli import cells
 from tests.rt import RtServer
 
 
@@ -185,6 +188,31 @@ def test_the_lifecycle_by_hand_and_by_the_clock_in_rt_and_the_local_store(
     escalated_mails = [m for m in smtp.mailbox.received if "escalated" in m.message["Subject"]]
     assert len(escalated_mails) == 1  # one hand-over in two destinations: one e-mail
     assert "second line" in escalated_mails[0].message.get_body().get_content()
+
+    # tickets list reads RT as it reads the local store: both on the second line, its 3 days
+    # counted from the hand-over, while the Service Request's 1-day category SLA ran out
+    listed = json.loads(run(clock, "tickets", "list", *args).stdout)
+    rows = {(r["sink"], r["number"]): r for r in listed}  # RT holds other tests' tickets too
+    rows = {key: rows[key] for key in (("helpdesk", rt_number), ("local", "L-000001"))}
+    line_due = NOW + timedelta(days=4, hours=1)  # the hand-over at 11 March 11:00, plus 3 days
+    for r in rows.values():
+        assert (r["stage"], r["line_due"], r["line_overdue"]) == (
+            "second_line",
+            line_due.isoformat(),
+            False,
+        )
+        assert r["sla_overdue"] and r["sla"]["running"]
+    human = CliRunner(env={"COLUMNS": "80"}).invoke(
+        cli, ["tickets", "list", "--config", str(config)], obj={"clock": clock}
+    )
+    assert human.exit_code == 0, human.output
+    assert max(len(line) for line in human.output.splitlines()) <= 80, human.output
+    shown_rows = {row[0]: row for row in cells(human.output)[1:]}
+    for number in (f"{rt_number} helpdesk", "L-000001 local"):
+        assert shown_rows[number][2:4] == [
+            "Service Request 1 d · overdue 3 h",
+            "Second line · due 14 Mar 11:00 UTC",
+        ], human.output
 
 
 # --- the comment lines, whatever support writes

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from rma.sla import is_overdue, line_due, sla_due, ticket_sla
+from rma.sla import category_text, is_overdue, line_due, line_text, sla_due, ticket_sla
 from rma.tickets import Category, NextAction, Stage, Ticket, TicketStatus
 
 NOW = datetime(2025, 6, 26, 14, 30, tzinfo=UTC)
@@ -189,3 +189,58 @@ def test_a_later_line_whose_start_was_never_recorded_has_no_clock() -> None:
     assert line_due(legacy) is None and view.current.since is None
     assert not view.current.overdue and view.escalate_to is None
     assert view.category_overdue
+
+
+# --- the clocks in words (tickets list, the overview's tables and page)
+
+
+def test_the_line_and_the_category_in_words_due_then_overdue_to_the_unit_that_matters() -> None:
+    created = datetime(2025, 6, 26, 9, 0, tzinfo=ZoneInfo("Europe/London"))  # 08:00 UTC
+    t = ticket(Category.DATA_ACCURACY_ISSUE, created)
+    assert line_text(ticket_sla(t, created).to_json(), created) == (
+        "First line · due 27 Jun 08:00 UTC"
+    )
+    assert category_text(ticket_sla(t, created).to_json(), created) == (
+        "3 d · due 29 Jun 08:00 UTC"
+    )
+    for late, said in (
+        (timedelta(seconds=20), "1 min"),
+        (timedelta(minutes=59), "59 min"),
+        (timedelta(hours=5, minutes=59), "5 h"),
+        (timedelta(hours=47), "47 h"),
+        (timedelta(days=4, hours=23), "4 d"),
+    ):
+        now = created + timedelta(days=1) + late
+        assert line_text(ticket_sla(t, now).to_json(), now) == f"First line · overdue {said}"
+    now = created + timedelta(days=3, hours=2)
+    assert category_text(ticket_sla(t, now).to_json(), now) == "3 d · overdue 2 h"
+    # a due date in another year than now's says its year
+    new_year = datetime(2025, 12, 31, 12, 0, tzinfo=UTC)
+    t = ticket(Category.TECHNICAL_ISSUE, new_year)
+    assert line_text(ticket_sla(t, new_year).to_json(), new_year) == (
+        "First line · due 01 Jan 2026 12:00 UTC"
+    )
+
+
+def test_the_words_for_a_paused_clock_the_third_line_and_a_line_without_a_clock() -> None:
+    waiting = ticket(
+        Category.TECHNICAL_ISSUE,
+        NOW - timedelta(days=4),
+        next_action=NextAction.WAITING_ON_CUSTOMER,
+    )
+    view = ticket_sla(waiting, NOW).to_json()
+    assert view["running"] is False
+    assert line_text(view, NOW) == "First line · paused"
+    assert category_text(view, NOW) == "1 d · paused"
+    third = ticket(Category.TECHNICAL_ISSUE, NOW).with_stage(Stage.THIRD_LINE, NOW)
+    assert line_text(ticket_sla(third, NOW).to_json(), NOW) == "Third line · no ETA yet"
+    planned = third.with_stage(Stage.THIRD_LINE, NOW, plan="firmware 5.2", eta=NOW.date())
+    assert line_text(ticket_sla(planned, NOW).to_json(), NOW) == "Third line · ETA 26 Jun"
+    later = datetime(2025, 6, 27, 5, 0, tzinfo=UTC)
+    assert line_text(ticket_sla(planned, later).to_json(), later) == "Third line · overdue 5 h"
+    legacy = Ticket.from_json({**third.to_json(), "stage": "second_line", "stage_since": None})
+    assert line_text(ticket_sla(legacy, NOW).to_json(), NOW) == (
+        "Second line · no clock (its start was not recorded)"
+    )
+    no_sla = ticket(Category.TECHNICAL_ISSUE, NOW).model_copy(update={"sla_days": None})
+    assert category_text(ticket_sla(no_sla, NOW).to_json(), NOW) == "none"
