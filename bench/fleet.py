@@ -47,7 +47,9 @@ def fault_of(index: int) -> str | None:
     return {0: "hung", 5: "hung", 3: "slow"}.get(index % 10)
 
 
-def serve(counters: int, state: Path, out: Path, timeout: float, slow_delay: float, **agent):
+def serve(
+    counters: int, state: Path, out: Path, timeout: float, slow_delay: float, days: int, **agent
+):
     """Child process: serve the fleet, write the agent's config to ``out``, wait for stdin EOF."""
     from simulator import SimCounter, SimSite
     from simulator.lite import LiteFleet
@@ -60,7 +62,7 @@ def serve(counters: int, state: Path, out: Path, timeout: float, slow_delay: flo
         SimCounter(f"C{i:05d}", f"door {i}", sites[i // PER_SITE % len(sites)].code)
         for i in range(counters)
     ]
-    with LiteFleet(sites, sims, seed=3, history_days=3) as fleet:
+    with LiteFleet(sites, sims, seed=3, history_days=days) as fleet:
         for i, c in enumerate(sims):
             kind = fault_of(i)
             if kind == "slow":
@@ -169,7 +171,11 @@ def measure(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ffc-fleet-"))
     began = time.monotonic()
     child, path = start_fleet(
-        args.counters, tmp, args.timeout, args.slow_delay, "--max-parallel", str(args.max_parallel)
+        args.counters,
+        tmp,
+        args.timeout,
+        args.slow_delay,
+        *("--max-parallel", str(args.max_parallel), "--history-days", str(args.history_days)),
     )
     served = time.monotonic() - began
     try:
@@ -307,6 +313,12 @@ def main() -> None:
     )
     parser.add_argument("--sample", type=int, default=20, help="counters for the naive baseline")
     parser.add_argument("--slow-delay", type=float, default=1.0)
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=3,
+        help="days of counts each device holds, all back-filled before the timed cycle",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     parser.add_argument("--cycle-seconds", type=int, default=300, help=argparse.SUPPRESS)
@@ -316,7 +328,7 @@ def main() -> None:
         tmp = Path(args.tmp)
         agent = {"max_parallel": args.max_parallel, "cycle_seconds": args.cycle_seconds}
         serve(args.counters, tmp / "state", tmp / "agent.toml", args.timeout, args.slow_delay,
-              **agent)  # fmt: skip
+              args.history_days, **agent)  # fmt: skip
     else:
         measure(args)
 

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -218,37 +219,48 @@ class CountArrays:
 @dataclass(frozen=True, eq=False)
 class SlotColumns:
     """One counter's count slots as columns, oldest first: start (UTC epoch seconds), length in
-    minutes, IN and OUT. The store reads them straight into arrays, with no object per slot."""
+    minutes, IN and OUT. The store reads them straight into arrays, with no object per slot.
+
+    The agent keeps five weeks of these for every counter between cycles (``agent.counts``), so
+    they are held narrow: 20 bytes a slot, not 32. Counts are whole numbers of at most a million
+    a slot (``counter_format.MAX_COUNT``), which float32 holds exactly (to 2**24), and a length
+    fits int32; the models widen them to float64 on their grid."""
 
     start: np.ndarray  # int64
-    minutes: np.ndarray  # int64
-    cin: np.ndarray  # float64
-    cout: np.ndarray  # float64
+    minutes: np.ndarray  # int32
+    cin: np.ndarray  # float32
+    cout: np.ndarray  # float32
 
     @classmethod
     def empty(cls) -> SlotColumns:
-        z = np.zeros(0)
-        return cls(z.astype(np.int64), z.astype(np.int64), z, z)
+        return cls.of([], [], [], [])
+
+    @classmethod
+    def of(
+        cls, start: npt.ArrayLike, minutes: npt.ArrayLike, cin: npt.ArrayLike, cout: npt.ArrayLike
+    ) -> SlotColumns:
+        """From any sequences or arrays, in the held dtypes."""
+        return cls(
+            np.asarray(start, dtype=np.int64),
+            np.asarray(minutes, dtype=np.int32),
+            np.asarray(cin, dtype=np.float32),
+            np.asarray(cout, dtype=np.float32),
+        )
 
     @classmethod
     def from_slots(cls, slots: Sequence[CountSlot]) -> SlotColumns:
-        return cls(
-            np.array([int(s.start.timestamp()) for s in slots], dtype=np.int64),
-            np.array([s.minutes for s in slots], dtype=np.int64),
-            np.array([s.count_in for s in slots], dtype=float),
-            np.array([s.count_out for s in slots], dtype=float),
+        return cls.of(
+            [int(s.start.timestamp()) for s in slots],
+            [s.minutes for s in slots],
+            [s.count_in for s in slots],
+            [s.count_out for s in slots],
         )
 
     @classmethod
     def from_rows(cls, rows: np.ndarray) -> SlotColumns:
         """From an (n, 4) array of start, minutes, in, out."""
         rows = np.asarray(rows).reshape(-1, 4)
-        return cls(
-            rows[:, 0].astype(np.int64),
-            rows[:, 1].astype(np.int64),
-            rows[:, 2].astype(float),
-            rows[:, 3].astype(float),
-        )
+        return cls.of(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
 
     def __len__(self) -> int:
         return int(self.start.size)
@@ -526,6 +538,18 @@ class CountModel:
                 bad[i] = np.isin(g.day, list(self.faulty_days[i]))
         self._bad = bad
         self._fit(usable & ~bad)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in the model's arrays (its input arrays and grid included)."""
+        seen: set[int] = set()
+        total = 0
+        for value in [*vars(self).values(), *vars(self.arrays).values(), *vars(self.grid).values()]:
+            for arr in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(arr, np.ndarray) and id(arr) not in seen:
+                    seen.add(id(arr))
+                    total += arr.nbytes
+        return total
 
     def _fit(self, usable: np.ndarray) -> None:
         """Baselines and dispersion from the usable slots, then the zero runs they imply."""
@@ -1039,6 +1063,9 @@ def grid_span(
     return start, minutes, n
 
 
+MODEL_BUDGET = 32 * 2**20  # bytes of count models kept between cycles
+
+
 class ModelCache:
     """Count models kept between the agent's cycles and shared by the checks of a cycle.
 
@@ -1049,27 +1076,46 @@ class ModelCache:
     built from; ``SlotColumns.digest`` fingerprints the slots). One model is kept per ``who``:
     a new slot replaces the model it outdates at once, so memory holds one model per group,
     never two. ``sweep`` forgets the models nobody asked for since the previous sweep.
+
+    Memory is bounded: a model holds a dozen arrays over the whole history window (about 2 MB
+    for a site of ten counters over five weeks), so a gateway of a thousand counters cannot
+    keep them all. Past ``budget`` bytes the least recently used model is let go and built
+    again when it is next asked for (about 10 ms for such a site); the runner asks for one
+    site's models together, so within a cycle a model is built at most once either way.
     """
 
-    def __init__(self) -> None:
-        self._models: dict[Hashable, tuple[Hashable, CountModel]] = {}
+    def __init__(self, budget: int = MODEL_BUDGET) -> None:
+        self.budget = budget
+        self._models: OrderedDict[Hashable, tuple[Hashable, CountModel, int]] = OrderedDict()
         self._used: set[Hashable] = set()
         self.built = 0
         self.reused = 0
+        self.held = 0  # bytes of the models kept
 
     def get(self, who: Hashable, inputs: Hashable, build: Callable[[], CountModel]) -> CountModel:
         held = self._models.get(who)
         if held is not None and held[0] == inputs:
             self.reused += 1
             model = held[1]
+            self._models.move_to_end(who)
         else:
-            self._models.pop(who, None)  # let the outdated model go before building its successor
+            self._drop(who)  # let the outdated model go before building its successor
             model = build()
-            self._models[who] = (inputs, model)
+            size = model.nbytes
+            self._models[who] = (inputs, model, size)
+            self.held += size
             self.built += 1
+            while self.held > self.budget and len(self._models) > 1:
+                self._drop(next(iter(self._models)))
         self._used.add(who)
         return model
 
+    def _drop(self, who: Hashable) -> None:
+        held = self._models.pop(who, None)
+        if held is not None:
+            self.held -= held[2]
+
     def sweep(self) -> None:
-        self._models = {k: m for k, m in self._models.items() if k in self._used}
+        for who in [k for k in self._models if k not in self._used]:
+            self._drop(who)
         self._used = set()

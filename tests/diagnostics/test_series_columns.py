@@ -9,7 +9,14 @@ from diagnostics.calendar import Hours, SiteCalendar
 from diagnostics.checks import CounterEvidence, SiteEvidence, checks_for
 from diagnostics.checks.counts import CountCheck
 from diagnostics.model import CountSlot
-from diagnostics.series import CountArrays, ModelCache, SlotColumns, _hourly_offsets, _utc_offsets
+from diagnostics.series import (
+    CountArrays,
+    CountModel,
+    ModelCache,
+    SlotColumns,
+    _hourly_offsets,
+    _utc_offsets,
+)
 
 CAL = SiteCalendar("Europe/London", tuple([Hours(time(9), time(20))] * 7))
 NOW = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
@@ -81,16 +88,58 @@ def test_checks_judge_columns_and_cached_models_as_they_judge_slots():
     assert cache.built == 1
 
 
+class _Sized:
+    """Stands for a model in the cache's own tests: the cache reads only its size."""
+
+    def __init__(self, nbytes: int = 1) -> None:
+        self.nbytes = nbytes
+
+
 def test_model_cache_keeps_one_model_per_group_and_forgets_unused_ones():
     cache = ModelCache()
-    first = cache.get("a", 1, object)  # type: ignore[arg-type]
-    cache.get("b", 1, object)  # type: ignore[arg-type]
+    first = cache.get("a", 1, _Sized)  # type: ignore[arg-type]
+    cache.get("b", 1, _Sized)  # type: ignore[arg-type]
     cache.sweep()
-    assert cache.get("a", 1, object) is first  # type: ignore[arg-type]
+    assert cache.get("a", 1, _Sized) is first  # type: ignore[arg-type]
     cache.sweep()
     assert "b" not in cache._models
-    newer = cache.get("a", 2, object)  # type: ignore[arg-type]
+    newer = cache.get("a", 2, _Sized)  # type: ignore[arg-type]
     assert newer is not first and len(cache._models) == 1
+    assert cache.held == 1
+
+
+def test_model_cache_lets_the_least_recently_used_go_past_its_budget():
+    cache = ModelCache(budget=250)
+    a = cache.get("a", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+    cache.get("b", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+    assert cache.get("a", 1, lambda: _Sized(100)) is a  # type: ignore[arg-type, return-value]
+    cache.get("c", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+    # 300 bytes > 250: "b" was used least recently
+    assert list(cache._models) == ["a", "c"] and cache.held == 200
+    assert cache.built == 3 and cache.reused == 1
+    # one model larger than the whole budget is still kept (the checks are using it)
+    big = cache.get("d", 1, lambda: _Sized(1000))  # type: ignore[arg-type, return-value]
+    assert list(cache._models) == ["d"] and cache.held == 1000
+    assert cache.get("d", 1, lambda: _Sized(1000)) is big  # type: ignore[arg-type, return-value]
+
+
+def test_a_model_counts_the_bytes_of_its_arrays():
+    data = {"A": slots("A", 30, 1), "B": slots("B", 30, 2)}
+    cols = {k: SlotColumns.from_slots(v) for k, v in data.items()}
+    model = CountModel(CountArrays.from_columns(cols, CAL, now=NOW), CAL, NOW)
+    assert model.nbytes >= model.total.nbytes + model.expected.nbytes + model.arrays.cin.nbytes
+    assert model.nbytes < 64 * model.total.nbytes  # no array counted twice over
+
+
+def test_slot_columns_are_held_narrow_and_widen_exactly():
+    huge = 1_000_000  # counter_format.MAX_COUNT
+    cols = SlotColumns.of([0, 900], [15, 15], [huge, 3], [0, 7])
+    assert (cols.minutes.dtype, cols.cin.dtype, cols.start.dtype) == (
+        np.int32,
+        np.float32,
+        np.int64,
+    )
+    assert cols.cin.tolist() == [huge, 3.0] and cols.slots("X")[0].count_in == huge
 
 
 def test_a_site_and_its_counters_share_one_model_when_every_peer_is_everyone_else():
