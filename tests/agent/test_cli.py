@@ -493,7 +493,6 @@ def test_no_help_imports_what_only_the_work_needs() -> None:
         import click
         from click.testing import CliRunner
         from agent.cli import cli
-from agent.config import AgentConfig
 
         heavy = {HEAVY!r}
         def paths(group, path=()):
