@@ -250,8 +250,8 @@ class AgentConfig(_Model):
     confirm_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
     confirm_minutes: Annotated[StrictInt, Field(ge=0)] = 0
     recover_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
-    # a counter that stopped answering is ticketed once it has been down this long (a
-    # counter's reboot takes a few minutes: it is not a ticket)
+    # a counter that stopped answering, or a whole site, is ticketed once it has been down
+    # this long (a counter's reboot, or a site's switch or router's, is not a ticket)
     offline_ticket_minutes: Annotated[StrictInt, Field(ge=0, le=1440)] = 10
     # a covered or blocked view is first the store's to clear (a notice to the store); a
     # ticket follows when it stays blocked this long, or at once when the counts suffer

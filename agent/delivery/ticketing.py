@@ -125,14 +125,15 @@ class Ticketing:
     def held(self, inc: Incident, now: datetime) -> Held | None:
         """Why this incident's ticket waits, and until when; None when it may be filed.
 
-        An offline counter waits ``offline_ticket_minutes`` from when it stopped answering:
-        a reboot is not a ticket. A covered or blocked view is first the store's to clear: it
-        waits ``blocked_view_grace_minutes`` (the store is asked meanwhile, ``ask_store``),
-        unless the counter's counts already suffer (an open count incident), when support
-        must hear at once."""
+        An offline counter, or a whole site gone dark, waits ``offline_ticket_minutes`` from
+        when it stopped answering (its check's ``reboot_wait``): a counter's reboot, or a
+        switch's or router's at the site, is not a ticket. A covered or blocked view is first
+        the store's to clear: it waits ``blocked_view_grace_minutes`` (the store is asked
+        meanwhile, ``ask_store``), unless the counter's counts already suffer (an open count
+        incident), when support must hear at once."""
         kind = meta(inc.check_id)
         agent = self.config.agent
-        if kind.liveness:
+        if kind.reboot_wait:
             wait, why = agent.offline_ticket_minutes, "ruling out a reboot"
         elif kind.family is Family.LIVEVIEW:
             if self._counts_affected(inc):
