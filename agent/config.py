@@ -67,6 +67,7 @@ from diagnostics.calendar import (
     parse_hours,
     parse_span,
 )
+from diagnostics.model import plural
 
 EX_CONFIG = 78  # sysexits.h: configuration error; the unit's RestartPreventExitStatus
 
@@ -468,8 +469,11 @@ class RemediationConfig(_Model):
             except ValueError as exc:
                 raise ValueError(f"bad placeholder in {arg!r}: {exc}") from None
             if names - known:
-                bad = ", ".join(sorted(names - known))
-                raise ValueError(f"unknown placeholder(s) {bad}; known: poe_port, serial, host")
+                bad = sorted(names - known)
+                raise ValueError(
+                    f"{plural(len(bad), 'unknown placeholder')} {', '.join(bad)}; "
+                    "known: poe_port, serial, host"
+                )
         return value
 
 
