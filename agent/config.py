@@ -67,6 +67,7 @@ from diagnostics.calendar import (
     parse_hours,
     parse_span,
 )
+from diagnostics.model import plural
 
 EX_CONFIG = 78  # sysexits.h: configuration error; the unit's RestartPreventExitStatus
 
@@ -250,8 +251,8 @@ class AgentConfig(_Model):
     confirm_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
     confirm_minutes: Annotated[StrictInt, Field(ge=0)] = 0
     recover_checks: Annotated[StrictInt, Field(ge=1, le=100)] = 2
-    # a counter that stopped answering is ticketed once it has been down this long (a
-    # counter's reboot takes a few minutes: it is not a ticket)
+    # a counter that stopped answering, or a whole site, is ticketed once it has been down
+    # this long (a counter's reboot, or a site's switch or router's, is not a ticket)
     offline_ticket_minutes: Annotated[StrictInt, Field(ge=0, le=1440)] = 10
     # a covered or blocked view is first the store's to clear (a notice to the store); a
     # ticket follows when it stays blocked this long, or at once when the counts suffer
@@ -468,8 +469,11 @@ class RemediationConfig(_Model):
             except ValueError as exc:
                 raise ValueError(f"bad placeholder in {arg!r}: {exc}") from None
             if names - known:
-                bad = ", ".join(sorted(names - known))
-                raise ValueError(f"unknown placeholder(s) {bad}; known: poe_port, serial, host")
+                bad = sorted(names - known)
+                raise ValueError(
+                    f"{plural(len(bad), 'unknown placeholder')} {', '.join(bad)}; "
+                    "known: poe_port, serial, host"
+                )
         return value
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.store import Incident, Store
 from diagnostics.flapping import WINDOW, is_flapping, state_change_percent
-from diagnostics.model import Assessed, Status
+from diagnostics.model import Assessed, Status, plural
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def _next_state(
                 minutes=policy.confirm_minutes
             )
             if streak >= policy.confirm_checks or long_enough:
-                return OPEN, f"confirmed by {streak} bad check(s) in a row"
-            return SUSPECTED, f"seen {streak} time(s); waiting for {policy.confirm_checks}"
+                return OPEN, f"confirmed by {plural(streak, 'bad check')} in a row"
+            return SUSPECTED, f"seen {plural(streak, 'time')}; waiting for {policy.confirm_checks}"
         if state == RECOVERING:
             return OPEN, "the problem came back before recovery was confirmed"
         return None, ""
@@ -150,8 +150,10 @@ def _next_state(
     if state == SUSPECTED:
         return RESOLVED, "not confirmed: healthy again"
     if streak >= policy.recover_checks:
-        checks = "check" if streak == 1 else "checks"
-        return RESOLVED, f"recovered: healthy on {streak} {checks} in a row"
+        return RESOLVED, f"recovered: healthy on {plural(streak, 'check')} in a row"
     if state == OPEN:
-        return RECOVERING, f"healthy again; waiting for {policy.recover_checks} good checks"
+        return (
+            RECOVERING,
+            f"healthy again; waiting for {plural(policy.recover_checks, 'good check')}",
+        )
     return None, ""

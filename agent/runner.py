@@ -76,7 +76,7 @@ from diagnostics.series import ModelCache, SlotColumns
 from rma.tickets import Task, Ticket
 
 if TYPE_CHECKING:
-    from agent.delivery.ticketing import Ticketing
+    from agent.delivery.ticketing import Ticketing, Waiting
     from agent.views import LiveViews
     from rma.redact import Redactor
 
@@ -122,6 +122,8 @@ class CycleResult:
     duration_s: float
     composed: list[Ticket] = field(default_factory=list)  # queued, shadowed or dry-run
     observations: list[Observation] = field(default_factory=list)  # this cycle's probes
+    # tickets held back on purpose (a reboot waited out, the store asked to clear a view)
+    waiting: list[Waiting] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Assessed]:
@@ -833,8 +835,11 @@ class Runner:
         with self.store.transaction():  # incident changes and their tickets: both or neither
             flips = apply(self.store, assessed, now, self.policy)
             composed = self.tickets.queue(now, assessed, dry_run=self.dry_run, prepared=prepared)
-            if not self.dry_run:
+            if self.dry_run:
+                waiting = self.tickets.waiting(now)
+            else:
                 self.tickets.follow_up(flips, now)
+                waiting = self.tickets.ask_store(now)  # what only the store can fix, first
         crashpoint("after_enqueue")
         if not self.dry_run:
             self.ladder.post_requests(now)  # the RMA request's full text, once its ticket exists
@@ -859,7 +864,7 @@ class Runner:
         )
         self.maintain(now)
         observations = [o for r in results.values() for o in r.observations]
-        return CycleResult(now, assessed, flips, tickets, duration, composed, observations)
+        return CycleResult(now, assessed, flips, tickets, duration, composed, observations, waiting)
 
     def gate(self, now: datetime, calendars: dict[str, Any]) -> Gate:
         """What the false-alarm gate knows this cycle beyond the findings themselves."""

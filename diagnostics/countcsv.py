@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from diagnostics.model import CountSlot
+from diagnostics.model import CountSlot, plural
 from diagnostics.series import SLOT_LENGTHS
 
 COLUMNS = ("timestamp", "counter", "in", "out")
@@ -114,19 +114,19 @@ def parse_counts_csv(
         rows[key] = (count_in, count_out, number)
     for serial, n in sorted(unknown.items()):
         warnings.append(
-            f"{n} row(s) for counter {serial}, which is not in the configuration, were ignored"
+            f"ignored {plural(n, 'row')} for counter {serial}, which is not in the configuration"
         )
     if clashes > MAX_LISTED:
         warnings.append(
-            f"{clashes - MAX_LISTED} more duplicate row(s) with different counts; "
+            f"{plural(clashes - MAX_LISTED, 'more duplicate row')} with different counts; "
             "the later line was kept each time"
         )
     for serial, n in sorted(same.items()):
         warnings.append(
-            f"{n} duplicate row(s) for counter {serial} with the same counts were dropped"
+            f"dropped {plural(n, 'duplicate row')} for counter {serial} with the same counts"
         )
     if out_of_order:
-        warnings.append(f"{out_of_order} row(s) were out of time order; they were sorted")
+        warnings.append(f"{plural(out_of_order, 'row')} out of time order: sorted")
     minutes, note = _slot_length(rows)
     if note:
         warnings.append(note)
@@ -212,7 +212,7 @@ def _slots(rows: _Rows, minutes: int, warnings: list[str]) -> dict[str, list[Cou
         out.setdefault(serial, []).append(CountSlot(serial, at, minutes, count_in, count_out))
     for serial, n in sorted(off_grid.items()):
         warnings.append(
-            f"{n} row(s) for counter {serial} do not start on its {minutes}-minute "
-            "grid and were ignored"
+            f"ignored {plural(n, 'row')} for counter {serial} not starting on its "
+            f"{minutes}-minute grid"
         )
     return out

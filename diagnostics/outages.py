@@ -7,9 +7,11 @@ cycle's findings and folds them:
 - the gateway itself at fault (no uplink, a full disk): counter findings are not trusted;
 - a storm, more than half of the gateway's counters failing at once: automatic tickets stop,
   and one finding names the likely common cause for a person to look at;
-- a whole site down at once: one site-level finding (one site ticket), not one per counter;
-  and no count finding of its counters inside the outage (a gap, zeros, a low level or an
-  odd split there are the outage, seen from one counter), whichever check saw the outage —
+- a whole site down at once: one site-level finding (one site ticket), not one per counter,
+  and an ok one once a counter of it answers again (so the site's incident recovers: a site
+  dark for a minute, a switch or router rebooting, is not a ticket); and no count finding of
+  its counters inside the outage (a gap, zeros, a low level or an odd split there are the
+  outage, seen from one counter), whichever check saw the outage —
   the counters not answering (``site.offline``) or every counter's slots missing
   (``site.counts.outage``);
 - a site finding a counter's own problem already explains, and a counter's under- or
@@ -23,12 +25,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
-from diagnostics.checks import Family, meta
+from diagnostics.checks import Family, counter_up, meta
 from diagnostics.checks.counts_imbalance import CountImbalance, explains_level
 from diagnostics.checks.counts_missing import SiteCountsOutage
 from diagnostics.checks.gateway import GATEWAY, GatewayHealth
 from diagnostics.checks.outages import GatewayStorm, SiteOffline
-from diagnostics.model import Decision, Finding, Status, Verdict, as_datetime
+from diagnostics.model import Decision, Finding, Status, Verdict, as_datetime, plural
 
 GATEWAY_BLOCKING = {"uplink_down": "it has no network uplink", "disk_full": "its disk is full"}
 STORM_SHARE = 0.5
@@ -79,7 +81,12 @@ def group_pass(
     extra: list[Finding] = []
     for site, members in counters_by_site.items():
         down = by_site.get(site, [])
-        if len(members) < 2 or len(down) < len(members):
+        if len(members) < 2:
+            continue
+        if len(down) < len(members):
+            up = _site_up(findings, site, members)
+            if up is not None:
+                extra.append(up)
             continue
         site_finding = _site_down(findings, down, site)
         why = f"all {len(members)} counters of site {site} are down at once: one site incident"
@@ -251,6 +258,26 @@ def _storm(
             "likely_cause": cause,
         },
         remediation=GatewayStorm.remediation,
+    )
+
+
+def _site_up(findings: Sequence[Finding], site: str, members: Sequence[str]) -> Finding | None:
+    """The site is not wholly offline when one of its counters answers (its liveness check
+    says so this cycle): an ok finding, which recovers the site's outage incident. None when
+    none answered (not probed, or an error): that says nothing either way."""
+    up = [f for f in findings if counter_up(f) and f.site == site and f.subject in members]
+    if not up:
+        return None
+    return Finding(
+        check_id=SiteOffline.id,
+        status=Status.OK,
+        code="online",
+        summary=f"site {site} is reachable: {len(up)} of {plural(len(members), 'counter')} "
+        "answering",
+        at=up[0].at,
+        site=site,
+        subject=None,
+        evidence={"answering": sorted(f.subject or "" for f in up)},
     )
 
 

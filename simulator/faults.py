@@ -74,9 +74,7 @@ def make_fault(kind: str, since: datetime, params: Mapping[str, Any]) -> Fault:
     unknown = set(params) - set(spec)
     if unknown:
         allowed = ", ".join(spec) or "none"
-        raise ValueError(
-            f"fault {kind}: unknown parameter(s) {sorted(unknown)}; allowed: {allowed}"
-        )
+        raise ValueError(f"fault {kind}: unknown parameter {min(unknown)!r}; allowed: {allowed}")
     values: dict[str, Any] = {}
     for name, (default, low, high) in spec.items():
         value = params.get(name, default)

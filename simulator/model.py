@@ -88,7 +88,7 @@ class SimSite:
         ZoneInfo(self.timezone)  # fail early on a typo
         unknown = set(self.opening_hours) - set(WEEKDAYS)
         if unknown:
-            raise ValueError(f"site {self.code}: unknown weekday(s) {sorted(unknown)}")
+            raise ValueError(f"site {self.code}: unknown weekday {min(unknown)!r}")
         for text in self.opening_hours.values():
             _parse_span(text)
         object.__setattr__(self, "closed_dates", tuple(sorted(set(self.closed_dates))))

@@ -119,7 +119,7 @@ class DeviceState:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:  # a typo in a test's fault must not silently mean "healthy"
-            raise ValueError(f"unknown state key(s): {', '.join(unknown)}")
+            raise ValueError(f"unknown state key {unknown[0]!r}")
         return cls(**data)
 
     def write(self, path: str | Path) -> None:

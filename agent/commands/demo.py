@@ -3,8 +3,13 @@
 Six simulated counters on 127.0.0.1 — one healthy, one offline, one hung, one whose counting
 stopped, one whose live view is covered, and one at a second store closed for a refit — are
 watched by the real agent: the real config loader, probes, store, checks, gate and local ticket
-store, in a temporary state directory. Time is simulated: the demo sets its clock to the most
-recent 15:30 in London, so the stores are open whatever the hour at which it is run.
+store, in a temporary state directory, with the waits of a real install (``agent.config``'s
+defaults: an offline counter is ticketed once it has been down longer than a reboot, 10
+minutes; a covered view is first the store's to clear, for an hour). Time is simulated (only
+the clock is): four cycles five minutes apart, in which the offline counters' tickets wait out
+a reboot and the store is asked to clear the covered view, then one more cycle once the store's
+grace has run out, when the tickets of the problems that stayed are filed. The last cycle is
+at the most recent 15:30 in London, so the stores are open whatever the hour at which it is run.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import click
 
 from agent.app import App
 from agent.commands.common import _print_json, err, json_option, out, table
-from diagnostics.model import SYSTEM_CLOCK, Assessed, Decision
+from diagnostics.model import SYSTEM_CLOCK, Assessed, Decision, plural
 
 if TYPE_CHECKING:  # the simulator and the runner load when the demo runs, not for --help
     from agent.config import Config
+    from agent.delivery.ticketing import Waiting
     from agent.runner import CycleResult
     from rma.tickets import Ticket
     from simulator import FakeClock, Fleet
@@ -36,15 +42,33 @@ log = logging.getLogger(__name__)
 LONDON = ZoneInfo("Europe/London")
 CYCLES = 4  # the live view is confirmed over 3 snapshots, then the incident over 2 checks
 CYCLE_STEP = timedelta(minutes=5)
+# the waits of a real install, which the simulator's own config leaves at 0
+WAITS = ("offline_ticket_minutes", "blocked_view_grace_minutes")
+
+
+def real_waits() -> dict[str, int]:
+    """``agent.config``'s defaults of the ticket waits (a reboot, the store's grace)."""
+    from agent.config import AgentConfig
+
+    return {k: int(AgentConfig.model_fields[k].default) for k in WAITS}
+
+
+def schedule() -> list[timedelta]:
+    """When each cycle runs, from the first: ``CYCLES`` of them ``CYCLE_STEP`` apart, then one
+    more the store's grace later (past it: the view has been blocked since the first)."""
+    quick = [CYCLE_STEP * i for i in range(CYCLES)]
+    grace = timedelta(minutes=real_waits()["blocked_view_grace_minutes"])
+    return [*quick, quick[-1] + grace]
 
 
 def demo_time(real_now: datetime) -> datetime:
-    """The most recent 15:30 London time at or before ``real_now``, minus the demo's cycles."""
+    """The first cycle's time: the last one is the most recent 15:30 London time at or
+    before ``real_now``."""
     local = real_now.astimezone(LONDON)
     at = local.replace(hour=15, minute=30, second=0, microsecond=0)
     if at > local:
         at -= timedelta(days=1)
-    return at.astimezone(UTC) - CYCLE_STEP * (CYCLES - 1)
+    return at.astimezone(UTC) - schedule()[-1]
 
 
 WEEK = {
@@ -117,12 +141,32 @@ class DemoResult:
             "state_dir": str(self.state_dir),
             "findings": [a.to_json() for a in last.assessed if _found(a)],
             "ruled_out": [a.to_json() for a in last.ruled_out],
+            # the story over the simulated clock: what waited, and why, and what was filed
+            "cycles": [
+                {
+                    "at": c.started_at.isoformat(),
+                    "held": [w.to_json() for w in c.waiting],
+                    "filed": [t.number for t in c.tickets],
+                }
+                for c in self.cycles
+            ],
             "tickets": [t.to_json() for t in self.tickets],
             "ticket_files": [
                 {"number": n, "page": str(page), "attachments": [str(p) for p in files]}
                 for n, page, files in self.ticket_files()
             ],
         }
+
+    def held(self) -> list[tuple[datetime, Waiting, Ticket | None]]:
+        """Each ticket that waited, once: when it was first held, why and until when (the
+        hold as last seen), and the ticket filed when the wait ran out (None: still held)."""
+        first: dict[str, tuple[datetime, Waiting]] = {}
+        for c in self.cycles:
+            for w in c.waiting:
+                at = first[w.ticket.key][0] if w.ticket.key in first else c.started_at
+                first[w.ticket.key] = (at, w)
+        filed = {t.key: t for t in self.tickets}
+        return [(at, w, filed.get(key)) for key, (at, w) in first.items()]
 
     def ticket_files(self) -> list[tuple[str, Path, list[Path]]]:
         """Each filed ticket's page and attachments (its bundle) as the local ticket store
@@ -157,7 +201,8 @@ def run_demo(
     from simulator import FakeClock
 
     say = progress or (lambda _msg: None)
-    clock = FakeClock(demo_time(real_now or SYSTEM_CLOCK.now()))
+    start = demo_time(real_now or SYSTEM_CLOCK.now())
+    clock = FakeClock(start)
     state_dir.mkdir(parents=True, exist_ok=True)
     fleet = build_fleet(clock)
     with fleet:
@@ -170,7 +215,7 @@ def run_demo(
             state_dir / "references",
             probe_timeout_seconds=2,
             # the demo's cycles are 5 minutes apart: look at the live view every time
-            agent={"snapshot_seconds": 300, "ssh_seconds": 300},
+            agent={"snapshot_seconds": 300, "ssh_seconds": 300, **real_waits()},
         )
         config_path.write_text(text, encoding="utf-8")
         config: Config = load_config(config_path)
@@ -179,18 +224,24 @@ def run_demo(
             f"time {clock.now().astimezone(LONDON):%a %d %b %Y %H:%M %Z}"
         )
         cycles: list[CycleResult] = []
+        times = schedule()
         with App.open(config, clock) as app:
             runner = app.runner
             # The demo is about its simulated store alone: the machine it runs on (its disk,
             # clock sync, uplink) is not part of the story, and its state would read as a
             # problem of the store.
             runner.gateway_checks = []
-            for i in range(CYCLES):
+            for i, offset in enumerate(times):
                 if i:
-                    clock.set(clock.now() + CYCLE_STEP)
+                    clock.set(start + offset)
                     fleet.refresh()
-                say(f"cycle {i + 1}/{CYCLES} at {clock.now().astimezone(LONDON):%H:%M}")
-                cycles.append(runner.run_cycle())
+                cycle = runner.run_cycle()
+                cycles.append(cycle)
+                say(
+                    f"cycle {i + 1}/{len(times)} at {clock.now().astimezone(LONDON):%H:%M}: "
+                    f"{plural(len(cycle.tickets), 'ticket')} filed, "
+                    f"{plural(len(cycle.waiting), 'ticket')} held back"
+                )
             tickets = [t for c in cycles for t in c.tickets]
     # as filed, with the attachments the local store keeps beside each ticket
     from agent.delivery.sinks import LocalSink
@@ -236,6 +287,10 @@ def demo(ctx: click.Context, state_dir: Path | None, as_json: bool) -> None:
         _show(run_demo(Path(scratch), progress=_progress), as_json, kept=False)
 
 
+def _hhmm(at: datetime) -> str:
+    return f"{at.astimezone(LONDON):%H:%M}"
+
+
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -253,10 +308,11 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
         _print_json(data)
         return
     last = result.cycles[-1]
+    first = result.cycles[0].started_at
     out.print(
         f"[bold]ffc-agent demo[/] — simulated time "
-        f"{result.simulated_time.astimezone(LONDON):%a %d %b %Y %H:%M %Z}, "
-        f"{len(result.cycles)} cycles\n"
+        f"{first.astimezone(LONDON):%a %d %b %Y %H:%M} to "
+        f"{result.simulated_time.astimezone(LONDON):%H:%M %Z}, {len(result.cycles)} cycles\n"
     )
     found = table(
         "What it found (genuine problems)", ("counter", "check", "what"), whole=("counter",)
@@ -280,10 +336,28 @@ def _show(result: DemoResult, as_json: bool, *, kept: bool) -> None:
             "; ".join(a.verdict.reasons),
         )
     out.print(ruled)
-    filed = table("Tickets filed", ("number", "category, SLA", "subject"), whole=("number",))
+    held = result.held()
+    waited = table(
+        "Tickets it held back, and why (filed if the problem stays)",
+        ("counter", "held at", "until", "why", "then"),
+        whole=("counter", "held at", "until"),
+    )
+    for at, w, ticket in held:
+        inc = w.incident
+        then = f"filed {ticket.number} at {_hhmm(ticket.created_at)}" if ticket else "still held"
+        waited.add_row(inc.subject or inc.site, _hhmm(at), _hhmm(w.held.until), w.held.why, then)
+    out.print(waited)
+    from rich.markup import escape
+
+    for at, w, _ticket in held:
+        if w.ask:
+            out.print(f"[bold]Asked the store[/] at {_hhmm(at)}: {escape(w.ask)}\n")
+    filed = table(
+        "Tickets filed", ("number", "at", "category, SLA", "subject"), whole=("number", "at")
+    )
     for t in result.tickets:
         sla = f", {t.sla_days} d" if t.sla_days else ""
-        filed.add_row(t.number or "-", f"{t.category}{sla}", t.subject)
+        filed.add_row(t.number or "-", _hhmm(t.created_at), f"{t.category}{sla}", t.subject)
     out.print(filed)
     healthy = sorted(
         set(result.counters) - {a.finding.subject for a in last.assessed if a.finding.problem}

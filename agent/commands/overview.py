@@ -39,7 +39,7 @@ from diagnostics.model import plural
 @click.option(
     "--all-gateways",
     is_flag=True,
-    help="Also read the open tickets every gateway filed from the RT destination(s).",
+    help="Also read the open tickets every gateway filed from each RT destination.",
 )
 def overview_cmd(
     config_path: Path, as_json: bool, html_path: Path | None, all_gateways: bool

@@ -664,4 +664,4 @@ def tickets_retry(config_path: Path) -> None:
     cfg = _load(config_path)
     with App.open(cfg, clock()) as app:
         n = app.outbox.retry_failed(app.clock.now())
-    out.print(f"{n} item(s) queued again")
+    out.print(f"{plural(n, 'item')} queued again")

@@ -90,7 +90,7 @@ from typing import Any, Protocol
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import DB_NAME, Store, StoreError, StoreFull, is_disk_full
 from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
-from diagnostics.model import Finding
+from diagnostics.model import Finding, plural
 from rma.tickets import Task, Ticket
 
 log = logging.getLogger(__name__)
@@ -547,7 +547,7 @@ class Outbox:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry.name)
         if removed:
-            log.info("outbox: removed %d attachment folder(s) no item names", len(removed))
+            log.info("outbox: removed %s no item names", plural(len(removed), "attachment folder"))
         return removed
 
     # -- delivery ----------------------------------------------------------------------------------

@@ -125,14 +125,15 @@ class Ticketing:
     def held(self, inc: Incident, now: datetime) -> Held | None:
         """Why this incident's ticket waits, and until when; None when it may be filed.
 
-        An offline counter waits ``offline_ticket_minutes`` from when it stopped answering:
-        a reboot is not a ticket. A covered or blocked view is first the store's to clear: it
-        waits ``blocked_view_grace_minutes`` (the store is asked meanwhile, ``ask_store``),
-        unless the counter's counts already suffer (an open count incident), when support
-        must hear at once."""
+        An offline counter, or a whole site gone dark, waits ``offline_ticket_minutes`` from
+        when it stopped answering (its check's ``reboot_wait``): a counter's reboot, or a
+        switch's or router's at the site, is not a ticket. A covered or blocked view is first
+        the store's to clear: it waits ``blocked_view_grace_minutes`` (the store is asked
+        meanwhile, ``ask_store``), unless the counter's counts already suffer (an open count
+        incident), when support must hear at once."""
         kind = meta(inc.check_id)
         agent = self.config.agent
-        if kind.liveness:
+        if kind.reboot_wait:
             wait, why = agent.offline_ticket_minutes, "ruling out a reboot"
         elif kind.family is Family.LIVEVIEW:
             if self._counts_affected(inc):
@@ -167,24 +168,38 @@ class Ticketing:
             for other in self.store.incidents(open_only=True)
         )
 
-    def ask_store(self, now: datetime) -> None:
-        """Tell the store (requester, CC, the site's chat) once about each held problem only
-        it can fix — a covered or blocked view — and when a ticket follows if it stays."""
+    def waiting(self, now: datetime) -> list[Waiting]:
+        """Every ticket held back on purpose (``held``), with the ticket that follows if the
+        problem stays, and what the store is asked to do meanwhile ('' when nothing is the
+        store's to do: a reboot is waited out, not asked about)."""
+        out = []
         for inc in self._unfiled():
             hold = self.held(inc, now)
-            kind = meta(inc.check_id)
-            if hold is None or kind.family is not Family.LIVEVIEW:
+            if hold is None:
                 continue
             ticket = self.compose(inc, now)
-            finding = Finding.from_json(inc.last_finding)
-            site = self.config.site(inc.site)
-            until = hold.until.astimezone(site.calendar().tz)
-            ask = (
-                f"{ticket.subject}. Please clear it at the store: "
-                f"{finding.remediation or 'see the ticket preview'} If it is still blocked at "
-                f"{until:%H:%M} on {until:%d %b}, a ticket goes to FootfallCam support."
-            )
-            self.notifier.notify(Event.store_action(ticket, hold.until, ask), now)
+            ask = ""
+            if meta(inc.check_id).family is Family.LIVEVIEW:
+                finding = Finding.from_json(inc.last_finding)
+                until = hold.until.astimezone(self.config.site(inc.site).calendar().tz)
+                ask = (
+                    f"{ticket.subject}. Please clear it at the store: "
+                    f"{finding.remediation or 'see the ticket preview'} If it is still blocked "
+                    f"at {until:%H:%M} on {until:%d %b}, a ticket goes to FootfallCam support."
+                )
+            out.append(Waiting(inc, ticket, hold, ask))
+        return out
+
+    def ask_store(self, now: datetime) -> list[Waiting]:
+        """Tell the store (requester, CC, the site's chat) once about each held problem only
+        it can fix — a covered or blocked view — and when a ticket follows if it stays. Every
+        ticket held back this time, with what the store was asked (call inside the cycle's
+        incident transaction: a notice is queued once per ask)."""
+        waiting = self.waiting(now)
+        for w in waiting:
+            if w.ask:
+                self.notifier.notify(Event.store_action(w.ticket, w.held.until, w.ask), now)
+        return waiting
 
     def prepare(
         self, now: datetime, assessed: list[Assessed], policy: Policy, *, dry_run: bool = False
@@ -248,8 +263,6 @@ class Ticketing:
                 self.sinks, ticket, incident_id=inc.id, attachments=attachments, now=now
             )
             self.store.set_incident_ticket(inc.id, ticket.key, None)
-        if not dry_run:
-            self.ask_store(now)
         return out
 
     def compose(self, inc: Incident, now: datetime) -> Ticket:
@@ -573,6 +586,29 @@ class Held:
 
     why: str
     until: datetime
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A ticket held back on purpose: its incident, the ticket that follows if the problem
+    stays, why it waits and until when, and what the store was asked ('' if nothing)."""
+
+    incident: Incident
+    ticket: Ticket
+    held: Held
+    ask: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        inc = self.incident
+        return {
+            "check_id": inc.check_id,
+            "site": inc.site or None,
+            "counter": inc.subject or None,
+            "subject": self.ticket.subject,
+            "why": self.held.why,
+            "until": self.held.until.isoformat(),
+            "store_asked": self.ask or None,
+        }
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,9 @@ def summary(result: CycleResult, config: Config) -> str:
     problems = result.problems
     up = sum(1 for a in result.assessed if counter_up(a.finding))
     probed = sum(1 for c in config.counters if c.host)
-    head = f"{up}/{probed} counters up, {len(problems)} problem(s)"
+    head = f"{up}/{probed} counters up, {plural(len(problems), 'problem')}"
     if result.tickets:
-        head += f", {len(result.tickets)} ticket(s) filed"
+        head += f", {plural(len(result.tickets), 'ticket')} filed"
     return f"{head}; last cycle {result.started_at:%H:%M:%S} in {result.duration_s:.1f}s"
 
 

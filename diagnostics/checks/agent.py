@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from diagnostics.checks.base import Check, DerivedCheck, Family, TicketKind
-from diagnostics.model import Finding, Status
+from diagnostics.model import Finding, Status, plural
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class OutboxHealth(Check):
                     check_id=self.id,
                     status=Status.FAIL,
                     code="destination_refuses",
-                    summary=f"the destination {sink} refused {failed} item(s) for good; "
+                    summary=f"the destination {sink} refused {plural(failed, 'item')} for good; "
                     f"last: {state.last_error}",
                     at=evidence.now,
                     site=None,

@@ -165,6 +165,7 @@ class CheckMeta:
     store_questions: tuple[str, ...] = ()
     ticket_evidence: tuple[str, ...] = ()
     liveness: bool = False
+    reboot_wait: bool = False
     accuracy: bool = False
     derived: bool = False
     explained_by: tuple[str, ...] = ()
@@ -196,7 +197,9 @@ class Check:
     tell support), ``ticket_evidence`` (the evidence keys the ticket's "how" answer shows, in
     order: the rest — model statistics, raw image metrics — stays in the bundle's
     ``findings.json``), ``codes`` (per-code overrides of those), ``liveness`` (its ok means
-    the counter answers), ``accuracy`` (it judges count accuracy, which an untuned counter
+    the counter answers), ``reboot_wait`` (its problem may be a reboot passing — a counter's,
+    or a site's switch or router — so its ticket waits ``offline_ticket_minutes`` from when
+    the problem began), ``accuracy`` (it judges count accuracy, which an untuned counter
     does not have yet), ``derived`` (its findings are made by the gate or the agent, not by
     ``run``: the runner does not run it), ``explained_by`` (ids of counter checks whose
     problem at the same site, over the same time, already explains a site-level finding of
@@ -216,6 +219,7 @@ class Check:
     ticket_evidence: ClassVar[tuple[str, ...]] = ()
     codes: ClassVar[Mapping[str, Wording]] = {}
     liveness: ClassVar[bool] = False
+    reboot_wait: ClassVar[bool] = False
     accuracy: ClassVar[bool] = False
     derived: ClassVar[bool] = False
     explained_by: ClassVar[tuple[str, ...]] = ()
@@ -238,6 +242,7 @@ class Check:
             store_questions=cls.store_questions,
             ticket_evidence=cls.ticket_evidence,
             liveness=cls.liveness,
+            reboot_wait=cls.reboot_wait,
             accuracy=cls.accuracy,
             derived=cls.derived,
             explained_by=cls.explained_by,

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from diagnostics.checks.base import SiteEvidence, TicketKind
 from diagnostics.checks.counts import CountCheck, local, site_columns, site_model, span
-from diagnostics.model import Finding, Status, as_datetime
+from diagnostics.model import Finding, Status, as_datetime, plural
 from diagnostics.series import CountModel, Gap, runs
 
 
@@ -147,7 +147,7 @@ class CountsMissing(_Gaps):
             evidence,
             status,
             "missing",
-            f"{slots} slot(s) missing from {local(start, tz)} to {local(end, tz)} "
+            f"{plural(slots, 'slot')} missing from {local(start, tz)} to {local(end, tz)} "
             f"(about {expected:.0f} visitors); {words}",
             start=start.isoformat(),
             end=end.isoformat(),

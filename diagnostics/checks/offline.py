@@ -46,6 +46,7 @@ class CounterOffline(Check):
     ticket = TicketKind.TECHNICAL
     priority = 20
     liveness = True
+    reboot_wait = True  # a counter restarting is not a ticket
     ticket_subject = "{who} offline {since} ({reason})"
     ticket_what = (
         "{who} is offline: the agent cannot reach it ({reason}), so its counts are not "

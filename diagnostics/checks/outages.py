@@ -19,6 +19,7 @@ class SiteOffline(DerivedCheck):
     family = Family.CONNECTIVITY
     ticket = TicketKind.TECHNICAL
     priority = 10  # the site's power or network explains each counter being offline
+    reboot_wait = True  # a switch or router restarting darkens the site for a minute or two
     ticket_subject = "{who} outage {since} ({code})"
     ticket_what = "The whole of {low} is down at once, not just one counter. {said}"
     ticket_ask = (

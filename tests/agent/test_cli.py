@@ -6,14 +6,16 @@ import re
 import subprocess
 import sys
 import textwrap
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from agent.cli import cli
+from agent.config import AgentConfig
 from simulator import FakeClock
 from tests.rma.test_tickets import JSON_KEYS
 
@@ -96,6 +98,41 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     for t in tickets:
         assert (state / "tickets" / f"{t['number']}.json").exists()
         assert (state / "tickets" / f"{t['number']}.md").exists()
+    # the waits of a real install (agent.config's defaults), told over the simulated clock:
+    # the offline counters' tickets wait out a reboot, the store is first asked to clear the
+    # covered view, and each is filed once its wait ran out with the problem still there
+    offline = AgentConfig.model_fields["offline_ticket_minutes"].default
+    grace = AgentConfig.model_fields["blocked_view_grace_minutes"].default
+    assert (offline, grace) == (10, 60)
+    assert f"offline_ticket_minutes = {offline}" in (state / "ffc-agent.toml").read_text()
+    first = datetime.fromisoformat(data["cycles"][0]["at"])
+    held = {}
+    for cycle in data["cycles"]:
+        for h in cycle["held"]:
+            held.setdefault(h["counter"], (datetime.fromisoformat(cycle["at"]), h))
+            assert h["subject"] not in {
+                t["subject"] for t in tickets if t["number"] in cycle["filed"]
+            }
+    assert set(held) == {"FFC1002", "FFC1003", "FFC1005"}  # nothing waits for stopped counts
+    by_counter = {t["counters"][0]: t for t in tickets}
+    for serial in ("FFC1002", "FFC1003"):
+        seen, hold = held[serial]
+        until = datetime.fromisoformat(hold["until"])
+        assert hold["why"] == "ruling out a reboot" and hold["store_asked"] is None
+        assert until == first + timedelta(minutes=offline) > seen
+        assert datetime.fromisoformat(by_counter[serial]["created_at"]) >= until
+        assert by_counter[serial]["subject"] == hold["subject"]
+    seen, hold = held["FFC1005"]
+    until = datetime.fromisoformat(hold["until"])
+    asked = hold["store_asked"]
+    assert hold["why"] == "the store is asked to clear the view"
+    assert until == first + timedelta(minutes=grace) > seen
+    assert asked.startswith(hold["subject"] + ". Please clear it at the store: ")
+    assert f"still blocked at {until.astimezone(ZoneInfo('Europe/London')):%H:%M}" in asked
+    filed_at = datetime.fromisoformat(by_counter["FFC1005"]["created_at"])
+    assert filed_at >= until and filed_at == datetime.fromisoformat(data["simulated_time"])
+    stopped = datetime.fromisoformat(by_counter["FFC1004"]["created_at"])
+    assert stopped < first + timedelta(minutes=offline)  # stopped counts: filed at once
     # status at the demo's time: MCR02 is closed for a refit, so nobody is expected there
     at = FakeClock(datetime.fromisoformat(data["simulated_time"]))
     config = str(state / "ffc-agent.toml")
@@ -143,6 +180,10 @@ def test_demo_end_to_end_as_a_user_runs_it(tmp_path):
     )
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
+    assert "Tickets it held back, and why" in shown.stdout
+    assert shown.stdout.count("ruling out a reboot") == 2
+    [asked] = [ln for ln in lines if ln.startswith("Asked the store at ")]
+    assert "FFC1005" in asked and "a ticket goes to FootfallCam support." in asked
     for t in tickets:
         page = again / "tickets" / f"{t['number']}.md"
         assert f"{t['number']}: page {page}" in lines

@@ -295,9 +295,10 @@ def test_the_service_cycles_files_once_and_stops_cleanly_on_sigterm(
 
     ready = service.ready(START_DEADLINE_S)
     assert ready.fields.get("STATUS") == "watching 2 counters"
-    first = service.status(r"^(\d+)/(\d+) counters up, (\d+) problem\(s\)")
+    first = service.status(r"^(\d+)/(\d+) counters up, (\d+) (problems?)[,;]")
     assert first.group(1, 2) == ("1", "2")  # HEALTHY up, OFFLINE down
     assert int(first.group(3)) >= 1
+    assert first.group(4) == ("problem" if first.group(3) == "1" else "problems")  # in words
     service.status(r"counters up")
     quiet_from = len(service.lines())
     # Between two finished cycles the idle wait pings the watchdog as well as the cycle does.

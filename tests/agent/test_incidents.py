@@ -50,7 +50,24 @@ def test_confirmation_delay_then_recovery_delay(store):
         "recovering",
         "resolved",
     ]
-    assert all(t["reason"] for t in store.transitions(inc.id))
+    # the incident log, in words: counted with diagnostics.model.plural, no "check(s)"
+    assert [t["reason"] for t in store.transitions(inc.id)] == [
+        "seen 1 time; waiting for 2",
+        "confirmed by 2 bad checks in a row",
+        "healthy again; waiting for 2 good checks",
+        "recovered: healthy on 2 checks in a row",
+    ]
+
+
+def test_one_bad_check_confirms_when_one_is_enough_and_says_so(store):
+    feed = Feed(store, Policy(confirm_checks=1, recover_checks=1))
+    assert feed(True) == [(None, "open")]
+    assert feed(False) == [("open", "resolved")]
+    [inc] = store.incidents()
+    assert [t["reason"] for t in store.transitions(inc.id)] == [
+        "confirmed by 1 bad check in a row",
+        "recovered: healthy on 1 check in a row",
+    ]
 
 
 def test_a_single_bad_check_is_never_confirmed(store):

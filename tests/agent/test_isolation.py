@@ -63,7 +63,7 @@ def test_the_outbox_check_judges_the_state_it_is_given() -> None:
         "destination_refuses",
         "sink:rt",
     )
-    assert f.summary == ("the destination rt refused 2 item(s) for good; last: HTTP 403 forbidden")
+    assert f.summary == ("the destination rt refused 2 items for good; last: HTTP 403 forbidden")
     assert f.evidence == {
         "sink": "rt",
         "failed": 2,

@@ -204,3 +204,84 @@ def test_a_blocked_view_whose_counts_suffer_is_ticketed_at_once(tmp_path: Path) 
             apply(runner.store, genuine, clock.now(), Policy(confirm_checks=1))
         assert "open" in states(runner, serial)[1:]
         assert runner.tickets.held(view, clock.now()) is None
+
+
+@contextlib.contextmanager
+def dark_site(tmp_path: Path) -> Iterator[tuple[FakeClock, Fleet, Runner, Path, list[str]]]:
+    """Both counters of LDN01 offline from now on; MCR02's three answer (two of five down is
+    not a storm: one site finding), checked every 5 minutes with the real reboot wait."""
+    clock = FakeClock(NOW)
+    dark = [fresh_serial("D"), fresh_serial("D")]
+    lit = [fresh_serial("L") for _ in range(3)]
+    fleet = Fleet(
+        [
+            SimSite("LDN01", "London", "Europe/London", WEEK),
+            SimSite("MCR02", "Manchester", "Europe/London", WEEK),
+        ],
+        [SimCounter(s, f"Door {s}", "LDN01", base_rate=150.0) for s in dark]
+        + [SimCounter(s, f"Door {s}", "MCR02", base_rate=150.0) for s in lit],
+        seed=11,
+        clock=clock,
+    )
+    with fleet:
+        fleet.start()
+        for serial in dark:
+            fleet.set_fault(serial, "offline")
+        state = tmp_path / "state"
+        agent = {"confirm_checks": 1, "offline_ticket_minutes": 10}
+        text = fleet.agent_config_toml(state, probe_timeout_seconds=2, agent=agent)
+        path = tmp_path / "agent.toml"
+        path.write_text(text)
+        with Store.open(state) as store:
+            yield clock, fleet, make_runner(load_config(path), store, clock=clock), state, dark
+
+
+def site_incidents(runner: Runner) -> list[Any]:
+    return [i for i in runner.store.incidents() if i.site == "LDN01" and not i.subject]
+
+
+def of_ldn01(tickets: list[Any]) -> list[Any]:
+    """The dark site's tickets (MCR02's simulated traffic may raise its own)."""
+    return [t for t in tickets if t.site == "LDN01"]
+
+
+def test_a_whole_site_gone_dark_waits_out_a_reboot_too(tmp_path: Path) -> None:
+    with dark_site(tmp_path) as (clock, fleet, runner, state, dark):
+        first = runner.run_cycle()  # 14:00: the site's switch went down
+        assert of_ldn01(first.tickets) == []
+        [site] = site_incidents(runner)
+        assert site.state == "open"
+        [waiting] = [w for w in first.waiting if w.incident.site == "LDN01"]
+        assert waiting.incident.id == site.id
+        assert waiting.held.why == "ruling out a reboot" and waiting.ask == ""
+        assert waiting.held.until == NOW + 2 * STEP
+        assert of_ldn01(step(clock, fleet, runner)) == []  # 14:05: a switch reboots this fast
+        config = str(tmp_path / "agent.toml")
+        listed = CliRunner().invoke(
+            cli, ["incidents", "--config", config, "--json"], obj={"clock": clock}
+        )
+        [row] = [r for r in json.loads(listed.stdout) if r["id"] == site.id]
+        assert row["ticket_held"] == {
+            "why": "ruling out a reboot",
+            "until": (NOW + 2 * STEP).isoformat(),
+        }
+        assert not any(i.subject in dark for i in runner.store.incidents())  # one, the site's
+        [ticket] = of_ldn01(step(clock, fleet, runner))  # 14:10: ten minutes dark
+    assert ticket.created_at == NOW + 2 * STEP
+    assert (ticket.issue_level, ticket.site) == ("site", "LDN01")
+    assert "outage since 25 Nov 14:00" in ticket.subject, ticket.subject
+    assert "Every counter of site LDN01 is offline at once (2 refused)" in ticket.comment.what
+    [filed] = of_ldn01(local_tickets(state))
+    assert filed.key == ticket.key
+
+
+def test_a_site_back_within_the_wait_gets_no_ticket(tmp_path: Path) -> None:
+    with dark_site(tmp_path) as (clock, fleet, runner, state, dark):
+        runner.run_cycle()
+        assert [i.state for i in site_incidents(runner)] == ["open"]
+        for serial in dark:
+            fleet.clear_fault(serial)  # the router came back
+        for _ in range(3):
+            assert of_ldn01(step(clock, fleet, runner)) == []
+        assert [i.state for i in site_incidents(runner)] == ["resolved"]
+    assert of_ldn01(local_tickets(state)) == []

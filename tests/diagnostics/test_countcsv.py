@@ -41,7 +41,7 @@ def test_duplicates_kept_once_and_disagreements_named():
     )
     slots, warnings = parse_counts_csv(text)
     assert len(slots["A"]) == 2 and slots["A"][1].count_in == 2  # the later line wins
-    assert any("1 duplicate row(s) for counter A with the same counts" in w for w in warnings)
+    assert any("dropped 1 duplicate row for counter A with the same counts" in w for w in warnings)
     assert any(w.startswith("line 5:") and "different counts" in w for w in warnings)
 
 
@@ -49,7 +49,9 @@ def test_unknown_counters_are_a_warning_not_a_crash():
     text = "2026-11-02T09:00:00Z,A,1,1\n2026-11-02T09:00:00Z,X9,1,1\n2026-11-02T09:15:00Z,X9,1,1\n"
     slots, warnings = parse_counts_csv(text, {"A"})
     assert set(slots) == {"A"}
-    assert any("2 row(s) for counter X9, which is not in the configuration" in w for w in warnings)
+    assert any(
+        "ignored 2 rows for counter X9, which is not in the configuration" in w for w in warnings
+    )
 
 
 def test_the_repeated_autumn_hour_is_two_slots_with_their_offsets():
@@ -104,4 +106,4 @@ def test_rows_off_the_grid_are_left_out_with_a_warning():
     rows = "".join(f"2026-11-02T09:{m:02d}:00Z,A,1,1\n" for m in (0, 15, 30, 45, 50))
     slots, warnings = parse_counts_csv(rows)
     assert len(slots["A"]) == 4
-    assert any("do not start on its 15-minute grid" in w for w in warnings)
+    assert "ignored 1 row for counter A not starting on its 15-minute grid" in warnings

@@ -332,7 +332,34 @@ def test_statistically_plausible_low_traffic():
 def test_checks_errors_and_healthy_findings_get_no_verdict():
     ok = Finding("counter.offline", Status.OK, "online", "fine", NOW, "LDN01", "A1")
     err = Finding("counter.offline", Status.ERROR, "check_error", "boom", NOW, "LDN01", "A2")
-    assert [a.verdict for a in assess([ok, err], gate=gate())] == [None, None]
+    found = assess([ok, err], gate=gate())
+    assert [a.verdict for a in found] == [None, None, None]
+    # A1 answers, so LDN01 is not wholly offline: the site's ok finding (no verdict either)
+    site = found[2].finding
+    assert (site.check_id, site.status, site.site, site.subject) == (
+        "site.offline",
+        Status.OK,
+        "LDN01",
+        None,
+    )
+    assert site.evidence == {"answering": ["A1"]}
+
+
+def test_a_site_is_reachable_again_once_one_of_its_counters_answers():
+    up = Finding("counter.offline", Status.OK, "online", "fine", NOW, "MCR02", "M2")
+    unknown = Finding("counter.offline", Status.ERROR, "check_error", "?", NOW, "MCR02", "M2")
+
+    def of_the_site(findings):
+        found = assess(findings, gate=gate())
+        return [a.finding for a in found if a.finding.site == "MCR02" and not a.finding.subject]
+
+    [back] = of_the_site([offline("M1", "MCR02"), up])  # M1 still down, M2 answers
+    assert back.status is Status.OK
+    assert back.summary == "site MCR02 is reachable: 1 of 2 counters answering"
+    # a counter that could not be judged says nothing either way; nor does a storm
+    assert of_the_site([offline("M1", "MCR02"), unknown]) == []
+    storm = [offline(s) for s in ("A1", "A2", "A3")] + [offline("M1", "MCR02"), up]
+    assert of_the_site(storm) == []
 
 
 def test_the_calendars_can_still_be_passed_alone():
