@@ -39,6 +39,10 @@ Contract:
   the archive ends within a sixty-fourth of the cap (256 bytes to 4 KiB) below it.
 - The same input (and a fresh redactor) gives the same bytes: sorted names with the manifest
   first, every mtime ``created_at``, owner root, gzip header without name or clock.
+- A bundle is built before its ticket is filed, so without the helpdesk's number;
+  ``numbered(data, number)`` writes the number into the report's header and the manifest
+  afterwards (the outbox does, at delivery), packed the same way: the same bytes as a build
+  with that number (when the cap cut nothing differently), and the same on every try.
 """
 
 from __future__ import annotations

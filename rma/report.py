@@ -13,7 +13,9 @@ what was collected, what the size cap left out and what was redacted.
 images already downscaled, which ``rma.bundle.build_bundle`` does before calling it. Times are
 shown in the site's time zone, as the store sees them. ``Report`` renders the same page in
 parts, for the bundle, which renders it again for each try of its size cap: the parts that
-show the input are rendered once, and only the list of files and notes changes.
+show the input are rendered once, and only the list of files and notes changes. A page
+rendered before its ticket was filed says so in its header; ``with_number`` puts the number
+there once the helpdesk has given it.
 """
 
 from __future__ import annotations
