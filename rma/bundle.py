@@ -39,6 +39,10 @@ Contract:
   the archive ends within a sixty-fourth of the cap (256 bytes to 4 KiB) below it.
 - The same input (and a fresh redactor) gives the same bytes: sorted names with the manifest
   first, every mtime ``created_at``, owner root, gzip header without name or clock.
+- A bundle is built before its ticket is filed, so without the helpdesk's number;
+  ``numbered(data, number)`` writes the number into the report's header and the manifest
+  afterwards (the outbox does, at delivery), packed the same way: the same bytes as a build
+  with that number (when the cap cut nothing differently), and the same on every try.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from rma.inputs import (
     SeriesRow,
 )
 from rma.redact import Redactor
-from rma.report import Report
+from rma.report import Report, with_number
 from rma.tickets import Attachment
 
 # The input types live in rma.inputs (rma.report draws them too); callers find them here.
@@ -90,7 +94,9 @@ __all__ = [
     "SeriesRow",
     "build_bundle",
     "downscale",
+    "is_bundle",
     "max_assemblies",
+    "numbered",
 ]
 
 FORMAT = "ffc-bundle/1"
@@ -100,6 +106,8 @@ JPEG_QUALITY = 72
 LOG_LIMIT = 1024 * 1024  # an excerpt, not the journal
 OUTPUT_LIMIT = 256 * 1024  # per command output; head and tail are kept
 CONTENT_TYPE = "application/gzip"
+PREFIX, SUFFIX = "ffc-bundle-", ".tar.gz"  # a bundle's file name
+_NUMBER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # RT's "123", the store's "L-000001"
 
 
 @dataclass(frozen=True)
@@ -154,9 +162,60 @@ def build_bundle(
     return Bundle(
         data=packed.data,
         manifest=packed.manifest,
-        name=builder.name + ".tar.gz",
+        name=builder.name + SUFFIX,
         assemblies=builder.assemblies,
     )
+
+
+def is_bundle(name: str) -> bool:
+    """Is ``name`` the file name of a diagnostics bundle (``build_bundle``'s)?"""
+    return name.startswith(PREFIX) and name.endswith(SUFFIX)
+
+
+def numbered(data: bytes, number: str) -> Bundle:
+    """The bundle ``data``, built before its ticket was filed, with the ticket's ``number``
+    in its report's header and its manifest (``incident.ticket``): the archive a build with
+    that number would give, less any difference the size cap would have made (a number adds
+    a few bytes). Packed as ``build_bundle`` packs, so the same bundle and number give the
+    same bytes, however often it is done (a delivery tried again after a crash).
+
+    Nothing else is re-rendered, so nothing is redacted again: the number is the only new
+    text, and it must be a plain ticket number (letters, digits, ``.``, ``_``, ``-``). A
+    bundle numbered already with ``number`` is returned as it is; a ``ValueError`` for one
+    with another number, a number that is not plain, or bytes that are no bundle."""
+    if not _NUMBER_RE.fullmatch(number):
+        raise ValueError("a ticket number is letters, digits, '.', '_' and '-'")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r:") as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            files: dict[str, bytes] = {}
+            for m in members:
+                got = tar.extractfile(m)
+                assert got is not None
+                files[m.name.split("/", 1)[-1]] = got.read()
+        manifest = json.loads(files.pop("manifest.json"))
+        name = str(manifest["name"])
+        created_at = datetime.fromisoformat(manifest["created_at"])
+        incident = manifest["incident"]
+        page = files["report.html"].decode()
+    except (OSError, EOFError, tarfile.TarError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a diagnostics bundle ({type(exc).__name__})") from None
+    if manifest.get("format") != FORMAT or [m.name for m in members[:1]] != [
+        f"{name}/manifest.json"
+    ]:
+        raise ValueError("not a diagnostics bundle of this format")
+    if incident.get("ticket") == number:
+        return Bundle(data=bytes(data), manifest=manifest, name=name + SUFFIX)
+    if incident.get("ticket") is not None:
+        raise ValueError("the bundle names another ticket")
+    files["report.html"] = with_number(page, number).encode()
+    incident["ticket"] = number
+    for entry in manifest["files"]:
+        if entry["name"] == "report.html":
+            entry["size"] = len(files["report.html"])
+            entry["sha256"] = hashlib.sha256(files["report.html"]).hexdigest()
+    packed = _pack(name, created_at, _json(manifest), files)
+    return Bundle(data=packed, manifest=manifest, name=name + SUFFIX)
 
 
 def _redacted(inp: BundleInput, r: Redactor) -> BundleInput:
@@ -285,7 +344,7 @@ class _Builder:
         self._again: dict[str, tuple[str, int]] = {}
         self._image_text: set[str] = set()
         stamp = clean.created_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.name = f"ffc-bundle-{_slug(clean.site)}-{_slug(clean.key)}-{stamp}"
+        self.name = f"{PREFIX}{_slug(clean.site)}-{_slug(clean.key)}-{stamp}"
 
     # --- limits that hold whatever the cap
 

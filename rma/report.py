@@ -13,7 +13,9 @@ what was collected, what the size cap left out and what was redacted.
 images already downscaled, which ``rma.bundle.build_bundle`` does before calling it. Times are
 shown in the site's time zone, as the store sees them. ``Report`` renders the same page in
 parts, for the bundle, which renders it again for each try of its size cap: the parts that
-show the input are rendered once, and only the list of files and notes changes.
+show the input are rendered once, and only the list of files and notes changes. A page
+rendered before its ticket was filed says so in its header; ``with_number`` puts the number
+there once the helpdesk has given it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ START_COLOUR = "#b42318"  # the incident's start (red)
 
 MAX_CHARTS = 6  # counters charted; a site of 20 doors lists the rest in words
 _EVIDENCE_ITEMS = 12
+# the header's ticket before the helpdesk numbered it (``with_number`` fills the number in)
+UNNUMBERED = "not filed yet: the helpdesk numbers it on filing"
 
 _W, _H = 1000, 290  # the chart's viewBox
 _ML, _MR, _MT, _MB = 58, 18, 26, 46  # margins: left, right, top, bottom
@@ -204,12 +208,12 @@ def _header(inp: BundleInput, findings: list[dict[str, Any]], page: _Page) -> st
         ("Site", site),
         ("Counter" + ("s" if len(inp.counters) > 1 else ""), counters),
         ("Category", inp.category or _first_summary(findings) or "not chosen"),
-        ("Ticket", inp.ticket_number or "not filed yet: the helpdesk numbers it on filing"),
+        ("Ticket", inp.ticket_number or UNNUMBERED),
         ("Began", f"{began} ({page.zone_name})"),
         ("Bundle built", page.full(inp.created_at)),
         ("Ticket key", inp.key),
     ]
-    meta = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in items)
+    meta = "".join(_meta_item(k, v) for k, v in items)
     tally: dict[str, int] = {}
     for f in findings:
         # a problem's verdict; else what the check said: a skipped check is not "ok"
@@ -231,15 +235,37 @@ def _header(inp: BundleInput, findings: list[dict[str, Any]], page: _Page) -> st
         if k in words
     )
     title = inp.subject or f"Diagnostics for {site}"
-    number = f"Ticket {inp.ticket_number} · " if inp.ticket_number else ""
     return (
         '<header class="top">'
-        f'<div class="kicker">{_e(number)}FootfallCam diagnostics bundle · ffc-agent '
-        f"{_e(inp.agent_version)}</div>"
+        f"{_kicker(inp.ticket_number)}{_e(inp.agent_version)}</div>"
         f'<h1>{_e(title)}</h1><dl class="meta">{meta}</dl>'
         + (f'<div class="tally">{chips}</div>' if chips else "")
         + "</header>"
     )
+
+
+def _kicker(number: str) -> str:
+    said = f"Ticket {number} · " if number else ""
+    return f'<div class="kicker">{_e(said)}FootfallCam diagnostics bundle · ffc-agent '
+
+
+def _meta_item(name: str, value: str) -> str:
+    return f"<div><dt>{_e(name)}</dt><dd>{_e(value)}</dd></div>"
+
+
+def with_number(page: str, number: str) -> str:
+    """``page`` (a report rendered before its ticket was filed) as ``render_report`` renders
+    it with the ticket's ``number``: the two places of the header that show the number. A page
+    that does not show exactly one unnumbered header is a ``ValueError``."""
+    out = page
+    for before, after in (
+        (_kicker(""), _kicker(number)),
+        (_meta_item("Ticket", UNNUMBERED), _meta_item("Ticket", number)),
+    ):
+        if out.count(before) != 1:
+            raise ValueError("the report has no unnumbered ticket header to number")
+        out = out.replace(before, after)
+    return out
 
 
 def _first_summary(findings: list[dict[str, Any]]) -> str:

@@ -44,6 +44,18 @@ the local store, RT); tried before, it is added only if the ticket does not show
 follow-up may carry a ``stage`` (an escalation to the next support line: ``set_stage``), applied
 only when the ticket is not in that stage already.
 
+A ticket's diagnostics bundle carries the ticket's number (its report's header, its
+manifest's ``incident.ticket``), which the destination gives only when it files the ticket. So
+where that number comes from a destination that can be read back (the local store, RT), the
+ticket is filed without the bundle, saying that it follows, and the bundle is its first
+follow-up: a ``message`` item queued in the same transaction, which waits for the ticket's
+number like every follow-up, then numbers the bundle staged with it (``rma.bundle.numbered``:
+the same staged bytes and number give the same archive on every try) and sends it with a
+message that carries ``[ffc-bundle:<key>]``. The ticket is read first on every try, and a
+ticket with that marker has its bundle (from an earlier try cut off by a kill, or another
+gateway that filed it first): one bundle per ticket. E-mail and webhooks, which cannot be read
+back, take the bundle with the ticket, as built.
+
 Notices (kinds ``email`` and ``chat``) go through the same claim, retry and failure rules to a
 notification channel (``Channel``) instead of a ticket sink. They are rendered and redacted
 when queued, keyed by (ticket key, event kind, detail hash, channel) so one change is one
@@ -91,6 +103,7 @@ from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
 from agent.store import DB_NAME, Store, StoreError, StoreFull, is_disk_full
 from diagnostics.checks.agent import OutboxHealth, OutboxState, SinkState
 from diagnostics.model import Finding, plural
+from rma.bundle import numbered
 from rma.tickets import Task, Ticket
 
 log = logging.getLogger(__name__)
@@ -234,26 +247,60 @@ class Outbox:
         incident_id: int | None,
         attachments: Mapping[str, bytes] | None = None,
         join: bool = True,
+        bundle: str | None = None,
         now: datetime,
     ) -> list[int]:
         """One ``create`` item per destination. Call inside ``store.transaction()`` together
         with the incident change, so both happen or neither does. ``join=False`` (a ticket a
-        person raises by hand) files a new ticket even beside an open one on the same problem."""
+        person raises by hand) files a new ticket even beside an open one on the same problem.
+
+        ``bundle`` names the attachment that is the diagnostics bundle. A destination that
+        numbers the ticket when it files it and can be read back (the local store, RT) gets
+        it as the ticket's first follow-up, numbered at delivery (``rma.bundle.numbered``),
+        and the ticket says that it follows; the others (e-mail, a webhook) get it with the
+        ticket, as built. Returns the ids of the ``create`` items."""
         payload: dict[str, Any] = {"ticket": ticket.to_json()}
         if not join:
             payload["join"] = False
-        return [
+        files = dict(attachments or {})
+        later = bundle if bundle is not None and bundle in files else None
+        ids = []
+        for sink in sinks:
+            if later is None or not getattr(sink, "readable", True):
+                ids.append(
+                    self._enqueue(sink.name, "create", ticket.key, payload, incident_id, files, now)
+                )
+                continue
+            assert later is not None
+            coming = ticket.with_message(ticket.updated_at, "ffc-agent", bundle_follows(later))
+            ids.append(
+                self._enqueue(
+                    sink.name,
+                    "create",
+                    ticket.key,
+                    {**payload, "ticket": coming.to_json()},
+                    incident_id,
+                    {n: d for n, d in files.items() if n != later},
+                    now,
+                )
+            )
             self._enqueue(
                 sink.name,
-                "create",
+                "message",
                 ticket.key,
-                payload,
+                {
+                    "author": "ffc-agent",
+                    "body": bundle_attached(later, ticket.key),
+                    "at": _iso(now),
+                    "status": None,
+                    "attachments": {later: hashlib.sha256(files[later]).hexdigest()},
+                    "numbered": later,
+                },
                 incident_id,
-                attachments,
+                {later: files[later]},
                 now,
             )
-            for sink in sinks
-        ]
+        return ids
 
     def enqueue_message(
         self,
@@ -829,8 +876,10 @@ class Outbox:
         at = datetime.fromisoformat(p["at"])
         # Tried before, it may have got there (a kill after sending, a lost answer, the status
         # change failing after the message went), and a message cannot be searched by key:
-        # the ticket is read first, and only what is missing is sent.
-        current = sink.get(number) if tried else None
+        # the ticket is read first, and only what is missing is sent. A ticket's bundle is
+        # looked for every time: a ticket another gateway filed first may have its bundle.
+        bundle = p.get("numbered")
+        current = sink.get(number) if tried or bundle else None
         answer = current
         if current is None or not self._on_ticket(item, current):
             if p.get("attachments"):
@@ -840,7 +889,12 @@ class Outbox:
                         f"the files of outbox item {item.id} are gone from {self.files}",
                         permanent=True,
                     )
+                if bundle:
+                    files[bundle] = self._numbered(item, files[bundle], number)
+                    crashpoint("before_bundle")
                 answer = sink.add_message(number, p["author"], p["body"], at, files)
+                if bundle:
+                    crashpoint("after_bundle")
             else:
                 answer = sink.add_message(number, p["author"], p["body"], at)
         if p.get("status") and hasattr(sink, "set_status"):
@@ -872,10 +926,23 @@ class Outbox:
         answer: Ticket = sink.add_task(number, task, datetime.fromisoformat(item.payload["at"]))
         return answer.model_copy(update={"number": number}), "delivered"
 
+    def _numbered(self, item: Item, data: bytes, number: str) -> bytes:
+        """The staged bundle of ``item`` with the ticket's ``number`` in it: the same bytes
+        on every try. One that cannot be numbered still goes, as it was built."""
+        try:
+            return numbered(data, number).data
+        except ValueError as exc:
+            log.warning("%s: bundle of %s sent without its number: %s", item.sink, item.key, exc)
+            return data
+
     def _on_ticket(self, item: Item, ticket: Ticket) -> bool:
         """Did an earlier try of this follow-up reach ``ticket``? It did when the ticket holds
         more copies of its text than this outbox delivered before (a text may recur: a
-        problem that heals twice)."""
+        problem that heals twice). A ticket's bundle is there when any message carries its
+        marker (``bundle_attached``), whoever sent it: one bundle per ticket."""
+        if item.payload.get("numbered"):
+            marker = bundle_marker(item.key)
+            return any(marker in m.body for m in ticket.messages)
         body = str(item.payload["body"]).strip()
         there = sum(m.body.strip() == body for m in ticket.messages)
         sent = sum(
@@ -981,6 +1048,26 @@ class Outbox:
                 (PENDING, _iso(now), _iso(now), FAILED),
             )
             return cur.rowcount
+
+
+def bundle_follows(name: str) -> str:
+    """What a ticket filed without its bundle says of it (``enqueue_ticket``)."""
+    return (
+        f"The diagnostics bundle ({name}) follows in the next message, once the helpdesk has "
+        "numbered this ticket: its report and manifest then name the ticket's number."
+    )
+
+
+def bundle_marker(key: str) -> str:
+    return f"[ffc-bundle:{key}]"
+
+
+def bundle_attached(name: str, key: str) -> str:
+    """The message that carries ticket ``key``'s bundle; its marker says it is there."""
+    return (
+        f"The diagnostics bundle of this ticket is attached: {name}. Its report (report.html) "
+        f"and manifest name this ticket's number. {bundle_marker(key)}"
+    )
 
 
 def _safe_name(name: str) -> bool:

@@ -5,9 +5,11 @@ itself, which belong to the store's IT). A ticket is composed for every incident
 state that has none yet, so a crash, a dry run or a full outbox never loses one; its bundle is
 built before the incident transaction opens (``prepare``), and the ticket enters the outbox in
 that transaction with the incident change (``queue``), and the outbox delivers it exactly
-once. When the problem heals, the ticket is told and closing is suggested; when it
-comes back, the new ticket names the old one. In the local store, a ticket left in Suggest To
-Close closes itself after 7 days.
+once. Where the helpdesk numbers the ticket (the local store, RT), the bundle follows the
+ticket as its first message, with the number in its report (``Outbox.enqueue_ticket``). When
+the problem heals, the ticket is told and closing is suggested; when it comes back, the new
+ticket names the old one. In the local store, a ticket left in Suggest To Close closes itself
+after 7 days.
 
 Every ticket read back by ``sync`` (the local store, RT) is also held to its support line's own
 SLA (``rma.sla.ticket_sla``): a line that ran out is escalated to the next one, once — a message
@@ -49,6 +51,7 @@ from agent.probes.reach import arp_entry
 from agent.store import Incident, Store
 from diagnostics.checks import Family, meta
 from diagnostics.model import Assessed, Finding
+from rma.bundle import is_bundle
 from rma.redact import Redactor
 from rma.sla import is_overdue, ticket_sla
 from rma.tickets import (
@@ -260,7 +263,12 @@ class Ticketing:
                 log.info("bundle of %s built in the incident transaction: not prepared", ticket.key)
                 attachments = self.evidence.for_ticket(inc, ticket, now, assessed)
             self.outbox.enqueue_ticket(
-                self.sinks, ticket, incident_id=inc.id, attachments=attachments, now=now
+                self.sinks,
+                ticket,
+                incident_id=inc.id,
+                attachments=attachments,
+                bundle=next((name for name in attachments if is_bundle(name)), None),
+                now=now,
             )
             self.store.set_incident_ticket(inc.id, ticket.key, None)
         return out

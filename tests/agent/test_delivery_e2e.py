@@ -13,14 +13,12 @@ on the helpdesk's side (a person's search in RT, not the agent's own view of it)
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +39,14 @@ from agent.delivery.outbox import (
     UNKNOWN,
     Item,
     Outbox,
+    bundle_follows,
 )
 from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
 from agent.store import Incident, Store
 from simulator import FakeClock, Fleet, SimCounter, SimSite
+from tests.agent.outbox_driver import numbered_files
+from tests.agent.test_outbox_faults import rt_bundle_notes, rt_files, rt_parts
 from tests.rt import KEY_FIELD, FaultyProxy, RtServer
 
 pytestmark = pytest.mark.integration
@@ -211,6 +212,12 @@ def the_create(runner: Runner) -> Item:
     return item
 
 
+def the_bundle(runner: Runner) -> Item:
+    """The ticket's bundle, queued to follow it as its first message."""
+    [item] = [i for i in runner.tickets.outbox.items() if i.payload.get("numbered")]
+    return item
+
+
 def test_rt_down_then_up_keeps_the_ticket_and_files_it_once(
     rt_server: RtServer, tmp_path: Path
 ) -> None:
@@ -226,7 +233,9 @@ def test_rt_down_then_up_keeps_the_ticket_and_files_it_once(
             item = the_create(runner)
             assert item.state == PENDING and "refused" in item.last_error
             assert item.next_attempt_at > NOW
-            assert runner.tickets.outbox.attachments(item.id)  # the bundle waits with it
+            # the bundle waits to follow the ticket, once RT has numbered it
+            bundle = the_bundle(runner)
+            assert bundle.state == PENDING and runner.tickets.outbox.attachments(bundle.id)
         finally:
             rt_server.start()
         # not due yet: nothing is sent before the backoff is over
@@ -234,9 +243,19 @@ def test_rt_down_then_up_keeps_the_ticket_and_files_it_once(
         [ticket] = runner.tickets.deliver(item.next_attempt_at)
         [filed] = rt_tickets(rt_server, serial)
         assert ticket.number == filed["id"]
-        assert the_create(runner).state == DELIVERED
+        assert the_create(runner).state == DELIVERED and the_bundle(runner).state == DELIVERED
         assert runner.tickets.deliver(NOW + timedelta(hours=2)) == []
         assert len(rt_tickets(rt_server, serial)) == 1
+        # support downloads one bundle from the ticket, and its report names the ticket
+        parts = rt_parts(rt_server, filed["id"])
+        on_rt = rt_files(parts)
+        [name] = [n for n in on_rt if n.startswith("ffc-bundle-")]
+        files = numbered_files(on_rt[name], filed["id"])
+        assert serial.encode() in files["findings.json"]
+        assert rt_bundle_notes(parts) == 1
+        # and the ticket as filed said that it follows
+        said = json.loads(on_rt["ffc-ticket.json"])["messages"][-1]["body"]
+        assert said == bundle_follows(name)
 
 
 class RetryAfterProxy(FaultyProxy):
@@ -299,7 +318,9 @@ def test_an_answer_lost_after_rt_filed_is_found_not_filed_again(
 
         [ticket] = runner.tickets.deliver(item.next_attempt_at)
         assert ticket.number == filed["id"]
-        assert proxy.seen.get("POST", 0) == posts  # searched and found: nothing sent again
+        # searched and found: not filed again; only its bundle follows, as a reply
+        assert proxy.seen.get("POST", 0) == posts + 1
+        assert rt_bundle_notes(rt_parts(rt_server, filed["id"])) == 1
         assert [t["id"] for t in rt_tickets(rt_server, world.serial)] == [filed["id"]]
         assert (the_create(runner).state, the_create(runner).number) == (DELIVERED, filed["id"])
 
@@ -341,7 +362,11 @@ def test_a_403_fails_for_good_raises_an_agent_finding_and_does_not_loop(
         assert proxy.seen == seen  # not one more request: a refusal for good is not retried
         after = the_create(runner)
         assert (after.state, after.attempts) == (FAILED, item.attempts)
-        assert len(runner.tickets.outbox.items()) == 1  # and no second ticket was queued
+        # no second ticket was queued; its bundle, which waited for it, failed with it
+        assert [(i.kind, i.state) for i in runner.tickets.outbox.items()] == [
+            ("create", FAILED),
+            ("message", FAILED),
+        ]
         assert rt_tickets(rt_server, world.serial) == []
 
 
@@ -508,9 +533,13 @@ def test_a_ticket_raised_by_hand_gets_the_agents_evidence_instead_of_a_twin(
         [joined] = runner.run_cycle().tickets
         assert joined.number == by_hand
         assert [t["id"] for t in rt_tickets(rt_server, serial)] == [by_hand]
-        [reply] = correspondence(rt_server, by_hand)
+        [reply, bundle] = correspondence(rt_server, by_hand)
         assert "rather than open a second ticket" in reply
         assert serial in reply and joined.subject in reply
+        assert "[ffc-bundle:" in bundle  # the bundle, numbered with the ticket it joined
+        parts = rt_parts(rt_server, by_hand)
+        [name] = [n for n in rt_files(parts) if n.startswith("ffc-bundle-")]
+        numbered_files(rt_files(parts)[name], by_hand)
         item = the_create(runner)
         assert (item.state, item.number) == (DELIVERED, by_hand)
         [incident] = incidents(world)
@@ -519,7 +548,7 @@ def test_a_ticket_raised_by_hand_gets_the_agents_evidence_instead_of_a_twin(
         world.clock.set(NOW + timedelta(minutes=15))
         assert runner.run_cycle().tickets == []
         assert [t["id"] for t in rt_tickets(rt_server, serial)] == [by_hand]
-        assert len(correspondence(rt_server, by_hand)) == 1
+        assert len(correspondence(rt_server, by_hand)) == 2
 
 
 def test_killed_after_joining_a_ticket_raised_by_hand_adds_the_evidence_once(
@@ -538,7 +567,8 @@ def test_killed_after_joining_a_ticket_raised_by_hand_adds_the_evidence_once(
         synced = agent(world, "tickets", "sync", "--json")
         assert synced.returncode == 0, synced.stderr
         assert json.loads(synced.stdout)["delivered"] == [by_hand]
-        assert len(correspondence(rt_server, by_hand)) == 1
+        evidence, bundle = correspondence(rt_server, by_hand)  # each once
+        assert "rather than open a second ticket" in evidence and "[ffc-bundle:" in bundle
         assert [t["id"] for t in rt_tickets(rt_server, serial)] == [by_hand]
         [item] = creates(outbox_items(world))
         assert (item.state, item.number) == (DELIVERED, by_hand)
@@ -558,23 +588,13 @@ def test_joining_a_ticket_raised_by_hand_whose_answer_was_lost_adds_the_evidence
 
         [joined] = runner.tickets.deliver(item.next_attempt_at)
         assert joined.number == by_hand
-        assert len(correspondence(rt_server, by_hand)) == 1
+        evidence, bundle = correspondence(rt_server, by_hand)  # each once
+        assert "rather than open a second ticket" in evidence and "[ffc-bundle:" in bundle
         assert (the_create(runner).state, the_create(runner).number) == (DELIVERED, by_hand)
         assert [t["id"] for t in rt_tickets(rt_server, world.serial)] == [by_hand]
 
 
 # --- a bundle bigger than the helpdesk takes -------------------------------------------------
-
-
-def read_bundle(data: bytes) -> dict[str, bytes]:
-    """Every file of a bundle archive, by its name inside the bundle's folder."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        out = {}
-        for member in tar.getmembers():
-            handle = tar.extractfile(member)
-            assert handle is not None
-            out[member.name.split("/", 1)[1]] = handle.read()
-        return out
 
 
 @pytest.mark.parametrize(
@@ -614,7 +634,7 @@ def test_an_oversized_bundle_is_cut_to_the_cap_and_says_what_it_left_out(
     bundle = (sink.directory / ticket.number / attachment.name).read_bytes()
     assert len(bundle) <= cap and attachment.size == len(bundle)
 
-    files = read_bundle(bundle)
+    files = numbered_files(bundle, ticket.number)  # numbered once the store numbered it
     manifest = json.loads(files["manifest.json"])
     assert manifest["size_cap"] == cap and manifest["fits"] is True
     dropped = {d["file"]: d for d in manifest["dropped"]}
@@ -657,11 +677,11 @@ def test_killed_after_sending_the_recovery_note_sends_it_once(
         assert [i.state for i in incidents(world)] == ["recovering"]  # healthy once
         killed = agent(world, "check", crash_at="after_send")  # twice: resolved, and told
         assert killed.returncode == -signal.SIGKILL, killed.stderr
-        assert transactions(rt_server, filed["id"], "Correspond") == 1
+        assert transactions(rt_server, filed["id"], "Correspond") == 2  # the bundle, the note
 
         synced = agent(world, "tickets", "sync", "--json")
         assert synced.returncode == 0, synced.stderr
-        assert transactions(rt_server, filed["id"], "Correspond") == 1
+        assert transactions(rt_server, filed["id"], "Correspond") == 2
         assert transactions(rt_server, filed["id"], "Comment") == 1  # the status marker
         assert all(i.state == DELIVERED for i in outbox_items(world))
         assert [t["id"] for t in rt_tickets(rt_server, serial)] == [filed["id"]]
@@ -685,12 +705,12 @@ def test_a_recovery_note_whose_answer_was_lost_is_not_sent_twice(
         assert proxy.held.is_set()
         [note] = [i for i in runner.tickets.outbox.items() if i.kind == "status"]
         assert note.state == PENDING and note.attempts == 1
-        assert transactions(rt_server, ticket.number, "Correspond") == 1
+        assert transactions(rt_server, ticket.number, "Correspond") == 2  # the bundle, the note
 
         runner.tickets.deliver(note.next_attempt_at)
         [note] = [i for i in runner.tickets.outbox.items() if i.kind == "status"]
         assert note.state == DELIVERED
-        assert transactions(rt_server, ticket.number, "Correspond") == 1
+        assert transactions(rt_server, ticket.number, "Correspond") == 2
         assert transactions(rt_server, ticket.number, "Comment") == 1  # the status marker
         reread = runner.tickets.sinks[0].get(ticket.number)
         assert reread is not None and reread.status == "Suggest To Close"

@@ -20,7 +20,7 @@ from PIL import Image
 
 from agent.app import make_runner
 from agent.delivery.bundling import Evidence
-from agent.delivery.outbox import FAILED, PENDING
+from agent.delivery.outbox import DELIVERED, FAILED, PENDING
 from agent.delivery.sinks import LocalSink
 from agent.runner import Runner
 from agent.store import Store, StoreError
@@ -79,17 +79,18 @@ def test_the_outbox_state_is_read_from_the_store(tmp_path: Path) -> None:
     with agent(tmp_path, "OBX0001") as (_world, runner):
         runner.run_cycle()
         outbox = runner.tickets.outbox
-        [item] = outbox.items()
+        [item, bundle] = outbox.items()  # the ticket, and its bundle as its first message
+        assert (item.kind, bundle.kind, bundle.state) == ("create", "message", DELIVERED)
         outbox._mark(item.id, PENDING)
         waiting = outbox.state(item.created_at + timedelta(minutes=5)).sinks["local"]
         assert (waiting.counts, waiting.oldest_pending_s, waiting.failed_keys) == (
-            {PENDING: 1},
+            {PENDING: 1, DELIVERED: 1},
             300.0,
             (),
         )
         outbox._mark(item.id, FAILED, error="HTTP 403 forbidden")
         state = outbox.state(NOW + timedelta(minutes=5))
-        assert state.sinks["local"].counts == {FAILED: 1}
+        assert state.sinks["local"].counts == {FAILED: 1, DELIVERED: 1}
         assert state.sinks["local"].failed_keys == (item.key,)
         [f] = outbox.health(NOW)
         assert f.evidence["keys"] == [item.key] and "403" in f.summary
@@ -214,9 +215,10 @@ def test_the_bundle_is_built_before_the_incident_transaction(tmp_path: Path) -> 
         result = runner.run_cycle()
         [ticket] = result.tickets
         assert rec.in_transaction == [False] and ticket.number  # built once, outside
-        [item] = runner.tickets.outbox.items()
+        [item, bundle] = runner.tickets.outbox.items()  # the ticket, then its bundle
         [inc] = [i for i in runner.store.incidents() if i.check_id == "counter.offline"]
         assert (item.incident_id, inc.ticket_key) == (inc.id, ticket.key)  # enqueued with it
+        assert (bundle.incident_id, bundle.key) == (inc.id, ticket.key)
         filed = LocalSink(world.state / "tickets").get(ticket.number)
         assert filed is not None  # with the bundle that was built before the transaction
         assert any(a.name.endswith(".tar.gz") for a in filed.attachments)
@@ -238,11 +240,13 @@ def test_the_trial_leaves_no_trace_and_a_suspected_problem_builds_nothing(tmp_pa
         world.clock.set(NOW + timedelta(minutes=15))
         [ticket] = runner.run_cycle().tickets  # confirmed: one bundle, built outside
         assert rec.in_transaction == [False]
-        # the trial was rolled back: one incident, one transition into open, one outbox item
+        # the trial was rolled back: one incident, one transition into open, one ticket item
+        # (and its bundle's)
         assert [i.state for i in runner.store.incidents() if i.check_id == "counter.offline"] == [
             "open"
         ]
-        assert len(runner.tickets.outbox.items()) == 1 and ticket.number
+        kinds = [i.kind for i in runner.tickets.outbox.items()]
+        assert kinds == ["create", "message"] and ticket.number
 
 
 def test_a_trial_refuses_to_run_inside_a_transaction(tmp_path: Path) -> None:

@@ -3,15 +3,29 @@ joining a ticket raised by hand, follow-ups after their ticket — with a real l
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agent.delivery.outbox import DELIVERED, FAILED, PENDING, UNKNOWN, Outbox, Record
+from agent.delivery.outbox import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    UNKNOWN,
+    Outbox,
+    Record,
+    bundle_attached,
+    bundle_follows,
+    bundle_marker,
+)
 from agent.delivery.sinks.base import OutcomeUnknown, SinkError
 from agent.delivery.sinks.local import LocalSink
 from agent.store import Store
 from diagnostics.model import Finding, Status
-from rma.tickets import CounterRef, ProblemContext, Role, compose, idempotency_key
+from rma.bundle import numbered
+from rma.tickets import CounterRef, ProblemContext, Role, Ticket, compose, idempotency_key
+from tests.agent.outbox_driver import bundle_for, numbered_files
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -435,3 +449,78 @@ def test_the_give_up_time_is_a_setting():
     assert AgentConfig.model_validate({"delivery_give_up_hours": 0.5}).delivery_give_up_hours == 0.5
     with pytest.raises(ValueError):
         AgentConfig.model_validate({"delivery_give_up_hours": 0})
+
+
+# --- the bundle follows its ticket, with the number the destination gave it ------------------
+
+
+def filed_with_bundle(
+    outbox: Outbox, sink: LocalSink, t: Ticket, extra: dict[str, bytes] | None = None
+) -> tuple[str, bytes]:
+    name, data = bundle_for(t)
+    files = {name: data, **(extra or {})}
+    outbox.enqueue_ticket([sink], t, incident_id=None, attachments=files, bundle=name, now=NOW)
+    return name, data
+
+
+def test_the_bundle_follows_its_ticket_numbered(world: Any) -> None:
+    _store, sink, outbox = world
+    t = ticket()
+    name, staged = filed_with_bundle(outbox, sink, t, {"estimate.csv": b"slot,in\n"})
+    create, follow = outbox.items()
+    # the ticket goes with its other files, and says its bundle follows; the bundle waits
+    assert outbox.attachments(create.id) == {"estimate.csv": b"slot,in\n"}
+    assert outbox.attachments(follow.id) == {name: staged}
+    assert create.payload["ticket"]["messages"][-1]["body"] == bundle_follows(name)
+    done = outbox.deliver([sink], NOW)
+    assert [(d.item.kind, d.outcome, d.number) for d in done] == [
+        ("create", "delivered", "L-000001"),
+        ("message", "delivered", "L-000001"),
+    ]
+    filed = sink.get("L-000001")
+    assert filed is not None
+    assert [a.name for a in filed.attachments] == ["estimate.csv", name]
+    on_disk = (sink.directory / "L-000001" / name).read_bytes()
+    assert on_disk == numbered(staged, "L-000001").data != staged
+    numbered_files(on_disk, "L-000001")
+    assert [m.body for m in filed.messages] == [bundle_follows(name), bundle_attached(name, t.key)]
+
+
+def test_a_bundle_tried_again_after_it_got_there_is_not_attached_twice(world: Any) -> None:
+    _store, sink, outbox = world
+    t = ticket()
+    name, _ = filed_with_bundle(outbox, sink, t)
+    outbox.deliver([sink], NOW)
+    _create, follow = outbox.items()
+    # as a kill between the send and its record leaves it: sending, its outcome unknown
+    outbox._mark(follow.id, "sending")
+    [again] = outbox.deliver([sink], NOW + timedelta(minutes=1))
+    assert (again.item.id, again.outcome) == (follow.id, "delivered")
+    filed = sink.get("L-000001")
+    assert filed is not None and [a.name for a in filed.attachments] == [name]
+    assert sorted((sink.directory / "L-000001").iterdir()) == [sink.directory / "L-000001" / name]
+    # queued again (a cycle that re-queues the ticket): the same items, nothing new is sent
+    filed_with_bundle(outbox, sink, t)
+    assert len(outbox.items()) == 2 and outbox.deliver([sink], NOW + timedelta(hours=1)) == []
+
+
+def test_a_ticket_another_gateway_filed_with_its_bundle_gets_no_second_one(
+    tmp_path: Path,
+) -> None:
+    t = ticket()
+    tickets = tmp_path / "tickets"
+    for n, gateway in enumerate(("a", "b")):  # two gateways watching one counter, one store
+        with Store.open(tmp_path / gateway) as store:
+            sink, outbox = LocalSink(tickets), Outbox(store, tmp_path / gateway)
+            # each built its own bundle, a minute apart: another name, other bytes
+            later = t.model_copy(update={"created_at": t.created_at + timedelta(minutes=n)})
+            name, _ = bundle_for(later)
+            files = {name: bundle_for(later)[1]}
+            outbox.enqueue_ticket(
+                [sink], t, incident_id=None, attachments=files, bundle=name, now=NOW
+            )
+            assert [d.outcome for d in outbox.deliver([sink], NOW)] == ["delivered"] * 2
+    [filed] = LocalSink(tickets).list()
+    [bundle] = filed.attachments  # the first gateway's; the second found it there
+    assert bundle.name == bundle_for(t)[0]
+    assert sum(bundle_marker(t.key) in m.body for m in filed.messages) == 1

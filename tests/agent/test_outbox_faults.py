@@ -28,15 +28,26 @@ import pytest
 from agent.delivery.outbox import CRASH_ENV, DELIVERED, Outbox
 from agent.store import Store
 from diagnostics.model import Finding, Status
+from rma.bundle import numbered
 from rma.tickets import CounterRef, ProblemContext, Role, Ticket, compose, idempotency_key
-from tests.agent.outbox_driver import NOTE, files_for, plan_file, transcript_for
+from tests.agent.outbox_driver import (
+    NOTE,
+    bundle_for,
+    files_for,
+    numbered_files,
+    plan_file,
+    transcript_for,
+)
 from tests.agent.test_rt_sink import tickets_with_key
 from tests.rt import RtServer
 
 pytestmark = pytest.mark.integration
 
+BUNDLE_STEPS = ("before_bundle", "after_bundle")  # numbered, then sent: the ticket's first reply
+BUNDLED = b"[ffc-bundle:"
+
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ("after_staging", "after_insert", "before_send", "after_send")
+STEPS = ("after_staging", "after_insert", "before_send", "after_send", *BUNDLE_STEPS)
 _made = iter(range(1, 10**6))
 
 
@@ -194,6 +205,11 @@ def rt_notes(parts: list[dict[str, Any]]) -> list[str]:
     return list(notes.values())
 
 
+def rt_bundle_notes(parts: list[dict[str, Any]]) -> int:
+    """How many replies carry a diagnostics bundle (their text says so, with a marker)."""
+    return len({_id(p["TransactionId"]) for p in parts if p["reply"] and BUNDLED in p["bytes"]})
+
+
 def assert_each_ticket_once_with_its_own_files(gw: Gateway) -> None:
     for ticket in gw.tickets:
         [found] = tickets_with_key(gw.rt, ticket.key)
@@ -202,12 +218,22 @@ def assert_each_ticket_once_with_its_own_files(gw: Gateway) -> None:
         files = rt_files(parts)
         # the RT sink's own copy of the ticket: this ticket's, too
         assert json.loads(files.pop("ffc-ticket.json"))["key"] == ticket.key
-        assert files == {**files_for(ticket), **transcript_for(ticket)}, ticket.site
+        # its bundle, numbered with the number RT gave it: the bytes the staged bundle and
+        # that number make, on whichever try it went
+        name, staged = bundle_for(ticket)
+        expected = {
+            **files_for(ticket),
+            **transcript_for(ticket),
+            name: numbered(staged, number).data,
+        }
+        assert files == expected, ticket.site
+        numbered_files(files[name], number)
         assert rt_notes(parts) == [f"{NOTE} ({ticket.site})"]  # the follow-up, once
+        assert rt_bundle_notes(parts) == 1  # and the bundle, once
     with Store.open(gw.state) as store:
         items = Outbox(store, gw.state).items()
         assert {i.state for i in items} == {DELIVERED}
-        assert len(items) == 2 * len(gw.tickets)
+        assert len(items) == 3 * len(gw.tickets)  # the ticket, its bundle, its follow-up
         # what kills left on disk (files staged for a row never committed, a delivered
         # item's folder not yet removed) is named by no undelivered item: once old, swept
         old = time.time() - 3600
@@ -238,6 +264,27 @@ def test_fifty_random_kills_while_filing(rt_server: RtServer, tmp_path: Path) ->
     run_kills(rt_server, tmp_path, 50)
 
 
+@pytest.mark.parametrize("step", BUNDLE_STEPS)
+def test_killed_while_attaching_the_bundle_attaches_it_once(
+    rt_server: RtServer, tmp_path: Path, step: str
+) -> None:
+    gw = Gateway(tmp_path, rt_server)
+    gw.plan(sites=1)
+    killed = gw.start(crash_at=step)
+    killed.communicate(timeout=240)
+    assert killed.returncode == -signal.SIGKILL
+    # the ticket is filed; its bundle is not on it yet, or it is, with nothing recorded
+    [ticket] = gw.tickets
+    [found] = tickets_with_key(rt_server, ticket.key)
+    parts = rt_parts(rt_server, str(found["id"]))
+    assert rt_bundle_notes(parts) == (1 if step == "after_bundle" else 0)
+    with Store.open(gw.state) as store:
+        [bundle] = [i for i in Outbox(store, gw.state).items() if i.payload.get("numbered")]
+        assert bundle.state == "sending"
+    gw.finish()
+    assert_each_ticket_once_with_its_own_files(gw)
+
+
 def test_two_processes_delivering_at_once_file_each_ticket_once(
     rt_server: RtServer, tmp_path: Path
 ) -> None:
@@ -249,5 +296,5 @@ def test_two_processes_delivering_at_once_file_each_ticket_once(
     passes = [json.loads(out.splitlines()[-1])["passes"] for out, _ in outs]
     # each found the other at work at some point, or came after it: never both sending
     delivered = [sum(o in ("delivered", "found") for p in ps for o in p) for ps in passes]
-    assert sum(delivered) == 8, passes
+    assert sum(delivered) == 12, passes
     assert_each_ticket_once_with_its_own_files(gw)

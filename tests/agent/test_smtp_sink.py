@@ -28,10 +28,12 @@ from typing import Any
 import pytest
 
 from agent.config import SmtpSinkConfig
-from agent.delivery.outbox import Outbox
+from agent.delivery.outbox import Outbox, bundle_follows
 from agent.delivery.sinks.base import OutcomeUnknown, Sink, SinkError
+from agent.delivery.sinks.local import LocalSink
 from agent.delivery.sinks.smtp import SmtpSink
 from agent.store import Store
+from tests.agent.outbox_driver import bundle_for, numbered_files
 from tests.agent.sink_helpers import (
     NOW,
     Cert,
@@ -238,6 +240,38 @@ def test_a_ticket_is_one_mime_message_with_its_attachments(
     by_name = {a.name: a for a in filed.attachments}
     assert by_name["diagnostics.tar.gz"].sha256 == hashlib.sha256(bundle).hexdigest()
     assert by_name["diagnostics.tar.gz"].size == len(bundle)
+
+
+def test_the_mail_carries_the_bundle_as_built_and_the_local_store_gets_it_numbered(
+    server: SmtpServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    ticket = make_ticket()
+    name, built = bundle_for(ticket)
+    mail, local = sink_for(server, state), LocalSink(tmp_path / "tickets")
+    with Store.open(state) as store:
+        outbox = Outbox(store, state)
+        outbox.enqueue_ticket(
+            [mail, local], ticket, incident_id=None, attachments={name: built}, bundle=name, now=NOW
+        )
+        done = outbox.deliver([mail, local], NOW)
+    assert [(d.item.sink, d.item.kind, d.outcome) for d in done] == [
+        ("helpdesk", "create", "delivered"),
+        ("local", "create", "delivered"),
+        ("local", "message", "delivered"),
+    ]
+    # an e-mail cannot be read back: the bundle goes with the ticket's one mail, as built
+    [got] = server.mailbox.received
+    attached = {
+        p.get_filename(): p.get_payload(decode=True) for p in got.message.iter_attachments()
+    }
+    assert attached == {name: built}
+    body = next(got.message.iter_parts()).get_content().replace("\r\n", "\n")
+    assert bundle_follows(name) not in body
+    # the local store numbered the ticket, and its bundle followed with that number
+    [filed] = local.list()
+    assert filed.number is not None
+    numbered_files((local.directory / filed.number / name).read_bytes(), filed.number)
 
 
 def test_filing_is_idempotent_by_key_and_answered_from_the_outbox(

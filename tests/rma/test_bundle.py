@@ -4,6 +4,7 @@ and a report.html that loads nothing from anywhere."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import html
 import io
@@ -29,6 +30,7 @@ from rma.bundle import (
     build_bundle,
     downscale,
     max_assemblies,
+    numbered,
 )
 from rma.redact import REDACTED, RedactingFilter, Redactor
 from rma.report import BAND_COLOUR, GAP_COLOUR, LINE_COLOUR, render_report
@@ -184,10 +186,17 @@ def test_downscale_large_and_unreadable_images() -> None:
 # --- no secret survives -------------------------------------------------------------------------
 
 
-def test_no_planted_secret_survives_anywhere(bundle: Bundle) -> None:
+@pytest.fixture(scope="module", params=["as built", "numbered"])
+def either(request: pytest.FixtureRequest, bundle: Bundle) -> Bundle:
+    """The bundle as built before filing, and as numbered once its ticket was filed."""
+    return bundle if request.param == "as built" else numbered(bundle.data, "4711")
+
+
+def test_no_planted_secret_survives_anywhere(either: Bundle) -> None:
     """Planted: two config passwords (one in the log, one in a device output URL), a token and
     a Wi-Fi key in a device output, a bearer token and a PEM key in the log, a URL password and
     a password key in a finding's evidence, a token in the snapshot's EXIF."""
+    bundle = either
     files = unpack(bundle)
     report = files["report.html"].decode()
     texts = {name: data.decode("utf-8", "replace") for name, data in files.items()}
@@ -454,6 +463,42 @@ def test_same_input_same_bytes() -> None:
     a = build_bundle(sample_input(), Redactor(CONFIG_SECRETS, alias_hosts=True))
     b = build_bundle(sample_input(), Redactor(CONFIG_SECRETS, alias_hosts=True))
     assert a.data == b.data and a.sha256 == b.sha256
+
+
+def test_numbering_gives_the_bytes_a_build_with_the_number_gives(bundle: Bundle) -> None:
+    """The bundle built before filing, numbered at delivery, is the archive that building it
+    with the number would have given: the report's header and the manifest name the ticket."""
+    before = unpack(bundle)
+    assert "not filed yet" in before["report.html"].decode()
+    assert json.loads(before["manifest.json"])["incident"]["ticket"] is None
+    done = numbered(bundle.data, "4711")
+    direct = build_bundle(replace(sample_input(), ticket_number="4711"), Redactor(CONFIG_SECRETS))
+    assert done.data == direct.data and done.name == bundle.name
+    files = unpack(done)
+    page = files["report.html"].decode()
+    assert "<dt>Ticket</dt><dd>4711</dd>" in page and "Ticket 4711 · " in page
+    assert "not filed yet" not in page
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["incident"]["ticket"] == "4711" == done.manifest["incident"]["ticket"]
+    [listed] = [f for f in manifest["files"] if f["name"] == "report.html"]
+    assert listed["sha256"] == hashlib.sha256(files["report.html"]).hexdigest()
+    # every other file is the same, byte for byte; numbering again changes nothing
+    assert {n: d for n, d in files.items() if n not in ("report.html", "manifest.json")} == {
+        n: d for n, d in before.items() if n not in ("report.html", "manifest.json")
+    }
+    assert numbered(done.data, "4711").data == done.data
+
+
+def test_numbering_takes_a_plain_number_for_an_unnumbered_bundle(bundle: Bundle) -> None:
+    for bad in ("", "12 3", "<b>1</b>", "1/2", "x" * 65, "-1"):
+        with pytest.raises(ValueError, match="letters, digits"):
+            numbered(bundle.data, bad)
+    assert numbered(bundle.data, "L-000001").manifest["incident"]["ticket"] == "L-000001"
+    with pytest.raises(ValueError, match="another ticket"):
+        numbered(numbered(bundle.data, "4711").data, "4712")
+    for not_a_bundle in (b"", b"not gzip", gzip.compress(b"not a tar")):
+        with pytest.raises(ValueError, match="not a diagnostics bundle"):
+            numbered(not_a_bundle, "4711")
 
 
 def test_archive_members_are_plain_and_dated(bundle: Bundle) -> None:
