@@ -314,10 +314,12 @@ class SiteImbalance(_Balance):
         days, against its own history: its excess IN over its usual share (in counts, with
         its own variance). The hypotheses: "counter i lost the direction the site is short
         of, as many as the site lost" (its excess is then the site's, all of it), one per
-        counter, and "every door alike" (an exit without a counter, a staff door: each
-        door's excess in proportion to its flow in that direction); equal priors. A counter
-        is named (``suspect``) when it is more likely than all the others together; every
-        probability is in ``suspects``.
+        counter; "every door alike" (an exit without a counter, a staff door: each door's
+        excess in proportion to its flow in that direction); and "no counter's split moved"
+        (a counter counting both ways short at a door whose split is not even — its level
+        check speaks for it — or an entrance used both ways without a counter); equal
+        priors. A counter is named (``suspect``) when it is more likely than all the others
+        together; every probability is in ``suspects``.
         """
         if len(rows) < 2:
             return {}
@@ -349,14 +351,13 @@ class SiteImbalance(_Balance):
             )
 
         gains = {k: gain({k: alone}) for k, (_, _, alone, _) in doors.items()}
-        gains[""] = gain({k: alike for k, (_, _, _, alike) in doors.items()})
+        gains["every door alike"] = gain({k: alike for k, (_, _, _, alike) in doors.items()})
+        gains["no counter's split moved"] = 0.0
         top = max(gains.values())
         norm = sum(math.exp(g - top) for g in gains.values())
         chances = {k: math.exp(g - top) / norm for k, g in gains.items()}
         best = max(chances, key=lambda k: chances[k])
-        out: dict[str, Any] = {
-            "suspects": {k or "every door alike": round(v, 4) for k, v in chances.items()}
-        }
-        if best and chances[best] > 0.5:
+        out: dict[str, Any] = {"suspects": {k: round(v, 4) for k, v in chances.items()}}
+        if best in doors and chances[best] > 0.5:
             out |= {"suspect": best, "suspect_probability": round(chances[best], 4)}
         return out
