@@ -6,8 +6,11 @@ Real data underneath, faults on top (see docs/counts.md for sources, licences an
   3 Mar - 24 Oct 2003, whole days absent (three US holidays and three unexplained days).
   Summed to 15 minutes and read as New York wall-clock time. Doors of a store are made by
   splitting each real slot's count at random between doors (a multinomial split: each
-  caller "chooses a door"); IN/OUT by a binomial split at each door's own fixed usual share
-  (50 % ± up to 8 points, the site balancing) with a one-point daily wobble. Three sites:
+  caller "chooses a door"). IN/OUT (``--split visits``, the default): of a door's crossings
+  its usual IN share (50 % ± up to 8 points, the site balancing) come in, and leave 10-90
+  minutes later by a door in use, each counter counting each direction with a fixed bias
+  within ±3 %, so the site balances over a day; ``--split independent`` (before): a binomial
+  split at each door's share with its own one-point daily wobble. Three sites:
   BANK-L (doors 50/30/20 % of the traffic, 100-300 a slot), BANK-S (6/4/3 %: 15-35 a slot,
   a typical shop door) and BANK-X (30 % of this week, of last week and of the week before:
   peers that share no day-to-day traffic, the harshest test of calibration).

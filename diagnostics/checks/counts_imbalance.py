@@ -105,11 +105,20 @@ class _Balance(CountCheck):
         self, model: CountModel, rows: list[int], *, paired: bool = False, tolerance: float = 0.0
     ) -> tuple[list[ShareDay], dict[int, float]]:
         """The whole days of ``rows`` together, each judged against the usual share."""
-        o = self.options
-        days = [
+        return self.judge_share(self.share_days(model, rows), paired=paired, tolerance=tolerance)
+
+    @staticmethod
+    def share_days(model: CountModel, rows: list[int]) -> list[ShareDay]:
+        """The whole days of ``rows`` together, not judged yet."""
+        return [
             ShareDay(int(model.grid.day[b.first]), b.first, b.last, b.count_in, b.count_out)
             for b in model.balances(rows, min_total=0, max_days=1)
         ]
+
+    def judge_share(
+        self, days: list[ShareDay], *, paired: bool = False, tolerance: float = 0.0
+    ) -> tuple[list[ShareDay], dict[int, float]]:
+        o = self.options
         return judge_days(
             days,
             confidence=o.confidence,
@@ -160,8 +169,10 @@ class _Balance(CountCheck):
             found = [e for e in found if e.days[-1].last >= lo]
         else:
             found = [e for e in found if e.days[-1] is last]
+        blamed = self.blame(model, rows, found)
         problems = [
-            self.episode(model, evidence, e, **extra, **self.blame(model, rows, e)) for e in found
+            self.episode(model, evidence, e, **extra, **who)
+            for e, who in zip(found, blamed, strict=True)
         ]
         usual = f"IN {last.usual:.1%} / OUT {1 - last.usual:.1%}"
         said = f"the IN/OUT split is as usual ({usual}; last whole day IN {last.share:.1%})"
@@ -181,9 +192,12 @@ class _Balance(CountCheck):
             share_in=round(last.share, 4),
         )
 
-    def blame(self, model: CountModel, rows: list[int], e: Episode) -> dict[str, Any]:
-        """Evidence that says which counter a lasting move is about, beyond its subject."""
-        return {}
+    def blame(
+        self, model: CountModel, rows: list[int], found: list[Episode]
+    ) -> list[dict[str, Any]]:
+        """Per lasting move, evidence that says which counter it is about, beyond its
+        subject."""
+        return [{} for _ in found]
 
     def episode(self, model: CountModel, evidence: Any, e: Episode, **extra: Any) -> Finding:
         o = self.options
@@ -309,7 +323,28 @@ class SiteImbalance(_Balance):
             model, evidence, rows, paired=True, tolerance=tolerance, counters=serials
         )
 
-    def blame(self, model: CountModel, rows: list[int], e: Episode) -> dict[str, Any]:
+    def blame(
+        self, model: CountModel, rows: list[int], found: list[Episode]
+    ) -> list[dict[str, Any]]:
+        if len(rows) < 2 or not found:
+            return [{} for _ in found]
+        # each counter's own days; judged, for each move, from two history windows before it
+        # (what its usual share then is; the months before do not change it much)
+        raw = {i: self.share_days(model, [i]) for i in rows}
+        reach = 2 * self.options.history_days
+        out = []
+        for e in found:
+            lo, hi = e.days[0].day - reach, e.days[-1].day
+            own = {
+                i: {d.day: d for d in self.judge_share([d for d in r if lo <= d.day <= hi])[0]}
+                for i, r in raw.items()
+            }
+            out.append(self.suspects(model, own, e))
+        return out
+
+    def suspects(
+        self, model: CountModel, own: dict[int, dict[int, ShareDay]], e: Episode
+    ) -> dict[str, Any]:
         """Which counter explains the site's move? Each counter's own split over the move's
         days, against its own history: its excess IN over its usual share (in counts, with
         its own variance). The hypotheses: "counter i lost the direction the site is short
@@ -321,16 +356,13 @@ class SiteImbalance(_Balance):
         priors. A counter is named (``suspect``) when it is more likely than all the others
         together; every probability is in ``suspects``.
         """
-        if len(rows) < 2:
-            return {}
         days = {d.day for d in e.days}
         site_excess = sum(d.count_in - (d.usual or 0.0) * d.n for d in e.days)
         site_flow = e.count_out if e.direction > 0 else e.count_in
         # per counter: its excess, variance, and what each hypothesis says it should be
         doors: dict[str, tuple[float, float, float, float]] = {}
-        for i in rows:
-            own, _ = self.days(model, [i])
-            sel = [d for d in own if d.day in days and d.usual is not None]
+        for i, by_day in own.items():
+            sel = [by_day[k] for k in days if k in by_day and by_day[k].usual is not None]
             if len(sel) < len(days):
                 return {}  # a counter not judged on every day of the move: no one to name
             n = sum(d.n for d in sel)
