@@ -6,8 +6,11 @@ Real data underneath, faults on top (see docs/counts.md for sources, licences an
   3 Mar - 24 Oct 2003, whole days absent (three US holidays and three unexplained days).
   Summed to 15 minutes and read as New York wall-clock time. Doors of a store are made by
   splitting each real slot's count at random between doors (a multinomial split: each
-  caller "chooses a door"); IN/OUT by a binomial split at each door's own fixed usual share
-  (50 % ± up to 8 points, the site balancing) with a one-point daily wobble. Three sites:
+  caller "chooses a door"). IN/OUT (``--split visits``, the default): of a door's crossings
+  its usual IN share (50 % ± up to 8 points, the site balancing) come in, and leave 10-90
+  minutes later by a door in use, each counter counting each direction with a fixed bias
+  within ±3 %, so the site balances over a day; ``--split independent`` (before): a binomial
+  split at each door's share with its own one-point daily wobble. Three sites:
   BANK-L (doors 50/30/20 % of the traffic, 100-300 a slot), BANK-S (6/4/3 %: 15-35 a slot,
   a typical shop door) and BANK-X (30 % of this week, of last week and of the week before:
   peers that share no day-to-day traffic, the harshest test of calibration).
@@ -208,6 +211,18 @@ def _thin(series: np.ndarray, share: float, rng) -> np.ndarray:
 DOOR_BIAS = 0.08  # a door's usual IN share is 50 % ± up to 8 points
 DAY_JITTER = 0.01  # and moves from day to day by about a point (events, weather, queues)
 
+# How IN and OUT are made (``--split``). "visits" (the default): people come in and go out.
+# "independent" (before): each door's crossings split at its own share, each door with its
+# own daily wobble, so the site's IN and OUT need not match on a day (kept to reproduce the
+# figures made with it).
+SPLITS = ("visits", "independent")
+SPLIT = "visits"
+DWELL = (10.0, 90.0)  # minutes between coming in and going out, uniform
+EXIT_WOBBLE = 0.05  # a door's share of the leavers moves by about 5 % from day to day
+USE_WINDOW = 5  # slots (75 minutes, centred) over which a door counts as in use for leavers
+ACCURACY = 0.03  # each counter counts each direction with its own fixed bias within ±3 %
+ACCURACY_WOBBLE = 0.0  # and (``--accuracy-wobble``) a daily wobble on it: none by default
+
 
 def door_shares(weights: np.ndarray, rng) -> np.ndarray:
     """Each door's usual IN share: random and fixed, but the site as a whole balances (the
@@ -219,6 +234,81 @@ def door_shares(weights: np.ndarray, rng) -> np.ndarray:
     return p
 
 
+def dwell_offsets() -> np.ndarray:
+    """P(someone who came in during a slot leaves k slots later): arrival uniform within
+    the slot, dwell uniform over ``DWELL`` (a fine deterministic grid, no draws)."""
+    u = (np.arange(SLOT * 10) + 0.5) / 10
+    d = DWELL[0] + (np.arange(int((DWELL[1] - DWELL[0]) * 10)) + 0.5) / 10
+    k = ((u[:, None] + d[None, :]) // SLOT).astype(int).ravel()
+    return np.bincount(k) / k.size
+
+
+def visits(filled: np.ndarray, usual: np.ndarray, day: np.ndarray, rng) -> np.ndarray:
+    """People who come in and go out: ``(true IN, true OUT)`` per door and slot.
+
+    Of a door's real crossings in a slot, its usual IN share are people coming in (a
+    binomial draw: the real series' shape). Each leaves ``dwell_offsets`` slots later by a
+    door chosen among those in use around then (their real crossings over ``USE_WINDOW``
+    slots; the day's when none is), weighted by the door's leaving preference 1 − p (so that
+    its usual IN share is p) times a daily wobble exp(N(0, ``EXIT_WOBBLE``)): which door
+    people use moves from day to day, and the site's IN and OUT balance over a day apart
+    from the leavers of the last hour, who spill past the close.
+    """
+    doors, n = filled.shape
+    came = rng.binomial(filled, usual[:, None])
+    pk = dwell_offsets()
+    leave = rng.multinomial(came.sum(axis=0), pk)  # (slots, offsets)
+    gone = np.zeros(n + pk.size)
+    for k in range(pk.size):
+        gone[k : k + n] += leave[:, k]
+    gone = gone[:n].astype(np.int64)
+    kernel = np.ones(USE_WINDOW)
+    use = np.vstack([np.convolve(f, kernel, mode="same") for f in filled.astype(float)])
+    days = int(day.max()) + 1
+    daily = np.zeros((doors, days))
+    np.add.at(daily, (slice(None), day), filled.astype(float))
+    idle = use.sum(axis=0) == 0
+    use[:, idle] = daily[:, day[idle]] + 1e-9  # after the close: the doors of the day
+    wobble = np.exp(rng.normal(0.0, EXIT_WOBBLE, (doors, days)))
+    weight = use * (1 - usual)[:, None] * wobble[:, day]
+    out = np.zeros_like(came)
+    left = gone.copy()
+    rest = weight.sum(axis=0)
+    for i in range(doors - 1):  # a multinomial per slot, as conditional binomials
+        q = np.divide(weight[i], rest, out=np.zeros(n), where=rest > 0)
+        out[i] = rng.binomial(left, np.clip(q, 0.0, 1.0))
+        left -= out[i]
+        rest = rest - weight[i]
+    out[-1] = left
+    return np.stack([came, out])
+
+
+def counted(true: np.ndarray, day: np.ndarray, rng) -> np.ndarray:
+    """What the counters count of ``(direction, door, slot)`` true crossings: each door and
+    direction with its own fixed bias within ±``ACCURACY`` (95-99 % accurate counters), as
+    binomial misses or extra counts; with ``ACCURACY_WOBBLE``, the bias also moves from day
+    to day by that much (crowds, light), independently per door and direction."""
+    bias = rng.uniform(-ACCURACY, ACCURACY, true.shape[:2])[:, :, None]
+    if ACCURACY_WOBBLE > 0:
+        daily = rng.normal(0.0, ACCURACY_WOBBLE, (*true.shape[:2], int(day.max()) + 1))
+        bias = bias + daily[:, :, day]
+    lost = rng.binomial(true, np.clip(1 + bias, 0, 1))
+    extra = rng.binomial(true, np.clip(bias, 0, 1))
+    return np.where(bias < 0, lost, true + extra)
+
+
+def _unsent(total: np.ndarray) -> np.ndarray:
+    """The crossings of every door, the slots its data is missing for (NaN: not sent, so
+    people still used it) filled from the doors that sent, at the door's usual weight;
+    when none sent (the site's data missing), none. No draws: it is dropped again after."""
+    gap = np.isnan(total)
+    weight = np.nansum(total, axis=1) / max(float(np.nansum(total)), 1.0)
+    seen = np.nansum(total, axis=0)
+    cover = np.where(gap, 0.0, weight[:, None]).sum(axis=0)
+    fill = weight[:, None] * np.divide(seen, cover, out=np.zeros_like(seen), where=cover > 0)
+    return np.where(gap, np.round(fill), total).astype(int)
+
+
 def _site(code, cal, start, doors, rng, split) -> Site:
     n = min(len(d) for d in doors)
     total = np.vstack([d[:n] for d in doors])
@@ -228,10 +318,13 @@ def _site(code, cal, start, doors, rng, split) -> Site:
     grid = Grid.build(start, SLOT, n, cal)
     day = grid.day - grid.day.min()
     usual = door_shares(filled.sum(axis=1).astype(float), rng)
-    wobble = rng.normal(0.0, DAY_JITTER, (len(doors), int(day.max()) + 1))
-    share = np.clip(usual[:, None] + wobble[:, day], 0.05, 0.95)
-    cin = rng.binomial(filled, share).astype(float)
-    cout = filled - cin
+    if SPLIT == "visits":
+        cin, cout = counted(visits(_unsent(total), usual, day, rng), day, rng).astype(float)
+    else:
+        wobble = rng.normal(0.0, DAY_JITTER, (len(doors), int(day.max()) + 1))
+        share = np.clip(usual[:, None] + wobble[:, day], 0.05, 0.95)
+        cin = rng.binomial(filled, share).astype(float)
+        cout = filled - cin
     cin[np.isnan(total)] = np.nan
     cout[np.isnan(total)] = np.nan
     serials = tuple(f"{code}-{j + 1}" for j in range(len(doors)))
@@ -270,6 +363,8 @@ class Case:
     wrong: int = 0  # genuine findings of the fault's kind about something else (near it)
     codes: set[str] = field(default_factory=set)  # kinds of genuine findings about the fault
     facts: dict[str, float] = field(default_factory=dict)  # imbalance: how visible it was
+    by_door: bool = False  # imbalance: the counter's own finding found it (genuine)
+    blamed: str = ""  # imbalance, the site's genuine finding: "right", "wrong" or "none"
 
 
 def open_slots(site: Site, lo: int, hi: int) -> np.ndarray:
@@ -411,6 +506,25 @@ def _imbalance_facts(model: CountModel, serial: str, onset: int, factor: float) 
     }
 
 
+def route_table(cases: list[Case]) -> None:
+    """Which finding found each OUT loss: the counter's own, or the site's balance alone
+    (and then whether the site's finding named the right counter)."""
+    print("\n## imbalance: which finding found it\n")
+    print(
+        "| site | cases | the counter's own | the site's alone: counter named right | "
+        "named wrong | not named | missed |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for code in [*sorted({c.site for c in cases}), "all"]:
+        sel = [c for c in cases if code in ("all", c.site)]
+        site_only = [c for c in sel if c.detected and not c.by_door]
+        count = {k: sum(c.blamed == k for c in site_only) for k in ("right", "wrong", "none")}
+        print(
+            f"| {code} | {len(sel)} | {sum(c.by_door for c in sel)} | {count['right']} | "
+            f"{count['wrong']} | {count['none']} | {sum(not c.detected for c in sel)} |"
+        )
+
+
 def why_table(cases: list[Case]) -> None:
     """Which OUT losses are found, by how visible they were (``_imbalance_facts``)."""
     print("\n## imbalance: found by how visible the fault was (z a test knowing the onset sees)\n")
@@ -462,6 +576,24 @@ def _score(case: Case, kind: str, serial, assessed) -> None:
                 case.hits += 1
             else:
                 case.wrong += 1
+                case.note += (
+                    f" [other {f.subject or 'site'} {f.code} {start:%d %b}: {f.summary[:80]}]"
+                )
+        if mine and a.genuine and kind == "imbalance":
+            if f.subject == serial:
+                case.by_door = True
+            else:
+                who = f.evidence.get("suspect")
+                sus = f.evidence.get("suspects") or {}
+                if sus:
+                    top = max(sus, key=sus.get)
+                    case.note += (
+                        f" [suspects {top == serial} {sus[top]:.3f} {sus.get(serial, 0):.3f}]"
+                    )
+                blamed = "none" if not who else "right" if who == serial else "wrong"
+                # the best the site's findings say about the fault
+                order = ("", "wrong", "none", "right")
+                case.blamed = max(case.blamed, blamed, key=order.index)
         if mine:
             if a.ruled_out:
                 case.verdict = case.verdict or "false_alarm"
@@ -778,6 +910,13 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=40, help="cases per kind and site")
     parser.add_argument("--seed", type=int, default=2003)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="visits",
+        help="how IN and OUT are made: people coming in and going out (default), or each "
+        "door's crossings split independently (the harness before)",
+    )
     parser.add_argument("--kinds", nargs="*", default=[*KINDS, *EXTRA], choices=[*KINDS, *EXTRA])
     parser.add_argument("--only", nargs="*", default=None, help="site codes")
     parser.add_argument(
@@ -786,11 +925,20 @@ def main() -> None:
     parser.add_argument(
         "--faults-only", action="store_true", help="only the injected faults, no untouched data"
     )
+    parser.add_argument(
+        "--accuracy-wobble",
+        type=float,
+        default=0.0,
+        help="with the visits split: a daily wobble (sd) on each counter's bias per "
+        "direction, to see how the site's balance fares when counting error moves by day",
+    )
     args = parser.parse_args()
+    global SPLIT, ACCURACY_WOBBLE
+    SPLIT, ACCURACY_WOBBLE = args.split, args.accuracy_wobble
     rng = np.random.default_rng(args.seed)
     began = clock.monotonic()
     sites = [*load_bank(rng), load_flights(rng)]
-    print(f"# count checks on real series, {args.half} half, seed {args.seed}\n")
+    print(f"# count checks on real series, {args.half} half, seed {args.seed}, {SPLIT} split\n")
     print("## injected faults\n")
     print(
         "| kind | site | cases | detected | genuine / pending | median delay (h) | "
@@ -816,6 +964,7 @@ def main() -> None:
         if kind in args.kinds:
             print(_row(kind, "all", totals[kind]))
     if "imbalance" in args.kinds:
+        route_table(totals["imbalance"])
         why_table(totals["imbalance"])
     if "shift" in args.kinds:
         bank_m = load_bank_m(args.seed)

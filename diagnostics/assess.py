@@ -151,10 +151,13 @@ def upload_window(finding: Finding, gate: Gate) -> Verdict | None:
 
 def not_tuned(finding: Finding, gate: Gate) -> Verdict | None:
     """A counter whose accuracy audit is not finished is not yet judged for accuracy (the
-    checks that declare ``accuracy``)."""
-    if finding.subject not in gate.untuned or not meta(finding).accuracy:
+    checks that declare ``accuracy``), nor is a site's finding blamed on it (``suspect``)."""
+    who = finding.subject if finding.subject is not None else finding.evidence.get("suspect")
+    if who not in gate.untuned or not meta(finding).accuracy:
         return None
     why = "the counter's accuracy audit (tuning) is not finished: its accuracy is not judged yet"
+    if finding.subject is None:
+        why = f"most likely about {who}, whose " + why.removeprefix("the counter's ")
     return Verdict(Decision.FALSE_ALARM, (why,), rule="not_tuned")
 
 

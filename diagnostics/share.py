@@ -29,6 +29,9 @@ from statistics import NormalDist
 import numpy as np
 
 MIN_TAU = 0.005  # never trust a day's share to better than half a point beyond the binomial
+# a site's balance (paired directions): never trust it to better than counters that miss 1 %
+# of crossings at random would give (the share's variance is then 0.01 of the binomial's)
+MIN_PHI = 0.01
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class ShareDay:
     significant: int = 0  # in a lasting move: -1 IN share too low, +1 too high, 0 as usual
     unusual: bool = False  # this day alone is significant (z past the level, moved enough)
     alarm: bool = False  # the day the lasting move was raised
+    phi: float = 1.0  # the binomial part's factor in the day's variance (below 1: paired)
 
     @property
     def n(self) -> float:
@@ -64,6 +68,7 @@ class Episode:
     direction: int
     usual: float  # the usual IN share (the first day's)
     tau: float  # day-to-day spread beyond the binomial, fitted on the history
+    phi: float = 1.0  # the binomial part's factor (fitted, for a site's paired directions)
 
     @property
     def count_in(self) -> float:
@@ -85,10 +90,11 @@ class Episode:
 
     @property
     def z(self) -> float:
-        """The pooled share's z-score: binomial over all crossings, τ² over the days."""
+        """The pooled share's z-score: binomial (times φ) over all crossings, τ² over the
+        days."""
         n = self.count_in + self.count_out
         p = self.usual
-        var = p * (1 - p) / max(n, 1) + self.tau**2 / len(self.days)
+        var = self.phi * p * (1 - p) / max(n, 1) + self.tau**2 / len(self.days)
         return (self.share - p) / math.sqrt(var)
 
     @property
@@ -105,6 +111,7 @@ def judge_days(
     min_history: int,
     min_days: int = 2,
     false_alarm_days: float = 730.0,
+    paired: bool = False,
 ) -> tuple[list[ShareDay], dict[int, float]]:
     """Each day with its usual share and spread, whether it is unusual on its own, and
     whether it belongs to a lasting move (``significant``); and τ per day judged.
@@ -120,6 +127,12 @@ def judge_days(
     sum last left zero, and ends where a CUSUM the other way ("as usual" against "moved as
     much as so far") last left zero once it passed the same
     threshold; days of a move are left out of the usual share that later days are judged on.
+
+    ``paired``: the IN and OUT are the same people (a whole site: whoever comes in goes
+    out), so they are not independent draws and the binomial is the wrong null: the day's
+    variance is φ·p(1 − p)/n, φ fitted robustly on the history (the MAD of the days'
+    binomial z-scores, squared; at least ``MIN_PHI``) — volume-aware, and as quiet or as
+    noisy as this site's own balance has been. Otherwise binomial plus τ² (a door).
     """
     crit = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
     # two sizes of move per direction, as the level detector: ``tolerance`` (a modest move
@@ -174,23 +187,35 @@ def judge_days(
         usual = _weighted_median(shares, crossings)
         usual = min(max(usual, 0.02), 0.98)
         binom = usual * (1 - usual) * _median_reciprocal(crossings)
-        mad = 1.4826 * _median([abs(v - usual) for v in shares])
-        tau2 = max(MIN_TAU**2, mad * mad - binom)
-        # τ is itself estimated, from a few weeks of days by the MAD (about 37 % as efficient
-        # as the variance): a new day's spread is a t with that many degrees of freedom, not
-        # a normal, and a τ that came out low by chance must not make ordinary days look odd
+        # τ (or φ) is itself estimated, from a few weeks of days by the MAD (about 37 % as
+        # efficient as the variance): a new day's spread is a t with that many degrees of
+        # freedom, not a normal, and a spread that came out low by chance must not make
+        # ordinary days look odd
         df = max(3.0, 0.37 * len(shares))
-        tau2 *= df / (df - 2)
+        phi = 1.0
+        if paired:
+            pq = usual * (1 - usual)
+            resid = [
+                abs(v - usual) * math.sqrt(m / pq) for v, m in zip(shares, crossings, strict=True)
+            ]
+            phi = max(MIN_PHI, (1.4826 * _median(resid)) ** 2) * df / (df - 2)
+            binom *= phi
+            tau2 = 0.0
+        else:
+            mad = 1.4826 * _median([abs(v - usual) for v in shares])
+            tau2 = max(MIN_TAU**2, mad * mad - binom) * df / (df - 2)
         # the usual share is itself an estimate: the variance of a median of that many days
         var_usual = (math.pi / 2) * (binom + tau2) / len(shares)
-        var = usual * (1 - usual) / d.n + tau2 + var_usual
+        var = phi * usual * (1 - usual) / d.n + tau2 + var_usual
         sd = math.sqrt(var)
         x = d.share - usual
         z = x / sd
         unusual = abs(z) >= crit and 2 * abs(x) >= tolerance
         taus[d.day] = math.sqrt(tau2)
         out.append(
-            ShareDay(d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, 0, unusual)
+            ShareDay(
+                d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, 0, unusual, phi=phi
+            )
         )
         day_share.append(d.share)
         day_n.append(n)
@@ -255,7 +280,9 @@ def episodes(days: list[ShareDay], taus: dict[int, float]) -> list[Episode]:
         if run:
             first = run[0]
             assert first.usual is not None
-            found.append(Episode(tuple(run), first.significant, first.usual, taus[first.day]))
+            found.append(
+                Episode(tuple(run), first.significant, first.usual, taus[first.day], first.phi)
+            )
         run = [d] if d is not None and d.significant else []
     return found
 

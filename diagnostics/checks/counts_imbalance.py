@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from diagnostics.checks.base import SiteEvidence
@@ -100,22 +101,41 @@ def explains_level(imbalance: Mapping[str, Any], level: Mapping[str, Any], code:
 class _Balance(CountCheck):
     options: _Options
 
-    def judged(self, model: CountModel, rows: list[int]) -> tuple[list[Episode], ShareDay | None]:
-        """Every lasting episode over the whole days of ``rows`` together, and the last day."""
-        o = self.options
-        days = [
+    def days(
+        self, model: CountModel, rows: list[int], *, paired: bool = False, tolerance: float = 0.0
+    ) -> tuple[list[ShareDay], dict[int, float]]:
+        """The whole days of ``rows`` together, each judged against the usual share."""
+        return self.judge_share(self.share_days(model, rows), paired=paired, tolerance=tolerance)
+
+    @staticmethod
+    def share_days(model: CountModel, rows: list[int]) -> list[ShareDay]:
+        """The whole days of ``rows`` together, not judged yet."""
+        return [
             ShareDay(int(model.grid.day[b.first]), b.first, b.last, b.count_in, b.count_out)
             for b in model.balances(rows, min_total=0, max_days=1)
         ]
-        judged, taus = judge_days(
+
+    def judge_share(
+        self, days: list[ShareDay], *, paired: bool = False, tolerance: float = 0.0
+    ) -> tuple[list[ShareDay], dict[int, float]]:
+        o = self.options
+        return judge_days(
             days,
             confidence=o.confidence,
-            tolerance=o.warn_ratio,
+            tolerance=tolerance or o.warn_ratio,
             history_days=o.history_days,
             min_history=o.min_history_days,
             min_days=o.min_days,
             false_alarm_days=o.false_alarm_days,
+            paired=paired,
         )
+
+    def judged(
+        self, model: CountModel, rows: list[int], *, paired: bool = False, tolerance: float = 0.0
+    ) -> tuple[list[Episode], ShareDay | None]:
+        """Every lasting episode over the whole days of ``rows`` together, and the last day."""
+        o = self.options
+        judged, taus = self.days(model, rows, paired=paired, tolerance=tolerance)
         # sustained, and sure: the move over its days is itself significant at the level
         found = [
             e
@@ -125,9 +145,16 @@ class _Balance(CountCheck):
         return found, (judged[-1] if judged else None)
 
     def report(
-        self, model: CountModel, evidence: Any, rows: list[int], **extra: Any
+        self,
+        model: CountModel,
+        evidence: Any,
+        rows: list[int],
+        *,
+        paired: bool = False,
+        tolerance: float = 0.0,
+        **extra: Any,
     ) -> list[Finding]:
-        found, last = self.judged(model, rows)
+        found, last = self.judged(model, rows, paired=paired, tolerance=tolerance)
         lo = self.low(model, evidence)
         if last is None or last.last < lo or last.usual is None:
             return [
@@ -142,7 +169,11 @@ class _Balance(CountCheck):
             found = [e for e in found if e.days[-1].last >= lo]
         else:
             found = [e for e in found if e.days[-1] is last]
-        problems = [self.episode(model, evidence, e, **extra) for e in found]
+        blamed = self.blame(model, rows, found)
+        problems = [
+            self.episode(model, evidence, e, **extra, **who)
+            for e, who in zip(found, blamed, strict=True)
+        ]
         usual = f"IN {last.usual:.1%} / OUT {1 - last.usual:.1%}"
         said = f"the IN/OUT split is as usual ({usual}; last whole day IN {last.share:.1%})"
         unusual = last.unusual and not last.significant
@@ -161,6 +192,13 @@ class _Balance(CountCheck):
             share_in=round(last.share, 4),
         )
 
+    def blame(
+        self, model: CountModel, rows: list[int], found: list[Episode]
+    ) -> list[dict[str, Any]]:
+        """Per lasting move, evidence that says which counter it is about, beyond its
+        subject."""
+        return [{} for _ in found]
+
     def episode(self, model: CountModel, evidence: Any, e: Episode, **extra: Any) -> Finding:
         o = self.options
         first, last = e.days[0], e.days[-1]
@@ -171,13 +209,20 @@ class _Balance(CountCheck):
         when = f"{n} days from {local(start, model.grid.tz)}"
         sure = "p < 0.001" if e.p_value < 0.001 else f"p = {e.p_value:.3f}"
         status = Status.FAIL if abs(e.shift) > o.fail_ratio else Status.WARN
+        suspect = extra.get("suspect")
+        who = (
+            f"; most likely {suspect}, whose own split moved the same way "
+            f"(probability {extra.get('suspect_probability', 0):.0%})"
+            if suspect
+            else ""
+        )
         return self.finding(
             evidence,
             status,
             "imbalance",
             f"IN share {e.share:.1%} over {when} (IN {e.count_in:.0f}, OUT {e.count_out:.0f}); "
             f"usually {e.usual:.1%}: the imbalance moved {abs(e.shift):.1%} ({sure}, sustained "
-            f"over {n} days)",
+            f"over {n} days){who}",
             start=start.isoformat(),
             end=end.isoformat(),
             detected_at=detected.isoformat(),
@@ -237,11 +282,14 @@ class SiteImbalance(_Balance):
     # a symptom: a counter's own imbalance or level finding explains it, and leads (see the
     # gate's ``explained_by_counter``)
     priority = 95
+    # an untuned counter the site's move is blamed on (``suspect``) is not judged either
+    accuracy = True
     explained_by = (CountImbalance.id, CountLevel.id)
     ticket_subject = "{who} IN/OUT imbalance {since}"
     ticket_what = (
         "The counts of {low} as a whole do not balance: more people are counted in one "
-        "direction than the other, and no single counter's own fault explains it. {said}"
+        "direction than the other, beyond the site's usual balance, and no counter's own "
+        "split moved enough to be raised on its own. {said}"
     )
     ticket_ask = (
         "Please check whether an entrance has no counter or a counter counts the wrong way, "
@@ -265,4 +313,83 @@ class SiteImbalance(_Balance):
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
         rows = [i for i in range(len(model.arrays.serials)) if model.present[i].any()]
         serials = [model.arrays.serials[i] for i in rows]
-        return self.report(model, evidence, rows, counters=serials)
+        # the least move worth raising: what a 5 % error in one direction (``warn_ratio``) of
+        # the busiest counter does to the site's balance; any explanation of a larger move
+        # has some counter (or an entrance without one) off by more than that
+        crossings = np.nansum(model.arrays.cin[rows] + model.arrays.cout[rows], axis=1)
+        busiest = float(crossings.max() / crossings.sum()) if crossings.sum() > 0 else 1.0
+        tolerance = self.options.warn_ratio * max(busiest, 0.05)
+        return self.report(
+            model, evidence, rows, paired=True, tolerance=tolerance, counters=serials
+        )
+
+    def blame(
+        self, model: CountModel, rows: list[int], found: list[Episode]
+    ) -> list[dict[str, Any]]:
+        if len(rows) < 2 or not found:
+            return [{} for _ in found]
+        # each counter's own days; judged, for each move, from two history windows before it
+        # (what its usual share then is; the months before do not change it much)
+        raw = {i: self.share_days(model, [i]) for i in rows}
+        reach = 2 * self.options.history_days
+        out = []
+        for e in found:
+            lo, hi = e.days[0].day - reach, e.days[-1].day
+            own = {
+                i: {d.day: d for d in self.judge_share([d for d in r if lo <= d.day <= hi])[0]}
+                for i, r in raw.items()
+            }
+            out.append(self.suspects(model, own, e))
+        return out
+
+    def suspects(
+        self, model: CountModel, own: dict[int, dict[int, ShareDay]], e: Episode
+    ) -> dict[str, Any]:
+        """Which counter explains the site's move? Each counter's own split over the move's
+        days, against its own history: its excess IN over its usual share (in counts, with
+        its own variance). The hypotheses: "counter i lost the direction the site is short
+        of, as many as the site lost" (its excess is then the site's, all of it), one per
+        counter; "every door alike" (an exit without a counter, a staff door: each door's
+        excess in proportion to its flow in that direction); and "no counter's split moved"
+        (a counter counting both ways short at a door whose split is not even — its level
+        check speaks for it — or an entrance used both ways without a counter); equal
+        priors. A counter is named (``suspect``) when it is more likely than all the others
+        together; every probability is in ``suspects``.
+        """
+        days = {d.day for d in e.days}
+        site_excess = sum(d.count_in - (d.usual or 0.0) * d.n for d in e.days)
+        site_flow = e.count_out if e.direction > 0 else e.count_in
+        # per counter: its excess, variance, and what each hypothesis says it should be
+        doors: dict[str, tuple[float, float, float, float]] = {}
+        for i, by_day in own.items():
+            sel = [by_day[k] for k in days if k in by_day and by_day[k].usual is not None]
+            if len(sel) < len(days):
+                return {}  # a counter not judged on every day of the move: no one to name
+            n = sum(d.n for d in sel)
+            usual = sum((d.usual or 0.0) * d.n for d in sel) / n
+            excess = sum(d.count_in - (d.usual or 0.0) * d.n for d in sel)
+            var = sum((d.n * d.sd) ** 2 for d in sel)
+            # OUT lost (site share up): both excesses are the usual IN share of the lost
+            # crossings; IN lost: minus the usual OUT share
+            ratio = usual / e.usual if e.direction > 0 else (1 - usual) / (1 - e.usual)
+            flow = sum(d.count_out if e.direction > 0 else d.count_in for d in sel)
+            alone = ratio * site_excess
+            alike = alone * flow / site_flow if site_flow > 0 else 0.0
+            doors[model.arrays.serials[i]] = (excess, var, alone, alike)
+
+        def gain(fits: dict[str, float]) -> float:  # log-likelihood against "no door moved"
+            return sum(
+                (x * x - (x - fits.get(k, 0.0)) ** 2) / (2 * v) for k, (x, v, _, _) in doors.items()
+            )
+
+        gains = {k: gain({k: alone}) for k, (_, _, alone, _) in doors.items()}
+        gains["every door alike"] = gain({k: alike for k, (_, _, _, alike) in doors.items()})
+        gains["no counter's split moved"] = 0.0
+        top = max(gains.values())
+        norm = sum(math.exp(g - top) for g in gains.values())
+        chances = {k: math.exp(g - top) / norm for k, g in gains.items()}
+        best = max(chances, key=lambda k: chances[k])
+        out: dict[str, Any] = {"suspects": {k: round(v, 4) for k, v in chances.items()}}
+        if best in doors and chances[best] > 0.5:
+            out |= {"suspect": best, "suspect_probability": round(chances[best], 4)}
+        return out
