@@ -5,21 +5,23 @@ with ``--serve``, one thread and one asyncio loop for the whole fleet: ``simulat
 so the simulator's CPU is not the agent's and it does not starve the agent at 1,000 counters.
 20 % are ``hung`` (the device accepts and never answers) and 10 % ``slow`` (the simulator's
 ``slow`` kind, every answer delayed ``--slow-delay`` seconds, inside the probe timeout); the
-devices hold three days of counts. The agent (a real ``Runner`` in this process, real clock)
-runs cycles until one has asked every counter and none is still back-filling its history (at
-most ``--warmup`` of them), then times the next one(s); a timed cycle that still left counters
-unasked or back-filling is labelled NOT settled. Printed: the wall time of each cycle and of
-its probe phase, the agent's CPU (this process, all threads) per counter and per healthy
-counter, split by thread (probe workers, checks, main thread) with the live-view analysis
-apart (its cost per snapshot judged; the target of 5 ms per healthy counter leaves it out),
-the simulator's CPU (the child, for information), and peak RSS (``ru_maxrss`` of this
-process only). Then the baseline in the same run: the naive one-at-a-time prober, the
-runner's own ``probe_counter`` called on a sample of counters in turn, each with the same
-budget as a cycle's probe phase, extrapolated to N.
+devices hold ``--history-days`` of counts (3 by default, so a run settles in minutes; 28 shows
+the memory of a full window), and each counter has its tuning image (the picture it is served),
+so the agent prepares references as it would. The agent (a real ``Runner`` in this process,
+real clock) runs cycles until one has asked every counter and none is still back-filling its
+history (at most ``--warmup`` of them), then times the next one(s); a timed cycle that still
+left counters unasked or back-filling is labelled NOT settled. Printed: the wall time of each
+cycle and of its probe phase, the agent's CPU (this process, all threads) per counter and per
+healthy counter, split by thread (probe workers, checks, main thread) with the live-view
+analysis apart (its cost per snapshot judged; the target of 5 ms per healthy counter leaves it
+out), the simulator's CPU (the child, for information), and peak RSS (``ru_maxrss`` of this
+process only). Then the baseline in the same run: the naive one-at-a-time prober, the runner's
+own ``probe_counter`` called on a sample of counters in turn, each with the same budget as a
+cycle's probe phase, extrapolated to N.
 Targets are printed beside the figures. Asserts nothing.
 
 Run: ``python3 bench/fleet.py [--counters 1000] [--timeout 3] [--max-parallel N]
-[--cycles 1] [--warmup 12] [--sample 20]``.
+[--cycles 1] [--warmup 12] [--sample 20] [--history-days 3]``.
 """
 
 from __future__ import annotations
@@ -62,14 +64,20 @@ def serve(
         SimCounter(f"C{i:05d}", f"door {i}", sites[i // PER_SITE % len(sites)].code)
         for i in range(counters)
     ]
-    with LiteFleet(sites, sims, seed=3, history_days=days) as fleet:
+    lite = LiteFleet(sites, sims, seed=3, history_days=days)
+    with lite as fleet:
         for i, c in enumerate(sims):
             kind = fault_of(i)
             if kind == "slow":
                 fleet.set_fault(c.serial, "slow", delay=slow_delay)
             elif kind:
                 fleet.set_fault(c.serial, kind)
-        text = fleet.agent_config_toml(state, probe_timeout_seconds=timeout, agent=agent)
+        # every counter has its tuning image, so the agent prepares references as it would
+        refs = lite.write_references(out.parent / "references")
+        text = fleet.agent_config_toml(
+            state, out.parent / "references", probe_timeout_seconds=timeout, agent=agent
+        )
+        assert len(refs) == counters
         out.write_text(text)
         print("ready", flush=True)
         sys.stdin.read()  # serve until the parent closes our stdin

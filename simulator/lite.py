@@ -27,6 +27,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -76,6 +77,17 @@ class LiteFleet:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+
+    def write_references(self, directory: str | Path) -> dict[str, Path]:
+        """Each counter's tuning image: the picture it is served (so its view is healthy), one
+        file per counter as ``Fleet.agent_config_toml(reference_dir=...)`` names them."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for serial, (_path, response) in self._images.items():
+            paths[serial] = folder / f"{serial}.jpg"
+            paths[serial].write_bytes(response.body)
+        return paths
 
     def __enter__(self) -> Fleet:
         self.start()
