@@ -6,7 +6,8 @@ cycle's findings and folds them:
 
 - the gateway itself at fault (no uplink, a full disk): counter findings are not trusted;
 - a storm, more than half of the gateway's counters failing at once: automatic tickets stop,
-  and one finding names the likely common cause for a person to look at;
+  and one finding names the likely common cause for a person to look at; and an ok one once
+  enough counters answer that no storm can be going on (so the storm's incident recovers);
 - a whole site down at once: one site-level finding (one site ticket), not one per counter,
   and an ok one once a counter of it answers again (so the site's incident recovers: a site
   dark for a minute, a switch or router rebooting, is not a ticket); and no count finding of
@@ -65,7 +66,7 @@ def group_pass(
         return findings, decided
     total = sum(len(v) for v in counters_by_site.values())
     offline = [i for i, f in enumerate(findings) if _offline(f)]
-    if total >= 2 and len(offline) >= 2 and len(offline) > STORM_SHARE * total:
+    if _is_storm(len(offline), total):
         storm = _storm(findings, offline, counters_by_site, total)
         why = (
             f"{len(offline)} of {total} counters failed at once: automatic tickets stop; "
@@ -94,6 +95,9 @@ def group_pass(
             decided[i] = Verdict(Decision.FALSE_ALARM, (why,), rule="site_outage")
         decided[len(findings) + len(extra)] = Verdict(Decision.GENUINE, (why,), rule="site_outage")
         extra.append(site_finding)
+    calm = _storm_over(findings, total)
+    if calm is not None:
+        extra.append(calm)
     findings = [*findings, *extra]
     for i, verdict in inside_site_outage(findings).items():
         decided.setdefault(i, verdict)
@@ -224,6 +228,34 @@ def _gateway_blocking(findings: Sequence[Finding]) -> str:
             if found:
                 return " and ".join(found)
     return ""
+
+
+def _is_storm(failing: int, total: int) -> bool:
+    """The storm condition: at least two of the gateway's counters, and more than half of them
+    (``STORM_SHARE``), fail their liveness check in the same cycle."""
+    return total >= 2 and failing >= 2 and failing > STORM_SHARE * total
+
+
+def _storm_over(findings: Sequence[Finding], total: int) -> Finding | None:
+    """An ok ``gateway.storm`` finding when the storm condition (``_is_storm``) cannot hold
+    this cycle: even if every counter that did not answer were failing, too few would be.
+    Only counters whose liveness check said they answer count as up: a counter not probed or
+    whose check erred is counted as possibly failing, so a cycle in which nothing could be
+    judged gives no ok (and no verdict on the storm either way). Its ok recovers an open storm
+    incident through the usual good checks; without one it is the check passing."""
+    answering = sorted({f.subject or "" for f in findings if counter_up(f)})
+    if not answering or _is_storm(total - len(answering), total):
+        return None
+    return Finding(
+        check_id=GatewayStorm.id,
+        status=Status.OK,
+        code="calm",
+        summary=f"no storm: {len(answering)} of {plural(total, 'counter')} answering",
+        at=max(f.at for f in findings if counter_up(f)),
+        site=None,
+        subject=GATEWAY,
+        evidence={"answering": len(answering), "total": total},
+    )
 
 
 def _storm(

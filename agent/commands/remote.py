@@ -153,13 +153,13 @@ def shell_cmd(counter: str, ticket_number: str | None, config_path: Path) -> Non
 
 
 def _ticket_exists(cfg: Config, number: str) -> None:
-    from agent.delivery.attach import AttachError, find_tickets
+    from agent.delivery.numbers import EX_AMBIGUOUS, AmbiguousNumber, find_tickets
     from agent.delivery.sinks import make_sinks
 
     try:
         found = find_tickets(make_sinks(cfg, clock()), number)
-    except AttachError as exc:
-        raise click.ClickException(str(exc)) from None
+    except AmbiguousNumber as exc:
+        fail(str(exc), as_json=False, code=EX_AMBIGUOUS)
     if not found:
         raise click.ClickException(f"no ticket {number} in any configured destination")
 
@@ -168,6 +168,7 @@ def _attach_transcript(cfg: Config, number: str, transcript: Path) -> bool:
     """Put the transcript on ticket ``number``; False (and why, on stderr) if it could not."""
     from agent.app import App
     from agent.delivery.attach import AttachError, attach_files
+    from agent.delivery.numbers import AmbiguousNumber
 
     with App.open(cfg, clock()) as app:
         try:
@@ -179,7 +180,7 @@ def _attach_transcript(cfg: Config, number: str, transcript: Path) -> bool:
                 now=app.clock.now(),
                 message=f"Transcript of a remote shell session ({transcript.name}).",
             )
-        except AttachError as exc:
+        except (AttachError, AmbiguousNumber) as exc:
             click.echo(f"transcript not attached to ticket {number}: {exc}", err=True)
             return False
     for item in done.items:

@@ -6,14 +6,16 @@ support line ran past its SLA. ``new``, ``reply`` and ``task`` write through the
 (``agent.delivery.conversation``); ``new`` asks for what its form is missing only when a
 person is at a terminal (``commands.common.interactive``), and is a usage error otherwise.
 ``list`` shows each ticket's support line with its SLA in ``rma.sla``'s words, as the
-overview does. A ticket number may be given bare: ``1`` for ``L-000001``.
+overview does. A ticket number may be given bare: ``1`` for ``L-000001``; every command reads
+it through ``agent.delivery.numbers`` (RT's own ``1`` first; a number naming different tickets
+in two destinations is refused, exit 2, with the full number of each).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -23,6 +25,7 @@ from agent.commands.common import (
     _print_json,
     clock,
     config_option,
+    fail,
     interactive,
     json_option,
     out,
@@ -135,19 +138,18 @@ def _red(text: str, overdue: bool) -> str:
 @state_dir_option
 @json_option
 def tickets_show(number: str, config_path: Path, state_dir: Path | None, as_json: bool) -> None:
-    """Show one ticket as support will read it."""
-    from agent.delivery.sinks import SinkError
+    """Show one ticket as support will read it (from the destination whose own number was
+    given, when it is in several)."""
+    from agent.delivery.numbers import AmbiguousNumber, named_tickets
     from agent.delivery.sinks.local import render_markdown
 
-    for sink in _readable_sinks(config_path, state_dir):
-        try:
-            ticket = sink.get(number) or _by_bare_number(sink, number)
-        except SinkError:
-            continue
-        if ticket is not None:
-            break
-    else:
+    try:
+        found = named_tickets(_readable_sinks(config_path, state_dir), number)
+    except AmbiguousNumber as exc:
+        _ambiguous(exc, as_json)
+    if not found:
         raise click.ClickException(f"no ticket {number}")
+    sink, ticket = found[0]
     now = clock().now()
     if as_json:
         _print_json(_ticket_row(sink, ticket, now))
@@ -200,21 +202,15 @@ def _sla_table(ticket: Any, now: datetime) -> Any:
     return table
 
 
-def _by_bare_number(sink: Any, number: str) -> Any:
-    """``1`` for ``L-000001``: the one ticket whose number's digits make the same integer."""
-    if not number.isdigit():
-        return None
-    wanted = int(number)
-    same = [
-        t
-        for t in sink.list()
-        if t.number and _digits(t.number) and int(_digits(t.number)) == wanted
-    ]
-    return same[0] if len(same) == 1 else None
-
-
 def _digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
+
+
+def _ambiguous(exc: Exception, as_json: bool) -> NoReturn:
+    """A number naming different tickets: one line with the full number of each, exit 2."""
+    from agent.delivery.numbers import EX_AMBIGUOUS
+
+    fail(str(exc), as_json=as_json, code=EX_AMBIGUOUS)
 
 
 def _conversation_failed(exc: Exception) -> click.ClickException:
@@ -436,11 +432,14 @@ def tickets_reply(number: str, text: str, config_path: Path, as_json: bool) -> N
     outbox, once; the requester and CC get one e-mail). `tickets show` lists the messages."""
     from agent.app import App
     from agent.delivery.conversation import ConversationError, reply
+    from agent.delivery.numbers import AmbiguousNumber
 
     cfg = _load(config_path)
     with App.open(cfg, clock()) as app:
         try:
             done = reply(app, number, text, actor=_actor(), now=app.clock.now())
+        except AmbiguousNumber as exc:
+            _ambiguous(exc, as_json)
         except ConversationError as exc:
             raise _conversation_failed(exc) from None
     _print_queued(done, as_json)
@@ -477,6 +476,7 @@ def tickets_task(
     due date, status), in every destination that keeps tasks (local, RT)."""
     from agent.app import App
     from agent.delivery.conversation import ConversationError, add_task
+    from agent.delivery.numbers import AmbiguousNumber
     from rma.tickets import Task
 
     line = Task(
@@ -490,6 +490,8 @@ def tickets_task(
     with App.open(cfg, clock()) as app:
         try:
             done = add_task(app, number, line, actor=_actor(), now=app.clock.now())
+        except AmbiguousNumber as exc:
+            _ambiguous(exc, as_json)
         except ConversationError as exc:
             raise _conversation_failed(exc) from None
     _print_queued(done, as_json)
@@ -637,12 +639,15 @@ def tickets_attach(
     """
     from agent.app import App
     from agent.delivery.attach import AttachError, attach_files
+    from agent.delivery.numbers import AmbiguousNumber
 
     cfg = _load(config_path)
     now = clock().now()
     with App.open(cfg, clock()) as app:
         try:
             done = attach_files(app, number, files, actor=_actor(), now=now, message=message)
+        except AmbiguousNumber as exc:
+            _ambiguous(exc, as_json)
         except AttachError as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:

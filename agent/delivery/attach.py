@@ -17,7 +17,6 @@ nothing is queued or audited then.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,14 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.delivery.notify import Event
-from agent.delivery.sinks.base import Sink, SinkError
+from agent.delivery.numbers import find_tickets
+from agent.delivery.sinks.base import Sink
 from rma.tickets import Message, Ticket
 
 if TYPE_CHECKING:
     from agent.app import App
     from rma.redact import Redactor
-
-log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 BINARY_SUFFIXES = (".tar.gz", ".gz", ".jpg", ".jpeg", ".png", ".pdf")
@@ -84,44 +82,6 @@ def read_file(path: Path, redactor: Redactor) -> bytes:
     return redactor.text(text).encode("utf-8")
 
 
-def find_tickets(sinks: Sequence[Sink], number: str) -> list[tuple[Sink, Ticket]]:
-    """Ticket ``number`` in each destination that has it: where the number names it, and where
-    the same ticket (its key) carries another number (``L-000003`` in the local store is ``57``
-    in RT). A destination that cannot answer is skipped. A number that names two different
-    tickets (``1``: ``L-000001`` and RT's ``1``) is an ``AttachError``."""
-    found = []
-    for sink in sinks:
-        try:
-            ticket = sink.get(number)
-        except SinkError as exc:
-            log.warning("cannot look for ticket %s in %s: %s", number, sink.name, exc)
-            continue
-        if ticket is not None and ticket.number:
-            found.append((sink, ticket))
-    keys = {t.key for _, t in found}
-    if len(keys) > 1:
-        named = ", ".join(f"{s.name} {t.number}" for s, t in found)
-        raise AttachError(
-            f"{number!r} names different tickets ({named}): give the number as the "
-            "destination writes it"
-        )
-    if not keys:
-        return []
-    [key] = keys
-    where = {s.name: (s, t) for s, t in found}
-    for sink in sinks:
-        if sink.name in where:
-            continue
-        try:
-            other = sink.find_by_key(key)
-        except SinkError as exc:
-            log.warning("cannot look for ticket %s in %s: %s", number, sink.name, exc)
-            continue
-        if other is not None and other.number:
-            where[sink.name] = (sink, other)
-    return [where[s.name] for s in sinks if s.name in where]
-
-
 def attach_files(
     app: App,
     number: str,
@@ -132,7 +92,8 @@ def attach_files(
     message: str = "",
 ) -> Attached:
     """Queue ``paths`` as one message on ticket ``number`` in every destination that has it,
-    audit it, then run one delivery. Raises ``AttachError`` before anything is queued."""
+    audit it, then run one delivery. Raises ``AttachError`` (or ``numbers.AmbiguousNumber``)
+    before anything is queued."""
     files: dict[str, bytes] = {}
     for path in paths:
         if path.name in files:

@@ -14,7 +14,8 @@ however many destinations carry the ticket. A hand-raised ticket is always a new
 outbox does not join it to an open one on the same problem: a second configuration request is
 not the first). Text is redacted before it is queued; files are taken as ``tickets attach``
 takes them (``agent.delivery.attach.read_file``). Refusals are ``ConversationError`` with a
-text for the person who asked; nothing is queued then.
+text for the person who asked (a number naming different tickets: ``numbers.AmbiguousNumber``);
+nothing is queued then.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from agent.delivery.attach import AttachError, find_tickets, read_file
+from agent.delivery.attach import AttachError, read_file
 from agent.delivery.notify import Event
+from agent.delivery.numbers import find_tickets
 from agent.delivery.sinks.base import Sink
 from rma.tickets import (
     Category,
@@ -282,11 +284,9 @@ def _files(app: App, paths: Sequence[Path]) -> dict[str, bytes]:
 
 
 def _where(app: App, number: str) -> list[tuple[Sink, Ticket]]:
-    """Ticket ``number`` in every destination that has it (``attach.find_tickets``)."""
-    try:
-        where = find_tickets(app.sinks, number)
-    except AttachError as exc:
-        raise ConversationError(str(exc)) from None
+    """Ticket ``number`` in every destination that has it (``numbers.find_tickets``; a number
+    naming different tickets raises its ``AmbiguousNumber``)."""
+    where = find_tickets(app.sinks, number)
     if not where:
         names = ", ".join(s.name for s in app.sinks) or "none"
         raise ConversationError(f"no ticket {number} in any configured destination ({names})")

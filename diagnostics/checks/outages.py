@@ -37,6 +37,10 @@ class SiteOffline(DerivedCheck):
 
 
 class GatewayStorm(DerivedCheck):
+    """Two or more, and more than half, of the gateway's counters fail their liveness check in
+    one cycle (``diagnostics.outages._is_storm``). Ok once enough counters answer that the
+    storm cannot hold even if every other counter were failing; nothing when none answered."""
+
     id: ClassVar[str] = "gateway.storm"
     title: ClassVar[str] = "Not more than half the counters failing at once"
     applies_to = "gateway"

@@ -303,17 +303,99 @@ def test_a_reply_whose_sender_is_killed_after_sending_is_not_sent_twice(
 def test_a_bare_number_naming_two_different_tickets_is_refused(
     tmp_path: Path, rt_server: RtServer
 ) -> None:
-    """``1`` is ``L-000001`` in the local store and RT's ticket 1, two different tickets: a
-    reply, a task or a file must not land on both, and each says so in one line."""
+    """``1`` is ``L-000001`` in the local store and RT's ticket 1, two different tickets: no
+    command picks one. Each says so in one line with the full number of each (exit 2), and
+    that full number then names its ticket alone."""
     rt_server.create_ticket("General", "Any ticket: RT numbers from 1")  # so RT has a ticket 1
     config = write_config(tmp_path, sinks=LOCAL + rt_sinks_toml(tmp_path, rt_server))
     LocalSink(tmp_path / "state" / "tickets").file(make_ticket())
     clock = FakeClock(NOW)
+    text = f"meant for one ticket only {uuid.uuid4()}"
     note = tmp_path / "note.txt"
-    note.write_text("hello")
-    for args in (["reply", "1", "-m", "hello"], ["task", "1", "Call"], ["attach", "1", str(note)]):
+    note.write_text(text)
+    for args in (
+        ["show", "1"],
+        ["reply", "1", "-m", text],
+        ["task", "1", "Call"],
+        ["attach", "1", str(note)],
+    ):
         result = run(clock, "tickets", *args, "--config", str(config))
-        assert result.exit_code == 1, result.output
-        assert "'1' names different tickets (local L-000001, helpdesk 1)" in result.output
-    local = LocalSink(tmp_path / "state" / "tickets").get("1")
+        assert result.exit_code == 2, (args, result.output)
+        [line] = result.output.splitlines()
+        assert line == (
+            "Error: '1' names different tickets: type the full number of the one you mean: "
+            "L-000001 (local), RT-1 (helpdesk)"
+        ), args
+    as_json = run(clock, "tickets", "show", "1", "--config", str(config), "--json")
+    assert as_json.exit_code == 2
+    assert "RT-1 (helpdesk)" in json.loads(as_json.stdout)["error"]
+    local = LocalSink(tmp_path / "state" / "tickets").get("L-000001")
     assert local is not None and local.messages == [] and local.tasks == []
+    assert not any(text in c for c in history(rt_server, "1", "Correspond"))
+
+    # the full numbers it offers name one ticket each
+    shown = run(clock, "tickets", "show", "RT-1", "--config", str(config), "--json")
+    assert shown.exit_code == 0, shown.output
+    assert (json.loads(shown.stdout)["sink"], json.loads(shown.stdout)["number"]) == (
+        "helpdesk",
+        "1",
+    )
+    replied = run(
+        clock, "tickets", "reply", "L-000001", "-m", text, "--config", str(config), "--json"
+    )
+    assert replied.exit_code == 0, replied.output
+    assert [(i["sink"], i["number"]) for i in json.loads(replied.stdout)["items"]] == [
+        ("local", "L-000001")
+    ]
+    local = LocalSink(tmp_path / "state" / "tickets").get("L-000001")
+    assert local is not None and [m.body for m in local.messages] == [text]
+    assert not any(text in c for c in history(rt_server, "1", "Correspond"))
+
+
+@pytest.mark.integration
+def test_a_number_in_rts_own_form_names_the_ticket_rt_holds_first(
+    tmp_path: Path, rt_server: RtServer
+) -> None:
+    """One ticket that is RT's ``N`` and the local ``L-00000N``: ``N`` is RT's own form, so
+    ``show N`` shows RT's ticket, and a reply by it reaches both; ``L-00000N`` shows the
+    local one. (Run alone on a fresh RT, the lifecycle test meets this with N = 1.)"""
+    config = write_config(tmp_path, sinks=LOCAL + rt_sinks_toml(tmp_path, rt_server))
+    # RT numbers every ticket in turn: fill the local store up to RT's newest ticket, so the
+    # next ticket filed in both has the same digits in each
+    newest = int(rt_server.create_ticket("General", "RT's newest ticket before the test"))
+    store = LocalSink(tmp_path / "state" / "tickets")
+    for _ in range(newest):
+        store.file(make_ticket())
+    clock = FakeClock(NOW)
+    raised = run(
+        clock, "tickets", "new", "--category", "service", "--counter", "FFC0002",
+        "--subject", "Engineer call-out", "--what", "The bracket broke.",
+        "--config", str(config), "--json",
+    )  # fmt: skip
+    assert raised.exit_code == 0, raised.output
+    numbers = {i["sink"]: i["number"] for i in json.loads(raised.stdout)["items"]}
+    n = newest + 1
+    assert numbers == {"local": f"L-{n:06d}", "helpdesk": str(n)}
+
+    for typed, sink, number in (
+        (str(n), "helpdesk", str(n)),
+        (f"RT-{n}", "helpdesk", str(n)),
+        (f"L-{n:06d}", "local", f"L-{n:06d}"),
+        (f"{n:06d}", "local", f"L-{n:06d}"),  # bare in both: the same ticket, in file order
+    ):
+        shown = run(clock, "tickets", "show", typed, "--config", str(config), "--json")
+        assert shown.exit_code == 0, (typed, shown.output)
+        assert (json.loads(shown.stdout)["sink"], json.loads(shown.stdout)["number"]) == (
+            sink,
+            number,
+        ), typed
+    replied = run(
+        clock, "tickets", "reply", str(n), "-m", "Thursday, please.", "--config", str(config),
+        "--json",
+    )  # fmt: skip
+    assert replied.exit_code == 0, replied.output
+    assert [(i["sink"], i["number"]) for i in json.loads(replied.stdout)["items"]] == [
+        ("helpdesk", str(n)),
+        ("local", f"L-{n:06d}"),
+    ]
+    assert history(rt_server, str(n), "Correspond").count("Thursday, please.") == 1

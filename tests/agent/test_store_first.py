@@ -285,3 +285,59 @@ def test_a_site_back_within_the_wait_gets_no_ticket(tmp_path: Path) -> None:
             assert of_ldn01(step(clock, fleet, runner)) == []
         assert [i.state for i in site_incidents(runner)] == ["resolved"]
     assert of_ldn01(local_tickets(state)) == []
+
+
+def storm_incidents(runner: Runner) -> list[Any]:
+    from diagnostics.checks.outages import GatewayStorm
+
+    return [i for i in runner.store.incidents() if i.check_id == GatewayStorm.id]
+
+
+def test_a_storm_that_passes_recovers_its_incident(tmp_path: Path) -> None:
+    """Three of four counters down at once is a storm (no tickets, one gateway incident for a
+    person); once a second one answers, two of four cannot be a storm, and the incident
+    recovers through the good checks, as any other does."""
+    clock = FakeClock(NOW)
+    ldn = [fresh_serial("S"), fresh_serial("S")]
+    mcr = [fresh_serial("T"), fresh_serial("T")]
+    fleet = Fleet(
+        [
+            SimSite("LDN01", "London", "Europe/London", WEEK),
+            SimSite("MCR02", "Manchester", "Europe/London", WEEK),
+        ],
+        [SimCounter(s, f"Door {s}", "LDN01", base_rate=150.0) for s in ldn]
+        + [SimCounter(s, f"Door {s}", "MCR02", base_rate=150.0) for s in mcr],
+        seed=11,
+        clock=clock,
+    )
+    with fleet:
+        fleet.start()
+        down = [*ldn, mcr[0]]
+        for serial in down:
+            fleet.set_fault(serial, "offline")
+        state = tmp_path / "state"
+        text = fleet.agent_config_toml(state, probe_timeout_seconds=2, agent={"confirm_checks": 1})
+        path = tmp_path / "agent.toml"
+        path.write_text(text)
+        with Store.open(state) as store:
+            runner = make_runner(load_config(path), store, clock=clock)
+            assert runner.run_cycle().tickets == []  # 14:00: the storm
+            [storm] = storm_incidents(runner)
+            assert storm.state == "open" and storm.subject == "gateway"
+            assert "3 of 4 counters failed at once" in storm.summary
+            assert step(clock, fleet, runner) == []  # 14:05: still three down
+            assert [i.state for i in storm_incidents(runner)] == ["open"]
+
+            fleet.clear_fault(mcr[0])  # MCR02's switch is back; LDN01 is still dark
+            step(clock, fleet, runner)
+            [storm] = storm_incidents(runner)
+            assert storm.state == "recovering"
+            step(clock, fleet, runner)
+            [storm] = storm_incidents(runner)
+            assert storm.state == "resolved"
+            assert storm.resolved_at == NOW + 3 * STEP
+            flips = [(t["from_state"], t["to_state"]) for t in runner.store.transitions(storm.id)]
+            assert flips == [(None, "open"), ("open", "recovering"), ("recovering", "resolved")]
+            # what is left is one dark site, an incident of its own, not the storm's
+            assert [i.state for i in site_incidents(runner)] == ["open"]
+    assert not any(t.subject.startswith("gateway") for t in local_tickets(state))

@@ -218,6 +218,50 @@ def test_half_or_fewer_failing_is_no_storm():
     assert all(a.genuine for a in found)
 
 
+def up(serial, site="LDN01"):
+    return Finding("counter.offline", Status.OK, "online", f"{serial} up", NOW, site, serial)
+
+
+def test_the_storm_is_over_once_enough_counters_answer_that_none_can_be_going_on():
+    """6 counters: a storm is 4 or more failing. The ok comes once at most 3 could be failing
+    (3 answer), whatever the others' checks said; never while the storm holds, nor when too
+    few could be judged to say."""
+
+    def storm_of(findings):
+        found = assess(findings, gate=gate())
+        return [a for a in found if a.finding.check_id == "gateway.storm"]
+
+    def unknown(serial, site="LDN01"):
+        return Finding("counter.offline", Status.ERROR, "check_error", "?", NOW, site, serial)
+
+    raging = [offline(s) for s in ("A1", "A2", "A3")] + [offline("M1", "MCR02"), up("A4")]
+    [storm] = storm_of(raging)
+    assert storm.finding.status is Status.FAIL  # no ok beside the storm's own finding
+
+    # three back, three still down: 3 of 6 is not more than half
+    calming = [offline("A1"), offline("A2"), offline("M1", "MCR02")]
+    calming += [up("A3"), up("A4"), up("M2", "MCR02")]
+    [calm] = storm_of(calming)
+    assert calm.verdict is None  # an ok is no problem to judge
+    f = calm.finding
+    assert (f.status, f.code, f.site, f.subject) == (Status.OK, "calm", None, "gateway")
+    assert f.summary == "no storm: 3 of 6 counters answering"
+    assert f.evidence == {"answering": 3, "total": 6}
+    assert f.at == NOW
+
+    # two answer and nothing is known of the other four: they may be failing, so no ok
+    assert storm_of([up("A3"), up("A4"), unknown("A1"), unknown("A2")]) == []
+    # nothing judged at all (every check erred, or none ran): no ok
+    assert storm_of([unknown(s) for s in ("A1", "A2", "A3", "A4")]) == []
+    assert storm_of([]) == []
+    # the gateway's own fault: counter findings are not trusted, so neither is their ok
+    everyone = [up(s) for s in ("A1", "A2", "A3", "A4")] + [up("M1", "MCR02")]
+    assert storm_of([gateway("uplink_down"), *everyone]) == []
+    # all six answering: ok once, about the gateway
+    [fine] = storm_of([*everyone, up("M2", "MCR02")])
+    assert fine.finding.summary == "no storm: 6 of 6 counters answering"
+
+
 def test_a_site_outage_and_a_single_counters_fault_on_the_same_day():
     found = assess(
         [offline("M1", "MCR02", "refused"), offline("M2", "MCR02", "refused"), zero_run("A1")],

@@ -194,6 +194,11 @@ class RtSink:
         # sort the agent's own open tickets without reading each one in full.
         self._records: dict[str, Ticket | None] = {}
 
+    def full_number(self, number: str) -> str:
+        """Ticket ``number`` as typed so that only RT reads it (``RT-1``): the bare ``1`` is
+        also the local store's ``L-000001`` (``agent.delivery.numbers``)."""
+        return f"RT-{number}"
+
     def __repr__(self) -> str:
         return f"RtSink({self.name!r}, {self._origin!r})"
 
