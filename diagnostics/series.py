@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -144,6 +143,12 @@ class Grid:
         """Local Monday-to-Sunday week, counted from the grid's first week."""
         monday = self.day - self.weekday
         return (monday - monday.min()) // 7 if self.n else monday
+
+    @functools.cached_property
+    def day_bounds(self) -> np.ndarray:
+        """Where each local day begins, and ``n`` after the last: day j is slots
+        ``day_bounds[j]`` to ``day_bounds[j + 1] - 1``."""
+        return np.concatenate([[0], np.flatnonzero(np.diff(self.day)) + 1, [self.n]])
 
     def at(self, i: int) -> datetime:
         return self.start + timedelta(minutes=self.minutes * int(i))
@@ -514,6 +519,10 @@ class CountModel:
         self.calendar = calendar
         self.now = now
         self.params = params or Params()
+        # what checks derive from the model and more than one of them reads (a counter's
+        # whole days: its own imbalance check, then the site's naming a suspect), by the
+        # deriving check's key: computed once per model, and let go with it
+        self.derived: dict[Hashable, object] = {}
         size = len(arrays.serials)
         if peers is None:
             peers = [[j for j in range(size) if j != i] for i in range(size)]
@@ -965,32 +974,52 @@ class CountModel:
         agree = sum(sh.direction * (a - b) >= self.params.shifts[0] / 2 for a, b in moves)
         return agree * 2 > len(moves)
 
+    def whole_days(
+        self, rows: Sequence[int], lo: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per local day, IN and OUT summed over the given counters: (whole, first slot, end
+        slot, in, out), one entry a day, ``end`` one past the day's last slot. ``whole`` is
+        False for a day that ends by ``lo``, is short (the grid's first or last day), or on
+        which one of the counters missed a slot or was in a zero run: a part day is not
+        balanced by nature. All days at once, without a loop: this runs per counter and per
+        site over the whole history."""
+        g = self.grid
+        rows = list(rows)
+        full = self.present[rows].all(axis=0) & ~self.zero_mask[rows].any(axis=0)
+        cin = np.where(full, np.nansum(self.arrays.cin[rows], axis=0), 0.0)
+        cout = np.where(full, np.nansum(self.arrays.cout[rows], axis=0), 0.0)
+        first, end = g.day_bounds[:-1], g.day_bounds[1:]
+        ccin = np.concatenate([[0.0], np.cumsum(cin)])
+        ccout = np.concatenate([[0.0], np.cumsum(cout)])
+        cfull = np.concatenate([[0], np.cumsum(full)])
+        whole = (end > lo) & ((end - first) * g.minutes >= 23 * 60)  # 23 h: spring forward
+        whole &= cfull[end] - cfull[first] >= end - first
+        return whole, first, end, ccin[end] - ccin[first], ccout[end] - ccout[first]
+
     def balances(
         self, rows: Sequence[int], *, min_total: float, lo: int = 0, max_days: int = 7
     ) -> list[Balance]:
         """IN and OUT summed over the given counters per local day, days pooled until they hold
         ``min_total`` crossings (at most ``max_days``). Only whole days on which every one of
-        the counters sent every slot and counted (no zero run) are used: a part day is not
-        balanced by nature."""
-        g = self.grid
+        the counters sent every slot and counted (no zero run) are used (``whole_days``)."""
         rows = list(rows)
-        if g.n == 0 or not rows:
+        if self.grid.n == 0 or not rows:
             return []
-        full = self.present[rows].all(axis=0) & ~self.zero_mask[rows].any(axis=0)
-        cin = np.where(full, np.nansum(self.arrays.cin[rows], axis=0), 0.0)
-        cout = np.where(full, np.nansum(self.arrays.cout[rows], axis=0), 0.0)
-        bounds = np.concatenate([[0], np.flatnonzero(np.diff(g.day)) + 1, [g.n]]).tolist()
-        ccin = np.concatenate([[0.0], np.cumsum(cin)])
-        ccout = np.concatenate([[0.0], np.cumsum(cout)])
-        cfull = np.concatenate([[0], np.cumsum(full)])
+        whole, first, end, day_in, day_out = self.whole_days(rows, lo)
         out: list[Balance] = []
         acc: list[tuple[int, int, float, float]] = []
-        for a, b in itertools.pairwise(bounds):
-            whole_day = (b - a) * g.minutes >= 23 * 60  # 23 h on the spring-forward day
-            if b <= lo or not whole_day or cfull[b] - cfull[a] < b - a:
+        for ok, a, b, c_in, c_out in zip(
+            whole.tolist(),
+            first.tolist(),
+            end.tolist(),
+            day_in.tolist(),
+            day_out.tolist(),
+            strict=True,
+        ):
+            if not ok:
                 acc = []
                 continue
-            acc.append((a, b, float(ccin[b] - ccin[a]), float(ccout[b] - ccout[a])))
+            acc.append((a, b, c_in, c_out))
             total = sum(c + o for _, _, c, o in acc)
             if total >= min_total:
                 out.append(

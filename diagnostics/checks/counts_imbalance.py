@@ -109,11 +109,27 @@ class _Balance(CountCheck):
 
     @staticmethod
     def share_days(model: CountModel, rows: list[int]) -> list[ShareDay]:
-        """The whole days of ``rows`` together, not judged yet."""
-        return [
-            ShareDay(int(model.grid.day[b.first]), b.first, b.last, b.count_in, b.count_out)
-            for b in model.balances(rows, min_total=0, max_days=1)
-        ]
+        """The whole days of ``rows`` together, not judged yet. Kept on the model: a counter's
+        days are read by its own check and again when the site's move is blamed."""
+        key = ("share_days", tuple(rows))
+        days = model.derived.get(key)
+        if not isinstance(days, tuple):
+            days = ()
+            if model.grid.n and rows:
+                whole, first, end, day_in, day_out = model.whole_days(rows)
+                days = tuple(
+                    ShareDay(day, a, b - 1, c_in, c_out)
+                    for day, a, b, c_in, c_out in zip(
+                        model.grid.day[first[whole]].tolist(),
+                        first[whole].tolist(),
+                        end[whole].tolist(),
+                        day_in[whole].tolist(),
+                        day_out[whole].tolist(),
+                        strict=True,
+                    )
+                )
+            model.derived[key] = days
+        return list(days)
 
     def judge_share(
         self, days: list[ShareDay], *, paired: bool = False, tolerance: float = 0.0
