@@ -21,7 +21,7 @@ import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -418,6 +418,32 @@ class ZeroRun:
     log10_p_alone: float = 0.0  # the same chance, without scaling by the peers
 
 
+@dataclass(frozen=True, eq=False)
+class ZeroRuns:
+    """A counter's zero runs as columns, one entry a run, named as ``ZeroRun``'s fields. A
+    year holds thousands of runs, nearly all ordinary nights and quiet hours: a check picks
+    the few it needs words for here, before any becomes an object."""
+
+    first: np.ndarray
+    last: np.ndarray
+    open_minutes: np.ndarray
+    expected: np.ndarray
+    log10_p: np.ndarray
+    history_weeks: np.ndarray
+    peer_factor: np.ndarray
+    peers_observed: np.ndarray
+    peers_expected: np.ndarray
+    expected_alone: np.ndarray
+    log10_p_alone: np.ndarray
+
+    def runs(self, pick: np.ndarray | None = None) -> list[ZeroRun]:
+        """The runs (those where ``pick`` is True), oldest first."""
+        columns = [getattr(self, f.name) for f in fields(self)]
+        if pick is not None:
+            columns = [c[pick] for c in columns]
+        return [ZeroRun(*values) for values in zip(*(c.tolist() for c in columns), strict=True)]
+
+
 @dataclass(frozen=True)
 class Gap:
     """Slots ``first`` to ``last`` (inclusive) that never arrived."""
@@ -742,28 +768,31 @@ class CountModel:
         )
 
     def zero_runs(self, i: int, lo: int = 0, hi: int | None = None) -> list[ZeroRun]:
+        """Every run of zeros among slots lo..hi (``zero_run_columns``), as objects."""
+        return self.zero_run_columns(i, lo, hi).runs()
+
+    def zero_run_columns(self, i: int, lo: int = 0, hi: int | None = None) -> ZeroRuns:
         """Every run of zeros among slots lo..hi; missing and closed slots neither break nor
         lengthen a run. Judged under NB(k) on the counter's expectation, scaled by its peers,
         and never as less likely than such a slot was empty in earlier weeks."""
         seg = self._zero_segments(i, lo, self.grid.n if hi is None else hi)
         if seg is None:
-            return []
-        return [
-            ZeroRun(
-                first=int(f),
-                last=int(la),
-                open_minutes=float(om),
-                expected=float(ex),
-                log10_p=float(lp),
-                history_weeks=int(self.weeks[i, f]),
-                peer_factor=float(pf),
-                peers_observed=float(po),
-                peers_expected=float(pe),
-                expected_alone=float(ea),
-                log10_p_alone=float(la_),
-            )
-            for f, la, om, ex, lp, pf, po, pe, ea, la_ in zip(*seg, strict=True)
-        ]
+            at, no = np.zeros(0, dtype=np.int64), np.zeros(0)  # slots and weeks; the rest
+            return ZeroRuns(at, at, no, no, no, at, no, no, no, no, no)
+        first, last, open_min, expected, log10p, factor, pobs, pexp, alone, log10p_alone = seg
+        return ZeroRuns(
+            first,
+            last,
+            open_min,
+            expected,
+            log10p,
+            self.weeks[i][first],
+            factor,
+            pobs,
+            pexp,
+            alone,
+            log10p_alone,
+        )
 
     def gaps(self, i: int, lo: int = 0, hi: int | None = None) -> list[Gap]:
         """Runs of slots that never arrived among lo..hi, with the traffic they held."""
