@@ -348,9 +348,18 @@ def weekly_baseline(
     ``valid`` (missing, faulty days, closed days) teach it nothing; a week of them simply lets
     older weeks speak. NaN where no earlier week has data for that time.
     """
-    n_counters = values.shape[0]
+    return weekly_baselines([values], valid, grid, memory=memory)[0]
+
+
+def weekly_baselines(
+    values: Sequence[np.ndarray], valid: np.ndarray, grid: Grid, *, memory: float = 0.85
+) -> list[np.ndarray]:
+    """``weekly_baseline`` of each of ``values``, learnt from the same ``valid`` slots: where
+    those slots fall in the weekly table, and how much each earlier week weighs, is worked
+    out once for all of them (the model fits two baselines, twice)."""
+    n_counters = valid.shape[0]
     if grid.n == 0:
-        return np.full(values.shape, np.nan)
+        return [np.full(v.shape, np.nan) for v in values]
     week = grid.week
     cells = 7 * grid.slots_per_day
     weeks = int(week.max()) + 1
@@ -360,18 +369,28 @@ def weekly_baseline(
     rows, slots = np.nonzero(valid)
     index = rows * size + flat[slots]
     shape = (n_counters, weeks, cells)
-    sums = np.bincount(index, weights=values[rows, slots], minlength=n_counters * size)
-    counts = np.bincount(index, minlength=n_counters * size).astype(float)
-    sums, counts = sums.reshape(shape), counts.reshape(shape)
-    means = np.full((n_counters, weeks, cells), np.nan)
-    acc_sum = np.zeros((n_counters, cells))
+    counts = np.bincount(index, minlength=n_counters * size).astype(float).reshape(shape)
+    # the weight of the weeks before each week, and where there is any
+    weights = np.empty(shape)
     acc_n = np.zeros((n_counters, cells))
     for w in range(weeks):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means[:, w] = np.where(acc_n > 0, acc_sum / np.where(acc_n > 0, acc_n, 1), np.nan)
-        acc_sum = memory * acc_sum + sums[:, w]
+        weights[:, w] = acc_n
         acc_n = memory * acc_n + counts[:, w]
-    return means[:, week, grid.cell]
+    known = weights > 0
+    divisor = np.where(known, weights, 1)
+    out = []
+    for v in values:
+        sums = np.bincount(index, weights=v[rows, slots], minlength=n_counters * size)
+        sums = sums.reshape(shape)
+        before = np.empty(shape)  # the weighted sum of the weeks before each week
+        acc_sum = np.zeros((n_counters, cells))
+        for w in range(weeks):
+            before[:, w] = acc_sum
+            acc_sum = memory * acc_sum + sums[:, w]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(known, before / divisor, np.nan)
+        out.append(means[:, week, grid.cell])
+    return out
 
 
 def history_weeks(valid: np.ndarray, grid: Grid) -> np.ndarray:
@@ -589,12 +608,11 @@ class CountModel:
     def _fit(self, usable: np.ndarray) -> None:
         """Baselines and dispersion from the usable slots, then the zero runs they imply."""
         g = self.grid
-        self.expected = weekly_baseline(self.total, usable, g, memory=self.params.memory)
-        # how often this slot of the week was empty in earlier weeks: a floor under the NB
+        # and how often this slot of the week was empty in earlier weeks: a floor under the NB
         # chance of a zero where the counts are zero-inflated (a late hour that is busy on a
         # few days and empty on most)
-        self.zero_rate = weekly_baseline(
-            (self.total == 0).astype(float), usable, g, memory=self.params.memory
+        self.expected, self.zero_rate = weekly_baselines(
+            [self.total, (self.total == 0).astype(float)], usable, g, memory=self.params.memory
         )
         inside = usable & (g.open_regular > 0)
         self.k = np.array(
@@ -751,8 +769,7 @@ class CountModel:
             # chance of nothing under the Gamma(a + observed, a + expected) posterior of that
             # level, not under its mean alone (when every door is near zero, that matters)
             a = self.params.peer_prior
-            unscaled = np.add.reduceat(self.mu(i)[lo:hi][zidx], starts)
-            post = (a + pobs) * np.log10((a + pexp) / (a + pexp + unscaled))
+            post = (a + pobs) * np.log10((a + pexp) / (a + pexp + expected_alone))
             log10p = np.maximum(log10p, post)
         return (
             firsts,
@@ -879,7 +896,7 @@ class CountModel:
         if clean.sum() < 8:
             clean = np.ones_like(clean)
         days = g.day[first_slot]
-        _, inverse, sizes = np.unique(days[clean], return_inverse=True, return_counts=True)
+        inverse, sizes = _runs_of_equal(days[clean])
         z = z - float(np.median(np.bincount(inverse, weights=z[clean]) / sizes))
         mad = 1.4826 * np.median(np.abs(z[clean] - np.median(z[clean])))
         var = v0 + max(0.0, mad * mad - float(np.median(v0[clean])))
@@ -888,7 +905,7 @@ class CountModel:
         var *= infl
         # Wald's bound counts independent samples: blocks of one day that move together are
         # worth fewer than their number, so the false-alarm rate is set on effective blocks
-        per_day = len(first_slot) / max(1, np.unique(days).size)
+        per_day = len(first_slot) / max(1, _runs_of_equal(days)[1].size)
         effective = max(1.0, per_day / infl)
         # two CUSUMs, tuned for a small and for a large shift: the large one sees a 0.6× or
         # 1.5× counter in a fraction of the time; the threshold pays ln 2 for asking twice
@@ -1078,6 +1095,16 @@ class _Blocks:
     last_slot: np.ndarray
 
 
+def _runs_of_equal(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True, return_counts=True)`` without the values, for
+    keys already in order (the blocks' days and weeks): no sort, as the level detector runs
+    per counter, twice a model."""
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    new = np.concatenate([[True], keys[1:] != keys[:-1]])
+    return np.cumsum(new) - 1, np.diff(np.append(np.flatnonzero(new), keys.size))
+
+
 def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
     """How much blocks of one day, or of one week, move together: the robust variance
     (MAD²) of their standardised sums, at least 1. This also calibrates a spread that the
@@ -1085,7 +1112,7 @@ def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
     worst = 1.0
     # weeks only with enough of them that a few shifted ones cannot set the spread
     for group, least in ((day, 5), (week, 10)):
-        _, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
+        inverse, sizes = _runs_of_equal(group)
         if sizes.size < least:
             continue
         sums = np.bincount(inverse, weights=u) / np.sqrt(sizes)
