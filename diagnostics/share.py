@@ -175,7 +175,7 @@ def judge_days(
         starts.append(lo)
     medians = _window_medians(days, starts, min_history, paired=paired)
     for here, d in enumerate(days):
-        n = d.n
+        n, share = d.n, d.share
         lo = starts[here]
         if True in moving[lo:]:  # leave out the days of a move, if enough are left
             span = range(lo, len(out))
@@ -204,7 +204,7 @@ def judge_days(
                 usual, reciprocal, spread = medians[here]
         if known < min_history:
             out.append(d)
-            day_share.append(d.share)
+            day_share.append(share)
             day_n.append(n)
             moving.append(False)
             continue
@@ -224,9 +224,9 @@ def judge_days(
             tau2 = max(MIN_TAU**2, mad * mad - binom) * df / (df - 2)
         # the usual share is itself an estimate: the variance of a median of that many days
         var_usual = (math.pi / 2) * (binom + tau2) / known
-        var = phi * usual * (1 - usual) / d.n + tau2 + var_usual
+        var = phi * usual * (1 - usual) / n + tau2 + var_usual
         sd = math.sqrt(var)
-        x = d.share - usual
+        x = share - usual
         z = x / sd
         unusual = abs(z) >= crit and 2 * abs(x) >= tolerance
         taus[d.day] = math.sqrt(tau2)
@@ -235,7 +235,7 @@ def judge_days(
                 d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, 0, unusual, phi=phi
             )
         )
-        day_share.append(d.share)
+        day_share.append(share)
         day_n.append(n)
         moving.append(False)
         here = len(out) - 1
