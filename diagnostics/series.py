@@ -564,10 +564,6 @@ class CountModel:
         self.calendar = calendar
         self.now = now
         self.params = params or Params()
-        # what checks derive from the model and more than one of them reads (a counter's
-        # whole days: its own imbalance check, then the site's naming a suspect), by the
-        # deriving check's key: computed once per model, and let go with it
-        self.derived: dict[Hashable, object] = {}
         size = len(arrays.serials)
         if peers is None:
             peers = [[j for j in range(size) if j != i] for i in range(size)]
