@@ -45,7 +45,7 @@ from diagnostics.calendar import Hours, SiteCalendar
 from diagnostics.checks.counts_imbalance import CountImbalance
 from diagnostics.checks.counts_missing import fold_site_outages
 from diagnostics.series import CountArrays, CountModel, Grid
-from diagnostics.share import ShareDay, judge_days
+from diagnostics.share import judge_days
 
 TZ = "America/New_York"
 SLOT = 15
@@ -473,10 +473,7 @@ def _imbalance_facts(model: CountModel, serial: str, onset: int, factor: float) 
     door in 730 days needs about 3, one-sided)."""
     o = CountImbalance.Options()
     i = model.index(serial)
-    days = [
-        ShareDay(int(model.grid.day[b.first]), b.first, b.last, b.count_in, b.count_out)
-        for b in model.balances([i], min_total=0, max_days=1)
-    ]
+    days = CountImbalance.share_days(model, [i])
     judged, taus = judge_days(
         days,
         confidence=o.confidence,

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -144,6 +143,12 @@ class Grid:
         """Local Monday-to-Sunday week, counted from the grid's first week."""
         monday = self.day - self.weekday
         return (monday - monday.min()) // 7 if self.n else monday
+
+    @functools.cached_property
+    def day_bounds(self) -> np.ndarray:
+        """Where each local day begins, and ``n`` after the last: day j is slots
+        ``day_bounds[j]`` to ``day_bounds[j + 1] - 1``."""
+        return np.concatenate([[0], np.flatnonzero(np.diff(self.day)) + 1, [self.n]])
 
     def at(self, i: int) -> datetime:
         return self.start + timedelta(minutes=self.minutes * int(i))
@@ -343,9 +348,18 @@ def weekly_baseline(
     ``valid`` (missing, faulty days, closed days) teach it nothing; a week of them simply lets
     older weeks speak. NaN where no earlier week has data for that time.
     """
-    n_counters = values.shape[0]
+    return weekly_baselines([values], valid, grid, memory=memory)[0]
+
+
+def weekly_baselines(
+    values: Sequence[np.ndarray], valid: np.ndarray, grid: Grid, *, memory: float = 0.85
+) -> list[np.ndarray]:
+    """``weekly_baseline`` of each of ``values``, learnt from the same ``valid`` slots: where
+    those slots fall in the weekly table, and how much each earlier week weighs, is worked
+    out once for all of them (the model fits two baselines, twice)."""
+    n_counters = valid.shape[0]
     if grid.n == 0:
-        return np.full(values.shape, np.nan)
+        return [np.full(v.shape, np.nan) for v in values]
     week = grid.week
     cells = 7 * grid.slots_per_day
     weeks = int(week.max()) + 1
@@ -355,18 +369,28 @@ def weekly_baseline(
     rows, slots = np.nonzero(valid)
     index = rows * size + flat[slots]
     shape = (n_counters, weeks, cells)
-    sums = np.bincount(index, weights=values[rows, slots], minlength=n_counters * size)
-    counts = np.bincount(index, minlength=n_counters * size).astype(float)
-    sums, counts = sums.reshape(shape), counts.reshape(shape)
-    means = np.full((n_counters, weeks, cells), np.nan)
-    acc_sum = np.zeros((n_counters, cells))
+    counts = np.bincount(index, minlength=n_counters * size).astype(float).reshape(shape)
+    # the weight of the weeks before each week, and where there is any
+    weights = np.empty(shape)
     acc_n = np.zeros((n_counters, cells))
     for w in range(weeks):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means[:, w] = np.where(acc_n > 0, acc_sum / np.where(acc_n > 0, acc_n, 1), np.nan)
-        acc_sum = memory * acc_sum + sums[:, w]
+        weights[:, w] = acc_n
         acc_n = memory * acc_n + counts[:, w]
-    return means[:, week, grid.cell]
+    known = weights > 0
+    divisor = np.where(known, weights, 1)
+    out = []
+    for v in values:
+        sums = np.bincount(index, weights=v[rows, slots], minlength=n_counters * size)
+        sums = sums.reshape(shape)
+        before = np.empty(shape)  # the weighted sum of the weeks before each week
+        acc_sum = np.zeros((n_counters, cells))
+        for w in range(weeks):
+            before[:, w] = acc_sum
+            acc_sum = memory * acc_sum + sums[:, w]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(known, before / divisor, np.nan)
+        out.append(means[:, week, grid.cell])
+    return out
 
 
 def history_weeks(valid: np.ndarray, grid: Grid) -> np.ndarray:
@@ -411,6 +435,32 @@ class ZeroRun:
     peers_expected: float
     expected_alone: float = 0.0  # visitors expected on the counter's own history alone
     log10_p_alone: float = 0.0  # the same chance, without scaling by the peers
+
+
+@dataclass(frozen=True, eq=False)
+class ZeroRuns:
+    """A counter's zero runs as columns, one entry a run, named as ``ZeroRun``'s fields. A
+    year holds thousands of runs, nearly all ordinary nights and quiet hours: a check picks
+    the few it needs words for here, before any becomes an object."""
+
+    first: np.ndarray
+    last: np.ndarray
+    open_minutes: np.ndarray
+    expected: np.ndarray
+    log10_p: np.ndarray
+    history_weeks: np.ndarray
+    peer_factor: np.ndarray
+    peers_observed: np.ndarray
+    peers_expected: np.ndarray
+    expected_alone: np.ndarray
+    log10_p_alone: np.ndarray
+
+    def runs(self, pick: np.ndarray | None = None) -> list[ZeroRun]:
+        """The runs (those where ``pick`` is True), oldest first."""
+        columns = [getattr(self, f.name) for f in fields(self)]
+        if pick is not None:
+            columns = [c[pick] for c in columns]
+        return [ZeroRun(*values) for values in zip(*(c.tolist() for c in columns), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -554,12 +604,11 @@ class CountModel:
     def _fit(self, usable: np.ndarray) -> None:
         """Baselines and dispersion from the usable slots, then the zero runs they imply."""
         g = self.grid
-        self.expected = weekly_baseline(self.total, usable, g, memory=self.params.memory)
-        # how often this slot of the week was empty in earlier weeks: a floor under the NB
+        # and how often this slot of the week was empty in earlier weeks: a floor under the NB
         # chance of a zero where the counts are zero-inflated (a late hour that is busy on a
         # few days and empty on most)
-        self.zero_rate = weekly_baseline(
-            (self.total == 0).astype(float), usable, g, memory=self.params.memory
+        self.expected, self.zero_rate = weekly_baselines(
+            [self.total, (self.total == 0).astype(float)], usable, g, memory=self.params.memory
         )
         inside = usable & (g.open_regular > 0)
         self.k = np.array(
@@ -716,8 +765,7 @@ class CountModel:
             # chance of nothing under the Gamma(a + observed, a + expected) posterior of that
             # level, not under its mean alone (when every door is near zero, that matters)
             a = self.params.peer_prior
-            unscaled = np.add.reduceat(self.mu(i)[lo:hi][zidx], starts)
-            post = (a + pobs) * np.log10((a + pexp) / (a + pexp + unscaled))
+            post = (a + pobs) * np.log10((a + pexp) / (a + pexp + expected_alone))
             log10p = np.maximum(log10p, post)
         return (
             firsts,
@@ -733,28 +781,31 @@ class CountModel:
         )
 
     def zero_runs(self, i: int, lo: int = 0, hi: int | None = None) -> list[ZeroRun]:
+        """Every run of zeros among slots lo..hi (``zero_run_columns``), as objects."""
+        return self.zero_run_columns(i, lo, hi).runs()
+
+    def zero_run_columns(self, i: int, lo: int = 0, hi: int | None = None) -> ZeroRuns:
         """Every run of zeros among slots lo..hi; missing and closed slots neither break nor
         lengthen a run. Judged under NB(k) on the counter's expectation, scaled by its peers,
         and never as less likely than such a slot was empty in earlier weeks."""
         seg = self._zero_segments(i, lo, self.grid.n if hi is None else hi)
         if seg is None:
-            return []
-        return [
-            ZeroRun(
-                first=int(f),
-                last=int(la),
-                open_minutes=float(om),
-                expected=float(ex),
-                log10_p=float(lp),
-                history_weeks=int(self.weeks[i, f]),
-                peer_factor=float(pf),
-                peers_observed=float(po),
-                peers_expected=float(pe),
-                expected_alone=float(ea),
-                log10_p_alone=float(la_),
-            )
-            for f, la, om, ex, lp, pf, po, pe, ea, la_ in zip(*seg, strict=True)
-        ]
+            at, no = np.zeros(0, dtype=np.int64), np.zeros(0)  # slots and weeks; the rest
+            return ZeroRuns(at, at, no, no, no, at, no, no, no, no, no)
+        first, last, open_min, expected, log10p, factor, pobs, pexp, alone, log10p_alone = seg
+        return ZeroRuns(
+            first,
+            last,
+            open_min,
+            expected,
+            log10p,
+            self.weeks[i][first],
+            factor,
+            pobs,
+            pexp,
+            alone,
+            log10p_alone,
+        )
 
     def gaps(self, i: int, lo: int = 0, hi: int | None = None) -> list[Gap]:
         """Runs of slots that never arrived among lo..hi, with the traffic they held."""
@@ -841,7 +892,7 @@ class CountModel:
         if clean.sum() < 8:
             clean = np.ones_like(clean)
         days = g.day[first_slot]
-        _, inverse, sizes = np.unique(days[clean], return_inverse=True, return_counts=True)
+        inverse, sizes = _runs_of_equal(days[clean])
         z = z - float(np.median(np.bincount(inverse, weights=z[clean]) / sizes))
         mad = 1.4826 * np.median(np.abs(z[clean] - np.median(z[clean])))
         var = v0 + max(0.0, mad * mad - float(np.median(v0[clean])))
@@ -850,7 +901,7 @@ class CountModel:
         var *= infl
         # Wald's bound counts independent samples: blocks of one day that move together are
         # worth fewer than their number, so the false-alarm rate is set on effective blocks
-        per_day = len(first_slot) / max(1, np.unique(days).size)
+        per_day = len(first_slot) / max(1, _runs_of_equal(days)[1].size)
         effective = max(1.0, per_day / infl)
         # two CUSUMs, tuned for a small and for a large shift: the large one sees a 0.6× or
         # 1.5× counter in a fraction of the time; the threshold pays ln 2 for asking twice
@@ -965,32 +1016,52 @@ class CountModel:
         agree = sum(sh.direction * (a - b) >= self.params.shifts[0] / 2 for a, b in moves)
         return agree * 2 > len(moves)
 
+    def whole_days(
+        self, rows: Sequence[int], lo: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per local day, IN and OUT summed over the given counters: (whole, first slot, end
+        slot, in, out), one entry a day, ``end`` one past the day's last slot. ``whole`` is
+        False for a day that ends by ``lo``, is short (the grid's first or last day), or on
+        which one of the counters missed a slot or was in a zero run: a part day is not
+        balanced by nature. All days at once, without a loop: this runs per counter and per
+        site over the whole history."""
+        g = self.grid
+        rows = list(rows)
+        full = self.present[rows].all(axis=0) & ~self.zero_mask[rows].any(axis=0)
+        cin = np.where(full, np.nansum(self.arrays.cin[rows], axis=0), 0.0)
+        cout = np.where(full, np.nansum(self.arrays.cout[rows], axis=0), 0.0)
+        first, end = g.day_bounds[:-1], g.day_bounds[1:]
+        ccin = np.concatenate([[0.0], np.cumsum(cin)])
+        ccout = np.concatenate([[0.0], np.cumsum(cout)])
+        cfull = np.concatenate([[0], np.cumsum(full)])
+        whole = (end > lo) & ((end - first) * g.minutes >= 23 * 60)  # 23 h: spring forward
+        whole &= cfull[end] - cfull[first] >= end - first
+        return whole, first, end, ccin[end] - ccin[first], ccout[end] - ccout[first]
+
     def balances(
         self, rows: Sequence[int], *, min_total: float, lo: int = 0, max_days: int = 7
     ) -> list[Balance]:
         """IN and OUT summed over the given counters per local day, days pooled until they hold
         ``min_total`` crossings (at most ``max_days``). Only whole days on which every one of
-        the counters sent every slot and counted (no zero run) are used: a part day is not
-        balanced by nature."""
-        g = self.grid
+        the counters sent every slot and counted (no zero run) are used (``whole_days``)."""
         rows = list(rows)
-        if g.n == 0 or not rows:
+        if self.grid.n == 0 or not rows:
             return []
-        full = self.present[rows].all(axis=0) & ~self.zero_mask[rows].any(axis=0)
-        cin = np.where(full, np.nansum(self.arrays.cin[rows], axis=0), 0.0)
-        cout = np.where(full, np.nansum(self.arrays.cout[rows], axis=0), 0.0)
-        bounds = np.concatenate([[0], np.flatnonzero(np.diff(g.day)) + 1, [g.n]]).tolist()
-        ccin = np.concatenate([[0.0], np.cumsum(cin)])
-        ccout = np.concatenate([[0.0], np.cumsum(cout)])
-        cfull = np.concatenate([[0], np.cumsum(full)])
+        whole, first, end, day_in, day_out = self.whole_days(rows, lo)
         out: list[Balance] = []
         acc: list[tuple[int, int, float, float]] = []
-        for a, b in itertools.pairwise(bounds):
-            whole_day = (b - a) * g.minutes >= 23 * 60  # 23 h on the spring-forward day
-            if b <= lo or not whole_day or cfull[b] - cfull[a] < b - a:
+        for ok, a, b, c_in, c_out in zip(
+            whole.tolist(),
+            first.tolist(),
+            end.tolist(),
+            day_in.tolist(),
+            day_out.tolist(),
+            strict=True,
+        ):
+            if not ok:
                 acc = []
                 continue
-            acc.append((a, b, float(ccin[b] - ccin[a]), float(ccout[b] - ccout[a])))
+            acc.append((a, b, c_in, c_out))
             total = sum(c + o for _, _, c, o in acc)
             if total >= min_total:
                 out.append(
@@ -1020,6 +1091,16 @@ class _Blocks:
     last_slot: np.ndarray
 
 
+def _runs_of_equal(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True, return_counts=True)`` without the values, for
+    keys already in order (the blocks' days and weeks): no sort, as the level detector runs
+    per counter, twice a model."""
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    new = np.concatenate([[True], keys[1:] != keys[:-1]])
+    return np.cumsum(new) - 1, np.diff(np.append(np.flatnonzero(new), keys.size))
+
+
 def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
     """How much blocks of one day, or of one week, move together: the robust variance
     (MAD²) of their standardised sums, at least 1. This also calibrates a spread that the
@@ -1027,7 +1108,7 @@ def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
     worst = 1.0
     # weeks only with enough of them that a few shifted ones cannot set the spread
     for group, least in ((day, 5), (week, 10)):
-        _, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
+        inverse, sizes = _runs_of_equal(group)
         if sizes.size < least:
             continue
         sums = np.bincount(inverse, weights=u) / np.sqrt(sizes)

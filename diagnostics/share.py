@@ -163,52 +163,70 @@ def judge_days(
         out[j] = replace(out[j], significant=significant, alarm=alarm)
         moving[j] = bool(significant)
 
+    days = [d for d in days if d.n > 0]  # a day without traffic says nothing about a share
+    # each day's window of history (the days of the last ``history_days`` before it) and its
+    # medians, for every day at once: they are what a day costs, and the days of a move,
+    # left out below, are rare enough to be done one by one
+    starts: list[int] = []
     lo = 0  # the days arrive in order: the window's first day only moves forward
-    for d in days:
-        n = d.n
-        if n <= 0:
-            continue
-        while lo < len(out) and out[lo].day < d.day - history_days:
+    for here, d in enumerate(days):
+        while lo < here and days[lo].day < d.day - history_days:
             lo += 1
+        starts.append(lo)
+    medians = _window_medians(days, starts, min_history, paired=paired)
+    for here, d in enumerate(days):
+        n, share = d.n, d.share
+        lo = starts[here]
         if True in moving[lo:]:  # leave out the days of a move, if enough are left
             span = range(lo, len(out))
             clean = [j for j in span if not moving[j]]
             hist = clean if len(clean) >= min_history else list(span)
             shares = [day_share[j] for j in hist]
             crossings = [day_n[j] for j in hist]
-        else:  # the usual case: every day of the window (slices, not a loop in Python)
-            shares, crossings = day_share[lo:], day_n[lo:]
-        if len(shares) < min_history:
+            known = len(shares)
+            if known >= min_history:
+                usual = _weighted_median(shares, crossings)
+                usual = min(max(usual, 0.02), 0.98)
+                reciprocal = _median_reciprocal(crossings)
+                if paired:
+                    pq = usual * (1 - usual)
+                    spread = _median(
+                        [
+                            abs(v - usual) * math.sqrt(m / pq)
+                            for v, m in zip(shares, crossings, strict=True)
+                        ]
+                    )
+                else:
+                    spread = _median([abs(v - usual) for v in shares])
+        else:  # the usual case: every day of the window, its medians already known
+            known = here - lo
+            if known >= min_history:
+                usual, reciprocal, spread = medians[here]
+        if known < min_history:
             out.append(d)
-            day_share.append(d.share)
+            day_share.append(share)
             day_n.append(n)
             moving.append(False)
             continue
-        usual = _weighted_median(shares, crossings)
-        usual = min(max(usual, 0.02), 0.98)
-        binom = usual * (1 - usual) * _median_reciprocal(crossings)
+        binom = usual * (1 - usual) * reciprocal
         # τ (or φ) is itself estimated, from a few weeks of days by the MAD (about 37 % as
         # efficient as the variance): a new day's spread is a t with that many degrees of
         # freedom, not a normal, and a spread that came out low by chance must not make
         # ordinary days look odd
-        df = max(3.0, 0.37 * len(shares))
+        df = max(3.0, 0.37 * known)
         phi = 1.0
         if paired:
-            pq = usual * (1 - usual)
-            resid = [
-                abs(v - usual) * math.sqrt(m / pq) for v, m in zip(shares, crossings, strict=True)
-            ]
-            phi = max(MIN_PHI, (1.4826 * _median(resid)) ** 2) * df / (df - 2)
+            phi = max(MIN_PHI, (1.4826 * spread) ** 2) * df / (df - 2)
             binom *= phi
             tau2 = 0.0
         else:
-            mad = 1.4826 * _median([abs(v - usual) for v in shares])
+            mad = 1.4826 * spread
             tau2 = max(MIN_TAU**2, mad * mad - binom) * df / (df - 2)
         # the usual share is itself an estimate: the variance of a median of that many days
-        var_usual = (math.pi / 2) * (binom + tau2) / len(shares)
-        var = phi * usual * (1 - usual) / d.n + tau2 + var_usual
+        var_usual = (math.pi / 2) * (binom + tau2) / known
+        var = phi * usual * (1 - usual) / n + tau2 + var_usual
         sd = math.sqrt(var)
-        x = d.share - usual
+        x = share - usual
         z = x / sd
         unusual = abs(z) >= crit and 2 * abs(x) >= tolerance
         taus[d.day] = math.sqrt(tau2)
@@ -217,7 +235,7 @@ def judge_days(
                 d.day, d.first, d.last, d.count_in, d.count_out, usual, sd, z, 0, unusual, phi=phi
             )
         )
-        day_share.append(d.share)
+        day_share.append(share)
         day_n.append(n)
         moving.append(False)
         here = len(out) - 1
@@ -285,6 +303,69 @@ def episodes(days: list[ShareDay], taus: dict[int, float]) -> list[Episode]:
             )
         run = [d] if d is not None and d.significant else []
     return found
+
+
+def _window_medians(
+    days: list[ShareDay], starts: list[int], min_history: int, *, paired: bool
+) -> list[tuple[float, float, float]]:
+    """For each day ``t``, over the days ``starts[t]`` to ``t - 1`` (its window, when it holds
+    at least ``min_history``): the usual share (``_weighted_median`` of the shares by their
+    crossings, clipped to 0.02..0.98), ``_median_reciprocal`` of the crossings, and the
+    median spread: of |share − usual| for a door, of the binomial z-score's size for a site
+    (``paired``). The same numbers, to the bit, as those functions on each window's lists
+    (the same sorts, the same sums in the same order), for all the days in a few numpy calls
+    instead of a few Python sorts a day."""
+    size = len(days)
+    first = np.asarray(starts, dtype=np.int64)
+    length = np.arange(size) - first
+    judged = np.flatnonzero(length >= min_history)
+    out = [(0.0, 0.0, 0.0)] * size
+    if judged.size == 0:
+        return out
+    count_in = np.array([d.count_in for d in days], dtype=float)
+    n = count_in + np.array([d.count_out for d in days], dtype=float)
+    share = count_in / n
+    # one row per judged day, its window's days left-aligned; the columns past the window
+    # are padding, which weighs nothing and is sorted last (as +inf)
+    first, length = first[judged], length[judged]
+    cols = np.arange(int(length.max()))
+    inside = cols[None, :] < length[:, None]
+    at = np.where(inside, first[:, None] + cols[None, :], 0)
+    values, weights = share[at], np.where(inside, n[at], 0.0)
+    rows = np.arange(judged.size)
+    last = length - 1
+    # the weighted median: sorted by share (then crossings), the first at which the running
+    # weight reaches half the total (summed in the window's order, as ``sum`` does)
+    order = np.lexsort((weights, np.where(inside, values, np.inf)), axis=1)
+    ranked = np.take_along_axis(values, order, axis=1)
+    running = np.cumsum(np.take_along_axis(weights, order, axis=1), axis=1)
+    half = np.cumsum(weights, axis=1)[rows, last] / 2
+    reached = (running >= half[:, None]) & inside
+    pick = np.where(reached.any(axis=1), reached.argmax(axis=1), last)
+    usual = np.minimum(np.maximum(ranked[rows, pick], 0.02), 0.98)
+    # the reciprocals of the crossings sorted up are sorted down: the middle two are the same
+    crossings = np.sort(np.where(inside, weights, np.inf), axis=1)
+    reciprocal = _row_medians(1 / crossings, length)
+    if paired:
+        pq = usual * (1 - usual)
+        dev = np.abs(values - usual[:, None]) * np.sqrt(weights / pq[:, None])
+    else:
+        dev = np.abs(values - usual[:, None])
+    spread = _row_medians(np.sort(np.where(inside, dev, np.inf), axis=1), length)
+    for t, u, r, m in zip(
+        judged.tolist(), usual.tolist(), reciprocal.tolist(), spread.tolist(), strict=True
+    ):
+        out[t] = (u, r, m)
+    return out
+
+
+def _row_medians(ordered: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``_median`` of each row's first ``length`` entries, the row already in order."""
+    rows = np.arange(length.size)
+    mid = length // 2
+    upper = ordered[rows, mid]
+    lower = ordered[rows, np.maximum(mid - 1, 0)]
+    return np.where(length % 2 == 1, upper, (lower + upper) / 2)
 
 
 def _weighted_median(values: list[float], weights: list[float]) -> float:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from diagnostics.calendar import SiteCalendar
@@ -35,6 +36,7 @@ from diagnostics.series import (
     ModelCache,
     SlotColumns,
     ZeroRun,
+    ZeroRuns,
     grid_span,
 )
 
@@ -241,12 +243,13 @@ class CountingStopped(CountCheck):
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
         i = model.index(evidence.serial)
         lo = self.low(model, evidence)
-        found = model.zero_runs(i, lo)
         if self.options.scope == "all":
             # a year holds thousands of runs, nearly all ordinary: words only for the others
-            found = [r for r in found if self._may_be_problem(model, i, r)]
+            columns = model.zero_run_columns(i, lo)
+            found = columns.runs(self._may_be_problem(model, i, columns))
             problems = [f for r in found if (f := self._judge_run(model, i, r, evidence)).problem]
             return self.settle(problems, evidence, "counting", "no improbable run of zeros")
+        found = model.zero_runs(i, lo)
         if not model.present[i, lo:].any():
             return [self.finding(evidence, Status.SKIP, "no_data", "no recent count data")]
         last_count = model.present[i] & (model.total[i] > 0)
@@ -254,19 +257,18 @@ class CountingStopped(CountCheck):
             return [self.finding(evidence, Status.OK, "counting", "the counter is counting")]
         return [self._judge_run(model, i, found[-1], evidence)]
 
-    def _may_be_problem(self, model: CountModel, i: int, run: ZeroRun) -> bool:
-        """False for a run ``_judge_run`` certainly finds ok (the same tests, without words)."""
+    def _may_be_problem(self, model: CountModel, i: int, runs: ZeroRuns) -> np.ndarray:
+        """False for each run ``_judge_run`` certainly finds ok (the same tests, without
+        words, on every run at once)."""
         opts = self.options
-        minutes = round(run.open_minutes)
-        if minutes == 0:
-            return False
-        if run.history_weeks >= opts.min_history_weeks:
-            return (
-                minutes >= opts.min_open_minutes
-                and run.log10_p_alone <= opts.candidate_log10_probability
-            )
-        peers_quiet = model.peers[i].size and run.peers_observed == 0
-        return minutes >= opts.fallback_open_minutes and not peers_quiet
+        minutes = np.round(runs.open_minutes)  # as ``round``: half to even
+        judged = (minutes >= opts.min_open_minutes) & (
+            runs.log10_p_alone <= opts.candidate_log10_probability
+        )
+        peers_quiet = (runs.peers_observed == 0) & bool(model.peers[i].size)
+        fallback = (minutes >= opts.fallback_open_minutes) & ~peers_quiet
+        with_history = runs.history_weeks >= opts.min_history_weeks
+        return (minutes != 0) & np.where(with_history, judged, fallback)
 
     def _judge_run(self, model: CountModel, i: int, run: ZeroRun, evidence: Any) -> Finding:
         opts = self.options

@@ -108,11 +108,27 @@ class _Balance(CountCheck):
         return self.judge_share(self.share_days(model, rows), paired=paired, tolerance=tolerance)
 
     @staticmethod
-    def share_days(model: CountModel, rows: list[int]) -> list[ShareDay]:
-        """The whole days of ``rows`` together, not judged yet."""
+    def share_days(
+        model: CountModel, rows: list[int], within: tuple[int, int] | None = None
+    ) -> list[ShareDay]:
+        """The whole days of ``rows`` together, not judged yet; only those from local day
+        ``within[0]`` to ``within[1]`` (ordinals) when given."""
+        if model.grid.n == 0 or not rows:
+            return []
+        whole, first, end, day_in, day_out = model.whole_days(rows)
+        day = model.grid.day[first]
+        if within is not None:
+            whole &= (day >= within[0]) & (day <= within[1])
         return [
-            ShareDay(int(model.grid.day[b.first]), b.first, b.last, b.count_in, b.count_out)
-            for b in model.balances(rows, min_total=0, max_days=1)
+            ShareDay(d, a, b - 1, c_in, c_out)
+            for d, a, b, c_in, c_out in zip(
+                day[whole].tolist(),
+                first[whole].tolist(),
+                end[whole].tolist(),
+                day_in[whole].tolist(),
+                day_out[whole].tolist(),
+                strict=True,
+            )
         ]
 
     def judge_share(
@@ -328,16 +344,15 @@ class SiteImbalance(_Balance):
     ) -> list[dict[str, Any]]:
         if len(rows) < 2 or not found:
             return [{} for _ in found]
-        # each counter's own days; judged, for each move, from two history windows before it
+        # each counter's own days, judged for each move from two history windows before it
         # (what its usual share then is; the months before do not change it much)
-        raw = {i: self.share_days(model, [i]) for i in rows}
         reach = 2 * self.options.history_days
         out = []
         for e in found:
-            lo, hi = e.days[0].day - reach, e.days[-1].day
+            within = (e.days[0].day - reach, e.days[-1].day)
             own = {
-                i: {d.day: d for d in self.judge_share([d for d in r if lo <= d.day <= hi])[0]}
-                for i, r in raw.items()
+                i: {d.day: d for d in self.judge_share(self.share_days(model, [i], within))[0]}
+                for i in rows
             }
             out.append(self.suspects(model, own, e))
         return out

@@ -1,8 +1,8 @@
 from datetime import timedelta
 
 from diagnostics.assess import assess
-from diagnostics.checks.counts import CountingStopped
-from diagnostics.model import Decision, Status
+from diagnostics.checks.counts import CountingStopped, counter_model
+from diagnostics.model import CountSlot, Decision, Status
 from tests.diagnostics.helpers import NOW, TODAY, calendar, evidence, history
 
 
@@ -69,7 +69,6 @@ def test_a_fault_that_began_before_a_closure_stays_genuine():
 # --- peers, scope and the model behind the check ------------------------------------------------
 
 from diagnostics.checks.base import CounterEvidence  # noqa: E402
-from diagnostics.model import CountSlot  # noqa: E402
 
 
 def with_peers(own, peers, cal=None):
@@ -145,3 +144,34 @@ def test_a_zero_run_on_a_public_holiday_is_ruled_out():
     assert f.code == "zero_run" and f.problem
     [a] = assess([f], {"LDN01": cal})
     assert a.verdict.decision is Decision.FALSE_ALARM and "Christmas" in a.verdict.reasons[0]
+
+
+def test_the_runs_the_all_scope_leaves_without_words_are_all_ones_it_finds_ok():
+    # a year holds thousands of runs, so the all scope picks the few it words on columns
+    # first: every run it leaves out must be one ``_judge_run`` finds ok, on either rule
+    windows = [
+        (NOW - timedelta(days=2, hours=6), timedelta(hours=4)),  # a fault, with history
+        (NOW - timedelta(days=5, hours=5), timedelta(minutes=30)),  # a quiet spell
+        (NOW - timedelta(days=24, hours=5), timedelta(hours=4)),  # before two weeks of history
+    ]
+    slots = tuple(
+        CountSlot(s.counter, s.start, 15, 0, 0)
+        if any(a <= s.start < a + length for a, length in windows)
+        else s
+        for s in history("FFC1", NOW)
+    )
+    ev = evidence(slots, NOW)
+    check = CountingStopped(CountingStopped.Options(scope="all"))
+    model = counter_model(ev)
+    i = model.index("FFC1")
+    columns = model.zero_run_columns(i)
+    picked = check._may_be_problem(model, i, columns)
+    runs = columns.runs()
+    assert len(runs) == picked.size > 20 and 0 < picked.sum() < picked.size
+    assert columns.runs(picked) == [r for r, p in zip(runs, picked, strict=True) if p]
+    judged = [check._judge_run(model, i, r, ev) for r in runs]
+    assert all(not f.problem for f, p in zip(judged, picked, strict=True) if not p)
+    assert {f.status for f, p in zip(judged, picked, strict=True) if p} >= {
+        Status.FAIL,
+        Status.WARN,
+    }

@@ -1,6 +1,7 @@
 """IN/OUT imbalance per counter and per site: a door is judged against its own usual split,
 with its volume, and only when the move lasts (issue 13 item 1)."""
 
+import math
 from dataclasses import replace
 from datetime import timedelta
 
@@ -470,3 +471,36 @@ def test_a_door_counting_both_ways_short_unbalances_the_site_but_is_not_blamed_o
     assert f.problem and "suspect" not in f.evidence
     chances = f.evidence["suspects"]
     assert max(chances, key=chances.get) == "no counter's split moved"
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_every_days_window_medians_at_once_are_each_windows_own_to_the_bit(paired):
+    # the medians of all the days' windows come from a few numpy sorts; they must be the
+    # very numbers the scalar helpers give on each window's lists, ties (equal shares of
+    # unequal days, equal crossings) and part windows included, or a finding could change
+    from diagnostics.share import _median, _median_reciprocal, _weighted_median, _window_medians
+
+    rng = np.random.default_rng(11)
+    days = []
+    for d in range(80):
+        n = float(rng.choice([40, 40, 300, 1234, 6000]) + rng.choice([0.0, 0.1, 0.7]))
+        share = float(rng.choice([0.5, 0.5, rng.uniform(0.3, 0.7)]))
+        days.append(ShareDay(700_000 + d + d // 9, 0, 0, share * n, (1 - share) * n))
+    starts = [max(0, t - int(rng.integers(0, 12))) for t in range(len(days))]
+    got = _window_medians(days, starts, 3, paired=paired)
+    checked = 0
+    for t, lo in enumerate(starts):
+        if t - lo < 3:
+            continue
+        shares = [d.share for d in days[lo:t]]
+        crossings = [d.n for d in days[lo:t]]
+        usual = min(max(_weighted_median(shares, crossings), 0.02), 0.98)
+        if paired:
+            pq = usual * (1 - usual)
+            pairs = zip(shares, crossings, strict=True)
+            dev = [abs(v - usual) * math.sqrt(m / pq) for v, m in pairs]
+        else:
+            dev = [abs(v - usual) for v in shares]
+        assert got[t] == (usual, _median_reciprocal(crossings), _median(dev))
+        checked += 1
+    assert checked > 40

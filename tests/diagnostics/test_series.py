@@ -121,3 +121,15 @@ def test_a_whole_day_of_zeros_is_flagged_faulty_and_kept_out_of_the_baseline():
     assert dead.date().toordinal() in model.faulty_days[0]
     week_later = model.grid.index(dead + timedelta(days=7, hours=12))
     assert model.expected[0, week_later] > 20  # the dead Tuesday did not drag it to zero
+
+
+def test_runs_of_equal_keys_in_order_are_what_unique_says_of_them():
+    # the level detector groups its blocks by day and week without a sort: the blocks come in
+    # time order, and the groups must be np.unique's to the element
+    from diagnostics.series import _runs_of_equal
+
+    rng = np.random.default_rng(3)
+    for keys in (np.sort(rng.integers(0, 40, 300)), np.array([7]), np.array([], dtype=int)):
+        _, inverse, sizes = np.unique(keys, return_inverse=True, return_counts=True)
+        got_inverse, got_sizes = _runs_of_equal(keys)
+        assert got_inverse.tolist() == inverse.tolist() and got_sizes.tolist() == sizes.tolist()
