@@ -846,51 +846,73 @@ class CountModel:
         mad = 1.4826 * np.median(np.abs(z[clean] - np.median(z[clean])))
         var = v0 + max(0.0, mad * mad - float(np.median(v0[clean])))
         u = z / np.sqrt(var)
-        infl = _inflation(u[clean], days[clean], g.week[first_slot][clean])
-        var *= infl
-        # Wald's bound counts independent samples: blocks of one day that move together are
-        # worth fewer than their number, so the false-alarm rate is set on effective blocks
+        # How much blocks move together depends on the time scale: the blocks of a day share
+        # the day's traffic, and days themselves drift together for a while (weather, a busy
+        # week). Each CUSUM is calibrated at the scale over which it gathers its evidence: the
+        # large shift's within a day or two (blocks of a day, and of two open days, together),
+        # the small shift's over a week and more (and of a week, with ten weeks or more).
+        # One inflation for both made the large CUSUM as cautious as a week's drift asks.
+        days_c, weeks_c = days[clean], g.week[first_slot][clean]
+        fast = _inflation(u[clean], ((days_c, 5), (_day_pairs(days_c), 5)))
+        slow = max(fast, _inflation(u[clean], ((weeks_c, 10),)))
         per_day = len(first_slot) / max(1, np.unique(days).size)
-        effective = max(1.0, per_day / infl)
-        # two CUSUMs, tuned for a small and for a large shift: the large one sees a 0.6× or
-        # 1.5× counter in a fraction of the time; the threshold pays ln 2 for asking twice
-        h = max(p.min_threshold, math.log(p.false_alarm_days * effective * len(p.shifts)))
+        scales: list[tuple[np.ndarray, float]] = []
+        for d in p.shifts:
+            infl = slow if d == min(p.shifts) else fast
+            # Wald's bound counts independent samples: blocks that move together are worth
+            # fewer than their number, so the false-alarm rate is set on effective blocks;
+            # the threshold pays ln(number of CUSUMs) for asking more than once
+            effective = max(1.0, per_day / infl)
+            h = max(p.min_threshold, math.log(p.false_alarm_days * effective * len(p.shifts)))
+            scales.append((var * infl, h))
         found: list[Shift] = []
         against = "peers" if has_peers else "history"
-        blocks = _Blocks(z, var, xb, expected, first_slot, last_slot)
+        blocks = _Blocks(z, xb, expected, first_slot, last_slot)
         for direction in (-1, 1):
-            found.extend(self._episodes(blocks, h, direction, against))
+            found.extend(self._episodes(blocks, scales, direction, against))
         found.sort(key=lambda sh: sh.first)
         return [sh for sh in found if not has_peers or self._blame(i, sh)]
 
-    def _episodes(self, b: _Blocks, h: float, direction: int, against: str) -> list[Shift]:
+    def _episodes(
+        self,
+        b: _Blocks,
+        scales: Sequence[tuple[np.ndarray, float]],
+        direction: int,
+        against: str,
+    ) -> list[Shift]:
         """The shifts in one direction, each a change-point with recovery.
 
-        A shift is raised where a CUSUM crosses ``h``; it began where that CUSUM last left
+        ``scales`` holds, per shift size in ``Params.shifts``, the blocks' variance at the
+        time scale that CUSUM works on and its threshold ``h``. A shift is raised where a
+        CUSUM crosses its ``h``; it began where that CUSUM last left
         zero, moved to the change-point that best explains the blocks up to the alarm at the
         shift's own size. It ends when the blocks since favour "back to normal" over "still
         shifted by the size seen so far" by the same likelihood ratio ``h`` (a CUSUM the other
-        way): the end is where that one last left zero. The detectors then start afresh after
-        the end, so a later fault is a new finding and a recovered counter is no longer open.
+        way, at the raising CUSUM's scale): the end is where that one last left zero. The
+        detectors then start afresh after the end, so a later fault is a new finding and a
+        recovered counter is no longer open.
         """
         p = self.params
-        z, var = b.z, b.var
+        z = b.z
         n = z.size
-        w = 1.0 / var
-        incs = [(d / var) * (direction * z - d / 2) for d in p.shifts]
+        incs = [
+            (d / v) * (direction * z - d / 2) for d, (v, _) in zip(p.shifts, scales, strict=True)
+        ]
         out: list[Shift] = []
         pos = 0
         while pos < n:
-            hit: tuple[int, int, np.ndarray] | None = None
-            for inc in incs:
+            hit: tuple[int, int, np.ndarray, int] | None = None
+            for which, inc in enumerate(incs):
                 s = _cusum(inc[pos:])
-                above = np.flatnonzero(s >= h)
+                above = np.flatnonzero(s >= scales[which][1])
                 if above.size and (hit is None or above[0] < hit[0]):
                     zeros = np.flatnonzero(s[: above[0]] == 0)
-                    hit = (int(above[0]), int(zeros[-1]) + 1 if zeros.size else 0, s)
+                    hit = (int(above[0]), int(zeros[-1]) + 1 if zeros.size else 0, s, which)
             if hit is None:
                 break
             alarm, start, s = pos + hit[0], pos + hit[1], hit[2]
+            var, h = scales[hit[3]]
+            w = 1.0 / var
             # the shift's size as seen from its start to each block: at least the smallest
             # shift looked for, and always in the alarm's direction
             sl = slice(start, alarm + 1)
@@ -1010,23 +1032,23 @@ class CountModel:
 
 @dataclass(frozen=True)
 class _Blocks:
-    """The level detector's blocks: log ratio, its variance, counted, expected, slots."""
+    """The level detector's blocks: log ratio, counted, expected, slots."""
 
     z: np.ndarray
-    var: np.ndarray
     xb: np.ndarray
     expected: np.ndarray
     first_slot: np.ndarray
     last_slot: np.ndarray
 
 
-def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
-    """How much blocks of one day, or of one week, move together: the robust variance
-    (MAD²) of their standardised sums, at least 1. This also calibrates a spread that the
-    MAD of single blocks understates when their tails are heavy."""
+def _inflation(u: np.ndarray, groupings: Sequence[tuple[np.ndarray, int]]) -> float:
+    """How much blocks that belong together (of one day, of two open days, of one week) move
+    together: the largest robust variance (MAD²) of their standardised sums over the given
+    groupings (each used only with at least its number of groups, so that a few shifted
+    ones cannot set the spread), at least 1. This also calibrates a spread that the MAD of
+    single blocks understates when their tails are heavy."""
     worst = 1.0
-    # weeks only with enough of them that a few shifted ones cannot set the spread
-    for group, least in ((day, 5), (week, 10)):
+    for group, least in groupings:
         _, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
         if sizes.size < least:
             continue
@@ -1034,6 +1056,12 @@ def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
         spread = 1.4826 * float(np.median(np.abs(sums - np.median(sums))))
         worst = max(worst, spread * spread)
     return worst
+
+
+def _day_pairs(day: np.ndarray) -> np.ndarray:
+    """Each block's pair of consecutive days with blocks (the first and second such day are
+    one pair, the third and fourth the next, ...)."""
+    return np.searchsorted(np.unique(day), day) // 2
 
 
 def grid_span(
