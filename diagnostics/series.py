@@ -1044,15 +1044,17 @@ class _Blocks:
 def _inflation(u: np.ndarray, groupings: Sequence[tuple[np.ndarray, int]]) -> float:
     """How much blocks that belong together (of one day, of two open days, of one week) move
     together: the largest robust variance (MAD²) of their standardised sums over the given
-    groupings (each used only with at least its number of groups, so that a few shifted
-    ones cannot set the spread), at least 1. This also calibrates a spread that the MAD of
-    single blocks understates when their tails are heavy."""
+    groupings (labels in time order; each used only with at least its number of groups, so
+    that a few shifted ones cannot set the spread), at least 1. This also calibrates a spread
+    that the MAD of single blocks understates when their tails are heavy."""
     worst = 1.0
     for group, least in groupings:
-        _, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
-        if sizes.size < least:
+        # the labels come in order (blocks run forward in time): a group is a run of one label
+        starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        if group.size == 0 or starts.size < least:
             continue
-        sums = np.bincount(inverse, weights=u) / np.sqrt(sizes)
+        sizes = np.diff(np.append(starts, group.size))
+        sums = np.add.reduceat(u, starts) / np.sqrt(sizes)
         spread = 1.4826 * float(np.median(np.abs(sums - np.median(sums))))
         worst = max(worst, spread * spread)
     return worst
@@ -1060,8 +1062,10 @@ def _inflation(u: np.ndarray, groupings: Sequence[tuple[np.ndarray, int]]) -> fl
 
 def _day_pairs(day: np.ndarray) -> np.ndarray:
     """Each block's pair of consecutive days with blocks (the first and second such day are
-    one pair, the third and fourth the next, ...)."""
-    return np.searchsorted(np.unique(day), day) // 2
+    one pair, the third and fourth the next, ...); ``day`` in order."""
+    if day.size == 0:
+        return day
+    return np.cumsum(np.concatenate([[0], day[1:] != day[:-1]])) // 2
 
 
 def grid_span(
