@@ -884,13 +884,13 @@ class CountModel:
 
         ``scales`` holds, per shift size in ``Params.shifts``, the blocks' variance at the
         time scale that CUSUM works on and its threshold ``h``. A shift is raised where a
-        CUSUM crosses its ``h``; it began where that CUSUM last left
-        zero, moved to the change-point that best explains the blocks up to the alarm at the
-        shift's own size. It ends when the blocks since favour "back to normal" over "still
-        shifted by the size seen so far" by the same likelihood ratio ``h`` (a CUSUM the other
-        way, at the raising CUSUM's scale): the end is where that one last left zero. The
-        detectors then start afresh after the end, so a later fault is a new finding and a
-        recovered counter is no longer open.
+        CUSUM crosses its ``h``; it began where that CUSUM last left zero, moved to the
+        change-point that best explains the blocks up to the alarm at the shift's own size. It
+        ends when the blocks since favour "back to normal" over "still shifted by the size seen
+        so far (at least the size seen at the alarm)" by the same likelihood ratio ``h`` (a
+        CUSUM the other way, at the raising CUSUM's scale): the end is where that one last left
+        zero. The detectors then start afresh after the end, so a later fault is a new finding
+        and a recovered counter is no longer open.
         """
         p = self.params
         z = b.z
@@ -929,7 +929,10 @@ class CountModel:
             c_prev = np.concatenate([[0.0], np.cumsum(w[start:])])
             k = after - start  # blocks start..after-1 seen before each
             mu = m_prev[k] / c_prev[k]
-            mu = direction * np.maximum(direction * mu, p.shifts[0])
+            # at least the size seen at the alarm: the blocks after a recovery are normal ones,
+            # and averaging them in would shrink "still shifted" towards "back to normal"
+            # until the two could no longer be told apart (the finding then never ends)
+            mu = direction * np.maximum(direction * mu, direction * m)
             back = _cusum((mu * mu - 2 * z[after] * mu) / (2 * var[after]))
             over = np.flatnonzero(back >= h)
             if over.size:

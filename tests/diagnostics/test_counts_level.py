@@ -261,6 +261,9 @@ def test_without_peers_days_that_drift_together_do_not_hide_a_four_day_over_coun
             f.code == "over_count"
             and abs(when(f.evidence["start"]) - ONSET) <= timedelta(hours=12)
             and when(f.evidence["detected_at"]) - ONSET <= timedelta(days=4)
+            # and it ended with the fault (the counter counts as before after RECOVERY)
+            and not f.evidence["ongoing"]
+            and abs(when(f.evidence["end"]) - RECOVERY) <= timedelta(hours=12)
             for f in run({"A": shifted}, scope="all")
             if f.problem
         )
@@ -279,3 +282,20 @@ def test_blocks_are_judged_at_the_scale_each_cusum_works_on():
     assert 1.0 < fast < slow  # a week moves together more than a day or two do
     assert _inflation(u, ((weeks[:63], 10),)) == 1.0  # nine weeks: too few to judge by week
     assert _day_pairs(np.array([3, 3, 4, 6, 6, 9])).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_without_peers_a_shift_ends_when_the_counter_is_back_within_the_acceptance_level():
+    # After the fault the counter counts 5 % over (within FootfallCam's acceptance level)
+    # on noisy, drifting traffic. "Still shifted" is the size seen at the alarm (1.5×), not a
+    # mean that the normal blocks after the recovery shrink until it can no longer be told
+    # from "back to normal" (before, 2 of these 8 findings were still open at the end).
+    found = 0
+    for seed in range(12):
+        base = drifting("A", seed, sd=0.06)
+        shifted = window(window(base, 1.5, ONSET, RECOVERY), 1.05, RECOVERY, NOW)
+        for f in run({"A": shifted}, scope="all"):
+            if f.problem and abs(when(f.evidence["start"]) - ONSET) <= timedelta(hours=12):
+                found += 1
+                assert not f.evidence["ongoing"], seed
+                assert abs(when(f.evidence["end"]) - RECOVERY) <= timedelta(hours=12), seed
+    assert found >= 6
