@@ -897,51 +897,73 @@ class CountModel:
         mad = 1.4826 * np.median(np.abs(z[clean] - np.median(z[clean])))
         var = v0 + max(0.0, mad * mad - float(np.median(v0[clean])))
         u = z / np.sqrt(var)
-        infl = _inflation(u[clean], days[clean], g.week[first_slot][clean])
-        var *= infl
-        # Wald's bound counts independent samples: blocks of one day that move together are
-        # worth fewer than their number, so the false-alarm rate is set on effective blocks
+        # How much blocks move together depends on the time scale: the blocks of a day share
+        # the day's traffic, and days themselves drift together for a while (weather, a busy
+        # week). Each CUSUM is calibrated at the scale over which it gathers its evidence: the
+        # large shift's within a day or two (blocks of a day, and of two open days, together),
+        # the small shift's over a week and more (and of a week, with ten weeks or more).
+        # One inflation for both made the large CUSUM as cautious as a week's drift asks.
+        days_c, weeks_c = days[clean], g.week[first_slot][clean]
+        fast = _inflation(u[clean], ((days_c, 5), (_day_pairs(days_c), 5)))
+        slow = max(fast, _inflation(u[clean], ((weeks_c, 10),)))
         per_day = len(first_slot) / max(1, _runs_of_equal(days)[1].size)
-        effective = max(1.0, per_day / infl)
-        # two CUSUMs, tuned for a small and for a large shift: the large one sees a 0.6× or
-        # 1.5× counter in a fraction of the time; the threshold pays ln 2 for asking twice
-        h = max(p.min_threshold, math.log(p.false_alarm_days * effective * len(p.shifts)))
+        scales: list[tuple[np.ndarray, float]] = []
+        for d in p.shifts:
+            infl = slow if d == min(p.shifts) else fast
+            # Wald's bound counts independent samples: blocks that move together are worth
+            # fewer than their number, so the false-alarm rate is set on effective blocks;
+            # the threshold pays ln(number of CUSUMs) for asking more than once
+            effective = max(1.0, per_day / infl)
+            h = max(p.min_threshold, math.log(p.false_alarm_days * effective * len(p.shifts)))
+            scales.append((var * infl, h))
         found: list[Shift] = []
         against = "peers" if has_peers else "history"
-        blocks = _Blocks(z, var, xb, expected, first_slot, last_slot)
+        blocks = _Blocks(z, xb, expected, first_slot, last_slot)
         for direction in (-1, 1):
-            found.extend(self._episodes(blocks, h, direction, against))
+            found.extend(self._episodes(blocks, scales, direction, against))
         found.sort(key=lambda sh: sh.first)
         return [sh for sh in found if not has_peers or self._blame(i, sh)]
 
-    def _episodes(self, b: _Blocks, h: float, direction: int, against: str) -> list[Shift]:
+    def _episodes(
+        self,
+        b: _Blocks,
+        scales: Sequence[tuple[np.ndarray, float]],
+        direction: int,
+        against: str,
+    ) -> list[Shift]:
         """The shifts in one direction, each a change-point with recovery.
 
-        A shift is raised where a CUSUM crosses ``h``; it began where that CUSUM last left
-        zero, moved to the change-point that best explains the blocks up to the alarm at the
-        shift's own size. It ends when the blocks since favour "back to normal" over "still
-        shifted by the size seen so far" by the same likelihood ratio ``h`` (a CUSUM the other
-        way): the end is where that one last left zero. The detectors then start afresh after
-        the end, so a later fault is a new finding and a recovered counter is no longer open.
+        ``scales`` holds, per shift size in ``Params.shifts``, the blocks' variance at the
+        time scale that CUSUM works on and its threshold ``h``. A shift is raised where a
+        CUSUM crosses its ``h``; it began where that CUSUM last left zero, moved to the
+        change-point that best explains the blocks up to the alarm at the shift's own size. It
+        ends when the blocks since favour "back to normal" over "still shifted by the size seen
+        so far (at least the size seen at the alarm)" by the same likelihood ratio ``h`` (a
+        CUSUM the other way, at the raising CUSUM's scale): the end is where that one last left
+        zero. The detectors then start afresh after the end, so a later fault is a new finding
+        and a recovered counter is no longer open.
         """
         p = self.params
-        z, var = b.z, b.var
+        z = b.z
         n = z.size
-        w = 1.0 / var
-        incs = [(d / var) * (direction * z - d / 2) for d in p.shifts]
+        incs = [
+            (d / v) * (direction * z - d / 2) for d, (v, _) in zip(p.shifts, scales, strict=True)
+        ]
         out: list[Shift] = []
         pos = 0
         while pos < n:
-            hit: tuple[int, int, np.ndarray] | None = None
-            for inc in incs:
+            hit: tuple[int, int, np.ndarray, int] | None = None
+            for which, inc in enumerate(incs):
                 s = _cusum(inc[pos:])
-                above = np.flatnonzero(s >= h)
+                above = np.flatnonzero(s >= scales[which][1])
                 if above.size and (hit is None or above[0] < hit[0]):
                     zeros = np.flatnonzero(s[: above[0]] == 0)
-                    hit = (int(above[0]), int(zeros[-1]) + 1 if zeros.size else 0, s)
+                    hit = (int(above[0]), int(zeros[-1]) + 1 if zeros.size else 0, s, which)
             if hit is None:
                 break
             alarm, start, s = pos + hit[0], pos + hit[1], hit[2]
+            var, h = scales[hit[3]]
+            w = 1.0 / var
             # the shift's size as seen from its start to each block: at least the smallest
             # shift looked for, and always in the alarm's direction
             sl = slice(start, alarm + 1)
@@ -958,7 +980,10 @@ class CountModel:
             c_prev = np.concatenate([[0.0], np.cumsum(w[start:])])
             k = after - start  # blocks start..after-1 seen before each
             mu = m_prev[k] / c_prev[k]
-            mu = direction * np.maximum(direction * mu, p.shifts[0])
+            # at least the size seen at the alarm: the blocks after a recovery are normal ones,
+            # and averaging them in would shrink "still shifted" towards "back to normal"
+            # until the two could no longer be told apart (the finding then never ends)
+            mu = direction * np.maximum(direction * mu, direction * m)
             back = _cusum((mu * mu - 2 * z[after] * mu) / (2 * var[after]))
             over = np.flatnonzero(back >= h)
             if over.size:
@@ -1081,10 +1106,9 @@ class CountModel:
 
 @dataclass(frozen=True)
 class _Blocks:
-    """The level detector's blocks: log ratio, its variance, counted, expected, slots."""
+    """The level detector's blocks: log ratio, counted, expected, slots."""
 
     z: np.ndarray
-    var: np.ndarray
     xb: np.ndarray
     expected: np.ndarray
     first_slot: np.ndarray
@@ -1101,20 +1125,31 @@ def _runs_of_equal(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(new) - 1, np.diff(np.append(np.flatnonzero(new), keys.size))
 
 
-def _inflation(u: np.ndarray, day: np.ndarray, week: np.ndarray) -> float:
-    """How much blocks of one day, or of one week, move together: the robust variance
-    (MAD²) of their standardised sums, at least 1. This also calibrates a spread that the
-    MAD of single blocks understates when their tails are heavy."""
+def _inflation(u: np.ndarray, groupings: Sequence[tuple[np.ndarray, int]]) -> float:
+    """How much blocks that belong together (of one day, of two open days, of one week) move
+    together: the largest robust variance (MAD²) of their standardised sums over the given
+    groupings (labels in time order; each used only with at least its number of groups, so
+    that a few shifted ones cannot set the spread), at least 1. This also calibrates a spread
+    that the MAD of single blocks understates when their tails are heavy."""
     worst = 1.0
-    # weeks only with enough of them that a few shifted ones cannot set the spread
-    for group, least in ((day, 5), (week, 10)):
-        inverse, sizes = _runs_of_equal(group)
-        if sizes.size < least:
+    for group, least in groupings:
+        # the labels come in order (blocks run forward in time): a group is a run of one label
+        starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        if group.size == 0 or starts.size < least:
             continue
-        sums = np.bincount(inverse, weights=u) / np.sqrt(sizes)
+        sizes = np.diff(np.append(starts, group.size))
+        sums = np.add.reduceat(u, starts) / np.sqrt(sizes)
         spread = 1.4826 * float(np.median(np.abs(sums - np.median(sums))))
         worst = max(worst, spread * spread)
     return worst
+
+
+def _day_pairs(day: np.ndarray) -> np.ndarray:
+    """Each block's pair of consecutive days with blocks (the first and second such day are
+    one pair, the third and fourth the next, ...); ``day`` in order."""
+    if day.size == 0:
+        return day
+    return np.cumsum(np.concatenate([[0], day[1:] != day[:-1]])) // 2
 
 
 def grid_span(
