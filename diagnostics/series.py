@@ -489,22 +489,6 @@ class Shift:
     against: str  # "peers" or "history"
 
 
-@dataclass(frozen=True)
-class Balance:
-    """IN against OUT over whole local days ``first_day``..``last_day``."""
-
-    first: int  # first slot
-    last: int  # last slot
-    count_in: float
-    count_out: float
-    days: int
-
-    @property
-    def imbalance(self) -> float:
-        total = self.count_in + self.count_out
-        return abs(self.count_in - self.count_out) / total if total else 0.0
-
-
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs of True as (first, last) inclusive index pairs."""
     if not mask.any():
@@ -1062,46 +1046,6 @@ class CountModel:
         whole = (end > lo) & ((end - first) * g.minutes >= 23 * 60)  # 23 h: spring forward
         whole &= cfull[end] - cfull[first] >= end - first
         return whole, first, end, ccin[end] - ccin[first], ccout[end] - ccout[first]
-
-    def balances(
-        self, rows: Sequence[int], *, min_total: float, lo: int = 0, max_days: int = 7
-    ) -> list[Balance]:
-        """IN and OUT summed over the given counters per local day, days pooled until they hold
-        ``min_total`` crossings (at most ``max_days``). Only whole days on which every one of
-        the counters sent every slot and counted (no zero run) are used (``whole_days``)."""
-        rows = list(rows)
-        if self.grid.n == 0 or not rows:
-            return []
-        whole, first, end, day_in, day_out = self.whole_days(rows, lo)
-        out: list[Balance] = []
-        acc: list[tuple[int, int, float, float]] = []
-        for ok, a, b, c_in, c_out in zip(
-            whole.tolist(),
-            first.tolist(),
-            end.tolist(),
-            day_in.tolist(),
-            day_out.tolist(),
-            strict=True,
-        ):
-            if not ok:
-                acc = []
-                continue
-            acc.append((a, b, c_in, c_out))
-            total = sum(c + o for _, _, c, o in acc)
-            if total >= min_total:
-                out.append(
-                    Balance(
-                        acc[0][0],
-                        acc[-1][1] - 1,
-                        sum(c for *_, c, _ in acc),
-                        sum(o for *_, o in acc),
-                        len(acc),
-                    )
-                )
-                acc = []
-            elif len(acc) >= max_days:
-                acc = acc[1:]
-        return out
 
 
 @dataclass(frozen=True)
