@@ -922,9 +922,9 @@ def _few_malloc_arenas() -> None:
     glibc gives a thread that allocates while another holds an arena an arena of its own, up
     to eight per core, and each keeps the free fragments its threads left. With hundreds of
     probe threads a cycle (``max_parallel``), those fragments were about a tenth of the
-    agent's memory at 1,000 counters (``bench/fleet.py``). The threads mostly wait on sockets,
-    so two arenas cost no measurable contention. A ``MALLOC_ARENA_MAX`` set by the operator
-    wins; other C libraries (musl) have no ``mallopt`` and are left alone."""
+    agent's memory at 1,000 counters (``bench/fleet.py``); the threads mostly wait on sockets,
+    so they seldom contend for an arena. A ``MALLOC_ARENA_MAX`` set by the operator wins;
+    other C libraries (musl) have no ``mallopt`` and are left alone."""
     import ctypes
     import os
 

@@ -79,13 +79,19 @@ def group_pass(
     by_site: dict[str, list[int]] = defaultdict(list)
     for i in offline:
         by_site[findings[i].site or ""].append(i)
+    # the counters that answered, by site: found once, not once per site (a fleet of a
+    # thousand counters has a hundred sites and ten thousand findings a cycle)
+    up_at: dict[str, list[Finding]] = defaultdict(list)
+    for f in findings:
+        if counter_up(f):
+            up_at[f.site or ""].append(f)
     extra: list[Finding] = []
     for site, members in counters_by_site.items():
         down = by_site.get(site, [])
         if len(members) < 2:
             continue
         if len(down) < len(members):
-            up = _site_up(findings, site, members)
+            up = _site_up(up_at.get(site, []), site, members)
             if up is not None:
                 extra.append(up)
             continue
@@ -95,7 +101,7 @@ def group_pass(
             decided[i] = Verdict(Decision.FALSE_ALARM, (why,), rule="site_outage")
         decided[len(findings) + len(extra)] = Verdict(Decision.GENUINE, (why,), rule="site_outage")
         extra.append(site_finding)
-    calm = _storm_over(findings, total)
+    calm = _storm_over([f for at in up_at.values() for f in at], total)
     if calm is not None:
         extra.append(calm)
     findings = [*findings, *extra]
@@ -236,14 +242,15 @@ def _is_storm(failing: int, total: int) -> bool:
     return total >= 2 and failing >= 2 and failing > STORM_SHARE * total
 
 
-def _storm_over(findings: Sequence[Finding], total: int) -> Finding | None:
+def _storm_over(answered: Sequence[Finding], total: int) -> Finding | None:
     """An ok ``gateway.storm`` finding when the storm condition (``_is_storm``) cannot hold
     this cycle: even if every counter that did not answer were failing, too few would be.
     Only counters whose liveness check said they answer count as up: a counter not probed or
     whose check erred is counted as possibly failing, so a cycle in which nothing could be
     judged gives no ok (and no verdict on the storm either way). Its ok recovers an open storm
-    incident through the usual good checks; without one it is the check passing."""
-    answering = sorted({f.subject or "" for f in findings if counter_up(f)})
+    incident through the usual good checks; without one it is the check passing.
+    ``answered``: this cycle's liveness findings that say a counter answers."""
+    answering = sorted({f.subject or "" for f in answered})
     if not answering or _is_storm(total - len(answering), total):
         return None
     return Finding(
@@ -251,7 +258,7 @@ def _storm_over(findings: Sequence[Finding], total: int) -> Finding | None:
         status=Status.OK,
         code="calm",
         summary=f"no storm: {len(answering)} of {plural(total, 'counter')} answering",
-        at=max(f.at for f in findings if counter_up(f)),
+        at=max(f.at for f in answered),
         site=None,
         subject=GATEWAY,
         evidence={"answering": len(answering), "total": total},
@@ -293,11 +300,12 @@ def _storm(
     )
 
 
-def _site_up(findings: Sequence[Finding], site: str, members: Sequence[str]) -> Finding | None:
-    """The site is not wholly offline when one of its counters answers (its liveness check
-    says so this cycle): an ok finding, which recovers the site's outage incident. None when
-    none answered (not probed, or an error): that says nothing either way."""
-    up = [f for f in findings if counter_up(f) and f.site == site and f.subject in members]
+def _site_up(answered: Sequence[Finding], site: str, members: Sequence[str]) -> Finding | None:
+    """The site is not wholly offline when one of its counters answers (``answered``: the
+    site's liveness findings that say so this cycle): an ok finding, which recovers the site's
+    outage incident. None when none answered (not probed, or an error): that says nothing
+    either way."""
+    up = [f for f in answered if f.subject in members]
     if not up:
         return None
     return Finding(
