@@ -96,6 +96,11 @@ MAX_HELD_ITEMS = 100_000
 # a slow one has three quarters more for its next request, and the last quarter of the cycle's
 # two timeouts is left for recording, judging and filing.
 PROBE_BUDGET = 1.75
+# History a cycle fetches across the fleet at most, in slots: each slot a counter sends is an
+# object until it is stored, and a thousand counters fetching five weeks at once held hundreds
+# of MB at the peak (pages glibc then keeps). A counter behind by more than a day gets its
+# share, at least a day; a gateway of a few counters still fetches its whole history at once.
+BACKFILL_SLOTS = 100_000
 API_HISTORY = 500  # API observations the checks see; pruning keeps at least these cycles' worth
 
 
@@ -104,6 +109,7 @@ class Plan:
     fetch_from: datetime
     snapshot: bool = True
     ssh: bool = True
+    fetch_to: datetime | None = None  # a back-fill's share of this cycle ends here (None: now)
 
 
 @dataclass
@@ -193,6 +199,7 @@ class Runner:
         _few_malloc_arenas()
         self.counts = SlotCache(self.store)  # the count slots, in memory between cycles
         self.models = ModelCache()  # count models, shared by the checks and reused
+        self.backfill_slots = BACKFILL_SLOTS  # history fetched per cycle, fleet-wide
         # called between the stages of a cycle: the daemon pings systemd's watchdog with it
         self.heartbeat: Callable[[], object] = lambda: None
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
@@ -346,7 +353,9 @@ class Runner:
             counts_by = deadline
             if plan.snapshot:
                 counts_by -= min(client.timeout_s, (deadline - time.monotonic()) / 4)
-            api = self._probe_api(client, counter, plan.fetch_from, now, counts_by, result)
+            api = self._probe_api(
+                client, counter, plan.fetch_from, now, counts_by, result, until=plan.fetch_to
+            )
             if not api.ok and str(api.error_code) in _UNREACHABLE:
                 api = replace(
                     api, data={**api.data, "reachability": self._reach(counter, deadline)}
@@ -392,12 +401,17 @@ class Runner:
         now: datetime,
         deadline: float,
         result: ProbeResult,
+        *,
+        until: datetime | None = None,
     ) -> Observation:
         started = time.monotonic()
+        end = until if until is not None and until < now else now
         try:
-            reply = client.counts(fetch_from, now, deadline)
+            reply = client.counts(fetch_from, end, deadline)
         except ProbeError as exc:
             return Observation.failed(counter.serial, "api", now, exc, time.monotonic() - started)
+        if end < now and not reply.partial:  # this cycle's share of a back-fill: more to come
+            reply = replace(reply, partial=True, reached=end)
         result.slots = [s for s in reply.slots if s.start < now]
         if reply.partial and reply.reached is not None and not result.slots:
             self._resume[counter.serial] = reply.reached  # nothing held that far back
@@ -452,6 +466,7 @@ class Runner:
         )
         sites = {c.serial: c.site for c in probed}
         plans = {c.serial: self.plan(c, now) for c in probed}  # the store, read here only
+        plans = _backfill_shares(plans, now, self.backfill_slots)
         jobs = [
             (c.serial, lambda c=c: self.probe_counter(c, now, deadline, plans[c.serial]))
             for c in probed
@@ -916,6 +931,22 @@ def _probe_error(serial: str, site: str | None, now: datetime, code: str, summar
         subject=serial,
         evidence={"error": summary},
     )
+
+
+def _backfill_shares(plans: dict[str, Plan], now: datetime, budget: int) -> dict[str, Plan]:
+    """Share ``budget`` slots among the counters more than a day behind: each fetches at most
+    its share this cycle (at least a day, oldest first, as the back-fill always went) and the
+    rest in the next cycles, from where the store then stands."""
+    behind = [s for s, p in plans.items() if now - p.fetch_from > timedelta(days=1)]
+    if not behind:
+        return plans
+    span = max(timedelta(days=1), timedelta(minutes=SLOT_MINUTES) * (budget // len(behind)))
+    shared = dict(plans)
+    for serial in behind:
+        plan = plans[serial]
+        if plan.fetch_from + span < now:
+            shared[serial] = replace(plan, fetch_to=plan.fetch_from + span)
+    return shared
 
 
 def _few_malloc_arenas() -> None:

@@ -7,9 +7,11 @@ asked the same empty early days again every cycle and never reached its counts.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from agent.app import make_runner
@@ -57,3 +59,60 @@ def test_a_slow_first_fetch_goes_on_where_it_stopped(tmp_path):
             mark = store.watermark("SLOW")
             assert mark is not None and NOW - mark <= timedelta(hours=1)
             runner.close()
+
+
+def test_a_backfill_is_shared_out_over_cycles_and_ends_whole(tmp_path):
+    """A cycle fetches at most ``backfill_slots`` of history across the fleet: with room for
+    two counters' day each, two counters holding five days fill in a day a cycle each, oldest
+    first, and end with every slot the devices hold and the live one, with no gap."""
+    clock = FakeClock(NOW)
+    site = SimSite("LDN01", "London", "Europe/London", WEEK)
+    counters = [SimCounter(f"C{i}", f"door {i}", "LDN01") for i in (1, 2)]
+    with Fleet([site], counters, clock=clock, history_days=5) as fleet:
+        text = fleet.agent_config_toml(tmp_path / "state", probe_timeout_seconds=2)
+        config = parse_config(tomllib.loads(text), base_dir=tmp_path)
+        with Store.open(tmp_path / "state") as store:
+            runner = make_runner(config, store, clock=clock, history_days=5)
+            runner.backfill_slots = 2 * 96  # a day each for two counters
+            since = runner.plan(config.counters[0], NOW).fetch_from
+            marks = []
+            for _ in range(12):
+                result = runner.run_cycle()
+                api = [o for o in result.observations if o.probe == "api"]
+                assert len(api) == 2 and all(o.ok for o in api)
+                marks.append(store.watermark("C1"))
+                if not any(o.data.get("partial") for o in api):
+                    break
+            # a day a cycle: the newest slot held moved on by about a day each time
+            days = [m for m in marks if m is not None]
+            assert len(days) >= 5
+            assert all(
+                timedelta(hours=20) <= b - a <= timedelta(hours=28)
+                for a, b in itertools.pairwise(days[:4])
+            )
+            assert NOW - days[-1] <= timedelta(minutes=30)
+            for serial in ("C1", "C2"):
+                starts = store.slot_columns([serial], since)[serial].start
+                assert (np.diff(starts) == 15 * 60).all()  # no gap left between the pieces
+                first = datetime.fromtimestamp(int(starts[0]), UTC)
+                last = datetime.fromtimestamp(int(starts[-1]), UTC)
+                assert first - since < timedelta(days=1)  # from the device's oldest day
+                assert NOW - last <= timedelta(minutes=30)  # to the live slot
+            runner.close()
+
+
+def test_a_few_counters_fetch_their_whole_history_at_once_and_many_share_the_budget():
+    from agent.runner import BACKFILL_SLOTS, Plan, _backfill_shares
+
+    month = NOW - timedelta(days=28)
+    few = {f"C{i}": Plan(fetch_from=month) for i in range(6)}
+    assert _backfill_shares(few, NOW, BACKFILL_SLOTS) == few  # 6 x 2,688 slots fit
+    many = {f"C{i}": Plan(fetch_from=month) for i in range(1000)}
+    many["LIVE"] = Plan(fetch_from=NOW - timedelta(minutes=15))  # not behind: untouched
+    shared = _backfill_shares(many, NOW, BACKFILL_SLOTS)
+    assert shared["LIVE"] == many["LIVE"]
+    spans = {p.fetch_to - p.fetch_from for s, p in shared.items() if s != "LIVE"}
+    assert spans == {timedelta(minutes=15) * (BACKFILL_SLOTS // 1000)}  # 100 slots each
+    crowd = {f"C{i}": Plan(fetch_from=month) for i in range(5000)}
+    shared = _backfill_shares(crowd, NOW, BACKFILL_SLOTS)
+    assert {p.fetch_to - p.fetch_from for p in shared.values()} == {timedelta(days=1)}
