@@ -109,7 +109,7 @@ class Plan:
     fetch_from: datetime
     snapshot: bool = True
     ssh: bool = True
-    fetch_to: datetime | None = None  # a back-fill's share of this cycle ends here (None: now)
+    max_slots: int | None = None  # a back-fill's share of this cycle (None: all there is)
 
 
 @dataclass
@@ -354,7 +354,7 @@ class Runner:
             if plan.snapshot:
                 counts_by -= min(client.timeout_s, (deadline - time.monotonic()) / 4)
             api = self._probe_api(
-                client, counter, plan.fetch_from, now, counts_by, result, until=plan.fetch_to
+                client, counter, plan.fetch_from, now, counts_by, result, most=plan.max_slots
             )
             if not api.ok and str(api.error_code) in _UNREACHABLE:
                 api = replace(
@@ -402,16 +402,13 @@ class Runner:
         deadline: float,
         result: ProbeResult,
         *,
-        until: datetime | None = None,
+        most: int | None = None,
     ) -> Observation:
         started = time.monotonic()
-        end = until if until is not None and until < now else now
         try:
-            reply = client.counts(fetch_from, end, deadline)
+            reply = client.counts(fetch_from, now, deadline, max_slots=most)
         except ProbeError as exc:
             return Observation.failed(counter.serial, "api", now, exc, time.monotonic() - started)
-        if end < now and not reply.partial:  # this cycle's share of a back-fill: more to come
-            reply = replace(reply, partial=True, reached=end)
         result.slots = [s for s in reply.slots if s.start < now]
         if reply.partial and reply.reached is not None and not result.slots:
             self._resume[counter.serial] = reply.reached  # nothing held that far back
@@ -934,19 +931,21 @@ def _probe_error(serial: str, site: str | None, now: datetime, code: str, summar
 
 
 def _backfill_shares(plans: dict[str, Plan], now: datetime, budget: int) -> dict[str, Plan]:
-    """Share ``budget`` slots among the counters more than a day behind: each fetches at most
-    its share this cycle (at least a day, oldest first, as the back-fill always went) and the
-    rest in the next cycles, from where the store then stands."""
+    """Share ``budget`` slots among the counters more than a day behind: each takes at most
+    its share this cycle (at least a day's; oldest first, as the back-fill always went; the
+    days a counter holds nothing for cost nothing) and the rest in the next cycles, from where
+    the store then stands."""
     behind = [s for s, p in plans.items() if now - p.fetch_from > timedelta(days=1)]
     if not behind:
         return plans
-    span = max(timedelta(days=1), timedelta(minutes=SLOT_MINUTES) * (budget // len(behind)))
-    shared = dict(plans)
-    for serial in behind:
-        plan = plans[serial]
-        if plan.fetch_from + span < now:
-            shared[serial] = replace(plan, fetch_to=plan.fetch_from + span)
-    return shared
+    day = 24 * 60 // SLOT_MINUTES
+    share = max(day, budget // len(behind))
+    if (
+        share * SLOT_MINUTES
+        >= max((now - plans[s].fetch_from) for s in behind).total_seconds() / 60
+    ):
+        return plans  # every one of them fits whole: a gateway of a few counters
+    return {s: replace(p, max_slots=share) if s in behind else p for s, p in plans.items()}
 
 
 def _few_malloc_arenas() -> None:

@@ -126,19 +126,28 @@ class CounterClient:
             self._tokens[key] = token
         return token
 
-    def counts(self, start: datetime, end: datetime, deadline: float) -> fmt.CountsReply:
+    def counts(
+        self, start: datetime, end: datetime, deadline: float, *, max_slots: int | None = None
+    ) -> fmt.CountsReply:
         """Counts for ``[start, end)``, in calls of at most 24 h, merged in time order.
 
         A long fetch (the first one fetches weeks of history) that the caller's deadline cuts
         short after some calls were answered returns what it has, ``partial``: the counter
         answered, the store keeps the slots, and the next cycle goes on from there instead of
         failing the whole fetch again. A call that used its full timeout is the counter's
-        fault and fails as always."""
+        fault and fails as always. So does a fetch that has ``max_slots`` (a back-fill's share
+        of a cycle) once the calls answered hold that many: days the counter holds nothing
+        for cost a call each, not a share."""
         if self.api == "pi-cgi":
             return self._legacy_counts(start, end, deadline)
         replies: list[fmt.CountsReply] = []
+        received = 0
         chunk_start = start
         while chunk_start < end:
+            if max_slots is not None and received >= max_slots:
+                merged = fmt.merge_replies(replies)
+                _refuse_far_future(merged, end)
+                return replace(merged, partial=True, reached=chunk_start)
             chunk_end = min(end, chunk_start + MAX_SPAN)
             cut_by_caller = deadline - time.monotonic() < self.timeout_s
             try:
@@ -149,6 +158,7 @@ class CounterClient:
                     _refuse_far_future(merged, end)
                     return replace(merged, partial=True, reached=chunk_start)
                 raise
+            received += len(replies[-1].slots)
             chunk_start = chunk_end
         merged = fmt.merge_replies(replies)
         _refuse_far_future(merged, end)
