@@ -135,9 +135,9 @@ class CounterClient:
         short after some calls were answered returns what it has, ``partial``: the counter
         answered, the store keeps the slots, and the next cycle goes on from there instead of
         failing the whole fetch again. A call that used its full timeout is the counter's
-        fault and fails as always. So does a fetch that has ``max_slots`` (a back-fill's share
-        of a cycle) once the calls answered hold that many: days the counter holds nothing
-        for cost a call each, not a share."""
+        fault and fails as always. A fetch given ``max_slots`` (a back-fill's share of a cycle)
+        also returns ``partial`` once the calls answered hold that many: days the counter holds
+        nothing for cost a call each, not a share."""
         if self.api == "pi-cgi":
             return self._legacy_counts(start, end, deadline)
         replies: list[fmt.CountsReply] = []

@@ -53,7 +53,7 @@ else:
 
     class _Paramiko:
         """paramiko, imported on its first use: a gateway whose counters have no SSH never
-        loads it (with cryptography and invoke, about 20 MiB of RSS). ``import`` is
+        loads it (with cryptography and invoke, about 15 MiB of RSS). ``import`` is
         thread-safe: a probe thread that asks while another imports waits for the module."""
 
         def __getattr__(self, name: str) -> Any:
