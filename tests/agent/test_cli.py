@@ -463,7 +463,7 @@ def _command_paths(group=cli, path=()):
 
 @pytest.mark.parametrize(
     "path",
-    _command_paths(),
+    list(_command_paths()),
     ids=" ".join,
 )
 def test_every_help_fits_80_columns_and_names_its_arguments_as_its_text_does(path):

@@ -194,12 +194,11 @@ def test_assess_from_the_store_names_missing_counts_and_an_unknown_live_view(sit
     assert clear["answer"].startswith("yes, at ") and "clear" in clear["answer"]
 
 
-def test_bundle_create_names_the_bundle_with_one_timestamp(site, tmp_path):
+def test_bundle_create_names_the_bundle_with_one_timestamp(site, tmp_path, monkeypatch):
     _clock, path, *_ = site
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(cli, ["bundle", "create", "C1", "--config", str(path), "--json"])
-        assert result.exit_code == 0, result.output
-        data = json.loads(result.stdout)
-        assert re.fullmatch(r"ffc-bundle-LDN01-manual-C1-\d{8}T\d{6}Z\.tar\.gz", data["path"])
-        assert Path(data["path"]).stat().st_size == data["size"]
+    monkeypatch.chdir(tmp_path)  # the bundle is written to the working directory
+    result = CliRunner().invoke(cli, ["bundle", "create", "C1", "--config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert re.fullmatch(r"ffc-bundle-LDN01-manual-C1-\d{8}T\d{6}Z\.tar\.gz", data["path"])
+    assert (tmp_path / data["path"]).stat().st_size == data["size"]
