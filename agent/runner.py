@@ -957,16 +957,11 @@ def _few_malloc_arenas() -> None:
     agent's memory at 1,000 counters (``bench/fleet.py``); the threads mostly wait on sockets,
     so they seldom contend for an arena. A ``MALLOC_ARENA_MAX`` set by the operator wins;
     other C libraries (musl) have no ``mallopt`` and are left alone."""
-    import ctypes
     import os
 
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_ARENA_MAX, 2)
+    mallopt = _libc("mallopt")
+    if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(_M_ARENA_MAX, 2)
 
 
 _M_ARENA_MAX = -8  # glibc's malloc.h
@@ -979,17 +974,19 @@ def _give_back_freed_memory() -> None:
     stored; once freed, glibc keeps their pages for reuse, so the service would sit at its
     busiest cycle's footprint for good. Trimming after each cycle costs a few milliseconds and
     lets the resident size fall back to what the agent holds. Elsewhere (musl) a no-op."""
-    trim = _malloc_trim()
+    trim = _libc("malloc_trim")
     if trim is not None:
         trim(0)
 
 
 @functools.cache
-def _malloc_trim() -> Any:
+def _libc(name: str) -> Any:
+    """The C library's function ``name``, or None where it has none (musl: no ``mallopt``,
+    no ``malloc_trim``)."""
     import ctypes
 
     try:
-        return ctypes.CDLL(None).malloc_trim
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
