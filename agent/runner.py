@@ -9,7 +9,8 @@ within the probe timeout whatever the counter does (``agent/transport/http.py``)
 in daemon threads, so a stuck one never outlives the cycle's deadline in the cycle's books and
 never holds up exit or SIGTERM. A probe running longer than the probe timeout stops counting
 against ``max_parallel``, so ``max_parallel`` slow counters cannot starve the healthy ones, and
-counters that timed out last cycle are probed last. A counter's probe crash, or a failure to
+counters that timed out last cycle are probed first, on at most half the slots: their wait
+overlaps the others' work instead of following it. A counter's probe crash, or a failure to
 record what it answered, is an ``error`` finding about the agent for that counter
 (``agent.probe``), never the end of the cycle for the others. Each check runs isolated: an
 exception or an overrun becomes an ``error`` finding about the agent (check id and traceback
@@ -94,8 +95,11 @@ UPLOAD_WINDOW = timedelta(days=7)  # a counter buffers this long while its uplin
 MAX_HELD_ITEMS = 100_000
 # The probe phase's share of a cycle, in probe timeouts: a hung counter is cut at one timeout,
 # a slow one has three quarters more for its next request, and the last quarter of the cycle's
-# two timeouts is left for recording, judging and filing.
+# two timeouts is left for recording, judging and filing. Where recording and judging took
+# longer than that quarter last cycle (a thousand counters: about half a timeout), the probe
+# phase gives way, down to MIN_PROBE_BUDGET, so that the cycle stays within two timeouts.
 PROBE_BUDGET = 1.75
+MIN_PROBE_BUDGET = 1.25
 # History a cycle fetches across the fleet at most, in slots: each slot a counter sends is an
 # object until it is stored, and a thousand counters fetching five weeks at once held hundreds
 # of MB at the peak (pages glibc then keeps). A counter behind by more than a day gets its
@@ -200,6 +204,7 @@ class Runner:
         self.counts = SlotCache(self.store)  # the count slots, in memory between cycles
         self.models = ModelCache()  # count models, shared by the checks and reused
         self.backfill_slots = BACKFILL_SLOTS  # history fetched per cycle, fleet-wide
+        self.after_probe_s = 0.0  # last cycle's recording and judging: the probe phase gives way
         # called between the stages of a cycle: the daemon pings systemd's watchdog with it
         self.heartbeat: Callable[[], object] = lambda: None
         self.dry_run = dry_run  # decide and compose as usual; queue and send nothing
@@ -456,11 +461,18 @@ class Runner:
         agent = self.config.agent
         self.probe_errors = []
         timeout = agent.probe_timeout_seconds
-        budget = min(PROBE_BUDGET * timeout, agent.cycle_seconds)
+        budget = probe_budget(timeout, self.after_probe_s, agent.cycle_seconds)
         deadline = time.monotonic() + budget
-        probed = sorted(
-            (c for c in self.config.counters if c.host), key=lambda c: self._timed_out(c.serial)
-        )
+        probed = [c for c in self.config.counters if c.host]
+        # the longest first (what keeps a batch short): counters that answered slowly last
+        # time, then those that timed out, on at most half the slots (``run_bounded``)
+        last = {c.serial: self._last_api(c.serial) for c in probed}
+        slow = [s for s, o in last.items() if o is not None and o.ok and o.elapsed_s >= timeout / 2]
+        hung = [
+            s for s, o in last.items() if o is not None and o.error_code is ProbeErrorCode.TIMEOUT
+        ]
+        first = {s: i for i, s in enumerate([*slow, *hung])}
+        probed.sort(key=lambda c: first.get(c.serial, len(first)))
         sites = {c.serial: c.site for c in probed}
         plans = {c.serial: self.plan(c, now) for c in probed}  # the store, read here only
         plans = _backfill_shares(plans, now, self.backfill_slots)
@@ -474,6 +486,7 @@ class Runner:
             soft_s=timeout,
             deadline=deadline,
             grace=min(1.0, timeout / 4),
+            long=first.keys(),
         )
         results: dict[str, ProbeResult] = {}
         for serial, outcome in done.items():
@@ -510,9 +523,9 @@ class Runner:
             )
         return results
 
-    def _timed_out(self, serial: str) -> bool:
+    def _last_api(self, serial: str) -> Observation | None:
         last = self.store.observations(serial, "api", limit=1)
-        return bool(last) and last[0].error_code is ProbeErrorCode.TIMEOUT
+        return last[0] if last else None
 
     # -- record --------------------------------------------------------------------------------
 
@@ -792,6 +805,7 @@ class Runner:
 
     def _run_cycle(self, started: float, now: datetime) -> CycleResult:
         results = self.probe_all(now)
+        probed = time.monotonic()
         self.heartbeat()
         gateway = probe_gateway(self.state_dir, sink_urls=self.destinations(), now=now)
         self.record({**results, GATEWAY: ProbeResult(GATEWAY, [gateway])}, now)
@@ -875,6 +889,7 @@ class Runner:
                 "duration_s": round(duration, 3),
             },
         )
+        self.after_probe_s = time.monotonic() - probed  # the next probe phase gives way to it
         self.maintain(now)
         _give_back_freed_memory()
         observations = [o for r in results.values() for o in r.observations]
@@ -928,6 +943,14 @@ def _probe_error(serial: str, site: str | None, now: datetime, code: str, summar
         subject=serial,
         evidence={"error": summary},
     )
+
+
+def probe_budget(timeout: float, after_s: float, cycle_seconds: float) -> float:
+    """Seconds the probe phase may take: what two probe timeouts leave after recording and
+    judging (``after_s``, as long as last cycle's took), between ``MIN_PROBE_BUDGET`` and
+    ``PROBE_BUDGET`` timeouts, and never more than the cycle."""
+    share = min(PROBE_BUDGET * timeout, max(MIN_PROBE_BUDGET * timeout, 2 * timeout - after_s))
+    return min(share, cycle_seconds)
 
 
 def _backfill_shares(plans: dict[str, Plan], now: datetime, budget: int) -> dict[str, Plan]:

@@ -6,6 +6,10 @@ The scheduler here is the contract the runner relies on:
 - at most ``limit`` jobs younger than ``soft_s`` run at once; a job older than that (a counter
   slower than its probe timeout) frees its slot, so ``limit`` slow counters cannot starve the
   rest;
+- jobs expected to take their whole ``soft_s`` (``long``: counters that timed out last cycle)
+  start first, beside the others, but hold at most half of ``limit`` while others wait: their
+  wait overlaps everyone else's work instead of following it (longest first is what keeps a
+  batch short), and the rest always have half the slots;
 - no job starts after ``deadline``, and nothing waits for a job past ``deadline + grace``;
 - jobs run in daemon threads: one that never returns does not hold up the cycle, the
   interpreter's exit or SIGTERM (a ``ThreadPoolExecutor`` joins its workers at exit, which kept
@@ -22,7 +26,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 
@@ -33,9 +37,11 @@ def run_bounded(
     soft_s: float,
     deadline: float,
     grace: float = 0.0,
+    long: Collection[str] = (),
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Run ``jobs`` in daemon threads, at most ``limit`` of them younger than ``soft_s`` at
-    once, until all are done or ``deadline`` (monotonic) passes.
+    once, until all are done or ``deadline`` (monotonic) passes. The jobs named in ``long``
+    start first, at most ``limit // 2`` of them young at once while other jobs wait.
 
     Returns (done: key → the job's value, or the exception it raised; keys still running at
     the deadline; keys never started). Why not a ThreadPoolExecutor: its workers are joined at
@@ -51,29 +57,43 @@ def run_bounded(
         except Exception as exc:  # noqa: BLE001 - a worker's boundary: the caller judges it
             results.put((key, exc))
 
-    todo = deque(jobs)
+    todo = deque(j for j in jobs if j[0] not in long)
+    todo_long = deque(j for j in jobs if j[0] in long)
+    long_cap = max(1, limit // 2)
     started: dict[str, float] = {}
+    order: deque[str] = deque()  # started jobs, oldest first, until they finish or turn old
+    young: set[str] = set()  # started less than soft_s ago and not done
+    young_long: set[str] = set()
     done: dict[str, Any] = {}
     while True:
         now = time.monotonic()
         if now >= deadline:
             break
-        young = [k for k in started if k not in done and now - started[k] < soft_s]
-        while todo and len(young) < limit:
-            key, job = todo.popleft()
+        while order and (order[0] not in young or now - started[order[0]] >= soft_s):
+            young.discard(key := order.popleft())
+            young_long.discard(key)
+        while (todo or todo_long) and len(young) < limit:
+            if todo_long and (len(young_long) < long_cap or not todo):
+                key, job = todo_long.popleft()
+                young_long.add(key)
+            else:
+                key, job = todo.popleft()
             started[key] = now
-            young.append(key)
+            order.append(key)
+            young.add(key)
             threading.Thread(target=work, args=(key, job), name=f"probe-{key}", daemon=True).start()
-        if len(done) == len(started) and not todo:
+        if len(done) == len(started) and not (todo or todo_long):
             break
         wake = deadline
-        if todo and young:  # the next slot frees when the oldest young job turns old
-            wake = min(wake, min(started[k] for k in young) + soft_s)
+        if (todo or todo_long) and order:  # the next slot frees when the oldest turns old
+            wake = min(wake, started[order[0]] + soft_s)
         try:
             key, value = results.get(timeout=max(0.0, wake - now))
         except queue.Empty:
             continue
         done[key] = value
+        young.discard(key)
+        young_long.discard(key)
     # no job starts after the deadline; those running get ``grace`` to hand in what they
     # have (their own deadlines end them at the deadline, give or take the scheduler)
     end = deadline + grace
@@ -84,4 +104,4 @@ def run_bounded(
             break
         done[key] = value
     running = [k for k in started if k not in done]
-    return done, running, [k for k, _ in todo]
+    return done, running, [k for k, _ in (*todo_long, *todo)]

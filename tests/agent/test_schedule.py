@@ -62,3 +62,44 @@ def test_nothing_starts_after_the_deadline_and_stuck_threads_are_daemons():
         assert thread.daemon  # never joined at exit, so never holds up SIGTERM
     finally:
         release.set()
+
+
+def test_long_jobs_start_first_on_at_most_half_the_slots():
+    release, hung_started = threading.Event(), threading.Event()
+
+    def hung():
+        hung_started.set()
+        release.wait(30)
+
+    # each quick job answers only once a long one has begun: named first, the quick ones
+    # would hold both slots waiting for it; all long first, they would never start at all
+    quick = [(f"ok{i}", lambda: hung_started.wait(5)) for i in range(2)]
+    try:
+        done, running, unstarted = run_bounded(
+            [*quick, ("hung0", hung), ("hung1", hung)],
+            limit=2,
+            soft_s=60,  # no slot frees by age
+            deadline=time.monotonic() + 1.0,
+            long={"hung0", "hung1"},
+        )
+    finally:
+        release.set()
+    assert done == {"ok0": True, "ok1": True}
+    # once the others are done, the long ones left take the free slots
+    assert sorted(running) == ["hung0", "hung1"] and unstarted == []
+
+
+def test_long_jobs_are_left_unstarted_only_when_no_slot_ever_frees():
+    release = threading.Event()
+    try:
+        done, running, unstarted = run_bounded(
+            [("ok", lambda: 1), *((f"hung{i}", lambda: release.wait(30)) for i in range(3))],
+            limit=2,
+            soft_s=60,
+            deadline=time.monotonic() + 0.5,
+            long={"hung0", "hung1", "hung2"},
+        )
+    finally:
+        release.set()
+    assert done == {"ok": 1}
+    assert sorted(running) == ["hung0", "hung1"] and unstarted == ["hung2"]
