@@ -10,9 +10,11 @@ layers, as ``sos report`` does, because no single layer catches everything:
    ``psk``, ``api_key``, ``Authorization`` ...) becomes ``[REDACTED]`` whatever it looks like.
    ``key`` on its own is not a secret (the ticket's idempotency ``key``), nor is a key that
    only describes a secret (``password_file``, ``token_type``, ``auth_failed``).
-2. **by value**: every secret the configuration knows (``Config.secret_values()``) and any the
-   agent learns at run time (``add``), wherever it appears, also URL-encoded, JSON-escaped and
-   base64-encoded (inside a longer base64 text too), longest first.
+2. **by value**: every secret the configuration knows (``Config.secret_values()``), any the
+   agent learns at run time (``add``) and the counters' current session tokens (``tokens``),
+   wherever it appears, also URL-encoded, JSON-escaped and base64-encoded (inside a longer
+   base64 text too), longest first. They are matched as one trie-shaped pattern, so the cost
+   of a character does not grow with the number of secrets (a thousand counters' tokens).
 3. **by pattern**: PEM private-key blocks (even cut off), ``scheme://user:pass@``,
    ``Authorization:`` headers and bare bearer tokens, ``password=...``/``access_token=...``
    and ``--password ...`` wherever they are, JSON Web Tokens and AWS access key ids.
@@ -197,6 +199,7 @@ class Redactor:
     ) -> None:
         self._lock = threading.RLock()
         self._secrets: set[str] = set()
+        self._tokens: frozenset[str] = frozenset()
         self._value_re: re.Pattern[str] | None = None
         self._alias_hosts = alias_hosts
         self._aliases: dict[str, str] = {}
@@ -214,22 +217,29 @@ class Redactor:
     # --- configuration
 
     def add(self, *secrets: str) -> None:
-        """Scrub these values too, from now on: a token the agent obtained at run time."""
+        """Scrub these values too, from now on: a secret the agent learnt at run time."""
         with self._lock:
-            # a secret of a character or three would be "found" inside every other word and
-            # mangle everything: such values are left to the by-key and pattern layers
-            new = {
-                s
-                for s in secrets
-                if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH and s != REDACTED
-            }
+            new = _long_enough(secrets)
             if new - self._secrets:
                 self._secrets |= new
-                forms = set()
-                for secret in self._secrets:
-                    forms |= _encoded_forms(secret)
-                ordered = sorted(forms, key=lambda s: (-len(s), s))
-                self._value_re = re.compile("|".join(map(re.escape, ordered)))
+                self._compile_values()
+
+    def tokens(self, current: Iterable[str]) -> None:
+        """Scrub these session tokens (the counters' current ones) in place of the last set.
+
+        A token is a secret only while it works: one the counter refused has been replaced,
+        and keeping every token ever issued would grow the pattern with every renewal."""
+        with self._lock:
+            new = frozenset(_long_enough(current))
+            if new != self._tokens:
+                self._tokens = new
+                self._compile_values()
+
+    def _compile_values(self) -> None:
+        forms: set[str] = set()
+        for secret in self._secrets | self._tokens:
+            forms |= _encoded_forms(secret)
+        self._value_re = _compile_uncached(_trie_pattern(forms)) if forms else None
 
     def _add_hosts(self, hosts: Iterable[str]) -> None:
         names = set()
@@ -243,7 +253,7 @@ class Redactor:
         if names:
             ordered = sorted(names, key=lambda s: (-len(s), s))
             alternation = "|".join(map(re.escape, ordered))
-            self._host_re = re.compile(rf"(?i)(?<![\w.-])(?:{alternation})(?![\w-]|\.\w)")
+            self._host_re = _compile_uncached(rf"(?i)(?<![\w.-])(?:{alternation})(?![\w-]|\.\w)")
 
     @property
     def alias_hosts(self) -> bool:
@@ -252,7 +262,7 @@ class Redactor:
     @property
     def value_count(self) -> int:
         """How many secret values are scrubbed by value (never the values)."""
-        return len(self._secrets)
+        return len(self._secrets | self._tokens)
 
     def scoped(self) -> Redactor:
         """The same secrets and aliases, with counts of its own: one bundle's manifest must
@@ -280,7 +290,7 @@ class Redactor:
         scrubbing inside it, which would change the data's shape (``updated_at`` must stay
         ``updated_at`` whatever a short secret looks like)."""
         with self._lock:
-            if k in self._secrets:
+            if k in self._secrets or k in self._tokens:
                 self._count("by_value")
                 return REDACTED
             return self._alias(k) if self._alias_hosts else k
@@ -459,6 +469,61 @@ def _orphan_pem_ends(s: str, counts: Counter[str]) -> str:
         pos = m.end()
         counts["pem_block"] += 1
     return "".join(out) + s[pos:] if out else s
+
+
+def _long_enough(values: Iterable[str]) -> set[str]:
+    """The values worth scrubbing by value: a secret of a character or three would be "found"
+    inside every other word and mangle everything (the by-key and pattern layers take those)."""
+    return {
+        v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH and v != REDACTED
+    }
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """A pattern matching any of ``words``, the longest where several match at one place.
+
+    Laid out as a trie (``ab(?:c|d)`` for abc and abd) rather than a list of alternatives: at
+    each position the engine follows the one branch the next character selects, instead of
+    trying every word in turn, which with a thousand counters' tokens cost 20 µs a character
+    of every text scrubbed. A word that is a prefix of another ends where the longer one's
+    rest is optional and greedy (``ab(?:cd)?``)."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a word ends here
+    return _trie_branches(root)
+
+
+def _trie_branches(node: dict[str, Any]) -> str:
+    parts = []
+    for ch in sorted(k for k in node if k):
+        run, child = [ch], node[ch]
+        while len(child) == 1 and "" not in child:  # a chain with no branch: one literal
+            ((ch, child),) = child.items()
+            run.append(ch)
+        rest = _trie_branches(child)
+        if rest and "" in child:
+            rest = f"(?:{rest})?"
+        parts.append(re.escape("".join(run)) + rest)
+    return parts[0] if len(parts) == 1 else f"(?:{'|'.join(parts)})" if parts else ""
+
+
+def _compile_uncached(pattern: str) -> re.Pattern[str]:
+    """Compile one of the redactor's own alternations without ``re``'s module cache.
+
+    They are large (every secret in every encoded form: about 0.5 MB compiled for a thousand
+    counters' passwords) and each is used only through the redactor that holds it, while
+    ``re.compile`` keeps every pattern it compiles, up to 512 of them. A token added at run
+    time recompiles the alternation, so the cache kept each superseded one: 12 MB after a
+    thousand counters' first logins, and more with every token renewed.
+    """
+    compiler = getattr(re, "_compiler", None)  # the engine ``re.compile`` calls (3.11+)
+    if compiler is None:  # pragma: no cover - a Python without it: cached, as before
+        return re.compile(pattern)
+    compiled: re.Pattern[str] = compiler.compile(pattern, 0)
+    return compiled
 
 
 def _encoded_forms(secret: str) -> set[str]:

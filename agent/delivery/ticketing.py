@@ -367,7 +367,7 @@ class Ticketing:
         """Run the outbox once (tickets, follow-ups and notices); the tickets it created (or
         joined) this time. A ticket's "filed" notice is queued in the transaction that
         records its delivery, and sent by the next ``notifier.flush``."""
-        self.redactor.add(*CounterClient.tokens())
+        self.redactor.tokens(CounterClient.tokens())
         out: list[Ticket] = []
         self.last_filed = Counter()
 

@@ -6,14 +6,24 @@ import base64
 import io
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diagnostics.model import Finding, Status
-from rma.redact import REDACTED, RedactingFilter, Redactor, is_secret_key, scrub
+from rma.redact import (
+    REDACTED,
+    RedactingFilter,
+    Redactor,
+    _trie_pattern,
+    is_secret_key,
+    scrub,
+)
 from rma.tickets import CounterRef, ProblemContext, Role, Ticket, compose, idempotency_key
 
 SECRET = "Zq7-counter-Pass!42"
@@ -416,3 +426,50 @@ def test_ordinary_words_after_a_secret_word_are_kept(text: str) -> None:
 def test_a_secret_after_a_secret_word_still_goes(text: str, secret: str) -> None:
     for out in (Redactor().text(text), scrub(text)):
         assert secret not in out and REDACTED in out, out
+
+
+def test_a_superseded_secret_pattern_is_not_kept_anywhere():
+    # a token renewed at run time recompiles the pattern of every secret; the one it
+    # replaces must go (re.compile's module cache kept each, 0.5 MB apiece at 1,000 counters)
+    import gc
+    import weakref
+
+    redactor = Redactor(
+        [f"counter-password-{i:04d}" for i in range(50)], alias_hosts=True, hosts=["gw.example"]
+    )
+    redactor.tokens(["session-token-0001"])
+    old = weakref.ref(redactor._value_re)
+    redactor.tokens(["session-token-0002"])  # the counter refused the first: renewed
+    gc.collect()
+    assert old() is None
+    out = redactor.text("pw counter-password-0007 then session-token-0002 at gw.example")
+    assert "counter-password-0007" not in out and "session-token-0002" not in out
+    assert "gw.example" not in out
+    # the refused token is no secret any more, and the pattern does not keep growing
+    assert "session-token-0001" in redactor.text("old session-token-0001")
+    assert redactor.value_count == 51
+
+
+def test_the_counters_tokens_are_scrubbed_in_every_form_and_the_configured_secrets_stay():
+    tokens = [f"{i:040x}" for i in range(1, 1001)]
+    redactor = Redactor(["hunter2-password"])
+    redactor.tokens(tokens)
+    text = (
+        f"GET /api?token={tokens[7]} json {json.dumps({'t': tokens[999]})} "
+        f"b64 {base64.b64encode(tokens[500].encode()).decode()} pw hunter2-password"
+    )
+    out = redactor.text(text)
+    for secret in (tokens[7], tokens[999], "hunter2-password"):
+        assert secret not in out
+    assert base64.b64encode(tokens[500].encode()).decode() not in out
+    assert out.count(REDACTED) == 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.sets(st.text(alphabet="ab%/+=", min_size=1, max_size=6), min_size=1, max_size=12),
+    text=st.text(alphabet="ab%/+=xy", max_size=60),
+)
+def test_the_trie_pattern_matches_as_the_longest_first_alternation_did(words, text):
+    plain = re.compile("|".join(map(re.escape, sorted(words, key=lambda s: (-len(s), s)))))
+    assert re.compile(_trie_pattern(words)).sub("#", text) == plain.sub("#", text)
