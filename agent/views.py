@@ -6,12 +6,14 @@ timeout. Snapshots are kept as the JPEGs the counter sent (a short ring per coun
 ``<state_dir>/snapshots/<serial>/``), so a one-shot ``ffc-agent check`` and the daemon see the
 same history. The reference is the configured tuning image, prepared once and kept until the
 file changes, within a memory budget: a prepared reference holds about 2 MB of rotated
-spectra, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET`` (about
-15 counters) the least recently used is let go, and prepared again (10–20 ms) only when its
-counter's view must be judged, once per new snapshot (every ``snapshot_seconds``, 900 s by
-default: at 1,000 counters about one a second, 2 % of a core, against 2 GB to keep them all;
-a reference kept pays off only if its counter's next snapshot comes before it is let go,
-which in a large fleet it rarely does, so the budget serves a small gateway whole).
+spectra and tiles, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET``
+(about four counters: a store's doors) the least recently used is let go, and prepared again
+(10–20 ms) only when its counter's view must be judged, once per new snapshot (every
+``snapshot_seconds``, 900 s by default: at 1,000 counters about one a second, 1–2 % of a core,
+against 2 GB to keep them all). A reference kept pays off only if its counter's next snapshot
+comes before it is let go, which in a fleet larger than the budget it never does (each is asked
+for once a round, in turn), so a larger budget buys a large gateway nothing but memory: 32 MiB
+of it held 16 references that were never used again.
 The cycle gathers a view without preparing its reference (``prepare=False``) and knows it by
 its file's version. Without a reference, the check learns it from the first good snapshots
 (never a blocked one) and names them in its finding, and ``keep_learned`` saves that view
@@ -40,7 +42,7 @@ from diagnostics.model import Finding
 log = logging.getLogger(__name__)
 
 KEEP = 6  # enough for the check's confirmation (3) and frozen (4) windows, plus one
-PREPARED_BUDGET = 32 * 2**20  # bytes of prepared references kept (about 15 counters)
+PREPARED_BUDGET = 8 * 2**20  # bytes of prepared references kept (about four counters)
 
 
 def _nbytes(ref: lv.Reference) -> int:
