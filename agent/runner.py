@@ -99,7 +99,7 @@ MAX_HELD_ITEMS = 100_000
 # longer than that quarter last cycle (a thousand counters: about half a timeout), the probe
 # phase gives way, down to MIN_PROBE_BUDGET, so that the cycle stays within two timeouts.
 PROBE_BUDGET = 1.75
-MIN_PROBE_BUDGET = 1.25
+MIN_PROBE_BUDGET = 1.5
 # History a cycle fetches across the fleet at most, in slots: each slot a counter sends is an
 # object until it is stored, and a thousand counters fetching five weeks at once held hundreds
 # of MB at the peak (pages glibc then keeps). A counter behind by more than a day gets its
