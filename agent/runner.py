@@ -832,6 +832,7 @@ class Runner:
         judged: list[Finding] = []
         site_findings: list[Finding] = []
         for site in self.config.sites:
+            self.models.group()
             for counter in members.get(site.code, []):
                 gathered = self.evidence(counter, now, history, prepare_reference=False)
                 judged.extend(self.counter_checks(gathered))

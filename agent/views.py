@@ -7,13 +7,13 @@ timeout. Snapshots are kept as the JPEGs the counter sent (a short ring per coun
 same history. The reference is the configured tuning image, prepared once and kept until the
 file changes, within a memory budget: a prepared reference holds about 2 MB of rotated
 spectra and tiles, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET``
-(about four counters: a store's doors) the least recently used is let go, and prepared again
+(about four counters: a store's doors) one is let go (``diagnostics.kept``: not the least
+recently used, which in a round of snapshots is the next one asked for) and prepared again
 (10–20 ms) only when its counter's view must be judged, once per new snapshot (every
 ``snapshot_seconds``, 900 s by default: at 1,000 counters about one a second, 1–2 % of a core,
-against 2 GB to keep them all). A reference kept pays off only if its counter's next snapshot
-comes before it is let go, which in a fleet larger than the budget it never does (each is asked
-for once a round, in turn), so a larger budget buys a large gateway nothing but memory: 32 MiB
-of it held 16 references that were never used again.
+against 2 GB to keep them all). In a fleet larger than the budget a kept reference pays off
+for few counters, so a larger budget buys a large gateway little but memory: 32 MiB of it,
+let go least recently used first, held 16 references that were never used again.
 The cycle gathers a view without preparing its reference (``prepare=False``) and knows it by
 its file's version. Without a reference, the check learns it from the first good snapshots
 (never a blocked one) and names them in its finding, and ``keep_learned`` saves that view
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from PIL import Image
 from agent.config import CounterConfig
 from diagnostics import liveview as lv
 from diagnostics.checks.liveview import LiveView, LiveViewBlocked, Snapshot
+from diagnostics.kept import Kept
 from diagnostics.model import Finding
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,8 @@ class LiveViews:
         self.snapshots = Path(state_dir) / "snapshots"
         self.references = Path(state_dir) / "references"
         self.keep = keep
-        self.budget = budget
-        # serial → (file stamp, prepared, its bytes), least recently used first
-        self._prepared: OrderedDict[str, tuple[Any, lv.Reference, int]] = OrderedDict()
-        self._held = 0  # bytes held by _prepared
+        # serial → its prepared reference, by file stamp (``diagnostics.kept``)
+        self._prepared: Kept[lv.Reference] = Kept(budget, _nbytes)
 
     def record(self, serial: str, at: datetime, jpeg: bytes) -> Path:
         """Keep a snapshot (atomically) and drop the oldest beyond the ring's size."""
@@ -118,28 +116,21 @@ class LiveViews:
     def _prepare(self, serial: str, path: Path) -> lv.Reference:
         """Prepared once, and again only when the file changes (its path or its mtime)."""
         stamp = (path, path.stat().st_mtime_ns)
-        cached = self._prepared.get(serial)
-        if cached is not None and cached[0] == stamp:
-            self._prepared.move_to_end(serial)
-            return cached[1]
-        prepared = lv.prepare_reference(path.read_bytes())
-        self._forget(serial)
-        size = _nbytes(prepared)
-        self._prepared[serial] = (stamp, prepared, size)
-        self._held += size
-        while self._held > self.budget and len(self._prepared) > 1:
-            self._forget(next(iter(self._prepared)))  # the least recently used
-        return prepared
+        return self._prepared.get(serial, stamp, lambda: lv.prepare_reference(path.read_bytes()))
 
-    def _forget(self, serial: str) -> None:
-        gone = self._prepared.pop(serial, None)
-        if gone is not None:
-            self._held -= gone[2]
+    @property
+    def budget(self) -> int:
+        """Bytes of prepared references kept (one larger than that is still kept in use)."""
+        return self._prepared.budget
+
+    @budget.setter
+    def budget(self, value: int) -> None:
+        self._prepared.budget = value
 
     @property
     def prepared_bytes(self) -> int:
         """Memory held by prepared references (within ``budget``, but for one)."""
-        return self._held
+        return self._prepared.held
 
     def evidence(self, counter: CounterConfig, *, prepare: bool = True) -> LiveView:
         """``extra["liveview"]`` for the live-view check: the ring's bytes and the reference.
@@ -175,8 +166,7 @@ class LiveViews:
                 stamp = (path, path.stat().st_mtime_ns)
             except OSError:
                 continue
-            held = self._prepared.get(counter.serial)
-            return None if held is not None and held[0] == stamp else (source, stamp)
+            return None if self._prepared.inputs(counter.serial) == stamp else (source, stamp)
         return None
 
     def _snapshots(self, serial: str) -> tuple[Snapshot, ...]:
@@ -193,8 +183,8 @@ class LiveViews:
 
     def _stamp(self, serial: str) -> tuple[object, ...] | None:
         """The file and version the counter's prepared reference came from, if one is held."""
-        held = self._prepared.get(serial)
-        return held[0] if held is not None else None
+        stamp = self._prepared.inputs(serial)
+        return stamp if isinstance(stamp, tuple) else None
 
     def keep_learned(self, findings: Iterable[Finding]) -> None:
         """Save the views the live-view check learned this cycle (run after the checks)."""

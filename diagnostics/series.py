@@ -19,8 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -29,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from diagnostics.calendar import SiteCalendar
+from diagnostics.kept import Kept
 from diagnostics.model import CountSlot
 
 MIN_K, MAX_K = 0.3, 1000.0  # dispersion bounds: from very bursty to practically Poisson
@@ -1126,7 +1126,7 @@ def grid_span(
 MODEL_BUDGET = 32 * 2**20  # bytes of count models kept between cycles
 
 
-class ModelCache:
+class ModelCache(Kept[CountModel]):
     """Count models kept between the agent's cycles and shared by the checks of a cycle.
 
     A ``CountModel`` is a pure function of its inputs — the counters' slots, the calendar, the
@@ -1139,43 +1139,11 @@ class ModelCache:
 
     Memory is bounded: a model holds a dozen arrays over the whole history window (about 2 MB
     for a site of ten counters over five weeks), so a gateway of a thousand counters cannot
-    keep them all. Past ``budget`` bytes the least recently used model is let go and built
-    again when it is next asked for (about 10 ms for such a site); the runner asks for one
-    site's models together, so within a cycle a model is built at most once either way.
+    keep them all. Past ``budget`` bytes a model is let go (``diagnostics.kept``: the most
+    recently used outside the site being judged, since the runner asks for the sites in the
+    same order every cycle and calls ``group`` between them) and built again when it is next
+    asked for, about 10 ms for such a site: at most once a cycle.
     """
 
     def __init__(self, budget: int = MODEL_BUDGET) -> None:
-        self.budget = budget
-        self._models: OrderedDict[Hashable, tuple[Hashable, CountModel, int]] = OrderedDict()
-        self._used: set[Hashable] = set()
-        self.built = 0
-        self.reused = 0
-        self.held = 0  # bytes of the models kept
-
-    def get(self, who: Hashable, inputs: Hashable, build: Callable[[], CountModel]) -> CountModel:
-        held = self._models.get(who)
-        if held is not None and held[0] == inputs:
-            self.reused += 1
-            model = held[1]
-            self._models.move_to_end(who)
-        else:
-            self._drop(who)  # let the outdated model go before building its successor
-            model = build()
-            size = model.nbytes
-            self._models[who] = (inputs, model, size)
-            self.held += size
-            self.built += 1
-            while self.held > self.budget and len(self._models) > 1:
-                self._drop(next(iter(self._models)))
-        self._used.add(who)
-        return model
-
-    def _drop(self, who: Hashable) -> None:
-        held = self._models.pop(who, None)
-        if held is not None:
-            self.held -= held[2]
-
-    def sweep(self) -> None:
-        for who in [k for k in self._models if k not in self._used]:
-            self._drop(who)
-        self._used = set()
+        super().__init__(budget, lambda model: model.nbytes)

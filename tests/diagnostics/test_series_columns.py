@@ -102,25 +102,45 @@ def test_model_cache_keeps_one_model_per_group_and_forgets_unused_ones():
     cache.sweep()
     assert cache.get("a", 1, _Sized) is first  # type: ignore[arg-type]
     cache.sweep()
-    assert "b" not in cache._models
+    assert "b" not in cache
     newer = cache.get("a", 2, _Sized)  # type: ignore[arg-type]
-    assert newer is not first and len(cache._models) == 1
+    assert newer is not first and len(cache) == 1
     assert cache.held == 1
 
 
-def test_model_cache_lets_the_least_recently_used_go_past_its_budget():
-    cache = ModelCache(budget=250)
-    a = cache.get("a", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
-    cache.get("b", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
-    assert cache.get("a", 1, lambda: _Sized(100)) is a  # type: ignore[arg-type, return-value]
-    cache.get("c", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
-    # 300 bytes > 250: "b" was used least recently
-    assert list(cache._models) == ["a", "c"] and cache.held == 200
-    assert cache.built == 3 and cache.reused == 1
+def test_model_cache_past_its_budget_keeps_what_a_cyclic_round_reuses():
+    cache = ModelCache(budget=250)  # room for two models of 100 bytes
+
+    def round_of(sites: str) -> None:
+        for site in sites:
+            cache.group()
+            cache.get(site, 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+
+    round_of("abcd")
+    assert cache.built == 4 and cache.held <= 250
+    round_of("abcd")
+    # every cycle asks for a, b, c, d in turn: letting the least recently used go would
+    # drop each model just before it is asked for again, and reuse none
+    assert cache.reused == 2 and cache.built == 6 and cache.held <= 250
+    # a site's own models are never let go while it is being judged
+    cache.group()
+    mine = cache.get("e1", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+    cache.get("e2", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+    cache.get("e3", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+    assert cache.get("e1", 1, lambda: _Sized(100)) is mine  # type: ignore[arg-type, return-value]
+    assert set(cache) == {"e1", "e2", "e3"}
     # one model larger than the whole budget is still kept (the checks are using it)
+    cache.group()
     big = cache.get("d", 1, lambda: _Sized(1000))  # type: ignore[arg-type, return-value]
-    assert list(cache._models) == ["d"] and cache.held == 1000
+    assert list(cache) == ["d"] and cache.held == 1000
     assert cache.get("d", 1, lambda: _Sized(1000)) is big  # type: ignore[arg-type, return-value]
+
+
+def test_model_cache_without_groups_keeps_only_the_model_just_asked_for_past_its_budget():
+    cache = ModelCache(budget=250)
+    for who in "abc":
+        cache.get(who, 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
+    assert "c" in cache and cache.held <= 250
 
 
 def test_a_model_counts_the_bytes_of_its_arrays():
