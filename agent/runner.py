@@ -450,10 +450,13 @@ class Runner:
             elapsed_s=time.monotonic() - started,
         )
 
-    def probe_all(self, now: datetime) -> dict[str, ProbeResult]:
+    def probe_all(
+        self, now: datetime, on_result: Callable[[ProbeResult], None] | None = None
+    ) -> dict[str, ProbeResult]:
         """Probe every counter with a host, under one deadline (``PROBE_BUDGET`` times the
         probe timeout, so that the whole cycle, recording and judging included, fits in about
-        twice the probe timeout).
+        twice the probe timeout). ``on_result`` sees each result in this thread once, as its
+        probe ends (the timeouts at the deadline).
 
         Counters that are still being probed at the deadline are a ``timeout`` about them;
         counters never started (more slow counters than workers) are an ``agent.probe`` error,
@@ -480,6 +483,10 @@ class Runner:
             (c.serial, lambda c=c: self.probe_counter(c, now, deadline, plans[c.serial]))
             for c in probed
         ]
+        def ended(serial: str, outcome: Any) -> None:
+            if on_result is not None and isinstance(outcome, ProbeResult):
+                on_result(outcome)
+
         done, running, unstarted = run_bounded(
             jobs,
             limit=agent.max_parallel,
@@ -487,6 +494,7 @@ class Runner:
             deadline=deadline,
             grace=min(1.0, timeout / 4),
             long=first.keys(),
+            on_done=ended,
         )
         results: dict[str, ProbeResult] = {}
         for serial, outcome in done.items():
@@ -510,6 +518,7 @@ class Runner:
             results[serial] = ProbeResult(
                 serial, [Observation.failed(serial, "api", now, failed, budget)]
             )
+            ended(serial, results[serial])
         for serial in unstarted:
             self.probe_errors.append(
                 _probe_error(
@@ -804,11 +813,30 @@ class Runner:
             return self._disk_full(now, started, exc)
 
     def _run_cycle(self, started: float, now: datetime) -> CycleResult:
-        results = self.probe_all(now)
+        # each counter's answer is recorded as its probe ends, while the others are still
+        # being probed, and its slots and snapshot are let go once stored: a thousand
+        # counters' history or snapshots are never all in memory at once
+        full: list[StoreFull] = []
+
+        def record(res: ProbeResult) -> None:
+            if full:  # the disk filled up earlier in this phase: held, in probe order
+                self._held.append((now, replace(res, snapshot=None)))
+                return
+            try:
+                self.record({res.serial: res}, now)
+            except StoreFull as exc:
+                full.append(exc)
+                return
+            res.slots, res.snapshot = [], None
+
+        results = self.probe_all(now, on_result=record)
         probed = time.monotonic()
         self.heartbeat()
         gateway = probe_gateway(self.state_dir, sink_urls=self.destinations(), now=now)
-        self.record({**results, GATEWAY: ProbeResult(GATEWAY, [gateway])}, now)
+        record(ProbeResult(GATEWAY, [gateway]))
+        if full:
+            self._hold(self._held)  # within MAX_HELD_ITEMS
+            raise full[0]
         cycle_id = self.store.begin_cycle(now)
         if self._full_since is not None:
             log.warning(

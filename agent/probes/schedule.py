@@ -38,10 +38,13 @@ def run_bounded(
     deadline: float,
     grace: float = 0.0,
     long: Collection[str] = (),
+    on_done: Callable[[str, Any], None] | None = None,
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Run ``jobs`` in daemon threads, at most ``limit`` of them younger than ``soft_s`` at
     once, until all are done or ``deadline`` (monotonic) passes. The jobs named in ``long``
     start first, at most ``limit // 2`` of them young at once while other jobs wait.
+    ``on_done(key, value)`` is called in the calling thread as each job ends (the runner
+    records a counter's answer while the others are still being probed).
 
     Returns (done: key → the job's value, or the exception it raised; keys still running at
     the deadline; keys never started). Why not a ThreadPoolExecutor: its workers are joined at
@@ -94,6 +97,8 @@ def run_bounded(
         done[key] = value
         young.discard(key)
         young_long.discard(key)
+        if on_done is not None:
+            on_done(key, value)
     # no job starts after the deadline; those running get ``grace`` to hand in what they
     # have (their own deadlines end them at the deadline, give or take the scheduler)
     end = deadline + grace
@@ -103,5 +108,7 @@ def run_bounded(
         except queue.Empty:
             break
         done[key] = value
+        if on_done is not None:
+            on_done(key, value)
     running = [k for k in started if k not in done]
     return done, running, [k for k, _ in (*todo_long, *todo)]

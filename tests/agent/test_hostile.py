@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -205,6 +205,54 @@ def test_max_parallel_slow_counters_do_not_make_the_healthy_ones_look_offline(tm
             [api] = [o for o in probed[serial_of(case)].observations if o.probe == "api"]
             assert api.error_code == "timeout"
     assert runner.probe_errors == [] and errors == []
+
+
+def test_each_answer_is_stored_while_a_hung_counter_is_still_being_probed(tmp_path):
+    hung = [Case("hung", everywhere(drip(b"", b"HTTP/1.1 200 OK\r\n" * 50)), "api", "timeout")]
+    clock = FakeClock(NOW)
+    with make_fleet(clock) as fleet, hostile_counters(hung) as servers:
+        fleet.start()
+        config = fleet_config(fleet, tmp_path / "state", hostile_entries(hung, servers, "LDN01"))
+        with Store.open(tmp_path / "state") as store:
+            runner = make_runner(config, store, clock=clock)
+            stored: dict[str, bool] = {}  # counter → stored before the probe phase ended?
+            phase_over = [False]
+            inner = store.add_slots
+
+            def add_slots(slots, arrived_at):
+                slots = list(slots)
+                for s in slots:
+                    stored.setdefault(s.counter, not phase_over[0])
+                return inner(slots, arrived_at)
+
+            store.add_slots = add_slots  # type: ignore[method-assign]
+            seen: list = []
+            inner_probe_all = runner.probe_all
+
+            def probe_all(now, on_result=None):
+                def keep(res):
+                    if on_result is not None:
+                        on_result(res)
+                    seen.append(res)
+
+                try:
+                    return inner_probe_all(now, on_result=keep)
+                finally:
+                    phase_over[0] = True
+
+            runner.probe_all = probe_all  # type: ignore[method-assign]
+            result = runner.run_cycle()
+    assert observation(result, serial_of(hung[0]), "api").error_code == "timeout"
+    assert stored == dict.fromkeys(HEALTHY, True)  # stored while the hung one was probed
+    # and once stored, a counter's slots and snapshot are not held for the rest of the cycle
+    answered = [r for r in seen if r.serial in HEALTHY]
+    assert len(answered) == 2 and all(r.slots == [] and r.snapshot is None for r in answered)
+    assert store_has_slots(tmp_path / "state", HEALTHY)
+
+
+def store_has_slots(state: Path, serials) -> bool:
+    with Store.open(state) as store:
+        return all(store.slots(s, NOW - timedelta(days=30)) for s in serials)
 
 
 def test_the_probe_phase_gives_way_to_last_cycles_judging():
