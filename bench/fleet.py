@@ -175,7 +175,7 @@ def measure(args: argparse.Namespace) -> None:
     from agent.config import parse_config
     from agent.store import Store
 
-    logging.disable(logging.INFO)  # the incident and ticket lines of each cycle
+    logging.disable(logging.WARNING)  # the incident and ticket lines of each cycle
     tmp = Path(tempfile.mkdtemp(prefix="ffc-fleet-"))
     began = time.monotonic()
     child, path = start_fleet(
@@ -209,10 +209,10 @@ def measure(args: argparse.Namespace) -> None:
                     probe = [0.0, 0.0]  # the probe phase: wall, CPU (all of this process)
                     inner = runner.probe_all
 
-                    def timed(now, inner=inner, probe=probe):
+                    def timed(now, inner=inner, probe=probe, **kw):
                         t, c = time.monotonic(), time.process_time()
                         try:
-                            return inner(now)
+                            return inner(now, **kw)
                         finally:
                             probe[:] = [time.monotonic() - t, time.process_time() - c]
 

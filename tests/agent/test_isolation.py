@@ -111,6 +111,46 @@ def test_the_outbox_check_runs_isolated_in_the_cycle(tmp_path: Path) -> None:
         assert [list(t.counters) for t in result.tickets] == [[world.serial]]
 
 
+class _Stub:
+    """A check that says what it is, or hangs until released."""
+
+    def __init__(self, name: str, release: Any = None, timeout_s: float = 5.0) -> None:
+        self.id = f"test.{name}"
+        self.release = release
+        self.timeout_s = timeout_s
+
+    def run(self, evidence: Any) -> list[Any]:
+        if self.release is not None:
+            self.release.wait(30)  # hung until the test ends
+        if self.id == "test.broken":
+            raise ValueError("a bug")
+        return [self.id]
+
+
+def test_one_turn_of_checks_survives_a_hung_one_and_a_broken_one(tmp_path: Path) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    release = threading.Event()
+    evidence = SimpleNamespace(now=NOW, site="LDN01", serial="X1")
+    checks = [
+        _Stub("first"),
+        _Stub("hung", release, timeout_s=0.3),
+        _Stub("broken"),
+        _Stub("last"),
+    ]
+    with agent(tmp_path, "ISO0001") as (_world, runner):
+        try:
+            found = runner.run_checks(evidence, checks)  # type: ignore[arg-type]
+        finally:
+            release.set()
+    assert found[0] == "test.first" and found[-1] == "test.last"
+    hung, broken = found[1], found[2]
+    assert hung.check_id == "test.hung" and "overran 0.3s" in hung.summary
+    assert broken.check_id == "test.broken" and "ValueError: a bug" in broken.summary
+    assert len(found) == 4
+
+
 # --- the live view: judged inside its check, under the check's timeout --------------------------
 
 
