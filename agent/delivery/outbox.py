@@ -491,12 +491,31 @@ class Outbox:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def items(self, *, states: Sequence[str] | None = None) -> list[Item]:
-        query = "SELECT * FROM outbox"
+    def items(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        sink: str | None = None,
+        key: str | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[Item]:
+        """The outbox's items, oldest first, of these states, destination, ticket and kinds
+        (each filter only when given). The outbox keeps every item it ever delivered: a
+        question about one ticket asks for that ticket's, not for all of them (read and
+        parsed for each ticket each cycle, those grew with every ticket ever filed)."""
+        where: list[str] = []
         args: list[Any] = []
-        if states:
-            query += f" WHERE state IN ({','.join('?' * len(states))})"
-            args += list(states)
+        for column, values in (
+            ("state", states),
+            ("sink", None if sink is None else [sink]),
+            ("key", None if key is None else [key]),
+            ("kind", kinds),
+        ):
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                args += list(values)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""  # our columns; values bound
+        query = "SELECT * FROM outbox" + clause  # noqa: S608
         rows = self.store._db.execute(query + " ORDER BY id", args).fetchall()
         return [_item(r) for r in rows]
 
@@ -946,11 +965,8 @@ class Outbox:
         body = str(item.payload["body"]).strip()
         there = sum(m.body.strip() == body for m in ticket.messages)
         sent = sum(
-            other.sink == item.sink
-            and other.key == item.key
-            and other.kind != "create"
-            and str(other.payload.get("body", "")).strip() == body
-            for other in self.items(states=(DELIVERED,))
+            other.kind != "create" and str(other.payload.get("body", "")).strip() == body
+            for other in self.items(states=(DELIVERED,), sink=item.sink, key=item.key)
         )
         return there > sent
 

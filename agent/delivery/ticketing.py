@@ -431,9 +431,9 @@ class Ticketing:
         changes: list[StatusChange] = []
         self.escalated = []
         by_name = {s.name: s for s in self.sinks}
-        for item in self.outbox.items(states=(DELIVERED,)):
+        for item in self.outbox.items(states=(DELIVERED,), kinds=("create",)):
             sink = by_name.get(item.sink)
-            if item.kind != "create" or sink is None or not item.number:
+            if sink is None or not item.number:
                 continue
             if not getattr(sink, "readable", True):
                 continue  # e-mail and webhooks cannot be read back: no status of theirs is news
@@ -515,9 +515,8 @@ class Ticketing:
         destination refused counts too: it is an ``agent.outbox`` finding, and ``tickets
         retry`` sends it again; a fresh one every cycle would pile up refusals."""
         return any(
-            i.sink == sink and i.key == key and i.payload.get("stage") == to.value
-            for i in self.outbox.items()
-            if i.kind in ("message", "status")
+            i.payload.get("stage") == to.value
+            for i in self.outbox.items(sink=sink, key=key, kinds=("message", "status"))
         )
 
     def add_task(
@@ -533,8 +532,7 @@ class Ticketing:
     def _statuses_sent(self, sink: str, key: str) -> set[str]:
         return {
             str(i.payload["status"])
-            for i in self.outbox.items(states=(DELIVERED,))
-            if i.sink == sink and i.key == key and i.kind == "status"
+            for i in self.outbox.items(states=(DELIVERED,), sink=sink, key=key, kinds=("status",))
         }
 
 

@@ -184,6 +184,22 @@ def test_follow_ups_wait_for_their_ticket_and_are_sent_once(world):
     assert filed.status == "Suggest To Close" and filed.messages[-1].body == "Recovered."
 
 
+def test_items_are_asked_for_by_ticket_destination_kind_and_state(world):
+    _store, sink, outbox = world
+    first, second = ticket("C1"), ticket("C2")
+    for t in (first, second):
+        outbox.enqueue_ticket([sink], t, incident_id=None, now=NOW)
+        outbox.enqueue_message([sink], t.key, author="a", body="b", at=NOW, now=NOW)
+    outbox.deliver([sink], NOW)
+    assert len(outbox.items()) == 4
+    mine = outbox.items(key=first.key)
+    assert [i.kind for i in mine] == ["create", "message"] and {i.key for i in mine} == {first.key}
+    assert [i.key for i in outbox.items(kinds=("create",))] == [first.key, second.key]
+    assert outbox.items(sink="elsewhere") == []
+    both = outbox.items(states=(DELIVERED,), sink=sink.name, key=second.key, kinds=("message",))
+    assert [(i.key, i.kind) for i in both] == [(second.key, "message")]
+
+
 def test_depth_and_age_per_destination(world):
     _store, sink, outbox = world
     outbox.enqueue_ticket([sink], ticket("C1"), incident_id=None, now=NOW)
