@@ -327,6 +327,7 @@ class Ticketing:
             inc = flip.incident
             if inc.ticket_key is None:
                 continue  # a ticket filed is followed up, whatever its check is called now
+            status: str | None = None  # a message alone, unless the problem healed
             if flip.to_state == RESOLVED:
                 why = flip.reason.removeprefix("recovered: ")
                 body = (

@@ -460,3 +460,44 @@ def test_the_cycle_escalates_an_incidents_ticket_once_its_first_line_runs_out(
         assert ticket.stage_since == E2E_NOW + timedelta(hours=25)
         handovers = [m for m in ticket.messages if "escalates the ticket" in m.body]
         assert len(handovers) == 1
+
+
+def test_a_problem_back_after_another_healed_in_the_same_cycle_gets_no_status(
+    tmp_path: Path,
+) -> None:
+    # the follow-up of a healed incident set "Suggest To Close"; the next flip of the same
+    # cycle, a problem back on another ticket, carried it over (or, first in the loop,
+    # crashed the cycle: its status was never set)
+    from dataclasses import replace
+
+    from agent.incidents import OPEN, RECOVERING, RESOLVED, Flip
+    from agent.store import Incident
+
+    clock = FakeClock(NOW)
+
+    def incident(n: int, key: str) -> Incident:
+        made = app.store.create_incident(
+            check_id="counter.offline", site="LDN01", subject=f"C{n}", state=OPEN,
+            code="timeout", summary=f"C{n} is offline", at=NOW, finding={}, reason="test",
+        )  # fmt: skip
+        return replace(made, ticket_key=key)
+
+    with App.open(load_config(write_config(tmp_path)), clock) as app:
+        keys = []
+        for serial in ("C1", "C2"):
+            t = make_ticket(serial=serial)
+            app.outbox.enqueue_ticket(app.sinks, t, incident_id=None, now=NOW)
+            keys.append(t.key)
+        two = incident(2, keys[1])
+        back = Flip(two, RECOVERING, OPEN, "failing again")
+        again = Flip(replace(two, summary="C2 is offline again"), RECOVERING, OPEN, "again")
+        healed = Flip(incident(1, keys[0]), RECOVERING, RESOLVED, "recovered: answers")
+        for flips in ([back], [healed, again]):
+            with app.store.transaction():
+                app.tickets.follow_up(flips, NOW)
+        sent = [(i.key, i.kind, i.payload["status"]) for i in app.outbox.items()[2:]]
+    assert sent == [
+        (keys[1], "message", None),
+        (keys[0], "status", "Suggest To Close"),
+        (keys[1], "message", None),
+    ]
