@@ -703,8 +703,8 @@ class LadderStage:
         readings = f.evidence if "camera_present" in f.evidence else (ssh[0].data if ssh else {})
         history = [
             (i.opened_at, f"{i.summary} ({i.state})")
-            for i in self.store.incidents()
-            if i.subject == counter.serial and (inc is None or i.id != inc.id)
+            for i in self.store.incidents(subject=counter.serial)
+            if inc is None or i.id != inc.id
         ]
         good = [s for s in self.store.slots(counter.serial, now - timedelta(days=7)) if s.total]
         last = (good[-1].start, good[-1].count_in, good[-1].count_out) if good else None
@@ -738,8 +738,8 @@ class LadderStage:
             key = rma.ticket_key or next(
                 (
                     i.ticket_key
-                    for i in self.store.incidents()
-                    if i.subject == rma.counter and i.ticket_key and i.opened_at >= rma.opened_at
+                    for i in self.store.incidents(subject=rma.counter)
+                    if i.ticket_key and i.opened_at >= rma.opened_at
                 ),
                 None,
             )

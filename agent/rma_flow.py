@@ -125,8 +125,8 @@ class RmaFlow:
         # exists: the counter's incident filed since is the RMA's ticket
         filed = [
             i
-            for i in self.store.incidents()
-            if i.subject == rma.counter and i.ticket_key and i.opened_at >= rma.opened_at
+            for i in self.store.incidents(subject=rma.counter)
+            if i.ticket_key and i.opened_at >= rma.opened_at
         ]
         if not filed:
             return None

@@ -971,11 +971,27 @@ class Store:
         ).fetchone()
         return _incident(row) if row else None
 
-    def incidents(self, *, open_only: bool = False) -> list[Incident]:
-        query = "SELECT * FROM incidents"
+    def incidents(
+        self,
+        *,
+        open_only: bool = False,
+        subject: str | None = None,
+        check_id: str | None = None,
+        site: str | None = None,
+    ) -> list[Incident]:
+        """Incidents, oldest first; only the open ones, or one subject's (of one check and
+        site), when asked: the table keeps every incident ever opened, and a question about
+        one counter reads that counter's."""
+        where, args = [], []
         if open_only:
-            query += " WHERE state != 'resolved'"
-        return [_incident(r) for r in self._db.execute(query + " ORDER BY id").fetchall()]
+            where.append("state != 'resolved'")
+        for column, value in (("subject", subject), ("check_id", check_id), ("site", site)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""  # our columns; values bound
+        query = "SELECT * FROM incidents" + clause + " ORDER BY id"  # noqa: S608
+        return [_incident(r) for r in self._db.execute(query, args).fetchall()]
 
     def incident(self, incident_id: int) -> Incident | None:
         row = self._db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()

@@ -310,13 +310,9 @@ class Ticketing:
 
     def earlier_ticket(self, inc: Incident) -> str | None:
         """The ticket of the last resolved incident of the same problem, if there was one."""
-        for old in reversed(self.store.incidents()):
-            if (
-                old.id != inc.id
-                and old.state == RESOLVED
-                and (old.check_id, old.site, old.subject) == (inc.check_id, inc.site, inc.subject)
-                and old.ticket_number
-            ):
+        same = self.store.incidents(subject=inc.subject, check_id=inc.check_id, site=inc.site)
+        for old in reversed(same):
+            if old.id != inc.id and old.state == RESOLVED and old.ticket_number:
                 return old.ticket_number
         return None
 

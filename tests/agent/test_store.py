@@ -81,3 +81,23 @@ def test_incident_opens_once_extends_and_resolves_with_transitions(store):
     flips = _cycle(store, T0 + timedelta(hours=1), Status.FAIL, policy=once)
     assert [f.to_state for f in flips] == ["open"]
     assert len(store.incidents()) == 2
+
+
+def test_incidents_are_asked_for_by_subject_check_and_site(store):
+    at = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
+    for check, site, subject in (
+        ("counter.offline", "LDN01", "C1"),
+        ("counter.offline", "LDN01", "C2"),
+        ("counter.counts.stopped", "LDN01", "C1"),
+        ("counter.offline", "MAN01", "C1"),
+    ):
+        store.create_incident(
+            check_id=check, site=site, subject=subject, state="open", code="x",
+            summary="s", at=at, finding={}, reason="r",
+        )  # fmt: skip
+    assert len(store.incidents()) == 4
+    assert [i.id for i in store.incidents(subject="C1")] == [1, 3, 4]
+    assert [i.id for i in store.incidents(subject="C1", check_id="counter.offline")] == [1, 4]
+    one = store.incidents(subject="C1", check_id="counter.offline", site="MAN01")
+    assert [i.id for i in one] == [4]
+    assert store.incidents(subject="C9") == []
