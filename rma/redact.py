@@ -486,28 +486,33 @@ def _trie_pattern(words: Iterable[str]) -> str:
     each position the engine follows the one branch the next character selects, instead of
     trying every word in turn, which with a thousand counters' tokens cost 20 µs a character
     of every text scrubbed. A word that is a prefix of another ends where the longer one's
-    rest is optional and greedy (``ab(?:cd)?``)."""
-    root: dict[str, Any] = {}
-    for word in words:
-        node = root
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}  # a word ends here
-    return _trie_branches(root)
+    rest is optional and greedy (``ab(?:cd)?``). Built from the sorted words, not from a tree
+    of nodes: a dict per character of 5,000 forms took 20 MiB at each recompile."""
+    ordered = sorted(set(words))
+    return _trie_node(ordered, 0, len(ordered), 0) if ordered else ""
 
 
-def _trie_branches(node: dict[str, Any]) -> str:
+def _trie_node(words: list[str], lo: int, hi: int, depth: int) -> str:
+    """The pattern of what follows ``depth`` in ``words[lo:hi]`` (sorted, sharing their first
+    ``depth`` characters)."""
+    ends = len(words[lo]) == depth  # a word that ends here sorts first
+    if ends:
+        lo += 1
     parts = []
-    for ch in sorted(k for k in node if k):
-        run, child = [ch], node[ch]
-        while len(child) == 1 and "" not in child:  # a chain with no branch: one literal
-            ((ch, child),) = child.items()
-            run.append(ch)
-        rest = _trie_branches(child)
-        if rest and "" in child:
-            rest = f"(?:{rest})?"
-        parts.append(re.escape("".join(run)) + rest)
-    return parts[0] if len(parts) == 1 else f"(?:{'|'.join(parts)})" if parts else ""
+    i = lo
+    while i < hi:
+        first, j = words[i], i + 1
+        while j < hi and words[j][depth] == first[depth]:
+            j += 1
+        last, k = words[j - 1], depth + 1  # the run they all share: first's and last's
+        while k < len(first) and k < len(last) and first[k] == last[k]:
+            k += 1
+        parts.append(re.escape(first[depth:k]) + _trie_node(words, i, j, k))
+        i = j
+    if not parts:
+        return ""
+    body = parts[0] if len(parts) == 1 else f"(?:{'|'.join(parts)})"
+    return f"(?:{body})?" if ends else body
 
 
 def _compile_uncached(pattern: str) -> re.Pattern[str]:
