@@ -10,6 +10,7 @@ exact figures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,30 +77,36 @@ def settle(condition, seconds: float = 10.0) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def hostile_runner(state: Path, cases: list[Case]) -> Iterator[tuple[Runner, Store, dict]]:
+    """A runner over ``cases`` beside the two healthy counters, its store and the servers."""
+    clock = FakeClock(NOW)
+    with make_fleet(clock) as fleet, hostile_counters(cases) as servers:
+        fleet.start()
+        config = fleet_config(fleet, state, hostile_entries(cases, servers, "LDN01"))
+        with Store.open(state) as store:
+            yield make_runner(config, store, clock=clock), store, servers
+
+
 @pytest.fixture(scope="module")
 def corpus_cycle(tmp_path_factory):
     """One cycle over the whole corpus plus two healthy counters, with its figures."""
     tmp = tmp_path_factory.mktemp("hostile")
-    clock = FakeClock(NOW)
-    with make_fleet(clock) as fleet, hostile_counters(CORPUS) as servers:
-        fleet.start()
-        config = fleet_config(fleet, tmp / "state", hostile_entries(CORPUS, servers, "LDN01"))
-        with Store.open(tmp / "state") as store:
-            runner = make_runner(config, store, clock=clock)
-            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            started = time.monotonic()
-            result = runner.run_cycle()
-            wall = time.monotonic() - started
-            rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            ports = {s.port for s in servers.values()}
-            yield {
-                "result": result,
-                "store": store,
-                "wall_s": wall,
-                "rss_growth_mib": (rss_after - rss_before) / 1024,
-                "ports": ports,
-                "redactor": runner.redactor,
-            }
+    with hostile_runner(tmp / "state", CORPUS) as (runner, store, servers):
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.monotonic()
+        result = runner.run_cycle()
+        wall = time.monotonic() - started
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        ports = {s.port for s in servers.values()}
+        yield {
+            "result": result,
+            "store": store,
+            "wall_s": wall,
+            "rss_growth_mib": (rss_after - rss_before) / 1024,
+            "ports": ports,
+            "redactor": runner.redactor,
+        }
 
 
 def observation(result, serial: str, probe: str):
@@ -209,39 +217,34 @@ def test_max_parallel_slow_counters_do_not_make_the_healthy_ones_look_offline(tm
 
 def test_each_answer_is_stored_while_a_hung_counter_is_still_being_probed(tmp_path):
     hung = [Case("hung", everywhere(drip(b"", b"HTTP/1.1 200 OK\r\n" * 50)), "api", "timeout")]
-    clock = FakeClock(NOW)
-    with make_fleet(clock) as fleet, hostile_counters(hung) as servers:
-        fleet.start()
-        config = fleet_config(fleet, tmp_path / "state", hostile_entries(hung, servers, "LDN01"))
-        with Store.open(tmp_path / "state") as store:
-            runner = make_runner(config, store, clock=clock)
-            stored: dict[str, bool] = {}  # counter → stored before the probe phase ended?
-            phase_over = [False]
-            inner = store.add_slots
+    with hostile_runner(tmp_path / "state", hung) as (runner, store, _servers):
+        stored: dict[str, bool] = {}  # counter → stored before the probe phase ended?
+        phase_over = [False]
+        inner = store.add_slots
 
-            def add_slots(slots, arrived_at):
-                slots = list(slots)
-                for s in slots:
-                    stored.setdefault(s.counter, not phase_over[0])
-                return inner(slots, arrived_at)
+        def add_slots(slots, arrived_at):
+            slots = list(slots)
+            for s in slots:
+                stored.setdefault(s.counter, not phase_over[0])
+            return inner(slots, arrived_at)
 
-            store.add_slots = add_slots  # type: ignore[method-assign]
-            seen: list = []
-            inner_probe_all = runner.probe_all
+        store.add_slots = add_slots  # type: ignore[method-assign]
+        seen: list = []
+        inner_probe_all = runner.probe_all
 
-            def probe_all(now, on_result=None):
-                def keep(res):
-                    if on_result is not None:
-                        on_result(res)
-                    seen.append(res)
+        def probe_all(now, on_result=None):
+            def keep(res):
+                if on_result is not None:
+                    on_result(res)
+                seen.append(res)
 
-                try:
-                    return inner_probe_all(now, on_result=keep)
-                finally:
-                    phase_over[0] = True
+            try:
+                return inner_probe_all(now, on_result=keep)
+            finally:
+                phase_over[0] = True
 
-            runner.probe_all = probe_all  # type: ignore[method-assign]
-            result = runner.run_cycle()
+        runner.probe_all = probe_all  # type: ignore[method-assign]
+        result = runner.run_cycle()
     assert observation(result, serial_of(hung[0]), "api").error_code == "timeout"
     assert stored == dict.fromkeys(HEALTHY, True)  # stored while the hung one was probed
     # and once stored, a counter's slots and snapshot are not held for the rest of the cycle
