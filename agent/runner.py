@@ -2,9 +2,10 @@
 
 The ticket side (compose, queue, deliver, follow up) lives in ``agent/delivery/ticketing.py``;
 the runner takes it and its other parts from the one assembly point, ``agent/app.py``.
-Every counter is probed concurrently under one deadline (``PROBE_BUDGET``, 1.75 probe
-timeouts, leaving the rest of two timeouts for recording and judging), so a hung counter costs
-one timeout in parallel with the rest, never the whole cycle. Each request ends
+Every counter is probed concurrently under one deadline (``probe_budget``: at most 1.75 probe
+timeouts, less when last cycle's recording and judging took more than the rest of two
+timeouts), so a hung counter costs one timeout in parallel with the rest, never the whole
+cycle; each counter's answer is recorded as its probe ends. Each request ends
 within the probe timeout whatever the counter does (``agent/transport/http.py``); probes run
 in daemon threads, so a stuck one never outlives the cycle's deadline in the cycle's books and
 never holds up exit or SIGTERM. A probe running longer than the probe timeout stops counting
@@ -453,10 +454,10 @@ class Runner:
     def probe_all(
         self, now: datetime, on_result: Callable[[ProbeResult], None] | None = None
     ) -> dict[str, ProbeResult]:
-        """Probe every counter with a host, under one deadline (``PROBE_BUDGET`` times the
-        probe timeout, so that the whole cycle, recording and judging included, fits in about
-        twice the probe timeout). ``on_result`` sees each result in this thread once, as its
-        probe ends (the timeouts at the deadline).
+        """Probe every counter with a host, under one deadline (``probe_budget``, so that the
+        whole cycle, recording and judging included, fits in about twice the probe timeout).
+        ``on_result`` sees each result in this thread once, as its probe ends (the timeouts
+        at the deadline).
 
         Counters that are still being probed at the deadline are a ``timeout`` about them;
         counters never started (more slow counters than workers) are an ``agent.probe`` error,
