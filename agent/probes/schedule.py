@@ -6,7 +6,7 @@ The scheduler here is the contract the runner relies on:
 - at most ``limit`` jobs younger than ``soft_s`` run at once; a job older than that (a counter
   slower than its probe timeout) frees its slot, so ``limit`` slow counters cannot starve the
   rest;
-- jobs expected to take their whole ``soft_s`` (``long``: counters that timed out last cycle)
+- jobs expected to take long (``long``: counters that were slow or timed out last cycle)
   start first, beside the others, but hold at most half of ``limit`` while others wait: their
   wait overlaps everyone else's work instead of following it (longest first is what keeps a
   batch short), and the rest always have half the slots;
