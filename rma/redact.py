@@ -251,8 +251,7 @@ class Redactor:
                 names.add(host.lower())
         self._hosts = names
         if names:
-            ordered = sorted(names, key=lambda s: (-len(s), s))
-            alternation = "|".join(map(re.escape, ordered))
+            alternation = _trie_pattern(names)
             self._host_re = _compile_uncached(rf"(?i)(?<![\w.-])(?:{alternation})(?![\w-]|\.\w)")
 
     @property
