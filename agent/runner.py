@@ -901,6 +901,7 @@ class Runner:
             )
             site_findings.extend(self.run_checks(evidence, checks=self.site_checks))
         self.views.keep_learned(judged)  # the live-view check judged, the agent saves
+        self.views.end_round()
         findings += judged + site_findings
         self.models.sweep()  # keep the models this cycle used, for the next one
         findings = fold_site_outages(findings)

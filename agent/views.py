@@ -6,14 +6,13 @@ timeout. Snapshots are kept as the JPEGs the counter sent (a short ring per coun
 ``<state_dir>/snapshots/<serial>/``), so a one-shot ``ffc-agent check`` and the daemon see the
 same history. The reference is the configured tuning image, prepared once and kept until the
 file changes, within a memory budget: a prepared reference holds about 2 MB of rotated
-spectra and tiles, and 1,000 of them would not fit a small gateway, so past ``PREPARED_BUDGET``
-(about four counters: a store's doors) one is let go (``diagnostics.kept``: not the least
-recently used, which in a round of snapshots is the next one asked for) and prepared again
-(10–20 ms) only when its counter's view must be judged, once per new snapshot (every
-``snapshot_seconds``, 900 s by default: at 1,000 counters about one a second, 1–2 % of a core,
-against 2 GB to keep them all). In a fleet larger than the budget a kept reference pays off
-for few counters, so a larger budget buys a large gateway little but memory: 32 MiB of it,
-let go least recently used first, held 16 references that were never used again.
+spectra and tiles, and 1,000 of them would not fit a small gateway. A fleet whose references
+fit ``PREPARED_BUDGET`` (about four counters: a store's doors) keeps them all; a larger one
+keeps none between rounds (``diagnostics.kept``: keeping a few of 1,000 would save a few
+preparations a round and hold the budget all cycle) and prepares a reference (10–20 ms) only
+when its counter's view must be judged, once per new snapshot (every ``snapshot_seconds``,
+900 s by default: at 1,000 counters about one a second, 1–2 % of a core, against 2 GB to keep
+them all). The runner ends a round of references once a cycle (``end_round``).
 The cycle gathers a view without preparing its reference (``prepare=False``) and knows it by
 its file's version. Without a reference, the check learns it from the first good snapshots
 (never a blocked one) and names them in its finding, and ``keep_learned`` saves that view
@@ -117,6 +116,10 @@ class LiveViews:
         """Prepared once, and again only when the file changes (its path or its mtime)."""
         stamp = (path, path.stat().st_mtime_ns)
         return self._prepared.get(serial, stamp, lambda: lv.prepare_reference(path.read_bytes()))
+
+    def end_round(self) -> None:
+        """The cycle's views are judged: keep the references only if all of them fit."""
+        self._prepared.end_round()
 
     @property
     def budget(self) -> int:

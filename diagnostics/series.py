@@ -1123,9 +1123,9 @@ def grid_span(
     return start, minutes, n
 
 
-# Bytes of count models kept between cycles: at 1,000 counters, about half the sites' models
-# with three days of history, five with five weeks. 32 MiB cost 16 MiB of RSS at three days
-# for no CPU that bench/fleet.py could tell apart from noise.
+# Bytes of count models kept between cycles: a gateway of up to about 30 counters with three
+# days of history, or 5 sites of ten over five weeks, keeps every site's model; a larger one
+# builds each site's model once a cycle and keeps none between cycles (``diagnostics.kept``).
 MODEL_BUDGET = 12 * 2**20
 
 
@@ -1142,10 +1142,11 @@ class ModelCache(Kept[CountModel]):
 
     Memory is bounded: a model holds a dozen arrays over the whole history window (about 2 MB
     for a site of ten counters over five weeks), so a gateway of a thousand counters cannot
-    keep them all. Past ``budget`` bytes a model is let go (``diagnostics.kept``: the most
-    recently used outside the site being judged, since the runner asks for the sites in the
-    same order every cycle and calls ``group`` between them) and built again when it is next
-    asked for, about 10 ms for such a site: at most once a cycle.
+    keep them all. A fleet whose models fit ``budget`` keeps them all between cycles; a larger
+    one keeps only the site being judged (the runner calls ``group`` between sites, so each
+    site's model is built once a cycle, about 10 ms for such a site, and shared by its
+    counters' checks and its own) and none between cycles: a few sites' models kept of a
+    hundred would save a few builds and hold the budget through the probe phase.
     """
 
     def __init__(self, budget: int = MODEL_BUDGET) -> None:

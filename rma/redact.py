@@ -200,7 +200,7 @@ class Redactor:
         self._lock = threading.RLock()
         self._secrets: set[str] = set()
         self._tokens: frozenset[str] = frozenset()
-        self._value_re: re.Pattern[str] | None = None
+        self._value_res: tuple[re.Pattern[str], ...] = ()
         self._alias_hosts = alias_hosts
         self._aliases: dict[str, str] = {}
         self._next = Counter[str]()
@@ -239,7 +239,8 @@ class Redactor:
         forms: set[str] = set()
         for secret in self._secrets | self._tokens:
             forms |= _encoded_forms(secret)
-        self._value_re = _compile_uncached(_trie_pattern(forms)) if forms else None
+        self._value_res = ()  # the old pieces go before the new ones are compiled
+        self._value_res = _value_patterns(forms)
 
     def _add_hosts(self, hosts: Iterable[str]) -> None:
         names = set()
@@ -277,8 +278,8 @@ class Redactor:
         if not s:
             return s
         with self._lock:
-            if self._value_re is not None:
-                s = self._sub(self._value_re, lambda m: REDACTED, s, "by_value")
+            if self._value_res:
+                s = self._by_value(s)
             s = _patterns(s, self._counts)
             if self._alias_hosts:
                 s = self._alias(s)
@@ -341,11 +342,16 @@ class Redactor:
         with self._lock:
             self._counts[rule] += n
 
-    def _sub(self, pattern: re.Pattern[str], repl: Any, s: str, rule: str) -> str:
-        s, n = pattern.subn(repl, s)
-        if n:
-            self._counts[rule] += n
-        return s
+    def _by_value(self, s: str) -> str:
+        spans = _value_spans(self._value_res, s)
+        if not spans:
+            return s
+        self._counts["by_value"] += len(spans)
+        out, pos = [], 0
+        for start, end in spans:
+            out += [s[pos:start], REDACTED]
+            pos = end
+        return "".join(out) + s[pos:]
 
     def _alias_of(self, kind: str, value: str) -> str:
         alias = self._aliases.get(value)
@@ -476,6 +482,48 @@ def _long_enough(values: Iterable[str]) -> set[str]:
     return {
         v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH and v != REDACTED
     }
+
+
+# Forms per compiled piece of the secret values' pattern. ``re``'s parser takes about 2.6 KB a
+# form while it compiles: a thousand counters' tokens (about 5,000 forms) in one pattern took
+# 13 MiB of Python objects (20-25 MiB of RSS) at each recompile, the agent's memory peak at
+# 1,000 counters (``bench/fleet.py``). In pieces of 512 a recompile peaks at about 1.3 MiB.
+VALUE_PIECE = 512
+
+
+def _value_patterns(forms: Iterable[str], piece: int = VALUE_PIECE) -> tuple[re.Pattern[str], ...]:
+    """The secret values' pattern, in pieces of ``piece`` forms (each a trie of its own)."""
+    ordered = sorted(set(forms))
+    return tuple(
+        _compile_uncached(_trie_pattern(ordered[i : i + piece]))
+        for i in range(0, len(ordered), piece)
+    )
+
+
+def _value_spans(patterns: Iterable[re.Pattern[str]], s: str) -> list[tuple[int, int]]:
+    """Where any piece finds a form in ``s``, overlapping finds merged, in order.
+
+    Each piece is searched from every place a form may start, not only after its last find:
+    a piece alone does not know what the others matched, and one pattern would have taken,
+    at each place, the longest form of all. So the union covers at least what one pattern
+    of every form covers, and nothing that is not a form."""
+    found = []
+    for rx in patterns:
+        m = rx.search(s)
+        while m is not None:
+            found.append((m.start(), m.end()))
+            m = rx.search(s, m.start() + 1)
+    if not found:
+        return []
+    found.sort()
+    merged = [found[0]]
+    for start, end in found[1:]:
+        last_start, last_end = merged[-1]
+        if start < last_end:
+            merged[-1] = (last_start, max(last_end, end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _trie_pattern(words: Iterable[str]) -> str:

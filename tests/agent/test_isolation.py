@@ -219,15 +219,31 @@ def test_prepared_references_stay_within_their_memory_budget(tmp_path: Path) -> 
         one = views.reference(counters[0])[0]
         assert one is not None
         views.budget = 2 * views.prepared_bytes + 1  # room for two prepared references
+        views.end_round()  # the round of one fitted: it is kept
+        assert views.reference(counters[0])[0] is one
         kept = [views.reference(c)[0] for c in counters]
         assert views.prepared_bytes <= views.budget
-        assert views.reference(counters[3])[0] is kept[3]  # the one just used is kept
-        # in a round of counters the least recently used is the next one asked for: it
-        # stays, and the one used most recently before is let go ...
-        assert views.reference(counters[0])[0] is kept[0]
+        # four do not fit two: past the budget only the one in use is held ...
+        assert views.reference(counters[3])[0] is kept[3] and views.prepared_bytes < views.budget
         again = views.reference(counters[2])[0]
-        assert again is not kept[2] and again is not None  # ... and is prepared again, the same
+        assert again is not kept[2] and again is not None  # ... the others are prepared again
         assert again.spectra.shape == one.spectra.shape
+        # ... and none is kept between rounds, where it would hold the budget for nothing
+        views.end_round()
+        assert views.prepared_bytes == 0
+        assert views.reference(counters[1])[0] is not None
+        assert views.prepared_bytes == _nbytes_of(one)
+        # a round that fits keeps its references again
+        views.end_round()
+        assert views.prepared_bytes == _nbytes_of(one)
+        views.end_round()
+        assert views.reference(counters[1])[0] is views.reference(counters[1])[0]
+
+
+def _nbytes_of(reference: Any) -> int:
+    from agent.views import _nbytes
+
+    return _nbytes(reference)
 
 
 # --- the bundle is built before the incident transaction; only the enqueue is inside ------------

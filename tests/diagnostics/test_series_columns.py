@@ -108,20 +108,41 @@ def test_model_cache_keeps_one_model_per_group_and_forgets_unused_ones():
     assert cache.held == 1
 
 
-def test_model_cache_past_its_budget_keeps_what_a_cyclic_round_reuses():
-    cache = ModelCache(budget=250)  # room for two models of 100 bytes
+def _round(cache: ModelCache, sites: str, size: int = 100, inputs: int = 1) -> None:
+    """One cycle's round: each site's model in turn, then the sweep."""
+    for site in sites:
+        cache.group()
+        cache.get(site, inputs, lambda: _Sized(size))  # type: ignore[arg-type, return-value]
+    cache.sweep()
 
-    def round_of(sites: str) -> None:
-        for site in sites:
-            cache.group()
-            cache.get(site, 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
 
-    round_of("abcd")
-    assert cache.built == 4 and cache.held <= 250
-    round_of("abcd")
-    # every cycle asks for a, b, c, d in turn: letting the least recently used go would
-    # drop each model just before it is asked for again, and reuse none
-    assert cache.reused == 2 and cache.built == 6 and cache.held <= 250
+def test_model_cache_keeps_a_round_that_fits_whole():
+    cache = ModelCache(budget=400)  # room for four models of 100 bytes
+    _round(cache, "abcd")
+    _round(cache, "abcd")
+    assert cache.built == 4 and cache.reused == 4 and set(cache) == set("abcd")
+
+
+def test_model_cache_keeps_nothing_of_a_round_that_does_not_fit_between_rounds():
+    cache = ModelCache(budget=250)  # room for two models of 100 bytes, asked for four
+    held: list[int] = []
+    inner = cache.get
+
+    def get(who, inputs, build):  # type: ignore[no-untyped-def]
+        value = inner(who, inputs, build)
+        held.append(cache.held)
+        return value
+
+    cache.get = get  # type: ignore[method-assign]
+    _round(cache, "abcd")
+    # the first round keeps what fits until it overflows, then only the site being judged
+    assert held == [100, 200, 100, 100] and len(cache) == 0 and cache.held == 0
+    held.clear()
+    _round(cache, "abcd")
+    # every cycle asks for a, b, c, d in turn: a partial keep would save one build of four
+    # and hold the whole budget through the probe phase; the next round keeps only its group
+    assert held == [100, 100, 100, 100] and len(cache) == 0
+    assert cache.built == 8 and cache.reused == 0
     # a site's own models are never let go while it is being judged
     cache.group()
     mine = cache.get("e1", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
@@ -129,18 +150,31 @@ def test_model_cache_past_its_budget_keeps_what_a_cyclic_round_reuses():
     cache.get("e3", 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
     assert cache.get("e1", 1, lambda: _Sized(100)) is mine  # type: ignore[arg-type, return-value]
     assert set(cache) == {"e1", "e2", "e3"}
-    # one model larger than the whole budget is still kept (the checks are using it)
     cache.group()
+    assert len(cache) == 0
+    # one model larger than the whole budget is still kept (the checks are using it)
     big = cache.get("d", 1, lambda: _Sized(1000))  # type: ignore[arg-type, return-value]
     assert list(cache) == ["d"] and cache.held == 1000
     assert cache.get("d", 1, lambda: _Sized(1000)) is big  # type: ignore[arg-type, return-value]
+
+
+def test_model_cache_keeps_again_once_the_round_fits():
+    cache = ModelCache(budget=250)
+    _round(cache, "abcd")
+    _round(cache, "ab")  # the fleet shrank: this round fits, but started thrifty
+    assert list(cache) == ["b"]  # the last group, held when the round ended, stays
+    _round(cache, "ab")  # and the next one keeps it whole
+    assert set(cache) == {"a", "b"}
+    reused = cache.reused
+    _round(cache, "ab")
+    assert cache.reused == reused + 2
 
 
 def test_model_cache_without_groups_keeps_only_the_model_just_asked_for_past_its_budget():
     cache = ModelCache(budget=250)
     for who in "abc":
         cache.get(who, 1, lambda: _Sized(100))  # type: ignore[arg-type, return-value]
-    assert "c" in cache and cache.held <= 250
+    assert list(cache) == ["c"] and cache.held == 100
 
 
 def test_a_model_counts_the_bytes_of_its_arrays():

@@ -21,6 +21,8 @@ from rma.redact import (
     RedactingFilter,
     Redactor,
     _trie_pattern,
+    _value_patterns,
+    _value_spans,
     is_secret_key,
     scrub,
 )
@@ -438,7 +440,7 @@ def test_a_superseded_secret_pattern_is_not_kept_anywhere():
         [f"counter-password-{i:04d}" for i in range(50)], alias_hosts=True, hosts=["gw.example"]
     )
     redactor.tokens(["session-token-0001"])
-    old = weakref.ref(redactor._value_re)
+    old = weakref.ref(redactor._value_res[0])
     redactor.tokens(["session-token-0002"])  # the counter refused the first: renewed
     gc.collect()
     assert old() is None
@@ -473,3 +475,26 @@ def test_the_counters_tokens_are_scrubbed_in_every_form_and_the_configured_secre
 def test_the_trie_pattern_matches_as_the_longest_first_alternation_did(words, text):
     plain = re.compile("|".join(map(re.escape, sorted(words, key=lambda s: (-len(s), s)))))
     assert re.compile(_trie_pattern(words)).sub("#", text) == plain.sub("#", text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.sets(st.text(alphabet="ab%/+=", min_size=1, max_size=6), min_size=1, max_size=12),
+    text=st.text(alphabet="ab%/+=xy", max_size=60),
+    piece=st.integers(min_value=1, max_value=4),
+)
+def test_the_pattern_in_pieces_scrubs_all_one_pattern_would_and_only_forms(words, text, piece):
+    def mask(spans):
+        out = [False] * len(text)
+        for a, b in spans:
+            out[a:b] = [True] * (b - a)
+        return out
+
+    one = re.compile(_trie_pattern(words))
+    whole = mask((m.start(), m.end()) for m in one.finditer(text))
+    pieces = mask(_value_spans(_value_patterns(words, piece), text))
+    anywhere = mask(
+        (i, i + len(w)) for w in words for i in range(len(text)) if text.startswith(w, i)
+    )
+    assert all(p or not w for w, p in zip(whole, pieces, strict=True))  # at least as much
+    assert all(a or not p for p, a in zip(pieces, anywhere, strict=True))  # and only forms
