@@ -531,7 +531,8 @@ class CountModel:
     """Everything the count checks judge, built once for a site (or a counter and its peers).
 
     Two passes: baselines from everything, then zero runs and level shifts flagged with them,
-    then baselines again without the flagged days. ``peers[i]`` lists the rows that are
+    then baselines again without the flagged days (when any day was flagged: most sites have
+    none, and a second pass over the same slots would fit the same baselines). ``peers[i]`` lists the rows that are
     counter ``i``'s peers (same group, else same site).
     """
 
@@ -561,16 +562,20 @@ class CountModel:
         self.zero_mask = np.zeros_like(self.present)
         self._bad = np.zeros_like(self.present)
         self._fit(usable)
+        self._shifts: dict[int, list[Shift]] = {}  # each counter's, once judged on this fit
         faulty = self.zero_mask.copy()
         for i in range(size):
             for s in self.shifts(i):
                 faulty[i, s.first : s.last + 1] = True
         self.faulty_days = [set(np.unique(g.day[faulty[i]]).tolist()) for i in range(size)]
+        if not any(self.faulty_days):
+            return  # nothing to leave out: the second pass would fit exactly the first again
         bad = np.zeros_like(self.present)
         for i in range(size):
             if self.faulty_days[i]:
                 bad[i] = np.isin(g.day, list(self.faulty_days[i]))
         self._bad = bad
+        self._shifts = {}
         self._fit(usable & ~bad)
 
     @property
@@ -828,6 +833,12 @@ class CountModel:
         Without peers the counter is compared with its own baseline, a noisier yardstick that
         the fitted variance makes correspondingly cautious.
         """
+        found = self._shifts.get(i)
+        if found is None:
+            found = self._shifts[i] = self._find_shifts(i)
+        return list(found)
+
+    def _find_shifts(self, i: int) -> list[Shift]:
         p = self.params
         g = self.grid
         ok = self.present[i] & np.isfinite(self.expected[i]) & (self.expected[i] > 0)
