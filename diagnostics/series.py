@@ -150,6 +150,11 @@ class Grid:
         ``day_bounds[j]`` to ``day_bounds[j + 1] - 1``."""
         return np.concatenate([[0], np.flatnonzero(np.diff(self.day)) + 1, [self.n]])
 
+    @functools.cached_property
+    def cumulative_open(self) -> np.ndarray:
+        """``open_regular`` summed up to each slot, a zero first."""
+        return np.concatenate([[0.0], np.cumsum(self.open_regular)])
+
     def at(self, i: int) -> datetime:
         return self.start + timedelta(minutes=self.minutes * int(i))
 
@@ -499,6 +504,19 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D array, the same value without its general machinery: the
+    detectors take a few hundred medians of small arrays for every site, every cycle."""
+    n = values.size
+    if n == 0 or np.isnan(values).any():
+        return math.nan
+    k = n // 2
+    if n % 2:
+        return float(np.partition(values, k)[k])
+    part = np.partition(values, (k - 1, k))
+    return float((part[k - 1] + part[k]) / 2)
+
+
 def _cusum(increments: np.ndarray) -> np.ndarray:
     """S_t = max(0, S_{t-1} + x_t) without a Python loop: the walk minus its running minimum."""
     walk = np.concatenate([[0.0], np.cumsum(increments)])
@@ -593,6 +611,10 @@ class CountModel:
     def _fit(self, usable: np.ndarray) -> None:
         """Baselines and dispersion from the usable slots, then the zero runs they imply."""
         g = self.grid
+        # per counter, what the detectors ask for again and again: built once a fit
+        self._mu: dict[int, np.ndarray] = {}
+        self._cum_mu: dict[int, np.ndarray] = {}
+        self._cum_peers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # and how often this slot of the week was empty in earlier weeks: a floor under the NB
         # chance of a zero where the counts are zero-inflated (a late hour that is busy on a
         # few days and empty on most)
@@ -649,8 +671,8 @@ class CountModel:
         if keep.sum() < 5:
             return 1.0 / 0.25  # too little to tell: a share that varies by ±50 %
         z = np.log((x[keep] + 0.5) / (ex[keep] * level[keep]))
-        mad = 1.4826 * float(np.median(np.abs(z - np.median(z))))
-        tau2 = min(2.0, max(0.005, mad * mad - float(np.median(v0[keep]))))
+        mad = 1.4826 * _median(np.abs(z - _median(z)))
+        tau2 = min(2.0, max(0.005, mad * mad - _median(v0[keep])))
         return 1.0 / tau2
 
     def _peer_totals(self, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -684,9 +706,22 @@ class CountModel:
         return self.arrays.serials.index(serial)
 
     def mu(self, i: int) -> np.ndarray:
-        """The counter's expected count per slot inside regular hours; 0 where unknown."""
-        e = np.where(np.isfinite(self.expected[i]), self.expected[i], 0.0)
-        return e * (self.grid.open_regular > 0)
+        """The counter's expected count per slot inside regular hours; 0 where unknown.
+        Read-only: the same array is handed to every caller."""
+        out = self._mu.get(i)
+        if out is None:
+            e = np.where(np.isfinite(self.expected[i]), self.expected[i], 0.0)
+            out = self._mu[i] = e * (self.grid.open_regular > 0)
+            out.flags.writeable = False
+        return out
+
+    def _cumulative_mu(self, i: int) -> np.ndarray:
+        """``mu(i)`` summed up to each slot, a zero first: the sum over first..last is
+        ``c[last + 1] - c[first]``."""
+        out = self._cum_mu.get(i)
+        if out is None:
+            out = self._cum_mu[i] = np.concatenate([[0.0], np.cumsum(self.mu(i))])
+        return out
 
     def peer_factor(
         self, i: int, first: npt.ArrayLike, last: npt.ArrayLike
@@ -699,9 +734,14 @@ class CountModel:
         if self.peers[i].size == 0:
             zero = np.zeros(lo.shape)
             return np.ones(lo.shape), zero, zero
-        obs, exp = self._peers_all[0][i], self._peers_all[1][i]
-        cobs = np.concatenate([[0.0], np.cumsum(obs)])
-        cexp = np.concatenate([[0.0], np.cumsum(exp)])
+        sums = self._cum_peers.get(i)
+        if sums is None:
+            obs, exp = self._peers_all[0][i], self._peers_all[1][i]
+            sums = self._cum_peers[i] = (
+                np.concatenate([[0.0], np.cumsum(obs)]),
+                np.concatenate([[0.0], np.cumsum(exp)]),
+            )
+        cobs, cexp = sums
         o = cobs[hi + 1] - cobs[lo]
         e = cexp[hi + 1] - cexp[lo]
         a = self.params.peer_prior
@@ -805,8 +845,8 @@ class CountModel:
         firsts = np.array([lo + a for a, _ in found])
         lasts = np.array([lo + b for _, b in found])
         factor, _, _ = self.peer_factor(i, firsts, lasts)
-        cmu = np.concatenate([[0.0], np.cumsum(self.mu(i))])
-        copen = np.concatenate([[0.0], np.cumsum(self.grid.open_regular)])
+        cmu = self._cumulative_mu(i)
+        copen = self.grid.cumulative_open
         return [
             Gap(
                 first=int(f),
@@ -888,9 +928,9 @@ class CountModel:
             clean = np.ones_like(clean)
         days = g.day[first_slot]
         inverse, sizes = _runs_of_equal(days[clean])
-        z = z - float(np.median(np.bincount(inverse, weights=z[clean]) / sizes))
-        mad = 1.4826 * np.median(np.abs(z[clean] - np.median(z[clean])))
-        var = v0 + max(0.0, mad * mad - float(np.median(v0[clean])))
+        z = z - _median(np.bincount(inverse, weights=z[clean]) / sizes)
+        mad = 1.4826 * _median(np.abs(z[clean] - _median(z[clean])))
+        var = v0 + max(0.0, mad * mad - _median(v0[clean]))
         u = z / np.sqrt(var)
         # How much blocks move together depends on the time scale: the blocks of a day share
         # the day's traffic, and days themselves drift together for a while (weather, a busy
@@ -1094,7 +1134,7 @@ def _inflation(u: np.ndarray, groupings: Sequence[tuple[np.ndarray, int]]) -> fl
             continue
         sizes = np.diff(np.append(starts, group.size))
         sums = np.add.reduceat(u, starts) / np.sqrt(sizes)
-        spread = 1.4826 * float(np.median(np.abs(sums - np.median(sums))))
+        spread = 1.4826 * _median(np.abs(sums - _median(sums)))
         worst = max(worst, spread * spread)
     return worst
 
