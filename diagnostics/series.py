@@ -232,14 +232,16 @@ class SlotColumns:
     minutes, IN and OUT. The store reads them straight into arrays, with no object per slot.
 
     The agent keeps five weeks of these for every counter between cycles (``agent.counts``), so
-    they are held narrow: 20 bytes a slot, not 32. Counts are whole numbers of at most a million
-    a slot (``counter_format.MAX_COUNT``), which float32 holds exactly (to 2**24), and a length
-    fits int32; the models widen them to float64 on their grid."""
+    they are held in the narrowest type that holds them exactly: 9 bytes a slot where they fit
+    (start as unsigned 32-bit seconds, to 2106; length a byte; counts to 65,535 a slot in 16
+    bits), up to 20 where they do not (64-bit starts, 32-bit lengths, counts to a million,
+    ``counter_format.MAX_COUNT``, as float32, exact to 2**24). A thousand counters' month took
+    43 MB at 20 bytes a slot. The models widen them to float64 on their grid."""
 
-    start: np.ndarray  # int64
-    minutes: np.ndarray  # int32
-    cin: np.ndarray  # float32
-    cout: np.ndarray  # float32
+    start: np.ndarray  # uint32 or int64
+    minutes: np.ndarray  # uint8 or int32
+    cin: np.ndarray  # uint16 or float32
+    cout: np.ndarray  # uint16 or float32
 
     @classmethod
     def empty(cls) -> SlotColumns:
@@ -249,12 +251,13 @@ class SlotColumns:
     def of(
         cls, start: npt.ArrayLike, minutes: npt.ArrayLike, cin: npt.ArrayLike, cout: npt.ArrayLike
     ) -> SlotColumns:
-        """From any sequences or arrays, in the held dtypes."""
+        """From any sequences or arrays, each in the narrowest of the held types that holds
+        it exactly."""
         return cls(
-            np.asarray(start, dtype=np.int64),
-            np.asarray(minutes, dtype=np.int32),
-            np.asarray(cin, dtype=np.float32),
-            np.asarray(cout, dtype=np.float32),
+            _narrow(np.asarray(start, dtype=np.int64), np.uint32),
+            _narrow(np.asarray(minutes, dtype=np.int32), np.uint8),
+            _narrow(np.asarray(cin, dtype=np.float32), np.uint16),
+            _narrow(np.asarray(cout, dtype=np.float32), np.uint16),
         )
 
     @classmethod
@@ -293,7 +296,7 @@ class SlotColumns:
         def take(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return np.concatenate([a, b])[pick]
 
-        return SlotColumns(
+        return SlotColumns.of(
             start[pick],
             take(newer.minutes, self.minutes),
             take(newer.cin, self.cin),
@@ -338,6 +341,21 @@ class SlotColumns:
                 strict=True,
             )
         )
+
+
+def _narrow(values: np.ndarray, narrow: type[np.unsignedinteger]) -> np.ndarray:
+    """``values`` as ``narrow`` when that holds every one of them exactly (whole numbers in
+    its range), else as they are."""
+    if values.dtype == narrow:
+        return values
+    info = np.iinfo(narrow)
+    if values.size == 0 or (
+        values.min() >= info.min
+        and values.max() <= info.max
+        and (values.dtype.kind in "iu" or bool(np.all(np.floor(values) == values)))
+    ):
+        return values.astype(narrow)
+    return values
 
 
 # --- baselines -------------------------------------------------------------------------------
@@ -550,8 +568,8 @@ class CountModel:
 
     Two passes: baselines from everything, then zero runs and level shifts flagged with them,
     then baselines again without the flagged days (when any day was flagged: most sites have
-    none, and a second pass over the same slots would fit the same baselines). ``peers[i]`` lists the rows that are
-    counter ``i``'s peers (same group, else same site).
+    none, and a second pass over the same slots would fit the same baselines). ``peers[i]``
+    lists the rows that are counter ``i``'s peers (same group, else same site).
     """
 
     def __init__(

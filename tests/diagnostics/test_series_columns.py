@@ -186,14 +186,34 @@ def test_a_model_counts_the_bytes_of_its_arrays():
 
 
 def test_slot_columns_are_held_narrow_and_widen_exactly():
+    # the usual month: 9 bytes a slot
+    usual = SlotColumns.of([1_800_000_000, 1_800_000_900], [15, 15], [65_535, 3], [0, 7])
+    assert [a.dtype for a in (usual.start, usual.minutes, usual.cin, usual.cout)] == [
+        np.uint32,
+        np.uint8,
+        np.uint16,
+        np.uint16,
+    ]
+    # what does not fit stays wide, exactly: a count past 16 bits, a start past 2106
     huge = 1_000_000  # counter_format.MAX_COUNT
-    cols = SlotColumns.of([0, 900], [15, 15], [huge, 3], [0, 7])
-    assert (cols.minutes.dtype, cols.cin.dtype, cols.start.dtype) == (
+    cols = SlotColumns.of([0, 2**33], [15, 1440], [huge, 3], [0.5, 7])
+    assert (cols.start.dtype, cols.minutes.dtype, cols.cin.dtype, cols.cout.dtype) == (
+        np.int64,
         np.int32,
         np.float32,
-        np.int64,
+        np.float32,
     )
     assert cols.cin.tolist() == [huge, 3.0] and cols.slots("X")[0].count_in == huge
+    assert cols.start.tolist() == [0, 2**33] and cols.minutes.tolist() == [15, 1440]
+    # merging keeps the narrowest type that holds the result
+    merged = usual.merged(SlotColumns.of([1_800_001_800], [15], [70_000], [1]))
+    assert merged.cin.dtype == np.float32 and merged.cin.tolist() == [65_535, 3, 70_000]
+    assert merged.cout.dtype == np.uint16 and merged.start.dtype == np.uint32
+    # and the models widen them to the same float64 counts
+    arrays = CountArrays.from_columns(
+        {"A": usual}, CAL, now=datetime.fromtimestamp(1_800_002_000, UTC)
+    )
+    assert arrays.cin[0].tolist() == [65_535.0, 3.0] and arrays.cout.dtype == np.float64
 
 
 def test_a_site_and_its_counters_share_one_model_when_every_peer_is_everyone_else():
