@@ -245,7 +245,8 @@ class SlotColumns:
 
     @classmethod
     def empty(cls) -> SlotColumns:
-        return cls.of([], [], [], [])
+        """No slots: one shared, read-only instance (asked for as a default everywhere)."""
+        return _NO_SLOTS
 
     @classmethod
     def of(
@@ -356,6 +357,15 @@ def _narrow(values: np.ndarray, narrow: type[np.unsignedinteger]) -> np.ndarray:
     ):
         return values.astype(narrow)
     return values
+
+
+def _read_only(columns: SlotColumns) -> SlotColumns:
+    for a in (columns.start, columns.minutes, columns.cin, columns.cout):
+        a.flags.writeable = False
+    return columns
+
+
+_NO_SLOTS = _read_only(SlotColumns.of([], [], [], []))
 
 
 # --- baselines -------------------------------------------------------------------------------
