@@ -129,7 +129,11 @@ class Event:
 
     ``detail``: what distinguishes this event — the new status, the message body, the SLA due
     time. ``ref`` (optional) tells apart two events whose detail is the same, such as two equal
-    messages at different times. ``site`` defaults to the ticket's site.
+    messages at different times. ``site`` defaults to the ticket's site. A store's ask is the
+    exception: its detail is the wording of the ask, which follows the latest finding (a
+    covered view's share of the frame, a kind told apart differently from one snapshot to the
+    next), so its key is the ticket and the time the ticket follows (``ref``), and the store is
+    asked once per held problem however the wording moves.
     """
 
     kind: NotifyEvent
@@ -153,7 +157,8 @@ class Event:
     @property
     def key(self) -> str:
         """Stable across restarts and gateways: the same event always has the same key."""
-        digest = hashlib.sha256(f"{self.detail}\n{self.ref}".encode()).hexdigest()[:16]
+        said = "" if self.kind == "store_action" else self.detail
+        digest = hashlib.sha256(f"{said}\n{self.ref}".encode()).hexdigest()[:16]
         return f"{self.ticket.key}.{self.kind}.{digest}"
 
     # --- the four events, as the runner meets them
@@ -188,8 +193,8 @@ class Event:
     @classmethod
     def store_action(cls, ticket: Ticket, at: datetime, ask: str) -> Event:
         """The store is asked to fix something itself (``ask``); ``ticket`` is the one that
-        would be filed, not filed yet: it follows if the problem stays."""
-        return cls("store_action", ticket, at, detail=ask)
+        would be filed, not filed yet: it follows if the problem stays (at ``at``)."""
+        return cls("store_action", ticket, at, detail=ask, ref=at.astimezone(UTC).isoformat())
 
     @classmethod
     def sla_overdue(cls, ticket: Ticket, at: datetime) -> Event:

@@ -287,6 +287,12 @@ def test_an_event_key_is_stable_and_tells_events_apart() -> None:
     }
     assert len(keys) == 5
     assert all(k.startswith(ticket.key + ".") for k in keys)
+    # the store is asked once per held problem, however the latest finding words it
+    until = NOW + timedelta(minutes=30)
+    covered = Event.store_action(ticket, until, "live view covered (84% of the view) ...")
+    moved = Event.store_action(ticket, until, "live view moved (86% of the view) ...")
+    assert covered.key == moved.key and covered.key not in keys
+    assert Event.store_action(ticket, until + timedelta(minutes=5), "x").key != covered.key
     with pytest.raises(ValueError, match="kind"):
         Event("escalated", ticket, NOW)  # type: ignore[arg-type]
     assert sla_due(ticket) == ticket.created_at + timedelta(days=1)  # a Technical Issue
