@@ -287,9 +287,34 @@ class SlotColumns:
         return SlotColumns(self.start[cut:], self.minutes[cut:], self.cin[cut:], self.cout[cut:])
 
     def merged(self, newer: SlotColumns) -> SlotColumns:
-        """These slots updated by ``newer``: a slot in both takes the newer counts."""
+        """These slots updated by ``newer``: a slot in both takes the newer counts.
+
+        Every cycle a counter sends its latest slot again, most often unchanged, and the next
+        one after the others: those two cases cost a lookup and an append, not a sort of the
+        whole window (``self`` itself comes back when nothing changed)."""
         if not len(newer):
             return self
+        if len(self):
+            at = np.minimum(np.searchsorted(self.start, newer.start), len(self) - 1)
+            if (
+                np.array_equal(self.start[at], newer.start)
+                and np.array_equal(self.minutes[at], newer.minutes)
+                and np.array_equal(self.cin[at], newer.cin)
+                and np.array_equal(self.cout[at], newer.cout)
+            ):
+                return self  # every one held already, with the same counts
+            rising = bool(np.all(newer.start[1:] > newer.start[:-1]))  # no diff: unsigned
+            if rising and newer.start[0] > self.start[-1]:
+                return SlotColumns.of(
+                    *(
+                        np.concatenate([a, b])
+                        for a, b in zip(
+                            (self.start, self.minutes, self.cin, self.cout),
+                            (newer.start, newer.minutes, newer.cin, newer.cout),
+                            strict=True,
+                        )
+                    )
+                )
         start = np.concatenate([newer.start, self.start])
         # np.unique keeps the first occurrence of each start: the newer one
         _, pick = np.unique(start, return_index=True)  # sorted by start

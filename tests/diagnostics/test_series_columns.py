@@ -4,6 +4,8 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diagnostics.calendar import Hours, SiteCalendar
 from diagnostics.checks import CounterEvidence, SiteEvidence, checks_for
@@ -239,3 +241,40 @@ def test_a_site_and_its_counters_share_one_model_when_every_peer_is_everyone_els
         judged(counter_checks, evidence(data, columns=True, models=cache))
         assert judged(site_checks, site(groups, cache)) == plain  # the same judgement
         assert cache.built == models
+
+
+def _sorted_merge(old: SlotColumns, newer: SlotColumns) -> SlotColumns:
+    """What merging means: every start once, the newer counts where both have it."""
+    start = np.concatenate([newer.start, old.start]).astype(np.int64)
+    _, pick = np.unique(start, return_index=True)
+
+    def take(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, b])[pick]
+
+    return SlotColumns.of(
+        start[pick],
+        take(newer.minutes, old.minutes),
+        take(newer.cin, old.cin),
+        take(newer.cout, old.cout),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    held=st.lists(st.integers(0, 40), unique=True, max_size=12).map(sorted),
+    new=st.lists(st.integers(0, 45), max_size=4),
+    counts=st.lists(st.integers(0, 70_000), min_size=32, max_size=32),
+    resend=st.booleans(),
+)
+def test_merging_slots_is_a_sorted_merge_with_the_newer_counts(held, new, counts, resend):
+    n = len(held)
+    old = SlotColumns.of([s * 900 for s in held], [15] * n, counts[:n], counts[12 : 12 + n])
+    if resend and n:  # the latest slots sent again, unchanged: the same columns come back
+        again = SlotColumns.of(old.start[-2:], old.minutes[-2:], old.cin[-2:], old.cout[-2:])
+        assert old.merged(again) is old
+    m = len(new)
+    newer = SlotColumns.of([s * 900 for s in new], [15] * m, counts[24 : 24 + m], [1] * m)
+    merged, expected = old.merged(newer), _sorted_merge(old, newer)
+    for field in ("start", "minutes", "cin", "cout"):
+        got, want = getattr(merged, field), getattr(expected, field)
+        assert got.tolist() == want.tolist() and got.dtype == want.dtype, field
