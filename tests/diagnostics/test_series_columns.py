@@ -243,19 +243,22 @@ def test_a_site_and_its_counters_share_one_model_when_every_peer_is_everyone_els
         assert cache.built == models
 
 
-def _sorted_merge(old: SlotColumns, newer: SlotColumns) -> SlotColumns:
-    """What merging means: every start once, the newer counts where both have it."""
-    start = np.concatenate([newer.start, old.start]).astype(np.int64)
-    _, pick = np.unique(start, return_index=True)
+def _merged_by_hand(old: SlotColumns, newer: SlotColumns) -> SlotColumns:
+    """What merging means, slot by slot: every start once, in order, with the newer counts
+    where both have it (of several newer ones for one start, the first)."""
 
-    def take(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.concatenate([a, b])[pick]
+    def rows(c: SlotColumns) -> list[list[float]]:
+        return [c.start.tolist(), c.minutes.tolist(), c.cin.tolist(), c.cout.tolist()]
 
+    held = {start: rest for start, *rest in zip(*rows(old), strict=True)}
+    for start, *rest in reversed(list(zip(*rows(newer), strict=True))):
+        held[start] = rest
+    ordered = sorted(held.items())
     return SlotColumns.of(
-        start[pick],
-        take(newer.minutes, old.minutes),
-        take(newer.cin, old.cin),
-        take(newer.cout, old.cout),
+        [t for t, _ in ordered],
+        [r[0] for _, r in ordered],
+        [r[1] for _, r in ordered],
+        [r[2] for _, r in ordered],
     )
 
 
@@ -274,7 +277,7 @@ def test_merging_slots_is_a_sorted_merge_with_the_newer_counts(held, new, counts
         assert old.merged(again) is old
     m = len(new)
     newer = SlotColumns.of([s * 900 for s in new], [15] * m, counts[24 : 24 + m], [1] * m)
-    merged, expected = old.merged(newer), _sorted_merge(old, newer)
+    merged, expected = old.merged(newer), _merged_by_hand(old, newer)
     for field in ("start", "minutes", "cin", "cout"):
         got, want = getattr(merged, field), getattr(expected, field)
         assert got.tolist() == want.tolist() and got.dtype == want.dtype, field
