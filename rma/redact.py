@@ -487,7 +487,7 @@ def _long_enough(values: Iterable[str]) -> set[str]:
 # Forms per compiled piece of the secret values' pattern. ``re``'s parser takes about 2.6 KB a
 # form while it compiles: a thousand counters' tokens (about 5,000 forms) in one pattern took
 # 13 MiB of Python objects (20-25 MiB of RSS) at each recompile, the agent's memory peak at
-# 1,000 counters (``bench/fleet.py``). In pieces of 512 a recompile peaks at about 1.3 MiB.
+# 1,000 counters (``bench/fleet.py``). In pieces of 512 the same recompile peaked at 3.3 MiB.
 VALUE_PIECE = 512
 
 
