@@ -202,7 +202,7 @@ def test_the_agent_gathers_bytes_and_a_reference_prepared_once(tmp_path: Path) -
 
 
 def test_prepared_references_stay_within_their_memory_budget(tmp_path: Path) -> None:
-    from agent.views import LiveViews
+    from agent.views import LiveViews, _nbytes
 
     with agent(tmp_path, "LVT0003") as (world, _runner):
         jpeg = world.fleet.reference(world.serial)
@@ -232,18 +232,12 @@ def test_prepared_references_stay_within_their_memory_budget(tmp_path: Path) -> 
         views.end_round()
         assert views.prepared_bytes == 0
         assert views.reference(counters[1])[0] is not None
-        assert views.prepared_bytes == _nbytes_of(one)
+        assert views.prepared_bytes == _nbytes(one)
         # a round that fits keeps its references again
         views.end_round()
-        assert views.prepared_bytes == _nbytes_of(one)
+        assert views.prepared_bytes == _nbytes(one)
         views.end_round()
         assert views.reference(counters[1])[0] is views.reference(counters[1])[0]
-
-
-def _nbytes_of(reference: Any) -> int:
-    from agent.views import _nbytes
-
-    return _nbytes(reference)
 
 
 # --- the bundle is built before the incident transaction; only the enqueue is inside ------------
