@@ -30,6 +30,7 @@ import numpy.typing as npt
 from diagnostics.calendar import SiteCalendar
 from diagnostics.kept import Kept
 from diagnostics.model import CountSlot
+from diagnostics.share import Judged
 
 MIN_K, MAX_K = 0.3, 1000.0  # dispersion bounds: from very bursty to practically Poisson
 SLOT_LENGTHS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # minutes that tile an hour
@@ -1232,6 +1233,9 @@ def grid_span(
 # or 40 counters keeps every site's model; a larger one builds each site's model once a cycle
 # and keeps none between cycles (``diagnostics.kept``).
 MODEL_BUDGET = 12 * 2**20
+# Bytes of judged days kept between cycles: about 2 kB a door or site over five weeks, so a
+# gateway of about 2,000 counters keeps them all.
+DAYS_BUDGET = 4 * 2**20
 
 
 class ModelCache(Kept[CountModel]):
@@ -1254,5 +1258,20 @@ class ModelCache(Kept[CountModel]):
     hundred would save a few builds and hold the budget through the probe phase.
     """
 
-    def __init__(self, budget: int = MODEL_BUDGET) -> None:
+    def __init__(self, budget: int = MODEL_BUDGET, days_budget: int = DAYS_BUDGET) -> None:
         super().__init__(budget, lambda model: model.nbytes)
+        # and the balance checks' judged days, per door and per site: they change once a day,
+        # and judging them again is a quarter of a site's checks over four weeks
+        self.days: Kept[Judged] = Kept(days_budget, lambda judged: judged.nbytes)
+
+    def group(self) -> None:
+        super().group()
+        self.days.group()
+
+    def end_round(self) -> None:
+        super().end_round()
+        self.days.end_round()
+
+    def sweep(self) -> None:
+        super().sweep()
+        self.days.sweep()

@@ -22,6 +22,7 @@ Pure numpy and the standard library: evidence in, numbers out.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, replace
 from statistics import NormalDist
@@ -282,6 +283,79 @@ def judge_days(
                     mark(j, k, j == here)
                 break
     return out, taus
+
+
+@dataclass(frozen=True, eq=False)
+class Judged:
+    """What ``judge_days`` said about a run of days, held compactly between cycles.
+
+    The judgement of whole days changes only when a day ends or a day's counts are revised,
+    but the agent judges every cycle; kept as one small array (a few kB a door, where the
+    ``ShareDay`` objects take ten times that), it is handed back for the same days
+    (``key``) with their slots as they are now (a day's slots are numbered from the
+    window's start, which moves every cycle).
+    """
+
+    values: np.ndarray  # per day with traffic: usual (NaN: None), sd, z, significant,
+    # unusual, alarm, phi, τ (NaN: not judged)
+
+    @classmethod
+    def pack(cls, judged: list[ShareDay], taus: dict[int, float]) -> Judged:
+        values = np.array(
+            [
+                (
+                    math.nan if d.usual is None else d.usual,
+                    d.sd,
+                    d.z,
+                    d.significant,
+                    d.unusual,
+                    d.alarm,
+                    d.phi,
+                    taus.get(d.day, math.nan),
+                )
+                for d in judged
+            ],
+            dtype=float,
+        ).reshape(len(judged), 8)
+        values.flags.writeable = False
+        return cls(values)
+
+    def unpack(self, days: list[ShareDay]) -> tuple[list[ShareDay], dict[int, float]]:
+        """``judge_days``'s answer for ``days``, the days this was packed from (by ``key``)."""
+        days = [d for d in days if d.n > 0]
+        out: list[ShareDay] = []
+        taus: dict[int, float] = {}
+        for d, row in zip(days, self.values.tolist(), strict=True):
+            usual, sd, z, significant, unusual, alarm, phi, tau = row
+            out.append(
+                ShareDay(
+                    d.day,
+                    d.first,
+                    d.last,
+                    d.count_in,
+                    d.count_out,
+                    None if math.isnan(usual) else usual,
+                    sd,
+                    z,
+                    int(significant),
+                    bool(unusual),
+                    bool(alarm),
+                    phi,
+                )
+            )
+            if not math.isnan(tau):
+                taus[d.day] = tau
+        return out, taus
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes
+
+    @staticmethod
+    def key(days: list[ShareDay]) -> bytes:
+        """The days' dates and counts, which are all that ``judge_days`` judges."""
+        values = np.array([(d.day, d.count_in, d.count_out) for d in days], dtype=float)
+        return hashlib.blake2b(values.tobytes(), digest_size=16).digest()
 
 
 def episodes(days: list[ShareDay], taus: dict[int, float]) -> list[Episode]:

@@ -27,8 +27,8 @@ from diagnostics.checks.base import SiteEvidence
 from diagnostics.checks.counts import CountCheck, local, site_columns, site_model, span
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import Finding, Status
-from diagnostics.series import CountModel
-from diagnostics.share import Episode, ShareDay, episodes, judge_days
+from diagnostics.series import CountModel, ModelCache
+from diagnostics.share import Episode, Judged, ShareDay, episodes, judge_days
 
 
 class _Options(CountCheck.Options):
@@ -102,10 +102,27 @@ class _Balance(CountCheck):
     options: _Options
 
     def days(
-        self, model: CountModel, rows: list[int], *, paired: bool = False, tolerance: float = 0.0
+        self,
+        model: CountModel,
+        rows: list[int],
+        *,
+        paired: bool = False,
+        tolerance: float = 0.0,
+        cache: ModelCache | None = None,
     ) -> tuple[list[ShareDay], dict[int, float]]:
-        """The whole days of ``rows`` together, each judged against the usual share."""
-        return self.judge_share(self.share_days(model, rows), paired=paired, tolerance=tolerance)
+        """The whole days of ``rows`` together, each judged against the usual share; with
+        ``cache``, the judgement of the same days is kept between cycles."""
+        days = self.share_days(model, rows)
+        if cache is None:
+            return self.judge_share(days, paired=paired, tolerance=tolerance)
+        who = (self.id, tuple(model.arrays.serials[i] for i in rows))
+        inputs = (Judged.key(days), paired, tolerance, self.options)
+        kept = cache.days.get(
+            who,
+            inputs,
+            lambda: Judged.pack(*self.judge_share(days, paired=paired, tolerance=tolerance)),
+        )
+        return kept.unpack(days)
 
     @staticmethod
     def share_days(
@@ -147,11 +164,17 @@ class _Balance(CountCheck):
         )
 
     def judged(
-        self, model: CountModel, rows: list[int], *, paired: bool = False, tolerance: float = 0.0
+        self,
+        model: CountModel,
+        rows: list[int],
+        *,
+        paired: bool = False,
+        tolerance: float = 0.0,
+        cache: ModelCache | None = None,
     ) -> tuple[list[Episode], ShareDay | None]:
         """Every lasting episode over the whole days of ``rows`` together, and the last day."""
         o = self.options
-        judged, taus = self.days(model, rows, paired=paired, tolerance=tolerance)
+        judged, taus = self.days(model, rows, paired=paired, tolerance=tolerance, cache=cache)
         # sustained, and sure: the move over its days is itself significant at the level
         found = [
             e
@@ -170,7 +193,8 @@ class _Balance(CountCheck):
         tolerance: float = 0.0,
         **extra: Any,
     ) -> list[Finding]:
-        found, last = self.judged(model, rows, paired=paired, tolerance=tolerance)
+        cache = getattr(evidence, "models", None)
+        found, last = self.judged(model, rows, paired=paired, tolerance=tolerance, cache=cache)
         lo = self.low(model, evidence)
         if last is None or last.last < lo or last.usual is None:
             return [
@@ -331,8 +355,15 @@ class SiteImbalance(_Balance):
         serials = [model.arrays.serials[i] for i in rows]
         # the least move worth raising: what a 5 % error in one direction (``warn_ratio``) of
         # the busiest counter does to the site's balance; any explanation of a larger move
-        # has some counter (or an entrance without one) off by more than that
-        crossings = np.nansum(model.arrays.cin[rows] + model.arrays.cout[rows], axis=1)
+        # has some counter (or an entrance without one) off by more than that. The busiest is
+        # found over the whole days judged: they change once a day, so their judgement is
+        # kept between cycles
+        whole, first, end = model.whole_days(rows)[:3]
+        judged = np.zeros(model.grid.n, dtype=bool)
+        for a, b in zip(first[whole].tolist(), end[whole].tolist(), strict=True):
+            judged[a:b] = True
+        counts = model.arrays.cin[rows][:, judged] + model.arrays.cout[rows][:, judged]
+        crossings = np.nansum(counts, axis=1)
         busiest = float(crossings.max() / crossings.sum()) if crossings.sum() > 0 else 1.0
         tolerance = self.options.warn_ratio * max(busiest, 0.05)
         return self.report(

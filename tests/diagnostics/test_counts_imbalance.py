@@ -7,6 +7,8 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diagnostics.assess import Gate, assess
 from diagnostics.checks.base import CounterEvidence, SiteEvidence
@@ -18,7 +20,8 @@ from diagnostics.checks.counts_imbalance import (
 )
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import CountSlot, Decision, Status
-from diagnostics.share import ShareDay, episodes, judge_days
+from diagnostics.series import ModelCache, SlotColumns
+from diagnostics.share import Judged, ShareDay, episodes, judge_days
 from tests.diagnostics.helpers import NOW, calendar, history
 
 CAL = calendar()
@@ -504,3 +507,68 @@ def test_every_days_window_medians_at_once_are_each_windows_own_to_the_bit(paire
         assert got[t] == (usual, _median_reciprocal(crossings), _median(dev))
         checked += 1
     assert checked > 40
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    paired=st.booleans(),
+    moved=st.sampled_from([0.5, 0.56, 0.65, 0.35]),
+    renumber=st.integers(-96, 96),
+)
+def test_judged_days_kept_compact_are_judge_days_own_answer(seed, paired, moved, renumber):
+    # the balance checks keep their judged days between cycles as one array (``Judged``):
+    # handed back for the same days, their slots numbered from a window that has moved
+    # since, they must be exactly what judging those days afresh gives, moves, alarms and
+    # days without traffic included
+    rng = np.random.default_rng(seed)
+    days, first = [], 0
+    for d in range(int(rng.integers(0, 40))):
+        n = float(rng.choice([0, 60, 400, 3000]))
+        share = moved if 20 <= d < 24 else 0.5
+        c_in = float(rng.binomial(int(n), share))
+        days.append(ShareDay(740_000 + d, first, first + 95, c_in, n - c_in))
+        first += 96
+    opts = dict(confidence=0.99, tolerance=0.025, history_days=28, min_history=5, paired=paired)
+    kept = Judged.pack(*judge_days(days, **opts))
+    moved_days = [replace(d, first=d.first + renumber, last=d.last + renumber) for d in days]
+    assert Judged.key(moved_days) == Judged.key(days)
+    assert kept.unpack(moved_days) == judge_days(moved_days, **opts)
+
+
+def test_the_balance_checks_judge_their_days_once_a_day_and_say_the_same():
+    # the models are built afresh every cycle (no room kept for them), the window's start
+    # moves a slot a cycle; the judged days are kept, found again while no day ends, and
+    # every finding (the times its slots give included) is the one a fresh judgement gives
+    since = DAY - timedelta(days=3)
+    doors = {
+        "A": split(door("A", seed=1), moved=0.6, since=since, seed=1),
+        "B": split(door("B", seed=2), usual=0.45, seed=2),
+    }
+    checks = [CountImbalance(), SiteImbalance()]
+    cache = ModelCache(budget=0)
+
+    def cycle(now, models):
+        cut = {
+            k: tuple(s for s in v if now - timedelta(days=35) <= s.start < now)
+            for k, v in doors.items()
+        }
+        cols = {k: SlotColumns.from_slots(v) for k, v in cut.items()}
+        out = []
+        for serial in cut:
+            ev = CounterEvidence(serial, serial, "LDN01", CAL, now, counts=cols, models=models)
+            out += checks[0].run(ev)
+        ev = SiteEvidence("LDN01", CAL, now, groups=dict.fromkeys(cut), counts=cols, models=models)
+        out += checks[1].run(ev)
+        if models is not None:
+            models.sweep()
+        return [f.to_json() for f in out]
+
+    for step in range(6):
+        now = NOW - timedelta(hours=2) + timedelta(minutes=15 * step)
+        kept = cycle(now, cache)
+        assert kept == cycle(now, None)
+        assert any(f["code"] == "imbalance" and f["counter"] == "A" for f in kept)
+    assert cache.days.built == 3  # two doors and the site, judged once
+    assert cache.days.reused == 3 * 5
+    assert len(cache) == 0  # while the models themselves were not kept
