@@ -648,7 +648,9 @@ class CountModel:
                 bad[i] = np.isin(g.day, list(self.faulty_days[i]))
         self._bad = bad
         self._shifts = {}
-        self._fit(usable & ~bad)
+        # only the counters with faulty days learn other baselines (each counter's are its
+        # own slots'); the rest of the fit, which the peers' baselines feed, is done again
+        self._fit(usable & ~bad, [i for i in range(size) if self.faulty_days[i]])
 
     @property
     def nbytes(self) -> int:
@@ -662,26 +664,34 @@ class CountModel:
                     total += arr.nbytes
         return total
 
-    def _fit(self, usable: np.ndarray) -> None:
-        """Baselines and dispersion from the usable slots, then the zero runs they imply."""
+    def _fit(self, usable: np.ndarray, rows: list[int] | None = None) -> None:
+        """Baselines and dispersion from the usable slots, then the zero runs they imply.
+        ``rows``: only these counters' usable slots changed since the last fit, so only their
+        baselines and dispersion are learnt again."""
         g = self.grid
         # per counter, what the detectors ask for again and again: built once a fit
         self._mu: dict[int, np.ndarray] = {}
         self._cum_mu: dict[int, np.ndarray] = {}
         self._cum_peers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._day_counts: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # and how often this slot of the week was empty in earlier weeks: a floor under the NB
         # chance of a zero where the counts are zero-inflated (a late hour that is busy on a
         # few days and empty on most)
-        self.expected, self.zero_rate = weekly_baselines(
-            [self.total, (self.total == 0).astype(float)], usable, g, memory=self.params.memory
-        )
         inside = usable & (g.open_regular > 0)
-        self.k = np.array(
-            [
-                dispersion(self.total[i], self.expected[i], inside[i])
-                for i in range(self.total.shape[0])
-            ]
-        )
+        if rows is None:
+            self.expected, self.zero_rate = weekly_baselines(
+                [self.total, (self.total == 0).astype(float)], usable, g, memory=self.params.memory
+            )
+            rows = list(range(self.total.shape[0]))
+            self.k = np.zeros(len(rows))
+        elif rows:
+            total = self.total[rows]
+            expected, zero_rate = weekly_baselines(
+                [total, (total == 0).astype(float)], usable[rows], g, memory=self.params.memory
+            )
+            self.expected[rows], self.zero_rate[rows] = expected, zero_rate
+        for i in rows:
+            self.k[i] = dispersion(self.total[i], self.expected[i], inside[i])
         self._peers_all = self._peer_totals(None)
         self.share_k = np.array([self._share_k(i, usable[i]) for i in range(self.total.shape[0])])
         mask = np.zeros_like(self.present)
@@ -1130,6 +1140,26 @@ class CountModel:
         agree = sum(sh.direction * (a - b) >= self.params.shifts[0] / 2 for a, b in moves)
         return agree * 2 > len(moves)
 
+    def day_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per counter and local day (counters, days): IN and OUT summed over the slots that
+        arrived and were not in a zero run, and how many such slots there were. Built once a
+        fit, for every counter at once: the balance checks ask per counter and per site."""
+        if self._day_counts is None:
+            full = self.present & ~self.zero_mask
+            first = self.grid.day_bounds[:-1]
+            if self.grid.n == 0:
+                none = np.zeros((full.shape[0], first.size))
+                self._day_counts = (none, none, none.astype(np.int64))
+            else:
+                self._day_counts = (
+                    np.add.reduceat(np.where(full, self.arrays.cin, 0.0), first, axis=1),
+                    np.add.reduceat(np.where(full, self.arrays.cout, 0.0), first, axis=1),
+                    np.add.reduceat(full.astype(np.int64), first, axis=1),
+                )
+            for a in self._day_counts:
+                a.flags.writeable = False
+        return self._day_counts
+
     def whole_days(
         self, rows: Sequence[int], lo: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1137,20 +1167,15 @@ class CountModel:
         slot, in, out), one entry a day, ``end`` one past the day's last slot. ``whole`` is
         False for a day that ends by ``lo``, is short (the grid's first or last day), or on
         which one of the counters missed a slot or was in a zero run: a part day is not
-        balanced by nature. All days at once, without a loop: this runs per counter and per
-        site over the whole history."""
+        balanced by nature (its in and out are then those of the slots that were counted).
+        Counts are whole numbers, so the sums are exact in any order."""
         g = self.grid
         rows = list(rows)
-        full = self.present[rows].all(axis=0) & ~self.zero_mask[rows].any(axis=0)
-        cin = np.where(full, np.nansum(self.arrays.cin[rows], axis=0), 0.0)
-        cout = np.where(full, np.nansum(self.arrays.cout[rows], axis=0), 0.0)
+        day_in, day_out, full = self.day_counts()
         first, end = g.day_bounds[:-1], g.day_bounds[1:]
-        ccin = np.concatenate([[0.0], np.cumsum(cin)])
-        ccout = np.concatenate([[0.0], np.cumsum(cout)])
-        cfull = np.concatenate([[0], np.cumsum(full)])
         whole = (end > lo) & ((end - first) * g.minutes >= 23 * 60)  # 23 h: spring forward
-        whole &= cfull[end] - cfull[first] >= end - first
-        return whole, first, end, ccin[end] - ccin[first], ccout[end] - ccout[first]
+        whole &= (full[rows] >= end - first).all(axis=0)
+        return whole, first, end, day_in[rows].sum(axis=0), day_out[rows].sum(axis=0)
 
 
 @dataclass(frozen=True)

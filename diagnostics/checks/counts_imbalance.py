@@ -20,7 +20,6 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field
 
 from diagnostics.checks.base import SiteEvidence
@@ -358,12 +357,9 @@ class SiteImbalance(_Balance):
         # has some counter (or an entrance without one) off by more than that. The busiest is
         # found over the whole days judged: they change once a day, so their judgement is
         # kept between cycles
-        whole, first, end = model.whole_days(rows)[:3]
-        judged = np.zeros(model.grid.n, dtype=bool)
-        for a, b in zip(first[whole].tolist(), end[whole].tolist(), strict=True):
-            judged[a:b] = True
-        counts = model.arrays.cin[rows][:, judged] + model.arrays.cout[rows][:, judged]
-        crossings = np.nansum(counts, axis=1)
+        whole = model.whole_days(rows)[0]
+        day_in, day_out, _ = model.day_counts()
+        crossings = (day_in[rows][:, whole] + day_out[rows][:, whole]).sum(axis=1)
         busiest = float(crossings.max() / crossings.sum()) if crossings.sum() > 0 else 1.0
         tolerance = self.options.warn_ratio * max(busiest, 0.05)
         return self.report(

@@ -133,3 +133,76 @@ def test_runs_of_equal_keys_in_order_are_what_unique_says_of_them():
         _, inverse, sizes = np.unique(keys, return_inverse=True, return_counts=True)
         got_inverse, got_sizes = _runs_of_equal(keys)
         assert got_inverse.tolist() == inverse.tolist() and got_sizes.tolist() == sizes.tolist()
+
+
+def _site_with_faults() -> CountModel:
+    """Four doors over five weeks: one dead for a day, one with two days of a lower level,
+    slots missing here and there."""
+    from tests.diagnostics.helpers import NOW, calendar, history
+
+    cal = calendar()
+    dead = (NOW - timedelta(days=8)).replace(hour=0, minute=0)
+    low = (NOW - timedelta(days=12)).replace(hour=0, minute=0)
+    data = {}
+    for n, serial in enumerate("ABCD"):
+        slots = []
+        for s in history(serial, NOW, days=35, k=20.0, seed=n + 1):
+            if serial == "A" and dead <= s.start < dead + timedelta(days=1):
+                s = CountSlot(serial, s.start, 15, 0, 0)
+            if serial == "B" and low <= s.start < low + timedelta(days=2):
+                s = CountSlot(serial, s.start, 15, s.count_in // 3, s.count_out // 3)
+            if serial == "C" and s.start.hour == 13 and s.start.day % 5 == 0:
+                continue  # missing
+            slots.append(s)
+        data[serial] = slots
+    return CountModel(CountArrays.from_slots(data, cal, now=NOW), cal, NOW)
+
+
+def test_the_second_fit_learns_again_only_what_the_faulty_days_changed():
+    # the second pass learns baselines and dispersion again only for the counters with
+    # faulty days: the others' usable slots are the same, so a full refit gives them the
+    # very same numbers, and everything downstream (peers, zero runs, shifts) is refitted
+    from diagnostics.series import weekly_baselines
+
+    model = _site_with_faults()
+    faulty = [i for i, days in enumerate(model.faulty_days) if days]
+    assert 0 in faulty and len(faulty) < 4
+    g = model.grid
+    closed_day = (g.open_regular > 0) & (g.open_actual == 0)
+    usable = model.present & ~closed_day[None, :] & ~model._bad
+    total = model.total
+    expected, zero_rate = weekly_baselines([total, (total == 0).astype(float)], usable, g)
+    np.testing.assert_array_equal(model.expected, expected)
+    np.testing.assert_array_equal(model.zero_rate, zero_rate)
+    inside = usable & (g.open_regular > 0)
+    k = [dispersion(total[i], expected[i], inside[i]) for i in range(4)]
+    assert model.k.tolist() == k
+    full = object.__new__(CountModel)
+    full.__dict__.update(model.__dict__)
+    full._fit(usable)
+    for name in ("share_k", "zero_mask"):
+        np.testing.assert_array_equal(getattr(full, name), getattr(model, name))
+    for i in range(4):
+        assert full.shifts(i) == model.shifts(i)
+
+
+def test_whole_days_from_the_day_counts_are_the_slots_own_sums():
+    # the balance checks' days come from per-counter day sums built once a fit; against the
+    # slots themselves: a day is whole when every given counter sent every slot of it and
+    # none was in a zero run, and its IN and OUT are then the sums of those slots
+    model = _site_with_faults()
+    g = model.grid
+    for rows in ([0], [2], [1, 3], [0, 1, 2, 3]):
+        whole, first, end, day_in, day_out = model.whole_days(rows, lo=100)
+        for j, (a, b) in enumerate(zip(first.tolist(), end.tolist(), strict=True)):
+            ok = model.present[rows, a:b].all() and not model.zero_mask[rows, a:b].any()
+            assert bool(whole[j]) == (ok and b > 100 and (b - a) * g.minutes >= 23 * 60)
+            if whole[j]:
+                assert day_in[j] == model.arrays.cin[rows, a:b].sum()
+                assert day_out[j] == model.arrays.cout[rows, a:b].sum()
+        assert whole.sum() >= 10
+    # the dead Tuesday of counter A (a zero run) is no whole day of A's, nor of the site's
+    dead = int(np.argmax(model.zero_mask[0]))
+    for rows in ([0], [0, 1, 2, 3]):
+        whole, first, end = model.whole_days(rows)[:3]
+        assert not whole[np.searchsorted(first, dead, side="right") - 1]
