@@ -423,12 +423,13 @@ def weekly_baselines(
     cells = 7 * grid.slots_per_day
     weeks = int(week.max()) + 1
     flat = week * cells + grid.cell
-    # one bincount over every counter at once: row r's cells are offset by r whole tables
+    # one bincount over every counter at once: row r's cells are offset by r whole tables.
+    # Every slot is binned, the slots not valid with no weight: adding 0.0 changes no sum, and
+    # it spares gathering the valid ones
     size = weeks * cells
-    rows, slots = np.nonzero(valid)
-    index = rows * size + flat[slots]
+    index = (np.arange(n_counters)[:, None] * size + flat[None, :]).ravel()
     shape = (n_counters, weeks, cells)
-    counts = np.bincount(index, minlength=n_counters * size).astype(float).reshape(shape)
+    counts = np.bincount(index, valid.ravel().astype(float), n_counters * size).reshape(shape)
     # the weight of the weeks before each week, and where there is any
     weights = np.empty(shape)
     acc_n = np.zeros((n_counters, cells))
@@ -439,7 +440,7 @@ def weekly_baselines(
     divisor = np.where(known, weights, 1)
     out = []
     for v in values:
-        sums = np.bincount(index, weights=v[rows, slots], minlength=n_counters * size)
+        sums = np.bincount(index, np.where(valid, v, 0.0).ravel(), n_counters * size)
         sums = sums.reshape(shape)
         before = np.empty(shape)  # the weighted sum of the weeks before each week
         acc_sum = np.zeros((n_counters, cells))
@@ -1263,6 +1264,9 @@ MODEL_BUDGET = 12 * 2**20
 DAYS_BUDGET = 4 * 2**20
 
 
+_Inputs = tuple[tuple[SlotColumns, ...], SiteCalendar, datetime, tuple[object, ...]]
+
+
 class ModelCache(Kept[CountModel]):
     """Count models kept between the agent's cycles and shared by the checks of a cycle.
 
@@ -1288,14 +1292,37 @@ class ModelCache(Kept[CountModel]):
         # and the balance checks' judged days, per door and per site: they change once a day,
         # and judging them again is a quarter of a site's checks over four weeks
         self.days: Kept[Judged] = Kept(days_budget, lambda judged: judged.nbytes)
+        self._inputs: _Inputs | None = None
+
+    def inputs_of(
+        self, columns: Mapping[str, SlotColumns], calendar: SiteCalendar, now: datetime
+    ) -> tuple[object, ...]:
+        """Everything a model of ``columns`` is a function of, besides who is whose peer:
+        the calendar, the grid (``now`` counts only through it) and the slots' digests. Each
+        of a site's counters asks with the same columns, so the last answer is kept (the
+        columns with it, so they are the same objects, not ones at a reused address)."""
+        held = self._inputs
+        if (
+            held is not None
+            and held[1] == calendar
+            and held[2] == now
+            and len(held[0]) == len(columns)
+            and all(a is b for a, b in zip(held[0], columns.values(), strict=False))
+        ):
+            return held[3]
+        key = (calendar, grid_span(columns, now=now), tuple(c.digest for c in columns.values()))
+        self._inputs = (tuple(columns.values()), calendar, now, key)
+        return key
 
     def group(self) -> None:
         super().group()
         self.days.group()
+        self._inputs = None
 
     def end_round(self) -> None:
         super().end_round()
         self.days.end_round()
+        self._inputs = None
 
     def sweep(self) -> None:
         super().sweep()

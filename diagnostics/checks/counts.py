@@ -37,7 +37,6 @@ from diagnostics.series import (
     SlotColumns,
     ZeroRun,
     ZeroRuns,
-    grid_span,
 )
 
 
@@ -106,8 +105,7 @@ def _model(
         return build()
     # everything the model is a function of; ``now`` only through the grid it implies
     who = (tuple(columns), None if peers is None else tuple(tuple(p) for p in peers))
-    inputs = (calendar, grid_span(columns, now=now), tuple(c.digest for c in columns.values()))
-    return cache.get(who, inputs, build)
+    return cache.get(who, cache.inputs_of(columns, calendar, now), build)
 
 
 def counter_model(evidence: CounterEvidence) -> CountModel:

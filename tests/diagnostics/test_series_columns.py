@@ -281,3 +281,23 @@ def test_merging_slots_is_a_sorted_merge_with_the_newer_counts(held, new, counts
     for field in ("start", "minutes", "cin", "cout"):
         got, want = getattr(merged, field), getattr(expected, field)
         assert got.tolist() == want.tolist() and got.dtype == want.dtype, field
+
+
+def test_a_models_inputs_are_worked_out_once_for_a_sites_counters_and_again_when_they_change():
+    # every counter of a site asks for the site's model with the same columns: the inputs
+    # (grid, digests) are worked out for the first and handed to the rest; other columns,
+    # another time or another calendar are worked out afresh
+    data = {"A": slots("A", 3, 1), "B": slots("B", 3, 2)}
+    cols = {k: SlotColumns.from_slots(v) for k, v in data.items()}
+    cache = ModelCache()
+    first = cache.inputs_of(cols, CAL, NOW)
+    assert cache.inputs_of(dict(cols), CAL, NOW) is first
+    assert cache.inputs_of(cols, CAL, NOW + timedelta(minutes=15)) != first
+    copy = {k: SlotColumns.from_slots(v) for k, v in data.items()}  # equal, not the same
+    assert cache.inputs_of(copy, CAL, NOW) == first
+    revised = dict(copy, B=SlotColumns.from_slots([*data["B"][:-1], data["A"][-1]]))
+    assert cache.inputs_of(revised, CAL, NOW) != first
+    other = SiteCalendar("Europe/Paris", CAL.weekly)
+    assert cache.inputs_of(revised, other, NOW) != cache.inputs_of(revised, CAL, NOW)
+    cache.group()  # a new site: nothing carried over
+    assert cache.inputs_of(cols, CAL, NOW) is not first
