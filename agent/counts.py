@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
+import numpy as np
+
 from agent.store import Store
 from diagnostics.model import CountSlot
 from diagnostics.series import SlotColumns
@@ -45,6 +47,17 @@ class SlotCache:
                 seen = self._views[serial] = (held, cut, held.since(cut))
             out[serial] = seen[2]
         return out
+
+    def starts(self, serial: str, since: datetime, newest: datetime) -> np.ndarray | None:
+        """The starts of the counter's slots from ``since`` (``Store.slot_columns``'s), from
+        memory; None when the cache cannot say: it holds nothing from that far back, or its
+        newest slot is not the store's ``newest`` (another process wrote since)."""
+        have = self._columns.get(serial)
+        if self._floor is None or since < self._floor or have is None or not len(have):
+            return None
+        if int(have.start[-1]) != int(newest.timestamp()):
+            return None
+        return have.start[np.searchsorted(have.start, int(since.timestamp())) :]
 
     def refresh(self, serials: Sequence[str], since: datetime) -> None:
         self._columns = self.store.slot_columns(serials, since)

@@ -310,9 +310,13 @@ class Runner:
             return resume if resume is not None and start < resume < now else start
         window_start = max(now - UPLOAD_WINDOW, mark - UPLOAD_WINDOW)
         # the starts as integers, not a set of datetimes: this runs for every counter, every
-        # cycle, over a week of slots. The first slot missing after the oldest one held is
-        # the one after the end of the first unbroken run.
-        starts = self.store.slot_columns([serial], window_start)[serial].start
+        # cycle, over a week of slots, so they come from the history held in memory (the
+        # store only before the first cycle's, or when another process wrote slots). The
+        # first slot missing after the oldest one held is the one after the end of the
+        # first unbroken run.
+        starts = self.counts.starts(serial, window_start, mark)
+        if starts is None:
+            starts = self.store.slot_columns([serial], window_start)[serial].start
         if len(starts):
             step = SLOT_MINUTES * 60
             breaks = np.flatnonzero(np.diff(starts) != step)

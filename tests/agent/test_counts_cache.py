@@ -71,3 +71,29 @@ def test_cache_reads_everything_again_on_a_new_day(store):
     later = since + timedelta(days=1)
     store.add_slots(day("A", NOW + timedelta(days=1)), NOW + timedelta(days=1))
     same(cache.window(["A"], later), store.slot_columns(["A"], later))
+
+
+def test_the_starts_a_counter_resumes_from_come_from_memory_as_the_store_holds_them(store):
+    # the runner looks for the first gap in a week of each counter's slots every cycle: the
+    # cache answers as the store would, and says it cannot when it does not hold that far
+    # back or another process stored a newer slot
+    slots = [s for s in day("A", NOW) if s.start.hour != 9]  # a gap in the morning
+    store.add_slots(slots, NOW)
+    cache = SlotCache(store)
+    floor = NOW - timedelta(hours=20)
+    cache.window(["A"], floor)
+    mark = store.watermark("A")
+    assert mark is not None
+    for since in (floor, NOW - timedelta(hours=7, seconds=1), NOW - STEP, NOW):
+        got = cache.starts("A", since, mark)
+        assert got is not None
+        np.testing.assert_array_equal(got, store.slot_columns(["A"], since)["A"].start)
+    assert cache.starts("A", floor - STEP, mark) is None  # older than the cache holds
+    assert cache.starts("B", floor, mark) is None  # a counter it holds nothing of
+    newer = CountSlot("A", NOW, 15, 1, 1)
+    store.add_slots([newer], NOW + STEP)  # another process: the cache was not told
+    assert cache.starts("A", floor, store.watermark("A")) is None
+    cache.note([newer])  # what Runner.record does after storing
+    np.testing.assert_array_equal(
+        cache.starts("A", floor, store.watermark("A")), store.slot_columns(["A"], floor)["A"].start
+    )
