@@ -1,11 +1,12 @@
 """Values built from their inputs and kept between uses, within a byte budget.
 
-The agent keeps two kinds of costly, rebuildable values between cycles: the count models of
-each site (``diagnostics.series.ModelCache``) and the prepared reference view of each counter
-(``agent.views``). Both are pure functions of their inputs, so a value is reused while its
-inputs are the same and rebuilt when they change, one value per ``who``, never two. Both are
-asked for in a round: every site's models, in the same order, every cycle; every counter's
-reference, in turn, as its snapshots come.
+The agent keeps three kinds of costly, rebuildable values between cycles: the count models of
+each site and the judged days of each door's and site's IN/OUT balance
+(``diagnostics.series.ModelCache``), and the prepared reference view of each counter
+(``agent.views``). All are pure functions of their inputs, so a value is reused while its
+inputs are the same and rebuilt when they change, one value per ``who``, never two. All are
+asked for in a round: every site's models and days, in the same order, every cycle; every
+counter's reference, in turn, as its snapshots come.
 
 A round either fits the budget or it does not. When it fits, every value is kept for the next
 round. When it does not, keeping part of it pays little and costs the whole budget all cycle:

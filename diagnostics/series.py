@@ -1278,13 +1278,17 @@ class ModelCache(Kept[CountModel]):
     a new slot replaces the model it outdates at once, so memory holds one model per group,
     never two. ``sweep`` forgets the models nobody asked for since the previous sweep.
 
-    Memory is bounded: a model holds a dozen arrays over the whole history window (about 2 MB
+    Memory is bounded: a model holds a dozen arrays over the whole history window (about 3 MB
     for a site of ten counters over five weeks), so a gateway of a thousand counters cannot
     keep them all. A fleet whose models fit ``budget`` keeps them all between cycles; a larger
     one keeps only the site being judged (the runner calls ``group`` between sites, so each
     site's model is built once a cycle, about 10 ms for such a site, and shared by its
     counters' checks and its own) and none between cycles: a few sites' models kept of a
     hundred would save a few builds and hold the budget through the probe phase.
+
+    ``days`` keeps, the same way, what the balance checks judged of each door's and site's
+    whole days (``diagnostics.share.Judged``, a few kB each): it changes once a day, so a
+    gateway whose models are built every cycle still judges its days once a day.
     """
 
     def __init__(self, budget: int = MODEL_BUDGET, days_budget: int = DAYS_BUDGET) -> None:
