@@ -658,7 +658,7 @@ def false_alarms(site: Site, half: str) -> dict[str, tuple[int, float]]:
 
 
 def false_alarms_windowed(site: Site, half: str, verbose=False) -> tuple[dict[str, int], float]:
-    """As the service sees it: eight-week windows ending every two weeks through the half;
+    """As the service sees it: windows (``HISTORY``) ending every two weeks through the half;
     the genuine findings that start in each window's last two weeks, per kind."""
     split = int((site.split - site.start).total_seconds() // (SLOT * 60))
     n = site.cin.shape[1]
@@ -848,7 +848,11 @@ def shift_table(sites: list[Site], bank_m: Site, rng, half: str, cases: int) -> 
     for setting in ("3 peers", "2 peers", "alone"):
         for factor in SHIFT_FACTORS:
             print(_shift_row(setting, "all", factor, by[(setting, factor)]))
-    print("\n### untouched: genuine level findings, judged as the service does (8-week windows)\n")
+    days = HISTORY // PER_DAY
+    print(
+        "\n### untouched: genuine level findings, judged as the service does "
+        f"({days}-day windows)\n"
+    )
     print("| setting | site | counter-weeks | under / over |")
     print("|---|---|---|---|")
     for setting, site in settings:
@@ -929,13 +933,24 @@ def main() -> None:
         help="with the visits split: a daily wobble (sd) on each counter's bias per "
         "direction, to see how the site's balance fares when counting error moves by day",
     )
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        default=56,
+        help="days judged before an onset (56; the service's own window is 35: its "
+        "history_days of 28 and a week)",
+    )
     args = parser.parse_args()
-    global SPLIT, ACCURACY_WOBBLE
+    global SPLIT, ACCURACY_WOBBLE, HISTORY
     SPLIT, ACCURACY_WOBBLE = args.split, args.accuracy_wobble
+    HISTORY = args.window_days * PER_DAY
     rng = np.random.default_rng(args.seed)
     began = clock.monotonic()
     sites = [*load_bank(rng), load_flights(rng)]
-    print(f"# count checks on real series, {args.half} half, seed {args.seed}, {SPLIT} split\n")
+    print(
+        f"# count checks on real series, {args.half} half, seed {args.seed}, {SPLIT} split, "
+        f"{args.window_days}-day windows\n"
+    )
     print("## injected faults\n")
     print(
         "| kind | site | cases | detected | genuine / pending | median delay (h) | "
@@ -998,7 +1013,9 @@ def main() -> None:
         print(f"| {site.code} | {fa['counter_weeks']:.0f} | {shown} |")
         if args.verbose:
             print("\n".join(fa["details"]))
-    print("\n## untouched real data, judged as the service does (8-week windows)\n")
+    print(
+        f"\n## untouched real data, judged as the service does ({HISTORY // PER_DAY}-day windows)\n"
+    )
     print("| site | counter-weeks | genuine findings per kind |")
     print("|---|---|---|")
     for site in sites:

@@ -299,3 +299,49 @@ def test_without_peers_a_shift_ends_when_the_counter_is_back_within_the_acceptan
                 assert not f.evidence["ongoing"], seed
                 assert abs(when(f.evidence["end"]) - RECOVERY) <= timedelta(hours=12), seed
     assert found >= 6
+
+
+def _three_doors(seed: int, factor: float, fault_days: int = 12, days: int = 35):
+    """Three doors sharing a store's traffic (50/30/20 %, each door's share wobbling 3 % a
+    day, as real doors' do), the smallest counting ``factor`` of its people for the last
+    ``fault_days`` days."""
+    from diagnostics.series import CountArrays
+
+    cal = calendar()
+    rng = np.random.default_rng(seed)
+    start = (NOW - timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+    shares = np.array([0.5, 0.3, 0.2])
+    data: dict[str, list[CountSlot]] = {s: [] for s in "ABC"}
+    wobble: dict[object, np.ndarray] = {}
+    t = start
+    while t < NOW - timedelta(minutes=15):
+        opened = cal.open_fraction(t, 15, regular=True)
+        if t.date() not in wobble:
+            w = shares * np.exp(rng.normal(0, 0.03, 3))
+            wobble[t.date()] = w / w.sum()
+        split = rng.multinomial(rng.poisson(300 * opened), wobble[t.date()])
+        for serial, n in zip("ABC", split.tolist(), strict=True):
+            if serial == "C" and t >= NOW - timedelta(days=fault_days):
+                n = int(rng.binomial(n, factor))
+            data[serial].append(CountSlot(serial, t, 15, (n + 1) // 2, n // 2))
+        t += timedelta(minutes=15)
+    return CountArrays.from_slots(data, cal, now=NOW), cal
+
+
+def test_a_fault_of_the_last_days_is_judged_against_the_days_before_it():
+    # a door counting 0.88x for its last twelve days, in the service's 35-day window: fitted
+    # on the whole window, the fault widened the yardstick it was judged against (its days
+    # moved together many times more than the door's own wobble) and it was never raised;
+    # fitted on the days before the last two weeks, it is. Untouched, the door stays quiet.
+    from diagnostics.series import CountModel, Params
+
+    found = {True: 0, False: 0}
+    for seed in range(6):
+        arrays, cal = _three_doors(seed, 0.88)
+        for recent in (True, False):
+            params = Params() if recent else Params(recent_days=0)
+            shifts = CountModel(arrays, cal, NOW, params=params).shifts(2)
+            found[recent] += any(s.direction < 0 and s.ongoing for s in shifts)
+        arrays, cal = _three_doors(seed, 1.0)
+        assert CountModel(arrays, cal, NOW).shifts(2) == []
+    assert found[True] >= 4 and found[False] <= 1
