@@ -100,29 +100,6 @@ def explains_level(imbalance: Mapping[str, Any], level: Mapping[str, Any], code:
 class _Balance(CountCheck):
     options: _Options
 
-    def days(
-        self,
-        model: CountModel,
-        rows: list[int],
-        *,
-        paired: bool = False,
-        tolerance: float = 0.0,
-        cache: ModelCache | None = None,
-    ) -> tuple[list[ShareDay], dict[int, float]]:
-        """The whole days of ``rows`` together, each judged against the usual share; with
-        ``cache``, the judgement of the same days is kept between cycles."""
-        days = self.share_days(model, rows)
-        if cache is None:
-            return self.judge_share(days, paired=paired, tolerance=tolerance)
-        who = (self.id, tuple(model.arrays.serials[i] for i in rows))
-        inputs = (Judged.key(days), paired, tolerance, self.options)
-        kept = cache.days.get(
-            who,
-            inputs,
-            lambda: Judged.pack(*self.judge_share(days, paired=paired, tolerance=tolerance)),
-        )
-        return kept.unpack(days)
-
     @staticmethod
     def share_days(
         model: CountModel, rows: list[int], within: tuple[int, int] | None = None
@@ -171,9 +148,22 @@ class _Balance(CountCheck):
         tolerance: float = 0.0,
         cache: ModelCache | None = None,
     ) -> tuple[list[Episode], ShareDay | None]:
-        """Every lasting episode over the whole days of ``rows`` together, and the last day."""
+        """Every lasting episode over the whole days of ``rows`` together, and the last day.
+        With ``cache``, the judgement of the same days is kept between cycles (it changes
+        only when a day ends)."""
         o = self.options
-        judged, taus = self.days(model, rows, paired=paired, tolerance=tolerance, cache=cache)
+        days = self.share_days(model, rows)
+        if cache is None:
+            judged, taus = self.judge_share(days, paired=paired, tolerance=tolerance)
+        else:
+            who = (self.id, tuple(model.arrays.serials[i] for i in rows))
+            inputs = (Judged.key(days), paired, tolerance, self.options)
+            kept = cache.days.get(
+                who,
+                inputs,
+                lambda: Judged.pack(*self.judge_share(days, paired=paired, tolerance=tolerance)),
+            )
+            judged, taus = kept.unpack(days)
         # sustained, and sure: the move over its days is itself significant at the level
         found = [
             e
