@@ -1337,11 +1337,8 @@ class ModelCache(Kept[CountModel]):
         self.days.group()
         self._inputs = None
 
-    def end_round(self) -> None:
-        super().end_round()
-        self.days.end_round()
-        self._inputs = None
-
     def sweep(self) -> None:
+        """The cycle's sweep (``Kept.sweep``) of the models and of the judged days."""
         super().sweep()
         self.days.sweep()
+        self._inputs = None
