@@ -5,7 +5,9 @@ keeps counting, 30 % too few or too many, and nobody notices until the figures a
 at the end of the quarter. The counter's ratio to its peers (each against its own usual
 level) is followed with two CUSUMs (for small and large shifts), which catch a 0.6× or 1.5×
 counter in hours and slow drifts in days; without peers, the counter is held against its own
-history. The finding names the estimated factor (``0.62×``), when the shift began and, once
+history, where only a change of a quarter or more that outlasts its first day is raised (a
+storm or a slow week is the store's traffic, and nothing there tells it from a fault). The
+finding names the estimated factor (``0.62×``), when the shift began and, once
 the ratio is back, when it ended: the current finding is then ok again.
 """
 
@@ -73,6 +75,22 @@ class CountLevel(CountCheck):
             description="a level shift lasts: it is raised once it has held over this much "
             "opening time (a few odd hours are traffic, or a zero run)",
         )
+        # without peers nothing tells a fault from the store's own traffic moving: a storm,
+        # an event, the season. Only a large change that outlasts a day of odd trading is
+        # raised (chosen on the evaluation's dev half: docs/counts.md)
+        alone_min_change: float = Field(
+            0.25,
+            ge=0,
+            description="against its own history (no peers): a smaller change is the store's "
+            "own traffic moving",
+        )
+        alone_next_day_hours: float = Field(
+            3.0,
+            ge=0,
+            description="against its own history (no peers): raised once it has also held "
+            "this much opening time on a later day than its first (a day of odd trading is "
+            "not a fault)",
+        )
 
     options: Options
 
@@ -89,13 +107,21 @@ class CountLevel(CountCheck):
     def _held(self, model: CountModel, shift: Shift) -> int | None:
         """The slot at whose end the shift had both crossed the threshold and lasted
         ``min_open_hours`` of opening time, or lasted until the store closed that day (a
-        shift that begins late in the day is not held back over the night or the weekend);
-        None if it has not (yet)."""
+        shift that begins late in the day is not held back over the night or the weekend).
+        Against its own history, not before it has also held ``alone_next_day_hours`` of a
+        later day's opening. None if it has not (yet)."""
         g = model.grid
         need = self.options.min_open_hours * 60 / g.minutes  # slots of opening time
         opened = np.cumsum(g.open_regular[shift.first : shift.last + 1])
-        enough = np.flatnonzero(opened >= need - 1e-9)
-        held = shift.first + int(enough[0]) if enough.size else None
+        enough = opened >= need - 1e-9
+        if shift.against == "history":
+            later = g.day[shift.first : shift.last + 1] > g.day[shift.first]
+            next_day = np.cumsum(np.where(later, g.open_regular[shift.first : shift.last + 1], 0))
+            hours = max(self.options.alone_next_day_hours * 60 / g.minutes, 1)
+            at = np.flatnonzero(enough & (next_day >= hours - 1e-9))
+            return max(shift.alarm, shift.first + int(at[0])) if at.size else None
+        at = np.flatnonzero(enough)
+        held = shift.first + int(at[0]) if at.size else None
         # the last slot open on the shift's first day
         same_day = np.flatnonzero(g.day[shift.first :] == g.day[shift.first])
         day_open = shift.first + same_day[g.open_regular[shift.first + same_day] > 0]
@@ -106,7 +132,8 @@ class CountLevel(CountCheck):
 
     def _material(self, shift: Shift) -> bool:
         change = shift.factor - 1 if shift.factor >= 1 else 1 / shift.factor - 1
-        return change >= self.options.min_change
+        alone = shift.against == "history"
+        return change >= (self.options.alone_min_change if alone else self.options.min_change)
 
     def _finding(self, model: CountModel, evidence: Any, shift: Shift, held: int) -> Finding:
         start, end = span(model, shift.first, shift.last)

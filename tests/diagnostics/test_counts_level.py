@@ -171,6 +171,39 @@ def test_without_peers_a_shift_is_found_within_four_days_and_ends(factor):
     assert abs(when(f.evidence["end"]) - RECOVERY) <= timedelta(hours=6)
 
 
+def test_without_peers_a_day_of_odd_trading_is_not_a_fault():
+    """A storm or an event halves one day's traffic at a door judged alone: its own history
+    cannot tell that from a fault, so a shift that does not outlast the day is not raised.
+    The same day at one door of four is raised: its peers kept their traffic."""
+    day = ONSET.replace(hour=9)
+    own = {"A": window(history("A", NOW, days=56, seed=5, k=20.0), 0.5, day, day + timedelta(1))}
+    assert not [f for f in run(own, scope="all") if f.problem]
+    slots = four_doors()
+    slots["A"] = window(slots["A"], 0.5, day, day + timedelta(days=1))
+    assert [f.code for f in run(slots, scope="all") if f.problem] == ["under_count"]
+    # held beyond the day, alone, it is raised once it has held three hours of the next day
+    own = {"A": window(history("A", NOW, days=56, seed=5, k=20.0), 0.5, day, RECOVERY)}
+    [f] = run(own, scope="all")
+    assert f.code == "under_count" and f.evidence["against"] == "history"
+    detected = when(f.evidence["detected_at"])
+    assert day + timedelta(days=1, hours=3) <= detected <= day + timedelta(days=1, hours=4)
+    [f] = run(own, scope="all", alone_next_day_hours=6.0)
+    assert when(f.evidence["detected_at"]) == detected + timedelta(hours=3)
+
+
+def test_without_peers_a_small_move_is_traffic_with_peers_a_fault():
+    """0.85x for four days: against three peers it is a counting fault; against its own
+    history alone it is within what a door's own traffic does."""
+    slots = four_doors()
+    slots["A"] = window(slots["A"], 0.85, ONSET, NOW)
+    assert [f.code for f in run(slots, scope="all") if f.problem] == ["under_count"]
+    own = {"A": slots["A"]}
+    assert not [f for f in run(own, scope="all") if f.problem]
+    # with the bar lowered the same data is raised: the rule, not the detector, held it back
+    [f] = run(own, scope="all", alone_min_change=0.05)
+    assert f.code == "under_count" and f.evidence["against"] == "history"
+
+
 def test_two_faults_are_two_findings_and_an_ongoing_one_stays_open():
     slots = four_doors()
     second = NOW - timedelta(days=3)
