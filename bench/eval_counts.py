@@ -446,6 +446,7 @@ def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
             arr[c, onset - lo :] = np.where(np.isnan(x), np.nan, new)
         case = Case(kind, site.code, serial, _after(site, onset), _after(site, hi))
         case.note = f"f={factor:.2f} ramp={ramp // PER_DAY}d"
+        case.facts = {"factor": factor}
     elif kind == "imbalance":
         factor = rng.uniform(0.75, 0.9)  # OUT counted short: 5-14 % apart
         hi = onset + 7 * PER_DAY
@@ -520,6 +521,34 @@ def route_table(cases: list[Case]) -> None:
             f"| {code} | {len(sel)} | {sum(c.by_door for c in sel)} | {count['right']} | "
             f"{count['wrong']} | {count['none']} | {sum(not c.detected for c in sel)} |"
         )
+
+
+def size_table(totals: dict[str, list[Case]]) -> None:
+    """Level faults found by their size: the issue's 0.6x and 1.5x, and the smaller ones."""
+    print("\n## under- and over-counts found by size (all sites)\n")
+    print("| kind | factor | found | median delay (h) | by site (found/cases) |")
+    print("|---|---|---|---|---|")
+    bands = {
+        "under_count": ((0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9)),
+        "over_count": ((1.1, 1.2), (1.2, 1.3), (1.3, 1.4), (1.4, 1.5), (1.5, 1.6)),
+    }
+    for kind, edges in bands.items():
+        for lo, hi in edges:
+            sel = [c for c in totals.get(kind, []) if lo <= c.facts.get("factor", 0) < hi]
+            if not sel:
+                continue
+            found = [c for c in sel if c.detected]
+            delays = [c.delay_h for c in found if c.delay_h is not None]
+            delay = f"{np.median(delays):.1f}" if delays else "-"
+            by_site: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for c in sel:
+                by_site[c.site][0] += c.detected
+                by_site[c.site][1] += 1
+            sites = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(by_site.items()))
+            print(
+                f"| {kind} | {lo:.1f}-{hi:.1f}x | {len(found)}/{len(sel)} "
+                f"({len(found) / len(sel):.0%}) | {delay} | {sites} |"
+            )
 
 
 def why_table(cases: list[Case]) -> None:
@@ -1004,6 +1033,8 @@ def main() -> None:
     for kind in KINDS:
         if kind in args.kinds:
             print(_row(kind, "all", totals[kind]))
+    if "under_count" in args.kinds or "over_count" in args.kinds:
+        size_table(totals)
     if "imbalance" in args.kinds:
         route_table(totals["imbalance"])
         why_table(totals["imbalance"])
