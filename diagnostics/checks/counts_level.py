@@ -122,10 +122,14 @@ class CountLevel(CountCheck):
             return max(shift.alarm, shift.first + int(at[0])) if at.size else None
         at = np.flatnonzero(enough)
         held = shift.first + int(at[0]) if at.size else None
-        # the last slot open on the shift's first day
+        # the last slot open on the shift's first day, when the store closes after it (a
+        # store open round the clock does not close at midnight: its evening goes on)
         same_day = np.flatnonzero(g.day[shift.first :] == g.day[shift.first])
         day_open = shift.first + same_day[g.open_regular[shift.first + same_day] > 0]
-        if day_open.size and shift.last >= day_open[-1]:
+        closes = day_open.size and (
+            day_open[-1] + 1 >= g.n or g.open_regular[day_open[-1] + 1] == 0
+        )
+        if closes and shift.last >= day_open[-1]:
             closing = int(day_open[-1])
             held = closing if held is None else min(held, closing)
         return None if held is None else max(shift.alarm, held)

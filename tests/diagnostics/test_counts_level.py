@@ -1,11 +1,12 @@
 """Under- and over-counting against the peers and the counter's own history."""
 
-from datetime import timedelta
+from datetime import time, timedelta
 
 import numpy as np
 import pytest
 
 from diagnostics.assess import assess
+from diagnostics.calendar import Hours, SiteCalendar
 from diagnostics.checks.base import CounterEvidence
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import CountSlot, Decision, Status
@@ -39,13 +40,13 @@ def site(days=42, k=20.0):
     }
 
 
-def run(slots, serial="A", **options):
+def run(slots, serial="A", cal=CAL, **options):
     peers = {p: v for p, v in slots.items() if p != serial}
     ev = CounterEvidence(
         serial=serial,
         name=serial,
         site="LDN01",
-        calendar=CAL,
+        calendar=cal,
         now=NOW,
         slots=slots[serial],
         peers=peers,
@@ -251,6 +252,25 @@ def test_a_shift_that_begins_late_in_the_day_is_raised_at_the_close_not_days_lat
     [f] = run(slots, scope="all")
     assert f.code == "under_count" and f.evidence["ongoing"]
     assert when(f.evidence["detected_at"]) <= late.replace(hour=20)
+
+
+def test_round_the_clock_an_evening_shift_is_not_raised_at_midnight():
+    """A site open round the clock (a station, a street) does not close at midnight: a door
+    that counts half for an evening is raised once the shift has held its six hours, not
+    at 23:45 as if the store had closed."""
+    cal = SiteCalendar("Europe/London", (Hours(time(0), time.max),) * 7, holiday_region="GB-ENG")
+    doors = {
+        s: history(s, NOW, days=56, seed=i + 31, peak=p, k=20.0, cal=cal)
+        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
+    }
+    evening = NOW.replace(hour=20, minute=0) - timedelta(days=4)
+    short = dict(doors, A=window(doors["A"], 0.3, evening, evening + timedelta(hours=4)))
+    assert not [f for f in run(short, scope="all", cal=cal) if f.problem]
+    # the same drop lasting past its six hours is raised, at their end
+    long = dict(doors, A=window(doors["A"], 0.3, evening, evening + timedelta(hours=10)))
+    [f] = [f for f in run(long, scope="all", cal=cal) if f.problem]
+    assert f.code == "under_count"
+    assert when(f.evidence["detected_at"]) >= evening + timedelta(hours=6)
 
 
 def test_a_broken_peer_is_no_yardstick_for_the_others():
