@@ -5,8 +5,9 @@ with ``--serve``, one thread and one asyncio loop for the whole fleet: ``simulat
 so the simulator's CPU is not the agent's and it does not starve the agent at 1,000 counters.
 20 % are ``hung`` (the device accepts and never answers) and 10 % ``slow`` (the simulator's
 ``slow`` kind, every answer delayed ``--slow-delay`` seconds, inside the probe timeout); the
-devices hold ``--history-days`` of counts (3 by default, so a run settles in minutes; 28 shows
-the memory of a full window), and each counter has its tuning image (the picture it is served),
+devices hold ``--history-days`` of counts (3 by default, so a run settles in minutes; 35 shows
+a full window, what a service a week old judges every cycle: its 28 days and the week
+before, all back-filled at once), and each counter has its tuning image (the picture it is served),
 so the agent prepares references as it would. The agent (a real ``Runner`` in this process,
 real clock) runs cycles until one has asked every counter and none is still back-filling its
 history (at most ``--warmup`` of them), then times the next one(s); a timed cycle that still
@@ -193,7 +194,10 @@ def measure(args: argparse.Namespace) -> None:
         healthy = sum(fault_of(i) is None for i in range(args.counters))
         with Store.open(tmp / "state") as store:
             began = time.monotonic()
-            runner = make_runner(config, store)
+            # a service a week old holds history_days (28) and the week before in its window:
+            # with --history-days 35 the agent back-fills all 35 at once, so the timed cycle
+            # judges what such a service judges every cycle
+            runner = make_runner(config, store, history_days=max(28, args.history_days))
             built = time.monotonic() - began
             rows, splits = [], []
             try:
