@@ -233,16 +233,17 @@ class SlotColumns:
     minutes, IN and OUT. The store reads them straight into arrays, with no object per slot.
 
     The agent keeps five weeks of these for every counter between cycles (``agent.counts``), so
-    they are held in the narrowest type that holds them exactly: 9 bytes a slot where they fit
-    (start as unsigned 32-bit seconds, to 2106; length a byte; counts to 65,535 a slot in 16
-    bits), up to 20 where they do not (64-bit starts, 32-bit lengths, counts to a million,
-    ``counter_format.MAX_COUNT``, as float32, exact to 2**24). A thousand counters' month took
-    43 MB at 20 bytes a slot. The models widen them to float64 on their grid."""
+    they are held in the narrowest type that holds them exactly: 7 bytes a slot where they fit
+    (start as unsigned 32-bit seconds, to 2106; length a byte; counts to 255 a slot in a byte,
+    else to 65,535 in 16 bits), up to 20 where they do not (64-bit starts, 32-bit lengths,
+    counts to a million, ``counter_format.MAX_COUNT``, as float32, exact to 2**24). A thousand
+    counters' month took 43 MB at 20 bytes a slot. The models widen them to float64 on their
+    grid."""
 
     start: np.ndarray  # uint32 or int64
     minutes: np.ndarray  # uint8 or int32
-    cin: np.ndarray  # uint16 or float32
-    cout: np.ndarray  # uint16 or float32
+    cin: np.ndarray  # uint8, uint16 or float32
+    cout: np.ndarray  # uint8, uint16 or float32
 
     @classmethod
     def empty(cls) -> SlotColumns:
@@ -258,8 +259,8 @@ class SlotColumns:
         return cls(
             _narrow(np.asarray(start, dtype=np.int64), np.uint32),
             _narrow(np.asarray(minutes, dtype=np.int32), np.uint8),
-            _narrow(np.asarray(cin, dtype=np.float32), np.uint16),
-            _narrow(np.asarray(cout, dtype=np.float32), np.uint16),
+            _narrow_count(np.asarray(cin, dtype=np.float32)),
+            _narrow_count(np.asarray(cout, dtype=np.float32)),
         )
 
     @classmethod
@@ -383,6 +384,13 @@ def _narrow(values: np.ndarray, narrow: type[np.unsignedinteger]) -> np.ndarray:
     ):
         return values.astype(narrow)
     return values
+
+
+def _narrow_count(values: np.ndarray) -> np.ndarray:
+    """Counts in a byte when every one fits (most doors' quarter-hours), else in 16 bits,
+    else as they are."""
+    narrow = _narrow(values, np.uint8)
+    return narrow if narrow.dtype == np.uint8 else _narrow(values, np.uint16)
 
 
 def _read_only(columns: SlotColumns) -> SlotColumns:

@@ -188,14 +188,16 @@ def test_a_model_counts_the_bytes_of_its_arrays():
 
 
 def test_slot_columns_are_held_narrow_and_widen_exactly():
-    # the usual month: 9 bytes a slot
+    # the usual month: 7 bytes a slot, 8 where a quarter-hour counted more than 255
     usual = SlotColumns.of([1_800_000_000, 1_800_000_900], [15, 15], [65_535, 3], [0, 7])
     assert [a.dtype for a in (usual.start, usual.minutes, usual.cin, usual.cout)] == [
         np.uint32,
         np.uint8,
         np.uint16,
-        np.uint16,
+        np.uint8,
     ]
+    assert SlotColumns.of([0], [15], [255], [256]).cin.dtype == np.uint8
+    assert SlotColumns.of([0], [15], [255], [256]).cout.dtype == np.uint16
     # what does not fit stays wide, exactly: a count past 16 bits, a start past 2106
     huge = 1_000_000  # counter_format.MAX_COUNT
     cols = SlotColumns.of([0, 2**33], [15, 1440], [huge, 3], [0.5, 7])
@@ -210,7 +212,10 @@ def test_slot_columns_are_held_narrow_and_widen_exactly():
     # merging keeps the narrowest type that holds the result
     merged = usual.merged(SlotColumns.of([1_800_001_800], [15], [70_000], [1]))
     assert merged.cin.dtype == np.float32 and merged.cin.tolist() == [65_535, 3, 70_000]
-    assert merged.cout.dtype == np.uint16 and merged.start.dtype == np.uint32
+    assert merged.cout.dtype == np.uint8 and merged.start.dtype == np.uint32
+    # a byte's counts merged with a larger one widen to what holds it
+    wider = usual.merged(SlotColumns.of([1_800_001_800], [15], [1], [300]))
+    assert wider.cout.dtype == np.uint16 and wider.cout.tolist() == [0, 7, 300]
     # and the models widen them to the same float64 counts
     arrays = CountArrays.from_columns(
         {"A": usual}, CAL, now=datetime.fromtimestamp(1_800_002_000, UTC)
