@@ -611,6 +611,11 @@ class Params:
     # blocks remain there: a fault not found yet would otherwise widen its own yardstick
     recent_days: int = 14
     calibration_days: int = 10
+    # with two or more peers, the counter's own move (against its own history) must stand
+    # out from its peers' own moves by this many times their half-range: when the peers
+    # themselves scatter, one door moving is traffic moving between doors (chosen on the
+    # evaluation's dev half, docs/counts.md)
+    standout: float = 2.0
 
 
 class CountModel:
@@ -1137,8 +1142,9 @@ class CountModel:
 
     def _blame(self, i: int, sh: Shift) -> bool:
         """Is it this counter that moved, or its peers? With two or more peers, the ratio to a
-        majority of them must have moved the same way; with one peer, the counter must have
-        moved further from its own history than the peer did from its own."""
+        majority of them must have moved the same way, and the counter's own move must stand
+        out from theirs (``Params.standout``); with one peer, the counter must have moved
+        further from its own history than the peer did from its own."""
         sl = slice(sh.first, sh.last + 1)
         mine = self.present[i, sl] & np.isfinite(self.expected[i, sl]) & ~self.zero_mask[i, sl]
 
@@ -1161,7 +1167,12 @@ class CountModel:
             a, b = moves[0]
             return sh.direction * (a + b) >= 0
         agree = sum(sh.direction * (a - b) >= self.params.shifts[0] / 2 for a, b in moves)
-        return agree * 2 > len(moves)
+        if agree * 2 <= len(moves):
+            return False
+        mine_moved = float(np.median([a for a, _ in moves]))
+        theirs = np.array([b for _, b in moves])
+        stands_out = sh.direction * (mine_moved - float(np.median(theirs)))
+        return stands_out >= self.params.standout * float(theirs.max() - theirs.min()) / 2
 
     def day_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per counter and local day (counters, days): IN and OUT summed over the slots that

@@ -398,3 +398,24 @@ def test_a_fault_of_the_last_days_is_judged_against_the_days_before_it():
         arrays, cal = _three_doors(seed, 1.0)
         assert CountModel(arrays, cal, NOW).shifts(2) == []
     assert found[True] >= 4 and found[False] <= 1
+
+
+def test_a_door_whose_peers_scatter_as_much_is_not_blamed():
+    # A counts 0.75x for five days; a real fault when its three peers keep their level. When
+    # over the same days one peer rises 1.3x and another falls to 0.75x, the doors' shares are
+    # moving (a street busier, another quieter): A's move does not stand out from theirs
+    from diagnostics.series import CountArrays, CountModel, Params
+
+    since, until = NOW - timedelta(days=6), NOW - timedelta(days=1)
+    steady = four_doors()
+    steady["A"] = window(steady["A"], 0.75, since, until)
+    assert [f.code for f in run(steady, scope="all") if f.problem] == ["under_count"]
+    scatter = dict(steady)
+    scatter["B"] = window(steady["B"], 1.3, since, until)
+    scatter["D"] = window(steady["D"], 0.75, since, until)
+    assert not [f for f in run(scatter, scope="all") if f.problem]
+    # the rule held it back, not the detector: without it the same shift is A's
+    arrays = CountArrays.from_slots(scatter, CAL, now=NOW)
+    shifts = CountModel(arrays, CAL, NOW, params=Params(standout=0.0)).shifts(0)
+    assert any(s.direction < 0 for s in shifts)
+    assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.direction < 0]
