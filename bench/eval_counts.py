@@ -1093,7 +1093,54 @@ KINDS = (
     "over_count",
     "imbalance",
 )
-EXTRA = ("shift",)  # the four-day shifts that end, with three peers, two and none
+EXTRA = ("shift", "long")  # four-day shifts that end; under-counts that last four weeks
+
+LONG_DAYS = 28
+
+
+def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
+    """An under-count (0.55-0.75x) that lasts four weeks, judged every day as the service
+    does: the share of cases whose finding is raised, and still ongoing, on each day. A
+    finding that fades while the fault goes on closes the incident as if it had recovered."""
+    days = (3, 7, 14, 21, 28)
+    print(f"\n## under-counts that last {LONG_DAYS} days: raised and ongoing on day ...\n")
+    print(f"| site | cases | {' | '.join(f'day {d}' for d in days)} | found at all |")
+    print("|---|---|" + "---|" * (len(days) + 1))
+    for site in sites:
+        rows = []
+        for _ in range(cases):
+            onset = pick_onset(site, rng, half, (LONG_DAYS + 2) * PER_DAY)
+            if onset is None:
+                continue
+            c = int(rng.integers(len(site.serials)))
+            factor = rng.uniform(0.55, 0.75)
+            lo, hi = max(0, onset - HISTORY), onset + LONG_DAYS * PER_DAY
+            cin, cout = site.window(lo, hi)
+            for arr in (cin, cout):
+                x = arr[c, onset - lo :]
+                base = np.nan_to_num(x).astype(int)
+                arr[c, onset - lo :] = np.where(np.isnan(x), np.nan, rng.binomial(base, factor))
+            seen = []
+            for day in range(1, LONG_DAYS + 1):
+                end = onset + day * PER_DAY
+                w_lo = max(0, end - HISTORY)
+                cut = slice(w_lo - lo, end - lo)
+                assessed = judge(site, w_lo, end, cin[:, cut], cout[:, cut])[1]
+                seen.append(
+                    any(
+                        a.genuine
+                        and a.finding.code == "under_count"
+                        and a.finding.subject == site.serials[c]
+                        and a.finding.evidence.get("ongoing")
+                        for a in assessed
+                    )
+                )
+            rows.append(seen)
+        if not rows:
+            continue
+        held = np.array(rows)
+        cells = " | ".join(f"{held[:, d - 1].mean():.0%}" for d in days)
+        print(f"| {site.code} | {len(rows)} | {cells} | {held.any(axis=1).mean():.0%} |")
 
 
 def main() -> None:
@@ -1183,6 +1230,8 @@ def main() -> None:
     if "imbalance" in args.kinds:
         route_table(totals["imbalance"])
         why_table(totals["imbalance"])
+    if "long" in args.kinds:
+        long_table(sites, np.random.default_rng(args.seed + 4), args.half, max(5, args.cases // 4))
     if "shift" in args.kinds:
         bank_m = load_bank_m(args.seed)
         shift_sites = [s for s in sites if not args.only or s.code in args.only]
