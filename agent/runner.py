@@ -60,6 +60,7 @@ from diagnostics.checks import (
 )
 from diagnostics.checks.agent import ProbeFailure
 from diagnostics.checks.base import Family
+from diagnostics.checks.counts_level import CountLevel
 from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
 from diagnostics.checks.liveview import LiveView
 from diagnostics.flapping import WINDOW as FLAP_WINDOW
@@ -675,6 +676,19 @@ class Runner:
         since -= timedelta(seconds=since.timestamp() % (SLOT_MINUTES * 60))
         return self.counts.window([c.serial for c in self.config.counters], since)
 
+    def held_shifts(self, site: str) -> dict[str, datetime]:
+        """The site's counters whose level incident is open (or recovering), each with the
+        start of the shift its last problem finding named: the count model judges them
+        against their level before it, not a level that has learnt the fault."""
+        held: dict[str, datetime] = {}
+        for incident in self.store.incidents(open_only=True, check_id=CountLevel.id, site=site):
+            start = incident.last_finding.get("evidence", {}).get("start")
+            try:
+                held[incident.subject] = datetime.fromisoformat(str(start))
+            except ValueError:
+                continue  # a finding without a start (an old row): nothing to hold
+        return held
+
     def evidence(
         self,
         counter: CounterConfig,
@@ -682,6 +696,7 @@ class Runner:
         history: dict[str, SlotColumns] | None = None,
         *,
         prepare_reference: bool = True,
+        held: dict[str, datetime] | None = None,
     ) -> CounterEvidence:
         site = self.config.site(counter.site)
         history = history if history is not None else self.history(now)
@@ -737,6 +752,7 @@ class Runner:
             extra=extra,
             counts=counts,
             models=self.models,
+            held=self.held_shifts(counter.site) if held is None else held,
         )
 
     def run_checks(
@@ -891,8 +907,9 @@ class Runner:
         site_findings: list[Finding] = []
         for site in self.config.sites:
             self.models.group()
+            held = self.held_shifts(site.code)
             for counter in members.get(site.code, []):
-                gathered = self.evidence(counter, now, history, prepare_reference=False)
+                gathered = self.evidence(counter, now, history, prepare_reference=False, held=held)
                 judged.extend(self.counter_checks(gathered))
             at = members.get(site.code, [])
             evidence = SiteEvidence(
@@ -902,6 +919,7 @@ class Runner:
                 groups={c.serial: c.group for c in at},
                 counts={c.serial: history.get(c.serial, SlotColumns.empty()) for c in at},
                 models=self.models,
+                held=held,
             )
             site_findings.extend(self.run_checks(evidence, checks=self.site_checks))
         self.views.keep_learned(judged)  # the live-view check judged, the agent saves

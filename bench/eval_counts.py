@@ -401,12 +401,14 @@ def _site(code, cal, start, doors, rng, split) -> Site:
 # --- judging one window ------------------------------------------------------------------------
 
 
-def judge(site: Site, lo: int, hi: int, cin, cout):
+def judge(site: Site, lo: int, hi: int, cin, cout, held=None):
+    """Every count check over slots lo..hi, folded and assessed; ``held``: the counters whose
+    level incident is open, since when (as the service passes them)."""
     start = site.start + timedelta(minutes=SLOT * lo)
     grid = Grid.build(start, SLOT, hi - lo, site.calendar)
     now = start + timedelta(minutes=SLOT * (hi - lo))
     arrays = CountArrays(grid, site.serials, cin, cout)
-    model = CountModel(arrays, site.calendar, now)
+    model = CountModel(arrays, site.calendar, now, held=held)
     findings = fold_site_outages(judge_model(model, site.code, {}))
     return model, assess(findings, {site.code: site.calendar})
 
@@ -1121,20 +1123,22 @@ def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
                 base = np.nan_to_num(x).astype(int)
                 arr[c, onset - lo :] = np.where(np.isnan(x), np.nan, rng.binomial(base, factor))
             seen = []
+            held: dict[str, datetime] = {}  # the open incident's start, as the runner passes it
             for day in range(1, LONG_DAYS + 1):
                 end = onset + day * PER_DAY
                 w_lo = max(0, end - HISTORY)
                 cut = slice(w_lo - lo, end - lo)
-                assessed = judge(site, w_lo, end, cin[:, cut], cout[:, cut])[1]
-                seen.append(
-                    any(
-                        a.genuine
-                        and a.finding.code == "under_count"
-                        and a.finding.subject == site.serials[c]
-                        and a.finding.evidence.get("ongoing")
-                        for a in assessed
-                    )
-                )
+                assessed = judge(site, w_lo, end, cin[:, cut], cout[:, cut], held)[1]
+                raised = [
+                    a.finding
+                    for a in assessed
+                    if a.genuine
+                    and a.finding.code == "under_count"
+                    and a.finding.subject == site.serials[c]
+                    and a.finding.evidence.get("ongoing")
+                ]
+                seen.append(bool(raised))
+                held = {site.serials[c]: _when(raised[0].evidence["start"])} if raised else {}
             rows.append(seen)
         if not rows:
             continue

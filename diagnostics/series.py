@@ -634,6 +634,7 @@ class CountModel:
         now: datetime,
         peers: Sequence[Sequence[int]] | None = None,
         params: Params | None = None,
+        held: Mapping[str, datetime] | None = None,
     ) -> None:
         self.arrays = arrays
         self.grid = g = arrays.grid
@@ -651,20 +652,29 @@ class CountModel:
         closed_day = (g.open_regular > 0) & (g.open_actual == 0)
         usable = self.present & ~closed_day[None, :]
         self.zero_mask = np.zeros_like(self.present)
-        self._bad = np.zeros_like(self.present)
+        # a counter whose level incident is open (``held``: since when its shift began) is
+        # judged against its level before it: the days since are neither learnt by its
+        # baselines nor by the level's yardstick, or a fault of three weeks becomes the usual
+        # level and its incident recovers while the counter still counts wrong
+        known = np.zeros_like(self.present)
+        for serial, since in (held or {}).items():
+            if serial in arrays.serials:
+                known[arrays.serials.index(serial), g.index(since) :] = True
+        usable &= ~known
+        self._bad = known
         self._fit(usable)
         self._shifts: dict[int, list[Shift]] = {}  # each counter's, once judged on this fit
-        faulty = self.zero_mask.copy()
+        faulty = self.zero_mask | known
         for i in range(size):
             for s in self.shifts(i):
                 faulty[i, s.first : s.last + 1] = True
         self.faulty_days = [set(np.unique(g.day[faulty[i]]).tolist()) for i in range(size)]
         if not any(self.faulty_days):
             return  # nothing to leave out: the second pass would fit exactly the first again
-        bad = np.zeros_like(self.present)
+        bad = known.copy()
         for i in range(size):
             if self.faulty_days[i]:
-                bad[i] = np.isin(g.day, list(self.faulty_days[i]))
+                bad[i] |= np.isin(g.day, list(self.faulty_days[i]))
         self._bad = bad
         self._shifts = {}
         # only the counters with faulty days learn other baselines (each counter's are its

@@ -89,10 +89,13 @@ def _model(
     now: datetime,
     peers: list[list[int]] | None,
     cache: ModelCache | None,
+    held: Mapping[str, datetime],
 ) -> CountModel:
+    held = {serial: since for serial, since in held.items() if serial in columns}
+
     def build() -> CountModel:
         arrays = CountArrays.from_columns(columns, calendar, now=now)
-        return CountModel(arrays, calendar, now, peers)
+        return CountModel(arrays, calendar, now, peers, held=held)
 
     if peers is not None and all(
         sorted(set(p) - {i}) == [j for j in range(len(peers)) if j != i]
@@ -105,19 +108,20 @@ def _model(
         return build()
     # everything the model is a function of; ``now`` only through the grid it implies
     who = (tuple(columns), None if peers is None else tuple(tuple(p) for p in peers))
-    return cache.get(who, cache.inputs_of(columns, calendar, now), build)
+    inputs = (*cache.inputs_of(columns, calendar, now), tuple(sorted(held.items())))
+    return cache.get(who, inputs, build)
 
 
 def counter_model(evidence: CounterEvidence) -> CountModel:
     """The model of one counter and its peers, as the service gathers them."""
     columns = counter_columns(evidence)
-    return _model(columns, evidence.calendar, evidence.now, None, evidence.models)
+    return _model(columns, evidence.calendar, evidence.now, None, evidence.models, evidence.held)
 
 
 def site_model(evidence: SiteEvidence) -> CountModel:
     columns = site_columns(evidence)
     peers = peers_by_group(tuple(columns), evidence.groups)
-    return _model(columns, evidence.calendar, evidence.now, peers, evidence.models)
+    return _model(columns, evidence.calendar, evidence.now, peers, evidence.models, evidence.held)
 
 
 def local(when: datetime, tz: ZoneInfo) -> str:

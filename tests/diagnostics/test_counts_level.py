@@ -419,3 +419,24 @@ def test_a_door_whose_peers_scatter_as_much_is_not_blamed():
     shifts = CountModel(arrays, CAL, NOW, params=Params(standout=0.0)).shifts(0)
     assert any(s.direction < 0 for s in shifts)
     assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.direction < 0]
+
+
+def test_a_held_counter_is_judged_against_its_level_before_the_shift():
+    # A counts 0.6x for its last 24 days of a 35-day window: its baselines and the level's
+    # yardstick have learnt the fault, and nothing is raised any more. Told that its level
+    # incident is open since the shift began (the runner's ``held``), the model judges the
+    # days since against the days before, and the shift is still there
+    from diagnostics.series import CountArrays, CountModel
+
+    onset = NOW - timedelta(days=24)
+    slots = {
+        s: history(s, NOW, days=35, seed=i + 41, peak=p, k=20.0)
+        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
+    }
+    slots["A"] = window(slots["A"], 0.6, onset, NOW)
+    arrays = CountArrays.from_slots(slots, CAL, now=NOW)
+    assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.ongoing]
+    [shift] = [s for s in CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(0) if s.ongoing]
+    assert shift.direction < 0 and abs(shift.factor - 0.6) < 0.1
+    # and a held peer is no yardstick for the others either: B stays quiet
+    assert not CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(1)
