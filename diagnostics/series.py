@@ -660,6 +660,7 @@ class CountModel:
         for serial, since in (held or {}).items():
             if serial in arrays.serials:
                 known[arrays.serials.index(serial), g.index(since) :] = True
+        self._held: np.ndarray = np.asarray(known.any(axis=1))
         usable &= ~known
         self._bad = known
         self._fit(usable)
@@ -1017,6 +1018,9 @@ class CountModel:
         # even when the log of a bursty count is skewed, and the median over days is not
         # dragged by a minority of shifted days, as the first pass still has them.
         clean = ~self._bad[i][first_slot]
+        # a held counter whose shift fills every judged day has no day to learn its level
+        # from: its usual level is then what its baselines (learnt before the shift) expect
+        unmoored = clean.sum() < 8 and bool(self._held[i])
         if clean.sum() < 8:
             clean = np.ones_like(clean)
         days = g.day[first_slot]
@@ -1030,7 +1034,8 @@ class CountModel:
         if np.unique(days[older]).size >= p.calibration_days:
             clean = older
         inverse, sizes = _runs_of_equal(days[clean])
-        z = z - _median(np.bincount(inverse, weights=z[clean]) / sizes)
+        if not unmoored:
+            z = z - _median(np.bincount(inverse, weights=z[clean]) / sizes)
         mad = 1.4826 * _median(np.abs(z[clean] - _median(z[clean])))
         var = v0 + max(0.0, mad * mad - _median(v0[clean]))
         u = z / np.sqrt(var)

@@ -440,3 +440,23 @@ def test_a_held_counter_is_judged_against_its_level_before_the_shift():
     assert shift.direction < 0 and abs(shift.factor - 0.6) < 0.1
     # and a held peer is no yardstick for the others either: B stays quiet
     assert not CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(1)
+
+
+def test_a_held_shift_that_fills_the_window_is_judged_against_the_baselines():
+    # 0.6x for its last 29 days of 35: the window's first week has no baseline, so no day
+    # before the shift is left to learn the level from. Held, the counter's usual level is
+    # what its baselines (learnt from that first week) expect, and the shift is still found
+    from diagnostics.series import CountArrays, CountModel
+
+    onset = NOW - timedelta(days=29)
+    slots = {
+        s: history(s, NOW, days=35, seed=i + 51, peak=p, k=20.0)
+        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
+    }
+    slots["A"] = window(slots["A"], 0.6, onset, NOW)
+    arrays = CountArrays.from_slots(slots, CAL, now=NOW)
+    assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.ongoing]
+    [shift] = [s for s in CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(0) if s.ongoing]
+    assert shift.direction < 0 and abs(shift.factor - 0.6) < 0.1
+    # a counter not held, or held with days before its shift to learn from, is judged as ever
+    assert not CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(2)
