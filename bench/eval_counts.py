@@ -546,6 +546,19 @@ def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
 LEVEL_KINDS = ("under_count", "over_count", "imbalance")  # judged day by day (below)
 
 
+def judged_daily(site: Site, onset: int, days: int, lo: int, cin, cout, held=None):
+    """The case as the service sees it day by day: for each of ``days`` days from the onset,
+    the window it holds at that day's end (``HISTORY`` long), judged. ``cin`` and ``cout``
+    hold the slots from ``lo``; ``held`` as ``judge`` takes it, read afresh each day (the
+    caller may change it between days, as incidents open and close). Yields (the day's end,
+    the assessed findings)."""
+    for day in range(1, days + 1):
+        end = onset + day * PER_DAY
+        w_lo = max(0, end - HISTORY)
+        cut = slice(w_lo - lo, end - lo)
+        yield end, judge(site, w_lo, end, cin[:, cut], cout[:, cut], held)[1]
+
+
 def _first_day_found(case: Case, site: Site, kind: str, serial, onset, hi, lo, cin, cout) -> None:
     """The service judges its window every cycle: a fault is found on the first day a
     window ending then raises it, even if the window at the case's end no longer does (the
@@ -557,12 +570,11 @@ def _first_day_found(case: Case, site: Site, kind: str, serial, onset, hi, lo, c
     full_out = np.concatenate([before[1], cout], axis=1)
     base = max(0, hi - 2 * HISTORY)
     found_at_end = case.detected
-    for day_end in range(onset + PER_DAY, hi, PER_DAY):
-        w_lo = max(0, day_end - HISTORY)
-        sl = slice(w_lo - base, day_end - base)
+    days = (hi - onset) // PER_DAY - 1  # the days before the case's end, judged above
+    for _, assessed in judged_daily(site, onset, days, base, full_in, full_out):
         trial = Case(kind, case.site, case.counter, case.onset, case.end)
         trial.facts = {}
-        _score(trial, kind, serial, judge(site, w_lo, day_end, full_in[:, sl], full_out[:, sl])[1])
+        _score(trial, kind, serial, assessed)
         if trial.detected:
             case.detected, case.delay_h, case.verdict = True, trial.delay_h, trial.verdict
             case.codes.add(kind)
@@ -994,10 +1006,8 @@ def run_shift(site: Site, setting: str, factor: float, rng, half: str) -> ShiftC
     # start, end and "ended" stay those the window a week after the recovery shows; a
     # finding that window no longer holds has ended, when is not known)
     found_last = case.detected
-    for day_end in range(onset + PER_DAY, hi, PER_DAY):
-        w_lo = max(0, day_end - HISTORY)
-        cut = slice(w_lo - lo, day_end - lo)
-        for a in judge(site, w_lo, day_end, cin[:, cut], cout[:, cut])[1]:
+    for _, assessed in judged_daily(site, onset, (hi - onset) // PER_DAY - 1, lo, cin, cout):
+        for a in assessed:
             f = a.finding
             start, end = _when(f.evidence.get("start")), _when(f.evidence.get("end"))
             if (
@@ -1124,11 +1134,7 @@ def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
                 arr[c, onset - lo :] = np.where(np.isnan(x), np.nan, rng.binomial(base, factor))
             seen = []
             held: dict[str, datetime] = {}  # the open incident's start, as the runner passes it
-            for day in range(1, LONG_DAYS + 1):
-                end = onset + day * PER_DAY
-                w_lo = max(0, end - HISTORY)
-                cut = slice(w_lo - lo, end - lo)
-                assessed = judge(site, w_lo, end, cin[:, cut], cout[:, cut], held)[1]
+            for _, assessed in judged_daily(site, onset, LONG_DAYS, lo, cin, cout, held):
                 raised = [
                     a.finding
                     for a in assessed
@@ -1138,13 +1144,15 @@ def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
                     and a.finding.evidence.get("ongoing")
                 ]
                 seen.append(bool(raised))
-                held = {site.serials[c]: _when(raised[0].evidence["start"])} if raised else {}
+                held.clear()
+                if raised:
+                    held[site.serials[c]] = _when(raised[0].evidence["start"])
             rows.append(seen)
         if not rows:
             continue
-        held = np.array(rows)
-        cells = " | ".join(f"{held[:, d - 1].mean():.0%}" for d in days)
-        print(f"| {site.code} | {len(rows)} | {cells} | {held.any(axis=1).mean():.0%} |")
+        raised_on = np.array(rows)
+        cells = " | ".join(f"{raised_on[:, d - 1].mean():.0%}" for d in days)
+        print(f"| {site.code} | {len(rows)} | {cells} | {raised_on.any(axis=1).mean():.0%} |")
 
 
 def main() -> None:

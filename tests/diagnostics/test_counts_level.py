@@ -421,42 +421,42 @@ def test_a_door_whose_peers_scatter_as_much_is_not_blamed():
     assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.direction < 0]
 
 
+def _held_case(days: int, seed: int):
+    """Four doors over a 35-day window, A counting 0.6x for its last ``days``: A's ongoing
+    shifts not held, and the model held since the shift began (with the onset)."""
+    from diagnostics.series import CountArrays, CountModel
+
+    onset = NOW - timedelta(days=days)
+    slots = {
+        s: history(s, NOW, days=35, seed=i + seed, peak=p, k=20.0)
+        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
+    }
+    slots["A"] = window(slots["A"], 0.6, onset, NOW)
+    arrays = CountArrays.from_slots(slots, CAL, now=NOW)
+    free = [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.ongoing]
+    return free, CountModel(arrays, CAL, NOW, held={"A": onset})
+
+
 def test_a_held_counter_is_judged_against_its_level_before_the_shift():
     # A counts 0.6x for its last 24 days of a 35-day window: its baselines and the level's
     # yardstick have learnt the fault, and nothing is raised any more. Told that its level
     # incident is open since the shift began (the runner's ``held``), the model judges the
     # days since against the days before, and the shift is still there
-    from diagnostics.series import CountArrays, CountModel
-
-    onset = NOW - timedelta(days=24)
-    slots = {
-        s: history(s, NOW, days=35, seed=i + 41, peak=p, k=20.0)
-        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
-    }
-    slots["A"] = window(slots["A"], 0.6, onset, NOW)
-    arrays = CountArrays.from_slots(slots, CAL, now=NOW)
-    assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.ongoing]
-    [shift] = [s for s in CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(0) if s.ongoing]
+    free, held = _held_case(24, seed=41)
+    assert not free
+    [shift] = [s for s in held.shifts(0) if s.ongoing]
     assert shift.direction < 0 and abs(shift.factor - 0.6) < 0.1
     # and a held peer is no yardstick for the others either: B stays quiet
-    assert not CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(1)
+    assert not held.shifts(1)
 
 
 def test_a_held_shift_that_fills_the_window_is_judged_against_the_baselines():
     # 0.6x for its last 29 days of 35: the window's first week has no baseline, so no day
     # before the shift is left to learn the level from. Held, the counter's usual level is
     # what its baselines (learnt from that first week) expect, and the shift is still found
-    from diagnostics.series import CountArrays, CountModel
-
-    onset = NOW - timedelta(days=29)
-    slots = {
-        s: history(s, NOW, days=35, seed=i + 51, peak=p, k=20.0)
-        for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
-    }
-    slots["A"] = window(slots["A"], 0.6, onset, NOW)
-    arrays = CountArrays.from_slots(slots, CAL, now=NOW)
-    assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.ongoing]
-    [shift] = [s for s in CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(0) if s.ongoing]
+    free, held = _held_case(29, seed=51)
+    assert not free
+    [shift] = [s for s in held.shifts(0) if s.ongoing]
     assert shift.direction < 0 and abs(shift.factor - 0.6) < 0.1
     # a counter not held, or held with days before its shift to learn from, is judged as ever
-    assert not CountModel(arrays, CAL, NOW, held={"A": onset}).shifts(2)
+    assert not held.shifts(2)
