@@ -25,6 +25,7 @@ import concurrent.futures as cf
 import functools
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -76,7 +77,7 @@ from diagnostics.model import (
     Status,
     Verdict,
 )
-from diagnostics.series import ModelCache, SlotColumns
+from diagnostics.series import Hold, ModelCache, SlotColumns
 from rma.tickets import Task, Ticket
 
 if TYPE_CHECKING:
@@ -676,17 +677,23 @@ class Runner:
         since -= timedelta(seconds=since.timestamp() % (SLOT_MINUTES * 60))
         return self.counts.window([c.serial for c in self.config.counters], since)
 
-    def held_shifts(self, site: str) -> dict[str, datetime]:
+    def held_shifts(self, site: str) -> dict[str, Hold]:
         """The site's counters whose level incident is open (or recovering), each with the
-        start of the shift its last problem finding named: the count model judges them
-        against their level before it, not a level that has learnt the fault."""
-        held: dict[str, datetime] = {}
+        start of the shift its last problem finding named (or the start it was already held
+        since, if earlier) and the usual ratio to its peers it kept: the count model judges
+        them against their level before it, not a level that has learnt the fault."""
+        held: dict[str, Hold] = {}
         for incident in self.store.incidents(open_only=True, check_id=CountLevel.id, site=site):
-            start = incident.last_finding.get("evidence", {}).get("start")
+            evidence = incident.last_finding.get("evidence", {})
             try:
-                held[incident.subject] = datetime.fromisoformat(str(start))
+                since = datetime.fromisoformat(
+                    str(evidence.get("held_since", evidence.get("start")))
+                )
             except ValueError:
                 continue  # a finding without a start (an old row): nothing to hold
+            ratio = evidence.get("usual_ratio")
+            usable = isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0
+            held[incident.subject] = Hold(since, float(ratio) if usable else None)
         return held
 
     def evidence(
@@ -696,7 +703,7 @@ class Runner:
         history: dict[str, SlotColumns] | None = None,
         *,
         prepare_reference: bool = True,
-        held: dict[str, datetime] | None = None,
+        held: dict[str, Hold] | None = None,
     ) -> CounterEvidence:
         site = self.config.site(counter.site)
         history = history if history is not None else self.history(now)

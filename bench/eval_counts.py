@@ -53,7 +53,7 @@ from diagnostics.assess import assess
 from diagnostics.calendar import Hours, SiteCalendar
 from diagnostics.checks.counts_imbalance import CountImbalance
 from diagnostics.checks.counts_missing import fold_site_outages
-from diagnostics.series import CountArrays, CountModel, Grid
+from diagnostics.series import CountArrays, CountModel, Grid, Hold
 from diagnostics.share import judge_days
 
 TZ = "America/New_York"
@@ -1105,16 +1105,18 @@ KINDS = (
     "over_count",
     "imbalance",
 )
-EXTRA = ("shift", "long")  # four-day shifts that end; under-counts that last four weeks
+EXTRA = ("shift", "long")  # four-day shifts that end; under-counts that last six weeks
 
-LONG_DAYS = 28
+LONG_DAYS = 42  # past the 35-day window: by the end it holds nothing from before the fault
 
 
 def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
-    """An under-count (0.55-0.75x) that lasts four weeks, judged every day as the service
+    """An under-count (0.55-0.75x) that lasts six weeks, judged every day as the service
     does: the share of cases whose finding is raised, and still ongoing, on each day. A
-    finding that fades while the fault goes on closes the incident as if it had recovered."""
-    days = (3, 7, 14, 21, 28)
+    finding that fades while the fault goes on closes the incident as if it had recovered.
+    The incident is carried from day to day as the runner carries it: held (``Hold``, with
+    the usual ratio its finding kept) while raised, or while its check cannot judge it."""
+    days = (3, 7, 14, 21, 28, 35, 42)
     print(f"\n## under-counts that last {LONG_DAYS} days: raised and ongoing on day ...\n")
     print(f"| site | cases | {' | '.join(f'day {d}' for d in days)} | found at all |")
     print("|---|---|" + "---|" * (len(days) + 1))
@@ -1133,20 +1135,23 @@ def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
                 base = np.nan_to_num(x).astype(int)
                 arr[c, onset - lo :] = np.where(np.isnan(x), np.nan, rng.binomial(base, factor))
             seen = []
-            held: dict[str, datetime] = {}  # the open incident's start, as the runner passes it
+            held: dict[str, Hold] = {}  # the open incident, as the runner passes it
             for _, assessed in judged_daily(site, onset, LONG_DAYS, lo, cin, cout, held):
+                mine = [a for a in assessed if a.finding.subject == site.serials[c]]
                 raised = [
                     a.finding
-                    for a in assessed
+                    for a in mine
                     if a.genuine
                     and a.finding.code == "under_count"
-                    and a.finding.subject == site.serials[c]
                     and a.finding.evidence.get("ongoing")
                 ]
                 seen.append(bool(raised))
-                held.clear()
                 if raised:
-                    held[site.serials[c]] = _when(raised[0].evidence["start"])
+                    said = raised[0].evidence
+                    since = _when(said.get("held_since", said["start"]))
+                    held[site.serials[c]] = Hold(since, said.get("usual_ratio"))
+                elif not any(a.finding.code == "no_baseline" for a in mine):
+                    held.clear()  # judged and not raised: the incident recovers
             rows.append(seen)
         if not rows:
             continue

@@ -542,6 +542,18 @@ class Gap:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A counter whose level incident is open: judged against its level before ``since``
+    (the start of the shift its incident's finding named), not a level that has learnt the
+    fault. ``ratio``: its usual expected traffic against its peers' (``usual_ratio``, kept
+    with the incident's finding), which stands in for its own baselines once the window holds
+    no week from before the shift; None without peers, or from an older finding."""
+
+    since: datetime
+    ratio: float | None = None
+
+
+@dataclass(frozen=True)
 class Shift:
     """A level shift of a counter against its peers (or its own history) found by CUSUM."""
 
@@ -634,7 +646,7 @@ class CountModel:
         now: datetime,
         peers: Sequence[Sequence[int]] | None = None,
         params: Params | None = None,
-        held: Mapping[str, datetime] | None = None,
+        held: Mapping[str, Hold] | None = None,
     ) -> None:
         self.arrays = arrays
         self.grid = g = arrays.grid
@@ -657,10 +669,15 @@ class CountModel:
         # baselines nor by the level's yardstick, or a fault of three weeks becomes the usual
         # level and its incident recovers while the counter still counts wrong
         known = np.zeros_like(self.present)
-        for serial, since in (held or {}).items():
-            if serial in arrays.serials:
-                known[arrays.serials.index(serial), g.index(since) :] = True
+        self._holds = {
+            arrays.serials.index(serial): hold
+            for serial, hold in (held or {}).items()
+            if serial in arrays.serials
+        }
+        for i, hold in self._holds.items():
+            known[i, g.index(hold.since) :] = True
         self._held: np.ndarray = np.asarray(known.any(axis=1))
+        self._stood_in: dict[int, np.ndarray] = {}  # held rows' slots expected from the ratio
         usable &= ~known
         self._bad = known
         self._fit(usable)
@@ -720,6 +737,7 @@ class CountModel:
                 [total, (total == 0).astype(float)], usable[rows], g, memory=self.params.memory
             )
             self.expected[rows], self.zero_rate[rows] = expected, zero_rate
+        self._stand_in(rows)
         for i in rows:
             self.k[i] = dispersion(self.total[i], self.expected[i], inside[i])
         self._peers_all = self._peer_totals(None)
@@ -738,6 +756,40 @@ class CountModel:
         # a peer's own fault is no yardstick: its zero runs, and (second pass) the days it
         # was flagged shifted, are left out of the level its peers are held against
         self._peers_clean = self._peer_totals(mask | self._bad)
+
+    def _stand_in(self, rows: list[int]) -> None:
+        """A held counter's expectation where its own baselines have none (every week since
+        its shift is held out of them, and the window has slid past the weeks before): its
+        usual ratio to its peers times their expectation. Refreshed at each fit, as the
+        peers' baselines may have been learnt again."""
+        for i, hold in self._holds.items():
+            if hold.ratio is None or self.peers[i].size == 0:
+                continue
+            mine = self.expected[i]
+            if i in rows or i not in self._stood_in:
+                gap = ~np.isfinite(mine)
+                gap[: self.grid.index(hold.since)] = False
+                self._stood_in[i] = gap
+            theirs = self.expected[self.peers[i]]
+            known = np.isfinite(theirs).all(axis=0)
+            gap = self._stood_in[i]
+            mine[gap] = np.where(known[gap], hold.ratio * theirs[:, gap].sum(axis=0), np.nan)
+
+    def hold(self, i: int) -> Hold | None:
+        """Counter ``i``'s open level incident, as handed to the model (None: not held)."""
+        return self._holds.get(i)
+
+    def usual_ratio(self, i: int) -> float | None:
+        """The counter's expected traffic against its peers' (summed), over the open slots
+        where every one of them has an expectation; None without peers or such slots. Kept
+        with a level incident (``Hold.ratio``), it stands in for the counter's baselines."""
+        if self.peers[i].size == 0:
+            return None
+        theirs = self.expected[self.peers[i]]
+        ok = np.isfinite(self.expected[i]) & np.isfinite(theirs).all(axis=0)
+        ok &= self.grid.open_regular > 0
+        total = float(theirs[:, ok].sum())
+        return float(self.expected[i, ok].sum()) / total if total > 0 else None
 
     def _share_k(self, i: int, usable: np.ndarray) -> float:
         """How steady the counter's share of its site's traffic is from day to day, as the

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from diagnostics.calendar import SiteCalendar
 from diagnostics.model import CountSlot, Finding, Observation, Status
-from diagnostics.series import ModelCache, SlotColumns
+from diagnostics.series import Hold, ModelCache, SlotColumns
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class CounterEvidence:
     # checks and cycles; either may be None, and the count checks then use ``slots``
     counts: Mapping[str, SlotColumns] | None = None
     models: ModelCache | None = None
-    # the counters (this one or its peers) whose level incident is open, and since when their
-    # shift began: judged against their level before it (``CountModel``'s ``held``)
-    held: Mapping[str, datetime] = field(default_factory=dict)
+    # the counters (this one or its peers) whose level incident is open: judged against their
+    # level before the shift began (``CountModel``'s ``held``)
+    held: Mapping[str, Hold] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class SiteEvidence:
     extra: dict[str, Any] = field(default_factory=dict)
     counts: Mapping[str, SlotColumns] | None = None  # as in ``CounterEvidence``
     models: ModelCache | None = None
-    held: Mapping[str, datetime] = field(default_factory=dict)  # as in ``CounterEvidence``
+    held: Mapping[str, Hold] = field(default_factory=dict)  # as in ``CounterEvidence``
 
     @property
     def serial(self) -> None:

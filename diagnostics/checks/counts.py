@@ -33,6 +33,7 @@ from diagnostics.model import Finding, Status
 from diagnostics.series import (
     CountArrays,
     CountModel,
+    Hold,
     ModelCache,
     SlotColumns,
     ZeroRun,
@@ -89,9 +90,9 @@ def _model(
     now: datetime,
     peers: list[list[int]] | None,
     cache: ModelCache | None,
-    held: Mapping[str, datetime],
+    held: Mapping[str, Hold],
 ) -> CountModel:
-    held = {serial: since for serial, since in held.items() if serial in columns}
+    held = {serial: hold for serial, hold in held.items() if serial in columns}
 
     def build() -> CountModel:
         arrays = CountArrays.from_columns(columns, calendar, now=now)

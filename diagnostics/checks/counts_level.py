@@ -97,9 +97,23 @@ class CountLevel(CountCheck):
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
         i = model.index(evidence.serial)
         lo = self.low(model, evidence)
+        if model.hold(i) is not None and not (model.mu(i)[lo:] > 0).any():
+            # its level incident is open, and nothing is left to judge it against (no week
+            # from before the shift in the window, and no ratio to its peers kept): not
+            # "ok", which would recover the incident while the counter may still count wrong
+            return [
+                self.finding(
+                    evidence,
+                    Status.SKIP,
+                    "no_baseline",
+                    "its level before the shift is no longer known: it cannot be judged",
+                )
+            ]
         held = [(s, at) for s in model.shifts(i) if (at := self._held(model, s)) is not None]
-        shifts = [(s, at) for s, at in held if at >= lo and self._material(s)]
+        shifts = [(s, at) for s, at in held if self._material(s)]
         if self.options.scope != "all":
+            # how the counter is doing now: its shift still going on, however long ago it was
+            # raised (one raised more than the look-back ago is no less a fault today)
             shifts = [(s, at) for s, at in shifts if s.ongoing][-1:]
         found = [self._finding(model, evidence, s, at) for s, at in shifts]
         return self.settle(found, evidence, "level", "the counter counts at its usual level")
@@ -146,6 +160,13 @@ class CountLevel(CountCheck):
         change = 1 / shift.factor - 1 if under else shift.factor - 1
         status = Status.FAIL if change >= self.options.fail_change else Status.WARN
         yardstick = "its peers" if shift.against == "peers" else "its own history"
+        i = model.index(evidence.serial)
+        ratio = model.usual_ratio(i)
+        # held since its incident's first shift began: an open fault that the detector splits
+        # into episodes (a noisy yardstick ends one, the next begins) is still the one fault,
+        # and holding only the latest episode's days would let the earlier ones be learnt
+        hold = model.hold(i)
+        kept = {"held_since": min(hold.since, start).isoformat()} if hold is not None else {}
         tz = model.grid.tz
         return self.finding(
             evidence,
@@ -165,4 +186,8 @@ class CountLevel(CountCheck):
             against=shift.against,
             ongoing=shift.ongoing,
             log_likelihood_ratio=round(shift.llr, 1),
+            # kept with the incident: what its level is judged against once the window holds
+            # nothing from before the shift (``diagnostics.series.Hold``)
+            **({"usual_ratio": round(ratio, 6)} if ratio is not None else {}),
+            **kept,
         )

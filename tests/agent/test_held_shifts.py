@@ -15,6 +15,7 @@ from agent.app import make_runner
 from agent.config import load_config
 from agent.store import Store
 from diagnostics.checks.counts_level import CountLevel
+from diagnostics.series import Hold
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 from tests.agent.test_delivery_e2e import NOW, WEEK
 
@@ -50,13 +51,32 @@ def test_the_runner_hands_open_level_incidents_to_the_count_models(tmp_path: Pat
                     reason="test",
                 ).id
 
-            incident("H1", {"evidence": {"start": start.isoformat()}})
+            # the finding kept the door's usual ratio to its peers, which stands in for its
+            # baselines once the window holds nothing from before the shift
+            incident("H1", {"evidence": {"start": start.isoformat(), "usual_ratio": 0.42}})
             incident("H2", {"evidence": {}})  # no start: nothing to hold
             closed = incident("H3", {"evidence": {"start": start.isoformat()}})
             store.update_incident(closed, at=NOW, state="resolved", reason="test")
-            assert runner.held_shifts("LDN01") == {"H1": start}
+            held = {"H1": Hold(start, 0.42)}
+            assert runner.held_shifts("LDN01") == held
             assert runner.held_shifts("PAR01") == {}
             # each counter's evidence carries its site's: its peers' too, as a held peer is
             # no yardstick for the others
             for serial in ("H1", "H2"):
-                assert runner.evidence(config.counter(serial), NOW).held == {"H1": start}
+                assert runner.evidence(config.counter(serial), NOW).held == held
+            # a ratio that is no ratio (an older finding, a damaged row) holds the start alone
+            for bad in (None, "0.4", -1.0, 0, float("nan")):
+                store.update_incident(
+                    closed,
+                    at=NOW,
+                    state="open",
+                    reason="test",
+                    finding={"evidence": {"start": start.isoformat(), "usual_ratio": bad}},
+                )
+                assert runner.held_shifts("LDN01")["H3"] == Hold(start, None), bad
+            # a held counter's finding names the start it was held since: when the detector
+            # splits the fault into episodes, the hold stays with the first one's start
+            later = (start + timedelta(days=9)).isoformat()
+            since = {"start": later, "held_since": start.isoformat(), "usual_ratio": 0.5}
+            store.update_incident(closed, at=NOW, finding={"evidence": since})
+            assert runner.held_shifts("LDN01")["H3"] == Hold(start, 0.5)

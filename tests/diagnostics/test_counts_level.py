@@ -421,20 +421,24 @@ def test_a_door_whose_peers_scatter_as_much_is_not_blamed():
     assert not [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.direction < 0]
 
 
-def _held_case(days: int, seed: int):
-    """Four doors over a 35-day window, A counting 0.6x for its last ``days``: A's ongoing
-    shifts not held, and the model held since the shift began (with the onset)."""
-    from diagnostics.series import CountArrays, CountModel
-
-    onset = NOW - timedelta(days=days)
-    slots = {
+def _four_doors_35(seed: int):
+    return {
         s: history(s, NOW, days=35, seed=i + seed, peak=p, k=20.0)
         for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
     }
+
+
+def _held_case(days: int, seed: int):
+    """Four doors over a 35-day window, A counting 0.6x for its last ``days``: A's ongoing
+    shifts not held, and the model held since the shift began (with the onset)."""
+    from diagnostics.series import CountArrays, CountModel, Hold
+
+    onset = NOW - timedelta(days=days)
+    slots = _four_doors_35(seed)
     slots["A"] = window(slots["A"], 0.6, onset, NOW)
     arrays = CountArrays.from_slots(slots, CAL, now=NOW)
     free = [s for s in CountModel(arrays, CAL, NOW).shifts(0) if s.ongoing]
-    return free, CountModel(arrays, CAL, NOW, held={"A": onset})
+    return free, CountModel(arrays, CAL, NOW, held={"A": Hold(onset)})
 
 
 def test_a_held_counter_is_judged_against_its_level_before_the_shift():
@@ -460,3 +464,62 @@ def test_a_held_shift_that_fills_the_window_is_judged_against_the_baselines():
     assert shift.direction < 0 and abs(shift.factor - 0.6) < 0.1
     # a counter not held, or held with days before its shift to learn from, is judged as ever
     assert not held.shifts(2)
+
+
+def test_a_held_shift_older_than_the_window_is_judged_by_the_ratio_its_incident_kept():
+    # A has counted 0.6x for 40 days: its 35-day window holds nothing from before the shift,
+    # and every week of it is held out of A's baselines, so A has no expectation of its own.
+    # Without more, its level cannot be judged: the check says so (a skip leaves the open
+    # incident as it is) instead of "ok", which would recover it while A still counts wrong
+    from diagnostics.series import CountArrays, CountModel, Hold
+
+    clean = _four_doors_35(seed=61)
+    [before] = run(clean, scope="current")
+    ratio = CountModel(CountArrays.from_slots(clean, CAL, now=NOW), CAL, NOW).usual_ratio(0)
+    # A's peak is 40 a slot against its peers' 30 + 25 + 20
+    assert before.status is Status.OK and ratio is not None and 0.45 < ratio < 0.62
+    faulty = dict(clean)
+    faulty["A"] = window(clean["A"], 0.6, NOW - timedelta(days=40), NOW)
+    onset = NOW - timedelta(days=40)
+
+    def level(hold):
+        ev = CounterEvidence(
+            serial="A",
+            name="A",
+            site="LDN01",
+            calendar=CAL,
+            now=NOW,
+            slots=faulty["A"],
+            peers={p: v for p, v in faulty.items() if p != "A"},
+            held={"A": hold},
+        )
+        return CountLevel(CountLevel.Options()).run(ev)
+
+    [f] = level(Hold(onset))
+    assert f.status is Status.SKIP and f.code == "no_baseline"
+    # the level finding that opened the incident kept A's usual ratio to its peers: with it,
+    # A is expected at that ratio of its peers' expectation, and the shift is still found
+    [f] = level(Hold(onset, ratio))
+    assert f.code == "under_count" and f.problem and f.evidence["ongoing"]
+    assert abs(f.evidence["factor"] - 0.6) < 0.1
+    assert f.evidence["usual_ratio"] == pytest.approx(ratio, rel=1e-4)  # kept as it was
+    # the shift the window shows starts where the window's expectations do; the incident is
+    # still held since the shift it opened on (the runner reads ``held_since`` back)
+    assert when(f.evidence["start"]) > onset and when(f.evidence["held_since"]) == onset
+    # a ratio that is not the door's (A held to twice its share) finds the wrong level: the
+    # ratio is what A is judged against, not decoration
+    [f] = level(Hold(onset, 2 * ratio))
+    assert f.code == "under_count" and f.evidence["factor"] < 0.4
+
+
+def test_an_ongoing_shift_raised_before_the_look_back_is_still_the_current_state():
+    # the service's check (scope "current") once reported only shifts raised within its
+    # look-back (seven days): a door counting 0.6x for ten days was "ok" again, and its
+    # incident recovered while it still counted wrong
+    for days in (3, 10, 14):
+        slots = _four_doors_35(seed=61)
+        onset = NOW - timedelta(days=days)
+        slots["A"] = window(slots["A"], 0.6, onset, NOW)
+        [f] = run(slots, scope="current")
+        assert f.code == "under_count" and f.problem and f.evidence["ongoing"], days
+        assert abs(when(f.evidence["start"]) - onset) <= timedelta(hours=6), days
