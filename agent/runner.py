@@ -61,6 +61,7 @@ from diagnostics.checks import (
 )
 from diagnostics.checks.agent import ProbeFailure
 from diagnostics.checks.base import Family
+from diagnostics.checks.counts_imbalance import CountImbalance
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.checks.gateway import GATEWAY, GatewayEvidence, GatewayHealth
 from diagnostics.checks.liveview import LiveView
@@ -78,6 +79,7 @@ from diagnostics.model import (
     Verdict,
 )
 from diagnostics.series import Hold, ModelCache, SlotColumns
+from diagnostics.share import HeldSplit
 from rma.tickets import Task, Ticket
 
 if TYPE_CHECKING:
@@ -696,6 +698,25 @@ class Runner:
             held[incident.subject] = Hold(since, float(ratio) if usable else None)
         return held
 
+    def held_splits(self, site: str) -> dict[str, HeldSplit]:
+        """The site's counters whose IN/OUT imbalance incident is open (or recovering), each
+        with the start of its move and the usual IN share its last problem finding named: a
+        move that outlasts the window is judged against it, not accepted as the new usual
+        split."""
+        held: dict[str, HeldSplit] = {}
+        for incident in self.store.incidents(open_only=True, check_id=CountImbalance.id, site=site):
+            evidence = incident.last_finding.get("evidence", {})
+            usual = evidence.get("usual_share_in")
+            try:
+                since = datetime.fromisoformat(
+                    str(evidence.get("held_since", evidence.get("start")))
+                )
+            except ValueError:
+                continue  # a finding without a start: nothing to hold
+            if isinstance(usual, (int, float)) and 0 < usual < 1:
+                held[incident.subject] = HeldSplit(since, float(usual))
+        return held
+
     def evidence(
         self,
         counter: CounterConfig,
@@ -704,6 +725,7 @@ class Runner:
         *,
         prepare_reference: bool = True,
         held: dict[str, Hold] | None = None,
+        held_split: dict[str, HeldSplit] | None = None,
     ) -> CounterEvidence:
         site = self.config.site(counter.site)
         history = history if history is not None else self.history(now)
@@ -760,6 +782,7 @@ class Runner:
             counts=counts,
             models=self.models,
             held=self.held_shifts(counter.site) if held is None else held,
+            held_split=self.held_splits(counter.site) if held_split is None else held_split,
         )
 
     def run_checks(
@@ -915,8 +938,11 @@ class Runner:
         for site in self.config.sites:
             self.models.group()
             held = self.held_shifts(site.code)
+            split = self.held_splits(site.code)
             for counter in members.get(site.code, []):
-                gathered = self.evidence(counter, now, history, prepare_reference=False, held=held)
+                gathered = self.evidence(
+                    counter, now, history, prepare_reference=False, held=held, held_split=split
+                )
                 judged.extend(self.counter_checks(gathered))
             at = members.get(site.code, [])
             evidence = SiteEvidence(

@@ -51,10 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.commands.analyze import judge_model
 from diagnostics.assess import assess
 from diagnostics.calendar import Hours, SiteCalendar
+from diagnostics.checks.base import CounterEvidence
 from diagnostics.checks.counts_imbalance import CountImbalance
 from diagnostics.checks.counts_missing import fold_site_outages
 from diagnostics.series import CountArrays, CountModel, Grid, Hold
-from diagnostics.share import judge_days
+from diagnostics.share import HeldSplit, judge_days
 
 TZ = "America/New_York"
 SLOT = 15
@@ -401,15 +402,16 @@ def _site(code, cal, start, doors, rng, split) -> Site:
 # --- judging one window ------------------------------------------------------------------------
 
 
-def judge(site: Site, lo: int, hi: int, cin, cout, held=None):
+def judge(site: Site, lo: int, hi: int, cin, cout, held=None, held_split=None):
     """Every count check over slots lo..hi, folded and assessed; ``held``: the counters whose
-    level incident is open, since when (as the service passes them)."""
+    level incident is open (``Hold``), ``held_split``: whose imbalance incident is open, with
+    its usual IN share (as the service passes them)."""
     start = site.start + timedelta(minutes=SLOT * lo)
     grid = Grid.build(start, SLOT, hi - lo, site.calendar)
     now = start + timedelta(minutes=SLOT * (hi - lo))
     arrays = CountArrays(grid, site.serials, cin, cout)
     model = CountModel(arrays, site.calendar, now, held=held)
-    findings = fold_site_outages(judge_model(model, site.code, {}))
+    findings = fold_site_outages(judge_model(model, site.code, {}, held_split))
     return model, assess(findings, {site.code: site.calendar})
 
 
@@ -546,7 +548,7 @@ def run_case(site: Site, kind: str, rng, half: str) -> Case | None:
 LEVEL_KINDS = ("under_count", "over_count", "imbalance")  # judged day by day (below)
 
 
-def judged_daily(site: Site, onset: int, days: int, lo: int, cin, cout, held=None):
+def judged_daily(site: Site, onset: int, days: int, lo: int, cin, cout, held=None, held_split=None):
     """The case as the service sees it day by day: for each of ``days`` days from the onset,
     the window it holds at that day's end (``HISTORY`` long), judged. ``cin`` and ``cout``
     hold the slots from ``lo``; ``held`` as ``judge`` takes it, read afresh each day (the
@@ -556,7 +558,7 @@ def judged_daily(site: Site, onset: int, days: int, lo: int, cin, cout, held=Non
         end = onset + day * PER_DAY
         w_lo = max(0, end - HISTORY)
         cut = slice(w_lo - lo, end - lo)
-        yield end, judge(site, w_lo, end, cin[:, cut], cout[:, cut], held)[1]
+        yield end, *judge(site, w_lo, end, cin[:, cut], cout[:, cut], held, held_split)
 
 
 def _first_day_found(case: Case, site: Site, kind: str, serial, onset, hi, lo, cin, cout) -> None:
@@ -571,7 +573,7 @@ def _first_day_found(case: Case, site: Site, kind: str, serial, onset, hi, lo, c
     base = max(0, hi - 2 * HISTORY)
     found_at_end = case.detected
     days = (hi - onset) // PER_DAY - 1  # the days before the case's end, judged above
-    for _, assessed in judged_daily(site, onset, days, base, full_in, full_out):
+    for _, _, assessed in judged_daily(site, onset, days, base, full_in, full_out):
         trial = Case(kind, case.site, case.counter, case.onset, case.end)
         trial.facts = {}
         _score(trial, kind, serial, assessed)
@@ -1006,7 +1008,7 @@ def run_shift(site: Site, setting: str, factor: float, rng, half: str) -> ShiftC
     # start, end and "ended" stay those the window a week after the recovery shows; a
     # finding that window no longer holds has ended, when is not known)
     found_last = case.detected
-    for _, assessed in judged_daily(site, onset, (hi - onset) // PER_DAY - 1, lo, cin, cout):
+    for _, _, assessed in judged_daily(site, onset, (hi - onset) // PER_DAY - 1, lo, cin, cout):
         for a in assessed:
             f = a.finding
             start, end = _when(f.evidence.get("start")), _when(f.evidence.get("end"))
@@ -1110,14 +1112,17 @@ EXTRA = ("shift", "long")  # four-day shifts that end; under-counts that last si
 LONG_DAYS = 42  # past the 35-day window: by the end it holds nothing from before the fault
 
 
-def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
-    """An under-count (0.55-0.75x) that lasts six weeks, judged every day as the service
-    does: the share of cases whose finding is raised, and still ongoing, on each day. A
-    finding that fades while the fault goes on closes the incident as if it had recovered.
-    The incident is carried from day to day as the runner carries it: held (``Hold``, with
-    the usual ratio its finding kept) while raised, or while its check cannot judge it."""
+def long_table(sites: list[Site], rng, half: str, cases: int, kind: str = "under_count") -> None:
+    """A fault that lasts six weeks, judged every day as the service does: the share of
+    cases whose finding is raised, and still ongoing, on each day. ``kind``: an under-count
+    (0.55-0.75x), or an imbalance (OUT counted 0.75-0.9x). A finding that fades while the
+    fault goes on closes the incident as if it had recovered. The incident is carried from
+    day to day as the runner carries it: a level incident held (``Hold``, with the usual
+    ratio its finding kept) while raised or while its check cannot judge it, an imbalance
+    incident with the usual IN share its finding named (``held_split``)."""
     days = (3, 7, 14, 21, 28, 35, 42)
-    print(f"\n## under-counts that last {LONG_DAYS} days: raised and ongoing on day ...\n")
+    what = "under-counts" if kind == "under_count" else "imbalances (OUT counted short)"
+    print(f"\n## {what} that last {LONG_DAYS} days: raised and ongoing on day ...\n")
     print(f"| site | cases | {' | '.join(f'day {d}' for d in days)} | found at all |")
     print("|---|---|" + "---|" * (len(days) + 1))
     for site in sites:
@@ -1127,31 +1132,51 @@ def long_table(sites: list[Site], rng, half: str, cases: int) -> None:
             if onset is None:
                 continue
             c = int(rng.integers(len(site.serials)))
-            factor = rng.uniform(0.55, 0.75)
+            serial = site.serials[c]
             lo, hi = max(0, onset - HISTORY), onset + LONG_DAYS * PER_DAY
             cin, cout = site.window(lo, hi)
-            for arr in (cin, cout):
+            if kind == "under_count":
+                factor, hit = rng.uniform(0.55, 0.75), (cin, cout)
+            else:
+                factor, hit = rng.uniform(0.75, 0.9), (cout,)
+            for arr in hit:
                 x = arr[c, onset - lo :]
                 base = np.nan_to_num(x).astype(int)
                 arr[c, onset - lo :] = np.where(np.isnan(x), np.nan, rng.binomial(base, factor))
             seen = []
-            held: dict[str, Hold] = {}  # the open incident, as the runner passes it
-            for _, assessed in judged_daily(site, onset, LONG_DAYS, lo, cin, cout, held):
-                mine = [a for a in assessed if a.finding.subject == site.serials[c]]
-                raised = [
-                    a.finding
-                    for a in mine
-                    if a.genuine
-                    and a.finding.code == "under_count"
-                    and a.finding.evidence.get("ongoing")
-                ]
+            held: dict[str, Hold] = {}  # the open incidents, as the runner passes them
+            split: dict[str, HeldSplit] = {}
+            daily = judged_daily(site, onset, LONG_DAYS, lo, cin, cout, held, split)
+            for _, model, assessed in daily:
+                mine = [a for a in assessed if a.finding.subject == serial]
+                if kind == "under_count":
+                    raised = [
+                        a.finding
+                        for a in mine
+                        if a.genuine
+                        and a.finding.code == kind
+                        and a.finding.evidence.get("ongoing")
+                    ]
+                else:  # the service's own question: is the door's last whole day in a move?
+                    now = CounterEvidence(
+                        serial, serial, site.code, site.calendar, model.now, held_split=split
+                    )
+                    raised = [
+                        f
+                        for f in CountImbalance(CountImbalance.Options()).judge(model, now)
+                        if f.problem
+                    ]
                 seen.append(bool(raised))
-                if raised:
-                    said = raised[0].evidence
+                said = raised[0].evidence if raised else {}
+                if raised and kind == "under_count":
                     since = _when(said.get("held_since", said["start"]))
-                    held[site.serials[c]] = Hold(since, said.get("usual_ratio"))
+                    held[serial] = Hold(since, said.get("usual_ratio"))
+                elif raised:
+                    since = _when(said.get("held_since", said["start"]))
+                    split[serial] = HeldSplit(since, said["usual_share_in"])
                 elif not any(a.finding.code == "no_baseline" for a in mine):
                     held.clear()  # judged and not raised: the incident recovers
+                    split.clear()
             rows.append(seen)
         if not rows:
             continue
@@ -1248,7 +1273,9 @@ def main() -> None:
         route_table(totals["imbalance"])
         why_table(totals["imbalance"])
     if "long" in args.kinds:
-        long_table(sites, np.random.default_rng(args.seed + 4), args.half, max(5, args.cases // 4))
+        for kind in ("under_count", "imbalance"):
+            rng = np.random.default_rng(args.seed + 4)
+            long_table(sites, rng, args.half, max(5, args.cases // 4), kind)
     if "shift" in args.kinds:
         bank_m = load_bank_m(args.seed)
         shift_sites = [s for s in sites if not args.only or s.code in args.only]

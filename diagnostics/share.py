@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, replace
+from datetime import datetime
 from statistics import NormalDist
 
 import numpy as np
@@ -33,6 +34,15 @@ MIN_TAU = 0.005  # never trust a day's share to better than half a point beyond 
 # a site's balance (paired directions): never trust it to better than counters that miss 1 %
 # of crossings at random would give (the share's variance is then 0.01 of the binomial's)
 MIN_PHI = 0.01
+
+
+@dataclass(frozen=True)
+class HeldSplit:
+    """A door whose IN/OUT imbalance incident is open: its move began ``since``, and its
+    usual IN share was ``usual`` (both as its finding named them)."""
+
+    since: datetime
+    usual: float
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ def judge_days(
     min_days: int = 2,
     false_alarm_days: float = 730.0,
     paired: bool = False,
+    kept: tuple[int, float] | None = None,
 ) -> tuple[list[ShareDay], dict[int, float]]:
     """Each day with its usual share and spread, whether it is unusual on its own, and
     whether it belongs to a lasting move (``significant``); and τ per day judged.
@@ -134,6 +145,13 @@ def judge_days(
     variance is φ·p(1 − p)/n, φ fitted robustly on the history (the MAD of the days'
     binomial z-scores, squared; at least ``MIN_PHI``) — volume-aware, and as quiet or as
     noisy as this site's own balance has been. Otherwise binomial plus τ² (a door).
+
+    ``kept``: an open incident's move, (its first day, the usual share its finding named).
+    The days since are not learnt as usual. A move that outlasts the window leaves too few
+    days outside it to learn the usual share from: without ``kept`` every day of the window
+    then counts and the move is accepted as the new usual (a re-tuned counter, a new
+    layout); with it the days are judged against the share it names (their spread still
+    measured around themselves), so the move goes on while the incident is open.
     """
     crit = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
     # two sizes of move per direction, as the level detector: ``tolerance`` (a modest move
@@ -175,13 +193,16 @@ def judge_days(
             lo += 1
         starts.append(lo)
     medians = _window_medians(days, starts, min_history, paired=paired)
+    held_from, held_usual = kept if kept is not None else (math.inf, 0.5)
     for here, d in enumerate(days):
         n, share = d.n, d.share
         lo = starts[here]
-        if True in moving[lo:]:  # leave out the days of a move, if enough are left
+        held = lo < len(out) and out[-1].day >= held_from  # its window holds a held day
+        if held or True in moving[lo:]:  # leave out the days of a move, if enough are left
             span = range(lo, len(out))
-            clean = [j for j in span if not moving[j]]
-            hist = clean if len(clean) >= min_history else list(span)
+            clean = [j for j in span if not moving[j] and out[j].day < held_from]
+            accepted = len(clean) < min_history
+            hist = list(span) if accepted else clean
             shares = [day_share[j] for j in hist]
             crossings = [day_n[j] for j in hist]
             known = len(shares)
@@ -199,6 +220,8 @@ def judge_days(
                     )
                 else:
                     spread = _median([abs(v - usual) for v in shares])
+                if accepted and held:
+                    usual = min(max(held_usual, 0.02), 0.98)
         else:  # the usual case: every day of the window, its medians already known
             known = here - lo
             if known >= min_history:

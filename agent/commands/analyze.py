@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the judgement is imported when a command runs: `--help` loa
     from diagnostics.checks.counts import CountCheck
     from diagnostics.model import Assessed, CountSlot, Finding
     from diagnostics.series import CountModel
+    from diagnostics.share import HeldSplit
 
 
 def _count_kinds(applies_to: str) -> tuple[type[Check], ...]:
@@ -239,9 +240,15 @@ def _judge_site(
     return judge_model(model, site.code, names)
 
 
-def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Finding]:
+def judge_model(
+    model: CountModel,
+    site: str,
+    names: dict[str, str],
+    held_split: dict[str, HeldSplit] | None = None,
+) -> list[Finding]:
     """Every count check over the whole of ``model``, each episode a finding (not yet folded
-    or assessed). Shared with the evaluation in ``bench/eval_counts.py``."""
+    or assessed). Shared with the evaluation in ``bench/eval_counts.py``, which also hands
+    the open imbalance incidents' usual shares (``held_split``) as the runner does."""
     from diagnostics.checks.base import CounterEvidence, SiteEvidence
     from diagnostics.checks.counts_missing import SiteCountsOutage
 
@@ -253,6 +260,7 @@ def judge_model(model: CountModel, site: str, names: dict[str, str]) -> list[Fin
             site=site,
             calendar=model.calendar,
             now=model.now,
+            held_split=held_split or {},
         )
         for kind in _count_kinds("counter"):
             out.extend(_all(kind).judge(model, ev))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from diagnostics.calendar import SiteCalendar
 from diagnostics.model import CountSlot, Finding, Observation, Status
 from diagnostics.series import Hold, ModelCache, SlotColumns
+from diagnostics.share import HeldSplit
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class CounterEvidence:
     # the counters (this one or its peers) whose level incident is open: judged against their
     # level before the shift began (``CountModel``'s ``held``)
     held: Mapping[str, Hold] = field(default_factory=dict)
+    # the counters whose IN/OUT imbalance incident is open, since when and with the usual IN
+    # share its finding named: judged against it once a move outlasts the window
+    held_split: Mapping[str, HeldSplit] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,12 @@ class _Balance(CountCheck):
         ]
 
     def judge_share(
-        self, days: list[ShareDay], *, paired: bool = False, tolerance: float = 0.0
+        self,
+        days: list[ShareDay],
+        *,
+        paired: bool = False,
+        tolerance: float = 0.0,
+        kept: tuple[int, float] | None = None,
     ) -> tuple[list[ShareDay], dict[int, float]]:
         o = self.options
         return judge_days(
@@ -137,6 +142,7 @@ class _Balance(CountCheck):
             min_days=o.min_days,
             false_alarm_days=o.false_alarm_days,
             paired=paired,
+            kept=kept,
         )
 
     def judged(
@@ -147,23 +153,24 @@ class _Balance(CountCheck):
         paired: bool = False,
         tolerance: float = 0.0,
         cache: ModelCache | None = None,
+        kept: tuple[int, float] | None = None,
     ) -> tuple[list[Episode], ShareDay | None]:
         """Every lasting episode over the whole days of ``rows`` together, and the last day.
         With ``cache``, the judgement of the same days is kept between cycles (it changes
-        only when a day ends)."""
+        only when a day ends). ``kept``: the usual share of an open incident (``judge_days``)."""
         o = self.options
         days = self.share_days(model, rows)
+
+        def judge() -> tuple[list[ShareDay], dict[int, float]]:
+            return self.judge_share(days, paired=paired, tolerance=tolerance, kept=kept)
+
         if cache is None:
-            judged, taus = self.judge_share(days, paired=paired, tolerance=tolerance)
+            judged, taus = judge()
         else:
             who = (self.id, tuple(model.arrays.serials[i] for i in rows))
-            inputs = (Judged.key(days), paired, tolerance, self.options)
-            kept = cache.days.get(
-                who,
-                inputs,
-                lambda: Judged.pack(*self.judge_share(days, paired=paired, tolerance=tolerance)),
-            )
-            judged, taus = kept.unpack(days)
+            inputs = (Judged.key(days), paired, tolerance, self.options, kept)
+            packed = cache.days.get(who, inputs, lambda: Judged.pack(*judge()))
+            judged, taus = packed.unpack(days)
         # sustained, and sure: the move over its days is itself significant at the level
         found = [
             e
@@ -180,10 +187,13 @@ class _Balance(CountCheck):
         *,
         paired: bool = False,
         tolerance: float = 0.0,
+        kept: tuple[int, float] | None = None,
         **extra: Any,
     ) -> list[Finding]:
         cache = getattr(evidence, "models", None)
-        found, last = self.judged(model, rows, paired=paired, tolerance=tolerance, cache=cache)
+        found, last = self.judged(
+            model, rows, paired=paired, tolerance=tolerance, cache=cache, kept=kept
+        )
         lo = self.low(model, evidence)
         if last is None or last.last < lo or last.usual is None:
             return [
@@ -232,6 +242,11 @@ class _Balance(CountCheck):
         o = self.options
         first, last = e.days[0], e.days[-1]
         start, end = span(model, first.first, last.last)
+        # a held door's move began when its incident's did, whatever the window still shows:
+        # the runner holds it since then (``held_since``, as the level check's)
+        since = extra.pop("held_since", None)
+        if since is not None:
+            extra["held_since"] = min(since, start).isoformat()
         raised = next((d for d in e.days if d.alarm), e.days[min(o.min_days, len(e.days)) - 1])
         detected = span(model, first.first, raised.last)[1]
         n = len(e.days)
@@ -301,7 +316,18 @@ class CountImbalance(_Balance):
         pass
 
     def judge(self, model: CountModel, evidence: Any) -> list[Finding]:
-        return self.report(model, evidence, [model.index(evidence.serial)])
+        # an open imbalance incident holds the door to the usual share its finding named
+        hold = evidence.held_split.get(evidence.serial)
+        if hold is None:
+            return self.report(model, evidence, [model.index(evidence.serial)])
+        since = hold.since.astimezone(model.grid.tz).date().toordinal()
+        return self.report(
+            model,
+            evidence,
+            [model.index(evidence.serial)],
+            kept=(since, hold.usual),
+            held_since=hold.since,
+        )
 
 
 class SiteImbalance(_Balance):

@@ -14,8 +14,10 @@ from pathlib import Path
 from agent.app import make_runner
 from agent.config import load_config
 from agent.store import Store
+from diagnostics.checks.counts_imbalance import CountImbalance
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.series import Hold
+from diagnostics.share import HeldSplit
 from simulator import FakeClock, Fleet, SimCounter, SimSite
 from tests.agent.test_delivery_e2e import NOW, WEEK
 
@@ -38,9 +40,9 @@ def test_the_runner_hands_open_level_incidents_to_the_count_models(tmp_path: Pat
             runner = make_runner(config, store, clock=clock)
             start = NOW - timedelta(days=20)
 
-            def incident(subject: str, finding: dict) -> int:
+            def incident(subject: str, finding: dict, check: str = CountLevel.id) -> int:
                 return store.create_incident(
-                    check_id=CountLevel.id,
+                    check_id=check,
                     site="LDN01",
                     subject=subject,
                     state="open",
@@ -80,3 +82,14 @@ def test_the_runner_hands_open_level_incidents_to_the_count_models(tmp_path: Pat
             since = {"start": later, "held_since": start.isoformat(), "usual_ratio": 0.5}
             store.update_incident(closed, at=NOW, finding={"evidence": since})
             assert runner.held_shifts("LDN01")["H3"] == Hold(start, 0.5)
+            # an open imbalance incident holds its door to the usual IN share it named, since
+            # the start its move was held since (or began)
+            assert runner.held_splits("LDN01") == {}
+            split = {"start": later, "held_since": start.isoformat(), "usual_share_in": 0.47}
+            incident("H2", {"evidence": split}, CountImbalance.id)
+            bad = {"start": later, "usual_share_in": "0.5"}
+            incident("H1", {"evidence": bad}, CountImbalance.id)
+            incident("H3", {"evidence": {"usual_share_in": 0.5}}, CountImbalance.id)  # no start
+            assert runner.held_splits("LDN01") == {"H2": HeldSplit(start, 0.47)}
+            held = runner.evidence(config.counter("H3"), NOW).held_split
+            assert held == {"H2": HeldSplit(start, 0.47)}

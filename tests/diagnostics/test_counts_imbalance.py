@@ -3,7 +3,7 @@ with its volume, and only when the move lasts (issue 13 item 1)."""
 
 import math
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from diagnostics.checks.counts_imbalance import (
 from diagnostics.checks.counts_level import CountLevel
 from diagnostics.model import CountSlot, Decision, Status
 from diagnostics.series import ModelCache, SlotColumns
-from diagnostics.share import Judged, ShareDay, episodes, judge_days
+from diagnostics.share import HeldSplit, Judged, ShareDay, episodes, judge_days
 from tests.diagnostics.helpers import NOW, calendar, history
 
 CAL = calendar()
@@ -572,3 +572,48 @@ def test_the_balance_checks_judge_their_days_once_a_day_and_say_the_same():
     assert cache.days.built == 3  # two doors and the site, judged once
     assert cache.days.reused == 3 * 5
     assert len(cache) == 0  # while the models themselves were not kept
+
+
+def test_an_open_incident_holds_a_door_to_the_usual_split_its_finding_named():
+    # A is usually 50 % IN; from 30 days ago it counts 60 % IN. After about three weeks of
+    # the 28-day history too few days are left outside the move to learn the usual split
+    # from, and the move is accepted as the door's new usual (a re-tune, a new layout)
+    since = NOW - timedelta(days=30)
+    own = split(door(days=56), usual=0.5, moved=0.6, since=since, seed=4)
+    early = [
+        f
+        for f in run(
+            tuple(s for s in own if s.start < NOW - timedelta(days=14)),
+            now=NOW - timedelta(days=14),
+        )
+        if f.problem
+    ]
+    assert early and early[0].code == "imbalance"
+    usual = early[0].evidence["usual_share_in"]
+    assert abs(usual - 0.5) < 0.02
+    [f] = run(own)
+    assert f.status is Status.OK and f.code == "balanced"
+    # while its incident is open, the runner hands the check the start and the usual share
+    # its finding named (``held_split``): the days since are not learnt as usual, and once
+    # too few others are left the move goes on, judged against that share
+    start = datetime.fromisoformat(early[0].evidence["start"])
+    ev = CounterEvidence(
+        serial="A",
+        name="A",
+        site="LDN01",
+        calendar=CAL,
+        now=NOW,
+        slots=own,
+        held_split={"A": HeldSplit(start, usual)},
+    )
+    [f] = CountImbalance(CountImbalance.Options()).run(ev)
+    assert f.code == "imbalance" and f.problem, f.summary
+    assert abs(f.evidence["share_in"] - 0.6) < 0.02 and f.evidence["usual_share_in"] == usual
+    assert datetime.fromisoformat(f.evidence["held_since"]) == start  # read back by the runner
+    # and it ends when the door comes back to that share
+    back = split(
+        door(days=56), usual=0.5, moved=0.6, since=since, until=NOW - timedelta(days=4), seed=4
+    )
+    ev = replace(ev, slots=back)
+    [f] = CountImbalance(CountImbalance.Options()).run(ev)
+    assert f.status is Status.OK, f.summary
