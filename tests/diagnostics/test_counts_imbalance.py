@@ -50,10 +50,17 @@ def door(serial="A", *, days=42, peak=20.0, seed=1):
     return history(serial, NOW, days=days, peak=peak, seed=seed, k=20.0)
 
 
-def run(own, now=NOW, peers=None, **options):
+def run(own, now=NOW, peers=None, held_split=None, **options):
     own = tuple(s for s in own if s.start + timedelta(minutes=15) <= now)
     ev = CounterEvidence(
-        serial="A", name="A", site="LDN01", calendar=CAL, now=now, slots=own, peers=peers or {}
+        serial="A",
+        name="A",
+        site="LDN01",
+        calendar=CAL,
+        now=now,
+        slots=own,
+        peers=peers or {},
+        held_split=held_split or {},
     )
     return CountImbalance(CountImbalance.Options(**options)).run(ev)
 
@@ -597,16 +604,8 @@ def test_an_open_incident_holds_a_door_to_the_usual_split_its_finding_named():
     # its finding named (``held_split``): the days since are not learnt as usual, and once
     # too few others are left the move goes on, judged against that share
     start = datetime.fromisoformat(early[0].evidence["start"])
-    ev = CounterEvidence(
-        serial="A",
-        name="A",
-        site="LDN01",
-        calendar=CAL,
-        now=NOW,
-        slots=own,
-        held_split={"A": HeldSplit(start, usual)},
-    )
-    [f] = CountImbalance(CountImbalance.Options()).run(ev)
+    held = {"A": HeldSplit(start, usual)}
+    [f] = run(own, held_split=held)
     assert f.code == "imbalance" and f.problem, f.summary
     assert abs(f.evidence["share_in"] - 0.6) < 0.02 and f.evidence["usual_share_in"] == usual
     assert datetime.fromisoformat(f.evidence["held_since"]) == start  # read back by the runner
@@ -614,6 +613,5 @@ def test_an_open_incident_holds_a_door_to_the_usual_split_its_finding_named():
     back = split(
         door(days=56), usual=0.5, moved=0.6, since=since, until=NOW - timedelta(days=4), seed=4
     )
-    ev = replace(ev, slots=back)
-    [f] = CountImbalance(CountImbalance.Options()).run(ev)
+    [f] = run(back, held_split=held)
     assert f.status is Status.OK, f.summary

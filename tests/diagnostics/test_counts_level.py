@@ -40,7 +40,7 @@ def site(days=42, k=20.0):
     }
 
 
-def run(slots, serial="A", cal=CAL, **options):
+def run(slots, serial="A", cal=CAL, held=None, **options):
     peers = {p: v for p, v in slots.items() if p != serial}
     ev = CounterEvidence(
         serial=serial,
@@ -50,6 +50,7 @@ def run(slots, serial="A", cal=CAL, **options):
         now=NOW,
         slots=slots[serial],
         peers=peers,
+        held=held or {},
     )
     return CountLevel(CountLevel.Options(**options)).run(ev)
 
@@ -483,17 +484,7 @@ def test_a_held_shift_older_than_the_window_is_judged_by_the_ratio_its_incident_
     onset = NOW - timedelta(days=40)
 
     def level(hold):
-        ev = CounterEvidence(
-            serial="A",
-            name="A",
-            site="LDN01",
-            calendar=CAL,
-            now=NOW,
-            slots=faulty["A"],
-            peers={p: v for p, v in faulty.items() if p != "A"},
-            held={"A": hold},
-        )
-        return CountLevel(CountLevel.Options()).run(ev)
+        return run(faulty, held={"A": hold})
 
     [f] = level(Hold(onset))
     assert f.status is Status.SKIP and f.code == "no_baseline"
