@@ -1158,12 +1158,12 @@ def long_table(sites: list[Site], rng, half: str, cases: int, kind: str = "under
                         and a.finding.evidence.get("ongoing")
                     ]
                 else:  # the service's own question: is the door's last whole day in a move?
-                    now = CounterEvidence(
+                    door = CounterEvidence(
                         serial, serial, site.code, site.calendar, model.now, held_split=split
                     )
                     raised = [
                         f
-                        for f in CountImbalance(CountImbalance.Options()).judge(model, now)
+                        for f in CountImbalance(CountImbalance.Options()).judge(model, door)
                         if f.problem
                     ]
                 seen.append(bool(raised))
