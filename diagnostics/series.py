@@ -628,6 +628,9 @@ class Params:
     # themselves scatter, one door moving is traffic moving between doors (chosen on the
     # evaluation's dev half, docs/counts.md)
     standout: float = 2.0
+    # people come in groups (a family, friends): a run of zeros is the chance that no group
+    # came, and a slot's expected visitors are this many fewer arrivals
+    group_size: float = 2.0
 
 
 class CountModel:
@@ -924,12 +927,17 @@ class CountModel:
         floor = np.log10(np.where(np.isfinite(floor) & (floor > 0), floor, 1e-300))
         kr = float(self.share_k[i])
 
+        g = self.params.group_size
+
         def chance(mus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             expected = np.add.reduceat(mus, starts)
-            log10p = np.add.reduceat(np.maximum(log10_p_zero(mus, float(self.k[i])), floor), starts)
+            arrivals = mus / g
+            log10p = np.add.reduceat(
+                np.maximum(log10_p_zero(arrivals, float(self.k[i])), floor), starts
+            )
             # the counter's share of the site may itself be low today: over the whole run, the
             # chance of nothing under a gamma day factor is NB(share_k) on the run's expectation
-            return expected, np.maximum(log10p, kr * np.log10(kr / (kr + expected)))
+            return expected, np.maximum(log10p, kr * np.log10(kr / (kr + expected / g)))
 
         # judged twice: on the counter's own expectation, and scaled by how its peers are doing
         # now; the gate weighs the two (a dip the peers share is a real drop in traffic)
@@ -940,7 +948,7 @@ class CountModel:
             # chance of nothing under the Gamma(a + observed, a + expected) posterior of that
             # level, not under its mean alone (when every door is near zero, that matters)
             a = self.params.peer_prior
-            post = (a + pobs) * np.log10((a + pexp) / (a + pexp + expected_alone))
+            post = (a + pobs) * np.log10((a + pexp) / (a + pexp + expected_alone / g))
             log10p = np.maximum(log10p, post)
         return (
             firsts,
