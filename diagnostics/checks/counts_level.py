@@ -106,7 +106,9 @@ class CountLevel(CountCheck):
                     evidence,
                     Status.SKIP,
                     "no_baseline",
-                    "its level before the shift is no longer known: it cannot be judged",
+                    "its level before the shift is older than the history kept, and no ratio to "
+                    "peers stands in for it: it cannot be judged; resolve its incident once "
+                    "the counter is confirmed fixed",
                 )
             ]
         held = [(s, at) for s in model.shifts(i) if (at := self._held(model, s)) is not None]
