@@ -478,7 +478,12 @@ class Store:
             raise StoreError(f"cannot open state database {self.path}: {exc}") from None
         try:
             db.row_factory = sqlite3.Row
-            if new:  # before the first table: lets pruning hand pages back to the disk
+            # before the first table: lets pruning hand pages back to the disk. Asked by every
+            # connection that finds the file still empty, not only the one that created it:
+            # two processes opening a new state directory at once race to create the tables,
+            # and the file takes the mode of whichever does (a file with pages is not written
+            # to here: it may be a damaged one, which is moved aside untouched)
+            if db.execute("PRAGMA page_count").fetchone()[0] == 0:
                 db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA journal_mode=WAL")
@@ -626,7 +631,14 @@ class Store:
         if self.path.stat().st_size > VACUUM_EXISTING_MAX:
             return  # a rebuild would take minutes on a gateway: pruning still bounds the rows
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self._db.execute("VACUUM")
+        try:
+            self._db.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            # another process is using the file (the service, while ``check`` opens it): the
+            # switch is only a saving, made at a later opening; this one goes on without it
+            log.info("state database %s: auto_vacuum left for later (%s)", self.path, exc)
 
     @property
     def in_transaction(self) -> bool:

@@ -463,6 +463,27 @@ def test_an_older_file_without_auto_vacuum_is_switched_to_it(tmp_path):
         assert store._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
 
 
+def test_an_older_file_in_use_by_another_process_opens_and_switches_later(tmp_path):
+    # the switch is a VACUUM, which cannot run while another process writes (the service,
+    # while ``check`` opens the file; or two processes opening a new state directory at
+    # once): the store opens without it, and switches at a later opening
+    raw = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    for script in MIGRATIONS:
+        raw.executescript(script)
+    raw.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+    raw.execute("PRAGMA journal_mode=WAL")
+    raw.execute("BEGIN IMMEDIATE")  # another process, mid-write
+    try:
+        with Store.open(tmp_path) as store:  # waits its busy timeout for the VACUUM, then on
+            assert store._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+            assert store.schema_version == len(MIGRATIONS)
+    finally:
+        raw.execute("COMMIT")
+        raw.close()
+    with Store.open(tmp_path) as store:
+        assert store._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+
 # -- permissions ----------------------------------------------------------------------------------
 
 
