@@ -600,10 +600,11 @@ def _cusum(increments: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Params:
-    """How the model flags faulty days before it builds the clean baselines.
+    """How the model reads the counts: its baselines, which days they must not learn from,
+    and the chances and yardsticks its detectors judge by.
 
-    The checks' own options decide what is reported; these decide only which days the
-    baselines must not learn from, so they are fixed and cautious.
+    The checks' own options decide what is reported from those; these are the model's own,
+    fixed and cautious, each chosen on the evaluation's dev half (docs/counts.md).
     """
 
     memory: float = 0.85  # weekly weight of the exponentially weighted baseline
