@@ -257,21 +257,22 @@ def test_a_shift_that_begins_late_in_the_day_is_raised_at_the_close_not_days_lat
 
 def test_round_the_clock_an_evening_shift_is_not_raised_at_midnight():
     """A site open round the clock (a station, a street) does not close at midnight: a door
-    that counts half for an evening is raised once the shift has held its six hours, not
-    at 23:45 as if the store had closed."""
+    that counts half for an evening is raised once the shift has held its ``min_open_hours``,
+    not at 23:45 as if the store had closed."""
     cal = SiteCalendar("Europe/London", (Hours(time(0), time.max),) * 7, holiday_region="GB-ENG")
     doors = {
         s: history(s, NOW, days=56, seed=i + 31, peak=p, k=20.0, cal=cal)
         for i, (s, p) in enumerate((("A", 40.0), ("B", 30.0), ("C", 25.0), ("D", 20.0)))
     }
+    hold = timedelta(hours=CountLevel.Options().min_open_hours)
     evening = NOW.replace(hour=20, minute=0) - timedelta(days=4)
-    short = dict(doors, A=window(doors["A"], 0.3, evening, evening + timedelta(hours=4)))
+    short = dict(doors, A=window(doors["A"], 0.3, evening, evening + hold / 2))
     assert not [f for f in run(short, scope="all", cal=cal) if f.problem]
-    # the same drop lasting past its six hours is raised, at their end
-    long = dict(doors, A=window(doors["A"], 0.3, evening, evening + timedelta(hours=10)))
+    # the same drop lasting past those hours is raised, at their end
+    long = dict(doors, A=window(doors["A"], 0.3, evening, evening + hold + timedelta(hours=4)))
     [f] = [f for f in run(long, scope="all", cal=cal) if f.problem]
     assert f.code == "under_count"
-    assert when(f.evidence["detected_at"]) >= evening + timedelta(hours=6)
+    assert when(f.evidence["detected_at"]) >= evening + hold
 
 
 def test_a_broken_peer_is_no_yardstick_for_the_others():
@@ -514,3 +515,19 @@ def test_an_ongoing_shift_raised_before_the_look_back_is_still_the_current_state
         [f] = run(slots, scope="current")
         assert f.code == "under_count" and f.problem and f.evidence["ongoing"], days
         assert abs(when(f.evidence["start"]) - onset) <= timedelta(hours=6), days
+
+
+def test_while_its_incident_is_open_a_shift_found_again_is_reported_at_once():
+    # a shift must hold min_open_hours before it opens an incident. While the incident is
+    # open, a shift the detector finds again (a noisy day ended the last episode) is the
+    # same fault going on: reported from its alarm, not after another twelve hours, or the
+    # incident would recover in between and its hold be lost
+    from diagnostics.series import Hold
+
+    slots = _four_doors_35(seed=71)
+    recent = NOW - timedelta(hours=4)
+    slots["A"] = window(slots["A"], 0.4, recent, NOW)
+    [free] = run(slots, scope="current")
+    assert free.status is Status.OK  # four hours: not yet a shift of its own
+    [held] = run(slots, scope="current", held={"A": Hold(NOW - timedelta(days=20))})
+    assert held.code == "under_count" and held.problem and held.evidence["ongoing"]
