@@ -25,7 +25,6 @@ import concurrent.futures as cf
 import functools
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -686,16 +685,9 @@ class Runner:
         them against their level before it, not a level that has learnt the fault."""
         held: dict[str, Hold] = {}
         for incident in self.store.incidents(open_only=True, check_id=CountLevel.id, site=site):
-            evidence = incident.last_finding.get("evidence", {})
-            try:
-                since = datetime.fromisoformat(
-                    str(evidence.get("held_since", evidence.get("start")))
-                )
-            except ValueError:
-                continue  # a finding without a start (an old row): nothing to hold
-            ratio = evidence.get("usual_ratio")
-            usable = isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0
-            held[incident.subject] = Hold(since, float(ratio) if usable else None)
+            hold = Hold.from_evidence(incident.last_finding.get("evidence", {}))
+            if hold is not None:  # a finding without a start (an old row): nothing to hold
+                held[incident.subject] = hold
         return held
 
     def held_splits(self, site: str) -> dict[str, HeldSplit]:
@@ -705,16 +697,9 @@ class Runner:
         split."""
         held: dict[str, HeldSplit] = {}
         for incident in self.store.incidents(open_only=True, check_id=CountImbalance.id, site=site):
-            evidence = incident.last_finding.get("evidence", {})
-            usual = evidence.get("usual_share_in")
-            try:
-                since = datetime.fromisoformat(
-                    str(evidence.get("held_since", evidence.get("start")))
-                )
-            except ValueError:
-                continue  # a finding without a start: nothing to hold
-            if isinstance(usual, (int, float)) and 0 < usual < 1:
-                held[incident.subject] = HeldSplit(since, float(usual))
+            hold = HeldSplit.from_evidence(incident.last_finding.get("evidence", {}))
+            if hold is not None:
+                held[incident.subject] = hold
         return held
 
     def evidence(

@@ -1167,13 +1167,14 @@ def long_table(sites: list[Site], rng, half: str, cases: int, kind: str = "under
                         if f.problem
                     ]
                 seen.append(bool(raised))
-                said = raised[0].evidence if raised else {}
-                if raised and kind == "under_count":
-                    since = _when(said.get("held_since", said["start"]))
-                    held[serial] = Hold(since, said.get("usual_ratio"))
-                elif raised:
-                    since = _when(said.get("held_since", said["start"]))
-                    split[serial] = HeldSplit(since, said["usual_share_in"])
+                if raised:  # held as the runner holds it, from the finding's evidence
+                    said = raised[0].evidence
+                    hold = (Hold if kind == "under_count" else HeldSplit).from_evidence(said)
+                    assert hold is not None, said  # a raised finding names its start
+                    if isinstance(hold, Hold):
+                        held[serial] = hold
+                    else:
+                        split[serial] = hold
                 elif not any(a.finding.code == "no_baseline" for a in mine):
                     held.clear()  # judged and not raised: the incident recovers
                     split.clear()

@@ -174,6 +174,12 @@ def as_datetime(value: object) -> datetime | None:
     return None
 
 
+def held_since(evidence: dict[str, Any]) -> datetime | None:
+    """Since when an open incident holds its counter, from its last problem finding: the
+    ``held_since`` the check named once the counter was held, else the finding's ``start``."""
+    return as_datetime(evidence.get("held_since", evidence.get("start")))
+
+
 class Decision(enum.StrEnum):
     GENUINE = "genuine"
     FALSE_ALARM = "false_alarm"

@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy.typing as npt
 
 from diagnostics.calendar import SiteCalendar
 from diagnostics.kept import Kept
-from diagnostics.model import CountSlot
+from diagnostics.model import CountSlot, held_since
 from diagnostics.share import Judged
 
 MIN_K, MAX_K = 0.3, 1000.0  # dispersion bounds: from very bursty to practically Poisson
@@ -552,6 +553,18 @@ class Hold:
     since: datetime
     ratio: float | None = None
 
+    @classmethod
+    def from_evidence(cls, evidence: dict[str, Any]) -> Hold | None:
+        """The hold a level finding's evidence names; None without a readable start (an
+        older finding). A ratio that is no ratio holds the start alone."""
+        since = held_since(evidence)
+        if since is None:
+            return None
+        ratio = evidence.get("usual_ratio")
+        if isinstance(ratio, (int, float)) and math.isfinite(ratio) and ratio > 0:
+            return cls(since, float(ratio))
+        return cls(since)
+
 
 @dataclass(frozen=True)
 class Shift:
@@ -680,7 +693,6 @@ class CountModel:
         }
         for i, hold in self._holds.items():
             known[i, g.index(hold.since) :] = True
-        self._held: np.ndarray = np.asarray(known.any(axis=1))
         self._stood_in: dict[int, np.ndarray] = {}  # held rows' slots expected from the ratio
         usable &= ~known
         self._bad = known
@@ -1081,7 +1093,7 @@ class CountModel:
         clean = ~self._bad[i][first_slot]
         # a held counter whose shift fills every judged day has no day to learn its level
         # from: its usual level is then what its baselines (learnt before the shift) expect
-        unmoored = clean.sum() < 8 and bool(self._held[i])
+        unmoored = clean.sum() < 8 and i in self._holds
         if clean.sum() < 8:
             clean = np.ones_like(clean)
         days = g.day[first_slot]

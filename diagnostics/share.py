@@ -27,8 +27,11 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
+
+from diagnostics.model import held_since
 
 MIN_TAU = 0.005  # never trust a day's share to better than half a point beyond the binomial
 # a site's balance (paired directions): never trust it to better than counters that miss 1 %
@@ -43,6 +46,15 @@ class HeldSplit:
 
     since: datetime
     usual: float
+
+    @classmethod
+    def from_evidence(cls, evidence: dict[str, Any]) -> HeldSplit | None:
+        """The hold an imbalance finding's evidence names; None without a readable start or
+        a usual share between 0 and 1."""
+        since, usual = held_since(evidence), evidence.get("usual_share_in")
+        if since is None or not isinstance(usual, (int, float)) or not 0 < usual < 1:
+            return None
+        return cls(since, float(usual))
 
 
 @dataclass(frozen=True)
